@@ -1,0 +1,73 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+
+#include "agent/admin/admin_server.h"
+#include "agent/bootstrap.h"
+#include "agent/enrollment_server.h"
+#include "agent/pod_manager.h"
+#include "ebpf/loader/capture_program.h"
+#include "proxy/common/stats.h"
+#include "proxy/event/dispatcher.h"
+#include "proxy/network/socket_hooks.h"
+#include "proxy/server/server.h"
+
+namespace culvert::agent {
+
+// The proxy's socket hooks, served by the BPF capture program.
+class BpfSocketHooks : public network::SocketTagger, public network::OriginalDestinationSource {
+public:
+  explicit BpfSocketHooks(ebpf::CaptureProgram& capture) : capture_(capture) {}
+  common::Result<void> tag(int fd) override { return capture_.tagSocket(fd); }
+  std::optional<common::SocketAddress> takeOriginalDestination(int fd) override {
+    return capture_.takeOriginalDestination(fd);
+  }
+
+private:
+  ebpf::CaptureProgram& capture_;
+};
+
+// culvertd: wires configuration, BPF capture, the workers, enrollment and admin on the
+// main thread. run() returns when SIGTERM or SIGINT stopped it cleanly.
+class App {
+public:
+  explicit App(Bootstrap bootstrap);
+  ~App();
+
+  // Loads configuration, attaches BPF, starts workers and servers.
+  common::Result<void> start();
+  // Runs the main loop until a stop signal; then tears everything down in order.
+  void run();
+
+private:
+  common::Result<void> loadResources();
+  void installAdminHandlers();
+  void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
+  std::string renderStats(const std::string& tenant);
+  std::string configDump() const;
+  void stop();
+
+  Bootstrap bootstrap_;
+  event::Dispatcher main_{"main"};
+  common::StatsStore stats_;
+  std::unique_ptr<ebpf::CaptureProgram> capture_;
+  std::unique_ptr<BpfSocketHooks> hooks_;
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<PodManager> pods_;
+  std::unique_ptr<EnrollmentServer> enrollment_;
+  std::unique_ptr<AdminServer> admin_;
+
+  bool config_loaded_ = false;
+  std::string resources_dump_ = "null";
+  std::string config_version_;
+  uv_signal_t sigterm_{};
+  uv_signal_t sigint_{};
+  uv_signal_t sighup_{};
+  bool stopping_ = false;
+  common::Counter& resource_errors_;
+};
+
+}  // namespace culvert::agent

@@ -1,0 +1,344 @@
+#include "agent/bootstrap.h"
+
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace culvert::agent {
+
+using common::fail;
+using common::Result;
+
+common::SocketAddress defaultAdminAddress() {
+  auto address = common::SocketAddress::parse("127.0.0.1", 15000);
+  return address ? *address : common::SocketAddress();
+}
+
+std::string_view toString(FailMode mode) { return mode == FailMode::Open ? "open" : "closed"; }
+
+std::string_view toString(common::LogFormat format) {
+  return format == common::LogFormat::Json ? "json" : "text";
+}
+
+namespace {
+
+std::string hostName() {
+  std::array<char, 256> buf{};
+  if (gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf.data();
+}
+
+std::string_view kindOf(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar: return "a scalar";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    default: return "nothing";
+  }
+}
+
+// Null reads as "" so `admin.socket:` means "none", like the documented "".
+Result<std::string> readString(const YAML::Node& n, const std::string& where) {
+  if (n.IsNull()) return std::string();
+  if (!n.IsScalar()) return fail("expected a string, got " + std::string(kindOf(n)), where);
+  return n.Scalar();
+}
+
+Result<uint64_t> readUnsigned(const YAML::Node& n, const std::string& where, uint64_t min, uint64_t max) {
+  std::string range = std::to_string(min) + ".." + std::to_string(max);
+  if (!n.IsScalar()) return fail("expected an integer " + range + ", got " + std::string(kindOf(n)), where);
+  const std::string& s = n.Scalar();
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || end != s.data() + s.size() || (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+    return fail("expected an integer " + range + ", got '" + s + "'", where);
+  }
+  if (ec == std::errc::result_out_of_range || value < min || value > max) {
+    return fail("must be " + range + ", got " + s, where);
+  }
+  return value;
+}
+
+Result<std::string> readNonEmpty(const YAML::Node& n, const std::string& where) {
+  auto s = readString(n, where);
+  if (s && s->empty()) return fail("must not be empty", where);
+  return s;
+}
+
+// A unix socket path must fit sockaddr_un::sun_path with its terminating NUL.
+Result<void> checkSocketPath(const std::string& path, const std::string& where) {
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return fail("unix socket path is " + std::to_string(path.size()) + " bytes, the limit is " +
+                    std::to_string(sizeof(sockaddr_un{}.sun_path) - 1),
+                where);
+  }
+  return {};
+}
+
+using Setter = std::function<Result<void>(const YAML::Node&, Bootstrap&, const std::string& where)>;
+
+template <typename Assign>
+Setter nonEmptyString(Assign assign) {
+  return [assign](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+    auto s = readNonEmpty(n, where);
+    if (!s) return std::unexpected(s.error());
+    assign(b, std::move(*s));
+    return {};
+  };
+}
+
+// Every key the bootstrap accepts, by dotted path. Sections are implied by prefixes.
+const std::vector<std::pair<std::string, Setter>>& fieldTable() {
+  static const std::vector<std::pair<std::string, Setter>> table = {
+      {"node.id", nonEmptyString([](Bootstrap& b, std::string v) { b.node.id = std::move(v); })},
+      {"node.cluster", nonEmptyString([](Bootstrap& b, std::string v) { b.node.cluster = std::move(v); })},
+      {"admin.address",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (s->empty()) {
+           b.admin.address.reset();
+           return {};
+         }
+         auto addr = common::SocketAddress::parseHostPort(*s);
+         if (!addr) return fail(addr.error().message, where);
+         b.admin.address = *addr;
+         return {};
+       }},
+      {"admin.socket",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (auto ok = checkSocketPath(*s, where); !ok) return ok;
+         b.admin.socket = *s;
+         return {};
+       }},
+      {"workers",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 0, 1024);
+         if (!v) return std::unexpected(v.error());
+         b.workers = static_cast<uint32_t>(*v);
+         return {};
+       }},
+      {"resources.path", nonEmptyString([](Bootstrap& b, std::string v) { b.resources.path = std::move(v); })},
+      {"capture.port",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 1, 65535);
+         if (!v) return std::unexpected(v.error());
+         b.capture.port = static_cast<uint16_t>(*v);
+         return {};
+       }},
+      {"capture.cgroup",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         b.capture.cgroup = *s;
+         return {};
+       }},
+      {"capture.fail_mode",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (*s == "open") {
+           b.capture.fail_mode = FailMode::Open;
+         } else if (*s == "closed") {
+           b.capture.fail_mode = FailMode::Closed;
+         } else {
+           return fail("must be open or closed, got '" + *s + "'", where);
+         }
+         return {};
+       }},
+      {"bpf.pin_root", nonEmptyString([](Bootstrap& b, std::string v) { b.bpf.pin_root = std::move(v); })},
+      {"enrollment.socket",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readNonEmpty(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (auto ok = checkSocketPath(*s, where); !ok) return ok;
+         b.enrollment.socket = *s;
+         return {};
+       }},
+      {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
+      {"log.level",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
+                                                                   "error", "critical", "off"};
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (!levels.contains(*s)) {
+           return fail("must be one of trace, debug, info, warn, error, critical, off; got '" + *s + "'", where);
+         }
+         b.log.level = *s;
+         return {};
+       }},
+      {"log.format",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (*s == "text") {
+           b.log.format = common::LogFormat::Text;
+         } else if (*s == "json") {
+           b.log.format = common::LogFormat::Json;
+         } else {
+           return fail("must be text or json, got '" + *s + "'", where);
+         }
+         return {};
+       }},
+  };
+  return table;
+}
+
+// The keys allowed directly under `prefix` ("" = top level), for unknown-key errors.
+std::vector<std::string> keysUnder(const std::string& prefix) {
+  std::vector<std::string> keys;
+  for (const auto& [path, setter] : fieldTable()) {
+    if (!prefix.empty() && !path.starts_with(prefix + ".")) continue;
+    std::string rest = prefix.empty() ? path : path.substr(prefix.size() + 1);
+    std::string first = rest.substr(0, rest.find('.'));
+    if (std::find(keys.begin(), keys.end(), first) == keys.end()) keys.push_back(first);
+  }
+  return keys;
+}
+
+bool isSection(const std::string& path) {
+  for (const auto& [key, setter] : fieldTable()) {
+    if (key.starts_with(path + ".")) return true;
+  }
+  return false;
+}
+
+const Setter* findSetter(const std::string& path) {
+  for (const auto& [key, setter] : fieldTable()) {
+    if (key == path) return &setter;
+  }
+  return nullptr;
+}
+
+Result<void> walk(const YAML::Node& map, const std::string& prefix, Bootstrap& b) {
+  std::set<std::string> seen;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar()) {
+      return fail("keys must be plain strings", prefix.empty() ? "(top level)" : prefix);
+    }
+    const std::string& key = it->first.Scalar();
+    std::string path = prefix.empty() ? key : prefix + "." + key;
+    if (!seen.insert(key).second) return fail("duplicate key", path);
+    if (const Setter* set = findSetter(path)) {
+      if (auto ok = (*set)(it->second, b, path); !ok) return ok;
+      continue;
+    }
+    if (isSection(path)) {
+      if (it->second.IsNull()) continue;  // "admin:" with nothing under it = defaults
+      if (!it->second.IsMap()) return fail("expected a mapping, got " + std::string(kindOf(it->second)), path);
+      if (auto ok = walk(it->second, path, b); !ok) return ok;
+      continue;
+    }
+    std::string known;
+    for (const auto& k : keysUnder(prefix)) known += (known.empty() ? "" : ", ") + k;
+    return fail("unknown key (expected one of: " + known + ")", path);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Bootstrap> parseBootstrap(std::string_view yaml) {
+  Bootstrap b;
+  b.node.id = hostName();
+  try {
+    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
+    if (docs.size() > 1) return fail("expected one YAML document, got " + std::to_string(docs.size()));
+    if (docs.empty() || docs[0].IsNull()) return b;
+    if (!docs[0].IsMap()) return fail("the bootstrap must be a YAML mapping, got " + std::string(kindOf(docs[0])));
+    if (auto ok = walk(docs[0], "", b); !ok) return std::unexpected(ok.error());
+  } catch (const YAML::Exception& e) {
+    // e.mark is 0-based; people count lines from 1.
+    if (e.mark.is_null()) return fail("invalid YAML: " + e.msg);
+    return fail("invalid YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
+                std::to_string(e.mark.column + 1) + ": " + e.msg);
+  } catch (const std::exception& e) {
+    return fail(std::string("cannot parse bootstrap: ") + e.what());
+  }
+  return b;
+}
+
+Result<Bootstrap> loadBootstrapFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail("cannot open bootstrap file: " + std::string(std::strerror(errno)), path.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return fail("cannot read bootstrap file", path.string());
+  auto b = parseBootstrap(text.str());
+  if (!b) {
+    common::Error e = b.error();
+    e.where = e.where.empty() ? path.string() : path.string() + ": " + e.where;
+    return std::unexpected(std::move(e));
+  }
+  return b;
+}
+
+Bootstrap embeddedDefaultBootstrap() {
+  // The embedded text is a compile-time constant covered by a unit test, so this cannot
+  // fail in a released binary; fall back to the struct defaults rather than abort.
+  auto b = parseBootstrap(kEmbeddedBootstrapYaml);
+  if (b) return *b;
+  Bootstrap fallback;
+  fallback.node.id = hostName();
+  return fallback;
+}
+
+uint32_t effectiveWorkers(const Bootstrap& bootstrap) {
+  if (bootstrap.workers != 0) return bootstrap.workers;
+  unsigned cpus = std::thread::hardware_concurrency();
+  return cpus == 0 ? 1 : cpus;
+}
+
+std::string formatBootstrap(const Bootstrap& b) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "node" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "id" << YAML::Value << YAML::DoubleQuoted << b.node.id;
+  out << YAML::Key << "cluster" << YAML::Value << YAML::DoubleQuoted << b.node.cluster;
+  out << YAML::EndMap;
+  out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted
+      << (b.admin.address ? b.admin.address->toString() : std::string());
+  out << YAML::Key << "socket" << YAML::Value << YAML::DoubleQuoted << b.admin.socket.string();
+  out << YAML::EndMap;
+  out << YAML::Key << "workers" << YAML::Value << b.workers;
+  out << YAML::Key << "resources" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << b.resources.path.string();
+  out << YAML::EndMap;
+  out << YAML::Key << "capture" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "port" << YAML::Value << b.capture.port;
+  out << YAML::Key << "cgroup" << YAML::Value << YAML::DoubleQuoted << b.capture.cgroup.string();
+  out << YAML::Key << "fail_mode" << YAML::Value << std::string(toString(b.capture.fail_mode));
+  out << YAML::EndMap;
+  out << YAML::Key << "bpf" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "pin_root" << YAML::Value << YAML::DoubleQuoted << b.bpf.pin_root.string();
+  out << YAML::EndMap;
+  out << YAML::Key << "enrollment" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "socket" << YAML::Value << YAML::DoubleQuoted << b.enrollment.socket.string();
+  out << YAML::EndMap;
+  out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
+  out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "level" << YAML::Value << b.log.level;
+  out << YAML::Key << "format" << YAML::Value << std::string(toString(b.log.format));
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace culvert::agent

@@ -1,0 +1,108 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy/common/error.h"
+#include "proxy/common/logging.h"
+#include "proxy/common/socket_address.h"
+
+namespace culvert::agent {
+
+enum class FailMode { Open, Closed };
+
+std::string_view toString(FailMode mode);
+std::string_view toString(common::LogFormat format);
+
+// 127.0.0.1:15000, the admin listener's default.
+common::SocketAddress defaultAdminAddress();
+
+// culvertd's startup configuration (the "bootstrap"): what the process needs before any
+// xDS or resource file is read. Every field has a default, so an empty document is valid.
+struct Bootstrap {
+  struct Node {
+    std::string id;  // parseBootstrap() defaults it to the host name
+    std::string cluster = "culvert";
+  } node;
+
+  struct Admin {
+    // Unset when the YAML says "" (TCP admin listener disabled).
+    std::optional<common::SocketAddress> address = defaultAdminAddress();
+    std::filesystem::path socket;  // empty = no unix admin socket
+  } admin;
+
+  uint32_t workers = 0;  // 0 = one per CPU, resolved by effectiveWorkers()
+
+  struct Resources {
+    std::filesystem::path path = "/etc/culvert/resources";
+  } resources;
+
+  struct Capture {
+    uint16_t port = 15001;
+    // Empty = attach at the node's root cgroup v2, detected at run time (kept empty here
+    // so the detection is visible as a decision, not baked into the config).
+    std::filesystem::path cgroup;
+    FailMode fail_mode = FailMode::Open;
+  } capture;
+
+  struct Bpf {
+    std::filesystem::path pin_root = "/sys/fs/bpf/culvert";
+  } bpf;
+
+  struct Enrollment {
+    std::filesystem::path socket = "/run/culvert/cni.sock";
+  } enrollment;
+
+  std::filesystem::path state_dir = "/var/lib/culvert";
+
+  struct Log {
+    std::string level = "info";
+    common::LogFormat format = common::LogFormat::Text;
+  } log;
+};
+
+// The compiled-in default, used when culvertd runs without --config. node.id is absent
+// on purpose: it defaults to the host name at parse time.
+inline constexpr std::string_view kEmbeddedBootstrapYaml = R"(# culvertd embedded default bootstrap
+node:
+  cluster: culvert
+admin:
+  address: 127.0.0.1:15000
+  socket: ""
+workers: 0
+resources:
+  path: /etc/culvert/resources
+capture:
+  port: 15001
+  cgroup: ""
+  fail_mode: open
+bpf:
+  pin_root: /sys/fs/bpf/culvert
+enrollment:
+  socket: /run/culvert/cni.sock
+state_dir: /var/lib/culvert
+log:
+  level: info
+  format: text
+)";
+
+// Parses a bootstrap document. Unknown keys, duplicate keys, wrong types and
+// out-of-range values are errors whose Error::where names the key ("capture.port").
+common::Result<Bootstrap> parseBootstrap(std::string_view yaml);
+
+// Reads and parses a file; Error::where is "<file>: <key>" (or just the file).
+common::Result<Bootstrap> loadBootstrapFile(const std::filesystem::path& path);
+
+// parseBootstrap(kEmbeddedBootstrapYaml); the embedded text is covered by a unit test.
+Bootstrap embeddedDefaultBootstrap();
+
+// The worker count to start: `workers`, or the number of CPUs (at least 1) when 0.
+uint32_t effectiveWorkers(const Bootstrap& bootstrap);
+
+// The bootstrap as YAML with the same keys (for config dumps); parses back to itself.
+std::string formatBootstrap(const Bootstrap& bootstrap);
+
+}  // namespace culvert::agent

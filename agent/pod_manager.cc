@@ -1,0 +1,171 @@
+#include "agent/pod_manager.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/network/socket.h"
+
+namespace culvert::agent {
+
+namespace {
+
+// Backlog of each in-pod listen socket; the kernel caps it at net.core.somaxconn.
+constexpr int kListenBacklog = 4096;
+
+std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+bool sameFile(const struct stat& a, const char* path) {
+  struct stat b{};
+  return ::stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// Runs `fn` with the calling thread inside `netns_fd`, and always returns it home.
+template <typename Fn>
+auto inNetns(int netns_fd, Fn&& fn) -> decltype(fn()) {
+  int home = network::currentThreadNetns();
+  if (home < 0) return common::fail(errnoText("open /proc/thread-self/ns/net"));
+  if (::setns(netns_fd, CLONE_NEWNET) != 0) return common::fail(errnoText("setns into the pod's netns"));
+  auto result = fn();
+  if (::setns(home, CLONE_NEWNET) != 0) std::abort();  // never strand the main thread in a pod
+  return result;
+}
+
+}  // namespace
+
+PodManager::PodManager(const Bootstrap& bootstrap, ebpf::CaptureProgram& capture, server::Server& server,
+                       common::StatsStore& stats)
+    : bootstrap_(bootstrap), capture_(capture), server_(server), stats_(stats),
+      enrolled_gauge_(stats.gauge("culvert_pods_enrolled", {}, "Pods whose traffic is captured")) {}
+
+std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& name) {
+  auto& t = tenants_[name];
+  if (!t) t = tenant::TenantContext::create(static_cast<uint32_t>(tenants_.size()), name, stats_);
+  return t;
+}
+
+common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) {
+  if (auto valid = cni::validateRecord(record); !valid) return valid;
+  Key key{record.container_id, record.ifname};
+
+  network::FileDescriptor netns(::open(record.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!netns) return common::fail(errnoText("open"), "netns_path " + record.netns_path);
+  struct stat st{};
+  if (::fstat(netns.get(), &st) != 0) return common::fail(errnoText("fstat"), "netns_path");
+  if (sameFile(st, "/proc/self/ns/net") || sameFile(st, "/proc/1/ns/net")) {
+    return common::fail("refusing to enroll the host's or culvertd's own network namespace", "netns_path");
+  }
+  if (auto it = pods_.find(key); it != pods_.end()) {
+    // A repeated ADD for the same interface and netns is a no-op; a different netns under
+    // the same key replaces the stale enrollment.
+    if (it->second.netns_dev == st.st_dev && it->second.netns_ino == st.st_ino) return {};
+    remove(it);
+  }
+
+  size_t workers = server_.workerCount();
+  auto listen_address = *common::SocketAddress::parse("127.0.0.1", bootstrap_.capture.port);
+  auto sockets = inNetns(netns.get(), [&]() -> common::Result<std::vector<network::FileDescriptor>> {
+    // With tcp_migrate_req a closing member of the reuseport group hands its queued
+    // connections to the others instead of resetting them.
+    if (int fd = ::open("/proc/sys/net/ipv4/tcp_migrate_req", O_WRONLY | O_CLOEXEC); fd >= 0) {
+      if (::write(fd, "1", 1) != 1) spdlog::warn("pod {}/{}: cannot set tcp_migrate_req", record.namespace_, record.name);
+      ::close(fd);
+    }
+    std::vector<network::FileDescriptor> fds;
+    for (size_t i = 0; i < workers; ++i) {
+      auto fd = network::createListenSocket(listen_address, kListenBacklog, true);
+      if (!fd) {
+        if (fd.error().message.starts_with("bind: Address already in use")) {
+          return common::fail("capture port " + std::to_string(bootstrap_.capture.port) +
+                                  " is taken in the pod by another program; culvert cannot capture this pod",
+                              "capture.port");
+        }
+        if (fd.error().message.starts_with("bind: Cannot assign")) {
+          return common::fail("the pod's loopback interface is down", "netns_path");
+        }
+        return std::unexpected(fd.error());
+      }
+      if (auto tagged = capture_.tagSocket(fd->get()); !tagged) return std::unexpected(tagged.error());
+      fds.push_back(std::move(*fd));
+    }
+    return fds;
+  });
+  if (!sockets) return std::unexpected(sockets.error());
+
+  uint64_t cookie = ebpf::CaptureProgram::netnsCookie(sockets->front().get());
+  if (cookie == 0) return common::fail("cannot read the pod's netns cookie", "netns_path");
+  auto fail_mode = bootstrap_.capture.fail_mode == FailMode::Closed ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+  if (record.fail_mode) fail_mode = *record.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+
+  auto pod = std::make_shared<server::Pod>();
+  pod->id = cookie;
+  pod->namespace_name = record.namespace_;
+  pod->name = record.name;
+  pod->ip = record.ips.empty() ? std::string("unknown") : record.ips.front();
+  pod->netns = std::make_shared<network::FileDescriptor>(std::move(netns));
+  pod->tenant = tenantFor(record.tenant.value_or(record.namespace_));
+
+  // Workers first, then BPF: capture starts only once a worker accepts on the group
+  // (before that, connects queue in the listen backlog, which is just as good).
+  server_.addPod(pod, std::move(*sockets));
+  if (auto ok = capture_.enrollPod(cookie, {pod->tenant->id, fail_mode}); !ok) {
+    server_.removePod(cookie);
+    return ok;
+  }
+  pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino};
+  enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
+  spdlog::info("enrolled pod {}/{} ({} {}, netns cookie {}, tenant {})", record.namespace_, record.name,
+               record.container_id, record.ifname, cookie, pod->tenant->name);
+  return {};
+}
+
+void PodManager::remove(std::map<Key, Enrolled>::iterator it) {
+  const auto& pod = it->second.pod;
+  if (auto ok = capture_.unenrollPod(pod->id); !ok) {
+    spdlog::warn("pod {}/{}: removing BPF entry: {}", pod->namespace_name, pod->name, ok.error().describe());
+  }
+  server_.removePod(pod->id);
+  spdlog::info("unenrolled pod {}/{} ({} {})", pod->namespace_name, pod->name, it->first.first, it->first.second);
+  pods_.erase(it);
+  enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
+}
+
+common::Result<void> PodManager::unenrollByKey(const std::string& container_id, const std::string& ifname) {
+  if (auto it = pods_.find({container_id, ifname.empty() ? "eth0" : ifname}); it != pods_.end()) remove(it);
+  return {};
+}
+
+common::Result<void> PodManager::unenrollByNetns(const std::string& netns_path) {
+  struct stat st{};
+  bool have_stat = ::stat(netns_path.c_str(), &st) == 0;
+  for (auto it = pods_.begin(); it != pods_.end();) {
+    bool match = it->second.record.netns_path == netns_path ||
+                 (have_stat && it->second.netns_dev == st.st_dev && it->second.netns_ino == st.st_ino);
+    if (match) {
+      auto next = std::next(it);
+      remove(it);
+      it = next;
+    } else {
+      ++it;
+    }
+  }
+  return {};
+}
+
+std::vector<cni::EnrollmentRecord> PodManager::list() const {
+  std::vector<cni::EnrollmentRecord> out;
+  for (const auto& [key, e] : pods_) out.push_back(e.record);
+  return out;
+}
+
+void PodManager::unenrollAll() {
+  while (!pods_.empty()) remove(pods_.begin());
+}
+
+}  // namespace culvert::agent

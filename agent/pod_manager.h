@@ -1,0 +1,58 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agent/bootstrap.h"
+#include "cni/protocol/enrollment.h"
+#include "ebpf/loader/capture_program.h"
+#include "proxy/common/stats.h"
+#include "proxy/server/server.h"
+
+namespace culvert::agent {
+
+// The enrolled pods (main thread only): for each, its in-pod listener group, its BPF
+// capture entry and its tenant. Enrolling opens the pod's netns, creates one
+// SO_REUSEPORT listen socket per worker on 127.0.0.1:capture.port there, tags them as
+// culvert's, marks the netns enrolled in BPF and hands the sockets to the workers.
+class PodManager {
+public:
+  PodManager(const Bootstrap& bootstrap, ebpf::CaptureProgram& capture, server::Server& server,
+             common::StatsStore& stats);
+
+  common::Result<void> enroll(const cni::EnrollmentRecord& record);
+  // Not enrolled is success: CNI DEL repeats.
+  common::Result<void> unenrollByKey(const std::string& container_id, const std::string& ifname);
+  common::Result<void> unenrollByNetns(const std::string& netns_path);
+  std::vector<cni::EnrollmentRecord> list() const;
+  size_t size() const { return pods_.size(); }
+  void unenrollAll();
+
+private:
+  struct Enrolled {
+    cni::EnrollmentRecord record;
+    std::shared_ptr<server::Pod> pod;
+    dev_t netns_dev = 0;
+    ino_t netns_ino = 0;
+  };
+  using Key = std::pair<std::string, std::string>;  // (container_id, ifname)
+
+  std::shared_ptr<tenant::TenantContext> tenantFor(const std::string& name);
+  void remove(std::map<Key, Enrolled>::iterator it);
+
+  const Bootstrap& bootstrap_;
+  ebpf::CaptureProgram& capture_;
+  server::Server& server_;
+  common::StatsStore& stats_;
+  std::map<Key, Enrolled> pods_;
+  std::map<std::string, std::shared_ptr<tenant::TenantContext>> tenants_;
+  common::Gauge& enrolled_gauge_;
+};
+
+}  // namespace culvert::agent

@@ -1,0 +1,32 @@
+#include "agent/validate.h"
+
+#include <filesystem>
+
+#include "xds/client/file_source.h"
+
+namespace culvert::agent {
+
+bool validateConfiguration(const Bootstrap& bootstrap, std::FILE* out, std::FILE* err) {
+  const auto& dir = bootstrap.resources.path;
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) {
+    // Not an error: culvertd then runs on an empty configuration (and says so).
+    std::fprintf(out, "bootstrap valid; resources.path %s does not exist (empty configuration)\n", dir.c_str());
+    return true;
+  }
+  auto loaded = xds::client::loadResourceDirectory(dir);
+  if (!loaded) {
+    std::fprintf(err, "culvertd: resources.path: %s\n", loaded.error().describe().c_str());
+    return false;
+  }
+  for (const auto& e : loaded->errors) {
+    std::fprintf(err, "culvertd: %s: %s %s: %s\n", (dir / e.file).c_str(), e.type_url.c_str(), e.resource.c_str(),
+                 e.reason.c_str());
+  }
+  if (!loaded->errors.empty()) return false;
+  std::fprintf(out, "configuration valid: %zu listeners, %zu clusters\n", loaded->snapshot.listeners->by_name.size(),
+               loaded->snapshot.clusters->by_name.size());
+  return true;
+}
+
+}  // namespace culvert::agent

@@ -1,0 +1,119 @@
+/* Structures shared by the BPF programs and user space (DESIGN.md §6 ebpf/include).
+ *
+ * Plain C, fixed-width fields, explicit padding: the kernel compares map keys byte by
+ * byte, so every padding byte is a named field that writers zero. Sizes are asserted so
+ * a change to any of them is a deliberate layout change: bump CV_LAYOUT_VERSION, which
+ * names the pin directory (<pin_root>/v<N>/), so a newer culvertd can migrate or refuse.
+ *
+ * Byte order: addresses and ports in keys/values are network order (what sockaddr and
+ * the bpf_sock_addr ctx carry), except where a field says otherwise.
+ */
+#pragma once
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#ifdef __cplusplus
+#define CV_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define CV_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+#define CV_LAYOUT_VERSION 1
+
+/* Address families as the kernel numbers them (AF_INET/AF_INET6), without pulling
+ * socket headers into BPF code. */
+#define CV_AF_INET 2
+#define CV_AF_INET6 10
+
+/* Default in-pod listener port (tunable cv_capture_port overrides it before load). */
+#define CV_DEFAULT_CAPTURE_PORT 15001
+
+/* Map capacities. LRU maps are preallocated (about 100 bytes an entry) and evict the
+ * records of connections that were never accepted; a pending record lives only from
+ * connect() to the SYN. */
+#define CV_MAX_ENROLLED 16384
+#define CV_MAX_CAPTURED 65536
+#define CV_MAX_PENDING 16384
+#define CV_MAX_ORIG_DST 65536
+
+/* ---- cv_enrolled: HASH, key = __u64 netns cookie ------------------------------ */
+enum cv_fail_mode {
+	CV_FAIL_OPEN = 0,   /* listener down: connect() untouched */
+	CV_FAIL_CLOSED = 1, /* listener down: connect() fails with ECONNREFUSED */
+};
+
+struct cv_enrolled_value {
+	__u32 tenant_id;
+	__u8 fail_mode; /* enum cv_fail_mode */
+	__u8 flags;     /* reserved, 0 */
+	__u16 pad;
+};
+CV_STATIC_ASSERT(sizeof(struct cv_enrolled_value) == 8, "cv_enrolled_value layout");
+
+/* ---- cv_captured: HASH, IPv4 capture selectors ---------------------------------
+ * ip4 == 0 means "this port on any IP" (a 0.0.0.0:port virtual listener). IPv6 gets
+ * its own map (cv_captured6) with a 16-byte address: per-family maps keep the IPv4
+ * key at 8 bytes and each connect hook does exactly one family's lookups. */
+struct cv_captured_key {
+	__u32 ip4;  /* network order */
+	__u16 port; /* network order */
+	__u16 pad;  /* 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_captured_key) == 8, "cv_captured_key layout");
+
+struct cv_captured_value {
+	__u32 flags; /* reserved, 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_captured_value) == 4, "cv_captured_value layout");
+
+/* ---- cv_sock_tag: SK_STORAGE, value __u32 ---------------------------------------
+ * Set by culvertd right after socket() (bpf_map_update_elem(map, &fd, &tag)). Any
+ * socket carrying CV_SOCK_TAG_CULVERT is culvert's own: never captured, and the only
+ * kind of listener that counts as live. */
+#define CV_SOCK_TAG_CULVERT 0x1u
+
+/* ---- original destination records ----------------------------------------------
+ * Family-tagged so IPv4 and IPv6 share the maps and user space has one lookup path.
+ * IPv4 uses addr[0]; addr[1..3] are 0. */
+struct cv_addr {
+	__u32 addr[4]; /* network order */
+	__u16 port;    /* network order */
+	__u8 family;   /* CV_AF_INET / CV_AF_INET6 */
+	__u8 pad;      /* 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_addr) == 20, "cv_addr layout");
+
+/* cv_orig_dst_by_cookie: LRU_HASH, key = __u64 socket cookie. Written by connect4/6
+ * (the source port is still 0 there), moved to cv_orig_dst by sock_ops. */
+struct cv_pending_dst {
+	struct cv_addr orig_dst;
+	__u32 pad;
+	__u64 netns_cookie;
+};
+CV_STATIC_ASSERT(sizeof(struct cv_pending_dst) == 32, "cv_pending_dst layout");
+
+/* cv_orig_dst: LRU_HASH, what the proxy looks up for an accepted socket:
+ * getpeername() gives client addr:port, SO_NETNS_COOKIE gives the netns. */
+struct cv_orig_dst_key {
+	__u64 netns_cookie;
+	struct cv_addr client;
+	__u32 pad; /* 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_orig_dst_key) == 32, "cv_orig_dst_key layout");
+
+/* value: struct cv_addr (the original destination). */
+
+/* ---- cv_counters: PERCPU_ARRAY, one entry (key 0) ------------------------------ */
+struct cv_counters {
+	__u64 captured;       /* redirected to the in-pod listener */
+	__u64 passthrough;    /* enrolled netns, TCP, not captured or culvert's own socket */
+	__u64 refused;        /* listener down, fail closed */
+	__u64 fail_open;      /* listener down, fail open: connect untouched */
+	__u64 record_failed;  /* could not record the original destination */
+	__u64 rekeyed;        /* sock_ops moved a record to cv_orig_dst */
+	__u64 rekey_failed;   /* sock_ops could not write cv_orig_dst */
+	__u64 reserved;
+};
+CV_STATIC_ASSERT(sizeof(struct cv_counters) == 64, "cv_counters layout");

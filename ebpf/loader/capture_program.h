@@ -1,0 +1,102 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "proxy/common/error.h"
+#include "proxy/common/socket_address.h"
+
+struct capture_bpf;  // bpftool skeleton (generated into the build dir)
+
+namespace culvert::ebpf {
+
+enum class FailMode : uint8_t { Open = 0, Closed = 1 };
+
+// What cv_enrolled holds for one pod netns.
+struct PodCaptureEntry {
+  uint32_t tenant_id = 0;
+  FailMode fail_mode = FailMode::Open;
+};
+
+// Sums over CPUs of cv_counters (see ebpf/include/culvert_bpf.h for meanings).
+struct Counters {
+  uint64_t captured = 0;
+  uint64_t passthrough = 0;
+  uint64_t refused = 0;
+  uint64_t fail_open = 0;
+  uint64_t record_failed = 0;
+  uint64_t rekeyed = 0;
+  uint64_t rekey_failed = 0;
+};
+
+// cv_connect4 + cv_sockops loaded from the compiled-in skeleton, attached to one cgroup
+// v2 directory with bpf_links, maps pinned under <pin_root>/v<CV_LAYOUT_VERSION>/.
+// Destroying it detaches the programs and removes the pins (restart adoption of pinned
+// maps and links is not implemented yet, so a previous run's pins are replaced).
+//
+// All methods are bpf() syscalls on map fds owned by this object: safe to call from
+// several threads at once. setCapturedDestinations() must not race with itself.
+class CaptureProgram {
+public:
+  struct Options {
+    std::filesystem::path pin_root = "/sys/fs/bpf/culvert";  // must be on a bpffs
+    std::filesystem::path cgroup_path;                       // a cgroup v2 directory
+    uint16_t capture_port = 15001;                           // in-pod listener port
+  };
+
+  static common::Result<std::unique_ptr<CaptureProgram>> load(const Options& options);
+
+  ~CaptureProgram();
+  CaptureProgram(const CaptureProgram&) = delete;
+  CaptureProgram& operator=(const CaptureProgram&) = delete;
+
+  common::Result<void> enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry);
+  // Not enrolled is not an error (CNI DEL may repeat).
+  common::Result<void> unenrollPod(uint64_t netns_cookie);
+
+  // Replaces the set of captured destinations: adds the new ones first, then deletes
+  // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port means
+  // that port on any non-loopback IP. IPv6 capture is not implemented yet: an IPv6
+  // entry fails the call before the map is touched.
+  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations);
+
+  // Marks a socket as culvert's own (call right after socket()): never captured, and
+  // required for a listener to count as live.
+  common::Result<void> tagSocket(int fd);
+
+  // The original destination of a connection accepted on an in-pod listener, looked up
+  // by (netns cookie, peer address) and deleted. nullopt when there is no record.
+  std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd);
+
+  Counters counters() const;
+
+  // SO_NETNS_COOKIE of the socket's netns; 0 on failure (the kernel never hands out 0).
+  static uint64_t netnsCookie(int fd);
+
+  const std::filesystem::path& cgroupPath() const { return cgroup_path_; }
+  // <pin_root>/v<layout version>: where the maps are pinned.
+  const std::filesystem::path& pinDir() const { return pin_dir_; }
+  uint16_t capturePort() const { return capture_port_; }
+
+private:
+  CaptureProgram() = default;
+  common::Result<void> pinMaps();
+  void unpinMaps();
+
+  capture_bpf* skel_ = nullptr;
+  std::filesystem::path cgroup_path_;
+  std::filesystem::path pin_dir_;
+  uint16_t capture_port_ = 0;
+  bool pinned_ = false;
+  int enrolled_fd_ = -1;
+  int captured_fd_ = -1;
+  int sock_tag_fd_ = -1;
+  int orig_dst_fd_ = -1;
+  int counters_fd_ = -1;
+  int num_cpus_ = 0;
+};
+
+}  // namespace culvert::ebpf

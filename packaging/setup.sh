@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every Debian package culvert's build, daemon and tests need (only those that
+# are missing) and mounts bpffs when it is missing. Idempotent; run as root on Debian 12.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  libuv1-dev libnghttp2-dev node-llhttp libmbedtls-dev libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libre2-dev libc-ares-dev
+  # BPF: programs are built with clang against the kernel's BTF, skeletons by bpftool
+  libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev
+  # tests
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  iproute2 curl python3 procps
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup.sh: run as root (it installs packages and mounts bpffs)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+  mkdir -p /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf
+  echo "setup.sh: mounted bpffs at /sys/fs/bpf"
+fi
+
+if ! grep -q ' cgroup2 ' /proc/self/mountinfo; then
+  echo "setup.sh: no cgroup v2 hierarchy is mounted; culvert attaches its capture programs to one" >&2
+  exit 1
+fi

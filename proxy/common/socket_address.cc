@@ -1,0 +1,131 @@
+#include "proxy/common/socket_address.h"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+#include <cstring>
+
+namespace culvert::common {
+
+Result<SocketAddress> SocketAddress::parse(std::string_view ip, uint16_t port) {
+  SocketAddress a;
+  std::string s(ip);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+  if (inet_pton(AF_INET, s.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return a;
+  }
+  a.storage_ = {};
+  if (inet_pton(AF_INET6, s.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    return a;
+  }
+  return fail("not an IPv4 or IPv6 address: '" + s + "'");
+}
+
+Result<SocketAddress> SocketAddress::parseHostPort(std::string_view hp) {
+  std::string_view host;
+  std::string_view port;
+  if (!hp.empty() && hp.front() == '[') {
+    auto close = hp.find(']');
+    if (close == std::string_view::npos || close + 1 >= hp.size() || hp[close + 1] != ':') {
+      return fail("expected [IPv6]:port, got '" + std::string(hp) + "'");
+    }
+    host = hp.substr(1, close - 1);
+    port = hp.substr(close + 2);
+  } else {
+    auto colon = hp.rfind(':');
+    if (colon == std::string_view::npos) {
+      return fail("expected IP:port, got '" + std::string(hp) + "'");
+    }
+    host = hp.substr(0, colon);
+    port = hp.substr(colon + 1);
+  }
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value > 65535) {
+    return fail("bad port in '" + std::string(hp) + "'");
+  }
+  return parse(host, static_cast<uint16_t>(value));
+}
+
+SocketAddress SocketAddress::fromSockaddr(const sockaddr* sa) {
+  SocketAddress a;
+  if (sa->sa_family == AF_INET) {
+    std::memcpy(&a.storage_, sa, sizeof(sockaddr_in));
+  } else if (sa->sa_family == AF_INET6) {
+    std::memcpy(&a.storage_, sa, sizeof(sockaddr_in6));
+  }
+  return a;
+}
+
+uint16_t SocketAddress::port() const {
+  if (isV4()) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return 0;
+}
+
+socklen_t SocketAddress::length() const {
+  return isV4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+}
+
+uint32_t SocketAddress::ipv4() const {
+  return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr;
+}
+
+bool SocketAddress::isAnyAddress() const {
+  if (isV4()) return ipv4() == INADDR_ANY;
+  if (family() == AF_INET6) {
+    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+  }
+  return false;
+}
+
+std::string SocketAddress::ip() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (isV4()) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+  } else if (family() == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+  }
+  return buf;
+}
+
+std::string SocketAddress::toString() const {
+  if (family() == AF_INET6) return "[" + ip() + "]:" + std::to_string(port());
+  return ip() + ":" + std::to_string(port());
+}
+
+Result<CidrRange> CidrRange::parse(std::string_view ip, uint32_t prefix_len) {
+  auto addr = SocketAddress::parse(ip, 0);
+  if (!addr) return std::unexpected(addr.error());
+  uint32_t max = addr->isV4() ? 32 : 128;
+  if (prefix_len > max) {
+    return fail("prefix_len " + std::to_string(prefix_len) + " exceeds " + std::to_string(max));
+  }
+  return CidrRange{*addr, prefix_len};
+}
+
+namespace {
+const uint8_t* rawBytes(const SocketAddress& a) {
+  if (a.isV4()) return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr())->sin_addr);
+  return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr);
+}
+}  // namespace
+
+bool CidrRange::contains(const SocketAddress& addr) const {
+  if (addr.family() != prefix.family()) return false;
+  const uint8_t* a = rawBytes(addr);
+  const uint8_t* p = rawBytes(prefix);
+  uint32_t full = length / 8;
+  if (std::memcmp(a, p, full) != 0) return false;
+  uint32_t rest = length % 8;
+  if (rest == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (a[full] & mask) == (p[full] & mask);
+}
+
+}  // namespace culvert::common

@@ -1,0 +1,1 @@
+#include "proxy/config/snapshot.h"

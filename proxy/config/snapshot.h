@@ -1,0 +1,136 @@
+#pragma once
+
+// The Snapshot parts: what xds/translate produces and the data path reads. Plain C++,
+// no protobuf. Every part is immutable once published and separately ref-counted, so a
+// worker holding one part (a route table for a long stream) never pins the others.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/common/socket_address.h"
+
+namespace culvert::config {
+
+using common::CidrRange;
+using common::SocketAddress;
+
+// --- Routes (envoy.config.route.v3) ---
+
+struct HeaderMatcher {
+  std::string name;           // lower-case
+  std::optional<std::string> exact_match;
+  bool present_match = false;
+  bool invert_match = false;
+};
+
+struct RouteMatch {
+  // Exactly one of prefix / path is set by translate.
+  std::optional<std::string> prefix;
+  std::optional<std::string> path;
+  bool case_sensitive = true;
+  std::vector<HeaderMatcher> headers;
+};
+
+struct RouteAction {
+  std::string cluster;
+  std::optional<std::string> prefix_rewrite;
+  std::optional<std::string> host_rewrite_literal;
+  std::chrono::milliseconds timeout{15000};  // Envoy's default route timeout
+};
+
+struct DirectResponse {
+  uint32_t status = 200;
+  std::string body;
+};
+
+struct Route {
+  std::string name;
+  RouteMatch match;
+  // One of route / direct_response.
+  std::optional<RouteAction> route;
+  std::optional<DirectResponse> direct_response;
+};
+
+struct VirtualHost {
+  std::string name;
+  std::vector<std::string> domains;  // lower-case: "example.com", "*.example.com", "example.*", "*"
+  std::vector<Route> routes;
+};
+
+struct RouteConfiguration {
+  std::string name;
+  std::vector<VirtualHost> virtual_hosts;
+};
+
+// --- Listeners (envoy.config.listener.v3) ---
+
+struct HttpConnectionManager {
+  std::string stat_prefix;
+  // Inline route_config, or resolved from RDS by name.
+  std::string route_config_name;
+  std::shared_ptr<const RouteConfiguration> route_config;
+};
+
+struct FilterChainMatch {
+  std::vector<CidrRange> prefix_ranges;       // destination; empty = any
+  std::optional<uint16_t> destination_port;
+  std::vector<std::string> server_names;
+  std::string transport_protocol;             // "" (any), "raw_buffer", "tls"
+};
+
+struct FilterChain {
+  std::string name;
+  FilterChainMatch match;
+  HttpConnectionManager http;
+};
+
+struct Listener {
+  std::string name;
+  SocketAddress address;
+  // false: a virtual listener; `address` is a capture selector (VIP:port, or any-IP:port).
+  bool bind_to_port = true;
+  std::vector<FilterChain> filter_chains;
+};
+
+// --- Clusters (envoy.config.cluster.v3 / endpoint.v3) ---
+
+enum class LbPolicy { RoundRobin };
+// Eds: endpoints come from a ClusterLoadAssignment named eds_service_name.
+enum class ClusterType { Static, Eds };
+
+struct Endpoint {
+  SocketAddress address;
+  uint32_t weight = 1;
+};
+
+struct Cluster {
+  std::string name;
+  ClusterType type = ClusterType::Static;
+  LbPolicy lb_policy = LbPolicy::RoundRobin;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::vector<Endpoint> endpoints;
+  std::string eds_service_name;  // only for ClusterType::Eds
+};
+
+// --- The parts ---
+
+struct ListenerTable {
+  std::map<std::string, std::shared_ptr<const Listener>> by_name;
+};
+
+struct ClusterTable {
+  std::map<std::string, std::shared_ptr<const Cluster>> by_name;
+};
+
+struct Snapshot {
+  std::string version;
+  std::shared_ptr<const ListenerTable> listeners = std::make_shared<ListenerTable>();
+  std::shared_ptr<const ClusterTable> clusters = std::make_shared<ClusterTable>();
+};
+
+}  // namespace culvert::config

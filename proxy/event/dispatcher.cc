@@ -1,0 +1,115 @@
+#include "proxy/event/dispatcher.h"
+
+#include <spdlog/spdlog.h>
+
+namespace culvert::event {
+
+Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
+  uv_loop_init(&loop_);
+  async_.data = this;
+  uv_async_init(&loop_, &async_, &Dispatcher::onAsync);
+  deferred_idle_.data = this;
+  uv_idle_init(&loop_, &deferred_idle_);
+  thread_id_ = std::this_thread::get_id();
+}
+
+Dispatcher::~Dispatcher() {
+  // Close our own handles, then any stragglers, then drain the loop so libuv frees them.
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  }
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&deferred_idle_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&deferred_idle_), nullptr);
+  }
+  uv_walk(&loop_, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
+  // Run until every close callback has freed its handle (a uv_stop() left over from
+  // exit() makes one pass return early, hence the loop).
+  do {
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    deferred_.clear();
+  } while (uv_loop_close(&loop_) == UV_EBUSY);
+}
+
+void Dispatcher::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  uv_async_send(&async_);
+}
+
+void Dispatcher::onAsync(uv_async_t* handle) {
+  static_cast<Dispatcher*>(handle->data)->runPosted();
+}
+
+void Dispatcher::runPosted() {
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard lock(mutex_);
+    batch.swap(posted_);
+  }
+  for (auto& fn : batch) fn();
+}
+
+void Dispatcher::run() {
+  thread_id_ = std::this_thread::get_id();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Run what was posted before exit and whatever waits for deferred deletion.
+  runPosted();
+  deferred_.clear();
+}
+
+void Dispatcher::exit() {
+  post([this] { uv_stop(&loop_); });
+}
+
+std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {
+  return std::make_unique<Timer>(*this, std::move(cb));
+}
+
+void Dispatcher::scheduleDeferredDelete() {
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&deferred_idle_))) {
+    uv_idle_start(&deferred_idle_, &Dispatcher::onDeferred);
+  }
+}
+
+void Dispatcher::onDeferred(uv_idle_t* handle) {
+  auto* self = static_cast<Dispatcher*>(handle->data);
+  uv_idle_stop(handle);
+  // Deleting may queue more deletions; loop until none are left.
+  while (!self->deferred_.empty()) {
+    auto batch = std::move(self->deferred_);
+    self->deferred_.clear();
+    batch.clear();
+  }
+}
+
+std::chrono::steady_clock::time_point Dispatcher::now() const {
+  return std::chrono::steady_clock::time_point(std::chrono::milliseconds(uv_now(const_cast<uv_loop_t*>(&loop_))));
+}
+
+Timer::Timer(Dispatcher& dispatcher, std::function<void()> cb) : timer_(new uv_timer_t), cb_(std::move(cb)) {
+  uv_timer_init(dispatcher.loop(), timer_);
+  timer_->data = this;
+}
+
+Timer::~Timer() {
+  uv_timer_stop(timer_);
+  timer_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+void Timer::enable(std::chrono::milliseconds after, std::chrono::milliseconds repeat) {
+  uv_timer_start(
+      timer_,
+      [](uv_timer_t* t) {
+        if (auto* self = static_cast<Timer*>(t->data)) self->cb_();
+      },
+      static_cast<uint64_t>(after.count()), static_cast<uint64_t>(repeat.count()));
+}
+
+void Timer::disable() { uv_timer_stop(timer_); }
+
+bool Timer::enabled() const { return uv_is_active(reinterpret_cast<const uv_handle_t*>(timer_)) != 0; }
+
+}  // namespace culvert::event

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace culvert::event {
+
+class Timer;
+
+// One libuv loop and the thread that runs it. Everything on a Dispatcher runs on its
+// thread; other threads reach it only through post().
+class Dispatcher {
+public:
+  explicit Dispatcher(std::string name);
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  const std::string& name() const { return name_; }
+  uv_loop_t* loop() { return &loop_; }
+
+  // Thread-safe: runs `fn` on this dispatcher's thread, in order of posting.
+  void post(std::function<void()> fn);
+
+  // Runs the loop on the calling thread until exit() is called.
+  void run();
+  // Thread-safe: makes run() return once the current iteration ends. Handles still open
+  // are closed first.
+  void exit();
+  bool isThisThread() const { return std::this_thread::get_id() == thread_id_.load(); }
+
+  std::unique_ptr<Timer> createTimer(std::function<void()> cb);
+
+  // Destroys `object` on this thread after the current callback returns, so a connection
+  // can delete itself from inside its own callback.
+  template <typename T>
+  void deferredDelete(std::unique_ptr<T> object) {
+    deferred_.emplace_back(std::shared_ptr<void>(object.release(), [](void* p) { delete static_cast<T*>(p); }));
+    scheduleDeferredDelete();
+  }
+
+  // Monotonic time as of this loop iteration (cheap).
+  std::chrono::steady_clock::time_point now() const;
+
+private:
+  static void onAsync(uv_async_t* handle);
+  static void onDeferred(uv_idle_t* handle);
+  void runPosted();
+  void scheduleDeferredDelete();
+
+  std::string name_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_idle_t deferred_idle_{};
+  std::atomic<std::thread::id> thread_id_{};
+  std::mutex mutex_;
+  std::vector<std::function<void()>> posted_;
+  std::vector<std::shared_ptr<void>> deferred_;
+};
+
+// A one-shot or repeating timer on a Dispatcher. Disabled when destroyed.
+class Timer {
+public:
+  Timer(Dispatcher& dispatcher, std::function<void()> cb);
+  ~Timer();
+  void enable(std::chrono::milliseconds after, std::chrono::milliseconds repeat = {});
+  void disable();
+  bool enabled() const;
+
+private:
+  uv_timer_t* timer_;  // owned; freed in the close callback
+  std::function<void()> cb_;
+};
+
+}  // namespace culvert::event

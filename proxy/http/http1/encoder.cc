@@ -1,0 +1,140 @@
+#include "proxy/http/http1/encoder.h"
+
+#include <array>
+#include <cctype>
+#include <cstdio>
+
+namespace culvert::http::http1 {
+
+namespace {
+
+constexpr std::array<std::string_view, 8> kHopByHop = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate"};
+
+void appendHeaders(std::string& out, const HeaderMap& headers) {
+  for (const auto& [name, value] : headers.entries()) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+  }
+}
+
+void appendFraming(std::string& out, BodyFraming framing, std::optional<uint64_t> length) {
+  if (framing == BodyFraming::ContentLength) {
+    out += "content-length: " + std::to_string(length.value_or(0)) + "\r\n";
+  } else if (framing == BodyFraming::Chunked) {
+    out += "transfer-encoding: chunked\r\n";
+  }
+}
+
+}  // namespace
+
+void removeHopByHopHeaders(HeaderMap& headers) {
+  if (auto connection = headers.get("connection")) {
+    // Connection may name further per-hop headers ("Connection: close, x-foo").
+    std::string list(*connection);
+    size_t pos = 0;
+    while (pos <= list.size()) {
+      size_t comma = list.find(',', pos);
+      std::string token = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      size_t b = token.find_first_not_of(" \t");
+      size_t e = token.find_last_not_of(" \t");
+      if (b != std::string::npos) {
+        token = token.substr(b, e - b + 1);
+        for (auto& c : token) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        headers.remove(token);
+      }
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+  }
+  for (auto name : kHopByHop) headers.remove(name);
+  headers.remove("content-length");
+}
+
+BodyFraming requestFraming(const RequestHead& head) {
+  if (head.chunked) return BodyFraming::Chunked;
+  if (head.content_length && *head.content_length > 0) return BodyFraming::ContentLength;
+  if (head.content_length) return BodyFraming::ContentLength;  // explicit zero is kept
+  return BodyFraming::None;
+}
+
+BodyFraming responseFraming(const ResponseHead& head, bool head_request) {
+  if (head.status < 200 || head.status == 204 || head.status == 304) return BodyFraming::None;
+  if (head.content_length) return BodyFraming::ContentLength;
+  if (head_request) return BodyFraming::None;
+  // Chunked, or read-until-close from an HTTP/1.0-style upstream: either way the length
+  // is unknown, and chunked keeps the downstream connection reusable.
+  return BodyFraming::Chunked;
+}
+
+std::string encodeRequestHead(const RequestHead& head, BodyFraming framing) {
+  std::string out;
+  out.reserve(256);
+  out += head.method;
+  out += ' ';
+  out += head.path;
+  out += " HTTP/1.1\r\n";
+  appendHeaders(out, head.headers);
+  appendFraming(out, framing, head.content_length);
+  out += "\r\n";
+  return out;
+}
+
+std::string encodeResponseHead(const ResponseHead& head, BodyFraming framing, bool close_connection) {
+  std::string out;
+  out.reserve(256);
+  out += "HTTP/1.1 " + std::to_string(head.status) + " ";
+  out += head.reason.empty() ? reasonPhrase(head.status) : head.reason;
+  out += "\r\n";
+  appendHeaders(out, head.headers);
+  appendFraming(out, framing, head.content_length);
+  if (close_connection) out += "connection: close\r\n";
+  out += "\r\n";
+  return out;
+}
+
+void appendBody(std::string& out, std::string_view data, BodyFraming framing) {
+  if (data.empty()) return;
+  if (framing == BodyFraming::Chunked) {
+    char size[24];
+    int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    out.append(size, static_cast<size_t>(n));
+    out.append(data);
+    out += "\r\n";
+    return;
+  }
+  out.append(data);
+}
+
+void appendBodyEnd(std::string& out, BodyFraming framing) {
+  if (framing == BodyFraming::Chunked) out += "0\r\n\r\n";
+}
+
+const char* reasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace culvert::http::http1

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "proxy/common/socket_address.h"
+#include "proxy/event/dispatcher.h"
+
+namespace culvert::network {
+
+enum class CloseReason { RemoteClose, ReadError, WriteError, ConnectFailed, LocalClose };
+
+const char* toString(CloseReason reason);
+
+class ConnectionCallbacks {
+public:
+  virtual ~ConnectionCallbacks() = default;
+  // `data` is only valid during the call (it lives in the worker's shared read buffer).
+  virtual void onData(std::string_view data) = 0;
+  // The peer closed or the socket failed. Called at most once; the owner then destroys
+  // (or close()s) the connection.
+  virtual void onClose(CloseReason reason) = 0;
+  // All queued writes reached the kernel (after write() had to queue).
+  virtual void onWriteDrained() {}
+};
+
+// A TCP connection on one Dispatcher, over a libuv handle. Reads go through the
+// dispatcher's single shared buffer, so an idle connection holds no read buffer.
+class TcpConnection {
+public:
+  // Adopts an open, non-blocking socket (accepted, or created by a socket factory).
+  static common::Result<std::unique_ptr<TcpConnection>> adopt(event::Dispatcher& dispatcher, int fd);
+  ~TcpConnection();
+  TcpConnection(const TcpConnection&) = delete;
+  TcpConnection& operator=(const TcpConnection&) = delete;
+
+  void setCallbacks(ConnectionCallbacks* callbacks) { callbacks_ = callbacks; }
+  // Starts connecting an adopted, unconnected socket; `done(0)` or `done(-errno)`.
+  void connect(const common::SocketAddress& to, std::function<void(int status)> done);
+  void readEnable(bool enabled);
+  void write(std::string_view data);
+  size_t queuedWriteBytes() const { return queued_write_bytes_; }
+  // Closes the socket. No callback runs after this. Safe to call more than once.
+  void close();
+  bool closed() const { return closed_; }
+  int fd() const;
+  event::Dispatcher& dispatcher() { return dispatcher_; }
+
+private:
+  TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
+  static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+  static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  void notifyClose(CloseReason reason);
+  void deferCloseNotification(CloseReason reason);
+
+  event::Dispatcher& dispatcher_;
+  uv_tcp_t* handle_;  // freed in the close callback, which may run after we are gone
+  ConnectionCallbacks* callbacks_ = nullptr;
+  std::function<void(int)> connect_done_;
+  size_t queued_write_bytes_ = 0;
+  bool reading_ = false;
+  bool closed_ = false;
+  bool close_notified_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards posted callbacks
+};
+
+}  // namespace culvert::network

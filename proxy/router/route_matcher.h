@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string_view>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/http/header_map.h"
+
+namespace culvert::router {
+
+// Envoy's virtual host selection: exact domain, then the longest "*.suffix", then the
+// longest "prefix.*", then "*". The port is ignored unless a domain names it.
+const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority);
+
+// The first route of `vhost` whose match accepts the request (Envoy's first-match rule).
+const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers);
+
+// Both steps; null when nothing matches (the caller answers 404).
+const config::Route* matchRoute(const config::RouteConfiguration& routes, std::string_view authority,
+                                std::string_view path, const http::HeaderMap& headers);
+
+}  // namespace culvert::router

@@ -1,0 +1,87 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/common/stats.h"
+#include "proxy/config/snapshot.h"
+#include "proxy/event/dispatcher.h"
+#include "proxy/event/scheduler.h"
+#include "proxy/network/listener.h"
+#include "proxy/network/socket_hooks.h"
+#include "proxy/server/http1_session.h"
+#include "proxy/server/listener_index.h"
+#include "proxy/server/pod.h"
+#include "proxy/upstream/cluster_manager.h"
+#include "proxy/upstream/connection_pool.h"
+
+namespace culvert::server {
+
+// A configuration as published to the workers: the snapshot parts plus the index built
+// from them once on the main thread.
+struct PublishedConfig {
+  std::shared_ptr<const config::Snapshot> snapshot;
+  VirtualListenerIndex virtual_listeners;
+
+  explicit PublishedConfig(std::shared_ptr<const config::Snapshot> s)
+      : snapshot(std::move(s)), virtual_listeners(*snapshot->listeners) {}
+};
+
+struct WorkerHooks {
+  network::SocketTagger* tagger = nullptr;
+  network::OriginalDestinationSource* original_destinations = nullptr;
+};
+
+// One worker thread: its loop, its share of every pod's listener group, the connections
+// accepted there, its upstream pools and load-balancer state. Public methods are called
+// from the main thread and post to the worker.
+class Worker {
+public:
+  Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats);
+  ~Worker();
+
+  void start();
+  void stop();  // joins the thread
+  event::Dispatcher& dispatcher() { return dispatcher_; }
+  uint32_t index() const { return index_; }
+
+  void publish(std::shared_ptr<const PublishedConfig> config);
+  void addPodListener(std::shared_ptr<const Pod> pod, network::FileDescriptor listen_fd);
+  void removePod(uint64_t pod_id);
+  // A listener bound on a host address (bind_to_port: true), addressed directly.
+  void addBoundListener(std::string name, network::FileDescriptor listen_fd);
+  void removeBoundListener(std::string name);
+
+private:
+  void onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd);
+  void onBoundAccept(const std::string& listener_name, network::FileDescriptor fd);
+  void startSession(std::shared_ptr<const Pod> pod, const config::FilterChain& chain, network::FileDescriptor fd);
+
+  uint32_t index_;
+  WorkerHooks hooks_;
+  common::StatsStore& stats_;
+  event::Dispatcher dispatcher_;
+  std::thread thread_;
+
+  // Worker-thread state.
+  event::Scheduler scheduler_;
+  upstream::ClusterManager clusters_;
+  upstream::ConnectionPool pool_;
+  std::shared_ptr<const PublishedConfig> config_;
+  struct PodListener {
+    std::shared_ptr<const Pod> pod;
+    std::unique_ptr<network::TcpListener> listener;
+  };
+  std::map<uint64_t, PodListener> pods_;
+  std::map<std::string, std::unique_ptr<network::TcpListener>> bound_listeners_;
+  // Connections to bound listeners come from no enrolled pod: they are charged to the
+  // "node" tenant and their upstream sockets live in culvertd's own netns.
+  std::shared_ptr<tenant::TenantContext> node_tenant_;
+  std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
+  common::Counter& no_original_destination_;
+};
+
+}  // namespace culvert::server

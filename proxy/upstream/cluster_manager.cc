@@ -1,0 +1,27 @@
+#include "proxy/upstream/cluster_manager.h"
+
+namespace culvert::upstream {
+
+void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters) {
+  std::map<std::string, Entry, std::less<>> next;
+  for (const auto& [name, cluster] : clusters->by_name) {
+    auto& entry = next[name];
+    if (auto it = clusters_.find(name); it != clusters_.end() && it->second.cluster->endpoints.size() == cluster->endpoints.size()) {
+      entry.balancer = it->second.balancer;
+    }
+    entry.cluster = cluster;
+  }
+  clusters_ = std::move(next);
+  table_ = std::move(clusters);
+}
+
+std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManager::pickEndpoint(std::string_view name) {
+  auto it = clusters_.find(name);
+  if (it == clusters_.end()) return std::unexpected(PickError::NoCluster);
+  auto& entry = it->second;
+  int index = entry.balancer.pick(entry.cluster->endpoints);
+  if (index < 0) return std::unexpected(PickError::NoHealthyEndpoint);
+  return Selection{entry.cluster, entry.cluster->endpoints[static_cast<size_t>(index)]};
+}
+
+}  // namespace culvert::upstream

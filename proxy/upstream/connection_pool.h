@@ -1,0 +1,73 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "proxy/common/stats.h"
+#include "proxy/event/dispatcher.h"
+#include "proxy/network/connection.h"
+#include "proxy/network/socket_hooks.h"
+
+namespace culvert::upstream {
+
+enum class Protocol { Http1 };
+
+// Connections are pooled per source pod: an upstream socket lives in the pod's netns and
+// carries its IP, so it must never be reused for another pod.
+struct PoolKey {
+  uint64_t pod_id = 0;
+  std::string endpoint;  // "ip:port"
+  Protocol protocol = Protocol::Http1;
+  friend auto operator<=>(const PoolKey&, const PoolKey&) = default;
+};
+
+struct ConnectRequest {
+  PoolKey key;
+  int netns_fd = -1;  // the source pod's netns; -1 = culvertd's own
+  common::SocketAddress endpoint;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+// An upstream connection being made. Owned by the requester: destroying it cancels.
+class PendingConnection {
+public:
+  virtual ~PendingConnection() = default;
+};
+
+// One worker's HTTP/1.1 upstream connections: keep-alive reuse, idle close.
+class ConnectionPool {
+public:
+  using Ready = std::function<void(common::Result<std::unique_ptr<network::TcpConnection>>)>;
+
+  ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger, std::chrono::milliseconds idle_timeout);
+  ~ConnectionPool();
+
+  // Calls `ready` with an idle pooled connection (synchronously) or a new one once
+  // connected; the returned handle is null when it was synchronous.
+  std::unique_ptr<PendingConnection> acquire(const ConnectRequest& request, Ready ready);
+  // Parks a connection whose last exchange ended cleanly for reuse.
+  void release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection);
+  // Closes every idle connection of a pod (its netns is going away).
+  void drainPod(uint64_t pod_id);
+
+  size_t idleCount() const;
+  uint64_t connectionsCreated() const { return created_; }
+
+private:
+  class Idle;
+  void removeIdle(Idle* idle);
+
+  event::Dispatcher& dispatcher_;
+  network::SocketTagger* tagger_;
+  std::chrono::milliseconds idle_timeout_;
+  std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
+  uint64_t created_ = 0;
+};
+
+}  // namespace culvert::upstream

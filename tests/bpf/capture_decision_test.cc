@@ -1,0 +1,274 @@
+// The capture decision of ebpf/bpf/lib/capture.h, run over fake helpers (DESIGN.md §7:
+// cgroup_sock_addr and sock_ops have no BPF_PROG_RUN here; tests/privileged covers the
+// real programs).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "tests/bpf/fake_shim.h"
+
+namespace {
+
+uint32_t ip(const char* s) {
+  in_addr a{};
+  EXPECT_EQ(inet_pton(AF_INET, s, &a), 1) << s;
+  return a.s_addr;
+}
+
+uint16_t port(uint16_t p) { return htons(p); }
+
+cv_captured_key key(const char* addr, uint16_t p) {
+  cv_captured_key k{};
+  k.ip4 = ip(addr);
+  k.port = port(p);
+  return k;
+}
+
+// An enrolled pod with a live listener and 10.96.0.10:80 captured: the capture path.
+cvt_env capturingPod() {
+  cvt_env env{};
+  env.enrolled = 1;
+  env.enrolled_value.tenant_id = 7;
+  env.enrolled_value.fail_mode = CV_FAIL_OPEN;
+  env.listener_live = 1;
+  env.captured[env.n_captured++] = key("10.96.0.10", 80);
+  return env;
+}
+
+cv_connect_facts tcp() {
+  cv_connect_facts f{};
+  f.is_tcp = 1;
+  return f;
+}
+
+cv_decision evaluate(cvt_env& env, cv_connect_facts f, const char* dst, uint16_t p) {
+  return cvt_connect4_evaluate(&env, &f, ip(dst), port(p));
+}
+
+TEST(CaptureDecision, CapturedDestinationWithLiveListenerIsRedirected) {
+  auto env = capturingPod();
+  auto f = tcp();
+  auto d = cvt_connect4_evaluate(&env, &f, ip("10.96.0.10"), port(80));
+  EXPECT_EQ(d.verdict, CV_REDIRECT);
+  EXPECT_EQ(d.reason, CV_R_LISTENER_LIVE);
+  EXPECT_EQ(f.tenant_id, 7u);  // the facts carry the pod's enrollment
+  EXPECT_EQ(env.calls_enrolled, 1);
+  EXPECT_EQ(env.calls_own_socket, 1);
+  EXPECT_EQ(env.calls_captured, 1);  // exact hit: no wildcard lookup
+  EXPECT_EQ(env.calls_listener, 1);
+}
+
+TEST(CaptureDecision, NonTcpIsNeverLookedAt) {
+  auto env = capturingPod();
+  cv_connect_facts f{};  // is_tcp = 0 (UDP connect, raw, MPTCP...)
+  auto d = evaluate(env, f, "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_NOT_TCP);
+  EXPECT_EQ(env.calls_enrolled + env.calls_own_socket + env.calls_captured + env.calls_listener, 0);
+}
+
+TEST(CaptureDecision, NotEnrolledNetnsPasses) {
+  auto env = capturingPod();
+  env.enrolled = 0;
+  auto d = evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_NOT_ENROLLED);
+  EXPECT_EQ(env.calls_own_socket + env.calls_captured + env.calls_listener, 0);
+}
+
+TEST(CaptureDecision, CulvertsOwnSocketPasses) {
+  auto env = capturingPod();
+  env.own_socket = 1;
+  auto d = evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_OWN_SOCKET);
+  EXPECT_EQ(env.calls_captured + env.calls_listener, 0);
+}
+
+TEST(CaptureDecision, OwnSocketPassesEvenWhenFailClosedAndListenerDown) {
+  auto env = capturingPod();
+  env.own_socket = 1;
+  env.listener_live = 0;
+  env.enrolled_value.fail_mode = CV_FAIL_CLOSED;
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).verdict, CV_PASS);
+}
+
+TEST(CaptureDecision, UncapturedDestinationPassesWithoutListenerLookup) {
+  auto env = capturingPod();
+  env.enrolled_value.fail_mode = CV_FAIL_CLOSED;
+  env.listener_live = 0;
+  auto d = evaluate(env, tcp(), "10.96.0.11", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);  // fail closed only concerns captured destinations
+  EXPECT_EQ(d.reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(env.calls_captured, 2);  // exact, then wildcard
+  EXPECT_EQ(env.calls_listener, 0);  // the costly lookup only for captured destinations
+}
+
+TEST(CaptureDecision, SameIpOtherPortIsNotCaptured) {
+  auto env = capturingPod();
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 443).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision, WildcardSelectorCapturesThatPortOnAnyIp) {
+  auto env = capturingPod();
+  env.captured[env.n_captured++] = key("0.0.0.0", 8080);
+  auto d = evaluate(env, tcp(), "192.0.2.1", 8080);
+  EXPECT_EQ(d.verdict, CV_REDIRECT);
+  EXPECT_EQ(env.calls_captured, 2);
+  EXPECT_EQ(evaluate(env, tcp(), "192.0.2.1", 8081).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision, WildcardSelectorLeavesLoopbackAlone) {
+  // A pod reaching its own sidecar on localhost:8080 is not egress.
+  auto env = capturingPod();
+  env.captured[env.n_captured++] = key("0.0.0.0", 8080);
+  EXPECT_EQ(evaluate(env, tcp(), "127.0.0.1", 8080).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate(env, tcp(), "127.1.2.3", 8080).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision, ExactLoopbackSelectorStillCaptures) {
+  auto env = capturingPod();
+  env.captured[env.n_captured++] = key("127.0.0.53", 53);
+  EXPECT_EQ(evaluate(env, tcp(), "127.0.0.53", 53).verdict, CV_REDIRECT);
+}
+
+TEST(CaptureDecision, ListenerDownFailOpenLeavesConnectUntouched) {
+  auto env = capturingPod();
+  env.listener_live = 0;
+  env.enrolled_value.fail_mode = CV_FAIL_OPEN;
+  auto d = evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_LISTENER_DOWN);
+}
+
+TEST(CaptureDecision, ListenerDownFailClosedRefuses) {
+  auto env = capturingPod();
+  env.listener_live = 0;
+  env.enrolled_value.fail_mode = CV_FAIL_CLOSED;
+  auto d = evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_REFUSE);
+  EXPECT_EQ(d.reason, CV_R_LISTENER_DOWN);
+}
+
+TEST(CaptureDecision, UnknownFailModeValueFailsOpen) {
+  // Only an explicit CV_FAIL_CLOSED refuses: a garbage byte never blocks traffic.
+  auto env = capturingPod();
+  env.listener_live = 0;
+  env.enrolled_value.fail_mode = 9;
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).verdict, CV_PASS);
+}
+
+TEST(CaptureDecision, RecordFailureFollowsFailMode) {
+  auto f = tcp();
+  f.fail_mode = CV_FAIL_OPEN;
+  auto d = cvt_decide_record_failed(&f);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_RECORD_FAILED);
+  f.fail_mode = CV_FAIL_CLOSED;
+  EXPECT_EQ(cvt_decide_record_failed(&f).verdict, CV_REFUSE);
+}
+
+TEST(CaptureDecision, AsksForFactsInRuleOrder) {
+  auto f = tcp();
+  EXPECT_EQ(cvt_decide(&f).verdict, CV_NEED);
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_ENROLLED);
+  f.known = CV_FACT_ENROLLED;
+  f.value = CV_FACT_ENROLLED;
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_OWN_SOCKET);
+  f.known |= CV_FACT_OWN_SOCKET;
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_CAPTURED);
+  f.known |= CV_FACT_CAPTURED;
+  f.value |= CV_FACT_CAPTURED;
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_LISTENER_LIVE);
+  f.known |= CV_FACT_LISTENER_LIVE;
+  EXPECT_NE(cvt_decide(&f).verdict, CV_NEED);
+}
+
+// The rules as a table, checked against every combination of facts: an independent
+// statement of DESIGN.md §2/§5 that cv_decide must agree with.
+TEST(CaptureDecision, AllFactCombinationsMatchTheRules) {
+  for (int tcp_bit = 0; tcp_bit < 2; ++tcp_bit) {
+    for (uint32_t value = 0; value < 16; ++value) {
+      for (uint8_t mode : {CV_FAIL_OPEN, CV_FAIL_CLOSED}) {
+        cv_connect_facts f{};
+        f.is_tcp = static_cast<uint8_t>(tcp_bit);
+        f.known = 0xf;
+        f.value = value;
+        f.fail_mode = mode;
+        bool enrolled = value & CV_FACT_ENROLLED;
+        bool own = value & CV_FACT_OWN_SOCKET;
+        bool captured = value & CV_FACT_CAPTURED;
+        bool live = value & CV_FACT_LISTENER_LIVE;
+        int expected = CV_PASS;
+        if (tcp_bit && enrolled && !own && captured) {
+          expected = live ? CV_REDIRECT : (mode == CV_FAIL_CLOSED ? CV_REFUSE : CV_PASS);
+        }
+        EXPECT_EQ(cvt_decide(&f).verdict, expected)
+            << "tcp=" << tcp_bit << " facts=" << value << " fail_mode=" << int(mode);
+      }
+    }
+  }
+}
+
+TEST(CaptureDecision, EachOutcomeIsChargedToItsCounter) {
+  cv_counters c{};
+  auto charge = [&](uint8_t verdict, uint8_t reason) {
+    cv_decision d{};
+    d.verdict = verdict;
+    d.reason = reason;
+    return cvt_counter_for(&c, d);
+  };
+  EXPECT_EQ(charge(CV_REDIRECT, CV_R_LISTENER_LIVE), &c.captured);
+  EXPECT_EQ(charge(CV_PASS, CV_R_NOT_CAPTURED), &c.passthrough);
+  EXPECT_EQ(charge(CV_PASS, CV_R_OWN_SOCKET), &c.passthrough);
+  EXPECT_EQ(charge(CV_REFUSE, CV_R_LISTENER_DOWN), &c.refused);
+  EXPECT_EQ(charge(CV_PASS, CV_R_LISTENER_DOWN), &c.fail_open);
+  EXPECT_EQ(charge(CV_PASS, CV_R_RECORD_FAILED), &c.record_failed);
+  EXPECT_EQ(charge(CV_REFUSE, CV_R_RECORD_FAILED), &c.record_failed);
+  // Connects outside capture's scope cost no per-CPU write.
+  EXPECT_EQ(charge(CV_PASS, CV_R_NOT_TCP), nullptr);
+  EXPECT_EQ(charge(CV_PASS, CV_R_NOT_ENROLLED), nullptr);
+}
+
+TEST(CaptureDecision, PendingRecordHoldsTheOriginalDestination) {
+  cv_pending_dst p;
+  std::memset(&p, 0xab, sizeof p);  // every byte must be written (hash keys/values)
+  cvt_make_pending4(&p, 0x1122334455667788ull, ip("10.96.0.10"), port(80));
+  EXPECT_EQ(p.netns_cookie, 0x1122334455667788ull);
+  EXPECT_EQ(p.orig_dst.family, CV_AF_INET);
+  EXPECT_EQ(p.orig_dst.addr[0], ip("10.96.0.10"));
+  EXPECT_EQ(p.orig_dst.addr[1] | p.orig_dst.addr[2] | p.orig_dst.addr[3], 0u);
+  EXPECT_EQ(p.orig_dst.port, port(80));
+  EXPECT_EQ(p.orig_dst.pad, 0);
+  EXPECT_EQ(p.pad, 0u);
+}
+
+TEST(CaptureDecision, OrigDstKeyMatchesWhatGetpeernameGives) {
+  // sock_ops: local_ip4 network order, local_port HOST order. The proxy builds the key
+  // from getpeername(): sin_addr and sin_port, both network order.
+  cv_orig_dst_key k;
+  std::memset(&k, 0xab, sizeof k);
+  cvt_make_orig_dst_key4(&k, 42, ip("127.0.0.1"), 40001);
+
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  peer.sin_addr.s_addr = ip("127.0.0.1");
+  peer.sin_port = htons(40001);
+  cv_orig_dst_key expected{};
+  expected.netns_cookie = 42;
+  expected.client.family = CV_AF_INET;
+  expected.client.addr[0] = peer.sin_addr.s_addr;
+  expected.client.port = peer.sin_port;
+  EXPECT_EQ(std::memcmp(&k, &expected, sizeof k), 0);
+  EXPECT_EQ(k.client.port, htons(40001));
+}
+
+TEST(CaptureDecision, LoopbackIsAllOf127Slash8) {
+  EXPECT_TRUE(cvt_is_loopback4(ip("127.0.0.1")));
+  EXPECT_TRUE(cvt_is_loopback4(ip("127.255.255.254")));
+  EXPECT_FALSE(cvt_is_loopback4(ip("128.0.0.1")));
+  EXPECT_FALSE(cvt_is_loopback4(ip("10.127.0.1")));
+}
+
+}  // namespace

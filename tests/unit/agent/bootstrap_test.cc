@@ -1,0 +1,231 @@
+#include "agent/bootstrap.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "tests/unit/agent/test_util.h"
+
+namespace culvert::agent {
+namespace {
+
+std::string hostName() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+// Parses and expects an error whose where/message match.
+void expectError(std::string_view yaml, const std::string& where, const std::string& message_part) {
+  auto b = parseBootstrap(yaml);
+  ASSERT_FALSE(b.has_value()) << "accepted: " << yaml;
+  EXPECT_EQ(b.error().where, where) << b.error().describe();
+  EXPECT_NE(b.error().message.find(message_part), std::string::npos) << b.error().describe();
+}
+
+TEST(BootstrapTest, EmptyDocumentGivesDefaults) {
+  for (std::string_view yaml : {"", "# only a comment\n", "~\n"}) {
+    auto b = parseBootstrap(yaml);
+    ASSERT_TRUE(b.has_value()) << b.error().describe();
+    EXPECT_EQ(b->node.id, hostName());
+    EXPECT_EQ(b->node.cluster, "culvert");
+    ASSERT_TRUE(b->admin.address.has_value());
+    EXPECT_EQ(b->admin.address->toString(), "127.0.0.1:15000");
+    EXPECT_EQ(b->admin.socket, "");
+    EXPECT_EQ(b->workers, 0u);
+    EXPECT_EQ(b->resources.path, "/etc/culvert/resources");
+    EXPECT_EQ(b->capture.port, 15001);
+    EXPECT_EQ(b->capture.cgroup, "");
+    EXPECT_EQ(b->capture.fail_mode, FailMode::Open);
+    EXPECT_EQ(b->bpf.pin_root, "/sys/fs/bpf/culvert");
+    EXPECT_EQ(b->enrollment.socket, "/run/culvert/cni.sock");
+    EXPECT_EQ(b->state_dir, "/var/lib/culvert");
+    EXPECT_EQ(b->log.level, "info");
+    EXPECT_EQ(b->log.format, common::LogFormat::Text);
+  }
+}
+
+TEST(BootstrapTest, StructDefaultsMatchTheDocumentedOnes) {
+  Bootstrap b;
+  b.node.id = hostName();  // the one default filled at parse time
+  EXPECT_EQ(formatBootstrap(b), formatBootstrap(*parseBootstrap("")));
+}
+
+TEST(BootstrapTest, EmbeddedDefaultParsesAndMatchesStructDefaults) {
+  auto parsed = parseBootstrap(kEmbeddedBootstrapYaml);
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().describe();
+  auto defaults = parseBootstrap("");
+  ASSERT_TRUE(defaults.has_value());
+  EXPECT_EQ(formatBootstrap(*parsed), formatBootstrap(*defaults));
+  EXPECT_EQ(formatBootstrap(embeddedDefaultBootstrap()), formatBootstrap(*defaults));
+}
+
+TEST(BootstrapTest, EveryKeyIsRead) {
+  auto b = parseBootstrap(R"(
+node:
+  id: node-7
+  cluster: prod-eu
+admin:
+  address: "[::1]:9901"
+  socket: /run/culvert/admin.sock
+workers: 3
+resources:
+  path: /srv/res
+capture:
+  port: 16001
+  cgroup: /sys/fs/cgroup/unified
+  fail_mode: closed
+bpf:
+  pin_root: /sys/fs/bpf/test-run
+enrollment:
+  socket: /tmp/x/cni.sock
+state_dir: /tmp/state
+log:
+  level: debug
+  format: json
+)");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->node.id, "node-7");
+  EXPECT_EQ(b->node.cluster, "prod-eu");
+  ASSERT_TRUE(b->admin.address.has_value());
+  EXPECT_EQ(b->admin.address->toString(), "[::1]:9901");
+  EXPECT_EQ(b->admin.socket, "/run/culvert/admin.sock");
+  EXPECT_EQ(b->workers, 3u);
+  EXPECT_EQ(effectiveWorkers(*b), 3u);
+  EXPECT_EQ(b->resources.path, "/srv/res");
+  EXPECT_EQ(b->capture.port, 16001);
+  EXPECT_EQ(b->capture.cgroup, "/sys/fs/cgroup/unified");
+  EXPECT_EQ(b->capture.fail_mode, FailMode::Closed);
+  EXPECT_EQ(b->bpf.pin_root, "/sys/fs/bpf/test-run");
+  EXPECT_EQ(b->enrollment.socket, "/tmp/x/cni.sock");
+  EXPECT_EQ(b->state_dir, "/tmp/state");
+  EXPECT_EQ(b->log.level, "debug");
+  EXPECT_EQ(b->log.format, common::LogFormat::Json);
+
+  // formatBootstrap round-trips every field.
+  auto again = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(again.has_value()) << again.error().describe() << "\n" << formatBootstrap(*b);
+  EXPECT_EQ(formatBootstrap(*again), formatBootstrap(*b));
+}
+
+TEST(BootstrapTest, PartialSectionsKeepOtherDefaults) {
+  auto b = parseBootstrap("capture:\n  port: 1\nadmin:\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->capture.port, 1);
+  EXPECT_EQ(b->capture.fail_mode, FailMode::Open);
+  ASSERT_TRUE(b->admin.address.has_value());
+}
+
+TEST(BootstrapTest, EmptyAdminAddressDisablesTcpAdmin) {
+  auto b = parseBootstrap("admin:\n  address: \"\"\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_FALSE(b->admin.address.has_value());
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value());
+  EXPECT_FALSE(round->admin.address.has_value());
+}
+
+TEST(BootstrapTest, AdminAddressPortZeroIsAllowed) {
+  auto b = parseBootstrap("admin: {address: 127.0.0.1:0}\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->admin.address->port(), 0);
+}
+
+TEST(BootstrapTest, WorkersZeroMeansCpus) {
+  auto b = parseBootstrap("workers: 0\n");
+  ASSERT_TRUE(b.has_value());
+  unsigned cpus = std::thread::hardware_concurrency();
+  EXPECT_EQ(effectiveWorkers(*b), cpus == 0 ? 1u : cpus);
+}
+
+TEST(BootstrapTest, ValueErrorsNameTheKey) {
+  expectError("capture:\n  port: 70000\n", "capture.port", "must be 1..65535, got 70000");
+  EXPECT_EQ(parseBootstrap("capture:\n  port: 70000\n").error().describe(), "capture.port: must be 1..65535, got 70000");
+  expectError("capture:\n  port: 0\n", "capture.port", "must be 1..65535, got 0");
+  expectError("capture:\n  port: -1\n", "capture.port", "expected an integer 1..65535");
+  expectError("capture:\n  port: 99999999999999999999999\n", "capture.port", "must be 1..65535");
+  expectError("capture:\n  port: 80.5\n", "capture.port", "expected an integer");
+  expectError("capture:\n  port: http\n", "capture.port", "expected an integer");
+  expectError("capture:\n  fail_mode: maybe\n", "capture.fail_mode", "must be open or closed");
+  expectError("workers: 5000\n", "workers", "must be 0..1024");
+  expectError("workers: many\n", "workers", "expected an integer");
+  expectError("admin:\n  address: localhost:15000\n", "admin.address", "not an IPv4 or IPv6 address");
+  expectError("admin:\n  address: 127.0.0.1\n", "admin.address", "expected IP:port");
+  expectError("admin:\n  address: 127.0.0.1:99999\n", "admin.address", "bad port");
+  expectError("admin:\n  socket: /" + std::string(200, 'a') + "\n", "admin.socket", "the limit is 107");
+  expectError("enrollment:\n  socket: \"\"\n", "enrollment.socket", "must not be empty");
+  expectError("enrollment:\n  socket: /" + std::string(120, 'b') + "\n", "enrollment.socket", "the limit is 107");
+  expectError("node:\n  id: \"\"\n", "node.id", "must not be empty");
+  expectError("node:\n  cluster:\n", "node.cluster", "must not be empty");
+  expectError("resources:\n  path: \"\"\n", "resources.path", "must not be empty");
+  expectError("bpf:\n  pin_root: \"\"\n", "bpf.pin_root", "must not be empty");
+  expectError("state_dir: \"\"\n", "state_dir", "must not be empty");
+  expectError("log:\n  level: verbose\n", "log.level", "must be one of");
+  expectError("log:\n  format: xml\n", "log.format", "must be text or json");
+}
+
+TEST(BootstrapTest, UnknownKeysAreErrors) {
+  expectError("capture:\n  prot: 15001\n", "capture.prot", "unknown key (expected one of: port, cgroup, fail_mode)");
+  expectError("admn:\n  address: 1.2.3.4:5\n", "admn", "unknown key");
+  expectError("workers: 1\nextra: true\n", "extra", "unknown key");
+  expectError("log:\n  level: info\n  colour: red\n", "log.colour", "unknown key");
+  expectError("node:\n  id:\n    deep: x\n", "node.id", "expected a string, got a mapping");
+}
+
+TEST(BootstrapTest, WrongTypesAreErrors) {
+  expectError("capture: 15001\n", "capture", "expected a mapping, got a scalar");
+  expectError("admin: [a, b]\n", "admin", "expected a mapping, got a list");
+  expectError("capture:\n  port: [1]\n", "capture.port", "expected an integer 1..65535, got a list");
+  expectError("workers: {a: 1}\n", "workers", "got a mapping");
+  expectError("state_dir: [x]\n", "state_dir", "expected a string, got a list");
+  expectError("log:\n  level: {x: 1}\n", "log.level", "expected a string");
+  auto b = parseBootstrap("- just\n- a list\n");
+  ASSERT_FALSE(b.has_value());
+  EXPECT_NE(b.error().message.find("must be a YAML mapping"), std::string::npos);
+}
+
+TEST(BootstrapTest, DuplicateKeysAreErrors) {
+  expectError("capture:\n  port: 1\n  port: 2\n", "capture.port", "duplicate key");
+  expectError("workers: 1\nworkers: 2\n", "workers", "duplicate key");
+}
+
+TEST(BootstrapTest, SyntaxErrorsGiveTheLine) {
+  auto b = parseBootstrap("node:\n  id: a\n  cluster: [unclosed\n");
+  ASSERT_FALSE(b.has_value());
+  EXPECT_NE(b.error().message.find("invalid YAML at line"), std::string::npos) << b.error().describe();
+  auto two = parseBootstrap("workers: 1\n---\nworkers: 2\n");
+  ASSERT_FALSE(two.has_value());
+  EXPECT_NE(two.error().message.find("one YAML document"), std::string::npos);
+}
+
+TEST(BootstrapTest, LoadFileNamesTheFile) {
+  test::TempDir dir;
+  auto good = dir.path() / "good.yaml";
+  std::ofstream(good) << "capture:\n  port: 15999\n";
+  auto b = loadBootstrapFile(good);
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->capture.port, 15999);
+
+  auto bad = dir.path() / "bad.yaml";
+  std::ofstream(bad) << "capture:\n  port: 70000\n";
+  auto e = loadBootstrapFile(bad);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.error().where, bad.string() + ": capture.port");
+  EXPECT_EQ(e.error().describe(), bad.string() + ": capture.port: must be 1..65535, got 70000");
+
+  auto missing = loadBootstrapFile(dir.path() / "missing.yaml");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().where, (dir.path() / "missing.yaml").string());
+  EXPECT_NE(missing.error().message.find("No such file"), std::string::npos);
+
+  auto syntax = dir.path() / "syntax.yaml";
+  std::ofstream(syntax) << "a: [\n";
+  auto s = loadBootstrapFile(syntax);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().where, syntax.string());
+}
+
+}  // namespace
+}  // namespace culvert::agent

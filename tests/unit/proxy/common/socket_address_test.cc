@@ -1,0 +1,46 @@
+#include "proxy/common/socket_address.h"
+
+#include <gtest/gtest.h>
+
+namespace culvert::common {
+namespace {
+
+TEST(SocketAddressTest, ParsesIpv4AndIpv6HostPort) {
+  auto v4 = SocketAddress::parseHostPort("10.96.0.10:80");
+  ASSERT_TRUE(v4);
+  EXPECT_TRUE(v4->isV4());
+  EXPECT_EQ(v4->port(), 80);
+  EXPECT_EQ(v4->toString(), "10.96.0.10:80");
+
+  auto v6 = SocketAddress::parseHostPort("[fd00::1]:8080");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->family(), AF_INET6);
+  EXPECT_EQ(v6->toString(), "[fd00::1]:8080");
+}
+
+TEST(SocketAddressTest, RejectsMalformedInput) {
+  EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1"));
+  EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1:99999"));
+  EXPECT_FALSE(SocketAddress::parseHostPort("nonsense:80"));
+  EXPECT_FALSE(SocketAddress::parseHostPort("[::1:80"));
+}
+
+TEST(SocketAddressTest, AnyAddress) {
+  EXPECT_TRUE(SocketAddress::parse("0.0.0.0", 80)->isAnyAddress());
+  EXPECT_TRUE(SocketAddress::parse("::", 80)->isAnyAddress());
+  EXPECT_FALSE(SocketAddress::parse("10.0.0.1", 80)->isAnyAddress());
+}
+
+TEST(CidrRangeTest, ContainsRespectsPrefixLength) {
+  auto r = CidrRange::parse("10.96.0.0", 12);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->contains(*SocketAddress::parse("10.96.0.10", 0)));
+  EXPECT_TRUE(r->contains(*SocketAddress::parse("10.111.255.1", 0)));
+  EXPECT_FALSE(r->contains(*SocketAddress::parse("10.112.0.1", 0)));
+  EXPECT_FALSE(r->contains(*SocketAddress::parse("fd00::1", 0)));
+  EXPECT_FALSE(CidrRange::parse("10.0.0.0", 33));
+  EXPECT_TRUE(CidrRange::parse("0.0.0.0", 0)->contains(*SocketAddress::parse("1.2.3.4", 0)));
+}
+
+}  // namespace
+}  // namespace culvert::common

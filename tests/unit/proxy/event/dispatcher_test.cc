@@ -1,0 +1,85 @@
+#include "proxy/event/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+
+#include "proxy/event/scheduler.h"
+
+namespace culvert::event {
+namespace {
+
+TEST(DispatcherTest, PostRunsOnTheDispatcherThreadInOrder) {
+  Dispatcher d("test");
+  std::thread t([&] { d.run(); });
+  std::vector<int> order;
+  std::promise<std::thread::id> ran_on;
+  for (int i = 0; i < 100; ++i) d.post([&order, i] { order.push_back(i); });
+  d.post([&] { ran_on.set_value(std::this_thread::get_id()); });
+  auto id = ran_on.get_future().get();
+  auto dispatcher_thread = t.get_id();
+  d.exit();
+  t.join();
+  EXPECT_EQ(id, dispatcher_thread);
+  ASSERT_EQ(order.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(order[static_cast<size_t>(i)], i);
+}
+
+TEST(DispatcherTest, TimerFiresOnceAfterDelayAndCanBeDisabled) {
+  Dispatcher d("test");
+  int fired = 0;
+  int never = 0;
+  auto start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration elapsed{};
+  auto timer = d.createTimer([&] {
+    ++fired;
+    elapsed = std::chrono::steady_clock::now() - start;
+    d.exit();
+  });
+  auto disabled = d.createTimer([&] { ++never; });
+  timer->enable(std::chrono::milliseconds(30));
+  disabled->enable(std::chrono::milliseconds(10));
+  disabled->disable();
+  d.run();
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(never, 0);
+  EXPECT_GE(elapsed, std::chrono::milliseconds(25));
+}
+
+struct Tracked {
+  explicit Tracked(std::atomic<int>& n) : n_(n) {}
+  ~Tracked() { ++n_; }
+  std::atomic<int>& n_;
+};
+
+TEST(DispatcherTest, DeferredDeleteRunsAfterTheCurrentCallback) {
+  Dispatcher d("test");
+  std::atomic<int> destroyed{0};
+  int seen_inside = -1;
+  d.post([&] {
+    d.deferredDelete(std::make_unique<Tracked>(destroyed));
+    seen_inside = destroyed.load();
+    d.post([&] { d.exit(); });
+  });
+  d.run();
+  EXPECT_EQ(seen_inside, 0);
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
+TEST(SchedulerTest, ChargesWorkToItsTenant) {
+  Scheduler s;
+  bool ran = false;
+  s.run(7, [&] {
+    ran = true;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  });
+  EXPECT_TRUE(ran);
+  EXPECT_GE(s.charged(7), std::chrono::milliseconds(2));
+  EXPECT_EQ(s.charged(8), std::chrono::nanoseconds(0));
+}
+
+}  // namespace
+}  // namespace culvert::event

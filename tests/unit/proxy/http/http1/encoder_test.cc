@@ -1,0 +1,55 @@
+#include "proxy/http/http1/encoder.h"
+
+#include <gtest/gtest.h>
+
+namespace culvert::http::http1 {
+namespace {
+
+TEST(Http1EncoderTest, RemovesHopByHopIncludingConnectionTokens) {
+  HeaderMap h;
+  h.add("host", "a");
+  h.add("connection", "keep-alive, X-Private");
+  h.add("x-private", "secret");
+  h.add("keep-alive", "timeout=5");
+  h.add("transfer-encoding", "chunked");
+  h.add("upgrade", "websocket");
+  h.add("x-kept", "1");
+  removeHopByHopHeaders(h);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_TRUE(h.get("host"));
+  EXPECT_TRUE(h.get("x-kept"));
+}
+
+TEST(Http1EncoderTest, RequestHeadKeepsContentLength) {
+  RequestHead r;
+  r.method = "POST";
+  r.path = "/x";
+  r.headers.add("host", "a");
+  r.content_length = 5;
+  EXPECT_EQ(encodeRequestHead(r, requestFraming(r)), "POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n");
+}
+
+TEST(Http1EncoderTest, UnknownLengthResponseBecomesChunked) {
+  ResponseHead r;
+  r.status = 200;
+  EXPECT_EQ(responseFraming(r, false), BodyFraming::Chunked);
+  std::string out = encodeResponseHead(r, BodyFraming::Chunked, true);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+  std::string body;
+  appendBody(body, "hello", BodyFraming::Chunked);
+  appendBodyEnd(body, BodyFraming::Chunked);
+  EXPECT_EQ(body, "5\r\nhello\r\n0\r\n\r\n");
+}
+
+TEST(Http1EncoderTest, BodylessStatusesHaveNoFraming) {
+  ResponseHead r;
+  r.status = 204;
+  EXPECT_EQ(responseFraming(r, false), BodyFraming::None);
+  r.status = 304;
+  EXPECT_EQ(responseFraming(r, false), BodyFraming::None);
+  r.status = 200;
+  EXPECT_EQ(responseFraming(r, true), BodyFraming::None);
+}
+
+}  // namespace
+}  // namespace culvert::http::http1

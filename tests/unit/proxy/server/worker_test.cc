@@ -1,0 +1,366 @@
+// The worker's HTTP/1.1 data path over real loopback sockets: a captured connection is
+// accepted, matched to its virtual listener by original destination, routed, and
+// forwarded to a real upstream, with keep-alive on both sides.
+#include "proxy/server/worker.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "proxy/server/server.h"
+
+namespace culvert::server {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A blocking HTTP/1.1 origin: answers each request (no request bodies) with the request
+// head it received as the body, so tests can see what the proxy sent.
+class TestOrigin {
+public:
+  TestOrigin() {
+    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 64, false);
+    listen_fd_ = std::move(*fd);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port_ = ntohs(sa.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~TestOrigin() {
+    stop_ = true;
+    thread_.join();
+    for (auto& t : conn_threads_) t.join();
+  }
+  uint16_t port() const { return port_; }
+  int connections() const { return connections_; }
+  std::string lastHead() {
+    std::lock_guard l(mu_);
+    return last_head_;
+  }
+
+private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{listen_fd_.get(), POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++connections_;
+      conn_threads_.emplace_back([this, fd] { handle(fd); });
+    }
+  }
+  void handle(int fd) {
+    std::string buf;
+    char tmp[4096];
+    while (!stop_) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = read(fd, tmp, sizeof tmp);
+      if (n <= 0) break;
+      buf.append(tmp, static_cast<size_t>(n));
+      size_t end;
+      while ((end = buf.find("\r\n\r\n")) != std::string::npos) {
+        std::string head = buf.substr(0, end + 4);
+        buf.erase(0, end + 4);
+        {
+          std::lock_guard l(mu_);
+          last_head_ = head;
+        }
+        std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(head.size()) + "\r\n\r\n" + head;
+        if (write(fd, resp.data(), resp.size()) < 0) break;
+      }
+    }
+    close(fd);
+  }
+
+  network::FileDescriptor listen_fd_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+  std::vector<std::thread> conn_threads_;
+  std::mutex mu_;
+  std::string last_head_;
+};
+
+// Stands in for the BPF map: every accepted connection "was going to" the VIP.
+class FixedOriginalDestination : public network::OriginalDestinationSource {
+public:
+  explicit FixedOriginalDestination(common::SocketAddress dst) : dst_(dst) {}
+  std::optional<common::SocketAddress> takeOriginalDestination(int) override { return dst_; }
+  common::SocketAddress dst_;
+};
+
+class WorkerTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    main_thread_ = std::thread([this] { main_.run(); });
+    server_ = std::make_unique<Server>(main_, 1, WorkerHooks{nullptr, &original_dst_}, stats_);
+    server_->start();
+    server_->publish(makeSnapshot(origin_.port()));
+    auto listen = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 64, true);
+    ASSERT_TRUE(listen);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen->get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    listen_port_ = ntohs(sa.sin_port);
+    auto pod = std::make_shared<Pod>();
+    pod->id = 42;
+    pod->namespace_name = "default";
+    pod->name = "client";
+    pod->ip = "10.244.1.1";
+    pod->tenant = tenant::TenantContext::create(1, "default", stats_);
+    tenant_ = pod->tenant;
+    std::vector<network::FileDescriptor> fds;
+    fds.push_back(std::move(*listen));
+    server_->addPod(pod, std::move(fds));
+  }
+  void TearDown() override {
+    server_->stop();
+    main_.exit();
+    main_thread_.join();
+  }
+
+  static std::shared_ptr<const config::Snapshot> makeSnapshot(uint16_t origin_port) {
+    auto routes = std::make_shared<config::RouteConfiguration>();
+    config::VirtualHost vh;
+    vh.name = "all";
+    vh.domains = {"*"};
+    config::Route direct;
+    direct.match.path = "/direct";
+    direct.direct_response = config::DirectResponse{418, "teapot"};
+    config::Route to_dead;
+    to_dead.match.prefix = "/dead";
+    to_dead.route = config::RouteAction{};
+    to_dead.route->cluster = "dead";
+    config::Route to_backend;
+    to_backend.match.prefix = "/api";
+    to_backend.route = config::RouteAction{};
+    to_backend.route->cluster = "backend";
+    vh.routes = {direct, to_dead, to_backend};
+    routes->virtual_hosts.push_back(vh);
+
+    auto listener = std::make_shared<config::Listener>();
+    listener->name = "vip";
+    listener->address = *common::SocketAddress::parse("10.96.0.10", 80);
+    listener->bind_to_port = false;
+    config::FilterChain chain;
+    chain.http.route_config = routes;
+    listener->filter_chains.push_back(chain);
+
+    auto backend = std::make_shared<config::Cluster>();
+    backend->name = "backend";
+    backend->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", origin_port), 1});
+    auto dead = std::make_shared<config::Cluster>();
+    dead->name = "dead";
+    dead->connect_timeout = 500ms;
+    // Port 1 on loopback: nothing listens, the connect is refused at once.
+    dead->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", 1), 1});
+
+    auto snapshot = std::make_shared<config::Snapshot>();
+    auto listeners = std::make_shared<config::ListenerTable>();
+    listeners->by_name["vip"] = listener;
+    auto clusters = std::make_shared<config::ClusterTable>();
+    clusters->by_name["backend"] = backend;
+    clusters->by_name["dead"] = dead;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    return snapshot;
+  }
+
+  int connectClient() {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(listen_port_);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    return fd;
+  }
+
+  // Reads until `count` complete responses (Content-Length framed) or EOF/timeout.
+  static std::vector<std::string> readResponses(int fd, size_t count, bool* eof = nullptr) {
+    std::string buf;
+    std::vector<std::string> out;
+    char tmp[8192];
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
+      size_t head_end = buf.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        auto cl = buf.find("content-length: ");
+        if (cl == std::string::npos || cl > head_end) cl = buf.find("Content-Length: ");
+        size_t len = cl != std::string::npos && cl < head_end ? std::stoul(buf.substr(cl + 16)) : 0;
+        if (buf.size() >= head_end + 4 + len) {
+          out.push_back(buf.substr(0, head_end + 4 + len));
+          buf.erase(0, head_end + 4 + len);
+          continue;
+        }
+      }
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      ssize_t n = read(fd, tmp, sizeof tmp);
+      if (n <= 0) {
+        if (eof) *eof = true;
+        break;
+      }
+      buf.append(tmp, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+  static void send(int fd, const std::string& data) { ASSERT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size())); }
+
+  common::StatsStore stats_;
+  event::Dispatcher main_{"main"};
+  std::thread main_thread_;
+  TestOrigin origin_;
+  FixedOriginalDestination original_dst_{*common::SocketAddress::parse("10.96.0.10", 80)};
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<tenant::TenantContext> tenant_;
+  uint16_t listen_port_ = 0;
+};
+
+TEST_F(WorkerTest, ForwardsPipelinedKeepAliveRequestsOverOneUpstreamConnection) {
+  int fd = connectClient();
+  send(fd, "GET /api/one HTTP/1.1\r\nHost: svc\r\n\r\nGET /api/two HTTP/1.1\r\nHost: svc\r\nX-Request-Id: keep-me\r\n\r\n");
+  auto responses = readResponses(fd, 2);
+  ASSERT_EQ(responses.size(), 2u);
+  EXPECT_NE(responses[0].find("GET /api/one HTTP/1.1"), std::string::npos);
+  EXPECT_NE(responses[1].find("GET /api/two HTTP/1.1"), std::string::npos);
+  // The pod's enrolled IP, never loopback, and a generated request id.
+  EXPECT_NE(responses[0].find("x-forwarded-for: 10.244.1.1\r\n"), std::string::npos);
+  EXPECT_NE(responses[0].find("x-request-id: "), std::string::npos);
+  EXPECT_NE(responses[1].find("x-request-id: keep-me\r\n"), std::string::npos);
+  // A third request later on the same downstream connection reuses the pooled upstream.
+  send(fd, "GET /api/three HTTP/1.1\r\nHost: svc\r\n\r\n");
+  ASSERT_EQ(readResponses(fd, 1).size(), 1u);
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 1);
+  EXPECT_EQ(tenant_->downstream_rq_total->value(), 3u);
+  EXPECT_EQ(tenant_->downstream_rq_2xx->value(), 3u);
+}
+
+TEST_F(WorkerTest, DirectResponseAndNoRoute) {
+  int fd = connectClient();
+  send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 2);
+  ASSERT_EQ(responses.size(), 2u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 418 "));
+  EXPECT_NE(responses[0].find("teapot"), std::string::npos);
+  EXPECT_TRUE(responses[1].starts_with("HTTP/1.1 404 "));
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 0);
+}
+
+TEST_F(WorkerTest, RefusedUpstreamGives503AndCountsIt) {
+  int fd = connectClient();
+  send(fd, "GET /dead HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 503 "));
+  close(fd);
+  EXPECT_EQ(tenant_->upstream_cx_connect_fail->value(), 1u);
+  EXPECT_EQ(tenant_->downstream_rq_5xx->value(), 1u);
+}
+
+TEST_F(WorkerTest, MalformedRequestGets400AndClose) {
+  int fd = connectClient();
+  send(fd, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+  bool eof = false;
+  auto responses = readResponses(fd, 1, &eof);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 400 "));
+  EXPECT_NE(responses[0].find("connection: close"), std::string::npos);
+  readResponses(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(tenant_->downstream_rq_bad->value(), 1u);
+}
+
+uint16_t freePort() {
+  auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 1, false);
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  getsockname(fd->get(), reinterpret_cast<sockaddr*>(&sa), &len);
+  return ntohs(sa.sin_port);
+}
+
+TEST_F(WorkerTest, BoundListenerServesDirectConnectionsAndIsClosedWhenRemoved) {
+  uint16_t port = freePort();
+  auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+  auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+  auto bound = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+  bound->name = "bound";
+  bound->bind_to_port = true;
+  bound->address = *common::SocketAddress::parse("127.0.0.1", port);
+  listeners->by_name["bound"] = bound;
+  snapshot->listeners = listeners;
+  std::promise<Server::PublishResult> published;
+  main_.post([&] { published.set_value(server_->publish(snapshot)); });
+  auto result = published.get_future().get();
+  EXPECT_TRUE(result.bind_errors.empty());
+  EXPECT_EQ(result.captured.size(), 1u);  // only the virtual listener is captured
+
+  std::this_thread::sleep_for(50ms);  // the worker starts accepting on its next turn
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  send(fd, "GET /api/bound HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_NE(responses[0].find("GET /api/bound"), std::string::npos);
+  // The client is the peer address, not an enrolled pod.
+  EXPECT_NE(responses[0].find("x-forwarded-for: 127.0.0.1\r\n"), std::string::npos);
+  close(fd);
+
+  // A second binding of the same address elsewhere fails, and is reported.
+  auto clash = std::make_shared<config::Snapshot>(*snapshot);
+  auto clash_listeners = std::make_shared<config::ListenerTable>(*listeners);
+  auto other = std::make_shared<config::Listener>(*bound);
+  other->name = "clash";
+  auto taken = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 1, false);
+  sockaddr_in tsa{};
+  socklen_t tlen = sizeof tsa;
+  getsockname(taken->get(), reinterpret_cast<sockaddr*>(&tsa), &tlen);
+  other->address = *common::SocketAddress::parse("127.0.0.1", ntohs(tsa.sin_port));
+  clash_listeners->by_name["clash"] = other;
+  clash->listeners = clash_listeners;
+  std::promise<Server::PublishResult> clashed;
+  main_.post([&] { clashed.set_value(server_->publish(clash)); });
+  auto clash_result = clashed.get_future().get();
+  ASSERT_EQ(clash_result.bind_errors.size(), 1u);
+  EXPECT_NE(clash_result.bind_errors[0].describe().find("listener clash"), std::string::npos);
+
+  // Removing the listener closes its sockets.
+  std::promise<void> removed;
+  main_.post([&] {
+    server_->publish(makeSnapshot(origin_.port()));
+    removed.set_value();
+  });
+  removed.get_future().get();
+  std::this_thread::sleep_for(50ms);
+  int again = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_NE(connect(again, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  close(again);
+}
+
+TEST_F(WorkerTest, ProbeAnswersWhileWorkersTurn) {
+  std::promise<bool> result;
+  main_.post([&] { server_->probeWorkers(1s, [&](bool ok) { result.set_value(ok); }); });
+  EXPECT_TRUE(result.get_future().get());
+}
+
+}  // namespace
+}  // namespace culvert::server

@@ -1,0 +1,249 @@
+#include "xds/client/file_source.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace culvert::xds::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FileSourceTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/culvert-xds-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream out(dir_ / name);
+    out << text;
+  }
+  void copyTestdata(const std::string& name) { fs::copy_file(fs::path(CULVERT_XDS_TESTDATA) / name, dir_ / name); }
+
+  LoadResult load() {
+    auto r = loadResourceDirectory(dir_);
+    EXPECT_TRUE(r) << r.error().describe();
+    return r ? std::move(*r) : LoadResult{};
+  }
+
+  fs::path dir_;
+};
+
+void expectExample(const LoadResult& r) {
+  EXPECT_TRUE(r.errors.empty()) << r.errors[0].file << " " << r.errors[0].reason;
+  EXPECT_EQ(r.snapshot.version, "1");
+  ASSERT_EQ(r.snapshot.listeners->by_name.count("backend-vip"), 1u);
+  const auto& l = *r.snapshot.listeners->by_name.at("backend-vip");
+  EXPECT_FALSE(l.bind_to_port);
+  EXPECT_EQ(l.address.toString(), "10.96.0.10:80");
+  ASSERT_EQ(l.filter_chains.size(), 1u);
+  ASSERT_NE(l.filter_chains[0].http.route_config, nullptr);
+  EXPECT_EQ(l.filter_chains[0].http.route_config->virtual_hosts.at(0).routes.at(0).route->cluster, "backend");
+  ASSERT_EQ(r.snapshot.clusters->by_name.count("backend"), 1u);
+  const auto& c = *r.snapshot.clusters->by_name.at("backend");
+  EXPECT_EQ(c.connect_timeout, std::chrono::seconds(1));
+  ASSERT_EQ(c.endpoints.size(), 1u);
+  EXPECT_EQ(c.endpoints[0].address.toString(), "10.244.1.2:8080");
+}
+
+TEST_F(FileSourceTest, LoadsYamlExample) {
+  copyTestdata("example.yaml");
+  expectExample(load());
+}
+
+TEST_F(FileSourceTest, LoadsJsonExample) {
+  copyTestdata("example.json");
+  expectExample(load());
+}
+
+TEST_F(FileSourceTest, OneBadResourceDoesNotHideTheGoodOne) {
+  write("mixed.yaml", R"(
+version_info: v7
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: good
+  load_assignment:
+    cluster_name: good
+    endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } } } }] }]
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: bad
+  type: STRICT_DNS
+)");
+  auto r = load();
+  EXPECT_EQ(r.snapshot.version, "v7");
+  EXPECT_EQ(r.snapshot.clusters->by_name.count("good"), 1u);
+  EXPECT_EQ(r.snapshot.clusters->by_name.count("bad"), 0u);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].file, "mixed.yaml");
+  EXPECT_EQ(r.errors[0].resource, "bad");
+  EXPECT_EQ(r.errors[0].type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+  EXPECT_EQ(r.errors[0].reason.rfind("type: ", 0), 0u) << r.errors[0].reason;
+
+  auto dump = nlohmann::json::parse(r.config_dump_json);
+  EXPECT_EQ(dump["version"], "v7");
+  ASSERT_EQ(dump["accepted"].size(), 1u);
+  EXPECT_EQ(dump["accepted"][0]["name"], "good");
+  EXPECT_EQ(dump["accepted"][0]["file"], "mixed.yaml");
+  ASSERT_EQ(dump["rejected"].size(), 1u);
+  EXPECT_EQ(dump["rejected"][0]["name"], "bad");
+}
+
+TEST_F(FileSourceTest, UnknownTypesAndFieldsAreRejectedAlone) {
+  write("a.json", R"({"version_info": "1", "resources": [
+    {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "l", "enable_mptcp": true},
+    {"@type": "type.googleapis.com/culvert.v0.Nothing", "name": "n"},
+    {"name": "untyped"},
+    {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "ok"}
+  ]})");
+  auto r = load();
+  EXPECT_EQ(r.snapshot.clusters->by_name.count("ok"), 1u);
+  ASSERT_EQ(r.errors.size(), 3u);
+  EXPECT_EQ(r.errors[0].resource, "l");
+  EXPECT_NE(r.errors[0].reason.find("enable_mptcp"), std::string::npos) << r.errors[0].reason;
+  EXPECT_EQ(r.errors[1].resource, "n");
+  EXPECT_NE(r.errors[1].reason.find("unsupported resource type"), std::string::npos);
+  EXPECT_EQ(r.errors[2].resource, "resources[2]");
+}
+
+TEST_F(FileSourceTest, OptionalUnknownHttpFilterIsSkippedRequiredOneRejected) {
+  auto listener = [](const std::string& name, bool optional) {
+    return R"(
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: )" + name + R"(
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+  filter_chains:
+  - filters:
+    - name: hcm
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: s
+        route_config: { virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: / }, direct_response: { status: 204 } }] }] }
+        http_filters:
+        - name: envoy.filters.http.cors
+          is_optional: )" + (optional ? "true" : "false") + R"(
+          typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors, anything: 1 }
+        - name: envoy.filters.http.router
+)";
+  };
+  write("l.yaml", "resources:" + listener("optional", true) + listener("required", false));
+  auto r = load();
+  EXPECT_EQ(r.snapshot.listeners->by_name.count("optional"), 1u);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].resource, "required");
+  EXPECT_EQ(r.errors[0].reason.rfind("filter_chains[0].filters[0].typed_config.http_filters[0]: ", 0), 0u)
+      << r.errors[0].reason;
+  EXPECT_NE(r.errors[0].reason.find("envoy.extensions.filters.http.cors.v3.Cors"), std::string::npos);
+}
+
+TEST_F(FileSourceTest, RdsAndEdsResolveAcrossFiles) {
+  write("listeners.yaml", R"(
+version_info: "3"
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: vip
+  address: { socket_address: { address: 10.96.0.11, port_value: 8080 } }
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: vip
+        rds: { route_config_name: shared, config_source: { ads: {} } }
+        http_filters: [{ name: envoy.filters.http.router }]
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: dangling
+  address: { socket_address: { address: 10.96.0.12, port_value: 80 } }
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: d
+        rds: { route_config_name: missing }
+        http_filters: [{ name: envoy.filters.http.router }]
+)");
+  write("routes.json", R"({"version_info": "3", "resources": [{
+    "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "name": "shared",
+    "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]
+  }]})");
+  write("clusters.yml", R"(
+version_info: "3"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: svc
+  type: EDS
+  eds_cluster_config: { eds_config: { ads: {} }, service_name: svc-endpoints }
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: svc-endpoints
+  endpoints:
+  - lb_endpoints:
+    - endpoint: { address: { socket_address: { address: 10.244.2.1, port_value: 80 } } }
+    - endpoint: { address: { socket_address: { address: 10.244.2.2, port_value: 80 } } }
+      load_balancing_weight: 2
+)");
+  auto r = load();
+  EXPECT_EQ(r.snapshot.version, "3");
+  const auto& vip = *r.snapshot.listeners->by_name.at("vip");
+  ASSERT_NE(vip.filter_chains[0].http.route_config, nullptr);
+  EXPECT_EQ(vip.filter_chains[0].http.route_config->name, "shared");
+  const auto& svc = *r.snapshot.clusters->by_name.at("svc");
+  ASSERT_EQ(svc.endpoints.size(), 2u);
+  EXPECT_EQ(svc.endpoints[1].weight, 2u);
+  EXPECT_EQ(r.snapshot.listeners->by_name.count("dangling"), 0u);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].resource, "dangling");
+  EXPECT_NE(r.errors[0].reason.find("rds.route_config_name"), std::string::npos);
+}
+
+TEST_F(FileSourceTest, BadFilesAndDuplicatesAreReportedOthersLoad) {
+  copyTestdata("example.yaml");
+  write("broken.yaml", "resources: [ {\n");
+  write("broken.json", "{ nope");
+  write("z-dup.yaml", R"(
+version_info: "2"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: backend
+)");
+  write("notes.txt", "ignored");
+  write(".hidden.yaml", "ignored: [");
+  auto r = load();
+  EXPECT_EQ(r.snapshot.listeners->by_name.size(), 1u);
+  ASSERT_EQ(r.snapshot.clusters->by_name.count("backend"), 1u);
+  EXPECT_EQ(r.snapshot.clusters->by_name.at("backend")->endpoints.size(), 1u);  // the first one wins
+  ASSERT_EQ(r.errors.size(), 3u);
+  EXPECT_EQ(r.errors[0].file, "broken.json");
+  EXPECT_EQ(r.errors[1].file, "broken.yaml");
+  EXPECT_EQ(r.errors[2].file, "z-dup.yaml");
+  EXPECT_NE(r.errors[2].reason.find("example.yaml"), std::string::npos);
+  EXPECT_EQ(r.snapshot.version, "example.yaml=1,z-dup.yaml=2");
+}
+
+TEST_F(FileSourceTest, MissingDirectoryIsAnError) {
+  auto r = loadResourceDirectory(dir_ / "absent");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().where, (dir_ / "absent").string());
+}
+
+TEST_F(FileSourceTest, EmptyDirectoryIsAnEmptySnapshot) {
+  auto r = load();
+  EXPECT_TRUE(r.errors.empty());
+  EXPECT_TRUE(r.snapshot.listeners->by_name.empty());
+  EXPECT_TRUE(r.snapshot.clusters->by_name.empty());
+}
+
+}  // namespace
+}  // namespace culvert::xds::client

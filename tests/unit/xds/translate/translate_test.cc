@@ -1,0 +1,383 @@
+#include "xds/translate/translate.h"
+
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/unknown_field_set.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
+#include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
+#include "xds/proto/envoy/config/listener/v3/listener.pb.h"
+#include "xds/proto/envoy/config/route/v3/route.pb.h"
+#include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
+#include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+
+namespace culvert::xds::translate {
+namespace {
+
+using envoy::config::cluster::v3::Cluster;
+using envoy::config::endpoint::v3::ClusterLoadAssignment;
+using envoy::config::listener::v3::Listener;
+using envoy::config::route::v3::RouteConfiguration;
+using envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+
+template <typename T>
+T parse(const std::string& text) {
+  T out;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &out)) << text;
+  return out;
+}
+
+constexpr const char* kRouter = R"(
+  http_filters {
+    name: "envoy.filters.http.router"
+    typed_config {
+      [type.googleapis.com/envoy.extensions.filters.http.router.v3.Router] {}
+    }
+  })";
+
+std::string hcm(const std::string& body) {
+  return R"(
+    filter_chains {
+      filters {
+        name: "envoy.filters.network.http_connection_manager"
+        typed_config {
+          [type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager] {
+            stat_prefix: "vip"
+            )" +
+         body + R"(
+          }
+        }
+      }
+    })";
+}
+
+const std::string kInlineRoute = R"(
+  route_config {
+    name: "routes"
+    virtual_hosts {
+      name: "vh"
+      domains: "Example.COM"
+      domains: "*"
+      routes { match { prefix: "/" } route { cluster: "backend" } }
+    }
+  })";
+
+std::string listener(const std::string& extra, const std::string& hcm_body = kInlineRoute + kRouter) {
+  return R"(name: "vip" address { socket_address { address: "10.96.0.10" port_value: 80 } } )" + extra +
+         hcm(hcm_body);
+}
+
+TEST(TranslateListener, VirtualListenerWithInlineRoute) {
+  auto out = translateListener(parse<Listener>(listener("bind_to_port { value: false }")));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->name, "vip");
+  EXPECT_FALSE(out->bind_to_port);
+  EXPECT_EQ(out->address.toString(), "10.96.0.10:80");
+  ASSERT_EQ(out->filter_chains.size(), 1u);
+  const auto& http = out->filter_chains[0].http;
+  EXPECT_EQ(http.stat_prefix, "vip");
+  EXPECT_EQ(http.route_config_name, "routes");
+  ASSERT_NE(http.route_config, nullptr);
+  ASSERT_EQ(http.route_config->virtual_hosts.size(), 1u);
+  const auto& vh = http.route_config->virtual_hosts[0];
+  EXPECT_EQ(vh.domains, (std::vector<std::string>{"example.com", "*"}));
+  ASSERT_EQ(vh.routes.size(), 1u);
+  EXPECT_EQ(vh.routes[0].match.prefix, "/");
+  ASSERT_TRUE(vh.routes[0].route);
+  EXPECT_EQ(vh.routes[0].route->cluster, "backend");
+  EXPECT_EQ(vh.routes[0].route->timeout, std::chrono::seconds(15));
+}
+
+TEST(TranslateListener, BindsByDefault) {
+  auto out = translateListener(parse<Listener>(listener("")));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_TRUE(out->bind_to_port);
+}
+
+TEST(TranslateListener, FilterChainMatch) {
+  auto text = R"(name: "l" address { socket_address { address: "0.0.0.0" port_value: 443 } }
+    bind_to_port { value: false }
+    filter_chains {
+      filter_chain_match {
+        destination_port { value: 443 }
+        prefix_ranges { address_prefix: "10.96.0.0" prefix_len { value: 16 } }
+        server_names: "API.example.com"
+        transport_protocol: "tls"
+      }
+    )" + hcm(kInlineRoute + kRouter).substr(hcm("").find("filters {"));
+  auto out = translateListener(parse<Listener>(text));
+  ASSERT_TRUE(out) << out.error().describe();
+  const auto& m = out->filter_chains[0].match;
+  EXPECT_EQ(m.destination_port, 443);
+  ASSERT_EQ(m.prefix_ranges.size(), 1u);
+  EXPECT_EQ(m.prefix_ranges[0].length, 16u);
+  EXPECT_EQ(m.server_names, std::vector<std::string>{"api.example.com"});
+  EXPECT_EQ(m.transport_protocol, "tls");
+}
+
+TEST(TranslateListener, RdsLeavesRouteConfigUnresolved) {
+  auto out = translateListener(
+      parse<Listener>(listener("", R"(rds { config_source { ads {} } route_config_name: "shared" })" +
+                                       std::string(kRouter))));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->filter_chains[0].http.route_config_name, "shared");
+  EXPECT_EQ(out->filter_chains[0].http.route_config, nullptr);
+}
+
+void expectRejected(const common::Result<config::Listener>& r, const std::string& where) {
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().where, where) << r.error().describe();
+  EXPECT_FALSE(r.error().message.empty());
+}
+
+TEST(TranslateListener, RejectsMissingName) {
+  auto proto = parse<Listener>(listener(""));
+  proto.clear_name();
+  expectRejected(translateListener(proto), "name");
+}
+
+TEST(TranslateListener, RejectsUseOriginalDst) {
+  expectRejected(translateListener(parse<Listener>(listener("use_original_dst { value: true }"))),
+                 "use_original_dst");
+  // false asks for nothing culvert lacks.
+  EXPECT_TRUE(translateListener(parse<Listener>(listener("use_original_dst { value: false }"))));
+}
+
+TEST(TranslateListener, RejectsHostnameAddress) {
+  auto proto = parse<Listener>(listener(""));
+  proto.mutable_address()->mutable_socket_address()->set_address("svc.example.com");
+  expectRejected(translateListener(proto), "address.socket_address.address");
+}
+
+TEST(TranslateListener, RejectsVirtualListenerWithoutPort) {
+  auto proto = parse<Listener>(listener("bind_to_port { value: false }"));
+  proto.mutable_address()->mutable_socket_address()->set_port_value(0);
+  expectRejected(translateListener(proto), "address.socket_address.port_value");
+}
+
+TEST(TranslateListener, RejectsUnknownNetworkFilter) {
+  auto proto = parse<Listener>(listener(""));
+  auto* filter = proto.mutable_filter_chains(0)->mutable_filters(0);
+  filter->set_name("envoy.filters.network.tcp_proxy");
+  filter->mutable_typed_config()->set_type_url(
+      "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy");
+  auto r = translateListener(proto);
+  expectRejected(r, "filter_chains[0].filters[0].typed_config");
+  EXPECT_NE(r.error().message.find("tcp_proxy"), std::string::npos);
+}
+
+TEST(TranslateListener, RejectsSecondNetworkFilter) {
+  auto proto = parse<Listener>(listener(""));
+  *proto.mutable_filter_chains(0)->add_filters() = proto.filter_chains(0).filters(0);
+  expectRejected(translateListener(proto), "filter_chains[0].filters[1]");
+}
+
+TEST(TranslateListener, RejectsUnknownHttpFilterUnlessOptional) {
+  auto unknown = [](bool optional) {
+    return std::string(R"(http_filters { name: "envoy.filters.http.fault" typed_config { type_url: "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault" } )") +
+           (optional ? "is_optional: true" : "") + " }";
+  };
+  expectRejected(translateListener(parse<Listener>(listener("", kInlineRoute + unknown(false) + kRouter))),
+                 "filter_chains[0].filters[0].typed_config.http_filters[0]");
+  auto ok = translateListener(parse<Listener>(listener("", kInlineRoute + unknown(true) + kRouter)));
+  EXPECT_TRUE(ok) << ok.error().describe();
+}
+
+TEST(TranslateListener, RejectsMissingRouter) {
+  expectRejected(translateListener(parse<Listener>(listener("", kInlineRoute))),
+                 "filter_chains[0].filters[0].typed_config.http_filters");
+}
+
+TEST(TranslateListener, RejectsRouterOptions) {
+  auto proto = parse<Listener>(listener(""));
+  HttpConnectionManager config;
+  ASSERT_TRUE(proto.filter_chains(0).filters(0).typed_config().UnpackTo(&config));
+  envoy::extensions::filters::http::router::v3::Router router;
+  router.GetReflection()->MutableUnknownFields(&router)->AddVarint(4, 1);  // suppress_envoy_headers
+  config.mutable_http_filters(0)->mutable_typed_config()->PackFrom(router);
+  proto.mutable_filter_chains(0)->mutable_filters(0)->mutable_typed_config()->PackFrom(config);
+  expectRejected(translateListener(proto), "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config");
+}
+
+TEST(TranslateListener, RejectsFieldsCulvertDoesNotDefine) {
+  // Over the wire, a field outside culvert's subset arrives as an unknown field.
+  auto proto = parse<Listener>(listener(""));
+  proto.GetReflection()->MutableUnknownFields(&proto)->AddVarint(30, 1);  // enable_mptcp
+  auto r = translateListener(proto);
+  expectRejected(r, "");
+  EXPECT_NE(r.error().message.find("field number 30"), std::string::npos);
+
+  auto nested = parse<Listener>(listener(""));
+  auto* chain = nested.mutable_filter_chains(0);
+  chain->GetReflection()->MutableUnknownFields(chain)->AddVarint(4, 1);  // use_proxy_proto
+  expectRejected(translateListener(nested), "filter_chains[0]");
+}
+
+TEST(TranslateListener, RejectsDuplicateFilterChainMatch) {
+  auto proto = parse<Listener>(listener(""));
+  *proto.add_filter_chains() = proto.filter_chains(0);
+  expectRejected(translateListener(proto), "filter_chains[1].filter_chain_match");
+}
+
+TEST(TranslateListener, RejectsNonAutoCodec) {
+  auto proto = parse<Listener>(listener("", "codec_type: HTTP1 " + kInlineRoute + kRouter));
+  expectRejected(translateListener(proto), "filter_chains[0].filters[0].typed_config.codec_type");
+}
+
+TEST(TranslateRouteConfiguration, MatchersActionsAndTimeouts) {
+  auto out = translateRouteConfiguration(parse<RouteConfiguration>(R"(
+    name: "r"
+    virtual_hosts {
+      name: "a"
+      domains: "*.Example.com"
+      routes {
+        name: "exact"
+        match {
+          path: "/Health"
+          case_sensitive { value: false }
+          headers { name: "X-Canary" exact_match: "1" }
+          headers { name: "x-debug" present_match: false }
+          headers { name: "x-trace" }
+        }
+        route { cluster: "c" prefix_rewrite: "/v2" host_rewrite_literal: "b.internal" timeout { seconds: 2 nanos: 500000000 } }
+      }
+      routes { match { prefix: "/" } direct_response { status: 404 body { inline_string: "nope" } } }
+    })"));
+  ASSERT_TRUE(out) << out.error().describe();
+  const auto& vh = out->virtual_hosts[0];
+  EXPECT_EQ(vh.domains, std::vector<std::string>{"*.example.com"});
+  const auto& r0 = vh.routes[0];
+  EXPECT_EQ(r0.match.path, "/Health");
+  EXPECT_FALSE(r0.match.prefix);
+  EXPECT_FALSE(r0.match.case_sensitive);
+  ASSERT_EQ(r0.match.headers.size(), 3u);
+  EXPECT_EQ(r0.match.headers[0].name, "x-canary");
+  EXPECT_EQ(r0.match.headers[0].exact_match, "1");
+  // present_match: false means "absent": present + inverted.
+  EXPECT_TRUE(r0.match.headers[1].present_match);
+  EXPECT_TRUE(r0.match.headers[1].invert_match);
+  EXPECT_TRUE(r0.match.headers[2].present_match);
+  EXPECT_FALSE(r0.match.headers[2].invert_match);
+  ASSERT_TRUE(r0.route);
+  EXPECT_EQ(r0.route->prefix_rewrite, "/v2");
+  EXPECT_EQ(r0.route->host_rewrite_literal, "b.internal");
+  EXPECT_EQ(r0.route->timeout, std::chrono::milliseconds(2500));
+  ASSERT_TRUE(vh.routes[1].direct_response);
+  EXPECT_EQ(vh.routes[1].direct_response->status, 404u);
+  EXPECT_EQ(vh.routes[1].direct_response->body, "nope");
+}
+
+void expectRouteRejected(const std::string& text, const std::string& where) {
+  auto r = translateRouteConfiguration(parse<RouteConfiguration>(text));
+  ASSERT_FALSE(r) << text;
+  EXPECT_EQ(r.error().where, where) << r.error().describe();
+}
+
+TEST(TranslateRouteConfiguration, Rejections) {
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "*" routes { match { prefix: "/" } } })",
+                      "virtual_hosts[0].routes[0]");
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "*" routes { route { cluster: "c" } } })",
+                      "virtual_hosts[0].routes[0].match");
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "*" routes { match { prefix: "/" } route { } } })",
+                      "virtual_hosts[0].routes[0].route.cluster");
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "A.com" } virtual_hosts { name: "b" domains: "a.com" })",
+                      "virtual_hosts[1].domains[0]");
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "a.*.com" })", "virtual_hosts[0].domains[0]");
+  expectRouteRejected(R"(virtual_hosts { name: "a" })", "virtual_hosts[0].domains");
+  expectRouteRejected(R"(virtual_hosts { name: "a" domains: "*" require_tls: ALL })", "virtual_hosts[0].require_tls");
+  expectRouteRejected(
+      R"(virtual_hosts { name: "a" domains: "*" routes { match { prefix: "/" } direct_response { status: 200 body { filename: "/etc/passwd" } } } })",
+      "virtual_hosts[0].routes[0].direct_response.body.filename");
+}
+
+constexpr const char* kStaticCluster = R"(
+  name: "backend"
+  type: STATIC
+  connect_timeout { nanos: 250000000 }
+  load_assignment {
+    cluster_name: "backend"
+    endpoints {
+      lb_endpoints { endpoint { address { socket_address { address: "10.244.1.2" port_value: 8080 } } } }
+      lb_endpoints {
+        endpoint { address { socket_address { address: "10.244.1.3" port_value: 8080 } } }
+        load_balancing_weight { value: 3 }
+      }
+      lb_endpoints {
+        endpoint { address { socket_address { address: "10.244.1.4" port_value: 8080 } } }
+        health_status: UNHEALTHY
+      }
+    }
+  })";
+
+TEST(TranslateCluster, StaticCluster) {
+  auto out = translateCluster(parse<Cluster>(kStaticCluster));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->name, "backend");
+  EXPECT_EQ(out->type, config::ClusterType::Static);
+  EXPECT_EQ(out->lb_policy, config::LbPolicy::RoundRobin);
+  EXPECT_EQ(out->connect_timeout, std::chrono::milliseconds(250));
+  ASSERT_EQ(out->endpoints.size(), 2u);  // the UNHEALTHY one is left out, as Envoy does
+  EXPECT_EQ(out->endpoints[0].address.toString(), "10.244.1.2:8080");
+  EXPECT_EQ(out->endpoints[0].weight, 1u);
+  EXPECT_EQ(out->endpoints[1].weight, 3u);
+}
+
+TEST(TranslateCluster, DefaultsAndEds) {
+  auto defaults = translateCluster(parse<Cluster>(R"(name: "c")"));
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->connect_timeout, std::chrono::seconds(5));
+  auto eds = translateCluster(parse<Cluster>(R"(name: "c" type: EDS eds_cluster_config { eds_config { ads {} } })"));
+  ASSERT_TRUE(eds) << eds.error().describe();
+  EXPECT_EQ(eds->type, config::ClusterType::Eds);
+  EXPECT_EQ(eds->eds_service_name, "c");
+  auto named = translateCluster(parse<Cluster>(R"(name: "c" type: EDS eds_cluster_config { service_name: "svc" })"));
+  ASSERT_TRUE(named);
+  EXPECT_EQ(named->eds_service_name, "svc");
+}
+
+void expectClusterRejected(const Cluster& proto, const std::string& where) {
+  auto r = translateCluster(proto);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().where, where) << r.error().describe();
+}
+
+TEST(TranslateCluster, Rejections) {
+  expectClusterRejected(parse<Cluster>(R"(type: STATIC)"), "name");
+  expectClusterRejected(parse<Cluster>(R"(name: "c" type: STRICT_DNS)"), "type");
+  expectClusterRejected(parse<Cluster>(R"(name: "c" lb_policy: LEAST_REQUEST)"), "lb_policy");
+  expectClusterRejected(parse<Cluster>(R"(name: "c" connect_timeout {})"), "connect_timeout");
+  expectClusterRejected(
+      parse<Cluster>(R"(name: "c" typed_extension_protocol_options { key: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" value {} })"),
+      "typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"]");
+  auto proto = parse<Cluster>(kStaticCluster);
+  proto.mutable_load_assignment()
+      ->mutable_endpoints(0)
+      ->mutable_lb_endpoints(1)
+      ->mutable_endpoint()
+      ->mutable_address()
+      ->mutable_socket_address()
+      ->set_address("backend.svc");
+  expectClusterRejected(proto, "load_assignment.endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address");
+  auto priority = parse<Cluster>(kStaticCluster);
+  priority.mutable_load_assignment()->mutable_endpoints(0)->set_priority(1);
+  expectClusterRejected(priority, "load_assignment.endpoints[0].priority");
+}
+
+TEST(TranslateClusterLoadAssignment, Endpoints) {
+  auto out = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    cluster_name: "svc"
+    endpoints { lb_endpoints { endpoint { address { socket_address { address: "::1" port_value: 9000 } } } } }
+    endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 9000 } } } } })"));
+  ASSERT_TRUE(out) << out.error().describe();
+  ASSERT_EQ(out->size(), 2u);
+  EXPECT_EQ((*out)[0].address.toString(), "[::1]:9000");
+  auto bad = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" } } } } })"));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().where, "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value");
+}
+
+}  // namespace
+}  // namespace culvert::xds::translate
