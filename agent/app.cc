@@ -82,7 +82,48 @@ common::Result<void> App::start() {
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sighup_, on_signal, SIGHUP);
+  startServiceNotifications();
   return {};
+}
+
+void App::startServiceNotifications() {
+  auto notifier = SdNotifier::fromEnvironment();
+  if (!notifier) {
+    spdlog::warn("systemd notifications disabled: {}", notifier.error().describe());
+    return;
+  }
+  notifier_ = *notifier;
+  if (!notifier_.enabled()) return;
+  // READY=1 exactly when /ready would answer 200: configuration loaded and every worker
+  // answering. Workers that do not answer yet are probed again a second later.
+  ready_retry_ = main_.createTimer([this] {
+    if (stopping_) return;
+    server_->probeWorkers(kHealthProbeTimeout, [this](bool ok) {
+      if (stopping_) return;
+      if (!ok || !config_loaded_) {
+        ready_retry_->enable(std::chrono::seconds(1));
+        return;
+      }
+      if (auto sent = notifier_.notify("READY=1\nSTATUS=serving"); !sent) {
+        spdlog::warn("sd_notify READY: {}", sent.error().describe());
+      }
+    });
+  });
+  ready_retry_->enable(std::chrono::milliseconds(0));
+  // WATCHDOG=1 only while the workers answer, so a stalled worker loop lets systemd's
+  // WatchdogSec restart the service just as /healthz fails a kubelet liveness probe.
+  if (auto interval = notifier_.watchdogInterval()) {
+    spdlog::info("systemd watchdog: pinging every {} ms while workers answer", interval->count());
+    auto timeout = std::min<std::chrono::milliseconds>(*interval, kHealthProbeTimeout);
+    watchdog_ = main_.createTimer([this, timeout] {
+      if (stopping_) return;
+      server_->probeWorkers(timeout, [this](bool ok) {
+        if (!ok || stopping_) return;
+        if (auto sent = notifier_.notify("WATCHDOG=1"); !sent) spdlog::warn("sd_notify WATCHDOG: {}", sent.error().describe());
+      });
+    });
+    watchdog_->enable(*interval, *interval);
+  }
 }
 
 common::Result<void> App::loadResources() {
@@ -209,6 +250,9 @@ void App::run() {
 void App::stop() {
   if (stopping_) return;
   stopping_ = true;
+  if (auto sent = notifier_.notify("STOPPING=1"); !sent) spdlog::warn("sd_notify STOPPING: {}", sent.error().describe());
+  watchdog_.reset();
+  ready_retry_.reset();
   // Stop taking new work, then stop the data path, then detach capture: pods fall back
   // to their fail mode only once nothing can serve them any more.
   admin_.reset();

@@ -9,6 +9,7 @@
 #include "agent/bootstrap.h"
 #include "agent/enrollment_server.h"
 #include "agent/pod_manager.h"
+#include "agent/sd_notify.h"
 #include "ebpf/loader/capture_program.h"
 #include "proxy/common/stats.h"
 #include "proxy/event/dispatcher.h"
@@ -48,6 +49,7 @@ private:
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
   std::string configDump() const;
+  void startServiceNotifications();
   void stop();
 
   Bootstrap bootstrap_;
@@ -67,6 +69,10 @@ private:
   uv_signal_t sigint_{};
   uv_signal_t sighup_{};
   bool stopping_ = false;
+  // systemd Type=notify readiness and watchdog (agent/sd_notify.h); inert without NOTIFY_SOCKET.
+  SdNotifier notifier_;
+  std::unique_ptr<event::Timer> ready_retry_;
+  std::unique_ptr<event::Timer> watchdog_;
   common::Counter& resource_errors_;
 };
 
