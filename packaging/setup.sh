@@ -13,6 +13,8 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 curl python3 procps
+  # packaging tests (tests/packaging): chroot roots, YAML, unit verification
+  debootstrap python3-yaml systemd dpkg-dev
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -31,6 +33,8 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The container image's build stage (packaging/Dockerfile) wants the packages only.
+if [[ ${CULVERT_SETUP_PACKAGES_ONLY:-0} == 1 ]]; then exit 0; fi
 
 if ! mountpoint -q /sys/fs/bpf; then
   mkdir -p /sys/fs/bpf
