@@ -253,7 +253,7 @@ class RuntimeLayout(unittest.TestCase):
         self.assertIn("supportedVersions", json.loads(r.stdout))
 
     def test_init_container_tools_present(self):
-        for tool in ["/bin/sh", "mountpoint", "mount", "nsenter"]:
+        for tool in ["/bin/sh", "stat", "mount", "nsenter"]:
             r = self.root.run(["/bin/sh", "-c", f"command -v {tool}"], check=False)
             self.assertEqual(r.returncode, 0, f"{tool} missing from the runtime image")
 
