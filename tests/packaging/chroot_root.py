@@ -105,6 +105,15 @@ def _umount_below(root: str) -> None:
         subprocess.run(["umount", "-l", p], check=False)
 
 
+def _sweep_stale_roots(cache_dir: str) -> None:
+    """Roots left by a run that was killed (e.g. a ctest timeout): their owner is gone."""
+    for path in glob.glob(os.path.join(cache_dir, "culvert-root-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _umount_below(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class ChrootRoot:
     def __init__(self, cache_dir: str):
         self.cache_dir = os.path.abspath(cache_dir)
@@ -112,7 +121,8 @@ class ChrootRoot:
 
     def __enter__(self) -> "ChrootRoot":
         tarball = ensure_tarball(self.cache_dir)
-        self.path = tempfile.mkdtemp(prefix="culvert-root-", dir=self.cache_dir)
+        _sweep_stale_roots(self.cache_dir)
+        self.path = tempfile.mkdtemp(prefix=f"culvert-root-{os.getpid()}-", dir=self.cache_dir)
         try:
             subprocess.run(["tar", "-C", self.path, "-xf", tarball], check=True)
             os.chmod(self.path, 0o755)  # mkdtemp's 0700 would lock non-root users (apt's _apt) out of "/"
