@@ -165,6 +165,11 @@ class Lint(unittest.TestCase):
                     self.assertRegex(args, r"apt-get install -y\b", f"line {n}")
                     self.assertTrue(args.rstrip().endswith("rm -rf /var/lib/apt/lists/*"), f"line {n}")
 
+    def test_context_excludes_build_trees(self):
+        with open(DOCKERFILE + ".dockerignore", encoding="utf-8") as f:
+            ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+        self.assertTrue({".git", "build", "build-*"} <= ignored, ignored)
+
     def test_build_stage_installs_into_out(self):
         _, sts = load()
         runs = " ".join(a for _, k, a in sts[0].instructions if k == "RUN")
