@@ -16,6 +16,9 @@ using http::http1::BodyFraming;
 // A read pauses while this much waits for a slower side (pipelined requests, or request
 // body before the upstream connection is up).
 constexpr size_t kPendingLimit = 64 * 1024;
+// Back-pressure: a side stops reading while the other side's socket has more than this
+// queued in user space, and resumes once that queue has drained into the kernel.
+constexpr size_t kWriteHighWatermark = 256 * 1024;
 
 std::string generateRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -44,6 +47,9 @@ public:
   }
 
   void write(std::string_view data) { connection_->write(data); }
+  size_t queuedWriteBytes() const { return connection_->queuedWriteBytes(); }
+  void readEnable(bool enabled) { connection_->readEnable(enabled); }
+  void onWriteDrained() override { session_.updateDownstreamReading(); }
   // Hands the connection back for reuse, or closes it.
   std::unique_ptr<network::TcpConnection> release() {
     connection_->readEnable(false);
@@ -121,7 +127,7 @@ void Http1Session::feed(std::string_view data) {
     if (in_exchange_ && request_complete_) {
       // The parser waits for the response to the request before this one.
       downstream_pending_.append(data);
-      if (downstream_pending_.size() > kPendingLimit) downstream_->readEnable(false);
+      updateDownstreamReading();
       return;
     }
     parser_inside_dispatch_ = true;
@@ -130,7 +136,14 @@ void Http1Session::feed(std::string_view data) {
     if (r.status == http::http1::Parser::Status::Ok) return;
     if (r.status == http::http1::Parser::Status::Error) {
       pod_->tenant->downstream_rq_bad->inc();
-      spdlog::debug("pod {}/{}: bad request: {}", pod_->namespace_name, pod_->name, parser_.errorReason());
+      // Rare by construction (the connection closes), so the labelled lookup is affordable.
+      services_.stats
+          .counter("culvert_http_downstream_rq_rejected_total",
+                   {{"tenant", pod_->tenant->name}, {"reason", http::http1::toString(parser_.rejectReason())}},
+                   "Malformed downstream HTTP/1.1 requests by reason (answered 400)")
+          .inc();
+      spdlog::debug("pod {}/{}: bad request ({}): {}", pod_->namespace_name, pod_->name,
+                    http::http1::toString(parser_.rejectReason()), parser_.errorReason());
       close_after_response_ = true;
       if (!response_started_) {
         sendLocalReply(400, "bad request\n");
@@ -214,7 +227,8 @@ void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpCo
   upstream_->write(upstream_pending_);
   upstream_pending_.clear();
   upstream_pending_.shrink_to_fit();
-  downstream_->readEnable(!(in_exchange_ && request_complete_));
+  updateDownstreamReading();
+  updateUpstreamReading();
 }
 
 void Http1Session::onBody(std::string_view data) {
@@ -223,10 +237,23 @@ void Http1Session::onBody(std::string_view data) {
     std::string chunk;
     http::http1::appendBody(chunk, data, request_framing_);
     upstream_->write(chunk);
+    updateDownstreamReading();
     return;
   }
   http::http1::appendBody(upstream_pending_, data, request_framing_);
-  if (upstream_pending_.size() > kPendingLimit) downstream_->readEnable(false);
+  updateDownstreamReading();
+}
+
+void Http1Session::updateDownstreamReading() {
+  if (closed_) return;
+  bool blocked = downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
+                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark);
+  downstream_->readEnable(!blocked);
+}
+
+void Http1Session::updateUpstreamReading() {
+  if (closed_ || !upstream_) return;
+  upstream_->readEnable(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
 }
 
 void Http1Session::onMessageComplete() {
@@ -259,6 +286,7 @@ void Http1Session::onResponseBody(std::string_view data) {
   std::string chunk;
   http::http1::appendBody(chunk, data, response_framing_);
   downstream_->write(chunk);
+  updateUpstreamReading();
 }
 
 void Http1Session::onResponseComplete(bool upstream_reusable) {
@@ -326,7 +354,7 @@ void Http1Session::finishExchange() {
   // parser and replay what arrived meanwhile.
   if (!parser_inside_dispatch_) {
     parser_.resume();
-    downstream_->readEnable(true);
+    updateDownstreamReading();
     if (!downstream_pending_.empty()) {
       std::string pending = std::move(downstream_pending_);
       downstream_pending_.clear();
@@ -348,7 +376,11 @@ void Http1Session::countStatus(int status) {
 void Http1Session::onClose(network::CloseReason) { close(); }
 
 void Http1Session::onWriteDrained() {
-  if (close_after_response_ && !in_exchange_) close();
+  if (close_after_response_ && !in_exchange_) {
+    close();
+    return;
+  }
+  updateUpstreamReading();
 }
 
 void Http1Session::abort() { close(); }

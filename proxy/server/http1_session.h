@@ -17,6 +17,7 @@ namespace culvert::server {
 
 // What a session borrows from the worker it runs on.
 struct WorkerServices {
+  common::StatsStore& stats;
   event::Dispatcher& dispatcher;
   event::Scheduler& scheduler;
   upstream::ClusterManager& clusters;
@@ -65,6 +66,8 @@ private:
   void onUpstreamFailed(const std::string& reason, bool response_started);
   void finishExchange();
   void countStatus(int status);
+  void updateDownstreamReading();
+  void updateUpstreamReading();
   void close();
 
   WorkerServices services_;

@@ -125,7 +125,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
   auto connection = network::TcpConnection::adopt(dispatcher_, fd.release());
   if (!connection) return;
   auto session = std::make_unique<Http1Session>(
-      WorkerServices{dispatcher_, scheduler_, clusters_, pool_}, std::move(pod), chain.http.route_config, std::move(*connection),
+      WorkerServices{stats_, dispatcher_, scheduler_, clusters_, pool_}, std::move(pod), chain.http.route_config, std::move(*connection),
       [this](Http1Session* done) {
         auto it = sessions_.find(done);
         if (it == sessions_.end()) return;

@@ -14,6 +14,23 @@ std::string lower(std::string s) {
 }
 }  // namespace
 
+const char* toString(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::ContentLengthWithTransferEncoding: return "content_length_with_transfer_encoding";
+    case RejectReason::DuplicateContentLength: return "duplicate_content_length";
+    case RejectReason::BadTransferEncoding: return "bad_transfer_encoding";
+    case RejectReason::BadChunkSize: return "bad_chunk_size";
+    case RejectReason::ChunkMissingCrlf: return "chunk_missing_crlf";
+    case RejectReason::InvalidHeaderChar: return "invalid_header_char";
+    case RejectReason::ObsFold: return "obs_fold";
+    case RejectReason::WhitespaceBeforeColon: return "whitespace_before_colon";
+    case RejectReason::BareLf: return "bare_lf";
+    case RejectReason::HeadersTooLarge: return "headers_too_large";
+    case RejectReason::Malformed: return "malformed";
+  }
+  return "malformed";
+}
+
 Parser::Parser(Mode mode, ParserCallbacks& callbacks) : mode_(mode), callbacks_(callbacks) {
   llhttp_settings_init(&settings_);
   settings_.on_message_begin = &Parser::onMessageBegin;
@@ -24,6 +41,7 @@ Parser::Parser(Mode mode, ParserCallbacks& callbacks) : mode_(mode), callbacks_(
   settings_.on_headers_complete = &Parser::onHeadersComplete;
   settings_.on_body = &Parser::onBodyData;
   settings_.on_message_complete = &Parser::onMessageCompleteCb;
+  settings_.on_chunk_header = &Parser::onChunkHeader;
   llhttp_init(&parser_, mode == Mode::Request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
   parser_.data = this;
 }
@@ -115,26 +133,137 @@ int Parser::onHeadersComplete(llhttp_t* p) {
 }
 
 int Parser::onBodyData(llhttp_t* p, const char* at, size_t len) {
-  self(p).callbacks_.onBody(std::string_view(at, len));
+  auto& s = self(p);
+  if (s.in_chunk_data_) {
+    s.chunk_remaining_ -= std::min<uint64_t>(len, s.chunk_remaining_);
+    if (s.chunk_remaining_ == 0) {
+      s.in_chunk_data_ = false;
+      s.chunk_crlf_expected_ = 2;
+    }
+  }
+  s.callbacks_.onBody(std::string_view(at, len));
   return 0;
 }
 
-int Parser::onMessageCompleteCb(llhttp_t* p) {
-  self(p).callbacks_.onMessageComplete();
+int Parser::onChunkHeader(llhttp_t* p) {
+  auto& s = self(p);
+  s.chunk_remaining_ = p->content_length;
+  s.in_chunk_data_ = p->content_length > 0;
+  if (!s.in_chunk_data_) return 0;
+  // Stop so dispatch() can hand llhttp exactly this chunk's data.
+  s.paused_for_chunk_ = true;
   return HPE_PAUSED;
 }
 
-Parser::DispatchResult Parser::dispatch(std::string_view data) {
-  llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
-  if (err == HPE_OK) return {Status::Ok, data.size()};
-  if (err == HPE_PAUSED) {
-    size_t consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data.data());
-    return {Status::Paused, consumed};
+int Parser::onMessageCompleteCb(llhttp_t* p) {
+  auto& s = self(p);
+  // The next message starts with a head to scan.
+  s.scanning_head_ = true;
+  s.at_line_start_ = true;
+  s.in_start_line_ = true;
+  s.seen_colon_ = false;
+  s.line_empty_ = true;
+  s.prev_ = 0;
+  s.in_chunk_data_ = false;
+  s.chunk_crlf_expected_ = 0;
+  s.callbacks_.onMessageComplete();
+  return HPE_PAUSED;
+}
+
+void Parser::reject(RejectReason reason, std::string message) {
+  reject_reason_ = reason;
+  error_ = std::move(message);
+}
+
+bool Parser::scanHead(std::string_view data) {
+  for (char c : data) {
+    if (!scanning_head_) return true;
+    if (c == '\n') {
+      if (prev_ != '\r') {
+        reject(RejectReason::BareLf, "line ends in a bare LF");
+        return false;
+      }
+      if (line_empty_ && !in_start_line_) {
+        scanning_head_ = false;  // the empty line: the head is complete
+      }
+      in_start_line_ = false;
+      at_line_start_ = true;
+      seen_colon_ = false;
+      line_empty_ = true;
+    } else if (c != '\r') {
+      if (at_line_start_ && !in_start_line_ && (c == ' ' || c == '\t')) {
+        reject(RejectReason::ObsFold, "obsolete line folding in a header");
+        return false;
+      }
+      if (!in_start_line_ && !seen_colon_) {
+        if (c == ':') {
+          seen_colon_ = true;
+        } else if (c == ' ' || c == '\t') {
+          reject(RejectReason::WhitespaceBeforeColon, "whitespace between a header name and the colon");
+          return false;
+        }
+      }
+      at_line_start_ = false;
+      line_empty_ = false;
+    }
+    prev_ = c;
   }
-  if (err == HPE_CB_URL_COMPLETE || err == HPE_USER || header_bytes_ > maxHeaderBytes) {
-    error_ = "headers exceed " + std::to_string(maxHeaderBytes) + " bytes";
+  return true;
+}
+
+// After a chunk's data llhttp skips two bytes without looking at them; they must be CRLF.
+bool Parser::checkChunkEnd(std::string_view data) {
+  size_t i = 0;
+  while (chunk_crlf_expected_ > 0 && i < data.size()) {
+    char want = chunk_crlf_expected_ == 2 ? '\r' : '\n';
+    if (data[i] != want) {
+      reject(RejectReason::ChunkMissingCrlf, "chunk data not followed by CRLF");
+      return false;
+    }
+    --chunk_crlf_expected_;
+    ++i;
+  }
+  return true;
+}
+
+Parser::DispatchResult Parser::dispatch(std::string_view data) {
+  if (!scanHead(data)) return {Status::Error, 0};
+  // llhttp runs over the data in pieces: each chunk's data is handed over exactly, so the
+  // two bytes after it (which llhttp skips unseen) are checked first.
+  size_t offset = 0;
+  llhttp_errno_t err = HPE_OK;
+  while (offset < data.size()) {
+    if (!checkChunkEnd(data.substr(offset))) return {Status::Error, 0};
+    size_t end = in_chunk_data_ ? offset + std::min<uint64_t>(chunk_remaining_, data.size() - offset) : data.size();
+    err = llhttp_execute(&parser_, data.data() + offset, end - offset);
+    if (err == HPE_PAUSED) {
+      size_t pos = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data.data());
+      if (!paused_for_chunk_) return {Status::Paused, pos};
+      paused_for_chunk_ = false;
+      llhttp_resume(&parser_);
+      err = HPE_OK;
+      offset = pos;
+      continue;
+    }
+    if (err != HPE_OK) break;
+    offset = end;
+  }
+  if (err == HPE_OK) return {Status::Ok, data.size()};
+  std::string reason = llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "";
+  if (header_bytes_ > maxHeaderBytes) {
+    reject(RejectReason::HeadersTooLarge, "headers exceed " + std::to_string(maxHeaderBytes) + " bytes");
+  } else if (err == HPE_UNEXPECTED_CONTENT_LENGTH) {
+    reject(reason.starts_with("Duplicate") ? RejectReason::DuplicateContentLength
+                                           : RejectReason::ContentLengthWithTransferEncoding,
+           reason);
+  } else if (err == HPE_INVALID_TRANSFER_ENCODING) {
+    reject(RejectReason::BadTransferEncoding, reason);
+  } else if (err == HPE_INVALID_CHUNK_SIZE) {
+    reject(RejectReason::BadChunkSize, reason);
+  } else if (err == HPE_INVALID_HEADER_TOKEN) {
+    reject(RejectReason::InvalidHeaderChar, reason);
   } else {
-    error_ = std::string(llhttp_errno_name(err)) + ": " + (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
+    reject(RejectReason::Malformed, std::string(llhttp_errno_name(err)) + ": " + reason);
   }
   return {Status::Error, 0};
 }

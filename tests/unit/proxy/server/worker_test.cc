@@ -42,6 +42,8 @@ public:
   }
   uint16_t port() const { return port_; }
   int connections() const { return connections_; }
+  static constexpr size_t kBigBody = 64 * 1024 * 1024;
+  size_t bigBytesWritten() const { return big_written_; }
   std::string lastHead() {
     std::lock_guard l(mu_);
     return last_head_;
@@ -58,6 +60,20 @@ private:
       conn_threads_.emplace_back([this, fd] { handle(fd); });
     }
   }
+  // A 64 MiB response, written as fast as the proxy takes it.
+  bool writeBig(int fd) {
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(kBigBody) + "\r\n\r\n";
+    if (write(fd, head.data(), head.size()) < 0) return false;
+    std::string block(256 * 1024, 'x');
+    for (size_t sent = 0; sent < kBigBody && !stop_;) {
+      ssize_t n = write(fd, block.data(), std::min(block.size(), kBigBody - sent));
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+      big_written_ = sent;
+    }
+    return true;
+  }
+
   void handle(int fd) {
     std::string buf;
     char tmp[4096];
@@ -75,6 +91,10 @@ private:
           std::lock_guard l(mu_);
           last_head_ = head;
         }
+        if (head.starts_with("GET /api/big ")) {
+          if (!writeBig(fd)) break;
+          continue;
+        }
         std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(head.size()) + "\r\n\r\n" + head;
         if (write(fd, resp.data(), resp.size()) < 0) break;
       }
@@ -86,6 +106,7 @@ private:
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
+  std::atomic<size_t> big_written_{0};
   std::thread thread_;
   std::vector<std::thread> conn_threads_;
   std::mutex mu_;
@@ -249,6 +270,40 @@ TEST_F(WorkerTest, ForwardsPipelinedKeepAliveRequestsOverOneUpstreamConnection) 
   EXPECT_EQ(tenant_->downstream_rq_2xx->value(), 3u);
 }
 
+TEST_F(WorkerTest, SlowClientBackPressuresTheUpstream) {
+  int fd = connectClient();
+  send(fd, "GET /api/big HTTP/1.1\r\nHost: svc\r\n\r\n");
+  // The client reads nothing for a while: the proxy must stop reading the upstream
+  // rather than buffer the body. What the origin got rid of is bounded by the socket
+  // buffers on both legs plus the proxy's high watermark, far below the body's size.
+  std::this_thread::sleep_for(500ms);
+  size_t written_while_stalled = origin_.bigBytesWritten();
+  EXPECT_LT(written_while_stalled, TestOrigin::kBigBody / 2);
+  // Then everything arrives, intact.
+  size_t received = 0;
+  char buf[65536];
+  std::string head;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  size_t head_len = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    if (head_len == 0) {
+      head.append(buf, static_cast<size_t>(n));
+      auto end = head.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      head_len = end + 4;
+      received = head.size() - head_len;
+    } else {
+      received += static_cast<size_t>(n);
+    }
+    if (received >= TestOrigin::kBigBody) break;
+  }
+  close(fd);
+  EXPECT_TRUE(head.starts_with("HTTP/1.1 200 "));
+  EXPECT_EQ(received, TestOrigin::kBigBody);
+}
+
 TEST_F(WorkerTest, DirectResponseAndNoRoute) {
   int fd = connectClient();
   send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: svc\r\n\r\n");
@@ -284,6 +339,21 @@ TEST_F(WorkerTest, MalformedRequestGets400AndClose) {
   EXPECT_TRUE(eof);
   close(fd);
   EXPECT_EQ(tenant_->downstream_rq_bad->value(), 1u);
+  EXPECT_EQ(stats_.counter("culvert_http_downstream_rq_rejected_total",
+                           {{"tenant", "default"}, {"reason", "duplicate_content_length"}}).value(), 1u);
+}
+
+TEST_F(WorkerTest, SmugglingShapeLlhttpAcceptsIsRejectedAndNeverReachesTheUpstream) {
+  int fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 400 "));
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 0);
+  EXPECT_EQ(stats_.counter("culvert_http_downstream_rq_rejected_total", {{"tenant", "default"}, {"reason", "obs_fold"}})
+                .value(),
+            1u);
 }
 
 uint16_t freePort() {

@@ -61,16 +61,72 @@ TEST(Http1ParserTest, DecodesChunkedBodyAcrossSplits) {
   EXPECT_EQ(r.complete, 1);
 }
 
-TEST(Http1ParserTest, RejectsSmugglingShapes) {
-  for (const std::string& bad : std::vector<std::string>{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-                          "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                          std::string("GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n", 30)}) {
+struct SmugglingCase {
+  const char* name;
+  std::string request;
+  RejectReason reason;
+};
+
+class Http1SmugglingTest : public ::testing::TestWithParam<SmugglingCase> {};
+
+// One regression test per request-smuggling shape: each is rejected with its own reason,
+// whether it arrives in one read or byte by byte.
+TEST_P(Http1SmugglingTest, RejectedWithItsReason) {
+  const auto& c = GetParam();
+  for (bool bytewise : {false, true}) {
     Recorder r;
     Parser p(Parser::Mode::Request, r);
-    EXPECT_EQ(p.dispatch(bad).status, Parser::Status::Error) << bad;
-    EXPECT_FALSE(p.errorReason().empty());
+    Parser::Status status = Parser::Status::Ok;
+    if (bytewise) {
+      for (size_t i = 0; i < c.request.size() && status == Parser::Status::Ok; ++i) {
+        status = p.dispatch(std::string_view(c.request).substr(i, 1)).status;
+      }
+    } else {
+      status = p.dispatch(c.request).status;
+    }
+    EXPECT_EQ(status, Parser::Status::Error) << c.name << (bytewise ? " (bytewise)" : "");
+    EXPECT_EQ(p.rejectReason(), c.reason) << c.name << ": " << p.errorReason();
+    EXPECT_EQ(r.complete, 0) << c.name;
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Http1SmugglingTest,
+    ::testing::Values(
+        SmugglingCase{"cl_te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                      RejectReason::ContentLengthWithTransferEncoding},
+        SmugglingCase{"duplicate_cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                      RejectReason::DuplicateContentLength},
+        SmugglingCase{"bad_chunk_size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                      RejectReason::BadChunkSize},
+        SmugglingCase{"nul_in_name", std::string("GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n", 30), RejectReason::InvalidHeaderChar},
+        SmugglingCase{"ctl_in_value", "GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n", RejectReason::InvalidHeaderChar},
+        SmugglingCase{"obs_fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", RejectReason::ObsFold},
+        SmugglingCase{"whitespace_before_colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", RejectReason::WhitespaceBeforeColon},
+        SmugglingCase{"bare_lf_after_request_line", "GET / HTTP/1.1\nHost: a\r\n\r\n", RejectReason::BareLf},
+        SmugglingCase{"bare_lf_ending_head", "GET / HTTP/1.1\r\nHost: a\r\n\n", RejectReason::BareLf},
+        SmugglingCase{"chunk_missing_crlf",
+                      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+                      RejectReason::ChunkMissingCrlf},
+        SmugglingCase{"chunk_missing_lf",
+                      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
+                      RejectReason::ChunkMissingCrlf},
+        SmugglingCase{"te_not_chunked_last", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                      RejectReason::BadTransferEncoding}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Http1ParserTest, ChunkedBodiesWithExtensionsAndManyChunksStillParse) {
+  Recorder r;
+  Parser p(Parser::Mode::Request, r);
+  std::string req = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n1\r\nd\r\n0\r\nX-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+  auto res = p.dispatch(req);
+  ASSERT_EQ(res.status, Parser::Status::Paused) << p.errorReason();
+  EXPECT_EQ(r.body, "abcd");
+  EXPECT_EQ(r.complete, 1);
+  p.resume();
+  EXPECT_EQ(p.dispatch(std::string_view(req).substr(res.consumed)).status, Parser::Status::Paused);
+  ASSERT_EQ(r.requests.size(), 2u);
+  EXPECT_EQ(r.requests[1].path, "/next");
 }
 
 TEST(Http1ParserTest, LimitsHeaderBytes) {
