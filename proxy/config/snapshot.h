@@ -76,6 +76,14 @@ struct HttpConnectionManager {
   std::shared_ptr<const RouteConfiguration> route_config;
 };
 
+// envoy.filters.network.tcp_proxy: bytes both ways between the downstream connection and
+// one upstream of `cluster`.
+struct TcpProxy {
+  std::string stat_prefix;
+  std::string cluster;
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};  // 0 = none (Envoy's rule)
+};
+
 struct FilterChainMatch {
   std::vector<CidrRange> prefix_ranges;       // destination; empty = any
   std::optional<uint16_t> destination_port;
@@ -86,7 +94,12 @@ struct FilterChainMatch {
 struct FilterChain {
   std::string name;
   FilterChainMatch match;
+  // Exactly one network filter: the HTTP connection manager (http.route_config set) or
+  // a TCP proxy.
   HttpConnectionManager http;
+  std::optional<TcpProxy> tcp_proxy;
+
+  bool isHttp() const { return http.route_config != nullptr; }
 };
 
 struct Listener {
@@ -101,7 +114,9 @@ struct Listener {
 
 enum class LbPolicy { RoundRobin };
 // Eds: endpoints come from a ClusterLoadAssignment named eds_service_name.
-enum class ClusterType { Static, Eds };
+// OriginalDst: the endpoint is the connection's original destination (captured
+// traffic that should go where it was going).
+enum class ClusterType { Static, Eds, OriginalDst };
 
 struct Endpoint {
   SocketAddress address;

@@ -143,6 +143,14 @@ void TcpConnection::write(std::string_view data) {
   }
 }
 
+void TcpConnection::shutdownWrite() {
+  if (closed_) return;
+  auto* req = new uv_shutdown_t;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_), [](uv_shutdown_t* r, int) { delete r; }) != 0) {
+    delete req;
+  }
+}
+
 void TcpConnection::deferCloseNotification(CloseReason reason) {
   // The caller is in the middle of its own work (write() is called from callbacks that
   // may not expect to be destroyed); report on the next turn of the loop.

@@ -44,6 +44,8 @@ public:
   void connect(const common::SocketAddress& to, std::function<void(int status)> done);
   void readEnable(bool enabled);
   void write(std::string_view data);
+  // Half-closes: sends FIN once every queued write has reached the kernel. Reading goes on.
+  void shutdownWrite();
   size_t queuedWriteBytes() const { return queued_write_bytes_; }
   // Closes the socket. No callback runs after this. Safe to call more than once.
   void close();

@@ -191,6 +191,15 @@ void Http1Session::routeRequest() {
     return;
   }
 
+  common::SocketAddress endpoint = selection->endpoint.address;
+  if (selection->original_destination) {
+    if (!original_destination_) {
+      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
+      return;
+    }
+    endpoint = *original_destination_;
+  }
+
   // The request as the upstream will see it.
   auto& headers = request_.headers;
   http::http1::removeHopByHopHeaders(headers);
@@ -208,9 +217,8 @@ void Http1Session::routeRequest() {
   request_framing_ = http::http1::requestFraming(request_);
   upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
 
-  pool_key_ = upstream::PoolKey{pod_->id, selection->endpoint.address.toString(), upstream::Protocol::Http1};
-  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), selection->endpoint.address,
-                                   selection->cluster->connect_timeout};
+  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
+  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
 }
 

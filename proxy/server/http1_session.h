@@ -39,6 +39,10 @@ public:
   // Feeds bytes that were read before the session existed (protocol sniffing).
   void start(std::string_view initial_bytes = {});
   const Pod& pod() const { return *pod_; }
+  // Where a captured connection was going: the endpoint of ORIGINAL_DST clusters.
+  void setOriginalDestination(std::optional<common::SocketAddress> destination) {
+    original_destination_ = std::move(destination);
+  }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -73,6 +77,7 @@ private:
   WorkerServices services_;
   std::shared_ptr<const Pod> pod_;
   std::shared_ptr<const config::RouteConfiguration> routes_;
+  std::optional<common::SocketAddress> original_destination_;
   std::unique_ptr<network::TcpConnection> downstream_;
   OnDone on_done_;
   http::http1::Parser parser_;

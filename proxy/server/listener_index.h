@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/network/sniffer.h"
 
 namespace culvert::server {
 
@@ -26,7 +27,15 @@ private:
 
 // The filter chain of `listener` that matches a connection to `destination`: an explicit
 // destination port wins, then the longest destination prefix; null when none matches.
+// `sniffed` (when the listener needed sniffing) adds Envoy's later criteria: server names
+// (exact beats *.suffix), transport protocol, and — among chains still tied — the chain
+// whose kind (HTTP connection manager or TCP proxy) fits what the bytes looked like.
 const config::FilterChain* selectFilterChain(const config::Listener& listener,
-                                             const common::SocketAddress& destination);
+                                             const common::SocketAddress& destination,
+                                             const network::SniffResult* sniffed = nullptr);
+
+// Whether choosing among the listener's chains needs the connection's first bytes: some
+// chain matches on server names or transport protocol, or HTTP and TCP chains coexist.
+bool needsSniffing(const config::Listener& listener);
 
 }  // namespace culvert::server

@@ -6,6 +6,10 @@ namespace culvert::server {
 
 namespace {
 constexpr std::chrono::milliseconds kUpstreamIdleTimeout{60000};
+// How long a connection may stay silent before the sniffer decides it is a server-first
+// protocol (the client waits for the server to speak): the delay such a protocol pays
+// on listeners that need sniffing.
+constexpr std::chrono::milliseconds kSniffTimeout{100};
 }
 
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
@@ -21,7 +25,9 @@ void Worker::start() {
   thread_ = std::thread([this] {
     dispatcher_.run();
     // Tear down on the worker's own thread: the handles belong to its loop.
+    sniffers_.clear();
     sessions_.clear();
+    tcp_sessions_.clear();
     pods_.clear();
     bound_listeners_.clear();
   });
@@ -58,6 +64,11 @@ void Worker::removePod(uint64_t pod_id) {
       if (session->pod().id == pod_id) doomed.push_back(ptr);
     }
     for (auto* s : doomed) s->abort();
+    std::vector<TcpProxySession*> doomed_tcp;
+    for (auto& [ptr, session] : tcp_sessions_) {
+      if (session->pod().id == pod_id) doomed_tcp.push_back(ptr);
+    }
+    for (auto* s : doomed_tcp) s->abort();
     pool_.drainPod(pod_id);
   });
 }
@@ -87,17 +98,13 @@ void Worker::onBoundAccept(const std::string& listener_name, network::FileDescri
       getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
     return;
   }
-  auto destination = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local));
-  const auto* chain = selectFilterChain(*it->second, destination);
-  if (chain == nullptr || !chain->http.route_config) {
-    node_tenant_->no_filter_chain->inc();
-    return;
-  }
   auto client = std::make_shared<Pod>();
   client->name = listener_name;
   client->ip = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip();
   client->tenant = node_tenant_;
-  startSession(std::move(client), *chain, std::move(fd));
+  // A bound listener has no original destination: ORIGINAL_DST clusters get none.
+  classify(std::move(client), *it->second, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local)),
+           std::nullopt, std::move(fd));
 }
 
 void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd) {
@@ -107,34 +114,119 @@ void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescri
     no_original_destination_.inc();
     return;  // fd closes
   }
-  const config::FilterChain* chain = nullptr;
-  if (config_) {
-    if (const auto* listener = config_->virtual_listeners.find(*destination)) {
-      chain = selectFilterChain(*listener, *destination);
-    }
-  }
-  if (chain == nullptr || !chain->http.route_config) {
+  const config::Listener* listener = config_ ? config_->virtual_listeners.find(*destination) : nullptr;
+  if (listener == nullptr) {
     pod->tenant->no_filter_chain->inc();
-    spdlog::debug("pod {}/{}: no listener or filter chain for {}", pod->namespace_name, pod->name, destination->toString());
+    spdlog::debug("pod {}/{}: no listener for {}", pod->namespace_name, pod->name, destination->toString());
     return;
   }
-  startSession(pod, *chain, std::move(fd));
+  classify(pod, *listener, *destination, destination, std::move(fd));
 }
 
-void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterChain& chain, network::FileDescriptor fd) {
+// Reads a connection's first bytes until the sniffer can tell TLS (and its SNI), HTTP or
+// something else, or until the sniff timeout (a server-first protocol sends nothing).
+class Worker::Sniffer : public network::ConnectionCallbacks {
+public:
+  Sniffer(Worker& worker, std::shared_ptr<const Pod> pod, std::shared_ptr<const PublishedConfig> config,
+          const config::Listener& listener, common::SocketAddress destination,
+          std::optional<common::SocketAddress> original_destination, std::unique_ptr<network::TcpConnection> connection)
+      : worker_(worker), pod_(std::move(pod)), config_(std::move(config)), listener_(listener),
+        destination_(destination), original_destination_(std::move(original_destination)),
+        connection_(std::move(connection)),
+        timer_(worker.dispatcher_.createTimer([this] { decide(network::sniff(bytes_), true); })) {
+    connection_->setCallbacks(this);
+    connection_->readEnable(true);
+    timer_->enable(kSniffTimeout);
+  }
+  void onData(std::string_view data) override {
+    bytes_.append(data);
+    auto result = network::sniff(bytes_);
+    if (result.state == network::SniffResult::State::Done || bytes_.size() >= network::kMaxSniffBytes) {
+      decide(result, false);
+    }
+  }
+  void onClose(network::CloseReason) override { worker_.finishSniff(this); }
+
+private:
+  void decide(network::SniffResult result, bool timed_out) {
+    timer_->disable();
+    connection_->readEnable(false);
+    connection_->setCallbacks(nullptr);
+    // Nothing said within the timeout: a server-first protocol, never HTTP.
+    if (timed_out && bytes_.empty()) result.http = false;
+    const auto* chain = selectFilterChain(listener_, destination_, &result);
+    worker_.startSession(pod_, chain, original_destination_, std::move(connection_), bytes_);
+    worker_.finishSniff(this);
+  }
+
+  Worker& worker_;
+  std::shared_ptr<const Pod> pod_;
+  std::shared_ptr<const PublishedConfig> config_;  // keeps listener_ alive
+  const config::Listener& listener_;
+  common::SocketAddress destination_;
+  std::optional<common::SocketAddress> original_destination_;
+  std::unique_ptr<network::TcpConnection> connection_;
+  std::string bytes_;
+  std::unique_ptr<event::Timer> timer_;
+};
+
+void Worker::classify(std::shared_ptr<const Pod> pod, const config::Listener& listener,
+                      const common::SocketAddress& destination, std::optional<common::SocketAddress> original_destination,
+                      network::FileDescriptor fd) {
   auto connection = network::TcpConnection::adopt(dispatcher_, fd.release());
   if (!connection) return;
-  auto session = std::make_unique<Http1Session>(
-      WorkerServices{stats_, dispatcher_, scheduler_, clusters_, pool_}, std::move(pod), chain.http.route_config, std::move(*connection),
-      [this](Http1Session* done) {
-        auto it = sessions_.find(done);
-        if (it == sessions_.end()) return;
-        dispatcher_.deferredDelete(std::move(it->second));
-        sessions_.erase(it);
-      });
+  if (!needsSniffing(listener)) {
+    startSession(std::move(pod), selectFilterChain(listener, destination), std::move(original_destination),
+                 std::move(*connection), {});
+    return;
+  }
+  auto sniffer = std::make_unique<Sniffer>(*this, std::move(pod), config_, listener, destination,
+                                           std::move(original_destination), std::move(*connection));
+  auto* raw = sniffer.get();
+  sniffers_.emplace(raw, std::move(sniffer));
+}
+
+void Worker::finishSniff(Sniffer* sniffer) {
+  auto it = sniffers_.find(sniffer);
+  if (it == sniffers_.end()) return;
+  dispatcher_.deferredDelete(std::move(it->second));
+  sniffers_.erase(it);
+}
+
+void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain,
+                          std::optional<common::SocketAddress> original_destination,
+                          std::unique_ptr<network::TcpConnection> connection, std::string_view initial_bytes) {
+  if (chain == nullptr) {
+    pod->tenant->no_filter_chain->inc();
+    spdlog::debug("pod {}/{}: no filter chain matched", pod->namespace_name, pod->name);
+    return;  // the connection closes
+  }
+  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_};
+  if (chain->tcp_proxy) {
+    auto session = std::make_unique<TcpProxySession>(
+        services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),
+        [this](TcpProxySession* done) {
+          auto it = tcp_sessions_.find(done);
+          if (it == tcp_sessions_.end()) return;
+          dispatcher_.deferredDelete(std::move(it->second));
+          tcp_sessions_.erase(it);
+        });
+    auto* raw = session.get();
+    tcp_sessions_.emplace(raw, std::move(session));
+    raw->start(initial_bytes);
+    return;
+  }
+  auto session = std::make_unique<Http1Session>(services, std::move(pod), chain->http.route_config,
+                                                std::move(connection), [this](Http1Session* done) {
+                                                  auto it = sessions_.find(done);
+                                                  if (it == sessions_.end()) return;
+                                                  dispatcher_.deferredDelete(std::move(it->second));
+                                                  sessions_.erase(it);
+                                                });
+  session->setOriginalDestination(std::move(original_destination));
   auto* raw = session.get();
   sessions_.emplace(raw, std::move(session));
-  raw->start();
+  raw->start(initial_bytes);
 }
 
 }  // namespace culvert::server

@@ -14,6 +14,7 @@
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/http1_session.h"
 #include "proxy/server/listener_index.h"
+#include "proxy/server/tcp_proxy_session.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
@@ -58,7 +59,17 @@ public:
 private:
   void onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd);
   void onBoundAccept(const std::string& listener_name, network::FileDescriptor fd);
-  void startSession(std::shared_ptr<const Pod> pod, const config::FilterChain& chain, network::FileDescriptor fd);
+  // Picks the filter chain (sniffing the first bytes when the listener needs it) and
+  // starts the matching session.
+  void classify(std::shared_ptr<const Pod> pod, const config::Listener& listener,
+                const common::SocketAddress& destination, std::optional<common::SocketAddress> original_destination,
+                network::FileDescriptor fd);
+  void startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain,
+                    std::optional<common::SocketAddress> original_destination,
+                    std::unique_ptr<network::TcpConnection> connection, std::string_view initial_bytes);
+  class Sniffer;
+  friend class Sniffer;
+  void finishSniff(Sniffer* sniffer);
 
   uint32_t index_;
   WorkerHooks hooks_;
@@ -80,7 +91,9 @@ private:
   // Connections to bound listeners come from no enrolled pod: they are charged to the
   // "node" tenant and their upstream sockets live in culvertd's own netns.
   std::shared_ptr<tenant::TenantContext> node_tenant_;
+  std::unordered_map<Sniffer*, std::unique_ptr<Sniffer>> sniffers_;
   std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
+  std::unordered_map<TcpProxySession*, std::unique_ptr<TcpProxySession>> tcp_sessions_;
   common::Counter& no_original_destination_;
 };
 

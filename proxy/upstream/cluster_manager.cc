@@ -19,6 +19,7 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
   auto it = clusters_.find(name);
   if (it == clusters_.end()) return std::unexpected(PickError::NoCluster);
   auto& entry = it->second;
+  if (entry.cluster->type == config::ClusterType::OriginalDst) return Selection{entry.cluster, {}, true};
   int index = entry.balancer.pick(entry.cluster->endpoints);
   if (index < 0) return std::unexpected(PickError::NoHealthyEndpoint);
   return Selection{entry.cluster, entry.cluster->endpoints[static_cast<size_t>(index)]};

@@ -19,7 +19,8 @@ public:
 
   struct Selection {
     std::shared_ptr<const config::Cluster> cluster;
-    config::Endpoint endpoint;
+    config::Endpoint endpoint;  // unset for ORIGINAL_DST: the caller uses the connection's
+    bool original_destination = false;
   };
   enum class PickError { NoCluster, NoHealthyEndpoint };
   std::expected<Selection, PickError> pickEndpoint(std::string_view cluster_name);

@@ -16,7 +16,8 @@
 
 namespace culvert::upstream {
 
-enum class Protocol { Http1 };
+// Tcp connections are never parked for reuse.
+enum class Protocol { Http1, Tcp };
 
 // Connections are pooled per source pod: an upstream socket lives in the pod's netns and
 // carries its IP, so it must never be reused for another pod.

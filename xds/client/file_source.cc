@@ -270,7 +270,7 @@ struct Loader {
       std::optional<std::string> reason;
       for (size_t i = 0; i < listener.filter_chains.size() && !reason; ++i) {
         auto& http = listener.filter_chains[i].http;
-        if (http.route_config) continue;
+        if (http.route_config || listener.filter_chains[i].tcp_proxy) continue;
         auto route = routes.find(http.route_config_name);
         if (route == routes.end()) {
           reason = "filter_chains[" + std::to_string(i) +

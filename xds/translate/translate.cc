@@ -14,6 +14,7 @@
 #include "xds/proto/envoy/config/route/v3/route.pb.h"
 #include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "xds/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "xds/translate/proto_util.h"
 #include "xds/translate/type_urls.h"
 
@@ -32,6 +33,7 @@ namespace route = envoy::config::route::v3;
 namespace cluster = envoy::config::cluster::v3;
 namespace endpoint = envoy::config::endpoint::v3;
 namespace hcm = envoy::extensions::filters::network::http_connection_manager::v3;
+namespace tcp = envoy::extensions::filters::network::tcp_proxy::v3;
 namespace router = envoy::extensions::filters::http::router::v3;
 
 std::string indexed(std::string_view field, int i) {
@@ -374,6 +376,21 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
   return out;
 }
 
+Result<config::TcpProxy> translateTcpProxy(const tcp::TcpProxy& proto) {
+  if (auto u = rejectUnknownFields(proto); !u) return std::unexpected(u.error());
+  config::TcpProxy out;
+  if (proto.stat_prefix().empty()) return fail("stat_prefix is required", "stat_prefix");
+  out.stat_prefix = proto.stat_prefix();
+  if (proto.cluster().empty()) return fail("a cluster is required", "cluster");
+  out.cluster = proto.cluster();
+  if (proto.has_idle_timeout()) {
+    auto t = toMillis(proto.idle_timeout(), "idle_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.idle_timeout = *t;
+  }
+  return out;
+}
+
 Result<config::FilterChain> translateFilterChain(const listener::FilterChain& proto) {
   config::FilterChain out;
   out.name = proto.name();
@@ -384,17 +401,29 @@ Result<config::FilterChain> translateFilterChain(const listener::FilterChain& pr
   if (!match) return std::unexpected(nest("filter_chain_match", match.error()));
   out.match = std::move(*match);
   if (proto.filters_size() == 0) {
-    return fail("a filter chain needs the network filter " + std::string(kHttpConnectionManagerName), "filters");
+    return fail("a filter chain needs one network filter: " + std::string(kHttpConnectionManagerName) + " or " +
+                    std::string(kTcpProxyName),
+                "filters");
   }
   if (proto.filters_size() > 1) {
-    return fail("only one network filter (" + std::string(kHttpConnectionManagerName) + ") per chain is supported",
-                "filters[1]");
+    return fail("only one network filter per chain is supported", "filters[1]");
   }
   const auto& filter = proto.filters(0);
   if (!filter.has_typed_config()) return fail("typed_config is required", "filters[0].typed_config");
+  if (messageNameOf(filter.typed_config().type_url()) == kTcpProxyMessage) {
+    tcp::TcpProxy config;
+    if (!filter.typed_config().UnpackTo(&config)) {
+      return fail("cannot decode the TcpProxy config", "filters[0].typed_config");
+    }
+    auto tcp_proxy = translateTcpProxy(config);
+    if (!tcp_proxy) return std::unexpected(nest("filters[0].typed_config", tcp_proxy.error()));
+    out.tcp_proxy = std::move(*tcp_proxy);
+    return out;
+  }
   if (messageNameOf(filter.typed_config().type_url()) != kHttpConnectionManagerMessage) {
     return fail("network filter '" + filter.name() + "' (" + filter.typed_config().type_url() +
-                    ") is not supported; only " + std::string(kHttpConnectionManagerName) + " is",
+                    ") is not supported; only " + std::string(kHttpConnectionManagerName) + " and " +
+                    std::string(kTcpProxyName) + " are",
                 "filters[0].typed_config");
   }
   hcm::HttpConnectionManager config;
@@ -478,12 +507,23 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
                                  ? proto.name()
                                  : proto.eds_cluster_config().service_name();
       break;
+    case cluster::Cluster::ORIGINAL_DST:
+      out.type = config::ClusterType::OriginalDst;
+      // Envoy's rule: the cluster itself provides the host (the connection's original
+      // destination), so no other load balancer applies.
+      if (proto.lb_policy() != cluster::Cluster::CLUSTER_PROVIDED) {
+        return fail("an ORIGINAL_DST cluster needs lb_policy CLUSTER_PROVIDED", "lb_policy");
+      }
+      if (proto.has_load_assignment()) {
+        return fail("an ORIGINAL_DST cluster takes no load_assignment", "load_assignment");
+      }
+      break;
     default:
       return fail("cluster type " + cluster::Cluster::DiscoveryType_Name(proto.type()) +
-                      " is not supported; only STATIC and EDS are",
+                      " is not supported; only STATIC, EDS and ORIGINAL_DST are",
                   "type");
   }
-  if (proto.lb_policy() != cluster::Cluster::ROUND_ROBIN) {
+  if (out.type != config::ClusterType::OriginalDst && proto.lb_policy() != cluster::Cluster::ROUND_ROBIN) {
     return fail("lb_policy " + cluster::Cluster::LbPolicy_Name(proto.lb_policy()) +
                     " is not supported; only ROUND_ROBIN is",
                 "lb_policy");

@@ -14,6 +14,8 @@ inline constexpr std::string_view kClusterLoadAssignmentType =
 inline constexpr std::string_view kHttpConnectionManagerName = "envoy.filters.network.http_connection_manager";
 inline constexpr std::string_view kHttpConnectionManagerMessage =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+inline constexpr std::string_view kTcpProxyName = "envoy.filters.network.tcp_proxy";
+inline constexpr std::string_view kTcpProxyMessage = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 inline constexpr std::string_view kRouterName = "envoy.filters.http.router";
 inline constexpr std::string_view kRouterMessage = "envoy.extensions.filters.http.router.v3.Router";
 

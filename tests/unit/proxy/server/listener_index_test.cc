@@ -50,5 +50,58 @@ TEST(FilterChainSelectionTest, PortThenLongestPrefix) {
   EXPECT_EQ(selectFilterChain(l, addr("192.168.1.1", 80)), nullptr);
 }
 
+config::FilterChain tcpChain(std::string name) {
+  config::FilterChain c;
+  c.name = std::move(name);
+  c.tcp_proxy = config::TcpProxy{"tcp", "backend", {}};
+  return c;
+}
+
+config::FilterChain httpChain(std::string name) {
+  config::FilterChain c;
+  c.name = std::move(name);
+  c.http.route_config = std::make_shared<config::RouteConfiguration>();
+  return c;
+}
+
+TEST(FilterChainSelectionTest, SniffedBytesPickServerNameTransportAndKind) {
+  config::Listener l;
+  auto exact = tcpChain("exact_sni");
+  exact.match.server_names = {"db.example.com"};
+  auto wildcard = tcpChain("wildcard_sni");
+  wildcard.match.server_names = {"*.example.com"};
+  auto tls = tcpChain("any_tls");
+  tls.match.transport_protocol = "tls";
+  l.filter_chains = {exact, wildcard, tls, httpChain("http"), tcpChain("tcp")};
+  EXPECT_TRUE(needsSniffing(l));
+  auto dst = addr("10.96.0.10", 443);
+
+  network::SniffResult r;
+  r.state = network::SniffResult::State::Done;
+  r.transport_protocol = "tls";
+  r.server_name = "db.example.com";
+  EXPECT_EQ(selectFilterChain(l, dst, &r)->name, "exact_sni");
+  r.server_name = "web.example.com";
+  EXPECT_EQ(selectFilterChain(l, dst, &r)->name, "wildcard_sni");
+  r.server_name = "other.org";
+  EXPECT_EQ(selectFilterChain(l, dst, &r)->name, "any_tls");
+
+  network::SniffResult plain;
+  plain.state = network::SniffResult::State::Done;
+  plain.http = true;
+  EXPECT_EQ(selectFilterChain(l, dst, &plain)->name, "http");
+  plain.http = false;  // e.g. a server-first protocol: no bytes before the timeout
+  EXPECT_EQ(selectFilterChain(l, dst, &plain)->name, "tcp");
+}
+
+TEST(FilterChainSelectionTest, SniffingOnlyWhenChainsNeedIt) {
+  config::Listener http_only;
+  http_only.filter_chains = {httpChain("a")};
+  EXPECT_FALSE(needsSniffing(http_only));
+  config::Listener mixed;
+  mixed.filter_chains = {httpChain("a"), tcpChain("b")};
+  EXPECT_TRUE(needsSniffing(mixed));
+}
+
 }  // namespace
 }  // namespace culvert::server

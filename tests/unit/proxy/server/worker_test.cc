@@ -113,6 +113,62 @@ private:
   std::string last_head_;
 };
 
+// A server-first TCP origin: greets each connection with a banner, then echoes what it
+// receives until the client half-closes, then closes.
+class BannerEchoOrigin {
+public:
+  BannerEchoOrigin() {
+    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
+    listen_fd_ = std::move(*fd);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port_ = ntohs(sa.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{listen_fd_.get(), POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        if (write(c, "HELLO\r\n", 7) != 7) {
+          close(c);
+          continue;
+        }
+        char buf[4096];
+        while (!stop_) {
+          pollfd cp{c, POLLIN, 0};
+          if (poll(&cp, 1, 50) <= 0) continue;
+          ssize_t n = read(c, buf, sizeof buf);
+          if (n <= 0) break;
+          {
+            std::lock_guard l(mu_);
+            received_.append(buf, static_cast<size_t>(n));
+          }
+          if (write(c, buf, static_cast<size_t>(n)) != n) break;
+        }
+        close(c);
+      }
+    });
+  }
+  ~BannerEchoOrigin() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  std::string received() {
+    std::lock_guard l(mu_);
+    return received_;
+  }
+
+private:
+  network::FileDescriptor listen_fd_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::string received_;
+};
+
 // Stands in for the BPF map: every accepted connection "was going to" the VIP.
 class FixedOriginalDestination : public network::OriginalDestinationSource {
 public:
@@ -424,6 +480,158 @@ TEST_F(WorkerTest, BoundListenerServesDirectConnectionsAndIsClosedWhenRemoved) {
   int again = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   EXPECT_NE(connect(again, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
   close(again);
+}
+
+// Reads until `want` bytes arrived or EOF/timeout.
+std::string readAtLeast(int fd, size_t want, bool* eof = nullptr) {
+  std::string out;
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (out.size() < want && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) {
+      if (eof) *eof = true;
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+class TcpProxyTest : public WorkerTest {
+protected:
+  // The VIP's listener gets, besides its HTTP chain, a TCP proxy chain to the banner
+  // origin and a TLS chain for one server name: now it needs sniffing.
+  void publishMixedListener() {
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+    config::FilterChain tcp;
+    tcp.tcp_proxy = config::TcpProxy{"banner", "banner", std::chrono::seconds(5)};
+    config::FilterChain tls;
+    tls.match.server_names = {"db.example.com"};
+    tls.match.transport_protocol = "tls";
+    tls.tcp_proxy = config::TcpProxy{"tls", "banner", std::chrono::seconds(5)};
+    vip->filter_chains.push_back(tcp);
+    vip->filter_chains.push_back(tls);
+    listeners->by_name["vip"] = vip;
+    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+    auto banner = std::make_shared<config::Cluster>();
+    banner->name = "banner";
+    banner->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", banner_.port()), 1});
+    clusters->by_name["banner"] = banner;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    std::promise<void> done;
+    main_.post([&] {
+      server_->publish(snapshot);
+      done.set_value();
+    });
+    done.get_future().get();
+    std::this_thread::sleep_for(20ms);
+  }
+  BannerEchoOrigin banner_;
+};
+
+TEST_F(TcpProxyTest, ServerFirstProtocolFallsBackToTcpAfterTheSniffTimeout) {
+  publishMixedListener();
+  int fd = connectClient();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(readAtLeast(fd, 7), "HELLO\r\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  send(fd, "ping\n");
+  EXPECT_EQ(readAtLeast(fd, 5), "ping\n");
+  // Half-close travels through: the origin sees EOF, closes, and so does the client.
+  shutdown(fd, SHUT_WR);
+  bool eof = false;
+  readAtLeast(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "ping\n");
+  EXPECT_EQ(origin_.connections(), 0);
+}
+
+TEST_F(TcpProxyTest, HttpOnTheSameListenerStillGoesToTheHttpChain) {
+  publishMixedListener();
+  int fd = connectClient();
+  send(fd, "GET /api/sniffed HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_NE(responses[0].find("GET /api/sniffed"), std::string::npos);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "");
+}
+
+TEST_F(TcpProxyTest, TlsClientHelloIsPassedThroughByServerName) {
+  publishMixedListener();
+  // A ClientHello for db.example.com (record + handshake headers, no real crypto needed:
+  // culvert passes TLS through without terminating it).
+  std::string sni = "db.example.com";
+  std::string ext;
+  auto put16 = [](std::string& s, size_t v) {
+    s += static_cast<char>((v >> 8) & 0xff);
+    s += static_cast<char>(v & 0xff);
+  };
+  std::string name("\0", 1);
+  put16(name, sni.size());
+  name += sni;
+  std::string list;
+  put16(list, name.size());
+  list += name;
+  put16(ext, 0);
+  put16(ext, list.size());
+  ext += list;
+  std::string body = "\x03\x03" + std::string(32, 'r') + std::string("\0", 1);
+  put16(body, 2);
+  body += "\x13\x01\x01";
+  body += std::string("\0", 1);
+  put16(body, ext.size());
+  body += ext;
+  std::string hs = "\x01" + std::string("\0", 1);
+  put16(hs, body.size());
+  hs += body;
+  std::string hello = "\x16\x03\x01";
+  put16(hello, hs.size());
+  hello += hs;
+
+  int fd = connectClient();
+  send(fd, hello);
+  EXPECT_EQ(readAtLeast(fd, 7 + hello.size()), "HELLO\r\n" + hello);
+  close(fd);
+  EXPECT_EQ(banner_.received(), hello);
+}
+
+TEST_F(WorkerTest, OriginalDstClusterGoesWhereTheConnectionWasGoing) {
+  auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+  auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+  auto passthrough = std::make_shared<config::Cluster>();
+  passthrough->name = "dead";  // the route to /dead now passes through
+  passthrough->type = config::ClusterType::OriginalDst;
+  clusters->by_name["dead"] = passthrough;
+  snapshot->clusters = clusters;
+  auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+  auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+  vip->address = *common::SocketAddress::parse("127.0.0.1", origin_.port());
+  listeners->by_name["vip"] = vip;
+  snapshot->listeners = listeners;
+  original_dst_.dst_ = vip->address;
+  std::promise<void> done;
+  main_.post([&] {
+    server_->publish(snapshot);
+    done.set_value();
+  });
+  done.get_future().get();
+  std::this_thread::sleep_for(20ms);
+  int fd = connectClient();
+  send(fd, "GET /dead/end HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 200 "));
+  EXPECT_NE(responses[0].find("GET /dead/end"), std::string::npos);
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 1);
 }
 
 TEST_F(WorkerTest, ProbeAnswersWhileWorkersTurn) {

@@ -160,12 +160,50 @@ TEST(TranslateListener, RejectsVirtualListenerWithoutPort) {
 TEST(TranslateListener, RejectsUnknownNetworkFilter) {
   auto proto = parse<Listener>(listener(""));
   auto* filter = proto.mutable_filter_chains(0)->mutable_filters(0);
-  filter->set_name("envoy.filters.network.tcp_proxy");
+  filter->set_name("envoy.filters.network.redis_proxy");
   filter->mutable_typed_config()->set_type_url(
-      "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy");
+      "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy");
   auto r = translateListener(proto);
   expectRejected(r, "filter_chains[0].filters[0].typed_config");
-  EXPECT_NE(r.error().message.find("tcp_proxy"), std::string::npos);
+  EXPECT_NE(r.error().message.find("redis_proxy"), std::string::npos);
+}
+
+std::string tcpProxyListener(const std::string& tcp_body) {
+  return R"(name: "db" address { socket_address { address: "10.96.0.20" port_value: 5432 } }
+    bind_to_port { value: false }
+    filter_chains {
+      filter_chain_match { server_names: "db.example.com" transport_protocol: "tls" }
+      filters {
+        name: "envoy.filters.network.tcp_proxy"
+        typed_config {
+          [type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy] {)" +
+         tcp_body + R"(}
+        }
+      }
+    })";
+}
+
+TEST(TranslateListener, TcpProxyChain) {
+  auto out = translateListener(parse<Listener>(tcpProxyListener(R"(stat_prefix: "db" cluster: "pg" idle_timeout { seconds: 30 })")));
+  ASSERT_TRUE(out) << out.error().describe();
+  ASSERT_EQ(out->filter_chains.size(), 1u);
+  const auto& chain = out->filter_chains[0];
+  EXPECT_FALSE(chain.isHttp());
+  ASSERT_TRUE(chain.tcp_proxy);
+  EXPECT_EQ(chain.tcp_proxy->cluster, "pg");
+  EXPECT_EQ(chain.tcp_proxy->idle_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(chain.match.server_names, std::vector<std::string>{"db.example.com"});
+  EXPECT_EQ(chain.match.transport_protocol, "tls");
+  auto defaults = translateListener(parse<Listener>(tcpProxyListener(R"(stat_prefix: "db" cluster: "pg")")));
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->filter_chains[0].tcp_proxy->idle_timeout, std::chrono::hours(1));
+}
+
+TEST(TranslateListener, TcpProxyRejections) {
+  expectRejected(translateListener(parse<Listener>(tcpProxyListener(R"(cluster: "pg")"))),
+                 "filter_chains[0].filters[0].typed_config.stat_prefix");
+  expectRejected(translateListener(parse<Listener>(tcpProxyListener(R"(stat_prefix: "db")"))),
+                 "filter_chains[0].filters[0].typed_config.cluster");
 }
 
 TEST(TranslateListener, RejectsSecondNetworkFilter) {
@@ -363,6 +401,16 @@ TEST(TranslateCluster, Rejections) {
   auto priority = parse<Cluster>(kStaticCluster);
   priority.mutable_load_assignment()->mutable_endpoints(0)->set_priority(1);
   expectClusterRejected(priority, "load_assignment.endpoints[0].priority");
+}
+
+TEST(TranslateCluster, OriginalDstNeedsClusterProvided) {
+  auto ok = translateCluster(parse<Cluster>(R"(name: "passthrough" type: ORIGINAL_DST lb_policy: CLUSTER_PROVIDED)"));
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->type, config::ClusterType::OriginalDst);
+  EXPECT_TRUE(ok->endpoints.empty());
+  expectClusterRejected(parse<Cluster>(R"(name: "p" type: ORIGINAL_DST)"), "lb_policy");
+  expectClusterRejected(parse<Cluster>(R"(name: "p" type: ORIGINAL_DST lb_policy: CLUSTER_PROVIDED load_assignment { cluster_name: "p" })"),
+                        "load_assignment");
 }
 
 TEST(TranslateClusterLoadAssignment, Endpoints) {

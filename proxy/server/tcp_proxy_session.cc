@@ -1,0 +1,147 @@
+#include "proxy/server/tcp_proxy_session.h"
+
+#include <spdlog/spdlog.h>
+
+namespace culvert::server {
+
+namespace {
+// A side stops reading while the other side has this much queued in user space.
+constexpr size_t kWriteHighWatermark = 256 * 1024;
+constexpr size_t kPendingLimit = 64 * 1024;
+}  // namespace
+
+// One connection of the pair and what it has seen.
+class TcpProxySession::Side : public network::ConnectionCallbacks {
+public:
+  Side(TcpProxySession& session, std::unique_ptr<network::TcpConnection> connection)
+      : session_(session), connection_(std::move(connection)) {
+    connection_->setCallbacks(this);
+  }
+  void onData(std::string_view data) override { session_.onSideData(*this, data); }
+  void onClose(network::CloseReason reason) override {
+    if (reason == network::CloseReason::RemoteClose) {
+      eof_ = true;
+      session_.onSideEof(*this);
+    } else {
+      session_.close();
+    }
+  }
+  void onWriteDrained() override { session_.updateReading(); }
+
+  network::TcpConnection& connection() { return *connection_; }
+  bool eof() const { return eof_; }
+
+private:
+  TcpProxySession& session_;
+  std::unique_ptr<network::TcpConnection> connection_;
+  bool eof_ = false;
+};
+
+TcpProxySession::TcpProxySession(WorkerServices services, std::shared_ptr<const Pod> pod, config::TcpProxy config,
+                                 std::optional<common::SocketAddress> original_destination,
+                                 std::unique_ptr<network::TcpConnection> downstream, OnDone on_done)
+    : services_(services), pod_(std::move(pod)), config_(std::move(config)),
+      original_destination_(std::move(original_destination)), on_done_(std::move(on_done)),
+      downstream_(std::make_unique<Side>(*this, std::move(downstream))) {
+  pod_->tenant->downstream_cx_total->inc();
+  pod_->tenant->downstream_cx_active->add(1);
+  if (config_.idle_timeout.count() > 0) {
+    idle_timer_ = services_.dispatcher.createTimer([this] {
+      spdlog::debug("pod {}/{}: tcp_proxy {} idle timeout", pod_->namespace_name, pod_->name, config_.stat_prefix);
+      close();
+    });
+  }
+}
+
+TcpProxySession::~TcpProxySession() { pod_->tenant->downstream_cx_active->add(-1); }
+
+void TcpProxySession::start(std::string_view initial_bytes) {
+  pending_upstream_.assign(initial_bytes);
+  touch();
+  auto selection = services_.clusters.pickEndpoint(config_.cluster);
+  std::optional<common::SocketAddress> endpoint;
+  if (selection) {
+    endpoint = selection->original_destination ? original_destination_
+                                               : std::optional<common::SocketAddress>(selection->endpoint.address);
+  }
+  if (!endpoint) {
+    spdlog::debug("pod {}/{}: tcp_proxy {}: no upstream for cluster {}", pod_->namespace_name, pod_->name,
+                  config_.stat_prefix, config_.cluster);
+    pod_->tenant->upstream_cx_connect_fail->inc();
+    close();
+    return;
+  }
+  upstream::ConnectRequest request{{pod_->id, endpoint->toString(), upstream::Protocol::Tcp},
+                                   pod_->netnsFd(),
+                                   *endpoint,
+                                   selection->cluster->connect_timeout};
+  // Read while connecting (bounded), so a client that goes away is noticed.
+  downstream_->connection().readEnable(true);
+  connecting_ = services_.pool.acquire(request, [this](auto result) { onUpstreamReady(std::move(result)); });
+}
+
+void TcpProxySession::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
+  connecting_.reset();
+  if (!connection) {
+    pod_->tenant->upstream_cx_connect_fail->inc();
+    spdlog::debug("pod {}/{}: tcp_proxy {}: {}", pod_->namespace_name, pod_->name, config_.stat_prefix,
+                  connection.error().describe());
+    close();
+    return;
+  }
+  upstream_ = std::make_unique<Side>(*this, std::move(*connection));
+  upstream_->connection().write(pending_upstream_);
+  pending_upstream_.clear();
+  pending_upstream_.shrink_to_fit();
+  if (downstream_->eof()) upstream_->connection().shutdownWrite();
+  updateReading();
+}
+
+void TcpProxySession::onSideData(Side& from, std::string_view data) {
+  touch();
+  services_.scheduler.run(pod_->tenant->id, [&] {
+    if (&from == downstream_.get()) {
+      if (upstream_) {
+        upstream_->connection().write(data);
+      } else {
+        pending_upstream_.append(data);
+      }
+    } else {
+      downstream_->connection().write(data);
+    }
+    updateReading();
+  });
+}
+
+void TcpProxySession::onSideEof(Side& from) {
+  // Pass the half-close on (after what is queued); done once both directions ended.
+  Side* other = &from == downstream_.get() ? upstream_.get() : downstream_.get();
+  if (other) other->connection().shutdownWrite();
+  if (downstream_->eof() && upstream_ && upstream_->eof()) close();
+}
+
+void TcpProxySession::updateReading() {
+  if (closed_) return;
+  bool down_blocked = upstream_ ? upstream_->connection().queuedWriteBytes() > kWriteHighWatermark
+                                : pending_upstream_.size() > kPendingLimit;
+  if (!downstream_->eof()) downstream_->connection().readEnable(!down_blocked);
+  if (upstream_ && !upstream_->eof()) {
+    upstream_->connection().readEnable(downstream_->connection().queuedWriteBytes() <= kWriteHighWatermark);
+  }
+}
+
+void TcpProxySession::touch() {
+  if (idle_timer_) idle_timer_->enable(config_.idle_timeout);
+}
+
+void TcpProxySession::close() {
+  if (closed_) return;
+  closed_ = true;
+  connecting_.reset();
+  idle_timer_.reset();
+  downstream_->connection().close();
+  if (upstream_) upstream_->connection().close();
+  if (on_done_) on_done_(this);
+}
+
+}  // namespace culvert::server

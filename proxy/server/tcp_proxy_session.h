@@ -1,0 +1,53 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/server/http1_session.h"
+
+namespace culvert::server {
+
+// envoy.filters.network.tcp_proxy: one downstream connection, one upstream connection to
+// an endpoint of the chain's cluster (or the original destination for ORIGINAL_DST), bytes
+// both ways with back-pressure, half-close passed on, and an idle timeout.
+class TcpProxySession {
+public:
+  using OnDone = std::function<void(TcpProxySession*)>;
+
+  TcpProxySession(WorkerServices services, std::shared_ptr<const Pod> pod, config::TcpProxy config,
+                  std::optional<common::SocketAddress> original_destination,
+                  std::unique_ptr<network::TcpConnection> downstream, OnDone on_done);
+  ~TcpProxySession();
+
+  // Starts connecting upstream; `initial_bytes` were read while sniffing.
+  void start(std::string_view initial_bytes);
+  const Pod& pod() const { return *pod_; }
+  void abort() { close(); }
+
+private:
+  class Side;
+
+  void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
+  void onSideData(Side& from, std::string_view data);
+  void onSideEof(Side& from);
+  void updateReading();
+  void touch();
+  void close();
+
+  WorkerServices services_;
+  std::shared_ptr<const Pod> pod_;
+  config::TcpProxy config_;
+  std::optional<common::SocketAddress> original_destination_;
+  OnDone on_done_;
+  std::unique_ptr<Side> downstream_;
+  std::unique_ptr<Side> upstream_;
+  std::unique_ptr<upstream::PendingConnection> connecting_;
+  std::string pending_upstream_;  // downstream bytes read before the upstream was up
+  std::unique_ptr<event::Timer> idle_timer_;
+  bool closed_ = false;
+};
+
+}  // namespace culvert::server
