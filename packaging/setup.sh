@@ -13,6 +13,8 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 curl python3 procps
+  # CNI chain tests: bridge + host-local as the primary plugin (in /usr/lib/cni)
+  containernetworking-plugins
 )
 
 if [[ $(id -u) -ne 0 ]]; then
