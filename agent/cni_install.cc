@@ -200,7 +200,8 @@ constexpr std::string_view kInstallUsage = R"(usage: culvertd install-cni|uninst
   --plugin PATH            the culvert-cni to install (default: next to culvertd)
   --exempt-namespaces A,B  namespaces never enrolled (default: kube-system,culvert-system)
   --allow-uncaptured       when culvertd is unreachable at ADD, start pods uncaptured
-                           (logged and counted) instead of failing ADD retryably
+                           (logged and counted) instead of failing ADD retryably; the
+                           bootstrap's enrollment.on_unreachable: allow does the same
   --watch                  install-cni: keep culvert's entry in place until SIGTERM
 )";
 
@@ -257,7 +258,7 @@ int runCniInstallCommand(int argc, char** argv) {
   }
   options.entry = {{"type", kCulvertPluginType}, {"enrollment_socket", bootstrap->enrollment.socket.string()}};
   if (exempt) options.entry["exempt_namespaces"] = *exempt;
-  if (allow) {
+  if (allow || bootstrap->enrollment.allow_uncaptured) {
     options.entry["on_unreachable"] = "allow";
     options.entry["uncaptured_dir"] = (bootstrap->enrollment.socket.parent_path() / "uncaptured").string();
   }

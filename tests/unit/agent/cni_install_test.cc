@@ -168,3 +168,39 @@ TEST_F(CniInstallFsTest, WatchReinsertsWithinASecondOfARewrite) {
 
 }  // namespace
 }  // namespace culvert::agent
+
+namespace culvert::agent {
+namespace {
+
+TEST_F(CniInstallFsTest, CommandTakesTheEntryFromTheBootstrap) {
+  write(root_ / "bootstrap.yaml", "enrollment:\n  socket: /run/cv-test/cni.sock\n  on_unreachable: allow\n");
+  std::vector<std::string> args = {"culvertd",
+                                   "install-cni",
+                                   "--config",
+                                   (root_ / "bootstrap.yaml").string(),
+                                   "--plugin",
+                                   options_.plugin_binary.string(),
+                                   "--cni-bin-dir",
+                                   options_.bin_dir->string(),
+                                   "--cni-conf-dir",
+                                   options_.conf_dir.string(),
+                                   "--exempt-namespaces",
+                                   "kube-system,infra"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ASSERT_EQ(runCniInstallCommand(static_cast<int>(argv.size()), argv.data()), 0);
+  auto j = ordered_json::parse(read(root_ / "net.d" / "10-calico.conflist"));
+  auto want = ordered_json::parse(R"({"type":"culvert-cni","enrollment_socket":"/run/cv-test/cni.sock",)"
+                                  R"("exempt_namespaces":["kube-system","infra"],"on_unreachable":"allow",)"
+                                  R"("uncaptured_dir":"/run/cv-test/uncaptured"})");
+  EXPECT_EQ(j["plugins"].back(), want) << j.dump(2);
+  args[1] = "uninstall-cni";
+  argv.clear();
+  for (auto& a : args) argv.push_back(a.data());
+  ASSERT_EQ(runCniInstallCommand(static_cast<int>(argv.size()), argv.data()), 0);
+  EXPECT_EQ(ordered_json::parse(read(root_ / "net.d" / "10-calico.conflist")), ordered_json::parse(kConflist));
+  EXPECT_FALSE(std::filesystem::exists(root_ / "usr-lib-cni" / "culvert-cni"));
+}
+
+}  // namespace
+}  // namespace culvert::agent
