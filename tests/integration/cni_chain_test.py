@@ -42,6 +42,7 @@ import testhosts as th  # noqa: E402
 
 SERVER_IP, SERVER_PORT = "10.244.1.2", 8080
 FIXED_IP = "10.244.1.3"          # the 1.1.0 / restart / cycle pods (test primary)
+ALLOW_IP = "10.244.1.4"          # the pod that starts uncaptured (on_unreachable: allow)
 VIP = "10.96.0.10"
 CAPTURE_PORT = 15001
 CNI_BIN = "/usr/lib/cni"
@@ -472,8 +473,27 @@ class CniTest:
         cp = chain.exec_plugin(self.culvert, "STATUS", "", "", None, extra={"cniVersion": "1.1.0"})
         R.check("culvertd down: STATUS fails with code 50", cp.returncode == 1
                 and json.loads(cp.stdout or "{}").get("code") == 50, describe(cp))
+        # With on_unreachable: allow the pod starts uncaptured; culvertd adopts it at start.
+        allow_pod = self.net.add_pod("pal", ALLOW_IP)
+        allow_conf = dict(self.culvert, on_unreachable="allow",
+                          uncaptured_dir=os.path.join(self.net.tmpdir, "run", "uncaptured"))
+        cp = chain.exec_plugin(allow_conf, "ADD", "callow", allow_pod.netns_path,
+                               {"cniVersion": "1.0.0", "ips": [{"address": ALLOW_IP + "/24"}]},
+                               args="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a")
+        R.check("culvertd down, on_unreachable allow: ADD succeeds, says UNCAPTURED on stderr",
+                cp.returncode == 0 and "UNCAPTURED" in cp.stderr, describe(cp))
+        self.net._checked = False
+        self.expect_not_captured("culvertd down: the allowed pod runs uncaptured", allow_pod.netns)
         self.del_netns(gone)
         self.start_culvertd()
+        self.expect_captured("restart: the pod that started uncaptured is captured now", allow_pod.netns, ALLOW_IP)
+        with _HTTP.open(f"http://127.0.0.1:{self.admin_port}/stats/prometheus", timeout=2) as r:
+            stats = r.read().decode()
+        m = re.search(r"^culvert_cni_uncaptured_pods_total(?:\{[^}]*\})? (\S+)$", stats, re.M)
+        R.check("restart: culvert_cni_uncaptured_pods_total counts it", m is not None and float(m.group(1)) == 1,
+                m.group(0) if m else "metric missing")
+        cp = chain.exec_plugin(self.culvert, "DEL", "callow", allow_pod.netns_path, None)
+        R.check("restart: DEL of the adopted pod", cp.returncode == 0, describe(cp))
         self.expect_captured("kill -9 between ADD and traffic: the pod is captured after restart", pod.netns, FIXED_IP)
         reg = self.registry()
         R.check("restart: live pod kept, pod with its netns gone dropped from the registry",
