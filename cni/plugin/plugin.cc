@@ -166,6 +166,7 @@ std::expected<EnrollmentRecord, CniError> buildRecord(const Invocation& inv, con
   r.ifname = inv.ifname;
   r.netns_path = inv.netns;
   r.pod_uid = arg("K8S_POD_UID");
+  r.network = conf.name;
   r.namespace_ = arg("K8S_POD_NAMESPACE");
   r.name = arg("K8S_POD_NAME");
   // Outside Kubernetes there are no K8S_POD_*: the pod is its container in "default".
@@ -309,7 +310,8 @@ int cmdGc(Context& ctx, const NetConf& conf) {
   if (!pods) return fail(ctx, pods.error());
   std::set<std::pair<std::string, std::string>> valid(conf.valid_attachments.begin(), conf.valid_attachments.end());
   for (const auto& p : *pods) {
-    if (valid.contains({p.container_id, p.ifname})) continue;
+    // Only this network's attachments: culvertctl's and other networks' pods stay.
+    if (p.network != conf.name || valid.contains({p.container_id, p.ifname})) continue;
     auto response = ctx.call(conf.enrollment_socket, EnrollmentRequest::unenrollByKey(p.container_id, p.ifname),
                              conf.timeout);
     if (!response) return fail(ctx, {kCniErrTryAgainLater, "culvertd is unreachable", response.error().describe()});

@@ -295,7 +295,9 @@ class CniTest:
         # (not dumpable): both are part of the picture but only as given by the kernel.
         netns_list = th.run([th.IP, "netns", "list"], check=False).stdout
         return {"fds": len(fds), "netns_fds": netns_fds, "maps": maps,
-                "ip_netns_list": sorted(l.split()[0] for l in netns_list.splitlines() if l.strip()),
+                # Other test runs on this machine (their own prefix) come and go: not ours.
+                "ip_netns_list": sorted(n for n in (l.split()[0] for l in netns_list.splitlines() if l.strip())
+                                        if n.startswith(self.net.prefix) or not n.startswith(th.PREFIX_BASE)),
                 "registry": self.registry(), "listen_pod": self.listeners(netns),
                 "listen_culvertd": self.culvertd_listen()}
 

@@ -96,6 +96,7 @@ TEST(CniPluginLogicTest, AddEnrollsThePodAndPassesPrevResultThrough) {
     EXPECT_EQ(rec.name, "cart-1");
     EXPECT_EQ(rec.pod_uid, "u-1");
     EXPECT_EQ(rec.ips, (std::vector<std::string>{"10.244.0.7", "fd00::7"}));
+    EXPECT_EQ(rec.network, "k8s-pod-network");
   }
 }
 
@@ -223,6 +224,7 @@ EnrollmentRecord enrolled() {
   rec.namespace_ = "shop";
   rec.name = "cart-1";
   rec.netns_path = "/var/run/netns/p";
+  rec.network = "n";
   return rec;
 }
 
@@ -259,6 +261,14 @@ TEST(CniPluginLogicTest, GcRemovesEnrollmentsMissingFromValidAttachments) {
   auto gone = enrolled();
   gone.container_id = "dead1";
   d.pods.push_back(gone);
+  auto manual = enrolled();  // culvertctl enroll: no network
+  manual.container_id = "manual";
+  manual.network.reset();
+  d.pods.push_back(manual);
+  auto other = enrolled();  // another conflist's pod
+  other.container_id = "other";
+  other.network = "other-net";
+  d.pods.push_back(other);
   auto r = run(inv("GC"),
                R"({"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"abc123","ifname":"eth0"}]})",
                d);
