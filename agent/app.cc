@@ -47,6 +47,7 @@ common::Result<void> App::start() {
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
 
   if (auto loaded = loadResources(); !loaded) return loaded;
+  if (auto restored = restorePods(); !restored) return restored;
 
   EnrollmentServer::Options enrollment_options;
   enrollment_options.socket_path = bootstrap_.enrollment.socket;
@@ -124,6 +125,25 @@ void App::startServiceNotifications() {
     });
     watchdog_->enable(*interval, *interval);
   }
+}
+
+common::Result<void> App::restorePods() {
+  // Before the enrollment socket opens: the registry's live pods first, then the pods
+  // culvert-cni let start uncaptured, then BPF entries of netns culvertd does not know.
+  pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
+  auto report = pods_->restore();
+  if (!report) return std::unexpected(common::nest("state_dir", report.error()));
+  size_t adopted = pods_->adoptUncaptured(bootstrap_.enrollment.socket.parent_path() / "uncaptured");
+  auto known = pods_->cookies();
+  size_t purged = 0;
+  for (uint64_t cookie : capture_->enrolledCookies()) {
+    if (known.contains(cookie)) continue;
+    if (auto ok = capture_->unenrollPod(cookie); ok) ++purged;
+  }
+  spdlog::info("registry {}: {} pods re-enrolled, {} dropped, {} started uncaptured and adopted, {} unknown BPF "
+               "entries purged",
+               (bootstrap_.state_dir / "pods.json").string(), report->restored, report->dropped, adopted, purged);
+  return {};
 }
 
 common::Result<void> App::loadResources() {

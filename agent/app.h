@@ -45,6 +45,7 @@ public:
 
 private:
   common::Result<void> loadResources();
+  common::Result<void> restorePods();
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);

@@ -170,6 +170,14 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          b.enrollment.socket = *s;
          return {};
        }},
+      {"enrollment.on_unreachable",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (*s != "fail" && *s != "allow") return fail("must be fail or allow, got '" + *s + "'", where);
+         b.enrollment.allow_uncaptured = *s == "allow";
+         return {};
+       }},
       {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
@@ -331,6 +339,7 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::EndMap;
   out << YAML::Key << "enrollment" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "socket" << YAML::Value << YAML::DoubleQuoted << b.enrollment.socket.string();
+  out << YAML::Key << "on_unreachable" << YAML::Value << (b.enrollment.allow_uncaptured ? "allow" : "fail");
   out << YAML::EndMap;
   out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;

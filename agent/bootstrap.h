@@ -54,6 +54,10 @@ struct Bootstrap {
 
   struct Enrollment {
     std::filesystem::path socket = "/run/culvert/cni.sock";
+    // culvert-cni when culvertd is unreachable at ADD: false = fail ADD retryably (no pod
+    // starts uncaptured), true = start the pod uncaptured (logged, counted). install-cni
+    // writes it into the plugin's netconf.
+    bool allow_uncaptured = false;
   } enrollment;
 
   std::filesystem::path state_dir = "/var/lib/culvert";
@@ -83,6 +87,7 @@ bpf:
   pin_root: /sys/fs/bpf/culvert
 enrollment:
   socket: /run/culvert/cni.sock
+  on_unreachable: fail
 state_dir: /var/lib/culvert
 log:
   level: info

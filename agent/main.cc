@@ -7,12 +7,14 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/app.h"
+#include "agent/cni_install.h"
 #include "agent/bootstrap.h"
 #include "agent/validate.h"
 
 namespace {
 
 constexpr std::string_view kUsage = R"(usage: culvertd [--config FILE] [--validate] [--version]
+       culvertd install-cni|uninstall-cni [--help | options]
 
   --config FILE   bootstrap YAML (default: the embedded default configuration)
   --validate      check the bootstrap and its resource files, then exit (0 = valid)
@@ -25,6 +27,9 @@ int main(int argc, char** argv) {
   using namespace culvert;
   std::string config_path;
   bool validate = false;
+  if (argc > 1 && (std::string_view(argv[1]) == "install-cni" || std::string_view(argv[1]) == "uninstall-cni")) {
+    return agent::runCniInstallCommand(argc, argv);
+  }
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--version") {

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -42,7 +45,9 @@ auto inNetns(int netns_fd, Fn&& fn) -> decltype(fn()) {
 PodManager::PodManager(const Bootstrap& bootstrap, ebpf::CaptureProgram& capture, server::Server& server,
                        common::StatsStore& stats)
     : bootstrap_(bootstrap), capture_(capture), server_(server), stats_(stats),
-      enrolled_gauge_(stats.gauge("culvert_pods_enrolled", {}, "Pods whose traffic is captured")) {}
+      enrolled_gauge_(stats.gauge("culvert_pods_enrolled", {}, "Pods whose traffic is captured")),
+      uncaptured_counter_(stats.counter("culvert_cni_uncaptured_pods_total", {},
+                                        "Pods culvert-cni let start uncaptured while culvertd was unreachable")) {}
 
 std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& name) {
   auto& t = tenants_[name];
@@ -50,7 +55,10 @@ std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& 
   return t;
 }
 
-common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) {
+common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) { return enrollAs(record, std::nullopt); }
+
+common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
+                                          std::optional<std::pair<uint64_t, uint64_t>> expect) {
   if (auto valid = cni::validateRecord(record); !valid) return valid;
   Key key{record.container_id, record.ifname};
 
@@ -60,6 +68,9 @@ common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) {
   if (::fstat(netns.get(), &st) != 0) return common::fail(errnoText("fstat"), "netns_path");
   if (sameFile(st, "/proc/self/ns/net") || sameFile(st, "/proc/1/ns/net")) {
     return common::fail("refusing to enroll the host's or culvertd's own network namespace", "netns_path");
+  }
+  if (expect && (expect->first != st.st_dev || expect->second != st.st_ino)) {
+    return common::fail("the path now names another network namespace than at ADD", "netns_path");
   }
   if (auto it = pods_.find(key); it != pods_.end()) {
     // A repeated ADD for the same interface and netns is a no-op; a different netns under
@@ -120,9 +131,22 @@ common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) {
   }
   pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino};
   enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
+  // Persisted before the answer: a pod the runtime was told is captured survives a crash.
+  if (auto saved = persist(); !saved) {
+    remove(pods_.find(key));
+    return std::unexpected(common::nest("state_dir", saved.error()));
+  }
   spdlog::info("enrolled pod {}/{} ({} {}, netns cookie {}, tenant {})", record.namespace_, record.name,
                record.container_id, record.ifname, cookie, pod->tenant->name);
   return {};
+}
+
+common::Result<void> PodManager::persist() {
+  if (!registry_ || batch_) return {};
+  std::vector<RegistryEntry> entries;
+  entries.reserve(pods_.size());
+  for (const auto& [key, e] : pods_) entries.push_back({e.record, static_cast<uint64_t>(e.netns_dev), static_cast<uint64_t>(e.netns_ino)});
+  return registry_->save(entries);
 }
 
 void PodManager::remove(std::map<Key, Enrolled>::iterator it) {
@@ -134,6 +158,7 @@ void PodManager::remove(std::map<Key, Enrolled>::iterator it) {
   spdlog::info("unenrolled pod {}/{} ({} {})", pod->namespace_name, pod->name, it->first.first, it->first.second);
   pods_.erase(it);
   enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
+  if (auto saved = persist(); !saved) spdlog::error("registry: {}", saved.error().describe());
 }
 
 common::Result<void> PodManager::unenrollByKey(const std::string& container_id, const std::string& ifname) {
@@ -165,7 +190,77 @@ std::vector<cni::EnrollmentRecord> PodManager::list() const {
 }
 
 void PodManager::unenrollAll() {
+  batch_ = true;  // the registry keeps the pods for the next start
   while (!pods_.empty()) remove(pods_.begin());
+  batch_ = false;
+}
+
+common::Result<PodManager::RestoreReport> PodManager::restore() {
+  RestoreReport report;
+  if (!registry_) return report;
+  auto entries = registry_->load();
+  if (!entries) return std::unexpected(entries.error());
+  auto live = partitionByLiveness(*entries, statPath);
+  batch_ = true;
+  for (const auto& e : live.alive) {
+    if (auto ok = enrollAs(e.record, std::pair<uint64_t, uint64_t>(e.netns_dev, e.netns_ino)); !ok) {
+      spdlog::warn("registry: pod {}/{} ({} {}) not re-enrolled: {}", e.record.namespace_, e.record.name,
+                   e.record.container_id, e.record.ifname, ok.error().describe());
+      ++report.dropped;
+      continue;
+    }
+    ++report.restored;
+  }
+  for (const auto& e : live.dead) {
+    spdlog::info("registry: pod {}/{} ({} {}) is gone (netns {} removed or replaced): dropped", e.record.namespace_,
+                 e.record.name, e.record.container_id, e.record.ifname, e.record.netns_path);
+    ++report.dropped;
+  }
+  batch_ = false;
+  if (auto saved = persist(); !saved) return std::unexpected(saved.error());
+  return report;
+}
+
+size_t PodManager::adoptUncaptured(const std::filesystem::path& dir) {
+  std::error_code ec;
+  size_t adopted = 0;
+  std::vector<std::filesystem::path> markers;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".json") markers.push_back(entry.path());
+  }
+  for (const auto& path : markers) {
+    uncaptured_counter_.inc();
+    std::string text;
+    if (FILE* f = std::fopen(path.c_str(), "re")) {
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+      std::fclose(f);
+    }
+    auto json = nlohmann::json::parse(text, nullptr, false);
+    auto record = json.is_discarded() ? common::Result<cni::EnrollmentRecord>(common::fail("not JSON"))
+                                      : cni::recordFromJson(json);
+    if (!record) {
+      spdlog::warn("uncaptured pod marker {}: {}", path.string(), record.error().describe());
+    } else if (::access(record->netns_path.c_str(), F_OK) != 0) {
+      spdlog::info("pod {}/{} started uncaptured and is gone", record->namespace_, record->name);
+    } else if (auto ok = enroll(*record); !ok) {
+      spdlog::warn("pod {}/{} started uncaptured; enrolling it now failed: {}", record->namespace_, record->name,
+                   ok.error().describe());
+    } else {
+      spdlog::warn("pod {}/{} started uncaptured while culvertd was unreachable; captured from now on",
+                   record->namespace_, record->name);
+      ++adopted;
+    }
+    std::filesystem::remove(path, ec);
+  }
+  return adopted;
+}
+
+std::set<uint64_t> PodManager::cookies() const {
+  std::set<uint64_t> out;
+  for (const auto& [key, e] : pods_) out.insert(e.pod->id);
+  return out;
 }
 
 }  // namespace culvert::agent

@@ -5,11 +5,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "agent/bootstrap.h"
+#include "agent/registry.h"
 #include "cni/protocol/enrollment.h"
 #include "ebpf/loader/capture_program.h"
 #include "proxy/common/stats.h"
@@ -32,7 +35,24 @@ public:
   common::Result<void> unenrollByNetns(const std::string& netns_path);
   std::vector<cni::EnrollmentRecord> list() const;
   size_t size() const { return pods_.size(); }
+  // Shutdown: releases every pod but keeps the registry, so the next start re-enrolls
+  // the pods that are still alive.
   void unenrollAll();
+
+  // The on-disk registry (agent/registry.h): every enroll/unenroll is persisted before it
+  // is answered. Without one (tests), nothing is persisted.
+  void setRegistry(std::unique_ptr<Registry> registry) { registry_ = std::move(registry); }
+  struct RestoreReport {
+    size_t restored = 0;
+    size_t dropped = 0;  // netns gone or replaced, or enrolling again failed
+  };
+  // At start: re-enrolls the registry's live pods, drops the rest and rewrites the file.
+  common::Result<RestoreReport> restore();
+  // At start: enrolls the pods culvert-cni let start uncaptured (markers in `dir`, written
+  // with on_unreachable: allow), counts them and removes the markers.
+  size_t adoptUncaptured(const std::filesystem::path& dir);
+  // Netns cookies of the enrolled pods.
+  std::set<uint64_t> cookies() const;
 
 private:
   struct Enrolled {
@@ -45,6 +65,8 @@ private:
 
   std::shared_ptr<tenant::TenantContext> tenantFor(const std::string& name);
   void remove(std::map<Key, Enrolled>::iterator it);
+  common::Result<void> persist();
+  common::Result<void> enrollAs(const cni::EnrollmentRecord& record, std::optional<std::pair<uint64_t, uint64_t>> expect);
 
   const Bootstrap& bootstrap_;
   ebpf::CaptureProgram& capture_;
@@ -53,6 +75,9 @@ private:
   std::map<Key, Enrolled> pods_;
   std::map<std::string, std::shared_ptr<tenant::TenantContext>> tenants_;
   common::Gauge& enrolled_gauge_;
+  common::Counter& uncaptured_counter_;
+  std::unique_ptr<Registry> registry_;
+  bool batch_ = false;  // restore(): persist once at the end
 };
 
 }  // namespace culvert::agent

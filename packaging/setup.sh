@@ -15,6 +15,8 @@ PACKAGES=(
   iproute2 curl python3 procps
   # packaging tests (tests/packaging): chroot roots, YAML, unit verification
   debootstrap python3-yaml systemd dpkg-dev
+  # CNI chain tests: bridge + host-local as the primary plugin (in /usr/lib/cni)
+  containernetworking-plugins
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -171,6 +171,7 @@ json toJson(const EnrollmentRecord& r) {
             {"ips", r.ips},                   {"exclude_ports", r.exclude_ports}, {"exclude_cidrs", r.exclude_cidrs}};
   if (r.tenant) j["tenant"] = *r.tenant;
   if (r.fail_mode) j["fail_mode"] = *r.fail_mode;
+  if (r.network) j["network"] = *r.network;
   return j;
 }
 
@@ -197,6 +198,7 @@ Result<EnrollmentRecord> recordFromJson(const json& j) {
   if (auto ok = take(portList(j, "exclude_ports"), r.exclude_ports); !ok) return std::unexpected(ok.error());
   if (auto ok = take(stringList(j, "exclude_cidrs"), r.exclude_cidrs); !ok) return std::unexpected(ok.error());
   if (auto ok = take(optString(j, "fail_mode"), r.fail_mode); !ok) return std::unexpected(ok.error());
+  if (auto ok = take(optString(j, "network"), r.network); !ok) return std::unexpected(ok.error());
   if (auto ok = validateRecord(r); !ok) return std::unexpected(ok.error());
   return r;
 }

@@ -27,6 +27,9 @@ struct EnrollmentRecord {
   std::vector<uint16_t> exclude_ports;
   std::vector<std::string> exclude_cidrs;
   std::optional<std::string> fail_mode;  // "open" | "closed"; absent = the bootstrap's
+  // The CNI network (conflist name) that enrolled the pod; absent for culvertctl. CNI GC
+  // only collects its own network's pods.
+  std::optional<std::string> network;
 
   bool operator==(const EnrollmentRecord&) const = default;
 };

@@ -259,6 +259,19 @@ common::Result<void> CaptureProgram::unenrollPod(uint64_t netns_cookie) {
   return {};
 }
 
+std::vector<uint64_t> CaptureProgram::enrolledCookies() const {
+  std::vector<uint64_t> out;
+  uint64_t key = 0;
+  uint64_t next = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(enrolled_fd_, prev, &next) == 0) {
+    out.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
 namespace {
 
 uint64_t packKey(const cv_captured_key& k) {

@@ -56,6 +56,8 @@ public:
   common::Result<void> enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry);
   // Not enrolled is not an error (CNI DEL may repeat).
   common::Result<void> unenrollPod(uint64_t netns_cookie);
+  // Every netns cookie in cv_enrolled (to purge entries a restarted culvertd does not know).
+  std::vector<uint64_t> enrolledCookies() const;
 
   // Replaces the set of captured destinations: adds the new ones first, then deletes
   // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port means

@@ -1,5 +1,7 @@
 #include "proxy/server/http1_session.h"
 
+#include <sys/socket.h>
+
 #include <cstdio>
 #include <random>
 
@@ -391,7 +393,14 @@ void Http1Session::onWriteDrained() {
   updateUpstreamReading();
 }
 
-void Http1Session::abort() { close(); }
+void Http1Session::abort() {
+  // The pod is gone (CNI DEL): reset, not FIN, so nothing in it waits for more (DESIGN §5).
+  if (!closed_ && downstream_ && !downstream_->closed()) {
+    linger reset{1, 0};
+    ::setsockopt(downstream_->fd(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  }
+  close();
+}
 
 void Http1Session::close() {
   if (closed_) return;

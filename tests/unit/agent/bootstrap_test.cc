@@ -41,6 +41,7 @@ TEST(BootstrapTest, EmptyDocumentGivesDefaults) {
     EXPECT_EQ(b->capture.fail_mode, FailMode::Open);
     EXPECT_EQ(b->bpf.pin_root, "/sys/fs/bpf/culvert");
     EXPECT_EQ(b->enrollment.socket, "/run/culvert/cni.sock");
+    EXPECT_FALSE(b->enrollment.allow_uncaptured);
     EXPECT_EQ(b->state_dir, "/var/lib/culvert");
     EXPECT_EQ(b->log.level, "info");
     EXPECT_EQ(b->log.format, common::LogFormat::Text);
@@ -81,6 +82,7 @@ bpf:
   pin_root: /sys/fs/bpf/test-run
 enrollment:
   socket: /tmp/x/cni.sock
+  on_unreachable: allow
 state_dir: /tmp/state
 log:
   level: debug
@@ -100,6 +102,7 @@ log:
   EXPECT_EQ(b->capture.fail_mode, FailMode::Closed);
   EXPECT_EQ(b->bpf.pin_root, "/sys/fs/bpf/test-run");
   EXPECT_EQ(b->enrollment.socket, "/tmp/x/cni.sock");
+  EXPECT_TRUE(b->enrollment.allow_uncaptured);
   EXPECT_EQ(b->state_dir, "/tmp/state");
   EXPECT_EQ(b->log.level, "debug");
   EXPECT_EQ(b->log.format, common::LogFormat::Json);

@@ -20,6 +20,7 @@ EnrollmentRecord fullRecord() {
   r.exclude_ports = {22, 9090};
   r.exclude_cidrs = {"10.0.0.0/8", "fd00::/64"};
   r.fail_mode = "closed";
+  r.network = "k8s-pod-network";
   return r;
 }
 
@@ -55,6 +56,8 @@ TEST(EnrollmentRecordTest, DefaultsForOptionalFields) {
   EXPECT_FALSE(r->fail_mode.has_value());
   EXPECT_FALSE(toJson(*r).contains("tenant"));
   EXPECT_FALSE(toJson(*r).contains("fail_mode"));
+  EXPECT_FALSE(r->network.has_value());
+  EXPECT_FALSE(toJson(*r).contains("network"));
 }
 
 TEST(EnrollmentRecordTest, UnknownFieldsAreIgnored) {
