@@ -135,6 +135,9 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
     const char* name;
   } attachments[] = {
       {self->skel_->progs.cv_connect4, &self->skel_->links.cv_connect4, "cgroup/connect4"},
+      {self->skel_->progs.cv_connect6, &self->skel_->links.cv_connect6, "cgroup/connect6"},
+      {self->skel_->progs.cv_getpeername4, &self->skel_->links.cv_getpeername4, "cgroup/getpeername4"},
+      {self->skel_->progs.cv_getpeername6, &self->skel_->links.cv_getpeername6, "cgroup/getpeername6"},
       {self->skel_->progs.cv_sockops, &self->skel_->links.cv_sockops, "sockops"},
   };
   for (auto& a : attachments) {
@@ -154,6 +157,11 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
   self->sock_tag_fd_ = bpf_map__fd(self->skel_->maps.cv_sock_tag);
   self->orig_dst_fd_ = bpf_map__fd(self->skel_->maps.cv_orig_dst);
   self->counters_fd_ = bpf_map__fd(self->skel_->maps.cv_counters);
+  self->captured6_fd_ = bpf_map__fd(self->skel_->maps.cv_captured6);
+  self->excluded_ports_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_ports);
+  self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
+  self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
+  self->pod_counters_fd_ = bpf_map__fd(self->skel_->maps.cv_pod_counters);
   self->num_cpus_ = libbpf_num_possible_cpus();
   if (self->num_cpus_ <= 0) return common::fail("cannot read the number of possible CPUs: " + errnoName(-self->num_cpus_));
 
@@ -176,14 +184,19 @@ struct MapRef {
 
 // Every map is pinned (not .rodata): the agent's tools and a restarted culvertd find
 // them by name under <pin_root>/v<N>/.
-std::array<MapRef, 6> pinnedMaps(capture_bpf* skel) {
+std::array<MapRef, 11> pinnedMaps(capture_bpf* skel) {
   return {{
       {skel->maps.cv_enrolled, "cv_enrolled"},
       {skel->maps.cv_captured, "cv_captured"},
+      {skel->maps.cv_captured6, "cv_captured6"},
       {skel->maps.cv_sock_tag, "cv_sock_tag"},
-      {skel->maps.cv_orig_dst_by_cookie, "cv_orig_dst_by_cookie"},
+      {skel->maps.cv_sock_dst, "cv_sock_dst"},
       {skel->maps.cv_orig_dst, "cv_orig_dst"},
+      {skel->maps.cv_excluded_ports, "cv_excluded_ports"},
+      {skel->maps.cv_excluded_cidrs, "cv_excluded_cidrs"},
+      {skel->maps.cv_config, "cv_config"},
       {skel->maps.cv_counters, "cv_counters"},
+      {skel->maps.cv_pod_counters, "cv_pod_counters"},
   }};
 }
 
@@ -238,15 +251,115 @@ void CaptureProgram::unpinMaps() {
   pinned_ = false;
 }
 
+namespace {
+
+// Every key of a hash/LPM map, collected before any change (deleting while walking with
+// get_next_key can restart the walk).
+template <typename Key>
+std::vector<Key> allKeys(int fd) {
+  std::vector<Key> keys;
+  Key cur{};
+  Key next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    keys.push_back(next);
+    cur = next;
+    prev = &cur;
+  }
+  return keys;
+}
+
+const uint8_t* addressBytes(const common::SocketAddress& a) {
+  if (a.isV4()) return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr())->sin_addr);
+  return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr);
+}
+
+cv_cidr_key cidrKey(uint64_t netns_cookie, const common::CidrRange& range) {
+  cv_cidr_key key{};
+  bool v4 = range.prefix.isV4();
+  uint32_t max = v4 ? 32 : 128;
+  uint32_t len = std::min(range.length, max);
+  key.family = v4 ? CV_AF_INET : CV_AF_INET6;
+  key.netns_cookie = netns_cookie;
+  auto* bytes = reinterpret_cast<uint8_t*>(key.addr);
+  std::memcpy(bytes, addressBytes(range.prefix), v4 ? 4 : 16);
+  // Host bits zeroed, so "10.1.2.3/8" and "10.0.0.0/8" are the same entry.
+  for (uint32_t bit = len; bit < max; ++bit) bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  key.prefixlen = CV_CIDR_KEY_FIXED_BITS + len;
+  return key;
+}
+
+std::string fullHint(int err, const char* map, int capacity) {
+  return err == E2BIG || err == ENOSPC ? std::string(" — ") + map + " is full (" + std::to_string(capacity) + " entries)"
+                                       : std::string();
+}
+
+}  // namespace
+
+common::Result<void> CaptureProgram::writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
+                                                     const std::vector<common::CidrRange>& cidrs) {
+  const cv_captured_value value{};
+  for (uint16_t port : ports) {
+    if (port == 0) return common::fail("excluded port 0 is not a port", "exclude_ports");
+    cv_port_key key{};
+    key.netns_cookie = netns_cookie;
+    key.port = htons(port);
+    if (bpf_map_update_elem(excluded_ports_fd_, &key, &value, BPF_ANY) != 0) {
+      int err = errno;
+      return common::fail("exclude port " + std::to_string(port) + ": " + errnoName(err) +
+                          fullHint(err, "cv_excluded_ports", CV_MAX_EXCLUDED_PORTS));
+    }
+  }
+  for (const auto& range : cidrs) {
+    if (range.prefix.family() != AF_INET && range.prefix.family() != AF_INET6) {
+      return common::fail("excluded CIDR has no address family", "exclude_cidrs");
+    }
+    cv_cidr_key key = cidrKey(netns_cookie, range);
+    if (bpf_map_update_elem(excluded_cidrs_fd_, &key, &value, BPF_ANY) != 0) {
+      int err = errno;
+      return common::fail("exclude " + range.prefix.ip() + "/" + std::to_string(range.length) + ": " + errnoName(err) +
+                          fullHint(err, "cv_excluded_cidrs", CV_MAX_EXCLUDED_CIDRS));
+    }
+  }
+  return {};
+}
+
+void CaptureProgram::deleteExclusions(uint64_t netns_cookie) {
+  for (const auto& key : allKeys<cv_port_key>(excluded_ports_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(excluded_ports_fd_, &key);
+  }
+  for (const auto& key : allKeys<cv_cidr_key>(excluded_cidrs_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(excluded_cidrs_fd_, &key);
+  }
+}
+
 common::Result<void> CaptureProgram::enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry) {
   if (netns_cookie == 0) return common::fail("netns cookie 0 is not a network namespace");
+  // Re-enrolling replaces the exclusions: drop the old ones first (capture of this pod
+  // may briefly see none of its own, never someone else's).
+  deleteExclusions(netns_cookie);
+  if (auto ok = writeExclusions(netns_cookie, entry.exclude_ports, entry.exclude_cidrs); !ok) {
+    deleteExclusions(netns_cookie);
+    return ok;
+  }
+  // Per-pod counters: created here, so the programs only ever look them up. A repeated
+  // enroll keeps the counts (BPF_NOEXIST).
+  std::vector<cv_counters> zero(static_cast<size_t>(num_cpus_));
+  if (bpf_map_update_elem(pod_counters_fd_, &netns_cookie, zero.data(), BPF_NOEXIST) != 0 && errno != EEXIST) {
+    int err = errno;
+    deleteExclusions(netns_cookie);
+    return common::fail("create counters for netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) +
+                        fullHint(err, "cv_pod_counters", CV_MAX_ENROLLED));
+  }
   cv_enrolled_value value{};
   value.tenant_id = entry.tenant_id;
   value.fail_mode = entry.fail_mode == FailMode::Closed ? CV_FAIL_CLOSED : CV_FAIL_OPEN;
   if (bpf_map_update_elem(enrolled_fd_, &netns_cookie, &value, BPF_ANY) != 0) {
     int err = errno;
-    std::string hint = err == E2BIG ? " — cv_enrolled is full (" + std::to_string(CV_MAX_ENROLLED) + " pods)" : "";
-    return common::fail("enroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) + hint);
+    deleteExclusions(netns_cookie);
+    bpf_map_delete_elem(pod_counters_fd_, &netns_cookie);
+    return common::fail("enroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) +
+                        fullHint(err, "cv_enrolled", CV_MAX_ENROLLED));
   }
   return {};
 }
@@ -256,70 +369,134 @@ common::Result<void> CaptureProgram::unenrollPod(uint64_t netns_cookie) {
     int err = errno;
     return common::fail("unenroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err));
   }
+  deleteExclusions(netns_cookie);
+  bpf_map_delete_elem(pod_counters_fd_, &netns_cookie);
+  // Records of connections the proxy never accepted (the close callback normally
+  // removes them; this covers sockets still open when the pod goes).
+  for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(orig_dst_fd_, &key);
+  }
   return {};
+}
+
+std::vector<uint64_t> CaptureProgram::enrolledNetnsCookies() const {
+  auto keys = allKeys<uint64_t>(enrolled_fd_);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+std::optional<PodCaptureEntry> CaptureProgram::enrolledPod(uint64_t netns_cookie) const {
+  cv_enrolled_value value{};
+  if (bpf_map_lookup_elem(enrolled_fd_, &netns_cookie, &value) != 0) return std::nullopt;
+  PodCaptureEntry entry;
+  entry.tenant_id = value.tenant_id;
+  entry.fail_mode = value.fail_mode == CV_FAIL_CLOSED ? FailMode::Closed : FailMode::Open;
+  return entry;
+}
+
+size_t CaptureProgram::entriesForNetns(uint64_t netns_cookie) const {
+  size_t n = 0;
+  for (const auto& key : allKeys<cv_port_key>(excluded_ports_fd_)) n += key.netns_cookie == netns_cookie;
+  for (const auto& key : allKeys<cv_cidr_key>(excluded_cidrs_fd_)) n += key.netns_cookie == netns_cookie;
+  for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) n += key.netns_cookie == netns_cookie;
+  for (uint64_t key : allKeys<uint64_t>(pod_counters_fd_)) n += key == netns_cookie;
+  for (uint64_t key : allKeys<uint64_t>(enrolled_fd_)) n += key == netns_cookie;
+  return n;
+}
+
+common::Result<void> CaptureProgram::setGlobalExclusions(const std::vector<uint16_t>& ports,
+                                                         const std::vector<common::CidrRange>& cidrs) {
+  deleteExclusions(0);
+  if (auto ok = writeExclusions(0, ports, cidrs); !ok) {
+    deleteExclusions(0);
+    return ok;
+  }
+  return {};
+}
+
+common::Result<void> CaptureProgram::setBypass(bool bypass) {
+  const uint32_t key = 0;
+  cv_config config{};
+  config.bypass = bypass ? 1 : 0;
+  if (bpf_map_update_elem(config_fd_, &key, &config, BPF_ANY) != 0) {
+    return common::fail(std::string("set capture bypass: ") + errnoName(errno));
+  }
+  return {};
+}
+
+bool CaptureProgram::bypass() const {
+  const uint32_t key = 0;
+  cv_config config{};
+  return bpf_map_lookup_elem(config_fd_, &key, &config) == 0 && config.bypass != 0;
 }
 
 namespace {
 
-uint64_t packKey(const cv_captured_key& k) {
-  uint64_t v = 0;
-  std::memcpy(&v, &k, sizeof k);
-  return v;
-}
-
-}  // namespace
-
-common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations) {
-  static_assert(sizeof(cv_captured_key) == sizeof(uint64_t));
-  std::vector<uint64_t> wanted;
-  wanted.reserve(destinations.size());
-  for (const auto& d : destinations) {
-    if (!d.isV4()) {
-      return common::fail("IPv6 capture is not implemented yet; nothing was changed", d.toString());
-    }
-    if (d.port() == 0) return common::fail("a captured destination needs a port; nothing was changed", d.toString());
-    cv_captured_key key{};
-    key.ip4 = d.ipv4();
-    key.port = htons(d.port());
-    wanted.push_back(packKey(key));
-  }
-  std::sort(wanted.begin(), wanted.end());
-  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
-
-  // Collect what is there before changing anything: deleting while iterating a hash
-  // map with get_next_key can restart the walk.
-  std::vector<uint64_t> present;
-  cv_captured_key cur{};
-  cv_captured_key next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(captured_fd_, prev, &next) == 0) {
-    present.push_back(packKey(next));
-    cur = next;
-    prev = &cur;
-  }
-  std::sort(present.begin(), present.end());
+// One family's captured set: add the wanted keys that are missing, then delete the
+// present keys that are not wanted.
+template <typename Key>
+common::Result<void> replaceKeys(int fd, std::vector<Key> wanted, const char* map, int capacity) {
+  auto less = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) < 0; };
+  auto equal = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) == 0; };
+  std::sort(wanted.begin(), wanted.end(), less);
+  wanted.erase(std::unique(wanted.begin(), wanted.end(), equal), wanted.end());
+  auto present = allKeys<Key>(fd);
+  std::sort(present.begin(), present.end(), less);
 
   const cv_captured_value value{};
-  for (uint64_t k : wanted) {
-    if (std::binary_search(present.begin(), present.end(), k)) continue;
-    cv_captured_key key{};
-    std::memcpy(&key, &k, sizeof key);
-    if (bpf_map_update_elem(captured_fd_, &key, &value, BPF_ANY) != 0) {
+  for (const auto& k : wanted) {
+    if (std::binary_search(present.begin(), present.end(), k, less)) continue;
+    if (bpf_map_update_elem(fd, &k, &value, BPF_ANY) != 0) {
       int err = errno;
-      std::string hint = err == E2BIG ? " — cv_captured is full (" + std::to_string(CV_MAX_CAPTURED) + " entries)" : "";
-      return common::fail("add captured destination: " + errnoName(err) + hint);
+      return common::fail("add captured destination: " + errnoName(err) + fullHint(err, map, capacity));
     }
   }
-  for (uint64_t k : present) {
-    if (std::binary_search(wanted.begin(), wanted.end(), k)) continue;
-    cv_captured_key key{};
-    std::memcpy(&key, &k, sizeof key);
-    if (bpf_map_delete_elem(captured_fd_, &key) != 0 && errno != ENOENT) {
+  for (const auto& k : present) {
+    if (std::binary_search(wanted.begin(), wanted.end(), k, less)) continue;
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) {
       int err = errno;
       return common::fail("remove captured destination: " + errnoName(err));
     }
   }
   return {};
+}
+
+}  // namespace
+
+common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations) {
+  std::vector<cv_captured_key> wanted4;
+  std::vector<cv_captured6_key> wanted6;
+  for (const auto& d : destinations) {
+    if (d.port() == 0) return common::fail("a captured destination needs a port; nothing was changed", d.toString());
+    if (d.isV4()) {
+      cv_captured_key key{};
+      key.ip4 = d.ipv4();
+      key.port = htons(d.port());
+      wanted4.push_back(key);
+    } else if (d.family() == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(d.sockaddr_ptr());
+      cv_captured_key key4{};
+      if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        // ::ffff:a.b.c.d is an IPv4 destination (connect6 decides it as one).
+        std::memcpy(&key4.ip4, &in6->sin6_addr.s6_addr[12], 4);
+        key4.port = htons(d.port());
+        wanted4.push_back(key4);
+        continue;
+      }
+      cv_captured6_key key{};
+      std::memcpy(key.ip6, &in6->sin6_addr, sizeof key.ip6);
+      key.port = htons(d.port());
+      wanted6.push_back(key);
+    } else {
+      return common::fail("a captured destination must be IPv4 or IPv6; nothing was changed", d.toString());
+    }
+  }
+  if (wanted4.size() > CV_MAX_CAPTURED || wanted6.size() > CV_MAX_CAPTURED) {
+    return common::fail("more than " + std::to_string(CV_MAX_CAPTURED) +
+                        " captured destinations of one family; nothing was changed");
+  }
+  if (auto ok = replaceKeys(captured_fd_, std::move(wanted4), "cv_captured", CV_MAX_CAPTURED); !ok) return ok;
+  return replaceKeys(captured6_fd_, std::move(wanted6), "cv_captured6", CV_MAX_CAPTURED);
 }
 
 common::Result<void> CaptureProgram::tagSocket(int fd) {
@@ -388,6 +565,22 @@ Counters CaptureProgram::counters() const {
     sum.record_failed += c.record_failed;
     sum.rekeyed += c.rekeyed;
     sum.rekey_failed += c.rekey_failed;
+    sum.excluded += c.excluded;
+  }
+  return sum;
+}
+
+Counters CaptureProgram::podCounters(uint64_t netns_cookie) const {
+  std::vector<cv_counters> per_cpu(static_cast<size_t>(num_cpus_));
+  Counters sum;
+  if (bpf_map_lookup_elem(pod_counters_fd_, &netns_cookie, per_cpu.data()) != 0) return sum;
+  for (const auto& c : per_cpu) {
+    sum.captured += c.captured;
+    sum.passthrough += c.passthrough;
+    sum.refused += c.refused;
+    sum.fail_open += c.fail_open;
+    sum.record_failed += c.record_failed;
+    sum.excluded += c.excluded;
   }
   return sum;
 }

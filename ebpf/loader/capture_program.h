@@ -15,10 +15,14 @@ namespace culvert::ebpf {
 
 enum class FailMode : uint8_t { Open = 0, Closed = 1 };
 
-// What cv_enrolled holds for one pod netns.
+// What cv_enrolled holds for one pod netns, plus what that pod never has captured.
 struct PodCaptureEntry {
   uint32_t tenant_id = 0;
   FailMode fail_mode = FailMode::Open;
+  // Destination ports and prefixes this pod never has captured (its enrollment record's
+  // exclude_ports / exclude_cidrs, and its own addresses as /32 or /128).
+  std::vector<uint16_t> exclude_ports;
+  std::vector<common::CidrRange> exclude_cidrs;
 };
 
 // Sums over CPUs of cv_counters (see ebpf/include/culvert_bpf.h for meanings).
@@ -30,9 +34,10 @@ struct Counters {
   uint64_t record_failed = 0;
   uint64_t rekeyed = 0;
   uint64_t rekey_failed = 0;
+  uint64_t excluded = 0;
 };
 
-// cv_connect4 + cv_sockops loaded from the compiled-in skeleton, attached to one cgroup
+// cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton, attached to one cgroup
 // v2 directory with bpf_links, maps pinned under <pin_root>/v<CV_LAYOUT_VERSION>/.
 // Destroying it detaches the programs and removes the pins (restart adoption of pinned
 // maps and links is not implemented yet, so a previous run's pins are replaced).
@@ -53,15 +58,31 @@ public:
   CaptureProgram(const CaptureProgram&) = delete;
   CaptureProgram& operator=(const CaptureProgram&) = delete;
 
+  // Writes the pod's exclusions and counters first, then cv_enrolled (capture starts
+  // with its exclusions in place). Re-enrolling a cookie replaces its exclusions.
   common::Result<void> enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry);
-  // Not enrolled is not an error (CNI DEL may repeat).
+  // Removes cv_enrolled first, then the pod's exclusions and counters. Not enrolled is
+  // not an error (CNI DEL may repeat). Also the way to purge a stale cookie.
   common::Result<void> unenrollPod(uint64_t netns_cookie);
+  // Every netns cookie in cv_enrolled, sorted (for purging cookies of dead netns).
+  std::vector<uint64_t> enrolledNetnsCookies() const;
+  // cv_enrolled's value for one cookie; nullopt when not enrolled. Exclusions are not
+  // read back (left empty).
+  std::optional<PodCaptureEntry> enrolledPod(uint64_t netns_cookie) const;
 
   // Replaces the set of captured destinations: adds the new ones first, then deletes
-  // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port means
-  // that port on any non-loopback IP. IPv6 capture is not implemented yet: an IPv6
-  // entry fails the call before the map is touched.
+  // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port
+  // ([::]:port) means that port on any non-loopback IPv4 (IPv6) address. An invalid
+  // entry fails the call before any map is touched.
   common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations);
+
+  // Replaces the node-wide exclusions (bootstrap capture.exclude_ports/exclude_cidrs).
+  common::Result<void> setGlobalExclusions(const std::vector<uint16_t>& ports,
+                                           const std::vector<common::CidrRange>& cidrs);
+
+  // The global bypass (`culvertctl capture off`): while on, every connect is untouched.
+  common::Result<void> setBypass(bool bypass);
+  bool bypass() const;
 
   // Marks a socket as culvert's own (call right after socket()): never captured, and
   // required for a listener to count as live.
@@ -72,6 +93,8 @@ public:
   std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd);
 
   Counters counters() const;
+  // This pod's counters (zero when not enrolled).
+  Counters podCounters(uint64_t netns_cookie) const;
 
   // SO_NETNS_COOKIE of the socket's netns; 0 on failure (the kernel never hands out 0).
   static uint64_t netnsCookie(int fd);
@@ -81,8 +104,15 @@ public:
   const std::filesystem::path& pinDir() const { return pin_dir_; }
   uint16_t capturePort() const { return capture_port_; }
 
+  // Map entries that still carry this cookie (for tests and purge checks): exclusions,
+  // counters and original-destination records.
+  size_t entriesForNetns(uint64_t netns_cookie) const;
+
 private:
   CaptureProgram() = default;
+  common::Result<void> writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
+                                       const std::vector<common::CidrRange>& cidrs);
+  void deleteExclusions(uint64_t netns_cookie);
   common::Result<void> pinMaps();
   void unpinMaps();
 
@@ -96,6 +126,11 @@ private:
   int sock_tag_fd_ = -1;
   int orig_dst_fd_ = -1;
   int counters_fd_ = -1;
+  int captured6_fd_ = -1;
+  int excluded_ports_fd_ = -1;
+  int excluded_cidrs_fd_ = -1;
+  int config_fd_ = -1;
+  int pod_counters_fd_ = -1;
   int num_cpus_ = 0;
 };
 
