@@ -37,6 +37,9 @@ common::Result<void> App::start() {
   auto capture = ebpf::CaptureProgram::load(capture_options);
   if (!capture) return std::unexpected(capture.error());
   capture_ = std::move(*capture);
+  if (auto ok = capture_->setGlobalExclusions(bootstrap_.capture.exclude_ports, bootstrap_.capture.exclude_cidrs); !ok) {
+    return std::unexpected(common::nest("capture.exclude_ports/exclude_cidrs", ok.error()));
+  }
   spdlog::info("capture attached at cgroup {}, maps pinned in {}", capture_->cgroupPath().string(),
                capture_->pinDir().string());
 
@@ -175,7 +178,8 @@ void App::installAdminHandlers() {
 
 std::string App::renderStats(const std::string& tenant) {
   std::string out = stats_.renderPrometheus(tenant);
-  if (!tenant.empty() || !capture_) return out;
+  if (!capture_) return out;
+  if (!tenant.empty()) return out + renderPodCaptureStats(tenant);
   // Node-wide BPF counters, summed over CPUs at scrape time.
   auto c = capture_->counters();
   auto counter = [&](const char* name, const char* help, uint64_t v) {
@@ -186,6 +190,62 @@ std::string App::renderStats(const std::string& tenant) {
   counter("culvert_capture_connect_passthrough_total", "Connects from enrolled pods left untouched", c.passthrough);
   counter("culvert_capture_connect_refused_total", "Connects refused by fail mode closed", c.refused);
   counter("culvert_capture_connect_fail_open_total", "Connects passed by fail mode open", c.fail_open);
+  counter("culvert_capture_connect_excluded_total", "Connects to captured destinations left alone by an exclusion",
+          c.excluded);
+  out += renderPodCaptureStats(std::string());
+  return out;
+}
+
+// Per-pod and per-tenant BPF counters (cv_pod_counters, summed over CPUs at scrape
+// time); `tenant` non-empty limits them to that tenant's pods.
+std::string App::renderPodCaptureStats(const std::string& tenant) {
+  if (!pods_) return {};
+  struct Row {
+    const char* outcome;
+    uint64_t ebpf::Counters::*field;
+  };
+  static constexpr Row kRows[] = {
+      {"captured", &ebpf::Counters::captured},   {"passthrough", &ebpf::Counters::passthrough},
+      {"refused", &ebpf::Counters::refused},     {"fail_open", &ebpf::Counters::fail_open},
+      {"excluded", &ebpf::Counters::excluded},
+  };
+  auto label = [](const std::string& v) {
+    std::string o;
+    for (char ch : v) {
+      if (ch == '\\' || ch == '"') o += '\\';
+      if (ch == '\n') {
+        o += "\\n";
+        continue;
+      }
+      o += ch;
+    }
+    return o;
+  };
+  std::string pod_lines;
+  std::map<std::string, ebpf::Counters> by_tenant;
+  for (const auto& p : pods_->status()) {
+    if (!tenant.empty() && p.tenant != tenant) continue;
+    auto c = capture_->podCounters(p.netns_cookie);
+    auto& t = by_tenant[p.tenant];
+    for (const auto& row : kRows) {
+      t.*row.field += c.*row.field;
+      pod_lines += "culvert_capture_pod_connects_total{namespace=\"" + label(p.record.namespace_) + "\",pod=\"" +
+                   label(p.record.name) + "\",tenant=\"" + label(p.tenant) + "\",outcome=\"" + row.outcome +
+                   "\"} " + std::to_string(c.*row.field) + "\n";
+    }
+  }
+  std::string out =
+      "# HELP culvert_capture_pod_connects_total Connects from an enrolled pod by capture outcome\n"
+      "# TYPE culvert_capture_pod_connects_total counter\n" +
+      pod_lines +
+      "# HELP culvert_capture_tenant_connects_total Connects from a tenant's pods by capture outcome\n"
+      "# TYPE culvert_capture_tenant_connects_total counter\n";
+  for (const auto& [name, c] : by_tenant) {
+    for (const auto& row : kRows) {
+      out += "culvert_capture_tenant_connects_total{tenant=\"" + label(name) + "\",outcome=\"" + row.outcome + "\"} " +
+             std::to_string(c.*row.field) + "\n";
+    }
+  }
   return out;
 }
 

@@ -47,6 +47,7 @@ private:
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
+  std::string renderPodCaptureStats(const std::string& tenant);
   std::string configDump() const;
   void stop();
 

@@ -31,6 +31,15 @@ public:
   common::Result<void> unenrollByKey(const std::string& container_id, const std::string& ifname);
   common::Result<void> unenrollByNetns(const std::string& netns_path);
   std::vector<cni::EnrollmentRecord> list() const;
+  // Each enrolled pod with its netns cookie and tenant (for per-pod capture stats and
+  // `culvertctl pods`).
+  struct PodStatus {
+    cni::EnrollmentRecord record;
+    uint64_t netns_cookie = 0;
+    std::string tenant;
+    bool ipv6 = false;  // an in-pod listener group on [::1] too
+  };
+  std::vector<PodStatus> status() const;
   size_t size() const { return pods_.size(); }
   void unenrollAll();
 
@@ -40,6 +49,7 @@ private:
     std::shared_ptr<server::Pod> pod;
     dev_t netns_dev = 0;
     ino_t netns_ino = 0;
+    bool ipv6 = false;
   };
   using Key = std::pair<std::string, std::string>;  // (container_id, ifname)
 
