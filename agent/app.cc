@@ -13,6 +13,24 @@ namespace {
 constexpr std::chrono::milliseconds kHealthProbeTimeout{1000};
 }
 
+common::Result<std::string> uninstall(const Bootstrap& bootstrap) {
+  auto removed = ebpf::CaptureProgram::uninstall(bootstrap.bpf.pin_root);
+  if (!removed) return std::unexpected(common::nest("bpf.pin_root", removed.error()));
+  std::string out = *removed;
+  std::error_code ec;
+  const auto& dir = bootstrap.state_dir;
+  if (std::filesystem::is_directory(dir, ec)) {
+    size_t n = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      std::filesystem::remove_all(entry.path(), ec);
+      if (ec) return common::fail("remove " + entry.path().string() + ": " + ec.message(), "state_dir");
+      ++n;
+    }
+    out += "; removed " + std::to_string(n) + " entries of state_dir " + dir.string();
+  }
+  return out;
+}
+
 App::App(Bootstrap bootstrap)
     : bootstrap_(std::move(bootstrap)),
       resource_errors_(stats_.counter("culvert_config_resource_rejected_total", {},
@@ -37,6 +55,11 @@ common::Result<void> App::start() {
   auto capture = ebpf::CaptureProgram::load(capture_options);
   if (!capture) return std::unexpected(capture.error());
   capture_ = std::move(*capture);
+  if (capture_->adoptedPins()) {
+    spdlog::info("re-adopted pinned BPF maps in {} ({} of 5 links swapped to this build's programs)",
+                 capture_->pinDir().string(), capture_->adoptedLinks());
+  }
+  if (!capture_->attachReport().empty()) spdlog::warn("another program shares the connect hook: {}", capture_->attachReport());
   if (auto ok = capture_->setGlobalExclusions(bootstrap_.capture.exclude_ports, bootstrap_.capture.exclude_cidrs); !ok) {
     return std::unexpected(common::nest("capture.exclude_ports/exclude_cidrs", ok.error()));
   }
@@ -137,6 +160,7 @@ void App::handleEnrollment(const cni::EnrollmentRequest& request, std::function<
     case cni::EnrollmentOp::List: {
       auto response = cni::EnrollmentResponse::success();
       response.pods = pods_->list();
+      response.extra["capture"] = captureStatus();
       reply(std::move(response));
       return;
     }
@@ -193,6 +217,31 @@ std::string App::renderStats(const std::string& tenant) {
   counter("culvert_capture_connect_excluded_total", "Connects to captured destinations left alone by an exclusion",
           c.excluded);
   out += renderPodCaptureStats(std::string());
+  return out;
+}
+
+// {"bypass": bool, "pods": {"<container_id>/<ifname>": "<state>"}} for `culvertctl pods`:
+// "on (IPv4+IPv6)" / "on (IPv4)" when the pod's netns is in cv_enrolled, "bypassed"
+// under the global bypass, "missing from BPF" when its entry is gone (a defect).
+nlohmann::json App::captureStatus() const {
+  nlohmann::json out = nlohmann::json::object();
+  bool bypass = capture_ && capture_->bypass();
+  out["bypass"] = bypass;
+  nlohmann::json pods = nlohmann::json::object();
+  if (pods_ && capture_) {
+    for (const auto& p : pods_->status()) {
+      std::string state;
+      if (!capture_->enrolledPod(p.netns_cookie)) {
+        state = "missing from BPF";
+      } else if (bypass) {
+        state = "bypassed";
+      } else {
+        state = p.ipv6 ? "on (IPv4+IPv6)" : "on (IPv4)";
+      }
+      pods[p.record.container_id + "/" + p.record.ifname] = state;
+    }
+  }
+  out["pods"] = pods;
   return out;
 }
 
@@ -273,7 +322,9 @@ void App::stop() {
   // to their fail mode only once nothing can serve them any more.
   admin_.reset();
   enrollment_.reset();
-  if (pods_) pods_->unenrollAll();
+  // Pods stay enrolled in BPF (restart safety): until a culvertd re-opens their
+  // listeners their fail mode applies. `culvertd uninstall` removes capture for good.
+  if (pods_) pods_->closeAll();
   if (server_) server_->stop();
   capture_.reset();
   for (auto* s : {&sigterm_, &sigint_, &sighup_}) {

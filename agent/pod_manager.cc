@@ -201,6 +201,12 @@ std::vector<PodManager::PodStatus> PodManager::status() const {
   return out;
 }
 
+void PodManager::closeAll() {
+  for (const auto& [key, e] : pods_) server_.removePod(e.pod->id);
+  pods_.clear();
+  enrolled_gauge_.set(0);
+}
+
 void PodManager::unenrollAll() {
   while (!pods_.empty()) remove(pods_.begin());
 }

@@ -42,6 +42,9 @@ public:
   std::vector<PodStatus> status() const;
   size_t size() const { return pods_.size(); }
   void unenrollAll();
+  // Stops serving every pod (their listeners close) but leaves their BPF enrollment:
+  // what culvertd does on SIGTERM, so a restarted culvertd loses no enrollment.
+  void closeAll();
 
 private:
   struct Enrolled {

@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/magic.h>
 #include <sys/socket.h>
 #include <sys/vfs.h>
@@ -64,116 +65,54 @@ std::string lastLines(const char* log, size_t max_chars) {
   return s;
 }
 
+// The cgroup's id (what bpf_link_info reports): the kernfs id from its file handle.
+uint64_t cgroupId(const std::filesystem::path& path) {
+  alignas(file_handle) std::array<unsigned char, sizeof(file_handle) + sizeof(uint64_t)> buf{};
+  auto* fh = reinterpret_cast<file_handle*>(buf.data());
+  fh->handle_bytes = sizeof(uint64_t);
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), fh, &mount_id, 0) != 0) return 0;
+  uint64_t id = 0;
+  std::memcpy(&id, buf.data() + sizeof(file_handle), sizeof id);
+  return id;
+}
+
+std::string progName(uint32_t id) {
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return "?";
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  std::string name = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? std::string(info.name) : "?";
+  close(fd);
+  return name;
+}
+
+uint32_t progId(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
+// The programs that run for `type` on this cgroup, in the order they run (the
+// effective list: this cgroup's own, then its ancestors'). Empty when culvert's is the
+// only one.
+std::string attachOrder(int cg_fd, bpf_attach_type type, const char* hook, int our_prog_fd) {
+  std::array<uint32_t, 64> ids{};
+  uint32_t count = ids.size();
+  uint32_t flags = 0;
+  if (bpf_prog_query(cg_fd, type, BPF_F_QUERY_EFFECTIVE, &flags, ids.data(), &count) != 0 || count <= 1) return {};
+  uint32_t ours = progId(our_prog_fd);
+  std::string out = std::string(hook) + " runs " + std::to_string(count) + " programs here, in this order:";
+  for (uint32_t i = 0; i < count; ++i) {
+    out += " " + std::to_string(i + 1) + ". " + progName(ids[i]) + " (id " + std::to_string(ids[i]) + ")" +
+           (ids[i] == ours ? " [culvert]" : "");
+  }
+  out += "; a program before culvert's sees the original destination, one after it sees the rewritten "
+         "in-pod listener address (Cilium's socket LB must not translate it)";
+  return out;
+}
+
 }  // namespace
-
-common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Options& options) {
-  // Preconditions first, so the error names the missing piece rather than a libbpf errno.
-  if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
-    return common::fail(
-        "kernel BTF is missing (/sys/kernel/btf/vmlinux): culvert's BPF programs are CO-RE and "
-        "need a kernel built with CONFIG_DEBUG_INFO_BTF=y");
-  }
-  if (options.capture_port == 0) return common::fail("capture port must not be 0", "capture.port");
-  if (options.cgroup_path.empty() || !isCgroup2Directory(options.cgroup_path)) {
-    std::string hint;
-    if (auto root = detectCgroup2Root()) hint = " (cgroup v2 is mounted at " + root->string() + ")";
-    return common::fail("not a cgroup v2 directory" + hint, options.cgroup_path.string());
-  }
-  if (options.pin_root.empty() || !options.pin_root.is_absolute()) {
-    return common::fail("BPF pin root must be an absolute path on a bpffs", "bpf.pin_root");
-  }
-  auto anchor = existingAncestor(options.pin_root);
-  if (!onBpffs(anchor)) {
-    return common::fail(anchor.string() +
-                            " is not on a BPF filesystem: mount one with `mount -t bpf bpf /sys/fs/bpf` "
-                            "(the node setup normally does) or point bpf.pin_root at one",
-                        options.pin_root.string());
-  }
-
-  std::unique_ptr<CaptureProgram> self(new CaptureProgram());
-  self->cgroup_path_ = options.cgroup_path;
-  self->pin_dir_ = options.pin_root / ("v" + std::to_string(CV_LAYOUT_VERSION));
-  self->capture_port_ = options.capture_port;
-
-  // The verifier log is only filled on failure (log_level 0 retries with logging).
-  static constexpr size_t kLogSize = 64 * 1024;
-  auto log = std::make_unique<char[]>(kLogSize);
-  log[0] = '\0';
-  // Filled by hand: LIBBPF_OPTS uses a statement expression, which -Wpedantic rejects.
-  bpf_object_open_opts open_opts{};
-  open_opts.sz = sizeof(open_opts);
-  open_opts.kernel_log_buf = log.get();
-  open_opts.kernel_log_size = kLogSize;
-  errno = 0;
-  self->skel_ = capture_bpf__open_opts(&open_opts);
-  if (self->skel_ == nullptr) {
-    int err = errno != 0 ? errno : EINVAL;
-    return common::fail("open the compiled-in BPF object: " + errnoName(err));
-  }
-  self->skel_->rodata->cv_capture_port = options.capture_port;
-
-  if (int ret = capture_bpf__load(self->skel_); ret != 0) {
-    int err = libbpfErr(ret);
-    std::string msg = "load BPF programs: " + errnoName(err) + privilegeHint(err);
-    if (err != EPERM && err != EACCES) {
-      msg += " — the verifier rejected a program or the kernel lacks a helper (culvert needs Linux >= 5.18)";
-    }
-    if (log[0] != '\0') msg += "; verifier log tail:\n" + lastLines(log.get(), 2000);
-    return common::fail(std::move(msg));
-  }
-
-  int cg_fd = open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cg_fd < 0) {
-    int err = errno;
-    return common::fail("open cgroup: " + errnoName(err) + privilegeHint(err), options.cgroup_path.string());
-  }
-  // Links (not legacy prog attach): several culvertd instances or tests can attach to
-  // the same or nested cgroups, and closing the link detaches exactly this one.
-  struct {
-    bpf_program* prog;
-    bpf_link** link;
-    const char* name;
-  } attachments[] = {
-      {self->skel_->progs.cv_connect4, &self->skel_->links.cv_connect4, "cgroup/connect4"},
-      {self->skel_->progs.cv_connect6, &self->skel_->links.cv_connect6, "cgroup/connect6"},
-      {self->skel_->progs.cv_getpeername4, &self->skel_->links.cv_getpeername4, "cgroup/getpeername4"},
-      {self->skel_->progs.cv_getpeername6, &self->skel_->links.cv_getpeername6, "cgroup/getpeername6"},
-      {self->skel_->progs.cv_sockops, &self->skel_->links.cv_sockops, "sockops"},
-  };
-  for (auto& a : attachments) {
-    errno = 0;
-    *a.link = bpf_program__attach_cgroup(a.prog, cg_fd);
-    if (*a.link == nullptr) {
-      int err = errno != 0 ? errno : EINVAL;
-      close(cg_fd);
-      return common::fail(std::string("attach ") + a.name + " to " + options.cgroup_path.string() + ": " +
-                          errnoName(err) + privilegeHint(err));
-    }
-  }
-  close(cg_fd);
-
-  self->enrolled_fd_ = bpf_map__fd(self->skel_->maps.cv_enrolled);
-  self->captured_fd_ = bpf_map__fd(self->skel_->maps.cv_captured);
-  self->sock_tag_fd_ = bpf_map__fd(self->skel_->maps.cv_sock_tag);
-  self->orig_dst_fd_ = bpf_map__fd(self->skel_->maps.cv_orig_dst);
-  self->counters_fd_ = bpf_map__fd(self->skel_->maps.cv_counters);
-  self->captured6_fd_ = bpf_map__fd(self->skel_->maps.cv_captured6);
-  self->excluded_ports_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_ports);
-  self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
-  self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
-  self->pod_counters_fd_ = bpf_map__fd(self->skel_->maps.cv_pod_counters);
-  self->num_cpus_ = libbpf_num_possible_cpus();
-  if (self->num_cpus_ <= 0) return common::fail("cannot read the number of possible CPUs: " + errnoName(-self->num_cpus_));
-
-  if (auto pinned = self->pinMaps(); !pinned) return std::unexpected(pinned.error());
-  return self;
-}
-
-CaptureProgram::~CaptureProgram() {
-  unpinMaps();
-  // Destroys the links (detaching the programs) and closes the maps.
-  if (skel_ != nullptr) capture_bpf__destroy(skel_);
-}
 
 namespace {
 
@@ -202,53 +141,271 @@ std::array<MapRef, 11> pinnedMaps(capture_bpf* skel) {
 
 }  // namespace
 
-common::Result<void> CaptureProgram::pinMaps() {
+std::vector<std::string> CaptureProgram::missingKernelFeatures() {
+  std::vector<std::string> missing;
+  struct {
+    bpf_prog_type type;
+    const char* name;
+  } progs[] = {{BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "BPF_PROG_TYPE_CGROUP_SOCK_ADDR (cgroup/connect4|6)"},
+               {BPF_PROG_TYPE_SOCK_OPS, "BPF_PROG_TYPE_SOCK_OPS"}};
+  for (const auto& p : progs) {
+    if (libbpf_probe_bpf_prog_type(p.type, nullptr) != 1) missing.push_back(p.name);
+  }
+  struct {
+    bpf_map_type type;
+    const char* name;
+  } maps[] = {{BPF_MAP_TYPE_SK_STORAGE, "BPF_MAP_TYPE_SK_STORAGE"},
+              {BPF_MAP_TYPE_LPM_TRIE, "BPF_MAP_TYPE_LPM_TRIE"},
+              {BPF_MAP_TYPE_LRU_HASH, "BPF_MAP_TYPE_LRU_HASH"},
+              {BPF_MAP_TYPE_PERCPU_HASH, "BPF_MAP_TYPE_PERCPU_HASH"}};
+  for (const auto& m : maps) {
+    if (libbpf_probe_bpf_map_type(m.type, nullptr) != 1) missing.push_back(m.name);
+  }
+  struct {
+    bpf_prog_type type;
+    bpf_func_id helper;
+    const char* name;
+  } helpers[] = {
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_lookup_tcp, "bpf_sk_lookup_tcp in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_netns_cookie, "bpf_get_netns_cookie in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, "bpf_set_retval in cgroup/connect (Linux 5.18)"},
+      {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get in sock_ops"},
+      {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sock_ops_cb_flags_set, "bpf_sock_ops_cb_flags_set in sock_ops"},
+  };
+  for (const auto& h : helpers) {
+    if (libbpf_probe_bpf_helper(h.type, h.helper, nullptr) != 1) missing.push_back(h.name);
+  }
+  return missing;
+}
+
+common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Options& options) {
+  // Preconditions first, so the error names the missing piece rather than a libbpf errno.
+  if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+    return common::fail(
+        "kernel BTF is missing (/sys/kernel/btf/vmlinux): culvert's BPF programs are CO-RE and "
+        "need a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+  }
+  if (options.capture_port == 0) return common::fail("capture port must not be 0", "capture.port");
+  if (options.cgroup_path.empty() || !isCgroup2Directory(options.cgroup_path)) {
+    std::string hint;
+    if (auto root = detectCgroup2Root()) hint = " (cgroup v2 is mounted at " + root->string() + ")";
+    return common::fail("not a cgroup v2 directory" + hint, options.cgroup_path.string());
+  }
+  if (options.pin_root.empty() || !options.pin_root.is_absolute()) {
+    return common::fail("BPF pin root must be an absolute path on a bpffs", "bpf.pin_root");
+  }
+  auto anchor = existingAncestor(options.pin_root);
+  if (!onBpffs(anchor)) {
+    return common::fail(anchor.string() +
+                            " is not on a BPF filesystem: mount one with `mount -t bpf bpf /sys/fs/bpf` "
+                            "(the node setup normally does) or point bpf.pin_root at one",
+                        options.pin_root.string());
+  }
+
+  if (auto missing = missingKernelFeatures(); !missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    return common::fail("the kernel lacks what culvert's capture needs: " + list +
+                        " (culvert needs Linux >= 5.18 with BPF cgroup hooks, sk_storage and LPM tries)");
+  }
+
+  std::unique_ptr<CaptureProgram> self(new CaptureProgram());
+  self->cgroup_path_ = options.cgroup_path;
+  self->pin_dir_ = options.pin_root / ("v" + std::to_string(CV_LAYOUT_VERSION));
+  self->capture_port_ = options.capture_port;
+
+  // Pins of another layout version: refuse rather than run beside them (both would
+  // capture, with maps the other cannot read).
+  {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options.pin_root, ec)) {
+      auto name = entry.path().filename().string();
+      if (name.size() < 2 || name[0] != 'v' || name.find_first_not_of("0123456789", 1) != std::string::npos) continue;
+      if (entry.path() == self->pin_dir_ || std::filesystem::is_empty(entry.path(), ec)) continue;
+      return common::fail("holds pins of BPF layout version " + name.substr(1) + " but this culvertd uses layout " +
+                              std::to_string(CV_LAYOUT_VERSION) +
+                              ": run `culvertd uninstall` (with the culvertd that made them, or this one) first",
+                          options.pin_root.string());
+    }
+  }
+  std::error_code mk;
+  std::filesystem::create_directories(self->pin_dir_, mk);
+  if (mk) return common::fail("create pin directory: " + mk.message(), self->pin_dir_.string());
+  self->adopted_ = std::filesystem::exists(self->pin_dir_ / "cv_enrolled");
+
+  // The verifier log is only filled on failure (log_level 0 retries with logging).
+  static constexpr size_t kLogSize = 64 * 1024;
+  auto log = std::make_unique<char[]>(kLogSize);
+  log[0] = '\0';
+  // Filled by hand: LIBBPF_OPTS uses a statement expression, which -Wpedantic rejects.
+  bpf_object_open_opts open_opts{};
+  open_opts.sz = sizeof(open_opts);
+  open_opts.kernel_log_buf = log.get();
+  open_opts.kernel_log_size = kLogSize;
+  errno = 0;
+  self->skel_ = capture_bpf__open_opts(&open_opts);
+  if (self->skel_ == nullptr) {
+    int err = errno != 0 ? errno : EINVAL;
+    return common::fail("open the compiled-in BPF object: " + errnoName(err));
+  }
+  self->skel_->rodata->cv_capture_port = options.capture_port;
+  // Maps are pinned by libbpf at load: an existing pin is reused (a restarted culvertd
+  // keeps every enrollment, captured destination and socket tag), a missing one made.
+  for (const auto& m : pinnedMaps(self->skel_)) {
+    auto path = self->pin_dir_ / m.name;
+    if (int ret = bpf_map__set_pin_path(m.map, path.c_str()); ret != 0) {
+      return common::fail("set pin path: " + errnoName(libbpfErr(ret)), path.string());
+    }
+  }
+
+  if (int ret = capture_bpf__load(self->skel_); ret != 0) {
+    int err = libbpfErr(ret);
+    std::string msg = "load BPF programs: " + errnoName(err) + privilegeHint(err);
+    if (self->adopted_ && err == EINVAL) {
+      msg += " — the maps pinned in " + self->pin_dir_.string() +
+             " do not match this build's (a layout change without a version bump?); `culvertd uninstall` removes them";
+    }
+    if (err != EPERM && err != EACCES) {
+      msg += " — the verifier rejected a program or the kernel lacks a helper (culvert needs Linux >= 5.18)";
+    }
+    if (log[0] != '\0') msg += "; verifier log tail:\n" + lastLines(log.get(), 2000);
+    return common::fail(std::move(msg));
+  }
+
+  int cg_fd = open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg_fd < 0) {
+    int err = errno;
+    return common::fail("open cgroup: " + errnoName(err) + privilegeHint(err), options.cgroup_path.string());
+  }
+  uint64_t cgroup_id = cgroupId(options.cgroup_path);
+  // Links (not legacy prog attach): several culvertd instances or tests can attach to
+  // the same or nested cgroups, and each link is exactly one attachment. Pinned, so
+  // they outlive the process: a restarted culvertd swaps its new program into the
+  // pinned link (bpf_link_update) instead of attaching a second one.
+  struct {
+    bpf_program* prog;
+    bpf_link** link;
+    const char* name;
+    bpf_attach_type type;
+  } attachments[] = {
+      {self->skel_->progs.cv_connect4, &self->skel_->links.cv_connect4, "cgroup/connect4", BPF_CGROUP_INET4_CONNECT},
+      {self->skel_->progs.cv_connect6, &self->skel_->links.cv_connect6, "cgroup/connect6", BPF_CGROUP_INET6_CONNECT},
+      {self->skel_->progs.cv_getpeername4, &self->skel_->links.cv_getpeername4, "cgroup/getpeername4",
+       BPF_CGROUP_INET4_GETPEERNAME},
+      {self->skel_->progs.cv_getpeername6, &self->skel_->links.cv_getpeername6, "cgroup/getpeername6",
+       BPF_CGROUP_INET6_GETPEERNAME},
+      {self->skel_->progs.cv_sockops, &self->skel_->links.cv_sockops, "sockops", BPF_CGROUP_SOCK_OPS},
+  };
+  for (auto& a : attachments) {
+    std::string pin_name = std::string("link_") + bpf_program__name(a.prog);
+    auto link_path = self->pin_dir_ / pin_name;
+    if (std::filesystem::exists(link_path)) {
+      errno = 0;
+      bpf_link* old = bpf_link__open(link_path.c_str());
+      bool reused = false;
+      if (old != nullptr) {
+        bpf_link_info info{};
+        uint32_t len = sizeof info;
+        bool same = bpf_obj_get_info_by_fd(bpf_link__fd(old), &info, &len) == 0 &&
+                    info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cgroup_id &&
+                    info.cgroup.attach_type == static_cast<uint32_t>(a.type);
+        if (same && bpf_link__update_program(old, a.prog) == 0) {
+          *a.link = old;
+          reused = true;
+        } else {
+          // Attached elsewhere (capture.cgroup changed) or defunct: detach it.
+          bpf_link__detach(old);
+          bpf_link__destroy(old);
+        }
+      }
+      if (reused) {
+        self->adopted_links_++;
+        continue;
+      }
+      unlink(link_path.c_str());
+    }
+    errno = 0;
+    *a.link = bpf_program__attach_cgroup(a.prog, cg_fd);
+    if (*a.link == nullptr) {
+      int err = errno != 0 ? errno : EINVAL;
+      close(cg_fd);
+      return common::fail(std::string("attach ") + a.name + " to " + options.cgroup_path.string() + ": " +
+                          errnoName(err) + privilegeHint(err));
+    }
+    if (int ret = bpf_link__pin(*a.link, link_path.c_str()); ret != 0) {
+      close(cg_fd);
+      return common::fail(std::string("pin link: ") + errnoName(libbpfErr(ret)), link_path.string());
+    }
+  }
+  self->attach_report_ = attachOrder(cg_fd, BPF_CGROUP_INET4_CONNECT, "cgroup/connect4",
+                                     bpf_program__fd(self->skel_->progs.cv_connect4));
+  close(cg_fd);
+
+  self->enrolled_fd_ = bpf_map__fd(self->skel_->maps.cv_enrolled);
+  self->captured_fd_ = bpf_map__fd(self->skel_->maps.cv_captured);
+  self->sock_tag_fd_ = bpf_map__fd(self->skel_->maps.cv_sock_tag);
+  self->orig_dst_fd_ = bpf_map__fd(self->skel_->maps.cv_orig_dst);
+  self->counters_fd_ = bpf_map__fd(self->skel_->maps.cv_counters);
+  self->captured6_fd_ = bpf_map__fd(self->skel_->maps.cv_captured6);
+  self->excluded_ports_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_ports);
+  self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
+  self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
+  self->pod_counters_fd_ = bpf_map__fd(self->skel_->maps.cv_pod_counters);
+  self->num_cpus_ = libbpf_num_possible_cpus();
+  if (self->num_cpus_ <= 0) return common::fail("cannot read the number of possible CPUs: " + errnoName(-self->num_cpus_));
+
+  return self;
+}
+
+CaptureProgram::~CaptureProgram() {
+  // Closes the fds only: the pinned links stay attached and the pinned maps keep their
+  // entries for the next culvertd (uninstall() removes them).
+  if (skel_ != nullptr) capture_bpf__destroy(skel_);
+}
+
+
+common::Result<std::string> CaptureProgram::uninstall(const std::filesystem::path& pin_root) {
   std::error_code ec;
-  std::filesystem::create_directories(pin_dir_, ec);
-  if (ec) return common::fail("create pin directory: " + ec.message(), pin_dir_.string());
-
-  const auto maps = pinnedMaps(skel_);
-  pinned_ = true;  // from here on, the destructor removes whatever got pinned
-  for (const auto& m : maps) {
-    auto path = pin_dir_ / m.name;
-    // A previous run's pin (crash, kill -9): replaced, since adoption is not implemented.
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+  if (!std::filesystem::exists(pin_root, ec)) return std::string("nothing pinned under " + pin_root.string());
+  size_t links = 0;
+  size_t maps = 0;
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_root, ec)) {
+    auto name = entry.path().filename().string();
+    if (!entry.is_directory() || name.size() < 2 || name[0] != 'v' ||
+        name.find_first_not_of("0123456789", 1) != std::string::npos) {
+      continue;
+    }
+    dirs.push_back(entry.path());
+  }
+  for (const auto& dir : dirs) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const auto& path = entry.path();
+      if (path.filename().string().starts_with("link_")) {
+        // Detach explicitly: another process may still hold an fd to the link.
+        int fd = bpf_obj_get(path.c_str());
+        if (fd >= 0) {
+          bpf_link_detach(fd);
+          close(fd);
+        }
+        ++links;
+      } else {
+        ++maps;
+      }
+      if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+        int err = errno;
+        return common::fail("remove pin: " + errnoName(err), path.string());
+      }
+    }
+    if (rmdir(dir.c_str()) != 0 && errno != ENOENT) {
       int err = errno;
-      return common::fail("remove stale pin: " + errnoName(err), path.string());
-    }
-    if (int ret = bpf_map__pin(m.map, path.c_str()); ret != 0) {
-      return common::fail("pin map: " + errnoName(libbpfErr(ret)), path.string());
+      return common::fail("remove pin directory: " + errnoName(err), dir.string());
     }
   }
-  return {};
-}
-
-namespace {
-
-uint32_t mapId(int fd) {
-  bpf_map_info info{};
-  uint32_t len = sizeof info;
-  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
-}
-
-}  // namespace
-
-void CaptureProgram::unpinMaps() {
-  if (!pinned_ || skel_ == nullptr) return;
-  const auto maps = pinnedMaps(skel_);
-  for (const auto& m : maps) {
-    auto path = pin_dir_ / m.name;
-    // Only remove a pin that is still ours: a newer instance may have replaced it.
-    int pinned_fd = bpf_obj_get(path.c_str());
-    if (pinned_fd < 0) continue;
-    bool ours = mapId(pinned_fd) == mapId(bpf_map__fd(m.map));
-    close(pinned_fd);
-    if (ours) unlink(path.c_str());
-  }
-  // Only removes the directories when empty; a pin root shared with others stays.
-  rmdir(pin_dir_.c_str());
-  rmdir(pin_dir_.parent_path().c_str());
-  pinned_ = false;
+  rmdir(pin_root.c_str());  // only when empty: a pin root shared with others stays
+  return "detached " + std::to_string(links) + " links, removed " + std::to_string(maps) + " map pins under " +
+         pin_root.string();
 }
 
 namespace {
@@ -422,6 +579,47 @@ common::Result<void> CaptureProgram::setBypass(bool bypass) {
     return common::fail(std::string("set capture bypass: ") + errnoName(errno));
   }
   return {};
+}
+
+namespace {
+
+common::Result<int> openPinnedConfig(const std::filesystem::path& pin_root) {
+  auto path = pin_root / ("v" + std::to_string(CV_LAYOUT_VERSION)) / "cv_config";
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    int err = errno;
+    return common::fail("open pinned map: " + errnoName(err) + privilegeHint(err) +
+                            (err == ENOENT ? " — culvertd has not run with this bpf.pin_root (or was uninstalled)" : ""),
+                        path.string());
+  }
+  return fd;
+}
+
+}  // namespace
+
+common::Result<void> CaptureProgram::setPinnedBypass(const std::filesystem::path& pin_root, bool bypass) {
+  auto fd = openPinnedConfig(pin_root);
+  if (!fd) return std::unexpected(fd.error());
+  const uint32_t key = 0;
+  cv_config config{};
+  config.bypass = bypass ? 1 : 0;
+  int rc = bpf_map_update_elem(*fd, &key, &config, BPF_ANY);
+  int err = errno;
+  close(*fd);
+  if (rc != 0) return common::fail(std::string("set capture bypass: ") + errnoName(err));
+  return {};
+}
+
+common::Result<bool> CaptureProgram::pinnedBypass(const std::filesystem::path& pin_root) {
+  auto fd = openPinnedConfig(pin_root);
+  if (!fd) return std::unexpected(fd.error());
+  const uint32_t key = 0;
+  cv_config config{};
+  int rc = bpf_map_lookup_elem(*fd, &key, &config);
+  int err = errno;
+  close(*fd);
+  if (rc != 0) return common::fail(std::string("read capture bypass: ") + errnoName(err));
+  return config.bypass != 0;
 }
 
 bool CaptureProgram::bypass() const {

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "proxy/common/error.h"
@@ -37,10 +38,11 @@ struct Counters {
   uint64_t excluded = 0;
 };
 
-// cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton, attached to one cgroup
-// v2 directory with bpf_links, maps pinned under <pin_root>/v<CV_LAYOUT_VERSION>/.
-// Destroying it detaches the programs and removes the pins (restart adoption of pinned
-// maps and links is not implemented yet, so a previous run's pins are replaced).
+// cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton,
+// attached to one cgroup v2 directory with bpf_links; links and maps are pinned under
+// <pin_root>/v<CV_LAYOUT_VERSION>/. Restart-safe: load() re-adopts pinned maps (their
+// entries survive) and swaps its programs into pinned links (one attachment per hook,
+// never two); destroying the object only closes fds. uninstall() detaches and unpins.
 //
 // All methods are bpf() syscalls on map fds owned by this object: safe to call from
 // several threads at once. setCapturedDestinations() must not race with itself.
@@ -53,6 +55,18 @@ public:
   };
 
   static common::Result<std::unique_ptr<CaptureProgram>> load(const Options& options);
+
+  // What the running kernel lacks of what the programs need (empty = all there).
+  static std::vector<std::string> missingKernelFeatures();
+
+  // The global bypass through the pinned cv_config map of a running (or crashed)
+  // culvertd: works without culvertd, which is the point of an emergency switch.
+  static common::Result<void> setPinnedBypass(const std::filesystem::path& pin_root, bool bypass);
+  static common::Result<bool> pinnedBypass(const std::filesystem::path& pin_root);
+
+  // Detaches every pinned link and removes every pin (all layout versions) under
+  // pin_root. Says what it removed.
+  static common::Result<std::string> uninstall(const std::filesystem::path& pin_root);
 
   ~CaptureProgram();
   CaptureProgram(const CaptureProgram&) = delete;
@@ -103,6 +117,12 @@ public:
   // <pin_root>/v<layout version>: where the maps are pinned.
   const std::filesystem::path& pinDir() const { return pin_dir_; }
   uint16_t capturePort() const { return capture_port_; }
+  // Whether load() found pinned maps (a restart) and how many pinned links it re-used.
+  bool adoptedPins() const { return adopted_; }
+  int adoptedLinks() const { return adopted_links_; }
+  // Non-empty when other programs run on cgroup/connect4 at this cgroup: which, in
+  // which order (e.g. Cilium's socket LB).
+  const std::string& attachReport() const { return attach_report_; }
 
   // Map entries that still carry this cookie (for tests and purge checks): exclusions,
   // counters and original-destination records.
@@ -113,14 +133,14 @@ private:
   common::Result<void> writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
                                        const std::vector<common::CidrRange>& cidrs);
   void deleteExclusions(uint64_t netns_cookie);
-  common::Result<void> pinMaps();
-  void unpinMaps();
 
   capture_bpf* skel_ = nullptr;
   std::filesystem::path cgroup_path_;
   std::filesystem::path pin_dir_;
   uint16_t capture_port_ = 0;
-  bool pinned_ = false;
+  bool adopted_ = false;
+  int adopted_links_ = 0;
+  std::string attach_report_;
   int enrolled_fd_ = -1;
   int captured_fd_ = -1;
   int sock_tag_fd_ = -1;

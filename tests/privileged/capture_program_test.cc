@@ -2,6 +2,7 @@
 // loads its own CaptureProgram, attached to its own child cgroup, pinned under its own
 // bpffs root, with "pods" that are loopback-only network namespaces (DESIGN.md §7, §8).
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <memory>
 
@@ -229,26 +231,114 @@ TEST_F(CaptureProgramTest, SetCapturedDestinationsReplacesTheSet) {
   EXPECT_EQ(connectVip(*pod_, "10.96.0.20", 443).error, ENETUNREACH);
 }
 
-TEST_F(CaptureProgramTest, MapsArePinnedUnderTheLayoutVersionAndRemovedOnDestroy) {
+// Programs attached to the test cgroup for one hook (this cgroup's own list).
+std::vector<uint32_t> attachedIds(const std::filesystem::path& cgroup, bpf_attach_type type) {
+  UniqueFd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::array<uint32_t, 16> ids{};
+  uint32_t count = ids.size();
+  uint32_t flags = 0;
+  if (!cg || bpf_prog_query(cg.get(), type, 0, &flags, ids.data(), &count) != 0) return {};
+  return {ids.begin(), ids.begin() + count};
+}
+
+constexpr bpf_attach_type kHooks[] = {BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET4_GETPEERNAME,
+                                      BPF_CGROUP_INET6_GETPEERNAME, BPF_CGROUP_SOCK_OPS};
+
+TEST_F(CaptureProgramTest, MapsAndLinksArePinnedUnderTheLayoutVersionAndOutliveTheProcess) {
   EXPECT_EQ(program_->cgroupPath(), cgroup_->path());
+  EXPECT_FALSE(program_->adoptedPins());
   auto dir = program_->pinDir();
   EXPECT_EQ(dir, bpffs_->pinRoot() / "v2");
   for (const char* name : {"cv_enrolled", "cv_captured", "cv_captured6", "cv_sock_tag", "cv_sock_dst", "cv_orig_dst",
-                           "cv_excluded_ports", "cv_excluded_cidrs", "cv_config", "cv_counters", "cv_pod_counters"}) {
+                           "cv_excluded_ports", "cv_excluded_cidrs", "cv_config", "cv_counters", "cv_pod_counters",
+                           "link_cv_connect4", "link_cv_connect6", "link_cv_getpeername4", "link_cv_getpeername6",
+                           "link_cv_sockops"}) {
     EXPECT_TRUE(std::filesystem::exists(dir / name)) << name;
   }
+  // A crash (the object goes away without uninstall): capture keeps working.
+  enroll(*pod_, FailMode::Closed);
   program_.reset();
+  EXPECT_TRUE(std::filesystem::exists(dir / "cv_enrolled"));
+  EXPECT_EQ(connectVip(*pod_).error, ECONNREFUSED) << "programs detached with the process";
+  for (auto hook : kHooks) EXPECT_EQ(attachedIds(cgroup_->path(), hook).size(), 1u) << hook;
+
+  auto removed = CaptureProgram::uninstall(bpffs_->pinRoot());
+  ASSERT_TRUE(removed) << removed.error().describe();
+  EXPECT_NE(removed->find("detached 5 links"), std::string::npos) << *removed;
   EXPECT_FALSE(std::filesystem::exists(dir));
+  for (auto hook : kHooks) EXPECT_TRUE(attachedIds(cgroup_->path(), hook).empty()) << hook;
+  EXPECT_EQ(connectVip(*pod_).error, ENETUNREACH);  // nothing captures any more
 }
 
-TEST_F(CaptureProgramTest, ANewLoadReplacesStalePinsAndTheOldOneLeavesThemAlone) {
-  auto second = CaptureProgram::load({bpffs_->pinRoot(), cgroup_->path(), kCapturePort});
-  ASSERT_TRUE(second) << second.error().describe();
-  auto pin = (*second)->pinDir() / "cv_enrolled";
-  program_.reset();  // the first instance must not unpin the second's maps
-  EXPECT_TRUE(std::filesystem::exists(pin));
-  second->reset();
-  EXPECT_FALSE(std::filesystem::exists(pin));
+TEST_F(CaptureProgramTest, ARestartAdoptsPinsWithoutADuplicateAttachmentOrLostEnrollment) {
+  enroll(*pod_, FailMode::Closed);
+  ASSERT_TRUE(program_->setCapturedDestinations({addr(kVip, kVipPort), addr("fd00:96::10", 80)}));
+  auto before = attachedIds(cgroup_->path(), BPF_CGROUP_INET4_CONNECT);
+  ASSERT_EQ(before.size(), 1u);
+  program_.reset();  // kill -9: nothing cleaned up
+
+  auto again = CaptureProgram::load({bpffs_->pinRoot(), cgroup_->path(), kCapturePort});
+  ASSERT_TRUE(again) << again.error().describe();
+  program_ = std::move(*again);
+  EXPECT_TRUE(program_->adoptedPins());
+  EXPECT_EQ(program_->adoptedLinks(), 5);
+  for (auto hook : kHooks) EXPECT_EQ(attachedIds(cgroup_->path(), hook).size(), 1u) << "hook " << hook;
+  // The link now runs the new program.
+  EXPECT_NE(attachedIds(cgroup_->path(), BPF_CGROUP_INET4_CONNECT), before);
+  EXPECT_EQ(program_->enrolledNetnsCookies(), std::vector<uint64_t>{pod_->cookie()});
+  EXPECT_TRUE(program_->attachReport().empty()) << program_->attachReport();
+
+  // Enrollment and captured destinations survived: capture works through the new program.
+  UniqueFd listener = taggedListener(*pod_);
+  ASSERT_TRUE(listener);
+  ConnectResult r = connectVip(*pod_);
+  ASSERT_EQ(r.error, 0) << describe(r);
+  auto orig = acceptCaptured(listener.get());
+  ASSERT_TRUE(orig.has_value());
+  EXPECT_EQ(orig->toString(), "10.96.0.10:80");
+  EXPECT_EQ(connectVip(*pod_, "fd00:96::10", 80).error, ECONNREFUSED);  // no ::1 listener: fail closed
+}
+
+TEST_F(CaptureProgramTest, PinsOfAnotherLayoutVersionAreRefusedClearly) {
+  program_.reset();
+  ASSERT_TRUE(CaptureProgram::uninstall(bpffs_->pinRoot()));
+  auto old_dir = bpffs_->pinRoot() / "v1";
+  ASSERT_TRUE(std::filesystem::create_directories(old_dir));
+  // Any bpffs object will do as an "old pin": an array map.
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cv_old", 4, 4, 1, nullptr);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(bpf_obj_pin(fd, (old_dir / "cv_enrolled").c_str()), 0);
+  close(fd);
+  auto p = CaptureProgram::load({bpffs_->pinRoot(), cgroup_->path(), kCapturePort});
+  ASSERT_FALSE(p);
+  EXPECT_NE(p.error().describe().find("layout version 1"), std::string::npos) << p.error().describe();
+  EXPECT_NE(p.error().describe().find("culvertd uninstall"), std::string::npos) << p.error().describe();
+  EXPECT_TRUE(attachedIds(cgroup_->path(), BPF_CGROUP_INET4_CONNECT).empty());
+  ASSERT_TRUE(CaptureProgram::uninstall(bpffs_->pinRoot()));
+  EXPECT_FALSE(std::filesystem::exists(old_dir));
+}
+
+TEST_F(CaptureProgramTest, AnotherProgramOnConnect4IsReportedWithTheOrder) {
+  // A second, independent instance (its own pin root) on the same cgroup stands in for
+  // another product's connect4 program (e.g. Cilium's socket LB).
+  BpffsRoot other_root;
+  ASSERT_TRUE(other_root.error().empty());
+  auto other = CaptureProgram::load({other_root.pinRoot(), cgroup_->path(), kCapturePort});
+  ASSERT_TRUE(other) << other.error().describe();
+  const auto& report = (*other)->attachReport();
+  EXPECT_NE(report.find("cgroup/connect4 runs 2 programs"), std::string::npos) << report;
+  EXPECT_NE(report.find("1. cv_connect4"), std::string::npos) << report;
+  EXPECT_NE(report.find("2. cv_connect4"), std::string::npos) << report;
+  EXPECT_NE(report.find("[culvert]"), std::string::npos) << report;
+  (void)CaptureProgram::uninstall(other_root.pinRoot());
+}
+
+TEST(CaptureProgramKernel, ThisKernelHasEveryFeature) {
+  CULVERT_REQUIRE_ROOT();
+  auto missing = CaptureProgram::missingKernelFeatures();
+  std::string list;
+  for (const auto& m : missing) list += m + "; ";
+  EXPECT_TRUE(missing.empty()) << list;
 }
 
 TEST_F(CaptureProgramTest, NetnsCookieDistinguishesNamespaces) {
