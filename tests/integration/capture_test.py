@@ -169,6 +169,9 @@ class CaptureScenario:
                       "--container-id", "c-client", "--ip", CLIENT_IP, "--fail-mode", "closed")
         R.check("enroll client (fail mode closed)", cp.returncode == 0, ws.describe(cp), fatal=True)
 
+        cp = self.client.run(["/bin/cat", "/proc/sys/net/ipv4/tcp_migrate_req"], check=False)
+        R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", ws.describe(cp))
+
         # --- IPv4 and IPv6 through capture
         cp = self.curl(f"http://{VIP4}/v4")
         R.check("IPv4 VIP captured and proxied", self.ok_body(cp, "/v4"), ws.describe(cp))

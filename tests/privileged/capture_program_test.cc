@@ -661,6 +661,98 @@ TEST_F(CaptureProgramTest, RapidPortReuseGetsTheNewDestination) {
   EXPECT_EQ(ok, kRounds);
 }
 
+// The in-pod listener group (DESIGN.md §2): with tcp_migrate_req set in the pod's netns
+// (PodManager does it at enrollment), connections queued on a socket that closes move to
+// another socket of the reuseport group instead of being reset.
+class ReuseportMigrationTest : public CaptureProgramTest {
+protected:
+  // Forks n captured clients that connect, send their index and wait for EOF.
+  std::vector<pid_t> connectClients(int n, int go_fd_read, int go_fd_write, int listener_fd) {
+    std::vector<pid_t> pids;
+    for (int i = 0; i < n; ++i) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        auto procs = cgroup_->path() / "cgroup.procs";
+        int cg = open(procs.c_str(), O_WRONLY);
+        if (cg < 0 || write(cg, "0", 1) != 1) _exit(2);
+        if (setns(pod_->fd(), CLONE_NEWNET) != 0) _exit(3);
+        close(go_fd_write);
+        close(listener_fd);  // a forked copy would keep the listener open after the parent closes it
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in d{};
+        d.sin_family = AF_INET;
+        d.sin_port = htons(kVipPort);
+        inet_pton(AF_INET, kVip, &d.sin_addr);
+        if (connect(s, reinterpret_cast<sockaddr*>(&d), sizeof d) != 0) _exit(4);
+        uint8_t id = static_cast<uint8_t>(i);
+        if (send(s, &id, 1, 0) != 1) _exit(5);
+        char b;
+        (void)read(go_fd_read, &b, 1);  // until the parent is done
+        _exit(0);
+      }
+      pids.push_back(pid);
+    }
+    return pids;
+  }
+
+  // Queues kN connections on socket A alone, adds B to the group, closes A; returns how
+  // many connections B then accepts with their original destination.
+  int migratedAfterClose(bool migrate_req) {
+    constexpr int kN = 10;
+    pod_->run([&] {
+      int fd = ::open("/proc/sys/net/ipv4/tcp_migrate_req", O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        EXPECT_EQ(::write(fd, migrate_req ? "1" : "0", 1), 1);
+        ::close(fd);
+      }
+    });
+    auto reuseport = [this](int fd) {
+      int one = 1;
+      EXPECT_EQ(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
+      EXPECT_TRUE(program_->tagSocket(fd));
+    };
+    UniqueFd a = listenIn(*pod_, kCapturePort, reuseport);
+    EXPECT_TRUE(a);
+    int go[2];
+    EXPECT_EQ(pipe2(go, O_CLOEXEC), 0);
+    auto pids = connectClients(kN, go[0], go[1], a.get());
+    // Every client is connected (the handshake completes against A's backlog).
+    for (int i = 0; i < 200 && program_->counters().rekeyed < static_cast<uint64_t>(kN); ++i) usleep(10000);
+    usleep(100000);
+    UniqueFd b = listenIn(*pod_, kCapturePort, reuseport);
+    EXPECT_TRUE(b);
+    a.reset();  // a worker's socket goes away with connections still queued on it
+    int got = 0;
+    std::vector<UniqueFd> conns;
+    for (;;) {
+      UniqueFd c = acceptWithin(b.get(), 500);
+      if (!c) break;
+      uint8_t id = 0;
+      pollfd p{c.get(), POLLIN, 0};
+      if (poll(&p, 1, 1000) == 1 && recv(c.get(), &id, 1, 0) == 1) {
+        auto orig = program_->takeOriginalDestination(c.get());
+        if (orig && orig->toString() == "10.96.0.10:80") ++got;
+      }
+      conns.push_back(std::move(c));
+    }
+    close(go[0]);
+    close(go[1]);
+    for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+    return got;
+  }
+};
+
+TEST_F(ReuseportMigrationTest, ClosingOneSocketOfTheGroupLosesNoQueuedConnection) {
+  enroll(*pod_, FailMode::Closed);
+  EXPECT_EQ(migratedAfterClose(true), 10);
+}
+
+TEST_F(ReuseportMigrationTest, WithoutMigrateReqTheQueuedConnectionsWouldBeLost) {
+  // The control: proves the test above depends on tcp_migrate_req.
+  enroll(*pod_, FailMode::Closed);
+  EXPECT_EQ(migratedAfterClose(false), 0);
+}
+
 // Load errors name the missing piece (checked before anything privileged is tried).
 TEST(CaptureProgramLoad, PinRootOffBpffsSaysHowToMountOne) {
   auto root = detectCgroup2Root();
