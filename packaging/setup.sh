@@ -13,6 +13,8 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 curl python3 procps
+  # benchmarks (tests/bench)
+  wrk
 )
 
 if [[ $(id -u) -ne 0 ]]; then
