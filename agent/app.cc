@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/capture_plan.h"
 #include "ebpf/loader/cgroup.h"
 #include "proxy/network/socket.h"
 #include "xds/client/file_source.h"
@@ -136,14 +137,16 @@ common::Result<void> App::loadResources() {
     resource_errors_.inc();
     spdlog::error("bound listener not served: {}", e.describe());
   }
-  const auto& captured = published.captured;
-  if (auto ok = capture_->setCapturedDestinations(captured); !ok) {
+  // The virtual listeners' addresses, any-IP ones narrowed by their chains' prefixes.
+  auto plan = planCapture(*snapshot->listeners);
+  const auto& captured = plan.destinations;
+  if (auto ok = capture_->setCapturedDestinations(plan.destinations, plan.prefixes); !ok) {
     return std::unexpected(common::nest("captured destinations", ok.error()));
   }
   config_loaded_ = true;
   spdlog::info("configuration {} loaded: {} listeners, {} clusters, {} captured destinations",
                config_version_.empty() ? "(unversioned)" : config_version_, snapshot->listeners->by_name.size(),
-               snapshot->clusters->by_name.size(), captured.size());
+               snapshot->clusters->by_name.size(), captured.size() + plan.prefixes.size());
   return {};
 }
 

@@ -56,6 +56,14 @@ struct {
 } cv_captured6 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CV_MAX_CAPTURED_PREFIXES);
+	__type(key, struct cv_prefix_key);
+	__type(value, struct cv_captured_value);
+} cv_captured_prefix SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CV_MAX_EXCLUDED_PORTS);
@@ -144,6 +152,12 @@ CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key 
 {
 	(void)env;
 	return bpf_map_lookup_elem(&cv_captured6, key) != 0;
+}
+
+CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
+{
+	(void)env;
+	return bpf_map_lookup_elem(&cv_captured_prefix, key) != 0;
 }
 
 CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key)

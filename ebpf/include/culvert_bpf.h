@@ -83,6 +83,21 @@ struct cv_captured6_key {
 };
 CV_STATIC_ASSERT(sizeof(struct cv_captured6_key) == 20, "cv_captured6_key layout");
 
+/* ---- cv_captured_prefix: LPM_TRIE, a port on a destination prefix ------------
+ * An any-IP virtual listener whose filter chains all name destination prefix ranges
+ * captures only those prefixes (filter_chain_match narrows it). The trie matches port,
+ * family and address as one bit string: prefixlen = CV_PREFIX_KEY_FIXED_BITS + the
+ * range's length. IPv4 uses addr[0]. Value: struct cv_captured_value. */
+struct cv_prefix_key {
+	__u32 prefixlen;
+	__u16 port;   /* network order */
+	__u16 family; /* CV_AF_INET / CV_AF_INET6 */
+	__u32 addr[4];
+};
+CV_STATIC_ASSERT(sizeof(struct cv_prefix_key) == 24, "cv_prefix_key layout");
+#define CV_PREFIX_KEY_FIXED_BITS 32 /* port (16) + family (16) */
+#define CV_MAX_CAPTURED_PREFIXES 16384
+
 /* ---- exclusions: never captured ------------------------------------------------
  * netns_cookie 0 = every pod (bootstrap capture.exclude_*), else that pod only (its
  * enrollment record's exclude_* and its own addresses). Both scopes are looked up. */

@@ -123,11 +123,12 @@ struct MapRef {
 
 // Every map is pinned (not .rodata): the agent's tools and a restarted culvertd find
 // them by name under <pin_root>/v<N>/.
-std::array<MapRef, 11> pinnedMaps(capture_bpf* skel) {
+std::array<MapRef, 12> pinnedMaps(capture_bpf* skel) {
   return {{
       {skel->maps.cv_enrolled, "cv_enrolled"},
       {skel->maps.cv_captured, "cv_captured"},
       {skel->maps.cv_captured6, "cv_captured6"},
+      {skel->maps.cv_captured_prefix, "cv_captured_prefix"},
       {skel->maps.cv_sock_tag, "cv_sock_tag"},
       {skel->maps.cv_sock_dst, "cv_sock_dst"},
       {skel->maps.cv_orig_dst, "cv_orig_dst"},
@@ -348,6 +349,7 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
   self->orig_dst_fd_ = bpf_map__fd(self->skel_->maps.cv_orig_dst);
   self->counters_fd_ = bpf_map__fd(self->skel_->maps.cv_counters);
   self->captured6_fd_ = bpf_map__fd(self->skel_->maps.cv_captured6);
+  self->captured_prefix_fd_ = bpf_map__fd(self->skel_->maps.cv_captured_prefix);
   self->excluded_ports_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_ports);
   self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
   self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
@@ -661,7 +663,27 @@ common::Result<void> replaceKeys(int fd, std::vector<Key> wanted, const char* ma
 
 }  // namespace
 
-common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations) {
+common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+                                                             const std::vector<CapturedPrefix>& prefixes) {
+  std::vector<cv_prefix_key> wanted_prefixes;
+  for (const auto& p : prefixes) {
+    if (p.port == 0) return common::fail("a captured prefix needs a port; nothing was changed", p.range.prefix.ip());
+    if (p.range.prefix.family() != AF_INET && p.range.prefix.family() != AF_INET6) {
+      return common::fail("a captured prefix must be IPv4 or IPv6; nothing was changed");
+    }
+    // The same bits as an exclusion key (host bits zeroed), laid out for this trie.
+    cv_cidr_key c = cidrKey(0, p.range);
+    cv_prefix_key key{};
+    key.port = htons(p.port);
+    key.family = static_cast<uint16_t>(c.family);
+    std::memcpy(key.addr, c.addr, sizeof key.addr);
+    key.prefixlen = CV_PREFIX_KEY_FIXED_BITS + (c.prefixlen - CV_CIDR_KEY_FIXED_BITS);
+    wanted_prefixes.push_back(key);
+  }
+  if (wanted_prefixes.size() > CV_MAX_CAPTURED_PREFIXES) {
+    return common::fail("more than " + std::to_string(CV_MAX_CAPTURED_PREFIXES) +
+                        " captured prefixes; nothing was changed");
+  }
   std::vector<cv_captured_key> wanted4;
   std::vector<cv_captured6_key> wanted6;
   for (const auto& d : destinations) {
@@ -694,7 +716,8 @@ common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<c
                         " captured destinations of one family; nothing was changed");
   }
   if (auto ok = replaceKeys(captured_fd_, std::move(wanted4), "cv_captured", CV_MAX_CAPTURED); !ok) return ok;
-  return replaceKeys(captured6_fd_, std::move(wanted6), "cv_captured6", CV_MAX_CAPTURED);
+  if (auto ok = replaceKeys(captured6_fd_, std::move(wanted6), "cv_captured6", CV_MAX_CAPTURED); !ok) return ok;
+  return replaceKeys(captured_prefix_fd_, std::move(wanted_prefixes), "cv_captured_prefix", CV_MAX_CAPTURED_PREFIXES);
 }
 
 common::Result<void> CaptureProgram::tagSocket(int fd) {

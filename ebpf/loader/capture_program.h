@@ -26,6 +26,13 @@ struct PodCaptureEntry {
   std::vector<common::CidrRange> exclude_cidrs;
 };
 
+// A port on a destination prefix: an any-IP virtual listener narrowed by the
+// destination prefix ranges of its filter chains.
+struct CapturedPrefix {
+  common::CidrRange range;
+  uint16_t port = 0;
+};
+
 // Sums over CPUs of cv_counters (see ebpf/include/culvert_bpf.h for meanings).
 struct Counters {
   uint64_t captured = 0;
@@ -87,8 +94,10 @@ public:
   // Replaces the set of captured destinations: adds the new ones first, then deletes
   // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port
   // ([::]:port) means that port on any non-loopback IPv4 (IPv6) address. An invalid
-  // entry fails the call before any map is touched.
-  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations);
+  // entry fails the call before any map is touched. `prefixes` (cv_captured_prefix)
+  // capture a port on a destination prefix, never loopback.
+  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+                                               const std::vector<CapturedPrefix>& prefixes = {});
 
   // Replaces the node-wide exclusions (bootstrap capture.exclude_ports/exclude_cidrs).
   common::Result<void> setGlobalExclusions(const std::vector<uint16_t>& ports,
@@ -147,6 +156,7 @@ private:
   int orig_dst_fd_ = -1;
   int counters_fd_ = -1;
   int captured6_fd_ = -1;
+  int captured_prefix_fd_ = -1;
   int excluded_ports_fd_ = -1;
   int excluded_cidrs_fd_ = -1;
   int config_fd_ = -1;

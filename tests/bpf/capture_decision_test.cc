@@ -101,7 +101,7 @@ TEST(CaptureDecision, UncapturedDestinationPassesWithoutListenerLookup) {
   auto d = evaluate(env, tcp(), "10.96.0.11", 80);
   EXPECT_EQ(d.verdict, CV_PASS);  // fail closed only concerns captured destinations
   EXPECT_EQ(d.reason, CV_R_NOT_CAPTURED);
-  EXPECT_EQ(env.calls_captured, 2);  // exact, then wildcard
+  EXPECT_EQ(env.calls_captured, 3);  // exact, wildcard, then the prefix trie
   EXPECT_EQ(env.calls_listener, 0);  // the costly lookup only for captured destinations
 }
 
@@ -378,6 +378,42 @@ TEST(CaptureDecision6, OrigDstKeyOfAMappedSocketIsIpv4) {
   EXPECT_EQ(k6.client.port, htons(40003));
   EXPECT_EQ(k6.client.pad, 0);
   EXPECT_EQ(k6.pad, 0u);
+}
+
+cv_prefix_key prefixKey(const char* addr, uint32_t len, uint16_t p) {
+  cv_prefix_key k{};
+  if (std::strchr(addr, ':') != nullptr) {
+    Ip6 a = ip6(addr);
+    std::memcpy(k.addr, a.w, sizeof k.addr);
+    k.family = CV_AF_INET6;
+  } else {
+    k.addr[0] = ip(addr);
+    k.family = CV_AF_INET;
+  }
+  k.port = port(p);
+  k.prefixlen = CV_PREFIX_KEY_FIXED_BITS + len;
+  return k;
+}
+
+TEST(CaptureDecision, PrefixSelectorCapturesThatPortOnThatPrefixOnly) {
+  auto env = capturingPod();
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("10.100.0.0", 16, 443);
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("fd00:100::", 32, 443);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.7.7", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "10.101.7.7", 443).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.7.7", 444).reason, CV_R_NOT_CAPTURED);  // other port
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:100::9", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:10.100.1.1", 443).verdict, CV_REDIRECT);  // mapped = IPv4
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:101::9", 443).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision, PrefixSelectorNeverCapturesLoopback) {
+  auto env = capturingPod();
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("0.0.0.0", 0, 443);
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("::", 0, 443);
+  EXPECT_EQ(evaluate(env, tcp(), "192.0.2.1", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "127.0.0.1", 443).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate6(env, tcp(), "::1", 443).reason, CV_R_NOT_CAPTURED);
 }
 
 TEST(CaptureExclusions, GlobalAndPodPortsAreExcluded) {

@@ -99,6 +99,40 @@ CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key)
 	return 0;
 }
 
+/* The same for cv_prefix_key (port and family first, then the address). */
+static int cvt_prefix_key_match(const struct cv_prefix_key *entry, const struct cv_prefix_key *key)
+{
+	const __u8 *a = (const __u8 *)entry + sizeof(__u32);
+	const __u8 *b = (const __u8 *)key + sizeof(__u32);
+	__u32 bits = entry->prefixlen, i;
+
+	if (bits > key->prefixlen)
+		return 0;
+	for (i = 0; i < bits / 8; i++) {
+		if (a[i] != b[i])
+			return 0;
+	}
+	if (bits % 8) {
+		__u8 mask = (__u8)(0xff << (8 - bits % 8));
+		if ((a[bits / 8] & mask) != (b[bits / 8] & mask))
+			return 0;
+	}
+	return 1;
+}
+
+CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_captured++;
+	for (i = 0; i < e->n_captured_prefixes; i++) {
+		if (cvt_prefix_key_match(&e->captured_prefixes[i], key))
+			return 1;
+	}
+	return 0;
+}
+
 CV_INLINE int cv_shim_listener_live(void *env, __u8 family)
 {
 	struct cvt_env *e = env;

@@ -22,6 +22,8 @@ struct cvt_env {
 	int n_captured;
 	struct cv_captured6_key captured6[CVT_MAX_CAPTURED];
 	int n_captured6;
+	struct cv_prefix_key captured_prefixes[CVT_MAX_CAPTURED];
+	int n_captured_prefixes;
 	struct cv_port_key excluded_ports[CVT_MAX_CAPTURED];
 	int n_excluded_ports;
 	/* CIDRs as full trie keys (prefixlen includes CV_CIDR_KEY_FIXED_BITS). */

@@ -249,7 +249,7 @@ TEST_F(CaptureProgramTest, MapsAndLinksArePinnedUnderTheLayoutVersionAndOutliveT
   EXPECT_FALSE(program_->adoptedPins());
   auto dir = program_->pinDir();
   EXPECT_EQ(dir, bpffs_->pinRoot() / "v2");
-  for (const char* name : {"cv_enrolled", "cv_captured", "cv_captured6", "cv_sock_tag", "cv_sock_dst", "cv_orig_dst",
+  for (const char* name : {"cv_enrolled", "cv_captured", "cv_captured6", "cv_captured_prefix", "cv_sock_tag", "cv_sock_dst", "cv_orig_dst",
                            "cv_excluded_ports", "cv_excluded_cidrs", "cv_config", "cv_counters", "cv_pod_counters",
                            "link_cv_connect4", "link_cv_connect6", "link_cv_getpeername4", "link_cv_getpeername6",
                            "link_cv_sockops"}) {
@@ -392,6 +392,22 @@ TEST_F(CaptureProgramTest, DualStackSocketToMappedVipLandsOnTheIpv4Listener) {
   auto orig = acceptCaptured(listener.get());
   ASSERT_TRUE(orig.has_value());
   EXPECT_EQ(orig->toString(), "10.96.0.10:80");
+}
+
+TEST_F(CaptureProgramTest, APrefixSelectorCapturesOnlyItsPrefixOnThatPort) {
+  CapturedPrefix v4{*common::CidrRange::parse("10.100.0.0", 16), 443};
+  CapturedPrefix v6{*common::CidrRange::parse("fd00:100::", 32), 443};
+  ASSERT_TRUE(program_->setCapturedDestinations({}, {v4, v6}));
+  enroll(*pod_, FailMode::Closed);  // captured + no listener = ECONNREFUSED
+  EXPECT_EQ(connectVip(*pod_, "10.100.3.4", 443).error, ECONNREFUSED);
+  EXPECT_EQ(connectVip(*pod_, "fd00:100::4", 443).error, ECONNREFUSED);
+  EXPECT_EQ(connectVip(*pod_, "10.101.3.4", 443).error, ENETUNREACH);
+  EXPECT_EQ(connectVip(*pod_, "10.100.3.4", 80).error, ENETUNREACH);
+  EXPECT_EQ(connectVip(*pod_, kVip, kVipPort).error, ENETUNREACH);  // the previous set is gone
+  // Replacing the set removes stale prefixes.
+  ASSERT_TRUE(program_->setCapturedDestinations({addr(kVip, kVipPort)}));
+  EXPECT_EQ(connectVip(*pod_, "10.100.3.4", 443).error, ENETUNREACH);
+  EXPECT_EQ(connectVip(*pod_, kVip, kVipPort).error, ECONNREFUSED);
 }
 
 // ---- never captured ---------------------------------------------------------------

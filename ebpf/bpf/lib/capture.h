@@ -21,6 +21,8 @@
  *       1 when key is in cv_captured.
  *   CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key);
  *       1 when key is in cv_captured6.
+ *   CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key);
+ *       1 when a prefix in cv_captured_prefix contains key (longest-prefix lookup).
  *   CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key);
  *       1 when key is in cv_excluded_ports.
  *   CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key);
@@ -168,6 +170,7 @@ CV_INLINE int cv_shim_lookup_enrolled(void *env, __u64 *netns_cookie, struct cv_
 CV_INLINE int cv_shim_own_socket(void *env);
 CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *key);
 CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key);
+CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key);
 CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key);
 CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key);
 CV_INLINE int cv_shim_listener_live(void *env, __u8 family);
@@ -218,11 +221,35 @@ CV_INLINE int cv_is_captured6(void *env, const __u32 *ip6_net, __u16 port_net)
 	return cv_shim_captured6_lookup(env, &key);
 }
 
+/* A port on a destination prefix (an any-IP listener narrowed by its chains' prefix
+ * ranges). Like the wildcard, never for loopback or unspecified destinations. */
+CV_INLINE int cv_is_captured_prefix(void *env, const struct cv_dst *d)
+{
+	struct cv_prefix_key key;
+	int i;
+
+	key.prefixlen = CV_PREFIX_KEY_FIXED_BITS + (d->family == CV_AF_INET ? 32 : 128);
+	key.port = d->port;
+	key.family = d->family;
+	for (i = 0; i < 4; i++)
+		key.addr[i] = d->addr[i];
+	return cv_shim_captured_prefix(env, &key);
+}
+
 CV_INLINE int cv_is_captured(void *env, const struct cv_dst *d)
 {
-	if (d->family == CV_AF_INET)
-		return cv_is_captured4(env, d->addr[0], d->port);
-	return cv_is_captured6(env, d->addr, d->port);
+	if (d->family == CV_AF_INET) {
+		if (cv_is_captured4(env, d->addr[0], d->port))
+			return 1;
+		if (d->addr[0] == 0 || cv_is_loopback4(d->addr[0]))
+			return 0;
+		return cv_is_captured_prefix(env, d);
+	}
+	if (cv_is_captured6(env, d->addr, d->port))
+		return 1;
+	if ((d->addr[0] | d->addr[1] | d->addr[2] | d->addr[3]) == 0 || cv_is_loopback6(d->addr))
+		return 0;
+	return cv_is_captured_prefix(env, d);
 }
 
 /* Excluded for every pod (netns cookie 0) or for this pod: the destination port, a
