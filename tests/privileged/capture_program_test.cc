@@ -618,6 +618,11 @@ TEST_F(CaptureProgramTest, FiftyConcurrentConnectsEachGetTheirOwnDestination) {
   }
   EXPECT_EQ(matched, kN);
   EXPECT_EQ(program_->counters().captured, static_cast<uint64_t>(kN));
+  // Every record was taken on accept: only cv_enrolled and the pod's counters are left,
+  // and unenrolling removes those too.
+  EXPECT_EQ(program_->entriesForNetns(pod_->cookie()), 2u);
+  ASSERT_TRUE(program_->unenrollPod(pod_->cookie()));
+  EXPECT_EQ(program_->entriesForNetns(pod_->cookie()), 0u);
 }
 
 TEST_F(CaptureProgramTest, RapidPortReuseGetsTheNewDestination) {
