@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/capture_plan.h"
 #include "ebpf/loader/cgroup.h"
 #include "proxy/network/socket.h"
 #include "xds/client/file_source.h"
@@ -11,6 +12,24 @@ namespace culvert::agent {
 
 namespace {
 constexpr std::chrono::milliseconds kHealthProbeTimeout{1000};
+}
+
+common::Result<std::string> uninstall(const Bootstrap& bootstrap) {
+  auto removed = ebpf::CaptureProgram::uninstall(bootstrap.bpf.pin_root);
+  if (!removed) return std::unexpected(common::nest("bpf.pin_root", removed.error()));
+  std::string out = *removed;
+  std::error_code ec;
+  const auto& dir = bootstrap.state_dir;
+  if (std::filesystem::is_directory(dir, ec)) {
+    size_t n = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      std::filesystem::remove_all(entry.path(), ec);
+      if (ec) return common::fail("remove " + entry.path().string() + ": " + ec.message(), "state_dir");
+      ++n;
+    }
+    out += "; removed " + std::to_string(n) + " entries of state_dir " + dir.string();
+  }
+  return out;
 }
 
 App::App(Bootstrap bootstrap)
@@ -37,6 +56,14 @@ common::Result<void> App::start() {
   auto capture = ebpf::CaptureProgram::load(capture_options);
   if (!capture) return std::unexpected(capture.error());
   capture_ = std::move(*capture);
+  if (capture_->adoptedPins()) {
+    spdlog::info("re-adopted pinned BPF maps in {} ({} of 5 links swapped to this build's programs)",
+                 capture_->pinDir().string(), capture_->adoptedLinks());
+  }
+  if (!capture_->attachReport().empty()) spdlog::warn("another program shares the connect hook: {}", capture_->attachReport());
+  if (auto ok = capture_->setGlobalExclusions(bootstrap_.capture.exclude_ports, bootstrap_.capture.exclude_cidrs); !ok) {
+    return std::unexpected(common::nest("capture.exclude_ports/exclude_cidrs", ok.error()));
+  }
   spdlog::info("capture attached at cgroup {}, maps pinned in {}", capture_->cgroupPath().string(),
                capture_->pinDir().string());
 
@@ -136,7 +163,7 @@ common::Result<void> App::restorePods() {
   size_t adopted = pods_->adoptUncaptured(bootstrap_.enrollment.socket.parent_path() / "uncaptured");
   auto known = pods_->cookies();
   size_t purged = 0;
-  for (uint64_t cookie : capture_->enrolledCookies()) {
+  for (uint64_t cookie : capture_->enrolledNetnsCookies()) {
     if (known.contains(cookie)) continue;
     if (auto ok = capture_->unenrollPod(cookie); ok) ++purged;
   }
@@ -171,14 +198,16 @@ common::Result<void> App::loadResources() {
     resource_errors_.inc();
     spdlog::error("bound listener not served: {}", e.describe());
   }
-  const auto& captured = published.captured;
-  if (auto ok = capture_->setCapturedDestinations(captured); !ok) {
+  // The virtual listeners' addresses, any-IP ones narrowed by their chains' prefixes.
+  auto plan = planCapture(*snapshot->listeners);
+  const auto& captured = plan.destinations;
+  if (auto ok = capture_->setCapturedDestinations(plan.destinations, plan.prefixes); !ok) {
     return std::unexpected(common::nest("captured destinations", ok.error()));
   }
   config_loaded_ = true;
   spdlog::info("configuration {} loaded: {} listeners, {} clusters, {} captured destinations",
                config_version_.empty() ? "(unversioned)" : config_version_, snapshot->listeners->by_name.size(),
-               snapshot->clusters->by_name.size(), captured.size());
+               snapshot->clusters->by_name.size(), captured.size() + plan.prefixes.size());
   return {};
 }
 
@@ -195,6 +224,7 @@ void App::handleEnrollment(const cni::EnrollmentRequest& request, std::function<
     case cni::EnrollmentOp::List: {
       auto response = cni::EnrollmentResponse::success();
       response.pods = pods_->list();
+      response.extra["capture"] = captureStatus();
       reply(std::move(response));
       return;
     }
@@ -236,7 +266,8 @@ void App::installAdminHandlers() {
 
 std::string App::renderStats(const std::string& tenant) {
   std::string out = stats_.renderPrometheus(tenant);
-  if (!tenant.empty() || !capture_) return out;
+  if (!capture_) return out;
+  if (!tenant.empty()) return out + renderPodCaptureStats(tenant);
   // Node-wide BPF counters, summed over CPUs at scrape time.
   auto c = capture_->counters();
   auto counter = [&](const char* name, const char* help, uint64_t v) {
@@ -247,6 +278,87 @@ std::string App::renderStats(const std::string& tenant) {
   counter("culvert_capture_connect_passthrough_total", "Connects from enrolled pods left untouched", c.passthrough);
   counter("culvert_capture_connect_refused_total", "Connects refused by fail mode closed", c.refused);
   counter("culvert_capture_connect_fail_open_total", "Connects passed by fail mode open", c.fail_open);
+  counter("culvert_capture_connect_excluded_total", "Connects to captured destinations left alone by an exclusion",
+          c.excluded);
+  out += renderPodCaptureStats(std::string());
+  return out;
+}
+
+// {"bypass": bool, "pods": {"<container_id>/<ifname>": "<state>"}} for `culvertctl pods`:
+// "on (IPv4+IPv6)" / "on (IPv4)" when the pod's netns is in cv_enrolled, "bypassed"
+// under the global bypass, "missing from BPF" when its entry is gone (a defect).
+nlohmann::json App::captureStatus() const {
+  nlohmann::json out = nlohmann::json::object();
+  bool bypass = capture_ && capture_->bypass();
+  out["bypass"] = bypass;
+  nlohmann::json pods = nlohmann::json::object();
+  if (pods_ && capture_) {
+    for (const auto& p : pods_->status()) {
+      std::string state;
+      if (!capture_->enrolledPod(p.netns_cookie)) {
+        state = "missing from BPF";
+      } else if (bypass) {
+        state = "bypassed";
+      } else {
+        state = p.ipv6 ? "on (IPv4+IPv6)" : "on (IPv4)";
+      }
+      pods[p.record.container_id + "/" + p.record.ifname] = state;
+    }
+  }
+  out["pods"] = pods;
+  return out;
+}
+
+// Per-pod and per-tenant BPF counters (cv_pod_counters, summed over CPUs at scrape
+// time); `tenant` non-empty limits them to that tenant's pods.
+std::string App::renderPodCaptureStats(const std::string& tenant) {
+  if (!pods_) return {};
+  struct Row {
+    const char* outcome;
+    uint64_t ebpf::Counters::*field;
+  };
+  static constexpr Row kRows[] = {
+      {"captured", &ebpf::Counters::captured},   {"passthrough", &ebpf::Counters::passthrough},
+      {"refused", &ebpf::Counters::refused},     {"fail_open", &ebpf::Counters::fail_open},
+      {"excluded", &ebpf::Counters::excluded},
+  };
+  auto label = [](const std::string& v) {
+    std::string o;
+    for (char ch : v) {
+      if (ch == '\\' || ch == '"') o += '\\';
+      if (ch == '\n') {
+        o += "\\n";
+        continue;
+      }
+      o += ch;
+    }
+    return o;
+  };
+  std::string pod_lines;
+  std::map<std::string, ebpf::Counters> by_tenant;
+  for (const auto& p : pods_->status()) {
+    if (!tenant.empty() && p.tenant != tenant) continue;
+    auto c = capture_->podCounters(p.netns_cookie);
+    auto& t = by_tenant[p.tenant];
+    for (const auto& row : kRows) {
+      t.*row.field += c.*row.field;
+      pod_lines += "culvert_capture_pod_connects_total{namespace=\"" + label(p.record.namespace_) + "\",pod=\"" +
+                   label(p.record.name) + "\",tenant=\"" + label(p.tenant) + "\",outcome=\"" + row.outcome +
+                   "\"} " + std::to_string(c.*row.field) + "\n";
+    }
+  }
+  std::string out =
+      "# HELP culvert_capture_pod_connects_total Connects from an enrolled pod by capture outcome\n"
+      "# TYPE culvert_capture_pod_connects_total counter\n" +
+      pod_lines +
+      "# HELP culvert_capture_tenant_connects_total Connects from a tenant's pods by capture outcome\n"
+      "# TYPE culvert_capture_tenant_connects_total counter\n";
+  for (const auto& [name, c] : by_tenant) {
+    for (const auto& row : kRows) {
+      out += "culvert_capture_tenant_connects_total{tenant=\"" + label(name) + "\",outcome=\"" + row.outcome + "\"} " +
+             std::to_string(c.*row.field) + "\n";
+    }
+  }
   return out;
 }
 
@@ -277,7 +389,9 @@ void App::stop() {
   // to their fail mode only once nothing can serve them any more.
   admin_.reset();
   enrollment_.reset();
-  if (pods_) pods_->unenrollAll();
+  // Pods stay enrolled in BPF (restart safety): until a culvertd re-opens their
+  // listeners their fail mode applies. `culvertd uninstall` removes capture for good.
+  if (pods_) pods_->closeAll();
   if (server_) server_->stop();
   capture_.reset();
   for (auto* s : {&sigterm_, &sigint_, &sighup_}) {

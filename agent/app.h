@@ -1,5 +1,6 @@
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <uv.h>
 
 #include <memory>
@@ -31,6 +32,11 @@ private:
   ebpf::CaptureProgram& capture_;
 };
 
+// `culvertd uninstall`: detaches and unpins every BPF object under bpf.pin_root and
+// removes state_dir's contents (the pod registry, the last-good configuration). Says
+// what it removed.
+common::Result<std::string> uninstall(const Bootstrap& bootstrap);
+
 // culvertd: wires configuration, BPF capture, the workers, enrollment and admin on the
 // main thread. run() returns when SIGTERM or SIGINT stopped it cleanly.
 class App {
@@ -49,6 +55,8 @@ private:
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
+  std::string renderPodCaptureStats(const std::string& tenant);
+  nlohmann::json captureStatus() const;
   std::string configDump() const;
   void startServiceNotifications();
   void stop();

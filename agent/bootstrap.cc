@@ -32,6 +32,24 @@ std::string_view toString(common::LogFormat format) {
   return format == common::LogFormat::Json ? "json" : "text";
 }
 
+Result<common::CidrRange> parseCidrText(std::string_view text) {
+  auto slash = text.find('/');
+  std::string_view ip = text.substr(0, slash);
+  auto addr = common::SocketAddress::parse(ip, 0);
+  if (!addr) return fail("'" + std::string(text) + "' is not an address or CIDR");
+  uint32_t len = addr->isV4() ? 32 : 128;
+  if (slash != std::string_view::npos) {
+    std::string_view rest = text.substr(slash + 1);
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), len);
+    if (rest.empty() || ec != std::errc() || end != rest.data() + rest.size()) {
+      return fail("'" + std::string(text) + "' has a bad prefix length");
+    }
+  }
+  auto cidr = common::CidrRange::parse(ip, len);
+  if (!cidr) return fail("'" + std::string(text) + "': " + cidr.error().message);
+  return *cidr;
+}
+
 namespace {
 
 std::string hostName() {
@@ -158,6 +176,33 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
            b.capture.fail_mode = FailMode::Closed;
          } else {
            return fail("must be open or closed, got '" + *s + "'", where);
+         }
+         return {};
+       }},
+      {"capture.exclude_ports",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         if (n.IsNull()) return {};
+         if (!n.IsSequence()) return fail("expected a list of ports, got " + std::string(kindOf(n)), where);
+         b.capture.exclude_ports.clear();
+         for (size_t i = 0; i < n.size(); ++i) {
+           auto v = readUnsigned(n[i], where + "[" + std::to_string(i) + "]", 1, 65535);
+           if (!v) return std::unexpected(v.error());
+           b.capture.exclude_ports.push_back(static_cast<uint16_t>(*v));
+         }
+         return {};
+       }},
+      {"capture.exclude_cidrs",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         if (n.IsNull()) return {};
+         if (!n.IsSequence()) return fail("expected a list of CIDRs, got " + std::string(kindOf(n)), where);
+         b.capture.exclude_cidrs.clear();
+         for (size_t i = 0; i < n.size(); ++i) {
+           std::string at = where + "[" + std::to_string(i) + "]";
+           auto s = readNonEmpty(n[i], at);
+           if (!s) return std::unexpected(s.error());
+           auto cidr = parseCidrText(*s);
+           if (!cidr) return fail(cidr.error().message, at);
+           b.capture.exclude_cidrs.push_back(*cidr);
          }
          return {};
        }},
@@ -333,6 +378,12 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "port" << YAML::Value << b.capture.port;
   out << YAML::Key << "cgroup" << YAML::Value << YAML::DoubleQuoted << b.capture.cgroup.string();
   out << YAML::Key << "fail_mode" << YAML::Value << std::string(toString(b.capture.fail_mode));
+  out << YAML::Key << "exclude_ports" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (uint16_t port : b.capture.exclude_ports) out << port;
+  out << YAML::EndSeq;
+  out << YAML::Key << "exclude_cidrs" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& c : b.capture.exclude_cidrs) out << c.prefix.ip() + "/" + std::to_string(c.length);
+  out << YAML::EndSeq;
   out << YAML::EndMap;
   out << YAML::Key << "bpf" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "pin_root" << YAML::Value << YAML::DoubleQuoted << b.bpf.pin_root.string();

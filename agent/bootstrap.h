@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "proxy/common/error.h"
 #include "proxy/common/logging.h"
@@ -46,6 +47,10 @@ struct Bootstrap {
     // so the detection is visible as a decision, not baked into the config).
     std::filesystem::path cgroup;
     FailMode fail_mode = FailMode::Open;
+    // Never captured, for every pod: destination ports and prefixes (added to each
+    // pod's own exclude_ports / exclude_cidrs from its enrollment record).
+    std::vector<uint16_t> exclude_ports;
+    std::vector<common::CidrRange> exclude_cidrs;
   } capture;
 
   struct Bpf {
@@ -83,6 +88,8 @@ capture:
   port: 15001
   cgroup: ""
   fail_mode: open
+  exclude_ports: []
+  exclude_cidrs: []
 bpf:
   pin_root: /sys/fs/bpf/culvert
 enrollment:
@@ -93,6 +100,9 @@ log:
   level: info
   format: text
 )";
+
+// "10.0.0.0/8", "fd00::/8"; a bare address is a full-length prefix.
+common::Result<common::CidrRange> parseCidrText(std::string_view text);
 
 // Parses a bootstrap document. Unknown keys, duplicate keys, wrong types and
 // out-of-range values are errors whose Error::where names the key ("capture.port").

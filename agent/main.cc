@@ -15,8 +15,11 @@ namespace {
 
 constexpr std::string_view kUsage = R"(usage: culvertd [--config FILE] [--validate] [--version]
        culvertd install-cni|uninstall-cni [--help | options]
+       culvertd uninstall [--config FILE]
 
   --config FILE   bootstrap YAML (default: the embedded default configuration)
+  uninstall       detach culvert's BPF programs, remove its pins under bpf.pin_root and
+                  its state under state_dir (run with culvertd stopped)
   --validate      check the bootstrap and its resource files, then exit (0 = valid)
   --version       print the version and exit
 )";
@@ -30,9 +33,12 @@ int main(int argc, char** argv) {
   if (argc > 1 && (std::string_view(argv[1]) == "install-cni" || std::string_view(argv[1]) == "uninstall-cni")) {
     return agent::runCniInstallCommand(argc, argv);
   }
+  bool uninstall = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
-    if (arg == "--version") {
+    if (arg == "uninstall" && i == 1) {
+      uninstall = true;
+    } else if (arg == "--version") {
       std::printf("culvertd %s\n", CULVERT_VERSION);
       return 0;
     } else if (arg == "--validate") {
@@ -57,6 +63,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (validate) return agent::validateConfiguration(*bootstrap, stdout, stderr) ? 0 : 1;
+  if (uninstall) {
+    auto done = agent::uninstall(*bootstrap);
+    if (!done) {
+      std::fprintf(stderr, "culvertd uninstall: %s\n", done.error().describe().c_str());
+      return 1;
+    }
+    std::printf("%s\n", done->c_str());
+    return 0;
+  }
 
   if (auto ok = common::setupLogging(bootstrap->log.level, bootstrap->log.format); !ok) {
     std::fprintf(stderr, "culvertd: %s\n", ok.error().describe().c_str());

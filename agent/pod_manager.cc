@@ -80,7 +80,9 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
   }
 
   size_t workers = server_.workerCount();
-  auto listen_address = *common::SocketAddress::parse("127.0.0.1", bootstrap_.capture.port);
+  auto listen4 = *common::SocketAddress::parse("127.0.0.1", bootstrap_.capture.port);
+  auto listen6 = *common::SocketAddress::parse("::1", bootstrap_.capture.port);
+  bool have_v6 = false;
   auto sockets = inNetns(netns.get(), [&]() -> common::Result<std::vector<network::FileDescriptor>> {
     // With tcp_migrate_req a closing member of the reuseport group hands its queued
     // connections to the others instead of resetting them.
@@ -88,22 +90,33 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
       if (::write(fd, "1", 1) != 1) spdlog::warn("pod {}/{}: cannot set tcp_migrate_req", record.namespace_, record.name);
       ::close(fd);
     }
+    // One reuseport group per family: workers sockets on 127.0.0.1 (IPv4 and
+    // IPv4-mapped connects), then workers sockets on [::1] (IPv6 connects).
     std::vector<network::FileDescriptor> fds;
-    for (size_t i = 0; i < workers; ++i) {
-      auto fd = network::createListenSocket(listen_address, kListenBacklog, true);
-      if (!fd) {
-        if (fd.error().message.starts_with("bind: Address already in use")) {
-          return common::fail("capture port " + std::to_string(bootstrap_.capture.port) +
-                                  " is taken in the pod by another program; culvert cannot capture this pod",
-                              "capture.port");
+    for (const auto* address : {&listen4, &listen6}) {
+      bool v6 = address == &listen6;
+      for (size_t i = 0; i < workers; ++i) {
+        auto fd = network::createListenSocket(*address, kListenBacklog, true);
+        if (!fd) {
+          const auto& m = fd.error().message;
+          if (m.starts_with("bind: Address already in use")) {
+            return common::fail("capture port " + std::to_string(bootstrap_.capture.port) + " on " +
+                                    address->ip() +
+                                    " is taken in the pod by another program; culvert cannot capture this pod",
+                                "capture.port");
+          }
+          if (v6 && i == 0 && (m.starts_with("bind: Cannot assign") || m.starts_with("socket: Address family"))) {
+            // IPv6 is off in this pod: nothing there can connect over IPv6 either.
+            spdlog::info("pod {}/{}: no ::1, IPv4 capture only", record.namespace_, record.name);
+            break;
+          }
+          if (m.starts_with("bind: Cannot assign")) return common::fail("the pod's loopback interface is down", "netns_path");
+          return std::unexpected(fd.error());
         }
-        if (fd.error().message.starts_with("bind: Cannot assign")) {
-          return common::fail("the pod's loopback interface is down", "netns_path");
-        }
-        return std::unexpected(fd.error());
+        if (auto tagged = capture_.tagSocket(fd->get()); !tagged) return std::unexpected(tagged.error());
+        fds.push_back(std::move(*fd));
+        if (v6) have_v6 = true;
       }
-      if (auto tagged = capture_.tagSocket(fd->get()); !tagged) return std::unexpected(tagged.error());
-      fds.push_back(std::move(*fd));
     }
     return fds;
   });
@@ -113,6 +126,22 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
   if (cookie == 0) return common::fail("cannot read the pod's netns cookie", "netns_path");
   auto fail_mode = bootstrap_.capture.fail_mode == FailMode::Closed ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
   if (record.fail_mode) fail_mode = *record.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+  // Never captured for this pod: its record's exclusions and its own addresses (the
+  // bootstrap's exclusions apply to every pod through the global entries).
+  ebpf::PodCaptureEntry entry;
+  entry.fail_mode = fail_mode;
+  entry.exclude_ports = record.exclude_ports;
+  for (size_t i = 0; i < record.exclude_cidrs.size(); ++i) {
+    auto cidr = parseCidrText(record.exclude_cidrs[i]);
+    if (!cidr) return common::fail(cidr.error().message, "exclude_cidrs[" + std::to_string(i) + "]");
+    entry.exclude_cidrs.push_back(*cidr);
+  }
+  for (size_t i = 0; i < record.ips.size(); ++i) {
+    auto ip = parseCidrText(record.ips[i]);
+    if (!ip) return common::fail(ip.error().message, "ips[" + std::to_string(i) + "]");
+    ip->length = ip->prefix.isV4() ? 32 : 128;  // the pod's own address, whatever its subnet
+    entry.exclude_cidrs.push_back(*ip);
+  }
 
   auto pod = std::make_shared<server::Pod>();
   pod->id = cookie;
@@ -125,19 +154,21 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
   // Workers first, then BPF: capture starts only once a worker accepts on the group
   // (before that, connects queue in the listen backlog, which is just as good).
   server_.addPod(pod, std::move(*sockets));
-  if (auto ok = capture_.enrollPod(cookie, {pod->tenant->id, fail_mode}); !ok) {
+  entry.tenant_id = pod->tenant->id;
+  if (auto ok = capture_.enrollPod(cookie, entry); !ok) {
     server_.removePod(cookie);
     return ok;
   }
-  pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino};
+  pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino, have_v6};
   enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
   // Persisted before the answer: a pod the runtime was told is captured survives a crash.
   if (auto saved = persist(); !saved) {
     remove(pods_.find(key));
     return std::unexpected(common::nest("state_dir", saved.error()));
   }
-  spdlog::info("enrolled pod {}/{} ({} {}, netns cookie {}, tenant {})", record.namespace_, record.name,
-               record.container_id, record.ifname, cookie, pod->tenant->name);
+  spdlog::info("enrolled pod {}/{} ({} {}, netns cookie {}, tenant {}, {})", record.namespace_, record.name,
+               record.container_id, record.ifname, cookie, pod->tenant->name,
+               have_v6 ? "IPv4 + IPv6" : "IPv4 only");
   return {};
 }
 
@@ -189,10 +220,16 @@ std::vector<cni::EnrollmentRecord> PodManager::list() const {
   return out;
 }
 
-void PodManager::unenrollAll() {
-  batch_ = true;  // the registry keeps the pods for the next start
-  while (!pods_.empty()) remove(pods_.begin());
-  batch_ = false;
+std::vector<PodManager::PodStatus> PodManager::status() const {
+  std::vector<PodStatus> out;
+  for (const auto& [key, e] : pods_) out.push_back({e.record, e.pod->id, e.pod->tenant->name, e.ipv6});
+  return out;
+}
+
+void PodManager::closeAll() {
+  for (const auto& [key, e] : pods_) server_.removePod(e.pod->id);
+  pods_.clear();
+  enrolled_gauge_.set(0);
 }
 
 common::Result<PodManager::RestoreReport> PodManager::restore() {

@@ -34,10 +34,20 @@ public:
   common::Result<void> unenrollByKey(const std::string& container_id, const std::string& ifname);
   common::Result<void> unenrollByNetns(const std::string& netns_path);
   std::vector<cni::EnrollmentRecord> list() const;
+  // Each enrolled pod with its netns cookie and tenant (for per-pod capture stats and
+  // `culvertctl pods`).
+  struct PodStatus {
+    cni::EnrollmentRecord record;
+    uint64_t netns_cookie = 0;
+    std::string tenant;
+    bool ipv6 = false;  // an in-pod listener group on [::1] too
+  };
+  std::vector<PodStatus> status() const;
   size_t size() const { return pods_.size(); }
-  // Shutdown: releases every pod but keeps the registry, so the next start re-enrolls
-  // the pods that are still alive.
-  void unenrollAll();
+  // Stops serving every pod (their listeners close) but leaves their BPF enrollment and
+  // the registry: what culvertd does on SIGTERM, so a restarted culvertd loses no
+  // enrollment and re-enrolls the pods still alive.
+  void closeAll();
 
   // The on-disk registry (agent/registry.h): every enroll/unenroll is persisted before it
   // is answered. Without one (tests), nothing is persisted.
@@ -60,6 +70,7 @@ private:
     std::shared_ptr<server::Pod> pod;
     dev_t netns_dev = 0;
     ino_t netns_ino = 0;
+    bool ipv6 = false;
   };
   using Key = std::pair<std::string, std::string>;  // (container_id, ifname)
 

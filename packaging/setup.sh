@@ -17,6 +17,8 @@ PACKAGES=(
   debootstrap python3-yaml systemd dpkg-dev
   # CNI chain tests: bridge + host-local as the primary plugin (in /usr/lib/cni)
   containernetworking-plugins
+  # benchmarks (tests/bench)
+  wrk
 )
 
 if [[ $(id -u) -ne 0 ]]; then

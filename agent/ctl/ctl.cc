@@ -11,6 +11,7 @@
 
 #include "agent/bootstrap.h"
 #include "cni/protocol/client.h"
+#include "ebpf/loader/capture_program.h"
 
 namespace culvert::agent {
 
@@ -66,6 +67,7 @@ const std::map<std::string, std::vector<std::string>, std::less<>>& subcommandOp
         "--pod-uid", "--exclude-port", "--exclude-cidr"}},
       {"unenroll", {"--container-id", "--ifname", "--netns"}},
       {"pods", {"--json"}},
+      {"capture", {}},
   };
   return options;
 }
@@ -78,12 +80,24 @@ std::string joined(const std::vector<std::string>& items, std::string_view sep) 
   return out;
 }
 
-void printPods(const std::vector<cni::EnrollmentRecord>& pods, std::ostream& out) {
+// The CAPTURE column: culvertd reports each pod's capture state in the list response's
+// "capture" object (keyed "<container_id>/<ifname>"); "-" from a culvertd that does not.
+std::string captureState(const nlohmann::json& extra, const cni::EnrollmentRecord& p) {
+  auto capture = extra.find("capture");
+  if (capture == extra.end() || !capture->is_object()) return "-";
+  auto pods = capture->find("pods");
+  if (pods == capture->end() || !pods->is_object()) return "-";
+  auto it = pods->find(p.container_id + "/" + p.ifname);
+  if (it == pods->end() || !it->is_string()) return "-";
+  return it->get<std::string>();
+}
+
+void printPods(const std::vector<cni::EnrollmentRecord>& pods, const nlohmann::json& extra, std::ostream& out) {
   std::vector<std::vector<std::string>> rows = {
-      {"NAMESPACE", "NAME", "CONTAINER_ID", "IFNAME", "IPS", "TENANT", "FAIL_MODE", "NETNS"}};
+      {"NAMESPACE", "NAME", "CONTAINER_ID", "IFNAME", "IPS", "TENANT", "FAIL_MODE", "CAPTURE", "NETNS"}};
   for (const auto& p : pods) {
     rows.push_back({p.namespace_, p.name, p.container_id, p.ifname, p.ips.empty() ? "-" : joined(p.ips, ","),
-                    p.tenant.value_or("-"), p.fail_mode.value_or("-"), p.netns_path});
+                    p.tenant.value_or("-"), p.fail_mode.value_or("-"), captureState(extra, p), p.netns_path});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& row : rows) {
@@ -114,7 +128,10 @@ commands:
   unenroll --container-id ID [--ifname IF] | --netns PATH
       stop capturing a pod
   pods [--json]
-      list enrolled pods
+      list enrolled pods and their capture state
+  capture off|on|status
+      global capture bypass (off = every connect untouched), written straight into
+      the pinned BPF map under the bootstrap's bpf.pin_root: works while culvertd is down
 
 global options:
   --config FILE      bootstrap to read enrollment.socket from (default: the embedded one)
@@ -145,9 +162,16 @@ Result<CtlCommand> parseCtlArgs(std::span<const std::string> args) {
       return cmd;
     }
     if (!arg.starts_with("-")) {
+      if (subcommand == "capture" && cmd.capture_action.empty()) {
+        if (arg != "on" && arg != "off" && arg != "status") {
+          return fail("capture takes on, off or status, got '" + std::string(arg) + "'");
+        }
+        cmd.capture_action = arg;
+        continue;
+      }
       if (!subcommand.empty()) return fail("unexpected argument '" + std::string(arg) + "'");
       if (!subcommandOptions().contains(arg)) {
-        return fail("unknown command '" + std::string(arg) + "' (expected enroll, unenroll or pods)");
+        return fail("unknown command '" + std::string(arg) + "' (expected enroll, unenroll, pods or capture)");
       }
       subcommand = arg;
       continue;
@@ -185,7 +209,7 @@ Result<CtlCommand> parseCtlArgs(std::span<const std::string> args) {
     values.erase(values.find(flag));
   }
 
-  if (subcommand.empty()) return fail("no command given (expected enroll, unenroll or pods)");
+  if (subcommand.empty()) return fail("no command given (expected enroll, unenroll, pods or capture)");
   const auto& allowed = subcommandOptions().at(subcommand);
   for (const auto& [flag, list] : values) {
     if (std::find(allowed.begin(), allowed.end(), flag) == allowed.end()) {
@@ -245,6 +269,9 @@ Result<CtlCommand> parseCtlArgs(std::span<const std::string> args) {
     if (auto ok = cni::requestFromJson(cni::toJson(cmd.request)); !ok) {
       return fail(flagFor(ok.error().where) + ": " + ok.error().message);
     }
+  } else if (subcommand == "capture") {
+    cmd.kind = CtlCommand::Kind::Capture;
+    if (cmd.capture_action.empty()) return fail("capture needs on, off or status");
   } else {
     cmd.kind = CtlCommand::Kind::Pods;
     cmd.json = values.contains("--json");
@@ -265,6 +292,29 @@ int runCtl(std::span<const std::string> args, std::ostream& out, std::ostream& e
   }
   if (cmd->kind == CtlCommand::Kind::Version) {
     out << "culvertctl " << CULVERT_VERSION << "\n";
+    return 0;
+  }
+
+  if (cmd->kind == CtlCommand::Kind::Capture) {
+    auto bootstrap = cmd->config ? loadBootstrapFile(*cmd->config) : Result<Bootstrap>(embeddedDefaultBootstrap());
+    if (!bootstrap) {
+      err << "culvertctl: " << bootstrap.error().describe() << "\n";
+      return 1;
+    }
+    const auto& root = bootstrap->bpf.pin_root;
+    if (cmd->capture_action != "status") {
+      bool bypass = cmd->capture_action == "off";
+      if (auto ok = ebpf::CaptureProgram::setPinnedBypass(root, bypass); !ok) {
+        err << "culvertctl: " << ok.error().describe() << "\n";
+        return 1;
+      }
+    }
+    auto bypass = ebpf::CaptureProgram::pinnedBypass(root);
+    if (!bypass) {
+      err << "culvertctl: " << bypass.error().describe() << "\n";
+      return 1;
+    }
+    out << "capture " << (*bypass ? "off (global bypass: every connect untouched)" : "on") << "\n";
     return 0;
   }
 
@@ -312,7 +362,7 @@ int runCtl(std::span<const std::string> args, std::ostream& out, std::ostream& e
         for (const auto& p : pods) list.push_back(cni::toJson(p));
         out << list.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
       } else {
-        printPods(pods, out);
+        printPods(pods, response->extra, out);
       }
       break;
     }

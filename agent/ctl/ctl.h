@@ -15,7 +15,7 @@ namespace culvert::agent {
 // A parsed culvertctl command line. Kept apart from running it so parsing is testable
 // without a daemon.
 struct CtlCommand {
-  enum class Kind { Help, Version, Enroll, Unenroll, Pods };
+  enum class Kind { Help, Version, Enroll, Unenroll, Pods, Capture };
 
   Kind kind = Kind::Help;
   std::optional<std::filesystem::path> config;  // --config: bootstrap to read enrollment.socket from
@@ -24,6 +24,7 @@ struct CtlCommand {
   bool json = false;                            // pods --json
   cni::EnrollmentRequest request;               // Enroll / Unenroll / Pods
   bool generated_container_id = false;
+  std::string capture_action;                   // capture: "on" | "off" | "status"
 };
 
 // `args` excludes argv[0]. Errors are phrased for the person at the terminal.

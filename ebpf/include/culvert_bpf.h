@@ -20,7 +20,7 @@
 #define CV_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define CV_LAYOUT_VERSION 1
+#define CV_LAYOUT_VERSION 2
 
 /* Address families as the kernel numbers them (AF_INET/AF_INET6), without pulling
  * socket headers into BPF code. */
@@ -30,12 +30,10 @@
 /* Default in-pod listener port (tunable cv_capture_port overrides it before load). */
 #define CV_DEFAULT_CAPTURE_PORT 15001
 
-/* Map capacities. LRU maps are preallocated (about 100 bytes an entry) and evict the
- * records of connections that were never accepted; a pending record lives only from
- * connect() to the SYN. */
+/* Map capacities. cv_orig_dst is an LRU (preallocated, about 100 bytes an entry); its
+ * entries are deleted on accept or when the client socket closes, the LRU is a backstop. */
 #define CV_MAX_ENROLLED 16384
 #define CV_MAX_CAPTURED 65536
-#define CV_MAX_PENDING 16384
 #define CV_MAX_ORIG_DST 65536
 
 /* ---- cv_enrolled: HASH, key = __u64 netns cookie ------------------------------ */
@@ -74,6 +72,66 @@ CV_STATIC_ASSERT(sizeof(struct cv_captured_value) == 4, "cv_captured_value layou
  * kind of listener that counts as live. */
 #define CV_SOCK_TAG_CULVERT 0x1u
 
+/* ---- cv_captured6: HASH, IPv6 capture selectors ---------------------------------
+ * ip6 all zero means "this port on any IPv6 address" (a [::]:port virtual listener).
+ * IPv4-mapped destinations (::ffff:a.b.c.d from a dual-stack socket) are looked up in
+ * cv_captured as the IPv4 address they are. */
+struct cv_captured6_key {
+	__u32 ip6[4]; /* network order */
+	__u16 port;   /* network order */
+	__u16 pad;    /* 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_captured6_key) == 20, "cv_captured6_key layout");
+
+/* ---- cv_captured_prefix: LPM_TRIE, a port on a destination prefix ------------
+ * An any-IP virtual listener whose filter chains all name destination prefix ranges
+ * captures only those prefixes (filter_chain_match narrows it). The trie matches port,
+ * family and address as one bit string: prefixlen = CV_PREFIX_KEY_FIXED_BITS + the
+ * range's length. IPv4 uses addr[0]. Value: struct cv_captured_value. */
+struct cv_prefix_key {
+	__u32 prefixlen;
+	__u16 port;   /* network order */
+	__u16 family; /* CV_AF_INET / CV_AF_INET6 */
+	__u32 addr[4];
+};
+CV_STATIC_ASSERT(sizeof(struct cv_prefix_key) == 24, "cv_prefix_key layout");
+#define CV_PREFIX_KEY_FIXED_BITS 32 /* port (16) + family (16) */
+#define CV_MAX_CAPTURED_PREFIXES 16384
+
+/* ---- exclusions: never captured ------------------------------------------------
+ * netns_cookie 0 = every pod (bootstrap capture.exclude_*), else that pod only (its
+ * enrollment record's exclude_* and its own addresses). Both scopes are looked up. */
+
+/* cv_excluded_ports: HASH, value struct cv_captured_value (flags, 0). Destination port. */
+struct cv_port_key {
+	__u64 netns_cookie;
+	__u16 port; /* network order */
+	__u16 pad;  /* 0 */
+	__u32 pad2; /* 0 */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_port_key) == 16, "cv_port_key layout");
+
+/* cv_excluded_cidrs: LPM_TRIE, value struct cv_captured_value. The trie matches
+ * family, cookie and address as one bit string: prefixlen = CV_CIDR_KEY_FIXED_BITS +
+ * the CIDR's length. IPv4 uses addr[0]. */
+struct cv_cidr_key {
+	__u32 prefixlen;
+	__u32 family; /* CV_AF_INET / CV_AF_INET6 */
+	__u64 netns_cookie;
+	__u32 addr[4]; /* network order */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_cidr_key) == 32, "cv_cidr_key layout");
+#define CV_CIDR_KEY_FIXED_BITS 96 /* family (32) + netns cookie (64) */
+#define CV_MAX_EXCLUDED_PORTS 16384
+#define CV_MAX_EXCLUDED_CIDRS 65536
+
+/* ---- cv_config: ARRAY, one entry (key 0), written by user space ----------------- */
+struct cv_config {
+	__u32 bypass; /* 1: `culvertctl capture off`: every connect untouched */
+	__u32 pad;
+};
+CV_STATIC_ASSERT(sizeof(struct cv_config) == 8, "cv_config layout");
+
 /* ---- original destination records ----------------------------------------------
  * Family-tagged so IPv4 and IPv6 share the maps and user space has one lookup path.
  * IPv4 uses addr[0]; addr[1..3] are 0. */
@@ -85,8 +143,11 @@ struct cv_addr {
 };
 CV_STATIC_ASSERT(sizeof(struct cv_addr) == 20, "cv_addr layout");
 
-/* cv_orig_dst_by_cookie: LRU_HASH, key = __u64 socket cookie. Written by connect4/6
- * (the source port is still 0 there), moved to cv_orig_dst by sock_ops. */
+/* cv_sock_dst: SK_STORAGE on the app's connecting socket. Written by connect4/6 (the
+ * source port is still 0 there); sock_ops copies it to cv_orig_dst once the port is
+ * bound and deletes that copy when the socket closes; getpeername4/6 report it to the
+ * app. Lives and dies with the socket, so it never leaks. A destination reached via an
+ * IPv4-mapped IPv6 address is stored as IPv4. */
 struct cv_pending_dst {
 	struct cv_addr orig_dst;
 	__u32 pad;
@@ -114,6 +175,6 @@ struct cv_counters {
 	__u64 record_failed;  /* could not record the original destination */
 	__u64 rekeyed;        /* sock_ops moved a record to cv_orig_dst */
 	__u64 rekey_failed;   /* sock_ops could not write cv_orig_dst */
-	__u64 reserved;
+	__u64 excluded;       /* enrolled, captured destination, but excluded port/CIDR/own address */
 };
 CV_STATIC_ASSERT(sizeof(struct cv_counters) == 64, "cv_counters layout");

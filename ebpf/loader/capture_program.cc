@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/magic.h>
 #include <sys/socket.h>
 #include <sys/vfs.h>
@@ -64,7 +65,120 @@ std::string lastLines(const char* log, size_t max_chars) {
   return s;
 }
 
+// The cgroup's id (what bpf_link_info reports): the kernfs id from its file handle.
+uint64_t cgroupId(const std::filesystem::path& path) {
+  alignas(file_handle) std::array<unsigned char, sizeof(file_handle) + sizeof(uint64_t)> buf{};
+  auto* fh = reinterpret_cast<file_handle*>(buf.data());
+  fh->handle_bytes = sizeof(uint64_t);
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), fh, &mount_id, 0) != 0) return 0;
+  uint64_t id = 0;
+  std::memcpy(&id, buf.data() + sizeof(file_handle), sizeof id);
+  return id;
+}
+
+std::string progName(uint32_t id) {
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return "?";
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  std::string name = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? std::string(info.name) : "?";
+  close(fd);
+  return name;
+}
+
+uint32_t progId(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
+// The programs that run for `type` on this cgroup, in the order they run (the
+// effective list: this cgroup's own, then its ancestors'). Empty when culvert's is the
+// only one.
+std::string attachOrder(int cg_fd, bpf_attach_type type, const char* hook, int our_prog_fd) {
+  std::array<uint32_t, 64> ids{};
+  uint32_t count = ids.size();
+  uint32_t flags = 0;
+  if (bpf_prog_query(cg_fd, type, BPF_F_QUERY_EFFECTIVE, &flags, ids.data(), &count) != 0 || count <= 1) return {};
+  uint32_t ours = progId(our_prog_fd);
+  std::string out = std::string(hook) + " runs " + std::to_string(count) + " programs here, in this order:";
+  for (uint32_t i = 0; i < count; ++i) {
+    out += " " + std::to_string(i + 1) + ". " + progName(ids[i]) + " (id " + std::to_string(ids[i]) + ")" +
+           (ids[i] == ours ? " [culvert]" : "");
+  }
+  out += "; a program before culvert's sees the original destination, one after it sees the rewritten "
+         "in-pod listener address (Cilium's socket LB must not translate it)";
+  return out;
+}
+
 }  // namespace
+
+namespace {
+
+struct MapRef {
+  bpf_map* map;
+  const char* name;  // also the pin's file name
+};
+
+// Every map is pinned (not .rodata): the agent's tools and a restarted culvertd find
+// them by name under <pin_root>/v<N>/.
+std::array<MapRef, 12> pinnedMaps(capture_bpf* skel) {
+  return {{
+      {skel->maps.cv_enrolled, "cv_enrolled"},
+      {skel->maps.cv_captured, "cv_captured"},
+      {skel->maps.cv_captured6, "cv_captured6"},
+      {skel->maps.cv_captured_prefix, "cv_captured_prefix"},
+      {skel->maps.cv_sock_tag, "cv_sock_tag"},
+      {skel->maps.cv_sock_dst, "cv_sock_dst"},
+      {skel->maps.cv_orig_dst, "cv_orig_dst"},
+      {skel->maps.cv_excluded_ports, "cv_excluded_ports"},
+      {skel->maps.cv_excluded_cidrs, "cv_excluded_cidrs"},
+      {skel->maps.cv_config, "cv_config"},
+      {skel->maps.cv_counters, "cv_counters"},
+      {skel->maps.cv_pod_counters, "cv_pod_counters"},
+  }};
+}
+
+}  // namespace
+
+std::vector<std::string> CaptureProgram::missingKernelFeatures() {
+  std::vector<std::string> missing;
+  struct {
+    bpf_prog_type type;
+    const char* name;
+  } progs[] = {{BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "BPF_PROG_TYPE_CGROUP_SOCK_ADDR (cgroup/connect4|6)"},
+               {BPF_PROG_TYPE_SOCK_OPS, "BPF_PROG_TYPE_SOCK_OPS"}};
+  for (const auto& p : progs) {
+    if (libbpf_probe_bpf_prog_type(p.type, nullptr) != 1) missing.push_back(p.name);
+  }
+  struct {
+    bpf_map_type type;
+    const char* name;
+  } maps[] = {{BPF_MAP_TYPE_SK_STORAGE, "BPF_MAP_TYPE_SK_STORAGE"},
+              {BPF_MAP_TYPE_LPM_TRIE, "BPF_MAP_TYPE_LPM_TRIE"},
+              {BPF_MAP_TYPE_LRU_HASH, "BPF_MAP_TYPE_LRU_HASH"},
+              {BPF_MAP_TYPE_PERCPU_HASH, "BPF_MAP_TYPE_PERCPU_HASH"}};
+  for (const auto& m : maps) {
+    if (libbpf_probe_bpf_map_type(m.type, nullptr) != 1) missing.push_back(m.name);
+  }
+  struct {
+    bpf_prog_type type;
+    bpf_func_id helper;
+    const char* name;
+  } helpers[] = {
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_lookup_tcp, "bpf_sk_lookup_tcp in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_netns_cookie, "bpf_get_netns_cookie in cgroup/connect"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, "bpf_set_retval in cgroup/connect (Linux 5.18)"},
+      {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get in sock_ops"},
+      {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sock_ops_cb_flags_set, "bpf_sock_ops_cb_flags_set in sock_ops"},
+  };
+  for (const auto& h : helpers) {
+    if (libbpf_probe_bpf_helper(h.type, h.helper, nullptr) != 1) missing.push_back(h.name);
+  }
+  return missing;
+}
 
 common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Options& options) {
   // Preconditions first, so the error names the missing piece rather than a libbpf errno.
@@ -90,10 +204,36 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
                         options.pin_root.string());
   }
 
+  if (auto missing = missingKernelFeatures(); !missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    return common::fail("the kernel lacks what culvert's capture needs: " + list +
+                        " (culvert needs Linux >= 5.18 with BPF cgroup hooks, sk_storage and LPM tries)");
+  }
+
   std::unique_ptr<CaptureProgram> self(new CaptureProgram());
   self->cgroup_path_ = options.cgroup_path;
   self->pin_dir_ = options.pin_root / ("v" + std::to_string(CV_LAYOUT_VERSION));
   self->capture_port_ = options.capture_port;
+
+  // Pins of another layout version: refuse rather than run beside them (both would
+  // capture, with maps the other cannot read).
+  {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options.pin_root, ec)) {
+      auto name = entry.path().filename().string();
+      if (name.size() < 2 || name[0] != 'v' || name.find_first_not_of("0123456789", 1) != std::string::npos) continue;
+      if (entry.path() == self->pin_dir_ || std::filesystem::is_empty(entry.path(), ec)) continue;
+      return common::fail("holds pins of BPF layout version " + name.substr(1) + " but this culvertd uses layout " +
+                              std::to_string(CV_LAYOUT_VERSION) +
+                              ": run `culvertd uninstall` (with the culvertd that made them, or this one) first",
+                          options.pin_root.string());
+    }
+  }
+  std::error_code mk;
+  std::filesystem::create_directories(self->pin_dir_, mk);
+  if (mk) return common::fail("create pin directory: " + mk.message(), self->pin_dir_.string());
+  self->adopted_ = std::filesystem::exists(self->pin_dir_ / "cv_enrolled");
 
   // The verifier log is only filled on failure (log_level 0 retries with logging).
   static constexpr size_t kLogSize = 64 * 1024;
@@ -111,10 +251,22 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
     return common::fail("open the compiled-in BPF object: " + errnoName(err));
   }
   self->skel_->rodata->cv_capture_port = options.capture_port;
+  // Maps are pinned by libbpf at load: an existing pin is reused (a restarted culvertd
+  // keeps every enrollment, captured destination and socket tag), a missing one made.
+  for (const auto& m : pinnedMaps(self->skel_)) {
+    auto path = self->pin_dir_ / m.name;
+    if (int ret = bpf_map__set_pin_path(m.map, path.c_str()); ret != 0) {
+      return common::fail("set pin path: " + errnoName(libbpfErr(ret)), path.string());
+    }
+  }
 
   if (int ret = capture_bpf__load(self->skel_); ret != 0) {
     int err = libbpfErr(ret);
     std::string msg = "load BPF programs: " + errnoName(err) + privilegeHint(err);
+    if (self->adopted_ && err == EINVAL) {
+      msg += " — the maps pinned in " + self->pin_dir_.string() +
+             " do not match this build's (a layout change without a version bump?); `culvertd uninstall` removes them";
+    }
     if (err != EPERM && err != EACCES) {
       msg += " — the verifier rejected a program or the kernel lacks a helper (culvert needs Linux >= 5.18)";
     }
@@ -127,17 +279,53 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
     int err = errno;
     return common::fail("open cgroup: " + errnoName(err) + privilegeHint(err), options.cgroup_path.string());
   }
+  uint64_t cgroup_id = cgroupId(options.cgroup_path);
   // Links (not legacy prog attach): several culvertd instances or tests can attach to
-  // the same or nested cgroups, and closing the link detaches exactly this one.
+  // the same or nested cgroups, and each link is exactly one attachment. Pinned, so
+  // they outlive the process: a restarted culvertd swaps its new program into the
+  // pinned link (bpf_link_update) instead of attaching a second one.
   struct {
     bpf_program* prog;
     bpf_link** link;
     const char* name;
+    bpf_attach_type type;
   } attachments[] = {
-      {self->skel_->progs.cv_connect4, &self->skel_->links.cv_connect4, "cgroup/connect4"},
-      {self->skel_->progs.cv_sockops, &self->skel_->links.cv_sockops, "sockops"},
+      {self->skel_->progs.cv_connect4, &self->skel_->links.cv_connect4, "cgroup/connect4", BPF_CGROUP_INET4_CONNECT},
+      {self->skel_->progs.cv_connect6, &self->skel_->links.cv_connect6, "cgroup/connect6", BPF_CGROUP_INET6_CONNECT},
+      {self->skel_->progs.cv_getpeername4, &self->skel_->links.cv_getpeername4, "cgroup/getpeername4",
+       BPF_CGROUP_INET4_GETPEERNAME},
+      {self->skel_->progs.cv_getpeername6, &self->skel_->links.cv_getpeername6, "cgroup/getpeername6",
+       BPF_CGROUP_INET6_GETPEERNAME},
+      {self->skel_->progs.cv_sockops, &self->skel_->links.cv_sockops, "sockops", BPF_CGROUP_SOCK_OPS},
   };
   for (auto& a : attachments) {
+    std::string pin_name = std::string("link_") + bpf_program__name(a.prog);
+    auto link_path = self->pin_dir_ / pin_name;
+    if (std::filesystem::exists(link_path)) {
+      errno = 0;
+      bpf_link* old = bpf_link__open(link_path.c_str());
+      bool reused = false;
+      if (old != nullptr) {
+        bpf_link_info info{};
+        uint32_t len = sizeof info;
+        bool same = bpf_obj_get_info_by_fd(bpf_link__fd(old), &info, &len) == 0 &&
+                    info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cgroup_id &&
+                    info.cgroup.attach_type == static_cast<uint32_t>(a.type);
+        if (same && bpf_link__update_program(old, a.prog) == 0) {
+          *a.link = old;
+          reused = true;
+        } else {
+          // Attached elsewhere (capture.cgroup changed) or defunct: detach it.
+          bpf_link__detach(old);
+          bpf_link__destroy(old);
+        }
+      }
+      if (reused) {
+        self->adopted_links_++;
+        continue;
+      }
+      unlink(link_path.c_str());
+    }
     errno = 0;
     *a.link = bpf_program__attach_cgroup(a.prog, cg_fd);
     if (*a.link == nullptr) {
@@ -146,7 +334,13 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
       return common::fail(std::string("attach ") + a.name + " to " + options.cgroup_path.string() + ": " +
                           errnoName(err) + privilegeHint(err));
     }
+    if (int ret = bpf_link__pin(*a.link, link_path.c_str()); ret != 0) {
+      close(cg_fd);
+      return common::fail(std::string("pin link: ") + errnoName(libbpfErr(ret)), link_path.string());
+    }
   }
+  self->attach_report_ = attachOrder(cg_fd, BPF_CGROUP_INET4_CONNECT, "cgroup/connect4",
+                                     bpf_program__fd(self->skel_->progs.cv_connect4));
   close(cg_fd);
 
   self->enrolled_fd_ = bpf_map__fd(self->skel_->maps.cv_enrolled);
@@ -154,99 +348,177 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
   self->sock_tag_fd_ = bpf_map__fd(self->skel_->maps.cv_sock_tag);
   self->orig_dst_fd_ = bpf_map__fd(self->skel_->maps.cv_orig_dst);
   self->counters_fd_ = bpf_map__fd(self->skel_->maps.cv_counters);
+  self->captured6_fd_ = bpf_map__fd(self->skel_->maps.cv_captured6);
+  self->captured_prefix_fd_ = bpf_map__fd(self->skel_->maps.cv_captured_prefix);
+  self->excluded_ports_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_ports);
+  self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
+  self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
+  self->pod_counters_fd_ = bpf_map__fd(self->skel_->maps.cv_pod_counters);
   self->num_cpus_ = libbpf_num_possible_cpus();
   if (self->num_cpus_ <= 0) return common::fail("cannot read the number of possible CPUs: " + errnoName(-self->num_cpus_));
 
-  if (auto pinned = self->pinMaps(); !pinned) return std::unexpected(pinned.error());
   return self;
 }
 
 CaptureProgram::~CaptureProgram() {
-  unpinMaps();
-  // Destroys the links (detaching the programs) and closes the maps.
+  // Closes the fds only: the pinned links stay attached and the pinned maps keep their
+  // entries for the next culvertd (uninstall() removes them).
   if (skel_ != nullptr) capture_bpf__destroy(skel_);
+}
+
+
+common::Result<std::string> CaptureProgram::uninstall(const std::filesystem::path& pin_root) {
+  std::error_code ec;
+  if (!std::filesystem::exists(pin_root, ec)) return std::string("nothing pinned under " + pin_root.string());
+  size_t links = 0;
+  size_t maps = 0;
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_root, ec)) {
+    auto name = entry.path().filename().string();
+    if (!entry.is_directory() || name.size() < 2 || name[0] != 'v' ||
+        name.find_first_not_of("0123456789", 1) != std::string::npos) {
+      continue;
+    }
+    dirs.push_back(entry.path());
+  }
+  for (const auto& dir : dirs) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const auto& path = entry.path();
+      if (path.filename().string().starts_with("link_")) {
+        // Detach explicitly: another process may still hold an fd to the link.
+        int fd = bpf_obj_get(path.c_str());
+        if (fd >= 0) {
+          bpf_link_detach(fd);
+          close(fd);
+        }
+        ++links;
+      } else {
+        ++maps;
+      }
+      if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+        int err = errno;
+        return common::fail("remove pin: " + errnoName(err), path.string());
+      }
+    }
+    if (rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+      int err = errno;
+      return common::fail("remove pin directory: " + errnoName(err), dir.string());
+    }
+  }
+  rmdir(pin_root.c_str());  // only when empty: a pin root shared with others stays
+  return "detached " + std::to_string(links) + " links, removed " + std::to_string(maps) + " map pins under " +
+         pin_root.string();
 }
 
 namespace {
 
-struct MapRef {
-  bpf_map* map;
-  const char* name;  // also the pin's file name
-};
+// Every key of a hash/LPM map, collected before any change (deleting while walking with
+// get_next_key can restart the walk).
+template <typename Key>
+std::vector<Key> allKeys(int fd) {
+  std::vector<Key> keys;
+  Key cur{};
+  Key next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    keys.push_back(next);
+    cur = next;
+    prev = &cur;
+  }
+  return keys;
+}
 
-// Every map is pinned (not .rodata): the agent's tools and a restarted culvertd find
-// them by name under <pin_root>/v<N>/.
-std::array<MapRef, 6> pinnedMaps(capture_bpf* skel) {
-  return {{
-      {skel->maps.cv_enrolled, "cv_enrolled"},
-      {skel->maps.cv_captured, "cv_captured"},
-      {skel->maps.cv_sock_tag, "cv_sock_tag"},
-      {skel->maps.cv_orig_dst_by_cookie, "cv_orig_dst_by_cookie"},
-      {skel->maps.cv_orig_dst, "cv_orig_dst"},
-      {skel->maps.cv_counters, "cv_counters"},
-  }};
+const uint8_t* addressBytes(const common::SocketAddress& a) {
+  if (a.isV4()) return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr())->sin_addr);
+  return reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr);
+}
+
+cv_cidr_key cidrKey(uint64_t netns_cookie, const common::CidrRange& range) {
+  cv_cidr_key key{};
+  bool v4 = range.prefix.isV4();
+  uint32_t max = v4 ? 32 : 128;
+  uint32_t len = std::min(range.length, max);
+  key.family = v4 ? CV_AF_INET : CV_AF_INET6;
+  key.netns_cookie = netns_cookie;
+  auto* bytes = reinterpret_cast<uint8_t*>(key.addr);
+  std::memcpy(bytes, addressBytes(range.prefix), v4 ? 4 : 16);
+  // Host bits zeroed, so "10.1.2.3/8" and "10.0.0.0/8" are the same entry.
+  for (uint32_t bit = len; bit < max; ++bit) bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  key.prefixlen = CV_CIDR_KEY_FIXED_BITS + len;
+  return key;
+}
+
+std::string fullHint(int err, const char* map, int capacity) {
+  return err == E2BIG || err == ENOSPC ? std::string(" — ") + map + " is full (" + std::to_string(capacity) + " entries)"
+                                       : std::string();
 }
 
 }  // namespace
 
-common::Result<void> CaptureProgram::pinMaps() {
-  std::error_code ec;
-  std::filesystem::create_directories(pin_dir_, ec);
-  if (ec) return common::fail("create pin directory: " + ec.message(), pin_dir_.string());
-
-  const auto maps = pinnedMaps(skel_);
-  pinned_ = true;  // from here on, the destructor removes whatever got pinned
-  for (const auto& m : maps) {
-    auto path = pin_dir_ / m.name;
-    // A previous run's pin (crash, kill -9): replaced, since adoption is not implemented.
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+common::Result<void> CaptureProgram::writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
+                                                     const std::vector<common::CidrRange>& cidrs) {
+  const cv_captured_value value{};
+  for (uint16_t port : ports) {
+    if (port == 0) return common::fail("excluded port 0 is not a port", "exclude_ports");
+    cv_port_key key{};
+    key.netns_cookie = netns_cookie;
+    key.port = htons(port);
+    if (bpf_map_update_elem(excluded_ports_fd_, &key, &value, BPF_ANY) != 0) {
       int err = errno;
-      return common::fail("remove stale pin: " + errnoName(err), path.string());
+      return common::fail("exclude port " + std::to_string(port) + ": " + errnoName(err) +
+                          fullHint(err, "cv_excluded_ports", CV_MAX_EXCLUDED_PORTS));
     }
-    if (int ret = bpf_map__pin(m.map, path.c_str()); ret != 0) {
-      return common::fail("pin map: " + errnoName(libbpfErr(ret)), path.string());
+  }
+  for (const auto& range : cidrs) {
+    if (range.prefix.family() != AF_INET && range.prefix.family() != AF_INET6) {
+      return common::fail("excluded CIDR has no address family", "exclude_cidrs");
+    }
+    cv_cidr_key key = cidrKey(netns_cookie, range);
+    if (bpf_map_update_elem(excluded_cidrs_fd_, &key, &value, BPF_ANY) != 0) {
+      int err = errno;
+      return common::fail("exclude " + range.prefix.ip() + "/" + std::to_string(range.length) + ": " + errnoName(err) +
+                          fullHint(err, "cv_excluded_cidrs", CV_MAX_EXCLUDED_CIDRS));
     }
   }
   return {};
 }
 
-namespace {
-
-uint32_t mapId(int fd) {
-  bpf_map_info info{};
-  uint32_t len = sizeof info;
-  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
-}
-
-}  // namespace
-
-void CaptureProgram::unpinMaps() {
-  if (!pinned_ || skel_ == nullptr) return;
-  const auto maps = pinnedMaps(skel_);
-  for (const auto& m : maps) {
-    auto path = pin_dir_ / m.name;
-    // Only remove a pin that is still ours: a newer instance may have replaced it.
-    int pinned_fd = bpf_obj_get(path.c_str());
-    if (pinned_fd < 0) continue;
-    bool ours = mapId(pinned_fd) == mapId(bpf_map__fd(m.map));
-    close(pinned_fd);
-    if (ours) unlink(path.c_str());
+void CaptureProgram::deleteExclusions(uint64_t netns_cookie) {
+  for (const auto& key : allKeys<cv_port_key>(excluded_ports_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(excluded_ports_fd_, &key);
   }
-  // Only removes the directories when empty; a pin root shared with others stays.
-  rmdir(pin_dir_.c_str());
-  rmdir(pin_dir_.parent_path().c_str());
-  pinned_ = false;
+  for (const auto& key : allKeys<cv_cidr_key>(excluded_cidrs_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(excluded_cidrs_fd_, &key);
+  }
 }
 
 common::Result<void> CaptureProgram::enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry) {
   if (netns_cookie == 0) return common::fail("netns cookie 0 is not a network namespace");
+  // Re-enrolling replaces the exclusions: drop the old ones first (capture of this pod
+  // may briefly see none of its own, never someone else's).
+  deleteExclusions(netns_cookie);
+  if (auto ok = writeExclusions(netns_cookie, entry.exclude_ports, entry.exclude_cidrs); !ok) {
+    deleteExclusions(netns_cookie);
+    return ok;
+  }
+  // Per-pod counters: created here, so the programs only ever look them up. A repeated
+  // enroll keeps the counts (BPF_NOEXIST).
+  std::vector<cv_counters> zero(static_cast<size_t>(num_cpus_));
+  if (bpf_map_update_elem(pod_counters_fd_, &netns_cookie, zero.data(), BPF_NOEXIST) != 0 && errno != EEXIST) {
+    int err = errno;
+    deleteExclusions(netns_cookie);
+    return common::fail("create counters for netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) +
+                        fullHint(err, "cv_pod_counters", CV_MAX_ENROLLED));
+  }
   cv_enrolled_value value{};
   value.tenant_id = entry.tenant_id;
   value.fail_mode = entry.fail_mode == FailMode::Closed ? CV_FAIL_CLOSED : CV_FAIL_OPEN;
   if (bpf_map_update_elem(enrolled_fd_, &netns_cookie, &value, BPF_ANY) != 0) {
     int err = errno;
-    std::string hint = err == E2BIG ? " — cv_enrolled is full (" + std::to_string(CV_MAX_ENROLLED) + " pods)" : "";
-    return common::fail("enroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) + hint);
+    deleteExclusions(netns_cookie);
+    bpf_map_delete_elem(pod_counters_fd_, &netns_cookie);
+    return common::fail("enroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err) +
+                        fullHint(err, "cv_enrolled", CV_MAX_ENROLLED));
   }
   return {};
 }
@@ -256,83 +528,196 @@ common::Result<void> CaptureProgram::unenrollPod(uint64_t netns_cookie) {
     int err = errno;
     return common::fail("unenroll netns cookie " + std::to_string(netns_cookie) + ": " + errnoName(err));
   }
+  deleteExclusions(netns_cookie);
+  bpf_map_delete_elem(pod_counters_fd_, &netns_cookie);
+  // Records of connections the proxy never accepted (the close callback normally
+  // removes them; this covers sockets still open when the pod goes).
+  for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) {
+    if (key.netns_cookie == netns_cookie) bpf_map_delete_elem(orig_dst_fd_, &key);
+  }
   return {};
 }
 
-std::vector<uint64_t> CaptureProgram::enrolledCookies() const {
-  std::vector<uint64_t> out;
-  uint64_t key = 0;
-  uint64_t next = 0;
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(enrolled_fd_, prev, &next) == 0) {
-    out.push_back(next);
-    key = next;
-    prev = &key;
+std::vector<uint64_t> CaptureProgram::enrolledNetnsCookies() const {
+  auto keys = allKeys<uint64_t>(enrolled_fd_);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+std::optional<PodCaptureEntry> CaptureProgram::enrolledPod(uint64_t netns_cookie) const {
+  cv_enrolled_value value{};
+  if (bpf_map_lookup_elem(enrolled_fd_, &netns_cookie, &value) != 0) return std::nullopt;
+  PodCaptureEntry entry;
+  entry.tenant_id = value.tenant_id;
+  entry.fail_mode = value.fail_mode == CV_FAIL_CLOSED ? FailMode::Closed : FailMode::Open;
+  return entry;
+}
+
+size_t CaptureProgram::entriesForNetns(uint64_t netns_cookie) const {
+  size_t n = 0;
+  for (const auto& key : allKeys<cv_port_key>(excluded_ports_fd_)) n += key.netns_cookie == netns_cookie;
+  for (const auto& key : allKeys<cv_cidr_key>(excluded_cidrs_fd_)) n += key.netns_cookie == netns_cookie;
+  for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) n += key.netns_cookie == netns_cookie;
+  for (uint64_t key : allKeys<uint64_t>(pod_counters_fd_)) n += key == netns_cookie;
+  for (uint64_t key : allKeys<uint64_t>(enrolled_fd_)) n += key == netns_cookie;
+  return n;
+}
+
+common::Result<void> CaptureProgram::setGlobalExclusions(const std::vector<uint16_t>& ports,
+                                                         const std::vector<common::CidrRange>& cidrs) {
+  deleteExclusions(0);
+  if (auto ok = writeExclusions(0, ports, cidrs); !ok) {
+    deleteExclusions(0);
+    return ok;
   }
-  return out;
+  return {};
+}
+
+common::Result<void> CaptureProgram::setBypass(bool bypass) {
+  const uint32_t key = 0;
+  cv_config config{};
+  config.bypass = bypass ? 1 : 0;
+  if (bpf_map_update_elem(config_fd_, &key, &config, BPF_ANY) != 0) {
+    return common::fail(std::string("set capture bypass: ") + errnoName(errno));
+  }
+  return {};
 }
 
 namespace {
 
-uint64_t packKey(const cv_captured_key& k) {
-  uint64_t v = 0;
-  std::memcpy(&v, &k, sizeof k);
-  return v;
+common::Result<int> openPinnedConfig(const std::filesystem::path& pin_root) {
+  auto path = pin_root / ("v" + std::to_string(CV_LAYOUT_VERSION)) / "cv_config";
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    int err = errno;
+    return common::fail("open pinned map: " + errnoName(err) + privilegeHint(err) +
+                            (err == ENOENT ? " — culvertd has not run with this bpf.pin_root (or was uninstalled)" : ""),
+                        path.string());
+  }
+  return fd;
 }
 
 }  // namespace
 
-common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations) {
-  static_assert(sizeof(cv_captured_key) == sizeof(uint64_t));
-  std::vector<uint64_t> wanted;
-  wanted.reserve(destinations.size());
-  for (const auto& d : destinations) {
-    if (!d.isV4()) {
-      return common::fail("IPv6 capture is not implemented yet; nothing was changed", d.toString());
-    }
-    if (d.port() == 0) return common::fail("a captured destination needs a port; nothing was changed", d.toString());
-    cv_captured_key key{};
-    key.ip4 = d.ipv4();
-    key.port = htons(d.port());
-    wanted.push_back(packKey(key));
-  }
-  std::sort(wanted.begin(), wanted.end());
-  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+common::Result<void> CaptureProgram::setPinnedBypass(const std::filesystem::path& pin_root, bool bypass) {
+  auto fd = openPinnedConfig(pin_root);
+  if (!fd) return std::unexpected(fd.error());
+  const uint32_t key = 0;
+  cv_config config{};
+  config.bypass = bypass ? 1 : 0;
+  int rc = bpf_map_update_elem(*fd, &key, &config, BPF_ANY);
+  int err = errno;
+  close(*fd);
+  if (rc != 0) return common::fail(std::string("set capture bypass: ") + errnoName(err));
+  return {};
+}
 
-  // Collect what is there before changing anything: deleting while iterating a hash
-  // map with get_next_key can restart the walk.
-  std::vector<uint64_t> present;
-  cv_captured_key cur{};
-  cv_captured_key next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(captured_fd_, prev, &next) == 0) {
-    present.push_back(packKey(next));
-    cur = next;
-    prev = &cur;
-  }
-  std::sort(present.begin(), present.end());
+common::Result<bool> CaptureProgram::pinnedBypass(const std::filesystem::path& pin_root) {
+  auto fd = openPinnedConfig(pin_root);
+  if (!fd) return std::unexpected(fd.error());
+  const uint32_t key = 0;
+  cv_config config{};
+  int rc = bpf_map_lookup_elem(*fd, &key, &config);
+  int err = errno;
+  close(*fd);
+  if (rc != 0) return common::fail(std::string("read capture bypass: ") + errnoName(err));
+  return config.bypass != 0;
+}
+
+bool CaptureProgram::bypass() const {
+  const uint32_t key = 0;
+  cv_config config{};
+  return bpf_map_lookup_elem(config_fd_, &key, &config) == 0 && config.bypass != 0;
+}
+
+namespace {
+
+// One family's captured set: add the wanted keys that are missing, then delete the
+// present keys that are not wanted.
+template <typename Key>
+common::Result<void> replaceKeys(int fd, std::vector<Key> wanted, const char* map, int capacity) {
+  auto less = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) < 0; };
+  auto equal = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) == 0; };
+  std::sort(wanted.begin(), wanted.end(), less);
+  wanted.erase(std::unique(wanted.begin(), wanted.end(), equal), wanted.end());
+  auto present = allKeys<Key>(fd);
+  std::sort(present.begin(), present.end(), less);
 
   const cv_captured_value value{};
-  for (uint64_t k : wanted) {
-    if (std::binary_search(present.begin(), present.end(), k)) continue;
-    cv_captured_key key{};
-    std::memcpy(&key, &k, sizeof key);
-    if (bpf_map_update_elem(captured_fd_, &key, &value, BPF_ANY) != 0) {
+  for (const auto& k : wanted) {
+    if (std::binary_search(present.begin(), present.end(), k, less)) continue;
+    if (bpf_map_update_elem(fd, &k, &value, BPF_ANY) != 0) {
       int err = errno;
-      std::string hint = err == E2BIG ? " — cv_captured is full (" + std::to_string(CV_MAX_CAPTURED) + " entries)" : "";
-      return common::fail("add captured destination: " + errnoName(err) + hint);
+      return common::fail("add captured destination: " + errnoName(err) + fullHint(err, map, capacity));
     }
   }
-  for (uint64_t k : present) {
-    if (std::binary_search(wanted.begin(), wanted.end(), k)) continue;
-    cv_captured_key key{};
-    std::memcpy(&key, &k, sizeof key);
-    if (bpf_map_delete_elem(captured_fd_, &key) != 0 && errno != ENOENT) {
+  for (const auto& k : present) {
+    if (std::binary_search(wanted.begin(), wanted.end(), k, less)) continue;
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) {
       int err = errno;
       return common::fail("remove captured destination: " + errnoName(err));
     }
   }
   return {};
+}
+
+}  // namespace
+
+common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+                                                             const std::vector<CapturedPrefix>& prefixes) {
+  std::vector<cv_prefix_key> wanted_prefixes;
+  for (const auto& p : prefixes) {
+    if (p.port == 0) return common::fail("a captured prefix needs a port; nothing was changed", p.range.prefix.ip());
+    if (p.range.prefix.family() != AF_INET && p.range.prefix.family() != AF_INET6) {
+      return common::fail("a captured prefix must be IPv4 or IPv6; nothing was changed");
+    }
+    // The same bits as an exclusion key (host bits zeroed), laid out for this trie.
+    cv_cidr_key c = cidrKey(0, p.range);
+    cv_prefix_key key{};
+    key.port = htons(p.port);
+    key.family = static_cast<uint16_t>(c.family);
+    std::memcpy(key.addr, c.addr, sizeof key.addr);
+    key.prefixlen = CV_PREFIX_KEY_FIXED_BITS + (c.prefixlen - CV_CIDR_KEY_FIXED_BITS);
+    wanted_prefixes.push_back(key);
+  }
+  if (wanted_prefixes.size() > CV_MAX_CAPTURED_PREFIXES) {
+    return common::fail("more than " + std::to_string(CV_MAX_CAPTURED_PREFIXES) +
+                        " captured prefixes; nothing was changed");
+  }
+  std::vector<cv_captured_key> wanted4;
+  std::vector<cv_captured6_key> wanted6;
+  for (const auto& d : destinations) {
+    if (d.port() == 0) return common::fail("a captured destination needs a port; nothing was changed", d.toString());
+    if (d.isV4()) {
+      cv_captured_key key{};
+      key.ip4 = d.ipv4();
+      key.port = htons(d.port());
+      wanted4.push_back(key);
+    } else if (d.family() == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(d.sockaddr_ptr());
+      cv_captured_key key4{};
+      if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        // ::ffff:a.b.c.d is an IPv4 destination (connect6 decides it as one).
+        std::memcpy(&key4.ip4, &in6->sin6_addr.s6_addr[12], 4);
+        key4.port = htons(d.port());
+        wanted4.push_back(key4);
+        continue;
+      }
+      cv_captured6_key key{};
+      std::memcpy(key.ip6, &in6->sin6_addr, sizeof key.ip6);
+      key.port = htons(d.port());
+      wanted6.push_back(key);
+    } else {
+      return common::fail("a captured destination must be IPv4 or IPv6; nothing was changed", d.toString());
+    }
+  }
+  if (wanted4.size() > CV_MAX_CAPTURED || wanted6.size() > CV_MAX_CAPTURED) {
+    return common::fail("more than " + std::to_string(CV_MAX_CAPTURED) +
+                        " captured destinations of one family; nothing was changed");
+  }
+  if (auto ok = replaceKeys(captured_fd_, std::move(wanted4), "cv_captured", CV_MAX_CAPTURED); !ok) return ok;
+  if (auto ok = replaceKeys(captured6_fd_, std::move(wanted6), "cv_captured6", CV_MAX_CAPTURED); !ok) return ok;
+  return replaceKeys(captured_prefix_fd_, std::move(wanted_prefixes), "cv_captured_prefix", CV_MAX_CAPTURED_PREFIXES);
 }
 
 common::Result<void> CaptureProgram::tagSocket(int fd) {
@@ -401,6 +786,22 @@ Counters CaptureProgram::counters() const {
     sum.record_failed += c.record_failed;
     sum.rekeyed += c.rekeyed;
     sum.rekey_failed += c.rekey_failed;
+    sum.excluded += c.excluded;
+  }
+  return sum;
+}
+
+Counters CaptureProgram::podCounters(uint64_t netns_cookie) const {
+  std::vector<cv_counters> per_cpu(static_cast<size_t>(num_cpus_));
+  Counters sum;
+  if (bpf_map_lookup_elem(pod_counters_fd_, &netns_cookie, per_cpu.data()) != 0) return sum;
+  for (const auto& c : per_cpu) {
+    sum.captured += c.captured;
+    sum.passthrough += c.passthrough;
+    sum.refused += c.refused;
+    sum.fail_open += c.fail_open;
+    sum.record_failed += c.record_failed;
+    sum.excluded += c.excluded;
   }
   return sum;
 }

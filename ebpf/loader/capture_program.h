@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "proxy/common/error.h"
@@ -15,10 +16,21 @@ namespace culvert::ebpf {
 
 enum class FailMode : uint8_t { Open = 0, Closed = 1 };
 
-// What cv_enrolled holds for one pod netns.
+// What cv_enrolled holds for one pod netns, plus what that pod never has captured.
 struct PodCaptureEntry {
   uint32_t tenant_id = 0;
   FailMode fail_mode = FailMode::Open;
+  // Destination ports and prefixes this pod never has captured (its enrollment record's
+  // exclude_ports / exclude_cidrs, and its own addresses as /32 or /128).
+  std::vector<uint16_t> exclude_ports;
+  std::vector<common::CidrRange> exclude_cidrs;
+};
+
+// A port on a destination prefix: an any-IP virtual listener narrowed by the
+// destination prefix ranges of its filter chains.
+struct CapturedPrefix {
+  common::CidrRange range;
+  uint16_t port = 0;
 };
 
 // Sums over CPUs of cv_counters (see ebpf/include/culvert_bpf.h for meanings).
@@ -30,12 +42,14 @@ struct Counters {
   uint64_t record_failed = 0;
   uint64_t rekeyed = 0;
   uint64_t rekey_failed = 0;
+  uint64_t excluded = 0;
 };
 
-// cv_connect4 + cv_sockops loaded from the compiled-in skeleton, attached to one cgroup
-// v2 directory with bpf_links, maps pinned under <pin_root>/v<CV_LAYOUT_VERSION>/.
-// Destroying it detaches the programs and removes the pins (restart adoption of pinned
-// maps and links is not implemented yet, so a previous run's pins are replaced).
+// cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton,
+// attached to one cgroup v2 directory with bpf_links; links and maps are pinned under
+// <pin_root>/v<CV_LAYOUT_VERSION>/. Restart-safe: load() re-adopts pinned maps (their
+// entries survive) and swaps its programs into pinned links (one attachment per hook,
+// never two); destroying the object only closes fds. uninstall() detaches and unpins.
 //
 // All methods are bpf() syscalls on map fds owned by this object: safe to call from
 // several threads at once. setCapturedDestinations() must not race with itself.
@@ -49,21 +63,49 @@ public:
 
   static common::Result<std::unique_ptr<CaptureProgram>> load(const Options& options);
 
+  // What the running kernel lacks of what the programs need (empty = all there).
+  static std::vector<std::string> missingKernelFeatures();
+
+  // The global bypass through the pinned cv_config map of a running (or crashed)
+  // culvertd: works without culvertd, which is the point of an emergency switch.
+  static common::Result<void> setPinnedBypass(const std::filesystem::path& pin_root, bool bypass);
+  static common::Result<bool> pinnedBypass(const std::filesystem::path& pin_root);
+
+  // Detaches every pinned link and removes every pin (all layout versions) under
+  // pin_root. Says what it removed.
+  static common::Result<std::string> uninstall(const std::filesystem::path& pin_root);
+
   ~CaptureProgram();
   CaptureProgram(const CaptureProgram&) = delete;
   CaptureProgram& operator=(const CaptureProgram&) = delete;
 
+  // Writes the pod's exclusions and counters first, then cv_enrolled (capture starts
+  // with its exclusions in place). Re-enrolling a cookie replaces its exclusions.
   common::Result<void> enrollPod(uint64_t netns_cookie, const PodCaptureEntry& entry);
-  // Not enrolled is not an error (CNI DEL may repeat).
+  // Removes cv_enrolled first, then the pod's exclusions and counters. Not enrolled is
+  // not an error (CNI DEL may repeat). Also the way to purge a stale cookie.
   common::Result<void> unenrollPod(uint64_t netns_cookie);
-  // Every netns cookie in cv_enrolled (to purge entries a restarted culvertd does not know).
-  std::vector<uint64_t> enrolledCookies() const;
+  // Every netns cookie in cv_enrolled, sorted (for purging cookies of dead netns).
+  std::vector<uint64_t> enrolledNetnsCookies() const;
+  // cv_enrolled's value for one cookie; nullopt when not enrolled. Exclusions are not
+  // read back (left empty).
+  std::optional<PodCaptureEntry> enrolledPod(uint64_t netns_cookie) const;
 
   // Replaces the set of captured destinations: adds the new ones first, then deletes
-  // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port means
-  // that port on any non-loopback IP. IPv6 capture is not implemented yet: an IPv6
-  // entry fails the call before the map is touched.
-  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations);
+  // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port
+  // ([::]:port) means that port on any non-loopback IPv4 (IPv6) address. An invalid
+  // entry fails the call before any map is touched. `prefixes` (cv_captured_prefix)
+  // capture a port on a destination prefix, never loopback.
+  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+                                               const std::vector<CapturedPrefix>& prefixes = {});
+
+  // Replaces the node-wide exclusions (bootstrap capture.exclude_ports/exclude_cidrs).
+  common::Result<void> setGlobalExclusions(const std::vector<uint16_t>& ports,
+                                           const std::vector<common::CidrRange>& cidrs);
+
+  // The global bypass (`culvertctl capture off`): while on, every connect is untouched.
+  common::Result<void> setBypass(bool bypass);
+  bool bypass() const;
 
   // Marks a socket as culvert's own (call right after socket()): never captured, and
   // required for a listener to count as live.
@@ -74,6 +116,8 @@ public:
   std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd);
 
   Counters counters() const;
+  // This pod's counters (zero when not enrolled).
+  Counters podCounters(uint64_t netns_cookie) const;
 
   // SO_NETNS_COOKIE of the socket's netns; 0 on failure (the kernel never hands out 0).
   static uint64_t netnsCookie(int fd);
@@ -82,22 +126,41 @@ public:
   // <pin_root>/v<layout version>: where the maps are pinned.
   const std::filesystem::path& pinDir() const { return pin_dir_; }
   uint16_t capturePort() const { return capture_port_; }
+  // Whether load() found pinned maps (a restart) and how many pinned links it re-used.
+  bool adoptedPins() const { return adopted_; }
+  int adoptedLinks() const { return adopted_links_; }
+  // Non-empty when other programs run on cgroup/connect4 at this cgroup: which, in
+  // which order (e.g. Cilium's socket LB).
+  const std::string& attachReport() const { return attach_report_; }
+
+  // Map entries that still carry this cookie (for tests and purge checks): exclusions,
+  // counters and original-destination records.
+  size_t entriesForNetns(uint64_t netns_cookie) const;
 
 private:
   CaptureProgram() = default;
-  common::Result<void> pinMaps();
-  void unpinMaps();
+  common::Result<void> writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
+                                       const std::vector<common::CidrRange>& cidrs);
+  void deleteExclusions(uint64_t netns_cookie);
 
   capture_bpf* skel_ = nullptr;
   std::filesystem::path cgroup_path_;
   std::filesystem::path pin_dir_;
   uint16_t capture_port_ = 0;
-  bool pinned_ = false;
+  bool adopted_ = false;
+  int adopted_links_ = 0;
+  std::string attach_report_;
   int enrolled_fd_ = -1;
   int captured_fd_ = -1;
   int sock_tag_fd_ = -1;
   int orig_dst_fd_ = -1;
   int counters_fd_ = -1;
+  int captured6_fd_ = -1;
+  int captured_prefix_fd_ = -1;
+  int excluded_ports_fd_ = -1;
+  int excluded_cidrs_fd_ = -1;
+  int config_fd_ = -1;
+  int pod_counters_fd_ = -1;
   int num_cpus_ = 0;
 };
 

@@ -61,8 +61,9 @@ Server::PublishResult Server::publish(std::shared_ptr<const config::Snapshot> sn
 }
 
 void Server::addPod(std::shared_ptr<const Pod> pod, std::vector<network::FileDescriptor> listen_fds) {
-  for (size_t i = 0; i < workers_.size() && i < listen_fds.size(); ++i) {
-    workers_[i]->addPodListener(pod, std::move(listen_fds[i]));
+  // One socket per worker and family: fd i goes to worker i % workers.
+  for (size_t i = 0; i < listen_fds.size() && !workers_.empty(); ++i) {
+    workers_[i % workers_.size()]->addPodListener(pod, std::move(listen_fds[i]));
   }
 }
 

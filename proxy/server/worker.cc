@@ -51,7 +51,7 @@ void Worker::addPodListener(std::shared_ptr<const Pod> pod, network::FileDescrip
   dispatcher_.post([this, pod = std::move(pod), fd] {
     auto listener = std::make_unique<network::TcpListener>(
         dispatcher_, std::move(*fd), [this, pod](network::FileDescriptor accepted) { onAccept(pod, std::move(accepted)); });
-    pods_[pod->id] = PodListener{pod, std::move(listener)};
+    pods_.emplace(pod->id, PodListener{pod, std::move(listener)});
   });
 }
 

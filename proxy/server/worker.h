@@ -86,7 +86,7 @@ private:
     std::shared_ptr<const Pod> pod;
     std::unique_ptr<network::TcpListener> listener;
   };
-  std::map<uint64_t, PodListener> pods_;
+  std::multimap<uint64_t, PodListener> pods_;  // a pod has one per family (127.0.0.1, ::1)
   std::map<std::string, std::unique_ptr<network::TcpListener>> bound_listeners_;
   // Connections to bound listeners come from no enrolled pod: they are charged to the
   // "node" tenant and their upstream sockets live in culvertd's own netns.

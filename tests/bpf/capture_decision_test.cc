@@ -101,7 +101,7 @@ TEST(CaptureDecision, UncapturedDestinationPassesWithoutListenerLookup) {
   auto d = evaluate(env, tcp(), "10.96.0.11", 80);
   EXPECT_EQ(d.verdict, CV_PASS);  // fail closed only concerns captured destinations
   EXPECT_EQ(d.reason, CV_R_NOT_CAPTURED);
-  EXPECT_EQ(env.calls_captured, 2);  // exact, then wildcard
+  EXPECT_EQ(env.calls_captured, 3);  // exact, wildcard, then the prefix trie
   EXPECT_EQ(env.calls_listener, 0);  // the costly lookup only for captured destinations
 }
 
@@ -180,6 +180,8 @@ TEST(CaptureDecision, AsksForFactsInRuleOrder) {
   EXPECT_EQ(cvt_decide(&f).need, CV_FACT_CAPTURED);
   f.known |= CV_FACT_CAPTURED;
   f.value |= CV_FACT_CAPTURED;
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_EXCLUDED);
+  f.known |= CV_FACT_EXCLUDED;
   EXPECT_EQ(cvt_decide(&f).need, CV_FACT_LISTENER_LIVE);
   f.known |= CV_FACT_LISTENER_LIVE;
   EXPECT_NE(cvt_decide(&f).verdict, CV_NEED);
@@ -188,24 +190,28 @@ TEST(CaptureDecision, AsksForFactsInRuleOrder) {
 // The rules as a table, checked against every combination of facts: an independent
 // statement of DESIGN.md §2/§5 that cv_decide must agree with.
 TEST(CaptureDecision, AllFactCombinationsMatchTheRules) {
-  for (int tcp_bit = 0; tcp_bit < 2; ++tcp_bit) {
-    for (uint32_t value = 0; value < 16; ++value) {
-      for (uint8_t mode : {CV_FAIL_OPEN, CV_FAIL_CLOSED}) {
-        cv_connect_facts f{};
-        f.is_tcp = static_cast<uint8_t>(tcp_bit);
-        f.known = 0xf;
-        f.value = value;
-        f.fail_mode = mode;
-        bool enrolled = value & CV_FACT_ENROLLED;
-        bool own = value & CV_FACT_OWN_SOCKET;
-        bool captured = value & CV_FACT_CAPTURED;
-        bool live = value & CV_FACT_LISTENER_LIVE;
-        int expected = CV_PASS;
-        if (tcp_bit && enrolled && !own && captured) {
-          expected = live ? CV_REDIRECT : (mode == CV_FAIL_CLOSED ? CV_REFUSE : CV_PASS);
+  for (int bypass = 0; bypass < 2; ++bypass) {
+    for (int tcp_bit = 0; tcp_bit < 2; ++tcp_bit) {
+      for (uint32_t value = 0; value < 32; ++value) {
+        for (uint8_t mode : {CV_FAIL_OPEN, CV_FAIL_CLOSED}) {
+          cv_connect_facts f{};
+          f.bypass = static_cast<uint8_t>(bypass);
+          f.is_tcp = static_cast<uint8_t>(tcp_bit);
+          f.known = 0x1f;
+          f.value = value;
+          f.fail_mode = mode;
+          bool enrolled = value & CV_FACT_ENROLLED;
+          bool own = value & CV_FACT_OWN_SOCKET;
+          bool captured = value & CV_FACT_CAPTURED;
+          bool excluded = value & CV_FACT_EXCLUDED;
+          bool live = value & CV_FACT_LISTENER_LIVE;
+          int expected = CV_PASS;
+          if (!bypass && tcp_bit && enrolled && !own && captured && !excluded) {
+            expected = live ? CV_REDIRECT : (mode == CV_FAIL_CLOSED ? CV_REFUSE : CV_PASS);
+          }
+          EXPECT_EQ(cvt_decide(&f).verdict, expected) << "bypass=" << bypass << " tcp=" << tcp_bit
+                                                      << " facts=" << value << " fail_mode=" << int(mode);
         }
-        EXPECT_EQ(cvt_decide(&f).verdict, expected)
-            << "tcp=" << tcp_bit << " facts=" << value << " fail_mode=" << int(mode);
       }
     }
   }
@@ -226,6 +232,8 @@ TEST(CaptureDecision, EachOutcomeIsChargedToItsCounter) {
   EXPECT_EQ(charge(CV_PASS, CV_R_LISTENER_DOWN), &c.fail_open);
   EXPECT_EQ(charge(CV_PASS, CV_R_RECORD_FAILED), &c.record_failed);
   EXPECT_EQ(charge(CV_REFUSE, CV_R_RECORD_FAILED), &c.record_failed);
+  EXPECT_EQ(charge(CV_PASS, CV_R_EXCLUDED), &c.excluded);
+  EXPECT_EQ(charge(CV_PASS, CV_R_BYPASS), nullptr);
   // Connects outside capture's scope cost no per-CPU write.
   EXPECT_EQ(charge(CV_PASS, CV_R_NOT_TCP), nullptr);
   EXPECT_EQ(charge(CV_PASS, CV_R_NOT_ENROLLED), nullptr);
@@ -269,6 +277,196 @@ TEST(CaptureDecision, LoopbackIsAllOf127Slash8) {
   EXPECT_TRUE(cvt_is_loopback4(ip("127.255.255.254")));
   EXPECT_FALSE(cvt_is_loopback4(ip("128.0.0.1")));
   EXPECT_FALSE(cvt_is_loopback4(ip("10.127.0.1")));
+}
+
+// ---- IPv6, IPv4-mapped, exclusions, bypass -----------------------------------------
+
+struct Ip6 {
+  uint32_t w[4];
+};
+
+Ip6 ip6(const char* s) {
+  Ip6 a{};
+  EXPECT_EQ(inet_pton(AF_INET6, s, a.w), 1) << s;
+  return a;
+}
+
+cv_captured6_key key6(const char* addr, uint16_t p) {
+  cv_captured6_key k{};
+  Ip6 a = ip6(addr);
+  std::memcpy(k.ip6, a.w, sizeof k.ip6);
+  k.port = port(p);
+  return k;
+}
+
+cv_decision evaluate6(cvt_env& env, cv_connect_facts f, const char* dst, uint16_t p) {
+  Ip6 a = ip6(dst);
+  return cvt_connect6_evaluate(&env, &f, a.w, port(p));
+}
+
+cv_cidr_key cidr(uint64_t cookie, const char* addr, uint32_t len) {
+  cv_cidr_key k{};
+  if (std::strchr(addr, ':') != nullptr) {
+    Ip6 a = ip6(addr);
+    std::memcpy(k.addr, a.w, sizeof k.addr);
+    k.family = CV_AF_INET6;
+  } else {
+    k.addr[0] = ip(addr);
+    k.family = CV_AF_INET;
+  }
+  k.netns_cookie = cookie;
+  k.prefixlen = CV_CIDR_KEY_FIXED_BITS + len;
+  return k;
+}
+
+cv_port_key portKey(uint64_t cookie, uint16_t p) {
+  cv_port_key k{};
+  k.netns_cookie = cookie;
+  k.port = port(p);
+  return k;
+}
+
+TEST(CaptureDecision6, CapturedIpv6DestinationIsRedirectedToTheIpv6Listener) {
+  auto env = capturingPod();
+  env.captured6[env.n_captured6++] = key6("fd00:96::10", 80);
+  auto d = evaluate6(env, tcp(), "fd00:96::10", 80);
+  EXPECT_EQ(d.verdict, CV_REDIRECT);
+  EXPECT_EQ(env.listener_family, CV_AF_INET6);
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:96::11", 80).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision6, Ipv4MappedDestinationIsDecidedAsIpv4) {
+  auto env = capturingPod();  // captures 10.96.0.10:80 in the IPv4 map only
+  auto d = evaluate6(env, tcp(), "::ffff:10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_REDIRECT);
+  EXPECT_EQ(env.listener_family, CV_AF_INET);  // the 127.0.0.1 group serves it
+
+  cv_dst dst{};
+  Ip6 a = ip6("::ffff:10.96.0.10");
+  cvt_dst_from6(&dst, a.w, port(80));
+  EXPECT_EQ(dst.family, CV_AF_INET);
+  EXPECT_EQ(dst.addr[0], ip("10.96.0.10"));
+  EXPECT_EQ(dst.addr[1] | dst.addr[2] | dst.addr[3], 0u);
+}
+
+TEST(CaptureDecision6, WildcardIpv6SelectorLeavesLoopbackAndUnspecifiedAlone) {
+  auto env = capturingPod();
+  env.captured6[env.n_captured6++] = key6("::", 8080);
+  EXPECT_EQ(evaluate6(env, tcp(), "2001:db8::1", 8080).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "::1", 8080).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate6(env, tcp(), "::", 8080).reason, CV_R_NOT_CAPTURED);
+  // An IPv6 wildcard does not capture IPv4(-mapped) destinations: they are IPv4.
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:192.0.2.1", 8080).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision6, OrigDstKeyOfAMappedSocketIsIpv4) {
+  // A dual-stack socket connected to ::ffff:127.0.0.1 is accepted by the IPv4 listener,
+  // whose getpeername() shows 127.0.0.1: the key must be the IPv4 one.
+  Ip6 local = ip6("::ffff:127.0.0.1");
+  cv_orig_dst_key k6, k4;
+  std::memset(&k6, 0xab, sizeof k6);
+  std::memset(&k4, 0xcd, sizeof k4);
+  cvt_make_orig_dst_key6(&k6, 7, local.w, 40002);
+  cvt_make_orig_dst_key4(&k4, 7, ip("127.0.0.1"), 40002);
+  EXPECT_EQ(std::memcmp(&k6, &k4, sizeof k6), 0);
+
+  Ip6 lo = ip6("::1");
+  std::memset(&k6, 0xab, sizeof k6);
+  cvt_make_orig_dst_key6(&k6, 7, lo.w, 40003);
+  EXPECT_EQ(k6.client.family, CV_AF_INET6);
+  EXPECT_EQ(std::memcmp(k6.client.addr, lo.w, 16), 0);
+  EXPECT_EQ(k6.client.port, htons(40003));
+  EXPECT_EQ(k6.client.pad, 0);
+  EXPECT_EQ(k6.pad, 0u);
+}
+
+cv_prefix_key prefixKey(const char* addr, uint32_t len, uint16_t p) {
+  cv_prefix_key k{};
+  if (std::strchr(addr, ':') != nullptr) {
+    Ip6 a = ip6(addr);
+    std::memcpy(k.addr, a.w, sizeof k.addr);
+    k.family = CV_AF_INET6;
+  } else {
+    k.addr[0] = ip(addr);
+    k.family = CV_AF_INET;
+  }
+  k.port = port(p);
+  k.prefixlen = CV_PREFIX_KEY_FIXED_BITS + len;
+  return k;
+}
+
+TEST(CaptureDecision, PrefixSelectorCapturesThatPortOnThatPrefixOnly) {
+  auto env = capturingPod();
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("10.100.0.0", 16, 443);
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("fd00:100::", 32, 443);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.7.7", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "10.101.7.7", 443).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.7.7", 444).reason, CV_R_NOT_CAPTURED);  // other port
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:100::9", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:10.100.1.1", 443).verdict, CV_REDIRECT);  // mapped = IPv4
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:101::9", 443).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureDecision, PrefixSelectorNeverCapturesLoopback) {
+  auto env = capturingPod();
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("0.0.0.0", 0, 443);
+  env.captured_prefixes[env.n_captured_prefixes++] = prefixKey("::", 0, 443);
+  EXPECT_EQ(evaluate(env, tcp(), "192.0.2.1", 443).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "127.0.0.1", 443).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(evaluate6(env, tcp(), "::1", 443).reason, CV_R_NOT_CAPTURED);
+}
+
+TEST(CaptureExclusions, GlobalAndPodPortsAreExcluded) {
+  auto env = capturingPod();
+  env.netns_cookie = 55;
+  env.captured[env.n_captured++] = key("0.0.0.0", 8080);
+  env.captured[env.n_captured++] = key("0.0.0.0", 9090);
+  env.excluded_ports[env.n_excluded_ports++] = portKey(0, 8080);   // bootstrap: every pod
+  env.excluded_ports[env.n_excluded_ports++] = portKey(56, 9090);  // another pod's record
+  auto d = evaluate(env, tcp(), "10.96.3.3", 8080);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_EXCLUDED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.3.3", 9090).verdict, CV_REDIRECT);
+  env.excluded_ports[env.n_excluded_ports++] = portKey(55, 9090);  // this pod's record
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.3.3", 9090).reason, CV_R_EXCLUDED);
+}
+
+TEST(CaptureExclusions, CidrsAndOwnAddressesAreExcludedPerScope) {
+  auto env = capturingPod();
+  env.netns_cookie = 55;
+  env.captured[env.n_captured++] = key("0.0.0.0", 80);
+  env.captured6[env.n_captured6++] = key6("::", 80);
+  env.excluded_cidrs[env.n_excluded_cidrs++] = cidr(0, "10.200.0.0", 16);
+  env.excluded_cidrs[env.n_excluded_cidrs++] = cidr(55, "10.244.1.7", 32);  // the pod's own IP
+  env.excluded_cidrs[env.n_excluded_cidrs++] = cidr(55, "fd00:244::7", 128);
+  env.excluded_cidrs[env.n_excluded_cidrs++] = cidr(56, "10.96.9.0", 24);   // another pod
+  EXPECT_EQ(evaluate(env, tcp(), "10.200.44.1", 80).reason, CV_R_EXCLUDED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.201.0.1", 80).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "10.244.1.7", 80).reason, CV_R_EXCLUDED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.244.1.8", 80).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:244::7", 80).reason, CV_R_EXCLUDED);
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:10.244.1.7", 80).reason, CV_R_EXCLUDED);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.9.1", 80).verdict, CV_REDIRECT);  // not this pod's rule
+}
+
+TEST(CaptureExclusions, ExclusionsAreOnlyLookedUpForCapturedDestinations) {
+  auto env = capturingPod();
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.99", 80).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(env.calls_excluded, 0);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).verdict, CV_REDIRECT);
+  EXPECT_EQ(env.calls_excluded, 4);  // port + CIDR, global + pod
+}
+
+TEST(CaptureDecision, BypassIsCheckedBeforeAnythingElse) {
+  auto env = capturingPod();
+  env.enrolled_value.fail_mode = CV_FAIL_CLOSED;
+  env.listener_live = 0;
+  auto f = tcp();
+  f.bypass = 1;
+  auto d = evaluate(env, f, "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_BYPASS);
+  EXPECT_EQ(env.calls_enrolled + env.calls_own_socket + env.calls_captured + env.calls_listener, 0);
 }
 
 }  // namespace

@@ -4,11 +4,12 @@
 
 #include <string.h>
 
-CV_INLINE int cv_shim_lookup_enrolled(void *env, struct cv_enrolled_value *out)
+CV_INLINE int cv_shim_lookup_enrolled(void *env, __u64 *netns_cookie, struct cv_enrolled_value *out)
 {
 	struct cvt_env *e = env;
 
 	e->calls_enrolled++;
+	*netns_cookie = e->netns_cookie;
 	if (!e->enrolled)
 		return 0;
 	*out = e->enrolled_value;
@@ -37,11 +38,107 @@ CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *k
 	return 0;
 }
 
-CV_INLINE int cv_shim_listener_live(void *env)
+CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_captured++;
+	for (i = 0; i < e->n_captured6; i++) {
+		if (memcmp(&e->captured6[i], key, sizeof(*key)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_excluded++;
+	for (i = 0; i < e->n_excluded_ports; i++) {
+		if (memcmp(&e->excluded_ports[i], key, sizeof(*key)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Longest-prefix semantics of BPF_MAP_TYPE_LPM_TRIE: an entry matches when its first
+ * prefixlen bits (of the data after prefixlen) equal the key's. */
+static int cvt_prefix_match(const struct cv_cidr_key *entry, const struct cv_cidr_key *key)
+{
+	const __u8 *a = (const __u8 *)entry + sizeof(__u32);
+	const __u8 *b = (const __u8 *)key + sizeof(__u32);
+	__u32 bits = entry->prefixlen, i;
+
+	if (bits > key->prefixlen)
+		return 0;
+	for (i = 0; i < bits / 8; i++) {
+		if (a[i] != b[i])
+			return 0;
+	}
+	if (bits % 8) {
+		__u8 mask = (__u8)(0xff << (8 - bits % 8));
+		if ((a[bits / 8] & mask) != (b[bits / 8] & mask))
+			return 0;
+	}
+	return 1;
+}
+
+CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_excluded++;
+	for (i = 0; i < e->n_excluded_cidrs; i++) {
+		if (cvt_prefix_match(&e->excluded_cidrs[i], key))
+			return 1;
+	}
+	return 0;
+}
+
+/* The same for cv_prefix_key (port and family first, then the address). */
+static int cvt_prefix_key_match(const struct cv_prefix_key *entry, const struct cv_prefix_key *key)
+{
+	const __u8 *a = (const __u8 *)entry + sizeof(__u32);
+	const __u8 *b = (const __u8 *)key + sizeof(__u32);
+	__u32 bits = entry->prefixlen, i;
+
+	if (bits > key->prefixlen)
+		return 0;
+	for (i = 0; i < bits / 8; i++) {
+		if (a[i] != b[i])
+			return 0;
+	}
+	if (bits % 8) {
+		__u8 mask = (__u8)(0xff << (8 - bits % 8));
+		if ((a[bits / 8] & mask) != (b[bits / 8] & mask))
+			return 0;
+	}
+	return 1;
+}
+
+CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_captured++;
+	for (i = 0; i < e->n_captured_prefixes; i++) {
+		if (cvt_prefix_key_match(&e->captured_prefixes[i], key))
+			return 1;
+	}
+	return 0;
+}
+
+CV_INLINE int cv_shim_listener_live(void *env, __u8 family)
 {
 	struct cvt_env *e = env;
 
 	e->calls_listener++;
+	e->listener_family = family;
 	return e->listener_live;
 }
 
@@ -59,6 +156,26 @@ struct cv_decision cvt_connect4_evaluate(struct cvt_env *env, struct cv_connect_
 					 __u16 port_net)
 {
 	return cv_connect4_evaluate(env, f, ip4_net, port_net);
+}
+
+struct cv_decision cvt_connect6_evaluate(struct cvt_env *env, struct cv_connect_facts *f, const __u32 *ip6_net,
+					 __u16 port_net)
+{
+	struct cv_dst d;
+
+	cv_dst_from6(&d, ip6_net, port_net);
+	return cv_connect_evaluate(env, f, &d);
+}
+
+void cvt_dst_from6(struct cv_dst *d, const __u32 *ip6_net, __u16 port_net)
+{
+	cv_dst_from6(d, ip6_net, port_net);
+}
+
+void cvt_make_orig_dst_key6(struct cv_orig_dst_key *k, __u64 netns_cookie, const __u32 *local_ip6_net,
+			    __u32 local_port_host)
+{
+	cv_make_orig_dst_key6(k, netns_cookie, local_ip6_net, local_port_host);
 }
 
 __u64 *cvt_counter_for(struct cv_counters *c, struct cv_decision d)

@@ -280,9 +280,14 @@ class Skeleton:
         R.check("after unenroll: VIP not captured (curl exit 7)",
                 cp.returncode == CURL_CONNECT_FAILED, describe(cp))
 
-        # --- stop
+        # --- stop: pins survive (restart safety); uninstall removes them
         self.stop_culvertd()
-        R.check("pin root gone or empty after stop",
+        R.check("pins survive a stop",
+                os.path.exists(os.path.join(self.pin_root, "v2", "cv_enrolled")),
+                f"{self.pin_root}: {th._listdir(self.pin_root)}")
+        cp = net.run([a.culvertd, "uninstall", "--config", self.boot], timeout=20)
+        R.check("culvertd uninstall exits 0", cp.returncode == 0, describe(cp))
+        R.check("pin root gone or empty after uninstall",
                 not os.path.exists(self.pin_root) or not os.listdir(self.pin_root),
                 f"{self.pin_root}: {th._listdir(self.pin_root)}")
 

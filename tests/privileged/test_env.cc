@@ -184,13 +184,63 @@ UniqueFd listenIn(const TestNetns& netns, uint16_t port, const std::function<voi
   return s;
 }
 
+UniqueFd listenOn(const TestNetns& netns, const char* ip, uint16_t port, const std::function<void(int)>& before_bind) {
+  bool v6 = std::strchr(ip, ':') != nullptr;
+  UniqueFd s = netns.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM);
+  if (!s) return s;
+  if (before_bind) before_bind(s.get());
+  int one = 1;
+  setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (v6) {
+    setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) return UniqueFd();
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    if (inet_pton(AF_INET, ip, &a->sin_addr) != 1) return UniqueFd();
+    len = sizeof *a;
+  }
+  if (bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(s.get(), 128) != 0) return UniqueFd();
+  return s;
+}
+
+bool addAddress(const TestNetns& netns, const char* ip_with_len) {
+  int rc = -1;
+  std::string cmd = std::string("ip addr add ") + ip_with_len + " dev lo 2>/dev/null";
+  // fork()ed by system() from this thread: the child inherits the thread's netns.
+  netns.run([&] { rc = std::system(cmd.c_str()); });
+  return rc == 0;
+}
+
+std::string addressString(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (sa->sa_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(sa);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    return std::string(buf) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (sa->sa_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return "family " + std::to_string(sa->sa_family);
+}
+
 namespace {
 
 // Fixed-size message from the child: no allocation across fork.
 struct ChildReport {
   int error;
   int stage;  // 0 ok; else which set-up step failed, with errno in `error`
-  sockaddr_in peer;
+  sockaddr_storage peer;
   int sent;
 };
 
@@ -202,7 +252,7 @@ enum ChildStage { kStageOk = 0, kStageCgroup = 1, kStageSetns = 2, kStageSocket 
 }
 
 [[noreturn]] void childMain(int report_fd, const std::filesystem::path& procs, int netns_fd, const char* ip,
-                            uint16_t port, const std::function<void(int)>& after_socket) {
+                            uint16_t port, const std::function<void(int)>& after_socket, ConnectOptions options) {
   ChildReport r{};
   // Join the cgroup first: the connect hook sees a process by its cgroup.
   int cg = open(procs.c_str(), O_WRONLY | O_CLOEXEC);
@@ -217,7 +267,8 @@ enum ChildStage { kStageOk = 0, kStageCgroup = 1, kStageSetns = 2, kStageSocket 
     r.error = errno;
     report(report_fd, r);
   }
-  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int domain = options.domain != 0 ? options.domain : (std::strchr(ip, ':') != nullptr ? AF_INET6 : AF_INET);
+  int s = ::socket(domain, options.type | SOCK_CLOEXEC, 0);
   if (s < 0) {
     r.stage = kStageSocket;
     r.error = errno;
@@ -226,11 +277,22 @@ enum ChildStage { kStageOk = 0, kStageCgroup = 1, kStageSetns = 2, kStageSocket 
   if (after_socket) after_socket(s);
   timeval tv{5, 0};  // a bounded connect, whatever happens
   setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in dst{};
-  dst.sin_family = AF_INET;
-  dst.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &dst.sin_addr);
-  if (connect(s, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
+  sockaddr_storage dst{};
+  socklen_t dst_len = 0;
+  if (domain == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&dst);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, ip, &a->sin6_addr);
+    dst_len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&dst);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, ip, &a->sin_addr);
+    dst_len = sizeof *a;
+  }
+  if (connect(s, reinterpret_cast<sockaddr*>(&dst), dst_len) != 0) {
     r.error = errno;
     report(report_fd, r);
   }
@@ -244,7 +306,7 @@ enum ChildStage { kStageOk = 0, kStageCgroup = 1, kStageSetns = 2, kStageSocket 
 }  // namespace
 
 ConnectResult connectFromChild(const std::filesystem::path& cgroup, const TestNetns& netns, const char* ip,
-                               uint16_t port, const std::function<void(int)>& after_socket) {
+                               uint16_t port, const std::function<void(int)>& after_socket, ConnectOptions options) {
   ConnectResult result;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -259,7 +321,7 @@ ConnectResult connectFromChild(const std::filesystem::path& cgroup, const TestNe
     result.failure = errnoText("fork");
     return result;
   }
-  if (pid == 0) childMain(wr.get(), procs, netns.fd(), ip, port, after_socket);
+  if (pid == 0) childMain(wr.get(), procs, netns.fd(), ip, port, after_socket, options);
   wr.reset();
 
   ChildReport r{};
@@ -278,7 +340,10 @@ ConnectResult connectFromChild(const std::filesystem::path& cgroup, const TestNe
     return result;
   }
   result.error = r.error;
-  result.peer = r.peer;
+  if (r.error == 0) {
+    if (r.peer.ss_family == AF_INET) std::memcpy(&result.peer, &r.peer, sizeof result.peer);
+    result.peer_string = addressString(reinterpret_cast<const sockaddr*>(&r.peer));
+  }
   result.sent = r.sent != 0;
   return result;
 }

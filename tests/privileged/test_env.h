@@ -121,20 +121,37 @@ private:
 // A TCP listener on 127.0.0.1:port inside netns; before_bind runs right after socket()
 // (where culvert tags its sockets).
 UniqueFd listenIn(const TestNetns& netns, uint16_t port, const std::function<void(int)>& before_bind = {});
+// The same on any address ("::1", "10.244.0.5"); IPv6 sockets are IPV6_V6ONLY.
+UniqueFd listenOn(const TestNetns& netns, const char* ip, uint16_t port,
+                  const std::function<void(int)>& before_bind = {});
+
+// Adds ip/len to the netns's lo (a "pod address": it exists only inside that netns).
+bool addAddress(const TestNetns& netns, const char* ip_with_len);
 
 // What a client process saw.
 struct ConnectResult {
-  int error = -1;        // 0 when connect() succeeded, else its errno
-  sockaddr_in peer{};    // getpeername() after a successful connect
-  bool sent = false;     // wrote one byte 'x' after connecting
-  std::string failure;   // set up problems (fork, cgroup, setns...)
+  int error = -1;           // 0 when connect() succeeded, else its errno
+  sockaddr_in peer{};       // getpeername() after a successful connect (IPv4 sockets)
+  std::string peer_string;  // getpeername() as "ip:port" / "[ip]:port", any family
+  bool sent = false;        // wrote one byte 'x' after connecting
+  std::string failure;      // set up problems (fork, cgroup, setns...)
+};
+
+// How the child makes its socket.
+struct ConnectOptions {
+  int domain = 0;             // 0: AF_INET6 when ip contains ':', else AF_INET
+  int type = SOCK_STREAM;     // SOCK_DGRAM for UDP
 };
 
 // Forks a client that joins `cgroup` (before entering the netns, DESIGN.md §8), enters
 // netns, creates a TCP socket, runs after_socket(fd) (e.g. to tag it), and connects to
 // ip:port. Waits at most 10 s.
 ConnectResult connectFromChild(const std::filesystem::path& cgroup, const TestNetns& netns, const char* ip,
-                               uint16_t port, const std::function<void(int)>& after_socket = {});
+                               uint16_t port, const std::function<void(int)>& after_socket = {},
+                               ConnectOptions options = {});
+
+// "ip:port" or "[ip]:port" of a sockaddr.
+std::string addressString(const sockaddr* sa);
 
 // accept() with a timeout; empty fd on timeout.
 UniqueFd acceptWithin(int listen_fd, int timeout_ms);

@@ -22,6 +22,8 @@ enum cv_reason {
 	CV_R_LISTENER_LIVE,   /* -> REDIRECT */
 	CV_R_LISTENER_DOWN,   /* -> fail mode */
 	CV_R_RECORD_FAILED,   /* REDIRECT decided but the original dst could not be stored */
+	CV_R_BYPASS,          /* global bypass (`culvertctl capture off`) */
+	CV_R_EXCLUDED,        /* excluded port or CIDR, or the pod's own address */
 };
 
 /* Facts about one connect(), as bits of cv_connect_facts.known / .value. */
@@ -30,16 +32,28 @@ enum cv_fact {
 	CV_FACT_OWN_SOCKET = 1u << 1,
 	CV_FACT_CAPTURED = 1u << 2,
 	CV_FACT_LISTENER_LIVE = 1u << 3,
+	CV_FACT_EXCLUDED = 1u << 4,
 };
-#define CV_FACT_COUNT 4
+#define CV_FACT_COUNT 5
 
 struct cv_connect_facts {
 	__u32 known;     /* cv_fact bits gathered so far */
 	__u32 value;     /* cv_fact bits that are true (meaningful where known) */
 	__u8 is_tcp;     /* SOCK_STREAM + IPPROTO_TCP: always known up front */
 	__u8 fail_mode;  /* enum cv_fail_mode, from cv_enrolled (valid when enrolled) */
-	__u16 pad;
+	__u8 bypass;     /* cv_config.bypass: always known up front */
+	__u8 pad;
 	__u32 tenant_id; /* from cv_enrolled (valid when enrolled) */
+	__u64 netns_cookie; /* the caller's netns (set when ENROLLED was gathered) */
+};
+
+/* The destination of one connect(), family-tagged. An IPv4-mapped IPv6 destination is
+ * given as IPv4 (family CV_AF_INET): that is what it reaches. */
+struct cv_dst {
+	__u32 addr[4]; /* network order; IPv4 in addr[0] */
+	__u16 port;    /* network order */
+	__u8 family;   /* CV_AF_INET / CV_AF_INET6 */
+	__u8 pad;
 };
 
 struct cv_decision {

@@ -78,6 +78,8 @@ capture:
   port: 16001
   cgroup: /sys/fs/cgroup/unified
   fail_mode: closed
+  exclude_ports: [22, 3306]
+  exclude_cidrs: [169.254.0.0/16, "fd00:ec2::254", 10.1.2.3/8]
 bpf:
   pin_root: /sys/fs/bpf/test-run
 enrollment:
@@ -100,6 +102,13 @@ log:
   EXPECT_EQ(b->capture.port, 16001);
   EXPECT_EQ(b->capture.cgroup, "/sys/fs/cgroup/unified");
   EXPECT_EQ(b->capture.fail_mode, FailMode::Closed);
+  EXPECT_EQ(b->capture.exclude_ports, (std::vector<uint16_t>{22, 3306}));
+  ASSERT_EQ(b->capture.exclude_cidrs.size(), 3u);
+  EXPECT_EQ(b->capture.exclude_cidrs[0].prefix.ip(), "169.254.0.0");
+  EXPECT_EQ(b->capture.exclude_cidrs[0].length, 16u);
+  EXPECT_EQ(b->capture.exclude_cidrs[1].prefix.ip(), "fd00:ec2::254");
+  EXPECT_EQ(b->capture.exclude_cidrs[1].length, 128u);  // a bare address is a full prefix
+  EXPECT_EQ(b->capture.exclude_cidrs[2].length, 8u);
   EXPECT_EQ(b->bpf.pin_root, "/sys/fs/bpf/test-run");
   EXPECT_EQ(b->enrollment.socket, "/tmp/x/cni.sock");
   EXPECT_TRUE(b->enrollment.allow_uncaptured);
@@ -152,6 +161,11 @@ TEST(BootstrapTest, ValueErrorsNameTheKey) {
   expectError("capture:\n  port: 80.5\n", "capture.port", "expected an integer");
   expectError("capture:\n  port: http\n", "capture.port", "expected an integer");
   expectError("capture:\n  fail_mode: maybe\n", "capture.fail_mode", "must be open or closed");
+  expectError("capture:\n  exclude_ports: 22\n", "capture.exclude_ports", "expected a list of ports");
+  expectError("capture:\n  exclude_ports: [22, 0]\n", "capture.exclude_ports[1]", "must be 1..65535");
+  expectError("capture:\n  exclude_cidrs: [10.0.0.0/33]\n", "capture.exclude_cidrs[0]", "exceeds 32");
+  expectError("capture:\n  exclude_cidrs: [10.0.0.0/x]\n", "capture.exclude_cidrs[0]", "bad prefix length");
+  expectError("capture:\n  exclude_cidrs: [example.com]\n", "capture.exclude_cidrs[0]", "not an address or CIDR");
   expectError("workers: 5000\n", "workers", "must be 0..1024");
   expectError("workers: many\n", "workers", "expected an integer");
   expectError("admin:\n  address: localhost:15000\n", "admin.address", "not an IPv4 or IPv6 address");
@@ -170,7 +184,7 @@ TEST(BootstrapTest, ValueErrorsNameTheKey) {
 }
 
 TEST(BootstrapTest, UnknownKeysAreErrors) {
-  expectError("capture:\n  prot: 15001\n", "capture.prot", "unknown key (expected one of: port, cgroup, fail_mode)");
+  expectError("capture:\n  prot: 15001\n", "capture.prot", "unknown key (expected one of: port, cgroup, fail_mode, exclude_ports, exclude_cidrs)");
   expectError("admn:\n  address: 1.2.3.4:5\n", "admn", "unknown key");
   expectError("workers: 1\nextra: true\n", "extra", "unknown key");
   expectError("log:\n  level: info\n  colour: red\n", "log.colour", "unknown key");

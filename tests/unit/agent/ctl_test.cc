@@ -103,10 +103,23 @@ TEST(CtlParseTest, PodsVersionHelpAndGlobals) {
   EXPECT_EQ(parse({"pods", "--timeout", "3"})->timeout, 3s);
   EXPECT_EQ(parse({"pods", "--timeout", "2s"})->timeout, 2s);
   EXPECT_NE(parseError({"pods", "--timeout", "soon"}).find("--timeout"), std::string::npos);
-  EXPECT_EQ(parseError({}), "no command given (expected enroll, unenroll or pods)");
-  EXPECT_EQ(parseError({"launch"}), "unknown command 'launch' (expected enroll, unenroll or pods)");
+  EXPECT_EQ(parseError({}), "no command given (expected enroll, unenroll, pods or capture)");
+  EXPECT_EQ(parseError({"launch"}), "unknown command 'launch' (expected enroll, unenroll, pods or capture)");
   EXPECT_EQ(parseError({"pods", "extra"}), "unexpected argument 'extra'");
   EXPECT_EQ(parseError({"pods", "--json=yes"}), "--json takes no value");
+}
+
+TEST(CtlParseTest, CaptureTakesOnOffOrStatus) {
+  for (const char* action : {"on", "off", "status"}) {
+    auto c = parse({"capture", action});
+    ASSERT_TRUE(c.has_value()) << c.error().describe();
+    EXPECT_EQ(c->kind, CtlCommand::Kind::Capture);
+    EXPECT_EQ(c->capture_action, action);
+  }
+  EXPECT_EQ(parseError({"capture"}), "capture needs on, off or status");
+  EXPECT_EQ(parseError({"capture", "maybe"}), "capture takes on, off or status, got 'maybe'");
+  EXPECT_EQ(parseError({"capture", "on", "off"}), "unexpected argument 'off'");
+  EXPECT_EQ(parseError({"capture", "on", "--json"}), "unknown option --json for 'capture'");
 }
 
 // culvertctl against a real EnrollmentServer that keeps a registry.
