@@ -14,6 +14,7 @@
 #include "proxy/event/dispatcher.h"
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/server.h"
+#include "xds/client/ads_client.h"
 
 namespace culvert::agent {
 
@@ -44,6 +45,9 @@ public:
 
 private:
   common::Result<void> loadResources();
+  // The one publish path of both configuration sources (resource files and ADS).
+  common::Result<void> applySnapshot(std::shared_ptr<const config::Snapshot> snapshot);
+  common::Result<void> startAds();
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
@@ -59,6 +63,7 @@ private:
   std::unique_ptr<PodManager> pods_;
   std::unique_ptr<EnrollmentServer> enrollment_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<xds::client::AdsClient> ads_;
 
   bool config_loaded_ = false;
   std::string resources_dump_ = "null";

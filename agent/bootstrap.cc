@@ -171,6 +171,27 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          return {};
        }},
       {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
+      {"xds.address",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (s->starts_with("unix:")) {
+           if (s->size() == 5) return fail("unix: needs a path", where);
+           if (auto ok = checkSocketPath(s->substr(5), where); !ok) return ok;
+         } else if (!s->empty()) {
+           auto addr = common::SocketAddress::parseHostPort(*s);
+           if (!addr) return fail(addr.error().message + " (expected host:port with an IP literal, or unix:PATH)", where);
+         }
+         b.xds.address = *s;
+         return {};
+       }},
+      {"xds.max_stale",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 0, 365u * 86400u);
+         if (!v) return std::unexpected(v.error());
+         b.xds.max_stale_seconds = static_cast<uint32_t>(*v);
+         return {};
+       }},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
@@ -333,6 +354,10 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "socket" << YAML::Value << YAML::DoubleQuoted << b.enrollment.socket.string();
   out << YAML::EndMap;
   out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
+  out << YAML::Key << "xds" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
+  out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;
+  out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << b.log.level;
   out << YAML::Key << "format" << YAML::Value << std::string(toString(b.log.format));

@@ -58,6 +58,14 @@ struct Bootstrap {
 
   std::filesystem::path state_dir = "/var/lib/culvert";
 
+  struct Xds {
+    // "host:port" (IP literal) or "unix:PATH"; empty = no control plane, resource files only.
+    std::string address;
+    // Stored last-good resources (state_dir/xds_last_good.bin) older than this are not
+    // served at start while the control plane is unreachable.
+    uint32_t max_stale_seconds = 86400;
+  } xds;
+
   struct Log {
     std::string level = "info";
     common::LogFormat format = common::LogFormat::Text;
@@ -84,6 +92,9 @@ bpf:
 enrollment:
   socket: /run/culvert/cni.sock
 state_dir: /var/lib/culvert
+xds:
+  address: ""
+  max_stale: 86400
 log:
   level: info
   format: text
