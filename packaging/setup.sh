@@ -13,6 +13,7 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 curl python3 procps
+  python3-grpcio python3-protobuf
 )
 
 if [[ $(id -u) -ne 0 ]]; then

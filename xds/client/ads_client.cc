@@ -238,8 +238,10 @@ void AdsClient::onMessage(const std::string& bytes) {
   if (outcome.changed && state_.initialFetchDone()) {
     publish_(state_.snapshot());
     published_ = true;
-    persist();
   }
+  // An accepted response may change only versions (same resources): store those too, so a
+  // restart resumes from what the control plane last had ACKed.
+  if ((outcome.changed || outcome.accepted) && state_.initialFetchDone()) persist();
   if (state_.initialFetchDone() && stale_since_) {
     stale_since_.reset();
     stale_gauge_.set(0);
