@@ -48,6 +48,19 @@ common::Result<void> App::start() {
 
   if (bootstrap_.xds.address.empty()) {
     if (auto loaded = loadResources(); !loaded) return loaded;
+    // Reload on change (as on SIGHUP); the whole directory is re-read and published at once.
+    auto watcher = xds::client::DirWatcher::create(main_, bootstrap_.resources.path, std::chrono::milliseconds(200),
+                                                   [this] {
+                                                     spdlog::info("resources.path changed: reloading");
+                                                     if (auto ok = loadResources(); !ok) {
+                                                       spdlog::error("reload: {}", ok.error().describe());
+                                                     }
+                                                   });
+    if (watcher) {
+      resources_watcher_ = std::move(*watcher);
+    } else {
+      spdlog::warn("resources.path is not watched (reload with SIGHUP): {}", watcher.error().describe());
+    }
   } else if (auto ads = startAds(); !ads) {
     return ads;
   }
@@ -254,6 +267,7 @@ void App::stop() {
   // to their fail mode only once nothing can serve them any more.
   admin_.reset();
   ads_.reset();
+  resources_watcher_.reset();
   enrollment_.reset();
   if (pods_) pods_->unenrollAll();
   if (server_) server_->stop();

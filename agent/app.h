@@ -15,6 +15,7 @@
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/server.h"
 #include "xds/client/ads_client.h"
+#include "xds/client/dir_watcher.h"
 
 namespace culvert::agent {
 
@@ -64,6 +65,7 @@ private:
   std::unique_ptr<EnrollmentServer> enrollment_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<xds::client::AdsClient> ads_;
+  std::unique_ptr<xds::client::DirWatcher> resources_watcher_;
 
   bool config_loaded_ = false;
   std::string resources_dump_ = "null";

@@ -227,5 +227,28 @@ TEST(BootstrapTest, LoadFileNamesTheFile) {
   EXPECT_EQ(s.error().where, syntax.string());
 }
 
+TEST(BootstrapTest, XdsKeys) {
+  auto b = parseBootstrap("xds:\n  address: 127.0.0.1:18000\n  max_stale: 60\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->xds.address, "127.0.0.1:18000");
+  EXPECT_EQ(b->xds.max_stale_seconds, 60u);
+  auto u = parseBootstrap("xds:\n  address: unix:/run/cp.sock\n");
+  ASSERT_TRUE(u.has_value()) << u.error().describe();
+  EXPECT_EQ(u->xds.address, "unix:/run/cp.sock");
+  auto d = parseBootstrap("");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->xds.address, "");
+  EXPECT_EQ(d->xds.max_stale_seconds, 86400u);
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value()) << round.error().describe();
+  EXPECT_EQ(round->xds.address, "127.0.0.1:18000");
+  EXPECT_EQ(round->xds.max_stale_seconds, 60u);
+
+  expectError("xds:\n  address: controlplane:18000\n", "xds.address", "unix:PATH");
+  expectError("xds:\n  address: \"unix:\"\n", "xds.address", "needs a path");
+  expectError("xds:\n  max_stale: -1\n", "xds.max_stale", "expected an integer");
+  expectError("xds:\n  delta: true\n", "xds.delta", "unknown key");
+}
+
 }  // namespace
 }  // namespace culvert::agent
