@@ -58,14 +58,17 @@ log: {{level: debug}}
 """
 
 # Sends one HTTP/1.1 request per new connection to VIP:80 at ~RATE/s until
-# STOP_FILE exists (the test asks for 200/s); prints "ok=N bad=N" (bad = non-200 or any socket error).
+# STOP_FILE exists; prints "ok=N bad=N rate=R/s" (bad = non-200 or any socket error).
+# The test asks for 200/s; on the 2-core CI box this Python loader reaches ~160-170/s.
 LOADER = r'''
-import os, socket, sys, time
+import os, socket, sys, threading, time
 vip, rate, stop = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-ok = bad = 0
+THREADS = 8
+lock = threading.Lock()
+counts = {"ok": 0, "bad": 0}
 errors = {}
-while not os.path.exists(stop):
-    t0 = time.monotonic()
+
+def one():
     try:
         with socket.create_connection((vip, 80), timeout=3) as s:
             s.sendall(b"GET /load HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
@@ -75,18 +78,34 @@ while not os.path.exists(stop):
                 if not chunk:
                     break
                 data += chunk
-        if data.startswith(b"HTTP/1.1 200"):
-            ok += 1
-        else:
-            bad += 1
-            errors[data[:40]] = errors.get(data[:40], 0) + 1
+        return None if data.startswith(b"HTTP/1.1 200") else repr(data[:40])
     except OSError as e:
-        bad += 1
-        errors[str(e)] = errors.get(str(e), 0) + 1
-    dt = time.monotonic() - t0
-    if dt < 1.0 / rate:
-        time.sleep(1.0 / rate - dt)
-print(f"ok={ok} bad={bad} errors={errors}", flush=True)
+        return str(e)
+
+def worker():
+    period = THREADS / rate
+    while not os.path.exists(stop):
+        t0 = time.monotonic()
+        err = one()
+        with lock:
+            if err is None:
+                counts["ok"] += 1
+            else:
+                counts["bad"] += 1
+                errors[err] = errors.get(err, 0) + 1
+        dt = time.monotonic() - t0
+        if dt < period:
+            time.sleep(period - dt)
+
+t0 = time.monotonic()
+ts = [threading.Thread(target=worker) for _ in range(THREADS)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+secs = time.monotonic() - t0
+print(f"ok={counts['ok']} bad={counts['bad']} rate={(counts['ok'] + counts['bad']) / secs:.0f}/s errors={errors}",
+      flush=True)
 '''
 
 
@@ -220,7 +239,9 @@ class Resources:
         return self.jf.ParseDict(d, self.pb["route_pb2"].RouteConfiguration())
 
     def cluster(self, name):
-        d = {"name": name, "type": "EDS", "connect_timeout": "1s",
+        # 5 s: the test echo server (socketserver, listen backlog 5) drops SYNs under the
+        # load burst; a 1 s timeout would turn one retransmitted SYN into a 503.
+        d = {"name": name, "type": "EDS", "connect_timeout": "5s",
              "eds_cluster_config": {"eds_config": {"ads": {}}}}
         return self.jf.ParseDict(d, self.pb["cluster_pb2"].Cluster())
 
@@ -403,6 +424,7 @@ class XdsTest:
         with open(load_out) as f:
             load = f.read().strip()
         okn = int(load.split("ok=")[1].split()[0]) if "ok=" in load else 0
+        print(f"load: {load}", flush=True)
         R.check("load through capture during push, NACK and repair: no failures", "bad=0 " in load + " "
                 and okn > 200, load)
 
