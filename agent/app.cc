@@ -132,6 +132,7 @@ common::Result<void> App::startAds() {
   options.address = bootstrap_.xds.address;
   options.node_id = bootstrap_.node.id;
   options.node_cluster = bootstrap_.node.cluster;
+  options.delta = bootstrap_.xds.delta;
   options.state_file = bootstrap_.state_dir / "xds_last_good.bin";
   options.max_stale = std::chrono::seconds(bootstrap_.xds.max_stale_seconds);
   ads_ = std::make_unique<xds::client::AdsClient>(main_, stats_, options, *target, [this](auto snapshot) {

@@ -192,6 +192,14 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          b.xds.max_stale_seconds = static_cast<uint32_t>(*v);
          return {};
        }},
+      {"xds.delta",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (*s != "true" && *s != "false") return fail("must be true or false, got '" + *s + "'", where);
+         b.xds.delta = *s == "true";
+         return {};
+       }},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
@@ -357,6 +365,7 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "xds" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
   out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;
+  out << YAML::Key << "delta" << YAML::Value << (b.xds.delta ? "true" : "false");
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << b.log.level;

@@ -64,6 +64,7 @@ struct Bootstrap {
     // Stored last-good resources (state_dir/xds_last_good.bin) older than this are not
     // served at start while the control plane is unreachable.
     uint32_t max_stale_seconds = 86400;
+    bool delta = false;  // DeltaAggregatedResources instead of State of the World
   } xds;
 
   struct Log {
@@ -95,6 +96,7 @@ state_dir: /var/lib/culvert
 xds:
   address: ""
   max_stale: 86400
+  delta: false
 log:
   level: info
   format: text

@@ -53,7 +53,7 @@ capture: {{port: {capture_port}, cgroup: "{cgroup}", fail_mode: open}}
 bpf: {{pin_root: "{pin_root}"}}
 enrollment: {{socket: "{tmp}/cni.sock"}}
 state_dir: "{tmp}/state"
-xds: {{address: "{xds}", max_stale: 3600}}
+xds: {{address: "{xds}", max_stale: 3600, delta: {delta}}}
 log: {{level: debug}}
 """
 
@@ -130,23 +130,26 @@ def compile_protos(outdir: str):
 class ControlPlane:
     """One ADS service; each new stream replaces the previous one."""
 
-    def __init__(self, pb, address: str):
+    def __init__(self, pb, address: str, delta: bool = False):
         import grpc
         from concurrent import futures
         self.pb = pb
+        self.delta = delta
         self.cond = threading.Condition()
         self.requests = []  # every DiscoveryRequest, all streams, in order
         self.streams = 0
         self.out = None
         self.nonce = 0
         D = pb["discovery_pb2"]
+        req, resp = ((D.DeltaDiscoveryRequest, D.DeltaDiscoveryResponse) if delta
+                     else (D.DiscoveryRequest, D.DiscoveryResponse))
         handler = grpc.stream_stream_rpc_method_handler(
-            self._stream, request_deserializer=D.DiscoveryRequest.FromString,
-            response_serializer=D.DiscoveryResponse.SerializeToString)
+            self._stream, request_deserializer=req.FromString,
+            response_serializer=resp.SerializeToString)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "envoy.service.discovery.v3.AggregatedDiscoveryService",
-            {"StreamAggregatedResources": handler}),))
+            {"DeltaAggregatedResources" if delta else "StreamAggregatedResources": handler}),))
         if not self.server.add_insecure_port(address):
             raise RuntimeError(f"cannot listen on {address}")
         self.server.start()
@@ -184,6 +187,20 @@ class ControlPlane:
         r = D.DiscoveryResponse(type_url=type_url, version_info=version, nonce=nonce)
         for res in resources:
             r.resources.add().Pack(res)
+        with self.cond:
+            q = self.out
+        q.put(r)
+        return nonce
+
+    def push_delta(self, type_url: str, resources, removed=(), name_of=lambda r: r.name) -> str:
+        D = self.pb["discovery_pb2"]
+        self.nonce += 1
+        nonce = f"dnonce-{self.nonce}"
+        r = D.DeltaDiscoveryResponse(type_url=type_url, nonce=nonce, system_version_info=nonce,
+                                     removed_resources=list(removed))
+        for version, res in resources:
+            item = r.resources.add(name=name_of(res), version=version)
+            item.resource.Pack(res)
         with self.cond:
             q = self.out
         q.put(r)
@@ -276,12 +293,13 @@ class XdsTest:
         cp = self.curl(ip, path)
         return cp.returncode == 0 and f"path={path} " in cp.stdout, describe(cp)
 
-    def start_culvertd(self, xds_address, tag):
+    def start_culvertd(self, xds_address, tag, delta=False):
         boot = os.path.join(self.net.tmpdir, f"bootstrap-{tag}.yaml")
         with open(boot, "w") as f:
             f.write(BOOTSTRAP.format(admin_port=self.admin_port, tmp=self.net.tmpdir,
                                      capture_port=CAPTURE_PORT, cgroup=self.cg.path,
-                                     pin_root=self.pin_root, xds=xds_address))
+                                     pin_root=self.pin_root, xds=xds_address,
+                                     delta="true" if delta else "false"))
         self.boot = boot
         log = os.path.join(self.net.tmpdir, f"culvertd-{tag}.log")
         self.logs.append(log)
@@ -481,6 +499,58 @@ class XdsTest:
         cpv = self.curl(VIP, "/removed")
         R.check("removed listener: VIP no longer captured (curl exit 7)",
                 cpv.returncode == CURL_CONNECT_FAILED, describe(cpv))
+        self.stop_culvertd()
+        cp.stop()
+
+        # --- phase 5: Delta ADS
+        dport = free_port()
+        self.cp = cp = ControlPlane(pb, f"127.0.0.1:{dport}", delta=True)
+        self.start_culvertd(f"127.0.0.1:{dport}", "3", delta=True)
+        first = cp.wait(lambda r: r.type_url == CDS, 0, timeout=15)
+        R.check("delta: stream opens with CDS, telling the server it holds backend",
+                first is not None and dict(first.initial_resource_versions) == {"backend": "c1"}, f"got {first}",
+                fatal=True)
+        m = cp.mark()
+        n = cp.push_delta(LDS, [("dl1", res.listener("vip", VIP, "routes"))])
+        r = cp.wait(lambda r: r.type_url == LDS and r.response_nonce == n, m)
+        R.check("delta: LDS ACK (nonce, no error_detail)", r is not None and not r.HasField("error_detail"),
+                f"got {r}")
+        r = cp.wait(lambda r: r.type_url == RDS and list(r.resource_names_subscribe) == ["routes"], m)
+        R.check("delta: subscribes RDS routes", r is not None)
+        m = cp.mark()
+        n1 = cp.push_delta(RDS, [("dr1", res.route("routes", "backend"))])
+        n2 = cp.push_delta(EDS, [("de1", res.cla("backend", SERVER_IP, SERVER_PORT))],
+                           name_of=lambda x: x.cluster_name)
+        for name, t, n in (("RDS", RDS, n1), ("EDS", EDS, n2)):
+            r = cp.wait(lambda r, t=t, n=n: r.type_url == t and r.response_nonce == n, m)
+            R.check(f"delta: {name} ACK", r is not None and not r.HasField("error_detail"), f"got {r}")
+        n = cp.push_delta(CDS, [("dc1", res.cluster("backend"))])
+        cp.wait(lambda r: r.type_url == CDS and r.response_nonce == n, m)
+        code, body = self.wait_ready()
+        R.check("delta: /ready 200", code == 200, f"{code} {body!r}")
+        self.enroll()
+        ok, why = self.reaches_server(VIP, "/delta")
+        R.check("delta: VIP proxied through capture", ok, why)
+        m = cp.mark()
+        n = cp.push_delta(LDS, [("dl2", res.listener("vip", VIP, "routes", bad_filter=True)),
+                                ("dl2", res.listener("vip2", VIP2, "routes"))])
+        r = cp.wait(lambda r: r.type_url == LDS and r.response_nonce == n, m)
+        R.check("delta: NACK names vip and why", r is not None and r.HasField("error_detail")
+                and "vip: " in r.error_detail.message and "lua" in r.error_detail.message, f"got {r}")
+        ok, why = self.reaches_server(VIP, "/delta-nack")
+        R.check("delta: last good vip still serves after the NACK", ok, why)
+        ok, why = self.reaches_server(VIP2, "/delta-vip2")
+        R.check("delta: the valid vip2 applied", ok, why)
+        m = cp.mark()
+        n = cp.push_delta(LDS, [], removed=["vip2"])
+        r = cp.wait(lambda r: r.type_url == LDS and r.response_nonce == n, m)
+        R.check("delta: removal ACKed", r is not None and not r.HasField("error_detail"), f"got {r}")
+        time.sleep(0.3)
+        cpv = self.curl(VIP2, "/delta-removed")
+        R.check("delta: removed vip2 no longer captured (curl exit 7)",
+                cpv.returncode == CURL_CONNECT_FAILED, describe(cpv))
+        ok, why = self.reaches_server(VIP, "/delta-still")
+        R.check("delta: vip unaffected by vip2's removal", ok, why)
         self.stop_culvertd()
         cp.stop()
 

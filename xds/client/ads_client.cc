@@ -189,7 +189,7 @@ void AdsClient::start() {
 
 void AdsClient::connect() {
   GrpcStreamOptions so;
-  so.method_path = std::string(kStreamAggregatedResourcesPath);
+  so.method_path = std::string(options_.delta ? kDeltaAggregatedResourcesPath : kStreamAggregatedResourcesPath);
   so.keepalive_interval = options_.keepalive_interval;
   so.keepalive_timeout = options_.keepalive_timeout;
   responded_on_stream_ = false;
@@ -214,14 +214,21 @@ void AdsClient::onOpen() {
   node.set_cluster(options_.node_cluster);
   node.set_user_agent_name("culvert");
   node.set_user_agent_version(CULVERT_VERSION);
-  for (const auto& r : state_.streamStartRequests(node)) sendRequest(r);
+  if (options_.delta) {
+    for (const auto& r : state_.deltaStreamStartRequests(node)) sendRequest(r);
+  } else {
+    for (const auto& r : state_.streamStartRequests(node)) sendRequest(r);
+  }
 }
 
 void AdsClient::onMessage(const std::string& bytes) {
   auto started = std::chrono::steady_clock::now();
-  discovery::DiscoveryResponse response;
-  if (!response.ParseFromString(bytes)) {
-    spdlog::error("xds: cannot decode a DiscoveryResponse ({} bytes); reconnecting", bytes.size());
+  discovery::DiscoveryResponse sotw;
+  discovery::DeltaDiscoveryResponse delta;
+  bool parsed = options_.delta ? delta.ParseFromString(bytes) : sotw.ParseFromString(bytes);
+  if (!parsed) {
+    spdlog::error("xds: cannot decode a {}DiscoveryResponse ({} bytes); reconnecting", options_.delta ? "Delta" : "",
+                  bytes.size());
     dispatcher_.deferredDelete(std::move(stream_));
     connected_ = false;
     connected_gauge_.set(0);
@@ -230,37 +237,53 @@ void AdsClient::onMessage(const std::string& bytes) {
   }
   responded_on_stream_ = true;
   attempt_ = 0;
-  auto type = typeFromUrl(response.type_url());
-  common::Labels labels = {{"type", type ? std::string(shortName(*type)) : std::string("unknown")}};
-  stats_.counter("culvert_xds_update_attempts_total", labels, "xDS responses received").inc();
-  auto outcome = state_.onResponse(response, std::chrono::system_clock::now());
-  // Apply before acknowledging, as Envoy does.
-  if (outcome.changed && state_.initialFetchDone()) {
+  const std::string& type_url = options_.delta ? delta.type_url() : sotw.type_url();
+  auto type = typeFromUrl(type_url);
+  std::string label = type ? std::string(shortName(*type)) : std::string("unknown");
+  stats_.counter("culvert_xds_update_attempts_total", {{"type", label}}, "xDS responses received").inc();
+  if (options_.delta) {
+    auto outcome = state_.onDeltaResponse(delta, std::chrono::system_clock::now());
+    afterResponse(outcome.changed, outcome.accepted, label, delta.system_version_info(),
+                  delta.resources_size() + delta.removed_resources_size(), outcome.rejected, started);
+    for (const auto& r : outcome.requests) sendRequest(r);
+  } else {
+    auto outcome = state_.onResponse(sotw, std::chrono::system_clock::now());
+    afterResponse(outcome.changed, outcome.accepted, label, sotw.version_info(), sotw.resources_size(),
+                  outcome.rejected, started);
+    for (const auto& r : outcome.requests) sendRequest(r);
+  }
+  apply_us_gauge_.set(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
+}
+
+// Applies before the caller acknowledges, as Envoy does.
+void AdsClient::afterResponse(bool changed, bool accepted, const std::string& type, const std::string& version,
+                              int resources, const std::vector<ResourceRejection>& rejected,
+                              std::chrono::steady_clock::time_point) {
+  // The first complete fetch publishes even when nothing differs from the restored state:
+  // responses before it (e.g. RDS before CDS) changed the state without publishing.
+  const bool first_complete = !initial_fetch_published_ && state_.initialFetchDone();
+  if ((changed || first_complete) && state_.initialFetchDone()) {
     publish_(state_.snapshot());
     published_ = true;
+    initial_fetch_published_ = true;
   }
   // An accepted response may change only versions (same resources): store those too, so a
   // restart resumes from what the control plane last had ACKed.
-  if ((outcome.changed || outcome.accepted) && state_.initialFetchDone()) persist();
+  if ((changed || accepted) && state_.initialFetchDone()) persist();
   if (state_.initialFetchDone() && stale_since_) {
     stale_since_.reset();
     stale_gauge_.set(0);
     spdlog::info("xds: the control plane has confirmed the configuration; no longer stale");
   }
-  if (outcome.accepted) {
+  common::Labels labels = {{"type", type}};
+  if (accepted) {
     stats_.counter("culvert_xds_update_successes_total", labels, "xDS responses ACKed").inc();
-    spdlog::info("xds: {} version {} accepted ({} resources)", labels[0].second, response.version_info(),
-                 response.resources_size());
+    spdlog::info("xds: {} version {} accepted ({} resources)", type, version, resources);
   } else {
     stats_.counter("culvert_xds_update_rejections_total", labels, "xDS responses NACKed").inc();
-    for (const auto& r : outcome.rejected) {
-      spdlog::error("xds: {} version {}: rejected {}: {}", labels[0].second, response.version_info(), r.name,
-                    r.reason);
-    }
+    for (const auto& r : rejected) spdlog::error("xds: {} version {}: rejected {}: {}", type, version, r.name, r.reason);
   }
-  for (const auto& r : outcome.requests) sendRequest(r);
-  apply_us_gauge_.set(
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
 }
 
 void AdsClient::persist() {

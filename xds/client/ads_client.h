@@ -29,11 +29,14 @@ namespace culvert::xds::client {
 
 inline constexpr std::string_view kStreamAggregatedResourcesPath =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+inline constexpr std::string_view kDeltaAggregatedResourcesPath =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 struct AdsClientOptions {
   std::string address;  // host:port or unix:PATH
   std::string node_id;
   std::string node_cluster;
+  bool delta = false;  // DeltaAggregatedResources instead of State of the World
   // Last accepted resources, written atomically after every accepted change; empty = off.
   std::filesystem::path state_file;
   // A stored configuration older than this is not served at start.
@@ -86,6 +89,9 @@ private:
   void connect();
   void onOpen();
   void onMessage(const std::string& bytes);
+  void afterResponse(bool changed, bool accepted, const std::string& type, const std::string& version, int resources,
+                     const std::vector<ResourceRejection>& rejected,
+                     std::chrono::steady_clock::time_point started);
   void onClose(int status, const std::string& message);
   void scheduleReconnect();
   void sendRequest(const google::protobuf::Message& request);
@@ -102,6 +108,7 @@ private:
   uint32_t attempt_ = 0;
   bool connected_ = false;
   bool published_ = false;
+  bool initial_fetch_published_ = false;
   bool responded_on_stream_ = false;
   std::optional<SystemTime> stale_since_;  // time the stale configuration was written
   std::mt19937_64 rng_{std::random_device{}()};

@@ -417,3 +417,134 @@ std::vector<ResourceRejection> AdsState::restore(ResourceType type, const std::s
 }
 
 }  // namespace culvert::xds::client
+
+namespace culvert::xds::client {
+
+common::Result<bool> AdsState::applyResource(ResourceType type, const std::string& name_hint,
+                                             const std::string& payload, const std::string& version,
+                                             SystemTime now, std::string* name_out) {
+  auto decoded = decodeResource(type, payload);
+  if (!decoded) {
+    *name_out = name_hint;
+    return std::unexpected(decoded.error());
+  }
+  *name_out = decoded->name;
+  if (!name_hint.empty() && name_hint != decoded->name) {
+    return common::fail("the resource is named '" + decoded->name + "' but delivered as '" + name_hint + "'");
+  }
+  TypeState& s = mut(type);
+  auto it = s.resources.find(decoded->name);
+  if (it != s.resources.end() && it->second.serialized == decoded->resource.serialized) {
+    it->second.version = version;
+    return false;
+  }
+  decoded->resource.version = version;
+  decoded->resource.last_updated = now;
+  s.resources[decoded->name] = std::move(decoded->resource);
+  return true;
+}
+
+std::vector<discovery::DeltaDiscoveryRequest> AdsState::deltaStreamStartRequests(
+    const envoy::config::core::v3::Node& node) const {
+  std::vector<discovery::DeltaDiscoveryRequest> out;
+  for (auto t : kAllTypes) {
+    const auto& s = state(t);
+    if (!s.subscribed) continue;
+    discovery::DeltaDiscoveryRequest r;
+    r.set_type_url(std::string(typeUrl(t)));
+    for (const auto& n : s.names) r.add_resource_names_subscribe(n);
+    for (const auto& [name, res] : s.resources) (*r.mutable_initial_resource_versions())[name] = res.version;
+    if (out.empty()) *r.mutable_node() = node;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+DeltaOutcome AdsState::onDeltaResponse(const discovery::DeltaDiscoveryResponse& response, SystemTime now) {
+  DeltaOutcome out;
+  auto type = typeFromUrl(response.type_url());
+  discovery::DeltaDiscoveryRequest reply;
+  reply.set_type_url(response.type_url());
+  reply.set_response_nonce(response.nonce());
+  if (!type) {
+    out.accepted = false;
+    out.rejected.push_back({response.type_url(), "unsupported resource type"});
+    reply.mutable_error_detail()->set_code(kInvalidArgument);
+    reply.mutable_error_detail()->set_message("unsupported resource type '" + response.type_url() + "'");
+    out.requests.push_back(std::move(reply));
+    return out;
+  }
+  out.type = *type;
+  TypeState& s = mut(*type);
+  s.nonce = response.nonce();
+  s.received = true;
+  const bool wildcard = *type == ResourceType::Listener || *type == ResourceType::Cluster;
+  std::set<std::string> seen;
+  for (int i = 0; i < response.resources_size(); ++i) {
+    const auto& item = response.resources(i);
+    std::string label = item.name().empty() ? "resources[" + std::to_string(i) + "]" : item.name();
+    if (!item.has_resource()) {
+      out.rejected.push_back({label, "a resource without a payload (culvert does not use aliases or TTL heartbeats)"});
+      continue;
+    }
+    if (messageNameOf(item.resource().type_url()) != messageNameOf(typeUrl(*type))) {
+      out.rejected.push_back({label, "type_url '" + item.resource().type_url() + "' does not match the response's '" +
+                                         response.type_url() + "'"});
+      continue;
+    }
+    if (!item.name().empty() && !seen.insert(item.name()).second) {
+      out.rejected.push_back({label, "duplicate resource name in the response"});
+      continue;
+    }
+    if (!wildcard && !item.name().empty() && !s.names.contains(item.name())) continue;
+    std::string name;
+    auto applied = applyResource(*type, item.name(), item.resource().value(), item.version(), now, &name);
+    if (!applied) {
+      out.rejected.push_back({name.empty() ? label : name, applied.error().describe()});
+      continue;
+    }
+    out.changed |= *applied;
+  }
+  for (const auto& name : response.removed_resources()) {
+    if (s.resources.erase(name) > 0) out.changed = true;
+  }
+  out.accepted = out.rejected.empty();
+  if (out.accepted) {
+    s.accepted_version = response.system_version_info();
+  } else {
+    std::string message;
+    for (const auto& r : out.rejected) message += (message.empty() ? "" : "\n") + r.name + ": " + r.reason;
+    reply.mutable_error_detail()->set_code(kInvalidArgument);
+    reply.mutable_error_detail()->set_message(message);
+    s.rejected_version = response.system_version_info();
+    s.rejected = out.rejected;
+    s.rejected_at = now;
+  }
+  out.requests.push_back(std::move(reply));
+
+  std::set<std::string> old_routes = state(ResourceType::RouteConfiguration).names;
+  std::set<std::string> old_assignments = state(ResourceType::ClusterLoadAssignment).names;
+  bool routes_were = state(ResourceType::RouteConfiguration).subscribed;
+  bool assignments_were = state(ResourceType::ClusterLoadAssignment).subscribed;
+  auto changed_types = refreshSubscriptions();
+  for (auto t : changed_types) {
+    const auto& before = t == ResourceType::RouteConfiguration ? old_routes : old_assignments;
+    bool was = t == ResourceType::RouteConfiguration ? routes_were : assignments_were;
+    const auto& now_names = state(t).names;
+    discovery::DeltaDiscoveryRequest r;
+    r.set_type_url(std::string(typeUrl(t)));
+    for (const auto& n : now_names) {
+      if (!before.contains(n)) r.add_resource_names_subscribe(n);
+    }
+    for (const auto& n : before) {
+      if (!now_names.contains(n)) r.add_resource_names_unsubscribe(n);
+    }
+    if (was && r.resource_names_subscribe_size() == 0 && r.resource_names_unsubscribe_size() == 0) continue;
+    out.requests.push_back(std::move(r));
+  }
+  if (!changed_types.empty()) out.changed = true;
+  refreshActive();
+  return out;
+}
+
+}  // namespace culvert::xds::client

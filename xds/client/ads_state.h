@@ -28,11 +28,14 @@
 #include <string>
 #include <vector>
 
+#include "proxy/common/error.h"
 #include "proxy/config/snapshot.h"
 
 namespace envoy::service::discovery::v3 {
 class DiscoveryRequest;
 class DiscoveryResponse;
+class DeltaDiscoveryRequest;
+class DeltaDiscoveryResponse;
 }  // namespace envoy::service::discovery::v3
 namespace envoy::config::core::v3 {
 class Node;
@@ -89,6 +92,17 @@ struct ResponseOutcome {
   ResourceType type = ResourceType::Listener;
 };
 
+// The Delta (incremental) variant: same resources, isolation and warming; requests name
+// subscription changes, responses carry only changed resources (each with its own
+// version) and removed_resources.
+struct DeltaOutcome {
+  std::vector<envoy::service::discovery::v3::DeltaDiscoveryRequest> requests;
+  bool accepted = true;
+  bool changed = false;
+  std::vector<ResourceRejection> rejected;
+  ResourceType type = ResourceType::Listener;
+};
+
 class AdsState {
 public:
   AdsState();
@@ -100,6 +114,13 @@ public:
       const envoy::config::core::v3::Node& node) const;
 
   ResponseOutcome onResponse(const envoy::service::discovery::v3::DiscoveryResponse& response, SystemTime now);
+
+  // Delta: on a fresh stream, one request per subscribed type with its names to subscribe
+  // (none for the wildcard LDS/CDS) and initial_resource_versions of what is held.
+  std::vector<envoy::service::discovery::v3::DeltaDiscoveryRequest> deltaStreamStartRequests(
+      const envoy::config::core::v3::Node& node) const;
+  DeltaOutcome onDeltaResponse(const envoy::service::discovery::v3::DeltaDiscoveryResponse& response,
+                               SystemTime now);
 
   // The active configuration: listeners whose routes are all present, clusters whose
   // endpoints are present (or their previously active version while they warm).
@@ -127,6 +148,10 @@ public:
 
 private:
   TypeState& mut(ResourceType type) { return types_[static_cast<size_t>(type)]; }
+  // Decodes, translates and stores one resource; returns whether it changed anything,
+  // or the rejection.
+  common::Result<bool> applyResource(ResourceType type, const std::string& name_hint, const std::string& payload,
+                                     const std::string& version, SystemTime now, std::string* name_out);
   // Recomputes RDS/EDS names from the listeners/clusters; drops unreferenced resources.
   // Returns the types whose names changed.
   std::vector<ResourceType> refreshSubscriptions();

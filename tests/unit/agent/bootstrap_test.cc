@@ -247,7 +247,11 @@ TEST(BootstrapTest, XdsKeys) {
   expectError("xds:\n  address: controlplane:18000\n", "xds.address", "unix:PATH");
   expectError("xds:\n  address: \"unix:\"\n", "xds.address", "needs a path");
   expectError("xds:\n  max_stale: -1\n", "xds.max_stale", "expected an integer");
-  expectError("xds:\n  delta: true\n", "xds.delta", "unknown key");
+  expectError("xds:\n  delta: yes\n", "xds.delta", "must be true or false");
+  auto delta = parseBootstrap("xds:\n  delta: true\n");
+  ASSERT_TRUE(delta.has_value()) << delta.error().describe();
+  EXPECT_TRUE(delta->xds.delta);
+  EXPECT_TRUE(parseBootstrap(formatBootstrap(*delta))->xds.delta);
 }
 
 }  // namespace

@@ -294,6 +294,110 @@ TEST(AdsState, ConfigDumpListsResourcesAndLastRejection) {
   EXPECT_NE(dump.find("2027-01-15T08:00:00.000Z"), std::string::npos) << dump;
 }
 
+using envoy::service::discovery::v3::DeltaDiscoveryRequest;
+using envoy::service::discovery::v3::DeltaDiscoveryResponse;
+
+template <typename... M>
+DeltaDiscoveryResponse delta(ResourceType type, const std::string& nonce, std::vector<std::string> removed,
+                             const std::pair<std::string, M>&... versioned) {
+  DeltaDiscoveryResponse r;
+  r.set_type_url(std::string(typeUrl(type)));
+  r.set_nonce(nonce);
+  r.set_system_version_info("sys-" + nonce);
+  (
+      [&] {
+        auto* item = r.add_resources();
+        item->set_version(versioned.first);
+        item->mutable_resource()->PackFrom(versioned.second);
+        if constexpr (std::is_same_v<M, envoy::config::endpoint::v3::ClusterLoadAssignment>) {
+          item->set_name(versioned.second.cluster_name());
+        } else {
+          item->set_name(versioned.second.name());
+        }
+      }(),
+      ...);
+  for (auto& n : removed) r.add_removed_resources(n);
+  return r;
+}
+
+std::vector<std::string> subs(const DeltaDiscoveryRequest& r) {
+  return {r.resource_names_subscribe().begin(), r.resource_names_subscribe().end()};
+}
+std::vector<std::string> unsubs(const DeltaDiscoveryRequest& r) {
+  return {r.resource_names_unsubscribe().begin(), r.resource_names_unsubscribe().end()};
+}
+
+TEST(AdsStateDelta, AckNackSubscribeUnsubscribeAndRemoval) {
+  AdsState s;
+  envoy::config::core::v3::Node node;
+  node.set_id("n");
+  auto start = s.deltaStreamStartRequests(node);
+  ASSERT_EQ(start.size(), 2u);
+  EXPECT_EQ(start[0].node().id(), "n");
+  EXPECT_TRUE(start[0].resource_names_subscribe().empty());  // wildcard
+
+  auto out = s.onDeltaResponse(delta(ResourceType::Listener, "d1", {}, std::pair{std::string("v1"),
+                                                                          rdsListener("vip", "10.96.0.10", "r")}),
+                               kNow);
+  EXPECT_TRUE(out.accepted);
+  ASSERT_EQ(out.requests.size(), 2u);
+  EXPECT_EQ(out.requests[0].response_nonce(), "d1");
+  EXPECT_FALSE(out.requests[0].has_error_detail());
+  EXPECT_EQ(out.requests[1].type_url(), typeUrl(ResourceType::RouteConfiguration));
+  EXPECT_EQ(subs(out.requests[1]), std::vector<std::string>{"r"});
+
+  // A second listener arrives alone: the first stays (delta adds, it does not replace).
+  out = s.onDeltaResponse(delta(ResourceType::Listener, "d2", {}, std::pair{std::string("v1"),
+                                                                     rdsListener("vip2", "10.96.0.11", "r2")}),
+                          kNow);
+  EXPECT_EQ(s.state(ResourceType::Listener).resources.size(), 2u);
+  ASSERT_EQ(out.requests.size(), 2u);
+  EXPECT_EQ(subs(out.requests[1]), std::vector<std::string>{"r2"});
+  EXPECT_TRUE(unsubs(out.requests[1]).empty());
+
+  // An invalid update of vip keeps its last good version and is NACKed by name.
+  auto bad = rdsListener("vip", "10.96.0.10", "");
+  out = s.onDeltaResponse(delta(ResourceType::Listener, "d3", {}, std::pair{std::string("v2"), bad}), kNow);
+  EXPECT_FALSE(out.accepted);
+  ASSERT_TRUE(out.requests[0].has_error_detail());
+  EXPECT_EQ(out.requests[0].response_nonce(), "d3");
+  EXPECT_NE(out.requests[0].error_detail().message().find("vip: "), std::string::npos);
+  EXPECT_EQ(s.state(ResourceType::Listener).resources.at("vip").version, "v1");
+
+  // removed_resources removes; "r2" is then unsubscribed.
+  out = s.onDeltaResponse(delta(ResourceType::Listener, "d4", {"vip2"}), kNow);
+  EXPECT_TRUE(out.accepted);
+  EXPECT_EQ(s.state(ResourceType::Listener).resources.count("vip2"), 0u);
+  ASSERT_EQ(out.requests.size(), 2u);
+  EXPECT_EQ(unsubs(out.requests[1]), std::vector<std::string>{"r2"});
+
+  // A reconnect tells the server what is held.
+  s.onDeltaResponse(delta(ResourceType::RouteConfiguration, "d5", {}, std::pair{std::string("rv1"),
+                                                                       route("r", "backend")}),
+                    kNow);
+  auto again = s.deltaStreamStartRequests(node);
+  std::map<std::string, DeltaDiscoveryRequest> by_type;
+  for (auto& r : again) by_type[r.type_url()] = r;
+  const auto& rds = by_type[std::string(typeUrl(ResourceType::RouteConfiguration))];
+  EXPECT_EQ(subs(rds), std::vector<std::string>{"r"});
+  EXPECT_EQ(rds.initial_resource_versions().at("r"), "rv1");
+  EXPECT_EQ(by_type[std::string(typeUrl(ResourceType::Listener))].initial_resource_versions().at("vip"), "v1");
+}
+
+TEST(AdsStateDelta, ANameThatDoesNotMatchThePayloadIsRejected) {
+  AdsState s;
+  DeltaDiscoveryResponse r;
+  r.set_type_url(std::string(typeUrl(ResourceType::Cluster)));
+  r.set_nonce("x");
+  auto* item = r.add_resources();
+  item->set_name("other");
+  item->mutable_resource()->PackFrom(edsCluster("backend"));
+  auto out = s.onDeltaResponse(r, kNow);
+  EXPECT_FALSE(out.accepted);
+  ASSERT_EQ(out.rejected.size(), 1u);
+  EXPECT_NE(out.rejected[0].reason.find("delivered as 'other'"), std::string::npos);
+}
+
 TEST(Backoff, GrowsDoublingToTheCapWithJitterBetweenHalfAndFull) {
   using std::chrono::milliseconds;
   EXPECT_EQ(backoffDelay(0, milliseconds(500), milliseconds(30000), 1.0), milliseconds(500));
