@@ -133,6 +133,10 @@ common::Result<void> App::startAds() {
   options.node_id = bootstrap_.node.id;
   options.node_cluster = bootstrap_.node.cluster;
   options.delta = bootstrap_.xds.delta;
+  options.locality_region = bootstrap_.node.locality.region;
+  options.locality_zone = bootstrap_.node.locality.zone;
+  options.locality_sub_zone = bootstrap_.node.locality.sub_zone;
+  options.node_metadata = bootstrap_.node.metadata;
   options.state_file = bootstrap_.state_dir / "xds_last_good.bin";
   options.max_stale = std::chrono::seconds(bootstrap_.xds.max_stale_seconds);
   ads_ = std::make_unique<xds::client::AdsClient>(main_, stats_, options, *target, [this](auto snapshot) {

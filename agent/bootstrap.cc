@@ -105,6 +105,23 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
   static const std::vector<std::pair<std::string, Setter>> table = {
       {"node.id", nonEmptyString([](Bootstrap& b, std::string v) { b.node.id = std::move(v); })},
       {"node.cluster", nonEmptyString([](Bootstrap& b, std::string v) { b.node.cluster = std::move(v); })},
+      {"node.locality.region", nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.region = std::move(v); })},
+      {"node.locality.zone", nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.zone = std::move(v); })},
+      {"node.locality.sub_zone",
+       nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.sub_zone = std::move(v); })},
+      {"node.metadata",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         if (n.IsNull()) return {};
+         if (!n.IsMap()) return fail("expected a mapping of strings, got " + std::string(kindOf(n)), where);
+         for (auto it = n.begin(); it != n.end(); ++it) {
+           if (!it->first.IsScalar()) return fail("keys must be plain strings", where);
+           std::string key = it->first.Scalar();
+           auto v = readString(it->second, where + "." + key);
+           if (!v) return std::unexpected(v.error());
+           if (!b.node.metadata.emplace(key, *v).second) return fail("duplicate key", where + "." + key);
+         }
+         return {};
+       }},
       {"admin.address",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -340,6 +357,20 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "node" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "id" << YAML::Value << YAML::DoubleQuoted << b.node.id;
   out << YAML::Key << "cluster" << YAML::Value << YAML::DoubleQuoted << b.node.cluster;
+  if (!b.node.locality.region.empty() || !b.node.locality.zone.empty() || !b.node.locality.sub_zone.empty()) {
+    out << YAML::Key << "locality" << YAML::Value << YAML::BeginMap;
+    if (!b.node.locality.region.empty()) out << YAML::Key << "region" << YAML::Value << YAML::DoubleQuoted << b.node.locality.region;
+    if (!b.node.locality.zone.empty()) out << YAML::Key << "zone" << YAML::Value << YAML::DoubleQuoted << b.node.locality.zone;
+    if (!b.node.locality.sub_zone.empty()) {
+      out << YAML::Key << "sub_zone" << YAML::Value << YAML::DoubleQuoted << b.node.locality.sub_zone;
+    }
+    out << YAML::EndMap;
+  }
+  if (!b.node.metadata.empty()) {
+    out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
+    for (const auto& [k, v] : b.node.metadata) out << YAML::Key << k << YAML::Value << YAML::DoubleQuoted << v;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted

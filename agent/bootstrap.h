@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +27,11 @@ struct Bootstrap {
   struct Node {
     std::string id;  // parseBootstrap() defaults it to the host name
     std::string cluster = "culvert";
+    // Sent to the control plane as Node.locality and Node.metadata (string values).
+    struct Locality {
+      std::string region, zone, sub_zone;
+    } locality;
+    std::map<std::string, std::string> metadata;
   } node;
 
   struct Admin {

@@ -45,7 +45,7 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 BOOTSTRAP = """\
-node: {{id: xds-test, cluster: test}}
+node: {{id: xds-test, cluster: test, locality: {{zone: z1}}, metadata: {{team: net}}}}
 admin: {{address: "127.0.0.1:{admin_port}", socket: ""}}
 workers: 2
 resources: {{path: "{tmp}/no-resources"}}
@@ -375,6 +375,8 @@ class XdsTest:
         first = cp.wait(lambda r: r.type_url == LDS, 0, timeout=15)
         R.check("stream opens with an LDS request carrying the node", first is not None
                 and first.node.id == "xds-test" and first.node.cluster == "test"
+                and first.node.locality.zone == "z1" and first.node.metadata.fields["team"].string_value == "net"
+                and first.node.user_agent_name == "culvert"
                 and first.version_info == "" and first.response_nonce == "", f"got {first}", fatal=True)
         R.check("a wildcard CDS request follows", cp.wait(lambda r: r.type_url == CDS, 0) is not None)
         code, body = self.admin("/ready")

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/struct.pb.h>
+
 #include "xds/proto/envoy/config/core/v3/base.pb.h"
 #include "xds/proto/envoy/service/discovery/v3/discovery.pb.h"
 
@@ -214,6 +216,12 @@ void AdsClient::onOpen() {
   node.set_cluster(options_.node_cluster);
   node.set_user_agent_name("culvert");
   node.set_user_agent_version(CULVERT_VERSION);
+  node.mutable_locality()->set_region(options_.locality_region);
+  node.mutable_locality()->set_zone(options_.locality_zone);
+  node.mutable_locality()->set_sub_zone(options_.locality_sub_zone);
+  for (const auto& [k, v] : options_.node_metadata) {
+    (*node.mutable_metadata()->mutable_fields())[k].set_string_value(v);
+  }
   if (options_.delta) {
     for (const auto& r : state_.deltaStreamStartRequests(node)) sendRequest(r);
   } else {

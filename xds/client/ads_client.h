@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -37,6 +38,8 @@ struct AdsClientOptions {
   std::string node_id;
   std::string node_cluster;
   bool delta = false;  // DeltaAggregatedResources instead of State of the World
+  std::string locality_region, locality_zone, locality_sub_zone;
+  std::map<std::string, std::string> node_metadata;  // Node.metadata, string values
   // Last accepted resources, written atomically after every accepted change; empty = off.
   std::filesystem::path state_file;
   // A stored configuration older than this is not served at start.

@@ -254,5 +254,23 @@ TEST(BootstrapTest, XdsKeys) {
   EXPECT_TRUE(parseBootstrap(formatBootstrap(*delta))->xds.delta);
 }
 
+TEST(BootstrapTest, NodeLocalityAndMetadata) {
+  auto b = parseBootstrap(
+      "node:\n  locality: {region: eu, zone: eu-1a}\n  metadata: {team: net, \"k8s.io/node\": n1}\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->node.locality.region, "eu");
+  EXPECT_EQ(b->node.locality.zone, "eu-1a");
+  EXPECT_EQ(b->node.locality.sub_zone, "");
+  EXPECT_EQ(b->node.metadata.at("team"), "net");
+  EXPECT_EQ(b->node.metadata.at("k8s.io/node"), "n1");
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value()) << round.error().describe();
+  EXPECT_EQ(round->node.metadata, b->node.metadata);
+  EXPECT_EQ(round->node.locality.zone, "eu-1a");
+  expectError("node:\n  metadata: [a]\n", "node.metadata", "expected a mapping");
+  expectError("node:\n  metadata: {a: [1]}\n", "node.metadata.a", "expected a string");
+  expectError("node:\n  locality: {planet: earth}\n", "node.locality.planet", "unknown key");
+}
+
 }  // namespace
 }  // namespace culvert::agent
