@@ -507,6 +507,18 @@ class XdsTest:
         # --- phase 5: Delta ADS
         dport = free_port()
         self.cp = cp = ControlPlane(pb, f"127.0.0.1:{dport}", delta=True)
+        # A SotW client against a Delta-only server: the gRPC error (UNIMPLEMENTED, a
+        # trailers-only response) is reported and retried, never fatal.
+        self.start_culvertd(f"127.0.0.1:{dport}", "3sotw")
+        deadline = time.monotonic() + 10
+        seen = ""
+        while time.monotonic() < deadline and "grpc-status 12" not in seen:
+            time.sleep(0.2)
+            seen = tail(self.logs[-1], 50)
+        R.check("SotW against a Delta-only server: grpc-status 12 (UNIMPLEMENTED) logged, then a retry",
+                "grpc-status 12" in seen and "reconnecting in" in seen, seen[-600:])
+        R.check("culvertd still running", self.proc.poll() is None)
+        self.stop_culvertd()
         self.start_culvertd(f"127.0.0.1:{dport}", "3", delta=True)
         first = cp.wait(lambda r: r.type_url == CDS, 0, timeout=15)
         R.check("delta: stream opens with CDS, telling the server it holds backend",

@@ -1,6 +1,7 @@
 #include "xds/client/ads_state.h"
 
 #include <google/protobuf/any.pb.h>
+#include <google/protobuf/arena.h>
 
 #include <algorithm>
 #include <utility>
@@ -45,9 +46,11 @@ struct Decoded {
 common::Result<Decoded> decodeResource(ResourceType type, const std::string& payload) {
   Decoded out;
   out.resource.serialized = payload;
+  // One arena per resource: a 10k-endpoint assignment is freed at once, not per message.
+  google::protobuf::Arena arena;
   switch (type) {
     case ResourceType::Listener: {
-      envoy::config::listener::v3::Listener proto;
+      auto& proto = *google::protobuf::Arena::CreateMessage<envoy::config::listener::v3::Listener>(&arena);
       if (!proto.ParseFromString(payload)) return common::fail("cannot decode the Listener");
       out.name = proto.name();
       if (out.name.empty()) return common::fail("a listener needs a name", "name");
@@ -57,7 +60,7 @@ common::Result<Decoded> decodeResource(ResourceType type, const std::string& pay
       break;
     }
     case ResourceType::RouteConfiguration: {
-      envoy::config::route::v3::RouteConfiguration proto;
+      auto& proto = *google::protobuf::Arena::CreateMessage<envoy::config::route::v3::RouteConfiguration>(&arena);
       if (!proto.ParseFromString(payload)) return common::fail("cannot decode the RouteConfiguration");
       out.name = proto.name();
       if (out.name.empty()) return common::fail("a route configuration needs a name", "name");
@@ -67,7 +70,7 @@ common::Result<Decoded> decodeResource(ResourceType type, const std::string& pay
       break;
     }
     case ResourceType::Cluster: {
-      envoy::config::cluster::v3::Cluster proto;
+      auto& proto = *google::protobuf::Arena::CreateMessage<envoy::config::cluster::v3::Cluster>(&arena);
       if (!proto.ParseFromString(payload)) return common::fail("cannot decode the Cluster");
       out.name = proto.name();
       if (out.name.empty()) return common::fail("a cluster needs a name", "name");
@@ -77,7 +80,7 @@ common::Result<Decoded> decodeResource(ResourceType type, const std::string& pay
       break;
     }
     case ResourceType::ClusterLoadAssignment: {
-      envoy::config::endpoint::v3::ClusterLoadAssignment proto;
+      auto& proto = *google::protobuf::Arena::CreateMessage<envoy::config::endpoint::v3::ClusterLoadAssignment>(&arena);
       if (!proto.ParseFromString(payload)) return common::fail("cannot decode the ClusterLoadAssignment");
       out.name = proto.cluster_name();
       if (out.name.empty()) return common::fail("a ClusterLoadAssignment needs a cluster_name", "cluster_name");
