@@ -150,6 +150,7 @@ AdsClient::AdsClient(event::Dispatcher& dispatcher, common::StatsStore& stats, A
                                       "Failures writing the last accepted resources to state_dir")) {}
 
 AdsClient::~AdsClient() {
+  warming_timer_.reset();
   stream_.reset();
   reconnect_timer_.reset();
   connected_gauge_.set(0);
@@ -186,6 +187,18 @@ void AdsClient::start() {
     }
   }
   reconnect_timer_ = dispatcher_.createTimer([this] { connect(); });
+  warming_timer_ = dispatcher_.createTimer([this] {
+    auto expired = state_.expireWarming(std::chrono::system_clock::now(), options_.initial_fetch_timeout);
+    for (const auto& name : expired) {
+      spdlog::warn("xds: initial fetch of {} timed out after {} ms: activating without it", name,
+                   options_.initial_fetch_timeout.count());
+    }
+    if (!expired.empty() && state_.initialFetchDone()) {
+      publish_(state_.snapshot());
+      published_ = true;
+    }
+  });
+  warming_timer_->enable(std::chrono::milliseconds(1000), std::chrono::milliseconds(1000));
   connect();
 }
 

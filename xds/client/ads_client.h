@@ -48,6 +48,9 @@ struct AdsClientOptions {
   std::chrono::milliseconds backoff_cap{30000};
   std::chrono::milliseconds keepalive_interval{30000};
   std::chrono::milliseconds keepalive_timeout{10000};
+  // Envoy's default initial_fetch_timeout: an RDS/EDS name unanswered this long stops
+  // holding its listener/cluster back.
+  std::chrono::milliseconds initial_fetch_timeout{15000};
 };
 
 // The delay before reconnect attempt `attempt` (0-based): min(cap, base * 2^attempt),
@@ -108,6 +111,7 @@ private:
   AdsState state_;
   std::unique_ptr<GrpcStream> stream_;
   std::unique_ptr<event::Timer> reconnect_timer_;
+  std::unique_ptr<event::Timer> warming_timer_;
   uint32_t attempt_ = 0;
   bool connected_ = false;
   bool published_ = false;

@@ -278,7 +278,7 @@ ResponseOutcome AdsState::onResponse(const discovery::DiscoveryResponse& respons
   }
   reply.set_version_info(s.accepted_version);
 
-  auto changed_types = refreshSubscriptions();
+  auto changed_types = refreshSubscriptions(now);
   for (const auto& n : s.names) reply.add_resource_names(n);
   out.requests.push_back(std::move(reply));
   for (auto t : changed_types) {
@@ -290,7 +290,7 @@ ResponseOutcome AdsState::onResponse(const discovery::DiscoveryResponse& respons
   return out;
 }
 
-std::vector<ResourceType> AdsState::refreshSubscriptions() {
+std::vector<ResourceType> AdsState::refreshSubscriptions(SystemTime now) {
   std::vector<ResourceType> changed;
   std::set<std::string> routes;
   for (const auto& [name, r] : state(ResourceType::Listener).resources) {
@@ -303,6 +303,9 @@ std::vector<ResourceType> AdsState::refreshSubscriptions() {
   auto update = [&](ResourceType t, std::set<std::string> names) {
     TypeState& s = mut(t);
     if (names == s.names && (s.subscribed || names.empty())) return;
+    for (const auto& n : names) s.subscribed_at.try_emplace(n, now);
+    std::erase_if(s.subscribed_at, [&](const auto& kv) { return !names.contains(kv.first); });
+    std::erase_if(s.fetch_timed_out, [&](const auto& n) { return !names.contains(n); });
     s.names = std::move(names);
     // A type stays subscribed once used: an empty name list then unsubscribes from all
     // (an empty list on a non-wildcard type is not a wildcard after the first request).
@@ -330,11 +333,16 @@ void AdsState::refreshActive() {
     for (auto& chain : resolved->filter_chains) {
       if (chain.http.route_config) continue;
       auto route = rds.find(chain.http.route_config_name);
-      if (route == rds.end()) {
+      if (route != rds.end()) {
+        chain.http.route_config = route->second.route;
+      } else if (state(ResourceType::RouteConfiguration).fetch_timed_out.contains(chain.http.route_config_name)) {
+        auto empty = std::make_shared<config::RouteConfiguration>();
+        empty->name = chain.http.route_config_name;  // no virtual hosts: every request gets 404
+        chain.http.route_config = std::move(empty);
+      } else {
         ready = false;
         break;
       }
-      chain.http.route_config = route->second.route;
     }
     if (ready) active_listeners_[name] = std::move(resolved);  // else the active one (if any) stays
   }
@@ -345,7 +353,13 @@ void AdsState::refreshActive() {
       continue;
     }
     auto cla = eds.find(r.cluster->eds_service_name);
-    if (cla == eds.end()) continue;  // warming
+    if (cla == eds.end()) {
+      if (!state(ResourceType::ClusterLoadAssignment).fetch_timed_out.contains(r.cluster->eds_service_name)) {
+        continue;  // warming
+      }
+      active_clusters_[name] = r.cluster;  // initial fetch timed out: no endpoints
+      continue;
+    }
     auto resolved = std::make_shared<config::Cluster>(*r.cluster);
     resolved->endpoints = *cla->second.endpoints;
     active_clusters_[name] = std::move(resolved);
@@ -367,6 +381,20 @@ std::shared_ptr<const config::Snapshot> AdsState::snapshot() const {
   }
   snap->version = std::move(version);
   return snap;
+}
+
+std::vector<std::string> AdsState::expireWarming(SystemTime now, std::chrono::milliseconds timeout) {
+  std::vector<std::string> expired;
+  for (auto t : {ResourceType::RouteConfiguration, ResourceType::ClusterLoadAssignment}) {
+    TypeState& s = mut(t);
+    for (const auto& [name, since] : s.subscribed_at) {
+      if (s.resources.contains(name) || s.fetch_timed_out.contains(name) || now - since < timeout) continue;
+      s.fetch_timed_out.insert(name);
+      expired.push_back(std::string(shortName(t)) + " " + name);
+    }
+  }
+  if (!expired.empty()) refreshActive();
+  return expired;
 }
 
 bool AdsState::initialFetchDone() const {
@@ -414,7 +442,7 @@ std::vector<ResourceRejection> AdsState::restore(ResourceType type, const std::s
     s.resources[decoded->name] = std::move(decoded->resource);
   }
   s.accepted_version = accepted_version;
-  refreshSubscriptions();
+  refreshSubscriptions(updated);
   refreshActive();
   return rejected;
 }
@@ -529,7 +557,7 @@ DeltaOutcome AdsState::onDeltaResponse(const discovery::DeltaDiscoveryResponse& 
   std::set<std::string> old_assignments = state(ResourceType::ClusterLoadAssignment).names;
   bool routes_were = state(ResourceType::RouteConfiguration).subscribed;
   bool assignments_were = state(ResourceType::ClusterLoadAssignment).subscribed;
-  auto changed_types = refreshSubscriptions();
+  auto changed_types = refreshSubscriptions(now);
   for (auto t : changed_types) {
     const auto& before = t == ResourceType::RouteConfiguration ? old_routes : old_assignments;
     bool was = t == ResourceType::RouteConfiguration ? routes_were : assignments_were;

@@ -81,6 +81,10 @@ struct TypeState {
   std::vector<ResourceRejection> rejected;
   std::optional<SystemTime> rejected_at;
   bool received = false;        // at least one response processed
+  // RDS/EDS: when each name was first subscribed, and the names whose initial fetch timed
+  // out (their listeners/clusters then activate with no routes/endpoints, as Envoy's do).
+  std::map<std::string, SystemTime> subscribed_at;
+  std::set<std::string> fetch_timed_out;
 };
 
 struct ResponseOutcome {
@@ -126,6 +130,11 @@ public:
   // endpoints are present (or their previously active version while they warm).
   std::shared_ptr<const config::Snapshot> snapshot() const;
 
+  // Initial-fetch timeout: RDS/EDS names subscribed at least `timeout` ago and still
+  // absent stop holding their listeners/clusters back. Returns "RDS name"/"EDS name" for
+  // each name that timed out now (non-empty = publish again).
+  std::vector<std::string> expireWarming(SystemTime now, std::chrono::milliseconds timeout);
+
   // True once LDS and CDS each had a response (accepted or not): the first snapshot is
   // complete enough to publish.
   bool initialFetchDone() const;
@@ -154,7 +163,7 @@ private:
                                      const std::string& version, SystemTime now, std::string* name_out);
   // Recomputes RDS/EDS names from the listeners/clusters; drops unreferenced resources.
   // Returns the types whose names changed.
-  std::vector<ResourceType> refreshSubscriptions();
+  std::vector<ResourceType> refreshSubscriptions(SystemTime now);
   envoy::service::discovery::v3::DiscoveryRequest requestFor(ResourceType type) const;
   // Moves listeners/clusters whose dependencies are present into the active set.
   void refreshActive();

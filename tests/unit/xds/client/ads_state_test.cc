@@ -256,6 +256,28 @@ TEST(AdsState, WrongAnyTypeAndDuplicatesAndUnknownTypesAreRejected) {
   EXPECT_TRUE(out.requests[0].has_error_detail());
 }
 
+TEST(AdsState, InitialFetchTimeoutActivatesWaitingListenersAndClusters) {
+  AdsState s;
+  s.onResponse(response(ResourceType::Listener, "l1", "n1", rdsListener("vip", "10.96.0.10", "r")), kNow);
+  s.onResponse(response(ResourceType::Cluster, "c1", "n2", edsCluster("backend")), kNow);
+  EXPECT_TRUE(s.snapshot()->listeners->by_name.empty());
+  EXPECT_TRUE(s.snapshot()->clusters->by_name.empty());
+  EXPECT_TRUE(s.expireWarming(kNow + std::chrono::seconds(14), std::chrono::seconds(15)).empty());
+  auto expired = s.expireWarming(kNow + std::chrono::seconds(15), std::chrono::seconds(15));
+  EXPECT_EQ(expired, (std::vector<std::string>{"RDS r", "EDS backend"}));
+  auto snap = s.snapshot();
+  ASSERT_EQ(snap->listeners->by_name.count("vip"), 1u);
+  const auto& rc = snap->listeners->by_name.at("vip")->filter_chains[0].http.route_config;
+  ASSERT_TRUE(rc);
+  EXPECT_TRUE(rc->virtual_hosts.empty());
+  ASSERT_EQ(snap->clusters->by_name.count("backend"), 1u);
+  EXPECT_TRUE(snap->clusters->by_name.at("backend")->endpoints.empty());
+  // Only once; a late arrival then applies normally.
+  EXPECT_TRUE(s.expireWarming(kNow + std::chrono::seconds(30), std::chrono::seconds(15)).empty());
+  s.onResponse(response(ResourceType::ClusterLoadAssignment, "e1", "n3", cla("backend", "10.244.1.2")), kNow);
+  EXPECT_EQ(s.snapshot()->clusters->by_name.at("backend")->endpoints.size(), 1u);
+}
+
 TEST(AdsState, InitialFetchNeedsLdsAndCds) {
   AdsState s;
   EXPECT_FALSE(s.initialFetchDone());
