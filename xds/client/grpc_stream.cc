@@ -70,6 +70,7 @@ struct GrpcStream::Impl {
 
   std::unique_ptr<event::Timer> connect_timer;
   std::unique_ptr<event::Timer> keepalive_timer;
+  std::unique_ptr<event::Timer> keepalive_deadline;
   bool ping_outstanding = false;
   char read_buf[65536];
 
@@ -84,6 +85,7 @@ struct GrpcStream::Impl {
   void teardown() {
     connect_timer.reset();
     keepalive_timer.reset();
+    keepalive_deadline.reset();
     if (session != nullptr) {
       nghttp2_session_del(session);
       session = nullptr;
@@ -311,9 +313,15 @@ struct GrpcStream::Impl {
   }
 
   void onKeepalive() {
-    if (ping_outstanding) return fail(kGrpcTransportFailure, "keepalive: no PING ack from the control plane");
+    if (ping_outstanding) return;
     ping_outstanding = true;
     nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, nullptr);
+    if (!keepalive_deadline) {
+      keepalive_deadline = dispatcher.createTimer([this] {
+        if (ping_outstanding) fail(kGrpcTransportFailure, "keepalive: no PING ack from the control plane");
+      });
+    }
+    keepalive_deadline->enable(options.keepalive_timeout);
     flushAndSettle();
   }
 
