@@ -73,7 +73,24 @@ common::Result<void> App::start() {
   server_->start();
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
 
-  if (auto loaded = loadResources(); !loaded) return loaded;
+  if (bootstrap_.xds.address.empty()) {
+    if (auto loaded = loadResources(); !loaded) return loaded;
+    // Reload on change (as on SIGHUP); the whole directory is re-read and published at once.
+    auto watcher = xds::client::DirWatcher::create(main_, bootstrap_.resources.path, std::chrono::milliseconds(200),
+                                                   [this] {
+                                                     spdlog::info("resources.path changed: reloading");
+                                                     if (auto ok = loadResources(); !ok) {
+                                                       spdlog::error("reload: {}", ok.error().describe());
+                                                     }
+                                                   });
+    if (watcher) {
+      resources_watcher_ = std::move(*watcher);
+    } else {
+      spdlog::warn("resources.path is not watched (reload with SIGHUP): {}", watcher.error().describe());
+    }
+  } else if (auto ads = startAds(); !ads) {
+    return ads;
+  }
   if (auto restored = restorePods(); !restored) return restored;
 
   EnrollmentServer::Options enrollment_options;
@@ -97,6 +114,7 @@ common::Result<void> App::start() {
   auto on_signal = [](uv_signal_t* handle, int signum) {
     auto* app = static_cast<App*>(handle->data);
     if (signum == SIGHUP) {
+      if (app->ads_) return;  // the control plane is the configuration source
       if (auto ok = app->loadResources(); !ok) spdlog::error("reload: {}", ok.error().describe());
       return;
     }
@@ -192,6 +210,32 @@ common::Result<void> App::loadResources() {
     snapshot = std::make_shared<config::Snapshot>(std::move(loaded->snapshot));
     resources_dump_ = loaded->config_dump_json;
   }
+  return applySnapshot(std::move(snapshot));
+}
+
+common::Result<void> App::startAds() {
+  auto target = xds::client::parseGrpcTarget(bootstrap_.xds.address);
+  if (!target) return std::unexpected(common::nest("xds.address", target.error()));
+  xds::client::AdsClientOptions options;
+  options.address = bootstrap_.xds.address;
+  options.node_id = bootstrap_.node.id;
+  options.node_cluster = bootstrap_.node.cluster;
+  options.delta = bootstrap_.xds.delta;
+  options.locality_region = bootstrap_.node.locality.region;
+  options.locality_zone = bootstrap_.node.locality.zone;
+  options.locality_sub_zone = bootstrap_.node.locality.sub_zone;
+  options.node_metadata = bootstrap_.node.metadata;
+  options.state_file = bootstrap_.state_dir / "xds_last_good.bin";
+  options.max_stale = std::chrono::seconds(bootstrap_.xds.max_stale_seconds);
+  ads_ = std::make_unique<xds::client::AdsClient>(main_, stats_, options, *target, [this](auto snapshot) {
+    if (auto ok = applySnapshot(std::move(snapshot)); !ok) spdlog::error("xds: {}", ok.error().describe());
+  });
+  spdlog::info("xds: control plane at {}; resources.path is not read", bootstrap_.xds.address);
+  ads_->start();
+  return {};
+}
+
+common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> snapshot) {
   config_version_ = snapshot->version;
   auto published = server_->publish(snapshot);
   for (const auto& e : published.bind_errors) {
@@ -240,11 +284,25 @@ void App::handleEnrollment(const cni::EnrollmentRequest& request, std::function<
 void App::installAdminHandlers() {
   admin_->addHandler("/ready", [this](const AdminRequest&, auto reply) {
     if (!config_loaded_ || !capture_) {
-      reply({503, "text/plain; charset=utf-8", "not ready: configuration not loaded\n"});
+      reply({503, "text/plain; charset=utf-8",
+             ads_ ? "not ready: waiting for the control plane at " + bootstrap_.xds.address + "\n"
+                  : std::string("not ready: configuration not loaded\n")});
       return;
     }
-    server_->probeWorkers(kHealthProbeTimeout, [reply](bool ok) {
-      reply(ok ? AdminResponse{200, "text/plain; charset=utf-8", "ready\n"}
+    std::string body = "ready\n";
+    if (ads_ && ads_->stale()) {
+      auto age = ads_->staleAge();
+      if (age > ads_->maxStale()) {
+        reply({503, "text/plain; charset=utf-8",
+               "not ready: stale: the stored configuration is " + std::to_string(age.count()) +
+                   "s old, beyond xds.max_stale, and the control plane has not confirmed it\n"});
+        return;
+      }
+      body = "ready (stale: serving the stored configuration, " + std::to_string(age.count()) +
+             "s old; the control plane has not confirmed it)\n";
+    }
+    server_->probeWorkers(kHealthProbeTimeout, [reply, body](bool ok) {
+      reply(ok ? AdminResponse{200, "text/plain; charset=utf-8", body}
                : AdminResponse{503, "text/plain; charset=utf-8", "not ready: a worker did not answer\n"});
     });
   });
@@ -367,6 +425,7 @@ std::string App::configDump() const {
   dump["bootstrap"] = formatBootstrap(bootstrap_);
   dump["version"] = config_version_;
   dump["resources"] = nlohmann::json::parse(resources_dump_, nullptr, false);
+  if (ads_) dump["xds"] = nlohmann::json::parse(ads_->configDumpJson(), nullptr, false);
   nlohmann::json pods = nlohmann::json::array();
   if (pods_) {
     for (const auto& record : pods_->list()) pods.push_back(cni::toJson(record));
@@ -388,6 +447,8 @@ void App::stop() {
   // Stop taking new work, then stop the data path, then detach capture: pods fall back
   // to their fail mode only once nothing can serve them any more.
   admin_.reset();
+  ads_.reset();
+  resources_watcher_.reset();
   enrollment_.reset();
   // Pods stay enrolled in BPF (restart safety): until a culvertd re-opens their
   // listeners their fail mode applies. `culvertd uninstall` removes capture for good.

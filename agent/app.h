@@ -16,6 +16,8 @@
 #include "proxy/event/dispatcher.h"
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/server.h"
+#include "xds/client/ads_client.h"
+#include "xds/client/dir_watcher.h"
 
 namespace culvert::agent {
 
@@ -52,6 +54,9 @@ public:
 private:
   common::Result<void> loadResources();
   common::Result<void> restorePods();
+  // The one publish path of both configuration sources (resource files and ADS).
+  common::Result<void> applySnapshot(std::shared_ptr<const config::Snapshot> snapshot);
+  common::Result<void> startAds();
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
@@ -70,6 +75,8 @@ private:
   std::unique_ptr<PodManager> pods_;
   std::unique_ptr<EnrollmentServer> enrollment_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<xds::client::AdsClient> ads_;
+  std::unique_ptr<xds::client::DirWatcher> resources_watcher_;
 
   bool config_loaded_ = false;
   std::string resources_dump_ = "null";

@@ -123,6 +123,23 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
   static const std::vector<std::pair<std::string, Setter>> table = {
       {"node.id", nonEmptyString([](Bootstrap& b, std::string v) { b.node.id = std::move(v); })},
       {"node.cluster", nonEmptyString([](Bootstrap& b, std::string v) { b.node.cluster = std::move(v); })},
+      {"node.locality.region", nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.region = std::move(v); })},
+      {"node.locality.zone", nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.zone = std::move(v); })},
+      {"node.locality.sub_zone",
+       nonEmptyString([](Bootstrap& b, std::string v) { b.node.locality.sub_zone = std::move(v); })},
+      {"node.metadata",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         if (n.IsNull()) return {};
+         if (!n.IsMap()) return fail("expected a mapping of strings, got " + std::string(kindOf(n)), where);
+         for (auto it = n.begin(); it != n.end(); ++it) {
+           if (!it->first.IsScalar()) return fail("keys must be plain strings", where);
+           std::string key = it->first.Scalar();
+           auto v = readString(it->second, where + "." + key);
+           if (!v) return std::unexpected(v.error());
+           if (!b.node.metadata.emplace(key, *v).second) return fail("duplicate key", where + "." + key);
+         }
+         return {};
+       }},
       {"admin.address",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -224,6 +241,35 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          return {};
        }},
       {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
+      {"xds.address",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (s->starts_with("unix:")) {
+           if (s->size() == 5) return fail("unix: needs a path", where);
+           if (auto ok = checkSocketPath(s->substr(5), where); !ok) return ok;
+         } else if (!s->empty()) {
+           auto addr = common::SocketAddress::parseHostPort(*s);
+           if (!addr) return fail(addr.error().message + " (expected host:port with an IP literal, or unix:PATH)", where);
+         }
+         b.xds.address = *s;
+         return {};
+       }},
+      {"xds.max_stale",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 0, 365u * 86400u);
+         if (!v) return std::unexpected(v.error());
+         b.xds.max_stale_seconds = static_cast<uint32_t>(*v);
+         return {};
+       }},
+      {"xds.delta",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto s = readString(n, where);
+         if (!s) return std::unexpected(s.error());
+         if (*s != "true" && *s != "false") return fail("must be true or false, got '" + *s + "'", where);
+         b.xds.delta = *s == "true";
+         return {};
+       }},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
@@ -364,6 +410,20 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "node" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "id" << YAML::Value << YAML::DoubleQuoted << b.node.id;
   out << YAML::Key << "cluster" << YAML::Value << YAML::DoubleQuoted << b.node.cluster;
+  if (!b.node.locality.region.empty() || !b.node.locality.zone.empty() || !b.node.locality.sub_zone.empty()) {
+    out << YAML::Key << "locality" << YAML::Value << YAML::BeginMap;
+    if (!b.node.locality.region.empty()) out << YAML::Key << "region" << YAML::Value << YAML::DoubleQuoted << b.node.locality.region;
+    if (!b.node.locality.zone.empty()) out << YAML::Key << "zone" << YAML::Value << YAML::DoubleQuoted << b.node.locality.zone;
+    if (!b.node.locality.sub_zone.empty()) {
+      out << YAML::Key << "sub_zone" << YAML::Value << YAML::DoubleQuoted << b.node.locality.sub_zone;
+    }
+    out << YAML::EndMap;
+  }
+  if (!b.node.metadata.empty()) {
+    out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
+    for (const auto& [k, v] : b.node.metadata) out << YAML::Key << k << YAML::Value << YAML::DoubleQuoted << v;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted
@@ -393,6 +453,11 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "on_unreachable" << YAML::Value << (b.enrollment.allow_uncaptured ? "allow" : "fail");
   out << YAML::EndMap;
   out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
+  out << YAML::Key << "xds" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
+  out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;
+  out << YAML::Key << "delta" << YAML::Value << (b.xds.delta ? "true" : "false");
+  out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << b.log.level;
   out << YAML::Key << "format" << YAML::Value << std::string(toString(b.log.format));

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,6 +28,11 @@ struct Bootstrap {
   struct Node {
     std::string id;  // parseBootstrap() defaults it to the host name
     std::string cluster = "culvert";
+    // Sent to the control plane as Node.locality and Node.metadata (string values).
+    struct Locality {
+      std::string region, zone, sub_zone;
+    } locality;
+    std::map<std::string, std::string> metadata;
   } node;
 
   struct Admin {
@@ -67,6 +73,15 @@ struct Bootstrap {
 
   std::filesystem::path state_dir = "/var/lib/culvert";
 
+  struct Xds {
+    // "host:port" (IP literal) or "unix:PATH"; empty = no control plane, resource files only.
+    std::string address;
+    // Stored last-good resources (state_dir/xds_last_good.bin) older than this are not
+    // served at start while the control plane is unreachable.
+    uint32_t max_stale_seconds = 86400;
+    bool delta = false;  // DeltaAggregatedResources instead of State of the World
+  } xds;
+
   struct Log {
     std::string level = "info";
     common::LogFormat format = common::LogFormat::Text;
@@ -96,6 +111,10 @@ enrollment:
   socket: /run/culvert/cni.sock
   on_unreachable: fail
 state_dir: /var/lib/culvert
+xds:
+  address: ""
+  max_stale: 86400
+  delta: false
 log:
   level: info
   format: text

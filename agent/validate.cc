@@ -7,6 +7,11 @@
 namespace culvert::agent {
 
 bool validateConfiguration(const Bootstrap& bootstrap, std::FILE* out, std::FILE* err) {
+  if (!bootstrap.xds.address.empty()) {
+    std::fprintf(out, "bootstrap valid; resources come from the control plane at %s (resources.path is not read)\n",
+                 bootstrap.xds.address.c_str());
+    return true;
+  }
   const auto& dir = bootstrap.resources.path;
   std::error_code ec;
   if (!std::filesystem::exists(dir, ec)) {

@@ -19,6 +19,7 @@ PACKAGES=(
   containernetworking-plugins
   # benchmarks (tests/bench)
   wrk
+  python3-grpcio python3-protobuf
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -556,6 +556,9 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
 Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpoint::ClusterLoadAssignment& proto) {
   if (auto u = rejectUnknownFields(proto); !u) return std::unexpected(u.error());
   std::vector<config::Endpoint> out;
+  size_t total = 0;
+  for (const auto& locality : proto.endpoints()) total += static_cast<size_t>(locality.lb_endpoints_size());
+  out.reserve(total);
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);
     auto where = indexed("endpoints", i);
@@ -564,19 +567,20 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
     }
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& lb = locality.lb_endpoints(j);
-      auto lb_where = where + "." + indexed("lb_endpoints", j);
+      // Built only for an error: no allocation per endpoint on the success path.
+      auto lb_where = [&] { return where + "." + indexed("lb_endpoints", j); };
       switch (lb.health_status()) {
         case core::UNHEALTHY:
         case core::DRAINING:
         case core::TIMEOUT:
           continue;
         case core::DEGRADED:
-          return fail("DEGRADED endpoints are not supported", lb_where + ".health_status");
+          return fail("DEGRADED endpoints are not supported", lb_where() + ".health_status");
         default:
           break;
       }
       auto ep = translateLbEndpoint(lb);
-      if (!ep) return std::unexpected(nest(lb_where, ep.error()));
+      if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
       out.push_back(*ep);
     }
   }

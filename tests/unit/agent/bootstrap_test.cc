@@ -244,5 +244,50 @@ TEST(BootstrapTest, LoadFileNamesTheFile) {
   EXPECT_EQ(s.error().where, syntax.string());
 }
 
+TEST(BootstrapTest, XdsKeys) {
+  auto b = parseBootstrap("xds:\n  address: 127.0.0.1:18000\n  max_stale: 60\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->xds.address, "127.0.0.1:18000");
+  EXPECT_EQ(b->xds.max_stale_seconds, 60u);
+  auto u = parseBootstrap("xds:\n  address: unix:/run/cp.sock\n");
+  ASSERT_TRUE(u.has_value()) << u.error().describe();
+  EXPECT_EQ(u->xds.address, "unix:/run/cp.sock");
+  auto d = parseBootstrap("");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->xds.address, "");
+  EXPECT_EQ(d->xds.max_stale_seconds, 86400u);
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value()) << round.error().describe();
+  EXPECT_EQ(round->xds.address, "127.0.0.1:18000");
+  EXPECT_EQ(round->xds.max_stale_seconds, 60u);
+
+  expectError("xds:\n  address: controlplane:18000\n", "xds.address", "unix:PATH");
+  expectError("xds:\n  address: \"unix:\"\n", "xds.address", "needs a path");
+  expectError("xds:\n  max_stale: -1\n", "xds.max_stale", "expected an integer");
+  expectError("xds:\n  delta: yes\n", "xds.delta", "must be true or false");
+  auto delta = parseBootstrap("xds:\n  delta: true\n");
+  ASSERT_TRUE(delta.has_value()) << delta.error().describe();
+  EXPECT_TRUE(delta->xds.delta);
+  EXPECT_TRUE(parseBootstrap(formatBootstrap(*delta))->xds.delta);
+}
+
+TEST(BootstrapTest, NodeLocalityAndMetadata) {
+  auto b = parseBootstrap(
+      "node:\n  locality: {region: eu, zone: eu-1a}\n  metadata: {team: net, \"k8s.io/node\": n1}\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->node.locality.region, "eu");
+  EXPECT_EQ(b->node.locality.zone, "eu-1a");
+  EXPECT_EQ(b->node.locality.sub_zone, "");
+  EXPECT_EQ(b->node.metadata.at("team"), "net");
+  EXPECT_EQ(b->node.metadata.at("k8s.io/node"), "n1");
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value()) << round.error().describe();
+  EXPECT_EQ(round->node.metadata, b->node.metadata);
+  EXPECT_EQ(round->node.locality.zone, "eu-1a");
+  expectError("node:\n  metadata: [a]\n", "node.metadata", "expected a mapping");
+  expectError("node:\n  metadata: {a: [1]}\n", "node.metadata.a", "expected a string");
+  expectError("node:\n  locality: {planet: earth}\n", "node.locality.planet", "unknown key");
+}
+
 }  // namespace
 }  // namespace culvert::agent
