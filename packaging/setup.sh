@@ -13,12 +13,13 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 curl python3 procps
+  # benchmarks (tests/bench): the proxies culvert is measured against, and load generators
+  haproxy nginx-light nghttp2-proxy nghttp2-client wrk
   # packaging tests (tests/packaging): chroot roots, YAML, unit verification
   debootstrap python3-yaml systemd dpkg-dev
   # CNI chain tests: bridge + host-local as the primary plugin (in /usr/lib/cni)
   containernetworking-plugins
-  # benchmarks (tests/bench)
-  wrk
+  # xDS integration tests: a real gRPC control plane on another stack
   python3-grpcio python3-protobuf
 )
 
@@ -36,6 +37,13 @@ done
 if ((${#missing[@]})); then
   echo "setup.sh: installing ${missing[*]}"
   apt-get update -qq
+  # Server packages (nginx, haproxy) must not start their services on install: the
+  # benchmarks run their own instances on loopback.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # The container image's build stage (packaging/Dockerfile) wants the packages only.

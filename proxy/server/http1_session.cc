@@ -21,6 +21,9 @@ constexpr size_t kPendingLimit = 64 * 1024;
 // Back-pressure: a side stops reading while the other side's socket has more than this
 // queued in user space, and resumes once that queue has drained into the kernel.
 constexpr size_t kWriteHighWatermark = 256 * 1024;
+// A connection keeps at most this much staging capacity between responses, so an idle
+// connection holds no large buffer.
+constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
 std::string generateRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -53,8 +56,8 @@ public:
   void readEnable(bool enabled) { connection_->readEnable(enabled); }
   void onWriteDrained() override { session_.updateDownstreamReading(); }
   // Hands the connection back for reuse, or closes it.
+  // Reading stays on: the pool watches the connection from here.
   std::unique_ptr<network::TcpConnection> release() {
-    connection_->readEnable(false);
     connection_->setCallbacks(nullptr);
     return std::move(connection_);
   }
@@ -72,7 +75,11 @@ public:
       return;
     }
     if (r.status == http::http1::Parser::Status::Paused && r.consumed != data.size()) reusable_ = false;
-    if (response_complete_) session_.onResponseComplete(reusable_);
+    if (response_complete_) {
+      session_.onResponseComplete(reusable_);
+    } else {
+      session_.flushResponse();
+    }
   }
   void onClose(network::CloseReason reason) override {
     if (response_complete_) return;
@@ -289,20 +296,25 @@ void Http1Session::onResponseHead(http::ResponseHead& head) {
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
-  downstream_->write(http::http1::encodeResponseHead(head, response_framing_, close_after_response_));
+  response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
 }
 
 void Http1Session::onResponseBody(std::string_view data) {
-  std::string chunk;
-  http::http1::appendBody(chunk, data, response_framing_);
-  downstream_->write(chunk);
+  http::http1::appendBody(response_out_, data, response_framing_);
+}
+
+// What one upstream read produced (head, body, end) leaves in one write.
+void Http1Session::flushResponse() {
+  if (response_out_.empty()) return;
+  downstream_->write(response_out_);
+  response_out_.clear();
+  if (response_out_.capacity() > kRetainedOutputBytes) response_out_.shrink_to_fit();
   updateUpstreamReading();
 }
 
 void Http1Session::onResponseComplete(bool upstream_reusable) {
-  std::string end;
-  http::http1::appendBodyEnd(end, response_framing_);
-  downstream_->write(end);
+  http::http1::appendBodyEnd(response_out_, response_framing_);
+  flushResponse();
   if (!request_complete_) {
     // The upstream answered before the request ended: its connection is not reusable and
     // the rest of the request body is dropped.
@@ -319,6 +331,7 @@ void Http1Session::onResponseComplete(bool upstream_reusable) {
 }
 
 void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
+  flushResponse();
   spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
   // Deleting the exchange from inside its own callback: defer.
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));

@@ -67,6 +67,7 @@ private:
   void onResponseHead(http::ResponseHead& head);
   void onResponseBody(std::string_view data);
   void onResponseComplete(bool upstream_reusable);
+  void flushResponse();
   void onUpstreamFailed(const std::string& reason, bool response_started);
   void finishExchange();
   void countStatus(int status);
@@ -97,6 +98,7 @@ private:
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;
   bool response_started_ = false;
   bool close_after_response_ = false;
+  std::string response_out_;  // response bytes of the current upstream read, not yet written
 
   std::string downstream_pending_;  // bytes read while the parser waited (pipelining)
   bool parser_inside_dispatch_ = false;

@@ -63,12 +63,14 @@ public:
 private:
   class Idle;
   void removeIdle(Idle* idle);
+  void sweep();
 
   event::Dispatcher& dispatcher_;
   network::SocketTagger* tagger_;
   std::chrono::milliseconds idle_timeout_;
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
+  std::unique_ptr<event::Timer> sweep_;
 };
 
 }  // namespace culvert::upstream
