@@ -249,8 +249,8 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
            if (s->size() == 5) return fail("unix: needs a path", where);
            if (auto ok = checkSocketPath(s->substr(5), where); !ok) return ok;
          } else if (!s->empty()) {
-           auto addr = common::SocketAddress::parseHostPort(*s);
-           if (!addr) return fail(addr.error().message + " (expected host:port with an IP literal, or unix:PATH)", where);
+           auto addr = common::HostPort::parse(*s);
+           if (!addr) return fail(addr.error().message + " (expected host:port, or unix:PATH)", where);
          }
          b.xds.address = *s;
          return {};

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -97,6 +98,32 @@ std::string SocketAddress::ip() const {
 std::string SocketAddress::toString() const {
   if (family() == AF_INET6) return "[" + ip() + "]:" + std::to_string(port());
   return ip() + ":" + std::to_string(port());
+}
+
+Result<HostPort> HostPort::parse(std::string_view hp) {
+  if (auto ip = SocketAddress::parseHostPort(hp)) {
+    return HostPort{ip->ip(), ip->port(), true};
+  }
+  auto colon = hp.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return fail("expected host:port, got '" + std::string(hp) + "'");
+  }
+  std::string_view host = hp.substr(0, colon);
+  std::string_view port = hp.substr(colon + 1);
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
+    return fail("bad port in '" + std::string(hp) + "'");
+  }
+  // A DNS name (RFC 1123): letters, digits, '-' and '.', labels not starting with '-'.
+  bool label_start = true;
+  for (char c : host) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || (c == '-' && !label_start);
+    if (!ok || (c == '.' && label_start)) return fail("not a DNS name or IP address: '" + std::string(host) + "'");
+    label_start = c == '.';
+  }
+  if (host.size() > 253) return fail("host name too long");
+  return HostPort{std::string(host), static_cast<uint16_t>(value), false};
 }
 
 Result<CidrRange> CidrRange::parse(std::string_view ip, uint32_t prefix_len) {

@@ -43,6 +43,16 @@ private:
   sockaddr_storage storage_{};
 };
 
+// "name:port" where name is a DNS name or an IP literal ("[v6]" bracketed), for peers
+// that may be named (a control plane); resolved later, asynchronously, by the user.
+struct HostPort {
+  std::string host;  // without brackets
+  uint16_t port = 0;
+  bool is_ip_literal = false;
+
+  static Result<HostPort> parse(std::string_view host_port);
+};
+
 // An address prefix ("10.0.0.0/8"), IPv4 or IPv6.
 struct CidrRange {
   SocketAddress prefix;

@@ -207,14 +207,6 @@ class ExternalXdsOverlay(DaemonSetChecks, unittest.TestCase):
 
     def test_configmap_bootstrap_passes_validate(self):
         r = validate(self.r.bootstrap_text)
-        if r.returncode != 0 and "xds" in r.stderr:
-            # This culvertd predates the xds.* bootstrap keys (issue #6): validate the
-            # rest of the document and say so.
-            print(f"\nNOTE: culvertd rejects the xds key ({r.stderr.strip()}); validating the overlay's "
-                  "bootstrap without it", file=sys.stderr)
-            stripped = dict(self.r.bootstrap)
-            del stripped["xds"]
-            r = validate(yaml.safe_dump(stripped))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_only_the_bootstrap_differs_from_the_base(self):

@@ -1,6 +1,7 @@
 #include "xds/client/grpc_stream.h"
 
 #include <nghttp2/nghttp2.h>
+#include <netdb.h>
 #include <sys/un.h>
 #include <uv.h>
 
@@ -22,8 +23,8 @@ common::Result<GrpcTarget> parseGrpcTarget(std::string_view address) {
     t.authority = "localhost";
     return t;
   }
-  auto parsed = common::SocketAddress::parseHostPort(address);
-  if (!parsed) return common::fail("expected host:port with an IP literal or unix:PATH: " + parsed.error().message);
+  auto parsed = common::HostPort::parse(address);
+  if (!parsed) return common::fail("expected host:port or unix:PATH: " + parsed.error().message);
   t.host_port = std::string(address);
   t.authority = std::string(address);
   return t;
@@ -132,7 +133,13 @@ struct GrpcStream::Impl {
       uv_pipe_connect(req, &handle->pipe, target.unix_path.c_str(), on_connect);
     } else {
       auto addr = common::SocketAddress::parseHostPort(target.host_port);
-      rc = addr ? uv_tcp_connect(req, &handle->tcp, addr->sockaddr_ptr(), on_connect) : UV_EINVAL;
+      if (addr) {
+        rc = uv_tcp_connect(req, &handle->tcp, addr->sockaddr_ptr(), on_connect);
+      } else {
+        // A DNS name: resolved on libuv's thread pool, never blocking the main loop; the
+        // connect timer covers resolution and connection together.
+        rc = resolveThenConnect(req, on_connect);
+      }
     }
     if (rc != 0) {
       delete req;
@@ -145,6 +152,45 @@ struct GrpcStream::Impl {
     }
     connect_timer = dispatcher.createTimer([this] { fail(kGrpcTransportFailure, "connect timed out"); });
     connect_timer->enable(options.connect_timeout);
+  }
+
+  int resolveThenConnect(uv_connect_t* connect_req, uv_connect_cb on_connect) {
+    auto host_port = common::HostPort::parse(target.host_port);
+    if (!host_port) return UV_EINVAL;
+    struct Resolve {
+      uv_getaddrinfo_t req;
+      Impl* self;
+      std::shared_ptr<bool> guard;
+      uv_connect_t* connect_req;
+      uv_connect_cb on_connect;
+    };
+    auto* r = new Resolve{{}, this, alive, connect_req, on_connect};
+    r->req.data = r;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    std::string port = std::to_string(host_port->port);
+    int rc = uv_getaddrinfo(
+        dispatcher.loop(), &r->req,
+        [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+          std::unique_ptr<Resolve> r(static_cast<Resolve*>(req->data));
+          if (!*r->guard || r->self->handle == nullptr) {
+            delete r->connect_req;
+            uv_freeaddrinfo(res);
+            return;
+          }
+          int rc = status != 0 || res == nullptr ? (status != 0 ? status : UV_EAI_NONAME)
+                                                 : uv_tcp_connect(r->connect_req, &r->self->handle->tcp, res->ai_addr,
+                                                                  r->on_connect);
+          uv_freeaddrinfo(res);
+          if (rc != 0) {
+            delete r->connect_req;
+            r->self->fail(kGrpcTransportFailure, std::string("resolve ") + r->self->target.host_port + ": " + uv_strerror(rc));
+          }
+        },
+        host_port->host.c_str(), port.c_str(), &hints);
+    if (rc != 0) delete r;
+    return rc;
   }
 
   void onConnected(int status) {

@@ -261,7 +261,11 @@ TEST(BootstrapTest, XdsKeys) {
   EXPECT_EQ(round->xds.address, "127.0.0.1:18000");
   EXPECT_EQ(round->xds.max_stale_seconds, 60u);
 
-  expectError("xds:\n  address: controlplane:18000\n", "xds.address", "unix:PATH");
+  auto named = parseBootstrap("xds:\n  address: xds-control-plane.culvert-system.svc:18000\n");
+  ASSERT_TRUE(named.has_value()) << named.error().describe();
+  EXPECT_EQ(named->xds.address, "xds-control-plane.culvert-system.svc:18000");
+  expectError("xds:\n  address: control_plane:18000\n", "xds.address", "unix:PATH");
+  expectError("xds:\n  address: controlplane\n", "xds.address", "unix:PATH");
   expectError("xds:\n  address: \"unix:\"\n", "xds.address", "needs a path");
   expectError("xds:\n  max_stale: -1\n", "xds.max_stale", "expected an integer");
   expectError("xds:\n  delta: yes\n", "xds.delta", "must be true or false");

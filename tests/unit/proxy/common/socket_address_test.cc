@@ -31,6 +31,23 @@ TEST(SocketAddressTest, AnyAddress) {
   EXPECT_FALSE(SocketAddress::parse("10.0.0.1", 80)->isAnyAddress());
 }
 
+TEST(HostPortTest, DnsNamesAndIpLiterals) {
+  auto named = HostPort::parse("xds.culvert-system.svc:18000");
+  ASSERT_TRUE(named);
+  EXPECT_EQ(named->host, "xds.culvert-system.svc");
+  EXPECT_EQ(named->port, 18000);
+  EXPECT_FALSE(named->is_ip_literal);
+  auto v6 = HostPort::parse("[fd00::1]:80");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "fd00::1");
+  EXPECT_TRUE(v6->is_ip_literal);
+  EXPECT_FALSE(HostPort::parse("host"));
+  EXPECT_FALSE(HostPort::parse("host:0"));
+  EXPECT_FALSE(HostPort::parse("bad_name:80"));
+  EXPECT_FALSE(HostPort::parse("-lead.example:80"));
+  EXPECT_FALSE(HostPort::parse("a..b:80"));
+}
+
 TEST(CidrRangeTest, ContainsRespectsPrefixLength) {
   auto r = CidrRange::parse("10.96.0.0", 12);
   ASSERT_TRUE(r);

@@ -23,7 +23,12 @@ TEST(GrpcTarget, ParsesHostPortAndUnix) {
   ASSERT_TRUE(unix_target);
   EXPECT_EQ(unix_target->unix_path, "/run/cp.sock");
   EXPECT_FALSE(parseGrpcTarget("unix:"));
-  EXPECT_FALSE(parseGrpcTarget("cp.example:18000"));
+  auto named = parseGrpcTarget("cp.example:18000");
+  ASSERT_TRUE(named);
+  EXPECT_EQ(named->host_port, "cp.example:18000");
+  EXPECT_EQ(named->authority, "cp.example:18000");
+  EXPECT_FALSE(parseGrpcTarget("cp_bad:18000"));
+  EXPECT_FALSE(parseGrpcTarget("cp.example"));
 }
 
 // A TCP peer that accepts and then says nothing: no SETTINGS, no PING ack.
@@ -101,7 +106,8 @@ TEST(GrpcStream, KeepaliveDropsAPeerThatNeverAcksPing) {
   EXPECT_GT(server.bytes_read, 24u + 5u + 5u);
 }
 
-TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
+// Connects to `host`:<a port nobody listens on> and returns how the stream closed.
+std::optional<std::pair<int, std::string>> connectToClosedPort(const std::string& host) {
   event::Dispatcher d("test");
   // Bind a port and close it again so nothing listens there.
   uint16_t port = 0;
@@ -110,14 +116,15 @@ TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
     socklen_t len = sizeof addr;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
     port = ntohs(addr.sin_port);
     ::close(fd);  // bound, never listening, now closed: connects are refused
   }
-  auto target = parseGrpcTarget("127.0.0.1:" + std::to_string(port));
-  ASSERT_TRUE(target);
+  auto target = parseGrpcTarget(host + ":" + std::to_string(port));
+  EXPECT_TRUE(target);
+  if (!target) return std::nullopt;
   GrpcStreamOptions options;
   options.method_path = "/x.Y/Z";
   std::optional<std::pair<int, std::string>> closed;
@@ -133,9 +140,46 @@ TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
   auto guard = d.createTimer([&] { d.exit(); });
   guard->enable(std::chrono::seconds(5));
   d.run();
+  return closed;
+}
+
+TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
+  auto closed = connectToClosedPort("127.0.0.1");
   ASSERT_TRUE(closed.has_value());
   EXPECT_EQ(closed->first, kGrpcTransportFailure);
   EXPECT_NE(closed->second.find("connect"), std::string::npos) << closed->second;
+}
+
+// A control plane named by DNS is resolved off the loop (uv_getaddrinfo), then connected.
+TEST(GrpcStream, NamedTargetIsResolvedThenConnected) {
+  auto closed = connectToClosedPort("localhost");
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_EQ(closed->first, kGrpcTransportFailure);
+  EXPECT_NE(closed->second.find("connect"), std::string::npos) << closed->second;
+}
+
+TEST(GrpcStream, UnresolvableNameIsATransportFailure) {
+  event::Dispatcher d("test");
+  auto target = parseGrpcTarget("no-such-host.invalid:18000");
+  ASSERT_TRUE(target);
+  GrpcStreamOptions options;
+  options.method_path = "/x.Y/Z";
+  std::optional<std::pair<int, std::string>> closed;
+  std::unique_ptr<GrpcStream> stream;
+  stream = std::make_unique<GrpcStream>(d, *target, options,
+                                        GrpcStream::Callbacks{[] {}, [](std::string) {},
+                                                              [&](int status, std::string message) {
+                                                                closed.emplace(status, message);
+                                                                d.deferredDelete(std::move(stream));
+                                                                d.exit();
+                                                              }});
+  stream->start();
+  auto guard = d.createTimer([&] { d.exit(); });
+  guard->enable(std::chrono::seconds(10));
+  d.run();
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_EQ(closed->first, kGrpcTransportFailure);
+  EXPECT_NE(closed->second.find("resolve no-such-host.invalid:18000"), std::string::npos) << closed->second;
 }
 
 }  // namespace
