@@ -106,62 +106,12 @@ TEST(GrpcStream, KeepaliveDropsAPeerThatNeverAcksPing) {
   EXPECT_GT(server.bytes_read, 24u + 5u + 5u);
 }
 
-// Connects to `host`:<a port nobody listens on> and returns how the stream closed.
-std::optional<std::pair<int, std::string>> connectToClosedPort(const std::string& host) {
+// Opens a stream to `address` and returns how it closed (nullopt: it did not, in time).
+std::optional<std::pair<int, std::string>> runUntilClosed(const std::string& address) {
   event::Dispatcher d("test");
-  // Bind a port and close it again so nothing listens there.
-  uint16_t port = 0;
-  {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    port = ntohs(addr.sin_port);
-    ::close(fd);  // bound, never listening, now closed: connects are refused
-  }
-  auto target = parseGrpcTarget(host + ":" + std::to_string(port));
-  EXPECT_TRUE(target);
+  auto target = parseGrpcTarget(address);
+  EXPECT_TRUE(target) << address;
   if (!target) return std::nullopt;
-  GrpcStreamOptions options;
-  options.method_path = "/x.Y/Z";
-  std::optional<std::pair<int, std::string>> closed;
-  std::unique_ptr<GrpcStream> stream;
-  stream = std::make_unique<GrpcStream>(d, *target, options,
-                                        GrpcStream::Callbacks{[] {}, [](std::string) {},
-                                                              [&](int status, std::string message) {
-                                                                closed.emplace(status, message);
-                                                                d.deferredDelete(std::move(stream));
-                                                                d.exit();
-                                                              }});
-  stream->start();
-  auto guard = d.createTimer([&] { d.exit(); });
-  guard->enable(std::chrono::seconds(5));
-  d.run();
-  return closed;
-}
-
-TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
-  auto closed = connectToClosedPort("127.0.0.1");
-  ASSERT_TRUE(closed.has_value());
-  EXPECT_EQ(closed->first, kGrpcTransportFailure);
-  EXPECT_NE(closed->second.find("connect"), std::string::npos) << closed->second;
-}
-
-// A control plane named by DNS is resolved off the loop (uv_getaddrinfo), then connected.
-TEST(GrpcStream, NamedTargetIsResolvedThenConnected) {
-  auto closed = connectToClosedPort("localhost");
-  ASSERT_TRUE(closed.has_value());
-  EXPECT_EQ(closed->first, kGrpcTransportFailure);
-  EXPECT_NE(closed->second.find("connect"), std::string::npos) << closed->second;
-}
-
-TEST(GrpcStream, UnresolvableNameIsATransportFailure) {
-  event::Dispatcher d("test");
-  auto target = parseGrpcTarget("no-such-host.invalid:18000");
-  ASSERT_TRUE(target);
   GrpcStreamOptions options;
   options.method_path = "/x.Y/Z";
   std::optional<std::pair<int, std::string>> closed;
@@ -177,9 +127,39 @@ TEST(GrpcStream, UnresolvableNameIsATransportFailure) {
   auto guard = d.createTimer([&] { d.exit(); });
   guard->enable(std::chrono::seconds(10));
   d.run();
+  return closed;
+}
+
+// A loopback port that was bound and closed again: nothing listens there.
+uint16_t closedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+void expectTransportFailure(const std::optional<std::pair<int, std::string>>& closed, const std::string& says) {
   ASSERT_TRUE(closed.has_value());
   EXPECT_EQ(closed->first, kGrpcTransportFailure);
-  EXPECT_NE(closed->second.find("resolve no-such-host.invalid:18000"), std::string::npos) << closed->second;
+  EXPECT_NE(closed->second.find(says), std::string::npos) << closed->second;
+}
+
+TEST(GrpcStream, ConnectionRefusedIsATransportFailure) {
+  expectTransportFailure(runUntilClosed("127.0.0.1:" + std::to_string(closedPort())), "connect");
+}
+
+// A control plane named by DNS is resolved off the loop (uv_getaddrinfo), then connected.
+TEST(GrpcStream, NamedTargetIsResolvedThenConnected) {
+  expectTransportFailure(runUntilClosed("localhost:" + std::to_string(closedPort())), "connect");
+}
+
+TEST(GrpcStream, UnresolvableNameIsATransportFailure) {
+  expectTransportFailure(runUntilClosed("no-such-host.invalid:18000"), "resolve no-such-host.invalid:18000");
 }
 
 }  // namespace
