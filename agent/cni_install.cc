@@ -197,7 +197,8 @@ constexpr std::string_view kInstallUsage = R"(usage: culvertd install-cni|uninst
   --config FILE            bootstrap YAML: culvert-cni talks to its enrollment.socket
   --cni-bin-dir DIR        default: /opt/cni/bin if it exists, else /usr/lib/cni
   --cni-conf-dir DIR       default: /etc/cni/net.d (the lexically first conflist is used)
-  --plugin PATH            the culvert-cni to install (default: next to culvertd)
+  --plugin PATH            the culvert-cni to install (default: next to culvertd,
+                           else <prefix>/lib/cni/culvert-cni)
   --exempt-namespaces A,B  namespaces never enrolled (default: kube-system,culvert-system)
   --allow-uncaptured       when culvertd is unreachable at ADD, start pods uncaptured
                            (logged and counted) instead of failing ADD retryably; the
@@ -209,12 +210,22 @@ std::atomic<bool> g_stop{false};
 
 }  // namespace
 
+std::filesystem::path defaultPluginBinary(const std::filesystem::path& culvertd_path) {
+  auto dir = culvertd_path.parent_path();
+  std::filesystem::path candidates[] = {dir / kCulvertPluginType, dir.parent_path() / "lib" / "cni" / kCulvertPluginType};
+  std::error_code ec;
+  for (const auto& c : candidates) {
+    if (std::filesystem::is_regular_file(c, ec)) return c;
+  }
+  return candidates[0];
+}
+
 int runCniInstallCommand(int argc, char** argv) {
   std::string sub = argv[1];
   std::string config;
   CniInstallOptions options;
   std::error_code ec;
-  options.plugin_binary = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / kCulvertPluginType;
+  options.plugin_binary = defaultPluginBinary(std::filesystem::read_symlink("/proc/self/exe", ec));
   bool watch = false;
   bool allow = false;
   std::optional<std::vector<std::string>> exempt;

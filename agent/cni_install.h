@@ -61,4 +61,10 @@ namespace culvert::agent {
 // exit code.
 int runCniInstallCommand(int argc, char** argv);
 
+// The culvert-cni to install when --plugin is not given: next to culvertd (a build tree,
+// a tarball), else <prefix>/lib/cni/culvert-cni for culvertd in <prefix>/sbin or
+// <prefix>/bin (the image and the .deb ship /usr/sbin/culvertd and /usr/lib/cni/culvert-cni).
+// The first candidate when none exists, so the error names it.
+std::filesystem::path defaultPluginBinary(const std::filesystem::path& culvertd_path);
+
 }  // namespace culvert::agent

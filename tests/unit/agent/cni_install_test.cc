@@ -111,6 +111,20 @@ TEST_F(CniInstallFsTest, DetectsTheBinDirInOrder) {
   EXPECT_FALSE(detectCniBinDir({root_ / "none"}).has_value());
 }
 
+// The image and the .deb ship /usr/sbin/culvertd and /usr/lib/cni/culvert-cni; a build
+// tree or tarball has them side by side.
+TEST_F(CniInstallFsTest, FindsThePluginNextToCulvertdOrInLibCni) {
+  auto sbin = root_ / "usr" / "sbin";
+  auto lib_cni = root_ / "usr" / "lib" / "cni";
+  std::filesystem::create_directories(sbin);
+  std::filesystem::create_directories(lib_cni);
+  EXPECT_EQ(defaultPluginBinary(sbin / "culvertd"), sbin / "culvert-cni");  // none: names the first
+  write(lib_cni / "culvert-cni", "plugin");
+  EXPECT_EQ(defaultPluginBinary(sbin / "culvertd"), lib_cni / "culvert-cni");
+  write(sbin / "culvert-cni", "plugin");
+  EXPECT_EQ(defaultPluginBinary(sbin / "culvertd"), sbin / "culvert-cni");
+}
+
 TEST_F(CniInstallFsTest, InstallCopiesThePluginAndChainsIntoTheFirstConflist) {
   ASSERT_TRUE(installCni(options_).has_value());
   auto bin = root_ / "usr-lib-cni" / "culvert-cni";
