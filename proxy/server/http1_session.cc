@@ -178,6 +178,7 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   discard_body_ = false;
   response_started_ = false;
   close_after_response_ = !request_.keep_alive;
+  route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
   routeRequest();
 }
@@ -193,6 +194,7 @@ void Http1Session::routeRequest() {
     return;
   }
   const auto& action = *route->route;
+  route_timeout_ = action.timeout;
   auto selection = services_.clusters.pickEndpoint(action.cluster);
   if (!selection) {
     sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
@@ -288,6 +290,12 @@ void Http1Session::onMessageComplete() {
   } else {
     upstream_pending_ += end;
   }
+  // Envoy's route timeout: from the end of the downstream request to the end of the
+  // upstream response, connecting included; 0 disables it.
+  if (route_timeout_.count() > 0 && in_exchange_) {
+    if (!route_timer_) route_timer_ = services_.dispatcher.createTimer([this] { onRouteTimeout(); });
+    route_timer_->enable(route_timeout_);
+  }
   if (upstream_ && upstream_->responseComplete()) finishExchange();
 }
 
@@ -367,8 +375,25 @@ void Http1Session::sendLocalReply(int status, std::string_view body) {
   }
 }
 
+void Http1Session::onRouteTimeout() {
+  if (!in_exchange_ || closed_) return;
+  pod_->tenant->upstream_rq_timeout->inc();
+  spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
+                request_.path, route_timeout_.count());
+  connecting_.reset();
+  // The upstream connection is mid-exchange: it can never be reused.
+  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  if (response_started_) {
+    flushResponse();
+    close();
+    return;
+  }
+  sendLocalReply(504, "upstream request timeout\n");
+}
+
 void Http1Session::finishExchange() {
   in_exchange_ = false;
+  if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
@@ -418,6 +443,7 @@ void Http1Session::abort() {
 void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
+  route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   downstream_->close();

@@ -72,6 +72,7 @@ private:
   void finishExchange();
   void countStatus(int status);
   void updateDownstreamReading();
+  void onRouteTimeout();
   void updateUpstreamReading();
   void close();
 
@@ -93,6 +94,8 @@ private:
   std::unique_ptr<upstream::PendingConnection> connecting_;
   std::unique_ptr<UpstreamExchange> upstream_;
   upstream::PoolKey pool_key_;
+  std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
+  std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

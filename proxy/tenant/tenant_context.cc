@@ -19,6 +19,8 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
   t->downstream_rq_5xx = status("5xx");
   t->downstream_rq_bad = &stats.counter("culvert_http_downstream_rq_malformed_total", labels,
                                         "Malformed downstream HTTP requests (answered 400)");
+  t->upstream_rq_timeout = &stats.counter("culvert_upstream_rq_timeout_total", labels,
+                                          "Requests whose route timeout expired (answered 504)");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

@@ -23,6 +23,7 @@ struct TenantContext {
   common::Counter* downstream_rq_5xx = nullptr;
   common::Counter* downstream_rq_bad = nullptr;
   common::Counter* upstream_cx_connect_fail = nullptr;
+  common::Counter* upstream_rq_timeout = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   static std::shared_ptr<TenantContext> create(uint32_t id, std::string name, common::StatsStore& stats);

@@ -91,6 +91,7 @@ private:
           std::lock_guard l(mu_);
           last_head_ = head;
         }
+        if (head.starts_with("GET /api/stall ")) continue;  // never answers
         if (head.starts_with("GET /api/big ")) {
           if (!writeBig(fd)) break;
           continue;
@@ -223,7 +224,10 @@ protected:
     to_backend.match.prefix = "/api";
     to_backend.route = config::RouteAction{};
     to_backend.route->cluster = "backend";
-    vh.routes = {direct, to_dead, to_backend};
+    config::Route stalls = to_backend;
+    stalls.match.prefix = "/api/stall";
+    stalls.route->timeout = std::chrono::milliseconds(200);
+    vh.routes = {direct, to_dead, stalls, to_backend};
     routes->virtual_hosts.push_back(vh);
 
     auto listener = std::make_shared<config::Listener>();
@@ -358,6 +362,27 @@ TEST_F(WorkerTest, SlowClientBackPressuresTheUpstream) {
   close(fd);
   EXPECT_TRUE(head.starts_with("HTTP/1.1 200 "));
   EXPECT_EQ(received, TestOrigin::kBigBody);
+}
+
+TEST_F(WorkerTest, RouteTimeoutAnswers504AndKeepsTheDownstreamConnection) {
+  int fd = connectClient();
+  auto start = std::chrono::steady_clock::now();
+  send(fd, "GET /api/stall HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 1);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 504 ")) << responses[0];
+  // The route says 200 ms; within max(25 ms, 10 %) plus this loaded machine's slack.
+  EXPECT_GE(elapsed, 190ms);
+  EXPECT_LT(elapsed, 400ms);
+  EXPECT_EQ(tenant_->upstream_rq_timeout->value(), 1u);
+  // The downstream connection stays usable; the stalled upstream one is not reused.
+  send(fd, "GET /api/after HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto after = readResponses(fd, 1);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_NE(after[0].find("GET /api/after"), std::string::npos);
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 2);
 }
 
 TEST_F(WorkerTest, DirectResponseAndNoRoute) {
