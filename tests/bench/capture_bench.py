@@ -42,7 +42,7 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import testhosts as th  # noqa: E402
-import walking_skeleton_test as ws  # noqa: E402
+from culvertd_harness import describe, tail  # noqa: E402
 
 CLIENT_IP, NODE_IP = "10.244.1.1", "10.244.1.254"
 VIP = "10.96.0.10"
@@ -158,7 +158,7 @@ class Bench:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.R.check("culvertd running", False, f"exited {self.proc.returncode}: " +
-                             ws.tail(os.path.join(self.net.tmpdir, "culvertd.log"), 10), fatal=True)
+                             tail(os.path.join(self.net.tmpdir, "culvertd.log"), 10), fatal=True)
             if self.ready():
                 code, body = admin_get(self.admin_sock, "/config_dump", timeout=10.0)
                 if code == 200 and want in body:
@@ -177,7 +177,7 @@ class Bench:
         rps, problems = parse_wrk(cp.stdout)
         ok = cp.returncode == 0 and rps > 0 and "Non-2xx" not in problems
         if not ok:  # only failures are reported: the figures are the output
-            self.R.check(f"wrk {path} {mode}", False, problems or ws.describe(cp))
+            self.R.check(f"wrk {path} {mode}", False, problems or describe(cp))
         elif problems:
             print(f"note: wrk {path} {mode}: {problems}", flush=True)
         return rps
@@ -203,7 +203,7 @@ class Bench:
         self.load(10)
         cp = net.run([self.args.culvertctl, "--config", self.boot, "enroll", "--netns", self.client.netns_path,
                       "--namespace", "bench", "--name", "client", "--ip", CLIENT_IP], timeout=20)
-        R.check("enroll the client pod", cp.returncode == 0, ws.describe(cp), fatal=True)
+        R.check("enroll the client pod", cp.returncode == 0, describe(cp), fatal=True)
 
         results: dict = {}
         for run in range(self.args.runs):
@@ -218,7 +218,7 @@ class Bench:
                               flush=True)
         net.stop(self.proc, signal.SIGTERM)
         cp = net.run([self.args.culvertd, "uninstall", "--config", self.boot], timeout=20)
-        R.check("benchmark ran and culvertd uninstalled", cp.returncode == 0, ws.describe(cp))
+        R.check("benchmark ran and culvertd uninstalled", cp.returncode == 0, describe(cp))
         return results
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Capture end to end through culvertd: IPv4 and IPv6, bypass, per-pod stats,
 enrollment refused when the capture port is taken, fail closed while culvertd
-is down (also with an app listening on the capture port), kill -9 + restart
+is down (also with an app listening on the capture port), kill -9 + restart with a pod
+connecting in a loop (the registry restores the enrollment; the window is measured),
 re-adopting the pinned BPF state, uninstall.
 
     /usr/bin/python3 tests/integration/capture_test.py \
@@ -13,18 +14,17 @@ never-routed VIPs 10.96.0.10 and fd00:96::10, culvertd in the root netns
 capturing at a per-run cgroup.
 """
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-import walking_skeleton_test as ws  # noqa: E402  (shared helpers and documents)
+import walking_skeleton_test as ws  # noqa: E402  (its RESOURCES document)
+from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, describe, run_test, tail  # noqa: E402
 
 CLIENT_IP, SERVER_IP, BUSY_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
 VIP4, VIP6 = "10.96.0.10", "fd00:96::10"
@@ -71,16 +71,32 @@ while True:
 """
 
 
+# A pod app that keeps making requests to the VIP (one new connection each, every
+# 10 ms) and logs "<wall time> ok|<errno name>": the kill -9 window as an app sees it.
+CONNECT_LOOP = r"""
+import errno, http.client, sys, time
+while True:
+    t = time.time()
+    c = http.client.HTTPConnection(sys.argv[1], 80, timeout=1)
+    try:
+        c.request("GET", "/loop"); r = c.getresponse(); r.read()
+        out = "ok" if r.status == 200 else f"http{r.status}"
+    except OSError as e:
+        out = errno.errorcode.get(e.errno, type(e).__name__)
+    except http.client.HTTPException as e:  # cut mid-response by the kill
+        out = type(e).__name__
+    finally:
+        c.close()
+    print(f"{t:.3f} {out}", flush=True)
+    time.sleep(0.01)
+"""
+
+
 class CaptureScenario:
     def __init__(self, net: th.TestNetwork, args, R: th.Results):
         self.net, self.args, self.R = net, args, R
-        self.proc = None
-        self.log = None
 
     # ------------------------------------------------------------ helpers
-    def ctl(self, *argv: str):
-        return self.net.run([self.args.culvertctl, "--config", self.boot, *argv], timeout=20)
-
     def curl(self, url: str, max_time: float = 5):
         return self.client.curl("-g", "-w", "\\ntime_total=%{time_total}\\n", url,
                                 cgroup=self.cg, max_time=max_time)
@@ -88,35 +104,9 @@ class CaptureScenario:
     def ok_body(self, cp, path: str) -> bool:
         return cp.returncode == 0 and f"path={path} " in cp.stdout
 
-    def stats(self) -> str:
-        code, body = ws.http_get(f"http://127.0.0.1:{self.admin_port}/stats/prometheus")
-        return body if code == 200 else ""
-
     def pod_metric(self, outcome: str) -> float:
-        total = 0.0
-        for line in self.stats().splitlines():
-            if (line.startswith("culvert_capture_pod_connects_total{") and 'pod="client"' in line
-                    and f'outcome="{outcome}"' in line):
-                total += float(line.split()[-1])
-        return total
-
-    def start(self, name: str) -> float:
-        self.log = os.path.join(self.net.tmpdir, f"culvertd-{name}.log")
-        with open(self.log, "w") as logf:
-            self.proc = self.net.spawn([self.args.culvertd, "--config", self.boot], stdout=logf, stderr=logf)
-        t0 = time.monotonic()
-        deadline = t0 + ws.READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.R.check(f"{name}: culvertd ready", False, f"exited {self.proc.returncode}", fatal=True)
-            try:
-                if ws.http_get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1.0)[0] == 200:
-                    return time.monotonic()
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.R.check(f"{name}: culvertd ready", False, "not ready in time", fatal=True)
-        return 0.0
+        return self.d.metric("culvert_capture_pod_connects_total",
+                             {"pod": "client", "outcome": outcome}) or 0.0
 
     def connect_errno(self, ip: str, port: int = 80) -> str:
         """connect() from the client pod (in the capture cgroup): "ok" or the errno name."""
@@ -143,75 +133,72 @@ class CaptureScenario:
         self.client = net.add_pod("client", CLIENT_IP)
         self.server = net.add_pod("server", SERVER_IP)
         self.busy = net.add_pod("busy", BUSY_IP)
-        self.cg = net.make_cgroup()
-        self.pin_root = net.assign_pin_root()
+        self.d = d = Culvertd(net, a, R, capture_port=CAPTURE_PORT)
+        self.cg, self.pin_root = d.cgroup, d.pin_root
         try:
             net.assert_isolated()
         except th.HostSafetyError as e:
             R.check("test hosts isolated", False, str(e), fatal=True)
         net.start_echo_server(self.server, SERVER_PORT)
 
-        tmp = net.tmpdir
-        os.makedirs(os.path.join(tmp, "resources"))
-        os.makedirs(os.path.join(tmp, "state"), mode=0o700)
-        self.admin_port = ws.free_port()
-        self.boot = os.path.join(tmp, "bootstrap.yaml")
-        with open(self.boot, "w") as f:
-            f.write(ws.BOOTSTRAP.format(admin_port=self.admin_port, tmp=tmp, capture_port=CAPTURE_PORT,
-                                        cgroup=self.cg.path, pin_root=self.pin_root))
-        with open(os.path.join(tmp, "resources", "v4.yaml"), "w") as f:
-            f.write(ws.RESOURCES.format(vip=VIP4, server_ip=SERVER_IP, server_port=SERVER_PORT))
-        with open(os.path.join(tmp, "resources", "v6.yaml"), "w") as f:
-            f.write(RESOURCES_V6.format(vip6=VIP6))
-
-        self.start("first")
-        cp = self.ctl("enroll", "--netns", self.client.netns_path, "--namespace", "team-a", "--name", "client",
+        d.start({"v4.yaml": ws.RESOURCES.format(vip=VIP4, server_ip=SERVER_IP, server_port=SERVER_PORT),
+                 "v6.yaml": RESOURCES_V6.format(vip6=VIP6)})
+        cp = d.ctl("enroll", "--netns", self.client.netns_path, "--namespace", "team-a", "--name", "client",
                       "--container-id", "c-client", "--ip", CLIENT_IP, "--fail-mode", "closed")
-        R.check("enroll client (fail mode closed)", cp.returncode == 0, ws.describe(cp), fatal=True)
+        R.check("enroll client (fail mode closed)", cp.returncode == 0, describe(cp), fatal=True)
 
         cp = self.client.run(["/bin/cat", "/proc/sys/net/ipv4/tcp_migrate_req"], check=False)
-        R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", ws.describe(cp))
+        R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", describe(cp))
 
         # --- IPv4 and IPv6 through capture
         cp = self.curl(f"http://{VIP4}/v4")
-        R.check("IPv4 VIP captured and proxied", self.ok_body(cp, "/v4"), ws.describe(cp))
+        R.check("IPv4 VIP captured and proxied", self.ok_body(cp, "/v4"), describe(cp))
         cp = self.curl(f"http://[{VIP6}]/v6")
-        R.check("IPv6 VIP captured ([::1] listener group) and proxied", self.ok_body(cp, "/v6"), ws.describe(cp))
-        cp = self.ctl("pods")
-        R.check("culvertctl pods shows the capture state", "on (IPv4+IPv6)" in cp.stdout, ws.describe(cp))
+        R.check("IPv6 VIP captured ([::1] listener group) and proxied", self.ok_body(cp, "/v6"), describe(cp))
+        cp = d.ctl("pods")
+        R.check("culvertctl pods shows the capture state", "on (IPv4+IPv6)" in cp.stdout, describe(cp))
         captured = self.pod_metric("captured")
         R.check("per-pod captured counter in /stats/prometheus", captured >= 2, f"captured={captured}")
         R.check("per-tenant counter in /stats/prometheus",
-                'culvert_capture_tenant_connects_total{tenant="team-a",outcome="captured"}' in self.stats())
+                'culvert_capture_tenant_connects_total{tenant="team-a",outcome="captured"}' in d.stats_text())
 
         # --- global bypass
-        cp = self.ctl("capture", "off")
-        R.check("culvertctl capture off", cp.returncode == 0 and "capture off" in cp.stdout, ws.describe(cp))
+        cp = d.ctl("capture", "off")
+        R.check("culvertctl capture off", cp.returncode == 0 and "capture off" in cp.stdout, describe(cp))
         cp = self.curl(f"http://{VIP4}/bypassed", max_time=2)
-        R.check("bypass: VIP not captured (curl exit 7)", cp.returncode == ws.CURL_CONNECT_FAILED, ws.describe(cp))
-        cp = self.ctl("pods")
-        R.check("culvertctl pods says bypassed", "bypassed" in cp.stdout, ws.describe(cp))
-        cp = self.ctl("capture", "on")
-        R.check("culvertctl capture on", cp.returncode == 0 and "capture on" in cp.stdout, ws.describe(cp))
+        R.check("bypass: VIP not captured (curl exit 7)", cp.returncode == CURL_CONNECT_FAILED, describe(cp))
+        cp = d.ctl("pods")
+        R.check("culvertctl pods says bypassed", "bypassed" in cp.stdout, describe(cp))
+        cp = d.ctl("capture", "on")
+        R.check("culvertctl capture on", cp.returncode == 0 and "capture on" in cp.stdout, describe(cp))
         cp = self.curl(f"http://{VIP4}/again")
-        R.check("capture on again: VIP captured", self.ok_body(cp, "/again"), ws.describe(cp))
+        R.check("capture on again: VIP captured", self.ok_body(cp, "/again"), describe(cp))
 
         # --- enrollment refused when an app holds the capture port in the pod
         app = self.busy.spawn(["/usr/bin/python3", "-c", APP_ON_CAPTURE_PORT, str(CAPTURE_PORT)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = app.stdout.readline()
         R.check("app listens on the capture port in pod busy", "listening" in line, line)
-        cp = self.ctl("enroll", "--netns", self.busy.netns_path, "--namespace", "team-b", "--name", "busy",
+        cp = d.ctl("enroll", "--netns", self.busy.netns_path, "--namespace", "team-b", "--name", "busy",
                       "--container-id", "c-busy", "--ip", BUSY_IP)
         R.check("enroll refused: capture port taken, named clearly",
                 cp.returncode == 1 and f"capture port {CAPTURE_PORT} on 127.0.0.1 is taken in the pod" in cp.stderr,
-                ws.describe(cp))
+                describe(cp))
         net.stop(app, signal.SIGKILL)
 
         # --- kill -9: fail closed at once, also with an app on the capture port
         pins_before = th._listdir(os.path.join(self.pin_root, "v2"))
+        loop_log = os.path.join(net.tmpdir, "connect-loop.log")
+        with open(loop_log, "w") as logf:
+            loop = self.client.spawn(["/usr/bin/python3", "-u", "-c", CONNECT_LOOP, VIP4], cgroup=self.cg,
+                                     stdout=logf, stderr=subprocess.STDOUT)
+        for _ in range(100):  # until the loop has been served (python starts slowly on a busy host)
+            if tail(loop_log).count(" ok") >= 10:
+                break
+            time.sleep(0.05)
         t_kill = time.monotonic()
-        net.stop(self.proc, signal.SIGKILL)
+        t_kill_wall = time.time()
+        d.kill()
         t0 = time.monotonic()
         err = self.connect_errno(VIP4)
         took = time.monotonic() - t0
@@ -222,88 +209,76 @@ class CaptureScenario:
             app = self.client.spawn(["/usr/bin/python3", "-u", "-c", APP_ON_CAPTURE_PORT, str(CAPTURE_PORT)],
                                     stdout=logf, stderr=subprocess.DEVNULL)
         for _ in range(50):
-            if "listening" in ws.tail(app_log):
+            if "listening" in tail(app_log):
                 break
             time.sleep(0.05)
-        R.check("an app listens on the capture port in the client pod", "listening" in ws.tail(app_log))
+        R.check("an app listens on the capture port in the client pod", "listening" in tail(app_log))
         err = self.connect_errno(VIP4)
         R.check("app on the capture port while culvertd is down: still ECONNREFUSED", err == "ECONNREFUSED", err)
         net.stop(app, signal.SIGKILL)
-        R.check("the app on the capture port received nothing", "accepted" not in ws.tail(app_log), ws.tail(app_log))
+        R.check("the app on the capture port received nothing", "accepted" not in tail(app_log), tail(app_log))
 
         # --- restart: pins re-adopted, one program per hook, enrollment kept in BPF
-        t_ready = self.start("restart")
-        R.check("restart: pinned BPF state re-adopted", "re-adopted pinned BPF maps" in ws.tail(self.log),
-                ws.tail(self.log, 20))
+        d.start(validate=False)
+        t_ready = time.monotonic()
+        t_ready_wall = time.time()
+        R.check("restart: pinned BPF state re-adopted", "re-adopted pinned BPF maps" in tail(d.log_path),
+                tail(d.log_path, 20))
         R.check("restart: exactly one culvert program on connect4", self.connect4_programs() == 1,
                 f"{self.connect4_programs()} programs")
         R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, "v2")) == pins_before)
-        # Re-opening the pod's listener: what the registry of issue #7 does at start.
-        cp = self.ctl("enroll", "--netns", self.client.netns_path, "--namespace", "team-a", "--name", "client",
-                      "--container-id", "c-client", "--ip", CLIENT_IP, "--fail-mode", "closed")
-        R.check("restart: re-enroll client", cp.returncode == 0, ws.describe(cp))
+        # No re-enrollment: the registry (state_dir) re-opens the pod's listener at start.
+        cp = d.ctl("pods")
+        R.check("restart: the registry restored the client's enrollment",
+                "client" in cp.stdout and "on (IPv4+IPv6)" in cp.stdout, describe(cp))
         cp = self.curl(f"http://{VIP4}/after")
         t_ok = time.monotonic()
-        R.check("restart: captured connect works", self.ok_body(cp, "/after"), ws.describe(cp))
+        R.check("restart: captured connect works", self.ok_body(cp, "/after"), describe(cp))
         print(f"MEASURE fail-mode window kill -9 -> first captured success: {t_ok - t_kill:.3f}s "
               f"(restart to /ready {t_ready - t_kill:.3f}s, /ready -> success {t_ok - t_ready:.3f}s)", flush=True)
         R.check("restart: first captured connect within 1 s of /ready", t_ok - t_ready < 1.0,
                 f"{t_ok - t_ready:.3f}s")
+        time.sleep(0.3)
+        net.stop(loop, signal.SIGKILL)
+        samples = [line.split() for line in tail(loop_log, 100000).splitlines() if len(line.split()) == 2]
+        samples = [(float(t), out) for t, out in samples if t.replace(".", "", 1).isdigit()]
+        before = [out for t, out in samples if t < t_kill_wall - 0.05]
+        # A request in flight at the kill is cut; every later one is refused at once.
+        during = [out for t, out in samples if t_kill_wall + 0.05 < t < t_ready_wall - 0.05]
+        after_ok = [t for t, out in samples if t >= t_ready_wall and out == "ok"]
+        R.check("connect loop: requests succeeded before the kill", before and all(o == "ok" for o in before),
+                str(sorted(set(before))))
+        # Until the restarted culvertd re-opens the pod's listener (from its registry, a
+        # little before /ready) every connect is refused at once: no hang, no reset.
+        R.check("connect loop: while down, connects refused at once (fail closed), then served",
+                "ECONNREFUSED" in during and set(during) <= {"ECONNREFUSED", "ok"}
+                and ("ok" not in during or "ECONNREFUSED" not in during[during.index("ok"):]),
+                str(during))
+        R.check("connect loop: first success within 1 s of /ready",
+                bool(after_ok) and after_ok[0] - t_ready_wall < 1.0,
+                f"{(after_ok[0] - t_ready_wall) if after_ok else None}")
+        if after_ok:
+            last_before = max((t for t, out in samples if t < t_kill_wall and out == "ok"), default=t_kill_wall)
+            print(f"MEASURE connect loop: no successful request for {after_ok[0] - last_before:.3f}s across "
+                  f"kill -9 + restart ({len(during)} refused connects, first success "
+                  f"{after_ok[0] - t_ready_wall:.3f}s after /ready)", flush=True)
 
         # --- stop keeps pins; uninstall removes them and capture stops
-        net.stop(self.proc, signal.SIGTERM)
+        d.stop()
         R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, "v2", "cv_enrolled")))
-        cp = net.run([a.culvertd, "uninstall", "--config", self.boot], timeout=20)
-        R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, ws.describe(cp))
+        cp = net.run([a.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
+        R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, describe(cp))
         n = self.connect4_programs()
         R.check("uninstall: no program left on the cgroup", n == 0,
                 f"{n}: {net.run(['bpftool', 'cgroup', 'show', self.cg.path]).stdout}")
         err = self.connect_errno(VIP4)
         R.check("uninstall: VIP no longer captured (ENETUNREACH, not refused)", err == "ENETUNREACH", err)
 
-    def dump_logs(self) -> None:
-        for name in sorted(os.listdir(self.net.tmpdir)):
-            if name.startswith("culvertd-") and name.endswith(".log"):
-                print(f"----- {name} -----")
-                print(ws.tail(os.path.join(self.net.tmpdir, name), 100), end="", flush=True)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--culvertd", required=True)
-    ap.add_argument("--culvertctl", required=True)
-    ap.add_argument("--keep-tmp", action="store_true")
-    args = ap.parse_args()
-    args.culvertd = os.path.abspath(args.culvertd)
-    args.culvertctl = os.path.abspath(args.culvertctl)
-
-    th.require_root_or_skip("integration_capture")
-    R = th.Results()
-    prefix = None
-    try:
-        with th.TestNetwork(keep_tmp=args.keep_tmp) as net:
-            prefix = net.prefix
-            sc = CaptureScenario(net, args, R)
-            try:
-                sc.run()
-            except th.Fatal:
-                pass
-            except Exception:  # noqa: BLE001
-                R.check("scenario raised", False, traceback.format_exc())
-            finally:
-                if R.failed:
-                    sc.dump_logs()
-    except th.Fatal:
-        pass
-    except Exception:  # noqa: BLE001
-        R.check("test hosts", False, traceback.format_exc())
-    if prefix:
-        left = th.find_leftovers(prefix)
-        if args.keep_tmp:
-            left = [x for x in left if not x.startswith("tmp ")]
-        R.check("cleanup: nothing of this run left", not left, str(left))
-    return R.summary()
+def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
+    CaptureScenario(net, args, R).run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_test("integration_capture", scenario))
