@@ -175,6 +175,9 @@ void App::startServiceNotifications() {
 common::Result<void> App::restorePods() {
   // Before the enrollment socket opens: the registry's live pods first, then the pods
   // culvert-cni let start uncaptured, then BPF entries of netns culvertd does not know.
+  // No listener is open yet, so no captured connect can succeed and make a record:
+  // whatever records exist are of the previous process's queued connections.
+  size_t stale_records = capture_->clearOriginalDestinations();
   pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
   auto report = pods_->restore();
   if (!report) return std::unexpected(common::nest("state_dir", report.error()));
@@ -186,8 +189,9 @@ common::Result<void> App::restorePods() {
     if (auto ok = capture_->unenrollPod(cookie); ok) ++purged;
   }
   spdlog::info("registry {}: {} pods re-enrolled, {} dropped, {} started uncaptured and adopted, {} unknown BPF "
-               "entries purged",
-               (bootstrap_.state_dir / "pods.json").string(), report->restored, report->dropped, adopted, purged);
+               "entries purged, {} stale original-destination records deleted",
+               (bootstrap_.state_dir / "pods.json").string(), report->restored, report->dropped, adopted, purged,
+               stale_records);
   return {};
 }
 

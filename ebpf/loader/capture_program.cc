@@ -538,6 +538,12 @@ common::Result<void> CaptureProgram::unenrollPod(uint64_t netns_cookie) {
   return {};
 }
 
+size_t CaptureProgram::clearOriginalDestinations() {
+  size_t n = 0;
+  for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) n += bpf_map_delete_elem(orig_dst_fd_, &key) == 0;
+  return n;
+}
+
 std::vector<uint64_t> CaptureProgram::enrolledNetnsCookies() const {
   auto keys = allKeys<uint64_t>(enrolled_fd_);
   std::sort(keys.begin(), keys.end());

@@ -114,6 +114,11 @@ public:
   // The original destination of a connection accepted on an in-pod listener, looked up
   // by (netns cookie, peer address) and deleted. nullopt when there is no record.
   std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd);
+  // Deletes every original-destination record; returns how many there were. At start,
+  // before any in-pod listener re-opens, every record belongs to a connection queued on
+  // a listener of the previous process: the kernel reset those, but a client that had
+  // already closed gracefully (FIN_WAIT2) leaves no close callback that may delete it.
+  size_t clearOriginalDestinations();
 
   Counters counters() const;
   // This pod's counters (zero when not enrolled).

@@ -92,6 +92,15 @@ while True:
 """
 
 
+QUEUED_THEN_CLOSED = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=2)
+s.sendall(b"GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+s.close()
+print("sent")
+"""
+
+
 class CaptureScenario:
     def __init__(self, net: th.TestNetwork, args, R: th.Results):
         self.net, self.args, self.R = net, args, R
@@ -118,6 +127,14 @@ class CaptureScenario:
         cp = self.client.run(["/usr/bin/python3", "-c", code, ip, str(port)], cgroup=self.cg, check=False,
                              timeout=10)
         return cp.stdout.strip() or cp.stderr.strip()
+
+    def orig_dst_records(self) -> int:
+        cp = self.net.run(["bpftool", "-j", "map", "dump", "pinned",
+                           os.path.join(self.pin_root, "v2", "cv_orig_dst")])
+        try:
+            return len(json.loads(cp.stdout.strip() or "[]"))
+        except ValueError:
+            return -1
 
     def connect4_programs(self) -> int:
         cp = self.net.run(["bpftool", "-j", "cgroup", "show", self.cg.path])
@@ -196,6 +213,14 @@ class CaptureScenario:
             if tail(loop_log).count(" ok") >= 10:
                 break
             time.sleep(0.05)
+        # A connection the old process will never accept: queued while culvertd is
+        # stopped, closed gracefully by the client, then reset by the kill below.
+        t_stop_wall = time.time()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        cp = self.client.run(["/usr/bin/python3", "-c", QUEUED_THEN_CLOSED, VIP4], cgroup=self.cg, check=False,
+                             timeout=10)
+        R.check("a request queued on the stopped culvertd, closed by the client", cp.stdout.strip() == "sent",
+                describe(cp))
         t_kill = time.monotonic()
         t_kill_wall = time.time()
         d.kill()
@@ -242,7 +267,7 @@ class CaptureScenario:
         net.stop(loop, signal.SIGKILL)
         samples = [line.split() for line in tail(loop_log, 100000).splitlines() if len(line.split()) == 2]
         samples = [(float(t), out) for t, out in samples if t.replace(".", "", 1).isdigit()]
-        before = [out for t, out in samples if t < t_kill_wall - 0.05]
+        before = [out for t, out in samples if t < t_stop_wall - 0.05]
         # A request in flight at the kill is cut; every later one is refused at once.
         during = [out for t, out in samples if t_kill_wall + 0.05 < t < t_ready_wall - 0.05]
         after_ok = [t for t, out in samples if t >= t_ready_wall and out == "ok"]
@@ -257,6 +282,10 @@ class CaptureScenario:
         R.check("connect loop: first success within 1 s of /ready",
                 bool(after_ok) and after_ok[0] - t_ready_wall < 1.0,
                 f"{(after_ok[0] - t_ready_wall) if after_ok else None}")
+        time.sleep(1.0)
+        records = self.orig_dst_records()
+        R.check("1 s after every connection closed, no original-destination record is left "
+                "(also of the connection queued on the killed process)", records == 0, f"{records} records")
         if after_ok:
             last_before = max((t for t, out in samples if t < t_kill_wall and out == "ok"), default=t_kill_wall)
             print(f"MEASURE connect loop: no successful request for {after_ok[0] - last_before:.3f}s across "
