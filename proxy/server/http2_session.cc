@@ -16,7 +16,6 @@ namespace {
 // A side stops taking bytes while this much waits to go out on the other side.
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
-constexpr uint32_t kNoError = 0x0;
 constexpr uint32_t kInternalError = 0x2;
 
 }  // namespace
@@ -134,7 +133,7 @@ public:
       h2_->consume(h2_id_, upstream_unconsumed_);
       upstream_unconsumed_ = 0;
     }
-    session_.flush();
+    session_.scheduleFlush();
   }
   void onResponseEnd(http::HeaderMap&& trailers) override {
     h2_ = nullptr;
@@ -166,13 +165,13 @@ public:
         dropHttp1();
       }
     }
-    session_.flush();
+    session_.scheduleFlush();
   }
   void onClose(network::CloseReason reason) override {
     if (response_complete_) return;
     if (response_started_ && parser_->finish() && response_complete_) {
       dropHttp1();
-      session_.flush();
+      session_.scheduleFlush();
       return;
     }
     dropHttp1();
@@ -248,7 +247,7 @@ private:
     if (!connected || upstream_full) return;
     session_.codec_.consume(id_, unconsumed_);
     unconsumed_ = 0;
-    session_.flush();
+    session_.scheduleFlush();
   }
 
   void startResponse(const http::ResponseHead& head, bool end_stream) {
@@ -261,9 +260,10 @@ private:
     response_complete_ = true;
     timer_.reset();
     session_.codec_.endStream(id_, trailers);
-    // The response is whole while the client still sends: stop it (RFC 9113 §8.1).
-    if (!request_ended_) session_.codec_.resetStream(id_, kNoError);
-    session_.flush();
+    // The response is whole while the client still sends: the rest of the request is
+    // dropped as it comes (a reset here would overtake the response's queued DATA).
+    if (!request_ended_) local_ = true;
+    session_.scheduleFlush();
   }
 
   void finishHttp1() {
@@ -289,7 +289,7 @@ private:
     dropHttp1();
     if (response_started_) {
       session_.codec_.resetStream(id_, kInternalError);
-      session_.flush();
+      session_.scheduleFlush();
       return;
     }
     localReply(503, "upstream connect error or disconnect/reset before headers\n");
@@ -311,7 +311,7 @@ private:
       session_.codec_.endStream(id_);
     }
     grantDownstream();
-    session_.flush();
+    session_.scheduleFlush();
   }
 
   // Envoy's route timeout: from the end of the request to the end of the response.
@@ -331,7 +331,7 @@ private:
     dropHttp1();
     if (response_started_) {
       session_.codec_.resetStream(id_, kInternalError);
-      session_.flush();
+      session_.scheduleFlush();
       return;
     }
     localReply(504, "upstream request timeout\n");
@@ -377,9 +377,14 @@ Http2Session::Http2Session(WorkerServices services, std::shared_ptr<const Pod> p
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   cx_active_.add(1);
+  flush_check_ = new uv_check_t{};
+  uv_check_init(services_.dispatcher.loop(), flush_check_);
+  flush_check_->data = this;
 }
 
 Http2Session::~Http2Session() {
+  flush_check_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_check_), [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
   streams_.clear();
   pod_->tenant->downstream_cx_active->add(-1);
   cx_active_.add(-1);
@@ -406,6 +411,18 @@ void Http2Session::onData(std::string_view data) {
       spdlog::debug("pod {}/{}: HTTP/2 connection error", pod_->namespace_name, pod_->name);
     }
     flush();
+  });
+}
+
+void Http2Session::scheduleFlush() {
+  if (closed_ || flush_scheduled_) return;
+  flush_scheduled_ = true;
+  uv_check_start(flush_check_, [](uv_check_t* handle) {
+    uv_check_stop(handle);
+    auto* self = static_cast<Http2Session*>(handle->data);
+    if (self == nullptr) return;
+    self->flush_scheduled_ = false;
+    self->flush();
   });
 }
 

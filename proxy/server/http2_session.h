@@ -1,5 +1,7 @@
 #pragma once
 
+#include <uv.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -58,6 +60,9 @@ private:
   Stream* find(int32_t id);
   // Writes the codec's output while the socket keeps up.
   void flush();
+  // What upstream events of one loop iteration produce leaves in one write: the flush
+  // runs after that iteration's I/O callbacks (a uv_check handle).
+  void scheduleFlush();
   void close();
   void countStatus(int status);
 
@@ -72,6 +77,8 @@ private:
   std::string out_;
   bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
   bool flush_pending_ = false;
+  uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
+  bool flush_scheduled_ = false;
   bool closed_ = false;
   common::Counter& streams_total_;
   common::Gauge& cx_active_;

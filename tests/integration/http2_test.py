@@ -243,6 +243,9 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     os.makedirs(htdocs, exist_ok=True)
     with open(os.path.join(htdocs, "hello.txt"), "w") as f:
         f.write("hello over h2\n")
+    for i in range(4):
+        with open(os.path.join(htdocs, f"f{i}.txt"), "w") as f:
+            f.write(f"file {i}\n")
     big = os.urandom(BIG)
     big_path = net.path("big.bin")
     with open(big_path, "wb") as f:
@@ -323,12 +326,14 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- concurrent streams on one connection (nghttp sends every URI at once)
     streams_before = d.metric("culvert_http2_downstream_streams_total", tenant) or 0
     cx_before = d.metric("culvert_downstream_cx_total", tenant) or 0
-    # nghttp fetches each distinct URI once.
-    uris = [f"http://{VIP}/h1/c{i}" for i in range(7)] + [f"http://{VIP}/hello.txt"]
+    # nghttp fetches each distinct URI once. Each concurrent stream to the HTTP/1.1 echo
+    # server needs a connection of its own and its listen backlog is 5: 4 go there.
+    uris = [f"http://{VIP}/h1/c{i}" for i in range(4)] + [f"http://{VIP}/f{i}.txt" for i in range(4)]
     cp = client.run([NGHTTP, "-v", *uris], cgroup=d.cgroup, check=False, timeout=30)
     R.check("nghttp: 8 concurrent streams on one connection all answered 200",
             cp.returncode == 0 and cp.stdout.count(":status: 200") == 8
-            and all(f"path=/h1/c{i}" in cp.stdout for i in range(7)) and cp.stdout.count("] Connected") == 1,
+            and all(f"path=/h1/c{i}" in cp.stdout for i in range(4))
+            and all(f"file {i}" in cp.stdout for i in range(4)) and cp.stdout.count("] Connected") == 1,
             describe(cp)[-3000:])
     streams = d.wait_metric("culvert_http2_downstream_streams_total", streams_before + 8, tenant)
     cx = d.metric("culvert_downstream_cx_total", tenant)
