@@ -181,6 +181,17 @@ out["big"] = len(u(b"z" * (1 << 20), timeout=20))
 print(json.dumps(out))
 '''
 
+GRPC_ONE_CALL = r'''
+import sys
+import grpc
+ch = grpc.insecure_channel(sys.argv[1], options=[("grpc.enable_http_proxy", 0)])
+try:
+    ch.unary_unary("/test.Echo/Unary")(b"again", timeout=10)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name)
+'''
+
 # Speaks just enough HTTP/2 by hand to send a header block nghttp2-based clients refuse
 # to send (HPACK literals without indexing or Huffman), and reports what came back for
 # stream 1.
@@ -407,6 +418,26 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         R.check("gRPC 1 MiB message both ways", res["big"] == len("unary:") + (1 << 20), str(res))
     v = d.metric("culvert_http2_upstream_cx_total")
     R.check("upstream HTTP/2 connections counted", v is not None and v >= 2, f"value {v}")
+
+    # --- the gRPC server goes away: its pooled connection is dropped, calls fail fast
+    # (503 → UNAVAILABLE), and a new server is reached on a new connection
+    one_call_py = net.path("grpc_one_call.py")
+    with open(one_call_py, "w") as f:
+        f.write(GRPC_ONE_CALL)
+    net.stop(grpc_proc)
+    time.sleep(0.3)
+    cp = client.run([PYTHON, "-B", one_call_py, f"{GRPC_VIP}:{GRPC_PORT}"], cgroup=d.cgroup, check=False, timeout=30)
+    R.check("gRPC server gone: the call fails UNAVAILABLE", cp.stdout.strip() == "UNAVAILABLE", describe(cp))
+    grpc_log = open(net.path("grpc_server2.log"), "w")
+    grpc_proc = server.spawn([PYTHON, "-B", grpc_server_py, f"{SERVER_IP}:{GRPC_PORT}"],
+                             stdout=subprocess.PIPE, stderr=grpc_log)
+    grpc_log.close()
+    R.check("gRPC server restarted", grpc_proc.stdout.readline().strip() == b"READY", fatal=True)
+    cx_before = d.metric("culvert_http2_upstream_cx_total") or 0
+    cp = client.run([PYTHON, "-B", one_call_py, f"{GRPC_VIP}:{GRPC_PORT}"], cgroup=d.cgroup, check=False, timeout=30)
+    R.check("gRPC server back: the call succeeds on a new upstream connection",
+            cp.stdout.strip() == "OK" and (d.metric("culvert_http2_upstream_cx_total") or 0) > cx_before,
+            describe(cp))
 
     # --- bound listener: h2load to both upstream kinds. Each concurrent stream to an
     # HTTP/1.1 upstream needs its own connection, and the python echo server's listen
