@@ -15,6 +15,8 @@ PACKAGES=(
   iproute2 curl python3 procps
   # benchmarks (tests/bench): the proxies culvert is measured against, and load generators
   haproxy nginx-light nghttp2-proxy nghttp2-client wrk
+  # HTTP/2 integration tests: nghttpd as an HTTP/2 upstream that echoes uploads
+  nghttp2-server
   # packaging tests (tests/packaging): chroot roots, YAML, unit verification
   debootstrap python3-yaml systemd dpkg-dev
   # CNI chain tests: bridge + host-local as the primary plugin (in /usr/lib/cni)

@@ -70,7 +70,10 @@ struct RouteConfiguration {
 // --- Listeners (envoy.config.listener.v3) ---
 
 struct HttpConnectionManager {
+  // AUTO: HTTP/2 when the connection starts with its preface, else HTTP/1.1.
+  enum class CodecType { Auto, Http1, Http2 };
   std::string stat_prefix;
+  CodecType codec_type = CodecType::Auto;
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
@@ -123,6 +126,11 @@ struct Endpoint {
   uint32_t weight = 1;
 };
 
+// The HTTP version of a cluster's upstream connections
+// (envoy.extensions.upstreams.http.v3.HttpProtocolOptions); Downstream = the version the
+// request arrived with.
+enum class UpstreamHttpProtocol { Http1, Http2, Downstream };
+
 struct Cluster {
   std::string name;
   ClusterType type = ClusterType::Static;
@@ -130,6 +138,7 @@ struct Cluster {
   std::chrono::milliseconds connect_timeout{5000};
   std::vector<Endpoint> endpoints;
   std::string eds_service_name;  // only for ClusterType::Eds
+  UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
 };
 
 // --- The parts ---

@@ -80,6 +80,8 @@ std::optional<std::string> clientHelloServerName(std::string_view b) {
 
 }  // namespace
 
+bool startsWithHttp2Preface(std::string_view bytes) { return bytes.starts_with(kHttp2Preface); }
+
 SniffResult sniff(std::string_view bytes) {
   SniffResult r;
   if (bytes.empty()) return r;

@@ -21,4 +21,7 @@ inline constexpr size_t kMaxSniffBytes = 16 * 1024;
 
 SniffResult sniff(std::string_view initial_bytes);
 
+// Whether a connection's first bytes are the HTTP/2 client connection preface.
+bool startsWithHttp2Preface(std::string_view initial_bytes);
+
 }  // namespace culvert::network

@@ -3,11 +3,11 @@
 #include <sys/socket.h>
 
 #include <cstdio>
-#include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "proxy/router/route_matcher.h"
+#include "proxy/http/http2/message.h"
+#include "proxy/server/upstream_request.h"
 
 namespace culvert::server {
 
@@ -24,20 +24,6 @@ constexpr size_t kWriteHighWatermark = 256 * 1024;
 // A connection keeps at most this much staging capacity between responses, so an idle
 // connection holds no large buffer.
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
-
-std::string generateRequestId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t a = rng();
-  uint64_t b = rng();
-  // RFC 4122 version 4 layout.
-  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
-  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
-                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
-}
 
 }  // namespace
 
@@ -184,52 +170,31 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
 }
 
 void Http1Session::routeRequest() {
-  const auto* route = router::matchRoute(*routes_, request_.authority(), request_.path, request_.headers);
-  if (route == nullptr) {
-    sendLocalReply(404, "no route\n");
+  auto target = routeToUpstream(services_.clusters, *routes_, request_, original_destination_);
+  if (!target) {
+    sendLocalReply(target.error().status, target.error().body);
     return;
   }
-  if (route->direct_response) {
-    sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
-    return;
-  }
-  const auto& action = *route->route;
-  route_timeout_ = action.timeout;
-  auto selection = services_.clusters.pickEndpoint(action.cluster);
-  if (!selection) {
-    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
-                                                                                            : "no healthy upstream\n");
-    return;
-  }
-
-  common::SocketAddress endpoint = selection->endpoint.address;
-  if (selection->original_destination) {
-    if (!original_destination_) {
-      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
-      return;
-    }
-    endpoint = *original_destination_;
-  }
+  route_timeout_ = target->route->route->timeout;
+  common::SocketAddress endpoint = target->endpoint;
 
   // The request as the upstream will see it.
-  auto& headers = request_.headers;
-  http::http1::removeHopByHopHeaders(headers);
-  if (action.prefix_rewrite && route->match.prefix) {
-    request_.path = *action.prefix_rewrite + request_.path.substr(std::min(request_.path.size(), route->match.prefix->size()));
+  prepareUpstreamRequest(request_, *target->route, pod_->ip);
+  if (target->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
+    // The body goes as raw DATA: no HTTP/1.1 framing on this side.
+    bool has_body = http::http1::requestFraming(request_) != BodyFraming::None;
+    request_framing_ = BodyFraming::None;
+    pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http2};
+    h2_upstream_ = std::make_unique<Http2UpstreamBridge>(*this, http::http2::toRequestBlock(request_, "http"), !has_body);
+    h2_upstream_->start(*services_.http2_pool,
+                        {pool_key_, pod_->netnsFd(), endpoint, target->cluster->connect_timeout});
+    return;
   }
-  if (action.host_rewrite_literal) headers.set("host", *action.host_rewrite_literal);
-  if (auto xff = headers.get("x-forwarded-for")) {
-    headers.set("x-forwarded-for", std::string(*xff) + ", " + pod_->ip);
-  } else {
-    headers.add("x-forwarded-for", pod_->ip);
-  }
-  if (!headers.get("x-request-id")) headers.add("x-request-id", generateRequestId());
-  if (!headers.get("x-forwarded-proto")) headers.add("x-forwarded-proto", "http");
   request_framing_ = http::http1::requestFraming(request_);
   upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
 
   pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
-  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
+  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, target->cluster->connect_timeout};
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
 }
 
@@ -252,6 +217,11 @@ void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpCo
 
 void Http1Session::onBody(std::string_view data) {
   if (discard_body_) return;
+  if (h2_upstream_) {
+    h2_upstream_->sendData(data);
+    updateDownstreamReading();
+    return;
+  }
   if (upstream_) {
     std::string chunk;
     http::http1::appendBody(chunk, data, request_framing_);
@@ -266,11 +236,15 @@ void Http1Session::onBody(std::string_view data) {
 void Http1Session::updateDownstreamReading() {
   if (closed_) return;
   bool blocked = downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
-                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark);
+                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
+                 (h2_upstream_ && h2_upstream_->queuedBytes() > kWriteHighWatermark);
   downstream_->readEnable(!blocked);
 }
 
 void Http1Session::updateUpstreamReading() {
+  if (!closed_ && h2_upstream_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark) {
+    h2_upstream_->downstreamDrained();
+  }
   if (closed_ || !upstream_) return;
   upstream_->readEnable(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
 }
@@ -283,6 +257,7 @@ void Http1Session::onMessageComplete() {
     finishExchange();
     return;
   }
+  if (h2_upstream_) h2_upstream_->end();
   std::string end;
   http::http1::appendBodyEnd(end, request_framing_);
   if (upstream_) {
@@ -321,6 +296,7 @@ void Http1Session::flushResponse() {
 }
 
 void Http1Session::onResponseComplete(bool upstream_reusable) {
+  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   http::http1::appendBodyEnd(response_out_, response_framing_);
   flushResponse();
   if (!request_complete_) {
@@ -343,6 +319,7 @@ void Http1Session::onUpstreamFailed(const std::string& reason, bool response_sta
   spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
   // Deleting the exchange from inside its own callback: defer.
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   if (response_started) {
     // Part of a response went out; the only honest signal left is closing.
     close();
@@ -383,6 +360,7 @@ void Http1Session::onRouteTimeout() {
   connecting_.reset();
   // The upstream connection is mid-exchange: it can never be reused.
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  h2_upstream_.reset();
   if (response_started_) {
     flushResponse();
     close();
@@ -446,6 +424,7 @@ void Http1Session::close() {
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   downstream_->close();
   if (on_done_) on_done_(this);
 }

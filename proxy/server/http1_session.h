@@ -9,9 +9,11 @@
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
 #include "proxy/network/connection.h"
+#include "proxy/server/http2_upstream_bridge.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
+#include "proxy/upstream/http2_pool.h"
 
 namespace culvert::server {
 
@@ -22,6 +24,7 @@ struct WorkerServices {
   event::Scheduler& scheduler;
   upstream::ClusterManager& clusters;
   upstream::ConnectionPool& pool;
+  upstream::Http2Pool* http2_pool = nullptr;  // upstream HTTP/2 connections (multiplexed)
 };
 
 // One downstream HTTP/1.1 connection through the HTTP connection manager and router:
@@ -59,6 +62,7 @@ public:
 private:
   class UpstreamExchange;
   friend class UpstreamExchange;
+  friend class Http2UpstreamBridge;
 
   void feed(std::string_view data);
   void routeRequest();
@@ -93,6 +97,7 @@ private:
   std::string upstream_pending_;  // request bytes waiting for the upstream connection
   std::unique_ptr<upstream::PendingConnection> connecting_;
   std::unique_ptr<UpstreamExchange> upstream_;
+  std::unique_ptr<Http2UpstreamBridge> h2_upstream_;  // instead of upstream_ for an HTTP/2 cluster
   upstream::PoolKey pool_key_;
   std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
   std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request

@@ -15,6 +15,7 @@ constexpr std::chrono::milliseconds kSniffTimeout{100};
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
       pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout),
+      http2_pool_(dispatcher_, pool_, stats, kUpstreamIdleTimeout),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},
                                              "Accepted connections whose original destination was not recorded")) {}
@@ -27,6 +28,7 @@ void Worker::start() {
     // Tear down on the worker's own thread: the handles belong to its loop.
     sniffers_.clear();
     sessions_.clear();
+    http2_sessions_.clear();
     tcp_sessions_.clear();
     pods_.clear();
     bound_listeners_.clear();
@@ -69,7 +71,13 @@ void Worker::removePod(uint64_t pod_id) {
       if (session->pod().id == pod_id) doomed_tcp.push_back(ptr);
     }
     for (auto* s : doomed_tcp) s->abort();
+    std::vector<Http2Session*> doomed_http2;
+    for (auto& [ptr, session] : http2_sessions_) {
+      if (session->pod().id == pod_id) doomed_http2.push_back(ptr);
+    }
+    for (auto* s : doomed_http2) s->abort();
     pool_.drainPod(pod_id);
+    http2_pool_.drainPod(pod_id);
   });
 }
 
@@ -129,13 +137,16 @@ class Worker::Sniffer : public network::ConnectionCallbacks {
 public:
   Sniffer(Worker& worker, std::shared_ptr<const Pod> pod, std::shared_ptr<const PublishedConfig> config,
           const config::Listener& listener, common::SocketAddress destination,
-          std::optional<common::SocketAddress> original_destination, std::unique_ptr<network::TcpConnection> connection)
+          std::optional<common::SocketAddress> original_destination, std::unique_ptr<network::TcpConnection> connection,
+          bool http_only)
       : worker_(worker), pod_(std::move(pod)), config_(std::move(config)), listener_(listener),
         destination_(destination), original_destination_(std::move(original_destination)),
-        connection_(std::move(connection)),
-        timer_(worker.dispatcher_.createTimer([this] { decide(network::sniff(bytes_), true); })) {
+        connection_(std::move(connection)) {
     connection_->setCallbacks(this);
     connection_->readEnable(true);
+    // Only HTTP/1.1 vs HTTP/2 to tell: the client speaks first, so no timeout.
+    if (http_only) return;
+    timer_ = worker.dispatcher_.createTimer([this] { decide(network::sniff(bytes_), true); });
     timer_->enable(kSniffTimeout);
   }
   void onData(std::string_view data) override {
@@ -149,7 +160,7 @@ public:
 
 private:
   void decide(network::SniffResult result, bool timed_out) {
-    timer_->disable();
+    if (timer_) timer_->disable();
     connection_->readEnable(false);
     connection_->setCallbacks(nullptr);
     // Nothing said within the timeout: a server-first protocol, never HTTP.
@@ -175,13 +186,19 @@ void Worker::classify(std::shared_ptr<const Pod> pod, const config::Listener& li
                       network::FileDescriptor fd) {
   auto connection = network::TcpConnection::adopt(dispatcher_, fd.release());
   if (!connection) return;
+  bool http_only = false;
   if (!needsSniffing(listener)) {
-    startSession(std::move(pod), selectFilterChain(listener, destination), std::move(original_destination),
-                 std::move(*connection), {});
-    return;
+    const auto* chain = selectFilterChain(listener, destination);
+    // codec_type AUTO: the first bytes tell HTTP/1.1 from HTTP/2.
+    http_only = chain != nullptr && chain->isHttp() &&
+                chain->http.codec_type == config::HttpConnectionManager::CodecType::Auto;
+    if (!http_only) {
+      startSession(std::move(pod), chain, std::move(original_destination), std::move(*connection), {});
+      return;
+    }
   }
   auto sniffer = std::make_unique<Sniffer>(*this, std::move(pod), config_, listener, destination,
-                                           std::move(original_destination), std::move(*connection));
+                                           std::move(original_destination), std::move(*connection), http_only);
   auto* raw = sniffer.get();
   sniffers_.emplace(raw, std::move(sniffer));
 }
@@ -202,6 +219,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     return;  // the connection closes
   }
   WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_};
+  services.http2_pool = &http2_pool_;
   if (chain->tcp_proxy) {
     auto session = std::make_unique<TcpProxySession>(
         services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),
@@ -213,6 +231,22 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
         });
     auto* raw = session.get();
     tcp_sessions_.emplace(raw, std::move(session));
+    raw->start(initial_bytes);
+    return;
+  }
+  using CodecType = config::HttpConnectionManager::CodecType;
+  if (chain->http.codec_type == CodecType::Http2 ||
+      (chain->http.codec_type == CodecType::Auto && network::startsWithHttp2Preface(initial_bytes))) {
+    auto session = std::make_unique<Http2Session>(services, std::move(pod), chain->http.route_config,
+                                                  std::move(connection), [this](Http2Session* done) {
+                                                    auto it = http2_sessions_.find(done);
+                                                    if (it == http2_sessions_.end()) return;
+                                                    dispatcher_.deferredDelete(std::move(it->second));
+                                                    http2_sessions_.erase(it);
+                                                  });
+    session->setOriginalDestination(std::move(original_destination));
+    auto* raw = session.get();
+    http2_sessions_.emplace(raw, std::move(session));
     raw->start(initial_bytes);
     return;
   }

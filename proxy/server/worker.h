@@ -13,6 +13,7 @@
 #include "proxy/network/listener.h"
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/http1_session.h"
+#include "proxy/server/http2_session.h"
 #include "proxy/server/listener_index.h"
 #include "proxy/server/tcp_proxy_session.h"
 #include "proxy/server/pod.h"
@@ -81,6 +82,7 @@ private:
   event::Scheduler scheduler_;
   upstream::ClusterManager clusters_;
   upstream::ConnectionPool pool_;
+  upstream::Http2Pool http2_pool_;
   std::shared_ptr<const PublishedConfig> config_;
   struct PodListener {
     std::shared_ptr<const Pod> pod;
@@ -94,6 +96,7 @@ private:
   std::unordered_map<Sniffer*, std::unique_ptr<Sniffer>> sniffers_;
   std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
   std::unordered_map<TcpProxySession*, std::unique_ptr<TcpProxySession>> tcp_sessions_;
+  std::unordered_map<Http2Session*, std::unique_ptr<Http2Session>> http2_sessions_;
   common::Counter& no_original_destination_;
 };
 

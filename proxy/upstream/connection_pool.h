@@ -16,8 +16,8 @@
 
 namespace culvert::upstream {
 
-// Tcp connections are never parked for reuse.
-enum class Protocol { Http1, Tcp };
+// Tcp connections are never parked for reuse; Http2 ones are multiplexed by Http2Pool.
+enum class Protocol { Http1, Tcp, Http2 };
 
 // Connections are pooled per source pod: an upstream socket lives in the pod's netns and
 // carries its IP, so it must never be reused for another pod.

@@ -16,6 +16,7 @@
 #include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "xds/translate/proto_util.h"
+#include "xds/translate/http_protocol_options.h"
 #include "xds/translate/type_urls.h"
 
 namespace culvert::xds::translate {
@@ -349,9 +350,20 @@ Result<void> translateHttpFilters(const hcm::HttpConnectionManager& proto) {
 Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionManager& proto) {
   if (auto u = rejectUnknownFields(proto); !u) return std::unexpected(u.error());
   config::HttpConnectionManager out;
-  if (proto.codec_type() != hcm::HttpConnectionManager::AUTO) {
-    return fail("only codec_type AUTO is supported (culvert detects HTTP/1.1 and HTTP/2 itself)",
-                "codec_type");
+  switch (proto.codec_type()) {
+    case hcm::HttpConnectionManager::AUTO:
+      out.codec_type = config::HttpConnectionManager::CodecType::Auto;
+      break;
+    case hcm::HttpConnectionManager::HTTP1:
+      out.codec_type = config::HttpConnectionManager::CodecType::Http1;
+      break;
+    case hcm::HttpConnectionManager::HTTP2:
+      out.codec_type = config::HttpConnectionManager::CodecType::Http2;
+      break;
+    default:
+      return fail("codec_type " + hcm::HttpConnectionManager::CodecType_Name(proto.codec_type()) +
+                      " is not supported; AUTO, HTTP1 and HTTP2 are",
+                  "codec_type");
   }
   if (proto.stat_prefix().empty()) return fail("stat_prefix is required", "stat_prefix");
   out.stat_prefix = proto.stat_prefix();
@@ -541,8 +553,13 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
     // Sorted for a stable message.
     std::set<std::string> keys;
     for (const auto& [key, value] : proto.typed_extension_protocol_options()) keys.insert(key);
-    return fail("extension protocol options are not supported", "typed_extension_protocol_options[\"" +
-                                                                     *keys.begin() + "\"]");
+    for (const auto& key : keys) {
+      auto where = "typed_extension_protocol_options[\"" + key + "\"]";
+      if (key != kHttpProtocolOptionsName) return fail("extension protocol options are not supported", where);
+      auto protocol = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
+      if (!protocol) return std::unexpected(nest(where, protocol.error()));
+      out.http_protocol = *protocol;
+    }
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.
   if (out.type == config::ClusterType::Static && proto.has_load_assignment()) {

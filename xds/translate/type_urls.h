@@ -18,6 +18,7 @@ inline constexpr std::string_view kTcpProxyName = "envoy.filters.network.tcp_pro
 inline constexpr std::string_view kTcpProxyMessage = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 inline constexpr std::string_view kRouterName = "envoy.filters.http.router";
 inline constexpr std::string_view kRouterMessage = "envoy.extensions.filters.http.router.v3.Router";
+inline constexpr std::string_view kHttpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 // "type.googleapis.com/a.b.C" -> "a.b.C" (any prefix up to the last '/' is ignored, as
 // protobuf does).

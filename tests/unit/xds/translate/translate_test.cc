@@ -259,9 +259,15 @@ TEST(TranslateListener, RejectsDuplicateFilterChainMatch) {
   expectRejected(translateListener(proto), "filter_chains[1].filter_chain_match");
 }
 
-TEST(TranslateListener, RejectsNonAutoCodec) {
-  auto proto = parse<Listener>(listener("", "codec_type: HTTP1 " + kInlineRoute + kRouter));
-  expectRejected(translateListener(proto), "filter_chains[0].filters[0].typed_config.codec_type");
+TEST(TranslateListener, CodecTypes) {
+  auto http3 = parse<Listener>(listener("", "codec_type: HTTP3 " + kInlineRoute + kRouter));
+  expectRejected(translateListener(http3), "filter_chains[0].filters[0].typed_config.codec_type");
+  auto http2 = translateListener(parse<Listener>(listener("", "codec_type: HTTP2 " + kInlineRoute + kRouter)));
+  ASSERT_TRUE(http2) << http2.error().describe();
+  EXPECT_EQ(http2->filter_chains[0].http.codec_type, config::HttpConnectionManager::CodecType::Http2);
+  auto http1 = translateListener(parse<Listener>(listener("", "codec_type: HTTP1 " + kInlineRoute + kRouter)));
+  ASSERT_TRUE(http1) << http1.error().describe();
+  EXPECT_EQ(http1->filter_chains[0].http.codec_type, config::HttpConnectionManager::CodecType::Http1);
 }
 
 TEST(TranslateRouteConfiguration, MatchersActionsAndTimeouts) {

@@ -1,0 +1,87 @@
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/http/http2/codec.h"
+#include "proxy/network/connection.h"
+#include "proxy/server/http1_session.h"
+#include "proxy/server/pod.h"
+
+namespace culvert::server {
+
+// One downstream HTTP/2 connection through the HTTP connection manager and router: every
+// stream is routed on its own (proxy/router) and forwarded to an HTTP/1.1 upstream (a
+// pooled connection per stream) or an HTTP/2 one (a stream on a shared connection), as the
+// cluster says. Bodies stream both ways; each side's flow-control window only reopens as
+// the other side drains, so a slow reader holds the sender at its window.
+class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks {
+public:
+  using OnDone = std::function<void(Http2Session*)>;
+
+  Http2Session(WorkerServices services, std::shared_ptr<const Pod> pod,
+               std::shared_ptr<const config::RouteConfiguration> routes,
+               std::unique_ptr<network::TcpConnection> downstream, OnDone on_done);
+  ~Http2Session() override;
+
+  // Feeds bytes that were read before the session existed (protocol sniffing).
+  void start(std::string_view initial_bytes = {});
+  const Pod& pod() const { return *pod_; }
+  void setOriginalDestination(std::optional<common::SocketAddress> destination) {
+    original_destination_ = std::move(destination);
+  }
+  // Closes both sides now (pod removed, shutdown).
+  void abort();
+
+  // network::ConnectionCallbacks (downstream)
+  void onData(std::string_view data) override;
+  void onClose(network::CloseReason reason) override;
+  void onWriteDrained() override { flush(); }
+
+  // http2::CodecCallbacks (downstream)
+  void onHeaders(int32_t id, http::HeaderMap&& headers, bool end_stream) override;
+  void onData(int32_t id, std::string_view data) override;
+  void onEndStream(int32_t id) override;
+  void onTrailers(int32_t id, http::HeaderMap&& trailers) override;
+  void onStreamClose(int32_t id, uint32_t error_code) override;
+  void onStreamDrained(int32_t id) override;
+  void onHeaderRejected(int32_t id, http::http2::HeaderRejectReason reason) override;
+
+private:
+  class Stream;
+  friend class Stream;
+
+  Stream* find(int32_t id);
+  // Writes the codec's output while the socket keeps up.
+  void flush();
+  // What upstream events of one loop iteration produce leaves in one write: the flush
+  // runs after that iteration's I/O callbacks (a uv_check handle).
+  void scheduleFlush();
+  void close();
+  void countStatus(int status);
+
+  WorkerServices services_;
+  std::shared_ptr<const Pod> pod_;
+  std::shared_ptr<const config::RouteConfiguration> routes_;
+  std::optional<common::SocketAddress> original_destination_;
+  std::unique_ptr<network::TcpConnection> downstream_;
+  OnDone on_done_;
+  http::http2::Codec codec_;
+  std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  std::string out_;
+  bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
+  bool flush_pending_ = false;
+  uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
+  bool flush_scheduled_ = false;
+  bool closed_ = false;
+  common::Counter& streams_total_;
+  common::Gauge& cx_active_;
+};
+
+}  // namespace culvert::server

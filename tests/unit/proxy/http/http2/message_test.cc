@@ -1,0 +1,72 @@
+#include "proxy/http/http2/message.h"
+
+#include <gtest/gtest.h>
+
+namespace culvert::http::http2 {
+namespace {
+
+HeaderMap block(std::initializer_list<std::pair<const char*, const char*>> fields) {
+  HeaderMap h;
+  for (auto [n, v] : fields) h.add(n, v);
+  return h;
+}
+
+TEST(Http2Message, RequestBlockToHeadPutsAuthorityIntoHost) {
+  auto head = toRequestHead(block({{":method", "POST"}, {":scheme", "http"}, {":authority", "svc:8080"},
+                                   {":path", "/a?b"}, {"x-a", "1"}, {"content-length", "5"}}),
+                            false);
+  EXPECT_EQ(head.method, "POST");
+  EXPECT_EQ(head.path, "/a?b");
+  EXPECT_EQ(head.authority(), "svc:8080");
+  EXPECT_EQ(head.headers.entries().front().first, "host");
+  EXPECT_EQ(head.content_length, 5u);
+  EXPECT_FALSE(head.chunked);
+  EXPECT_FALSE(head.headers.get("content-length"));
+}
+
+TEST(Http2Message, BodyOfUnknownLengthIsChunkedForHttp1) {
+  auto streaming = toRequestHead(block({{":method", "POST"}, {":path", "/"}, {":authority", "a"}}), false);
+  EXPECT_TRUE(streaming.chunked);
+  auto bodiless = toRequestHead(block({{":method", "GET"}, {":path", "/"}, {":authority", "a"}}), true);
+  EXPECT_FALSE(bodiless.chunked);
+  EXPECT_FALSE(bodiless.content_length);
+  auto empty_post = toRequestHead(block({{":method", "POST"}, {":path", "/"}, {":authority", "a"}}), true);
+  EXPECT_EQ(empty_post.content_length, 0u);
+}
+
+TEST(Http2Message, RequestHeadToBlockDropsWhatHttp2Forbids) {
+  RequestHead head;
+  head.method = "GET";
+  head.path = "/x";
+  head.headers.add("host", "svc");
+  head.headers.add("connection", "keep-alive");
+  head.headers.add("transfer-encoding", "chunked");
+  head.headers.add("te", "gzip");
+  head.headers.add("x-keep", "yes");
+  auto out = toRequestBlock(head, "http");
+  EXPECT_EQ(out.entries()[0], (HeaderMap::Entry{":method", "GET"}));
+  EXPECT_EQ(out.get(":authority"), "svc");
+  EXPECT_EQ(out.get(":path"), "/x");
+  EXPECT_FALSE(out.get("host"));
+  EXPECT_FALSE(out.get("connection"));
+  EXPECT_FALSE(out.get("transfer-encoding"));
+  EXPECT_FALSE(out.get("te"));
+  EXPECT_EQ(out.get("x-keep"), "yes");
+
+  head.headers.set("te", "trailers");
+  EXPECT_EQ(toRequestBlock(head, "http").get("te"), "trailers");
+}
+
+TEST(Http2Message, ResponseBothWays) {
+  auto head = toResponseHead(block({{":status", "404"}, {"content-length", "3"}, {"grpc-status", "5"}}));
+  EXPECT_EQ(head.status, 404);
+  EXPECT_EQ(head.content_length, 3u);
+  EXPECT_EQ(head.headers.get("grpc-status"), "5");
+  auto out = toResponseBlock(head);
+  EXPECT_EQ(out.entries()[0], (HeaderMap::Entry{":status", "404"}));
+  EXPECT_EQ(out.get("content-length"), "3");
+  EXPECT_EQ(out.get("grpc-status"), "5");
+}
+
+}  // namespace
+}  // namespace culvert::http::http2
