@@ -20,31 +20,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
 from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, describe, run_test  # noqa: E402
-# capture_test.py and xds_ads_test.py still take these from here (not yet on the harness).
-from culvertd_harness import READY_TIMEOUT, free_port, http_get, sum_metric, tail  # noqa: E402,F401
-
-# The bootstrap those tests format themselves (admin_port, tmp, capture_port, cgroup, pin_root).
-BOOTSTRAP = """\
-node:
-  id: test
-admin:
-  address: "127.0.0.1:{admin_port}"
-  socket: "{tmp}/admin.sock"
-workers: 2
-resources:
-  path: "{tmp}/resources"
-capture:
-  port: {capture_port}
-  cgroup: "{cgroup}"
-  fail_mode: open
-bpf:
-  pin_root: "{pin_root}"
-enrollment:
-  socket: "{tmp}/cni.sock"
-state_dir: "{tmp}/state"
-log:
-  level: debug
-"""
 
 CLIENT_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", 8080
 VIP = "10.96.0.10"
