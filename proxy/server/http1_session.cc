@@ -7,7 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "proxy/router/route_matcher.h"
+#include "proxy/router/route_stats.h"
+#include "proxy/router/router.h"
 
 namespace culvert::server {
 
@@ -25,18 +26,10 @@ constexpr size_t kWriteHighWatermark = 256 * 1024;
 // connection holds no large buffer.
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
-std::string generateRequestId() {
+// The randomness weighted cluster picks take.
+uint64_t routeRandom() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t a = rng();
-  uint64_t b = rng();
-  // RFC 4122 version 4 layout.
-  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
-  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
-                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
+  return rng();
 }
 
 }  // namespace
@@ -154,6 +147,7 @@ void Http1Session::feed(std::string_view data) {
       spdlog::debug("pod {}/{}: bad request ({}): {}", pod_->namespace_name, pod_->name,
                     http::http1::toString(parser_.rejectReason()), parser_.errorReason());
       close_after_response_ = true;
+      decision_ = {};
       if (!response_started_) {
         sendLocalReply(400, "bad request\n");
       } else {
@@ -173,6 +167,7 @@ void Http1Session::feed(std::string_view data) {
 
 void Http1Session::onRequestHead(http::RequestHead&& head) {
   request_ = std::move(head);
+  request_start_ = std::chrono::steady_clock::now();
   request_complete_ = false;
   in_exchange_ = true;
   discard_body_ = false;
@@ -180,11 +175,16 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   close_after_response_ = !request_.keep_alive;
   route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
+  // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
+  if (router::takeExpectContinue(request_.headers) && request_.version_minor == 1) {
+    downstream_->write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
   routeRequest();
 }
 
 void Http1Session::routeRequest() {
-  const auto* route = router::matchRoute(*routes_, request_.authority(), request_.path, request_.headers);
+  decision_ = router::decideRoute(*routes_, request_, routeRandom());
+  const auto* route = decision_.route;
   if (route == nullptr) {
     sendLocalReply(404, "no route\n");
     return;
@@ -195,7 +195,7 @@ void Http1Session::routeRequest() {
   }
   const auto& action = *route->route;
   route_timeout_ = action.timeout;
-  auto selection = services_.clusters.pickEndpoint(action.cluster);
+  auto selection = services_.clusters.pickEndpoint(decision_.cluster());
   if (!selection) {
     sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
                                                                                             : "no healthy upstream\n");
@@ -212,19 +212,8 @@ void Http1Session::routeRequest() {
   }
 
   // The request as the upstream will see it.
-  auto& headers = request_.headers;
-  http::http1::removeHopByHopHeaders(headers);
-  if (action.prefix_rewrite && route->match.prefix) {
-    request_.path = *action.prefix_rewrite + request_.path.substr(std::min(request_.path.size(), route->match.prefix->size()));
-  }
-  if (action.host_rewrite_literal) headers.set("host", *action.host_rewrite_literal);
-  if (auto xff = headers.get("x-forwarded-for")) {
-    headers.set("x-forwarded-for", std::string(*xff) + ", " + pod_->ip);
-  } else {
-    headers.add("x-forwarded-for", pod_->ip);
-  }
-  if (!headers.get("x-request-id")) headers.add("x-request-id", generateRequestId());
-  if (!headers.get("x-forwarded-proto")) headers.add("x-forwarded-proto", "http");
+  http::http1::removeHopByHopHeaders(request_.headers);
+  router::prepareUpstreamRequest(*routes_, decision_, {.remote_ip = pod_->ip}, request_);
   request_framing_ = http::http1::requestFraming(request_);
   upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
 
@@ -303,6 +292,7 @@ void Http1Session::onResponseHead(http::ResponseHead& head) {
   response_started_ = true;
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
+  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
   response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
 }
@@ -360,10 +350,12 @@ void Http1Session::sendLocalReply(int status, std::string_view body) {
   head.status = status;
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
+  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
   downstream_->write(out);
   if (close_after_response_) {
+    recordDuration();
     in_exchange_ = false;
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
@@ -391,8 +383,23 @@ void Http1Session::onRouteTimeout() {
   sendLocalReply(504, "upstream request timeout\n");
 }
 
+void Http1Session::recordDuration() {
+  if (request_start_ == std::chrono::steady_clock::time_point{}) return;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
+  request_start_ = {};
+  std::string_view route = decision_.route ? std::string_view(decision_.route->name) : std::string_view{};
+  router::requestDurationHistogram(services_.stats, pod_->tenant->name, route, decision_.cluster())
+      .observe(static_cast<uint64_t>(us.count()));
+}
+
 void Http1Session::finishExchange() {
+  recordDuration();
   in_exchange_ = false;
+  // An idle keep-alive connection holds no per-request state: the request's headers and
+  // the response staging buffer are released here, not when the next request comes.
+  request_ = http::RequestHead{};
+  decision_ = {};
+  std::string().swap(response_out_);
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -443,6 +450,7 @@ void Http1Session::abort() {
 void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
+  recordDuration();
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
