@@ -22,8 +22,8 @@ constexpr size_t kPendingLimit = 64 * 1024;
 // Back-pressure: a side stops reading while the other side's socket has more than this
 // queued in user space, and resumes once that queue has drained into the kernel.
 constexpr size_t kWriteHighWatermark = 256 * 1024;
-// A connection keeps at most this much staging capacity between responses, so an idle
-// connection holds no large buffer.
+// While a response streams, the staging buffer keeps at most this much capacity between
+// upstream reads (finishExchange releases it entirely).
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
 // The randomness weighted cluster picks take.
