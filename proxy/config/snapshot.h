@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/common/regex.h"
 #include "proxy/common/socket_address.h"
 
 namespace culvert::config {
@@ -21,24 +22,90 @@ using common::SocketAddress;
 
 // --- Routes (envoy.config.route.v3) ---
 
+// envoy.type.matcher.v3.StringMatcher.
+struct StringMatcher {
+  enum class Kind { Exact, Prefix, Suffix, Contains, Regex };
+  Kind kind = Kind::Exact;
+  std::string value;  // lower-case when ignore_case (not for Regex)
+  bool ignore_case = false;
+  std::shared_ptr<const common::Regex> regex;  // Kind::Regex only
+};
+
+// envoy.type.v3.Int64Range: [start, end).
+struct Int64Range {
+  int64_t start = 0;
+  int64_t end = 0;
+};
+
 struct HeaderMatcher {
   std::string name;           // lower-case
-  std::optional<std::string> exact_match;
+  // One of string_match / range_match / present_match (exact_match, safe_regex_match and
+  // the prefix/suffix/contains forms arrive here as a StringMatcher).
+  std::optional<StringMatcher> string_match;
+  std::optional<Int64Range> range_match;
   bool present_match = false;
   bool invert_match = false;
 };
 
+struct QueryParameterMatcher {
+  std::string name;
+  std::optional<StringMatcher> string_match;  // unset: the parameter must be present
+};
+
 struct RouteMatch {
-  // Exactly one of prefix / path is set by translate.
+  // Exactly one of prefix / path / safe_regex is set by translate.
   std::optional<std::string> prefix;
   std::optional<std::string> path;
+  std::shared_ptr<const common::Regex> safe_regex;  // matched against the whole path, query excluded
   bool case_sensitive = true;
   std::vector<HeaderMatcher> headers;
+  std::vector<QueryParameterMatcher> query_parameters;
+};
+
+// envoy.config.core.v3.HeaderValueOption.
+struct HeaderValueOption {
+  enum class Action { AppendIfExistsOrAdd, AddIfAbsent, OverwriteIfExistsOrAdd, OverwriteIfExists };
+  std::string name;  // lower-case
+  std::string value;
+  Action action = Action::AppendIfExistsOrAdd;
+  bool keep_empty_value = false;
+};
+
+// Headers to add and remove at one level (route configuration, virtual host, route,
+// weighted cluster).
+struct HeaderMutations {
+  std::vector<HeaderValueOption> request_headers_to_add;
+  std::vector<std::string> request_headers_to_remove;  // lower-case
+  std::vector<HeaderValueOption> response_headers_to_add;
+  std::vector<std::string> response_headers_to_remove;  // lower-case
+
+  bool empty() const {
+    return request_headers_to_add.empty() && request_headers_to_remove.empty() && response_headers_to_add.empty() &&
+           response_headers_to_remove.empty();
+  }
+};
+
+struct ClusterWeight {
+  std::string name;
+  uint32_t weight = 0;
+  HeaderMutations headers;
+};
+
+struct WeightedClusters {
+  std::vector<ClusterWeight> clusters;
+  uint64_t total_weight = 0;  // the sum of the weights (> 0)
+};
+
+struct RegexRewrite {
+  std::shared_ptr<const common::Regex> pattern;
+  std::string substitution;
 };
 
 struct RouteAction {
-  std::string cluster;
+  std::string cluster;  // empty when weighted_clusters is set
+  std::optional<WeightedClusters> weighted_clusters;
   std::optional<std::string> prefix_rewrite;
+  std::optional<RegexRewrite> regex_rewrite;
   std::optional<std::string> host_rewrite_literal;
   std::chrono::milliseconds timeout{15000};  // Envoy's default route timeout
 };
@@ -54,17 +121,20 @@ struct Route {
   // One of route / direct_response.
   std::optional<RouteAction> route;
   std::optional<DirectResponse> direct_response;
+  HeaderMutations headers;
 };
 
 struct VirtualHost {
   std::string name;
   std::vector<std::string> domains;  // lower-case: "example.com", "*.example.com", "example.*", "*"
   std::vector<Route> routes;
+  HeaderMutations headers;
 };
 
 struct RouteConfiguration {
   std::string name;
   std::vector<VirtualHost> virtual_hosts;
+  HeaderMutations headers;
 };
 
 // --- Listeners (envoy.config.listener.v3) ---

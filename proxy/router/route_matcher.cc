@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <optional>
 #include <string>
 
 namespace culvert::router {
@@ -31,25 +33,54 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
          });
 }
 
-bool pathMatches(const config::RouteMatch& m, std::string_view path) {
-  // The query string never takes part in prefix or path matching.
+bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);
+}
+
+std::string_view pathOnly(std::string_view path) {
   auto q = path.find('?');
-  std::string_view p = q == std::string_view::npos ? path : path.substr(0, q);
+  return q == std::string_view::npos ? path : path.substr(0, q);
+}
+
+bool pathMatches(const config::RouteMatch& m, std::string_view path) {
+  // The query string never takes part in path matching.
+  std::string_view p = pathOnly(path);
   if (m.path) return m.case_sensitive ? p == *m.path : equalsIgnoreCase(p, *m.path);
-  if (m.prefix) {
-    if (p.size() < m.prefix->size()) return false;
-    auto head = p.substr(0, m.prefix->size());
-    return m.case_sensitive ? head == *m.prefix : equalsIgnoreCase(head, *m.prefix);
-  }
+  if (m.prefix) return m.case_sensitive ? p.starts_with(*m.prefix) : startsWithIgnoreCase(p, *m.prefix);
+  if (m.safe_regex) return m.safe_regex->fullMatch(p);
   return false;
+}
+
+// Envoy matches a header that appears more than once against its values joined by ','.
+std::optional<std::string> joinedHeader(const http::HeaderMap& headers, std::string_view name) {
+  std::optional<std::string> out;
+  for (const auto& [k, v] : headers.entries()) {
+    if (k != name) continue;
+    if (out) {
+      *out += ',';
+      *out += v;
+    } else {
+      out = v;
+    }
+  }
+  return out;
+}
+
+bool rangeMatches(const config::Int64Range& range, std::string_view value) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc() || end != value.data() + value.size()) return false;
+  return n >= range.start && n < range.end;
 }
 
 bool headersMatch(const std::vector<config::HeaderMatcher>& matchers, const http::HeaderMap& headers) {
   for (const auto& hm : matchers) {
-    auto value = headers.get(hm.name);
+    auto value = joinedHeader(headers, hm.name);
     bool ok;
-    if (hm.exact_match) {
-      ok = value && *value == *hm.exact_match;
+    if (hm.string_match) {
+      ok = value && matchesString(*hm.string_match, *value);
+    } else if (hm.range_match) {
+      ok = value && rangeMatches(*hm.range_match, *value);
     } else {
       ok = value.has_value();  // present_match, or a bare name
     }
@@ -58,7 +89,60 @@ bool headersMatch(const std::vector<config::HeaderMatcher>& matchers, const http
   return true;
 }
 
+// The first value of `name` in the query string, undecoded (as Envoy matches it); an
+// empty value for a bare "name".
+std::optional<std::string_view> queryParameter(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    auto eq = pair.find('=');
+    std::string_view key = pair.substr(0, eq);
+    if (key == name) return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+  }
+  return std::nullopt;
+}
+
+bool queryParametersMatch(const std::vector<config::QueryParameterMatcher>& matchers, std::string_view path) {
+  if (matchers.empty()) return true;
+  auto q = path.find('?');
+  std::string_view query = q == std::string_view::npos ? std::string_view{} : path.substr(q + 1);
+  if (auto hash = query.find('#'); hash != std::string_view::npos) query = query.substr(0, hash);
+  for (const auto& qm : matchers) {
+    auto value = queryParameter(query, qm.name);
+    if (!value) return false;
+    if (qm.string_match && !matchesString(*qm.string_match, *value)) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+bool matchesString(const config::StringMatcher& m, std::string_view value) {
+  using Kind = config::StringMatcher::Kind;
+  if (m.kind == Kind::Regex) return m.regex->fullMatch(value);
+  if (!m.ignore_case) {
+    switch (m.kind) {
+      case Kind::Exact: return value == m.value;
+      case Kind::Prefix: return value.starts_with(m.value);
+      case Kind::Suffix: return value.ends_with(m.value);
+      case Kind::Contains: return value.find(m.value) != std::string_view::npos;
+      case Kind::Regex: break;
+    }
+    return false;
+  }
+  // m.value is lower-case already (translate).
+  std::string lowered = lowerHost(value);
+  std::string_view v = lowered;
+  switch (m.kind) {
+    case Kind::Exact: return v == m.value;
+    case Kind::Prefix: return v.starts_with(m.value);
+    case Kind::Suffix: return v.ends_with(m.value);
+    case Kind::Contains: return v.find(m.value) != std::string_view::npos;
+    case Kind::Regex: break;
+  }
+  return false;
+}
 
 const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority) {
   std::string full = lowerHost(authority);
@@ -95,7 +179,10 @@ const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& r
 
 const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers) {
   for (const auto& route : vhost.routes) {
-    if (pathMatches(route.match, path) && headersMatch(route.match.headers, headers)) return &route;
+    if (pathMatches(route.match, path) && headersMatch(route.match.headers, headers) &&
+        queryParametersMatch(route.match.query_parameters, path)) {
+      return &route;
+    }
   }
   return nullptr;
 }

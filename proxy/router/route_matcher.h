@@ -7,6 +7,9 @@
 
 namespace culvert::router {
 
+// envoy.type.matcher.v3.StringMatcher against one value.
+bool matchesString(const config::StringMatcher& matcher, std::string_view value);
+
 // Envoy's virtual host selection: exact domain, then the longest "*.suffix", then the
 // longest "prefix.*", then "*". The port is ignored unless a domain names it.
 const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority);

@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/http/http2/message.h"
+#include "proxy/router/route_stats.h"
+#include "proxy/router/router.h"
 #include "proxy/server/upstream_request.h"
 
 namespace culvert::server {
@@ -21,8 +23,8 @@ constexpr size_t kPendingLimit = 64 * 1024;
 // Back-pressure: a side stops reading while the other side's socket has more than this
 // queued in user space, and resumes once that queue has drained into the kernel.
 constexpr size_t kWriteHighWatermark = 256 * 1024;
-// A connection keeps at most this much staging capacity between responses, so an idle
-// connection holds no large buffer.
+// While a response streams, the staging buffer keeps at most this much capacity between
+// upstream reads (finishExchange releases it entirely).
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
 }  // namespace
@@ -140,6 +142,7 @@ void Http1Session::feed(std::string_view data) {
       spdlog::debug("pod {}/{}: bad request ({}): {}", pod_->namespace_name, pod_->name,
                     http::http1::toString(parser_.rejectReason()), parser_.errorReason());
       close_after_response_ = true;
+      decision_ = {};
       if (!response_started_) {
         sendLocalReply(400, "bad request\n");
       } else {
@@ -159,6 +162,7 @@ void Http1Session::feed(std::string_view data) {
 
 void Http1Session::onRequestHead(http::RequestHead&& head) {
   request_ = std::move(head);
+  request_start_ = std::chrono::steady_clock::now();
   request_complete_ = false;
   in_exchange_ = true;
   discard_body_ = false;
@@ -166,20 +170,24 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   close_after_response_ = !request_.keep_alive;
   route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
+  // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
+  if (router::takeExpectContinue(request_.headers) && request_.version_minor == 1) {
+    downstream_->write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
   routeRequest();
 }
 
 void Http1Session::routeRequest() {
-  auto target = routeToUpstream(services_.clusters, *routes_, request_, original_destination_);
+  auto target = routeToUpstream(services_.clusters, *routes_, request_, original_destination_, routeRandom(), decision_);
   if (!target) {
     sendLocalReply(target.error().status, target.error().body);
     return;
   }
-  route_timeout_ = target->route->route->timeout;
+  route_timeout_ = decision_.route->route->timeout;
   common::SocketAddress endpoint = target->endpoint;
 
   // The request as the upstream will see it.
-  prepareUpstreamRequest(request_, *target->route, pod_->ip);
+  prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
   if (target->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
     // The body goes as raw DATA: no HTTP/1.1 framing on this side.
     bool has_body = http::http1::requestFraming(request_) != BodyFraming::None;
@@ -278,6 +286,7 @@ void Http1Session::onResponseHead(http::ResponseHead& head) {
   response_started_ = true;
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
+  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
   response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
 }
@@ -337,10 +346,12 @@ void Http1Session::sendLocalReply(int status, std::string_view body) {
   head.status = status;
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
+  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
   downstream_->write(out);
   if (close_after_response_) {
+    recordDuration();
     in_exchange_ = false;
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
@@ -369,8 +380,23 @@ void Http1Session::onRouteTimeout() {
   sendLocalReply(504, "upstream request timeout\n");
 }
 
+void Http1Session::recordDuration() {
+  if (request_start_ == std::chrono::steady_clock::time_point{}) return;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
+  request_start_ = {};
+  std::string_view route = decision_.route ? std::string_view(decision_.route->name) : std::string_view{};
+  router::requestDurationHistogram(services_.stats, pod_->tenant->name, route, decision_.cluster())
+      .observe(static_cast<uint64_t>(us.count()));
+}
+
 void Http1Session::finishExchange() {
+  recordDuration();
   in_exchange_ = false;
+  // An idle keep-alive connection holds no per-request state: the request's headers and
+  // the response staging buffer are released here, not when the next request comes.
+  request_ = http::RequestHead{};
+  decision_ = {};
+  std::string().swap(response_out_);
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -421,6 +447,7 @@ void Http1Session::abort() {
 void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
+  recordDuration();
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));

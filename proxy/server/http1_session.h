@@ -9,6 +9,7 @@
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
 #include "proxy/network/connection.h"
+#include "proxy/router/router.h"
 #include "proxy/server/http2_upstream_bridge.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
@@ -75,6 +76,7 @@ private:
   void onUpstreamFailed(const std::string& reason, bool response_started);
   void finishExchange();
   void countStatus(int status);
+  void recordDuration();
   void updateDownstreamReading();
   void onRouteTimeout();
   void updateUpstreamReading();
@@ -90,6 +92,8 @@ private:
 
   // The request in flight.
   http::RequestHead request_;
+  router::RouteDecision decision_;
+  std::chrono::steady_clock::time_point request_start_{};  // {}: recorded already, or none
   http::http1::BodyFraming request_framing_ = http::http1::BodyFraming::None;
   bool request_complete_ = false;
   bool in_exchange_ = false;

@@ -34,13 +34,13 @@ public:
     request_ended_ = end_stream;
     bool te_trailers = request_.headers.get("te") == "trailers";
     auto target = routeToUpstream(session_.services_.clusters, *session_.routes_, request_,
-                                  session_.original_destination_);
+                                  session_.original_destination_, routeRandom(), decision_);
     if (!target) {
       localReply(target.error().status, target.error().body);
       return;
     }
-    timeout_ = target->route->route->timeout;
-    prepareUpstreamRequest(request_, *target->route, session_.pod_->ip);
+    timeout_ = decision_.route->route->timeout;
+    prepareUpstreamRequest(request_, *session_.routes_, decision_, session_.pod_->ip);
     const auto& cluster = *target->cluster;
     bool http2 = cluster.http_protocol != config::UpstreamHttpProtocol::Http1;
     upstream::ConnectRequest connect{
@@ -250,9 +250,10 @@ private:
     session_.scheduleFlush();
   }
 
-  void startResponse(const http::ResponseHead& head, bool end_stream) {
+  void startResponse(http::ResponseHead& head, bool end_stream) {
     response_started_ = true;
     session_.countStatus(head.status);
+    router::prepareDownstreamResponse(*session_.routes_, decision_, head.headers);
     session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), end_stream);
   }
 
@@ -301,10 +302,12 @@ private:
     response_started_ = true;
     releasePending();
     session_.countStatus(status);
-    http::HeaderMap block;
-    block.add(":status", std::to_string(status));
-    block.add("content-type", "text/plain");
-    block.add("content-length", std::to_string(body.size()));
+    http::ResponseHead head;
+    head.status = status;
+    head.headers.add("content-type", "text/plain");
+    head.headers.add("content-length", std::to_string(body.size()));
+    router::prepareDownstreamResponse(*session_.routes_, decision_, head.headers);
+    auto block = http::http2::toResponseBlock(head);
     session_.codec_.submitResponse(id_, block, body.empty());
     if (!body.empty()) {
       session_.codec_.sendData(id_, body);
@@ -340,6 +343,7 @@ private:
   Http2Session& session_;
   int32_t id_;
   http::RequestHead request_;
+  router::RouteDecision decision_;
   http::HeaderMap request_trailers_;
   bool request_ended_ = false;
   bool local_ = false;  // answered by culvert; the rest of the request is dropped

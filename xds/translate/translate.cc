@@ -12,6 +12,7 @@
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
 #include "xds/proto/envoy/config/listener/v3/listener.pb.h"
 #include "xds/proto/envoy/config/route/v3/route.pb.h"
+#include "xds/proto/envoy/type/matcher/v3/string.pb.h"
 #include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
@@ -85,14 +86,98 @@ Result<common::SocketAddress> translateSocketAddress(const core::Address& addres
 
 // --- Routes ---
 
+Result<std::shared_ptr<const common::Regex>> translateRegex(const envoy::type::matcher::v3::RegexMatcher& proto) {
+  int max_program_size = common::Regex::kDefaultMaxProgramSize;
+  if (proto.has_google_re2() && proto.google_re2().has_max_program_size()) {
+    max_program_size = static_cast<int>(std::min<uint32_t>(proto.google_re2().max_program_size().value(), 1u << 20));
+  }
+  if (proto.regex().empty()) return fail("a regex is required", "regex");
+  auto regex = common::Regex::compile(proto.regex(), max_program_size);
+  if (!regex) return fail(regex.error().message, "regex");
+  return *regex;
+}
+
+Result<config::StringMatcher> translateStringMatcher(const envoy::type::matcher::v3::StringMatcher& proto) {
+  namespace matcher = envoy::type::matcher::v3;
+  using Kind = config::StringMatcher::Kind;
+  config::StringMatcher out;
+  out.ignore_case = proto.ignore_case();
+  switch (proto.match_pattern_case()) {
+    case matcher::StringMatcher::kExact:
+      out.kind = Kind::Exact;
+      out.value = proto.exact();
+      break;
+    case matcher::StringMatcher::kPrefix:
+      if (proto.prefix().empty()) return fail("must not be empty", "prefix");
+      out.kind = Kind::Prefix;
+      out.value = proto.prefix();
+      break;
+    case matcher::StringMatcher::kSuffix:
+      if (proto.suffix().empty()) return fail("must not be empty", "suffix");
+      out.kind = Kind::Suffix;
+      out.value = proto.suffix();
+      break;
+    case matcher::StringMatcher::kContains:
+      if (proto.contains().empty()) return fail("must not be empty", "contains");
+      out.kind = Kind::Contains;
+      out.value = proto.contains();
+      break;
+    case matcher::StringMatcher::kSafeRegex: {
+      // Envoy ignores ignore_case here; culvert says so instead of ignoring it.
+      if (out.ignore_case) return fail("ignore_case has no effect on safe_regex; use (?i) in the regex", "ignore_case");
+      auto regex = translateRegex(proto.safe_regex());
+      if (!regex) return std::unexpected(nest("safe_regex", regex.error()));
+      out.kind = Kind::Regex;
+      out.regex = std::move(*regex);
+      break;
+    }
+    case matcher::StringMatcher::MATCH_PATTERN_NOT_SET:
+      return fail("one of exact, prefix, suffix, contains or safe_regex is required");
+  }
+  if (out.ignore_case) out.value = lower(std::move(out.value));
+  return out;
+}
+
 Result<config::HeaderMatcher> translateHeaderMatcher(const route::HeaderMatcher& proto) {
+  using Kind = config::StringMatcher::Kind;
   config::HeaderMatcher out;
   if (proto.name().empty()) return fail("a header name is required", "name");
   out.name = lower(proto.name());
   out.invert_match = proto.invert_match();
+  auto literal = [](Kind kind, const std::string& value) { return config::StringMatcher{kind, value, false, nullptr}; };
   switch (proto.header_match_specifier_case()) {
     case route::HeaderMatcher::kExactMatch:
-      out.exact_match = proto.exact_match();
+      out.string_match = literal(Kind::Exact, proto.exact_match());
+      break;
+    case route::HeaderMatcher::kPrefixMatch:
+      if (proto.prefix_match().empty()) return fail("must not be empty", "prefix_match");
+      out.string_match = literal(Kind::Prefix, proto.prefix_match());
+      break;
+    case route::HeaderMatcher::kSuffixMatch:
+      if (proto.suffix_match().empty()) return fail("must not be empty", "suffix_match");
+      out.string_match = literal(Kind::Suffix, proto.suffix_match());
+      break;
+    case route::HeaderMatcher::kContainsMatch:
+      if (proto.contains_match().empty()) return fail("must not be empty", "contains_match");
+      out.string_match = literal(Kind::Contains, proto.contains_match());
+      break;
+    case route::HeaderMatcher::kSafeRegexMatch: {
+      auto regex = translateRegex(proto.safe_regex_match());
+      if (!regex) return std::unexpected(nest("safe_regex_match", regex.error()));
+      out.string_match = config::StringMatcher{Kind::Regex, {}, false, std::move(*regex)};
+      break;
+    }
+    case route::HeaderMatcher::kStringMatch: {
+      auto m = translateStringMatcher(proto.string_match());
+      if (!m) return std::unexpected(nest("string_match", m.error()));
+      out.string_match = std::move(*m);
+      break;
+    }
+    case route::HeaderMatcher::kRangeMatch:
+      if (proto.range_match().start() >= proto.range_match().end()) {
+        return fail("start must be less than end", "range_match");
+      }
+      out.range_match = config::Int64Range{proto.range_match().start(), proto.range_match().end()};
       break;
     case route::HeaderMatcher::kPresentMatch:
       // Envoy: present_match: false matches when the header is absent.
@@ -107,6 +192,161 @@ Result<config::HeaderMatcher> translateHeaderMatcher(const route::HeaderMatcher&
   return out;
 }
 
+Result<config::QueryParameterMatcher> translateQueryParameterMatcher(const route::QueryParameterMatcher& proto) {
+  config::QueryParameterMatcher out;
+  if (proto.name().empty()) return fail("a parameter name is required", "name");
+  out.name = proto.name();
+  if (proto.query_parameter_match_specifier_case() == route::QueryParameterMatcher::kStringMatch) {
+    auto m = translateStringMatcher(proto.string_match());
+    if (!m) return std::unexpected(nest("string_match", m.error()));
+    out.string_match = std::move(*m);
+  } else if (proto.query_parameter_match_specifier_case() == route::QueryParameterMatcher::kPresentMatch &&
+             !proto.present_match()) {
+    return fail("present_match: false is not supported (Envoy requires true)", "present_match");
+  }
+  return out;
+}
+
+// Header names and values reach the upstream verbatim: nothing that could split a header
+// line or a request passes.
+bool validHeaderText(std::string_view text) {
+  return std::none_of(text.begin(), text.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+Result<std::string> translateMutableHeaderName(const std::string& name) {
+  if (name.empty()) return fail("a header name is required");
+  if (!validHeaderText(name) || name.find(':', 1) != std::string::npos || name.find(' ') != std::string::npos) {
+    return fail("invalid header name '" + name + "'");
+  }
+  auto lowered = lower(name);
+  // Envoy's rule: pseudo-headers and host are not modified by header mutations.
+  if (lowered.front() == ':' || lowered == "host") {
+    return fail("'" + name + "' may not be modified (use host_rewrite_literal for host)");
+  }
+  return lowered;
+}
+
+// Envoy's header values are formatter strings: %OPERATOR% is substituted, %% is a '%'.
+// culvert implements no operators here yet, so any other '%' is rejected rather than
+// sent literally.
+Result<std::string> translateHeaderValue(const std::string& value) {
+  if (!validHeaderText(value)) return fail("header values must not contain CR, LF or NUL");
+  std::string out;
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != '%') {
+      out += value[i];
+    } else if (i + 1 < value.size() && value[i + 1] == '%') {
+      out += '%';
+      ++i;
+    } else {
+      return fail("formatter operators (%...%) in header values are not supported; write %% for a literal '%'");
+    }
+  }
+  return out;
+}
+
+Result<config::HeaderValueOption> translateHeaderValueOption(const core::HeaderValueOption& proto) {
+  using Action = config::HeaderValueOption::Action;
+  config::HeaderValueOption out;
+  if (!proto.has_header()) return fail("a header is required", "header");
+  auto name = translateMutableHeaderName(proto.header().key());
+  if (!name) return std::unexpected(nest("header.key", name.error()));
+  out.name = std::move(*name);
+  auto value = translateHeaderValue(proto.header().value());
+  if (!value) return std::unexpected(nest("header.value", value.error()));
+  out.value = std::move(*value);
+  out.keep_empty_value = proto.keep_empty_value();
+  if (proto.has_append()) {
+    if (proto.append_action() != core::HeaderValueOption::APPEND_IF_EXISTS_OR_ADD) {
+      return fail("append and append_action cannot both be set", "append");
+    }
+    out.action = proto.append().value() ? Action::AppendIfExistsOrAdd : Action::OverwriteIfExistsOrAdd;
+    return out;
+  }
+  switch (proto.append_action()) {
+    case core::HeaderValueOption::ADD_IF_ABSENT:
+      out.action = Action::AddIfAbsent;
+      break;
+    case core::HeaderValueOption::OVERWRITE_IF_EXISTS_OR_ADD:
+      out.action = Action::OverwriteIfExistsOrAdd;
+      break;
+    case core::HeaderValueOption::OVERWRITE_IF_EXISTS:
+      out.action = Action::OverwriteIfExists;
+      break;
+    default:
+      out.action = Action::AppendIfExistsOrAdd;
+      break;
+  }
+  return out;
+}
+
+Result<std::vector<config::HeaderValueOption>> translateHeadersToAdd(
+    const google::protobuf::RepeatedPtrField<core::HeaderValueOption>& proto, const std::string& field) {
+  std::vector<config::HeaderValueOption> out;
+  for (int i = 0; i < proto.size(); ++i) {
+    auto option = translateHeaderValueOption(proto.Get(i));
+    if (!option) return std::unexpected(nest(indexed(field, i), option.error()));
+    out.push_back(std::move(*option));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> translateHeadersToRemove(const google::protobuf::RepeatedPtrField<std::string>& proto,
+                                                          const std::string& field) {
+  std::vector<std::string> out;
+  for (int i = 0; i < proto.size(); ++i) {
+    auto name = translateMutableHeaderName(proto.Get(i));
+    if (!name) return std::unexpected(nest(indexed(field, i), name.error()));
+    out.push_back(std::move(*name));
+  }
+  return out;
+}
+
+// The four header mutation fields, which RouteConfiguration, VirtualHost, Route and
+// ClusterWeight all carry under the same names.
+template <typename Proto>
+Result<config::HeaderMutations> translateHeaderMutations(const Proto& proto) {
+  config::HeaderMutations out;
+  auto req_add = translateHeadersToAdd(proto.request_headers_to_add(), "request_headers_to_add");
+  if (!req_add) return std::unexpected(req_add.error());
+  auto req_remove = translateHeadersToRemove(proto.request_headers_to_remove(), "request_headers_to_remove");
+  if (!req_remove) return std::unexpected(req_remove.error());
+  auto resp_add = translateHeadersToAdd(proto.response_headers_to_add(), "response_headers_to_add");
+  if (!resp_add) return std::unexpected(resp_add.error());
+  auto resp_remove = translateHeadersToRemove(proto.response_headers_to_remove(), "response_headers_to_remove");
+  if (!resp_remove) return std::unexpected(resp_remove.error());
+  out.request_headers_to_add = std::move(*req_add);
+  out.request_headers_to_remove = std::move(*req_remove);
+  out.response_headers_to_add = std::move(*resp_add);
+  out.response_headers_to_remove = std::move(*resp_remove);
+  return out;
+}
+
+Result<config::WeightedClusters> translateWeightedClusters(const route::WeightedCluster& proto) {
+  config::WeightedClusters out;
+  if (proto.clusters_size() == 0) return fail("at least one cluster is required", "clusters");
+  for (int i = 0; i < proto.clusters_size(); ++i) {
+    const auto& c = proto.clusters(i);
+    auto where = indexed("clusters", i);
+    config::ClusterWeight cw;
+    if (c.name().empty()) return fail("a cluster name is required", where + ".name");
+    cw.name = c.name();
+    cw.weight = c.has_weight() ? c.weight().value() : 0;
+    auto headers = translateHeaderMutations(c);
+    if (!headers) return std::unexpected(nest(where, headers.error()));
+    cw.headers = std::move(*headers);
+    out.total_weight += cw.weight;
+    out.clusters.push_back(std::move(cw));
+  }
+  if (out.total_weight == 0) return fail("the sum of the weights must be greater than 0", "clusters");
+  if (proto.has_total_weight() && proto.total_weight().value() != out.total_weight) {
+    return fail("total_weight " + std::to_string(proto.total_weight().value()) + " is not the sum of the weights (" +
+                    std::to_string(out.total_weight) + ")",
+                "total_weight");
+  }
+  return out;
+}
+
 Result<config::RouteMatch> translateRouteMatch(const route::RouteMatch& proto) {
   config::RouteMatch out;
   switch (proto.path_specifier_case()) {
@@ -116,8 +356,14 @@ Result<config::RouteMatch> translateRouteMatch(const route::RouteMatch& proto) {
     case route::RouteMatch::kPath:
       out.path = proto.path();
       break;
+    case route::RouteMatch::kSafeRegex: {
+      auto regex = translateRegex(proto.safe_regex());
+      if (!regex) return std::unexpected(nest("safe_regex", regex.error()));
+      out.safe_regex = std::move(*regex);
+      break;
+    }
     case route::RouteMatch::PATH_SPECIFIER_NOT_SET:
-      return fail("one of prefix or path is required (safe_regex and others are not supported)");
+      return fail("one of prefix, path or safe_regex is required");
   }
   out.case_sensitive = proto.has_case_sensitive() ? proto.case_sensitive().value() : true;
   for (int i = 0; i < proto.headers_size(); ++i) {
@@ -125,17 +371,40 @@ Result<config::RouteMatch> translateRouteMatch(const route::RouteMatch& proto) {
     if (!h) return std::unexpected(nest(indexed("headers", i), h.error()));
     out.headers.push_back(std::move(*h));
   }
+  for (int i = 0; i < proto.query_parameters_size(); ++i) {
+    auto q = translateQueryParameterMatcher(proto.query_parameters(i));
+    if (!q) return std::unexpected(nest(indexed("query_parameters", i), q.error()));
+    out.query_parameters.push_back(std::move(*q));
+  }
   return out;
 }
 
 Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto) {
   config::RouteAction out;
-  if (proto.cluster_specifier_case() != route::RouteAction::kCluster || proto.cluster().empty()) {
-    return fail("a cluster name is required (cluster_header and weighted_clusters are not supported)",
-                "cluster");
+  if (proto.cluster_specifier_case() == route::RouteAction::kWeightedClusters) {
+    auto weighted = translateWeightedClusters(proto.weighted_clusters());
+    if (!weighted) return std::unexpected(nest("weighted_clusters", weighted.error()));
+    out.weighted_clusters = std::move(*weighted);
+  } else if (proto.cluster_specifier_case() != route::RouteAction::kCluster || proto.cluster().empty()) {
+    return fail("a cluster name or weighted_clusters is required (cluster_header is not supported)", "cluster");
+  } else {
+    out.cluster = proto.cluster();
   }
-  out.cluster = proto.cluster();
   if (!proto.prefix_rewrite().empty()) out.prefix_rewrite = proto.prefix_rewrite();
+  if (proto.has_regex_rewrite()) {
+    if (out.prefix_rewrite) return fail("prefix_rewrite and regex_rewrite cannot both be set", "regex_rewrite");
+    if (!proto.regex_rewrite().has_pattern()) return fail("a pattern is required", "regex_rewrite.pattern");
+    auto pattern = translateRegex(proto.regex_rewrite().pattern());
+    if (!pattern) return std::unexpected(nest("regex_rewrite.pattern", pattern.error()));
+    const auto& substitution = proto.regex_rewrite().substitution();
+    if (auto c = (*pattern)->checkSubstitution(substitution); !c) {
+      return std::unexpected(nest("regex_rewrite.substitution", c.error()));
+    }
+    if (!validHeaderText(substitution) || substitution.find_first_of(" \t?#") != std::string::npos) {
+      return fail("the substitution must not contain whitespace, '?', '#', CR, LF or NUL", "regex_rewrite.substitution");
+    }
+    out.regex_rewrite = config::RegexRewrite{std::move(*pattern), substitution};
+  }
   if (proto.host_rewrite_specifier_case() == route::RouteAction::kHostRewriteLiteral) {
     if (proto.host_rewrite_literal().empty()) {
       return fail("host_rewrite_literal must not be empty", "host_rewrite_literal");
@@ -201,6 +470,13 @@ Result<config::Route> translateRoute(const route::Route& proto) {
     case route::Route::ACTION_NOT_SET:
       return fail("a route needs an action: route or direct_response (redirect and others are not supported)");
   }
+  auto headers = translateHeaderMutations(proto);
+  if (!headers) return std::unexpected(headers.error());
+  if (out.direct_response && (!headers->request_headers_to_add.empty() || !headers->request_headers_to_remove.empty())) {
+    // Nothing goes upstream; Envoy accepts and ignores these, culvert says so.
+    return fail("request header mutations have no effect on a direct_response route", "request_headers_to_add");
+  }
+  out.headers = std::move(*headers);
   return out;
 }
 
@@ -232,6 +508,9 @@ Result<config::VirtualHost> translateVirtualHost(const route::VirtualHost& proto
     if (!r) return std::unexpected(nest(indexed("routes", i), r.error()));
     out.routes.push_back(std::move(*r));
   }
+  auto headers = translateHeaderMutations(proto);
+  if (!headers) return std::unexpected(headers.error());
+  out.headers = std::move(*headers);
   return out;
 }
 
@@ -258,6 +537,9 @@ Result<config::RouteConfiguration> translateRouteConfigurationChecked(const rout
     }
     out.virtual_hosts.push_back(std::move(*vh));
   }
+  auto headers = translateHeaderMutations(proto);
+  if (!headers) return std::unexpected(headers.error());
+  out.headers = std::move(*headers);
   return out;
 }
 

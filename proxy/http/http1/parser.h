@@ -65,6 +65,7 @@ public:
   size_t maxHeaderBytes = 64 * 1024;
 
 private:
+  static const llhttp_settings_t* settings();
   static int onUrl(llhttp_t* p, const char* at, size_t len);
   static int onStatus(llhttp_t* p, const char* at, size_t len);
   static int onHeaderField(llhttp_t* p, const char* at, size_t len);
@@ -84,7 +85,6 @@ private:
 
   Mode mode_;
   ParserCallbacks& callbacks_;
-  llhttp_settings_t settings_{};
   llhttp_t parser_{};
   std::string url_;
   std::string status_text_;

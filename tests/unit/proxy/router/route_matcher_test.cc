@@ -84,9 +84,10 @@ TEST(RouteSelectionTest, CaseInsensitivePrefix) {
 TEST(RouteSelectionTest, HeaderMatchers) {
   config::VirtualHost v;
   auto canary = prefixRoute("/", "canary");
-  canary.match.headers.push_back({"x-canary", std::string("1"), false, false});
+  canary.match.headers.push_back(
+      {"x-canary", config::StringMatcher{config::StringMatcher::Kind::Exact, "1", false, nullptr}, {}, false, false});
   auto no_debug = prefixRoute("/", "no_debug");
-  no_debug.match.headers.push_back({"x-debug", std::nullopt, true, true});
+  no_debug.match.headers.push_back({"x-debug", {}, {}, true, true});
   v.routes = {canary, no_debug, prefixRoute("/", "rest")};
   http::HeaderMap h;
   EXPECT_EQ(selectRoute(v, "/", h)->route->cluster, "no_debug");

@@ -298,7 +298,9 @@ TEST(TranslateRouteConfiguration, MatchersActionsAndTimeouts) {
   EXPECT_FALSE(r0.match.case_sensitive);
   ASSERT_EQ(r0.match.headers.size(), 3u);
   EXPECT_EQ(r0.match.headers[0].name, "x-canary");
-  EXPECT_EQ(r0.match.headers[0].exact_match, "1");
+  ASSERT_TRUE(r0.match.headers[0].string_match);
+  EXPECT_EQ(r0.match.headers[0].string_match->kind, config::StringMatcher::Kind::Exact);
+  EXPECT_EQ(r0.match.headers[0].string_match->value, "1");
   // present_match: false means "absent": present + inverted.
   EXPECT_TRUE(r0.match.headers[1].present_match);
   EXPECT_TRUE(r0.match.headers[1].invert_match);
@@ -334,6 +336,119 @@ TEST(TranslateRouteConfiguration, Rejections) {
   expectRouteRejected(
       R"(virtual_hosts { name: "a" domains: "*" routes { match { prefix: "/" } direct_response { status: 200 body { filename: "/etc/passwd" } } } })",
       "virtual_hosts[0].routes[0].direct_response.body.filename");
+}
+
+TEST(TranslateRouteConfiguration, RegexMatchersAndQueryParameters) {
+  auto out = translateRouteConfiguration(parse<RouteConfiguration>(R"pb(
+    virtual_hosts {
+      name: "a" domains: "*"
+      routes {
+        match {
+          safe_regex { google_re2 {} regex: "/users/[0-9]+" }
+          headers { name: "x-v" safe_regex_match { regex: "v[12]" } }
+          headers { name: "x-n" range_match { start: 1 end: 10 } }
+          headers { name: "x-s" string_match { prefix: "AB" ignore_case: true } }
+          headers { name: "x-c" contains_match: "mid" }
+          query_parameters { name: "debug" string_match { exact: "1" } }
+          query_parameters { name: "flag" present_match: true }
+        }
+        route { cluster: "c" regex_rewrite { pattern { regex: "^/users/([0-9]+)" } substitution: "/u/\\1" } }
+      }
+    })pb"));
+  ASSERT_TRUE(out) << out.error().describe();
+  const auto& m = out->virtual_hosts[0].routes[0].match;
+  ASSERT_TRUE(m.safe_regex);
+  EXPECT_TRUE(m.safe_regex->fullMatch("/users/42"));
+  EXPECT_FALSE(m.safe_regex->fullMatch("/users/42/x"));
+  ASSERT_EQ(m.headers.size(), 4u);
+  EXPECT_EQ(m.headers[0].string_match->kind, config::StringMatcher::Kind::Regex);
+  EXPECT_EQ(m.headers[1].range_match->start, 1);
+  EXPECT_EQ(m.headers[1].range_match->end, 10);
+  EXPECT_EQ(m.headers[2].string_match->value, "ab");  // lowered for ignore_case
+  EXPECT_EQ(m.headers[3].string_match->kind, config::StringMatcher::Kind::Contains);
+  ASSERT_EQ(m.query_parameters.size(), 2u);
+  EXPECT_EQ(m.query_parameters[0].string_match->value, "1");
+  EXPECT_FALSE(m.query_parameters[1].string_match);
+  const auto& rw = out->virtual_hosts[0].routes[0].route->regex_rewrite;
+  ASSERT_TRUE(rw);
+  EXPECT_EQ(rw->pattern->replaceAll("/users/7", rw->substitution), "/u/7");
+}
+
+TEST(TranslateRouteConfiguration, WeightedClustersAndHeaderMutations) {
+  auto out = translateRouteConfiguration(parse<RouteConfiguration>(R"(
+    request_headers_to_add { header { key: "X-Global" value: "g" } append_action: OVERWRITE_IF_EXISTS_OR_ADD }
+    response_headers_to_remove: "Server"
+    virtual_hosts {
+      name: "a" domains: "*"
+      request_headers_to_add { header { key: "x-vh" value: "100%%" } append { value: false } }
+      routes {
+        match { prefix: "/" }
+        request_headers_to_remove: "x-drop"
+        response_headers_to_add { header { key: "x-route" value: "" } keep_empty_value: true append_action: ADD_IF_ABSENT }
+        route { weighted_clusters {
+          clusters { name: "a" weight { value: 30 } request_headers_to_add { header { key: "x-w" value: "a" } } }
+          clusters { name: "b" weight { value: 70 } }
+          total_weight { value: 100 }
+        } }
+      }
+    })"));
+  ASSERT_TRUE(out) << out.error().describe();
+  using Action = config::HeaderValueOption::Action;
+  ASSERT_EQ(out->headers.request_headers_to_add.size(), 1u);
+  EXPECT_EQ(out->headers.request_headers_to_add[0].name, "x-global");
+  EXPECT_EQ(out->headers.request_headers_to_add[0].action, Action::OverwriteIfExistsOrAdd);
+  EXPECT_EQ(out->headers.response_headers_to_remove, std::vector<std::string>{"server"});
+  const auto& vh = out->virtual_hosts[0];
+  EXPECT_EQ(vh.headers.request_headers_to_add[0].value, "100%");
+  EXPECT_EQ(vh.headers.request_headers_to_add[0].action, Action::OverwriteIfExistsOrAdd);  // append: false
+  const auto& r = vh.routes[0];
+  EXPECT_EQ(r.headers.request_headers_to_remove, std::vector<std::string>{"x-drop"});
+  EXPECT_TRUE(r.headers.response_headers_to_add[0].keep_empty_value);
+  EXPECT_EQ(r.headers.response_headers_to_add[0].action, Action::AddIfAbsent);
+  ASSERT_TRUE(r.route->weighted_clusters);
+  EXPECT_TRUE(r.route->cluster.empty());
+  EXPECT_EQ(r.route->weighted_clusters->total_weight, 100u);
+  ASSERT_EQ(r.route->weighted_clusters->clusters.size(), 2u);
+  EXPECT_EQ(r.route->weighted_clusters->clusters[0].headers.request_headers_to_add[0].name, "x-w");
+}
+
+TEST(TranslateRouteConfiguration, RoutingRejections) {
+  const std::string vh = R"(virtual_hosts { name: "a" domains: "*" routes { )";
+  // RE2 program size above Envoy's default limit of 100.
+  expectRouteRejected(vh + R"(match { safe_regex { regex: "(abc|def|ghi){1,30}" } } route { cluster: "c" } } })",
+                      "virtual_hosts[0].routes[0].match.safe_regex.regex");
+  expectRouteRejected(vh + R"(match { safe_regex { regex: "(" } } route { cluster: "c" } } })",
+                      "virtual_hosts[0].routes[0].match.safe_regex.regex");
+  expectRouteRejected(vh + R"(match { prefix: "/" headers { name: "x" range_match { start: 5 end: 5 } } } route { cluster: "c" } } })",
+                      "virtual_hosts[0].routes[0].match.headers[0].range_match");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" headers { name: "x" string_match { safe_regex { regex: "a" } ignore_case: true } } } route { cluster: "c" } } })",
+      "virtual_hosts[0].routes[0].match.headers[0].string_match.ignore_case");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } route { weighted_clusters { clusters { name: "a" weight { value: 1 } } total_weight { value: 2 } } } } })",
+      "virtual_hosts[0].routes[0].route.weighted_clusters.total_weight");
+  expectRouteRejected(vh + R"(match { prefix: "/" } route { weighted_clusters { clusters { name: "a" } } } } })",
+                      "virtual_hosts[0].routes[0].route.weighted_clusters.clusters");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } route { cluster: "c" prefix_rewrite: "/" regex_rewrite { pattern { regex: "a" } } } } })",
+      "virtual_hosts[0].routes[0].route.regex_rewrite");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } route { cluster: "c" regex_rewrite { pattern { regex: "a" } substitution: "\\3" } } } })",
+      "virtual_hosts[0].routes[0].route.regex_rewrite.substitution");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } request_headers_to_add { header { key: "x" value: "%DOWNSTREAM_REMOTE_ADDRESS%" } } route { cluster: "c" } } })",
+      "virtual_hosts[0].routes[0].request_headers_to_add[0].header.value");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } request_headers_to_add { header { key: "x" value: "a\r\nb: c" } } route { cluster: "c" } } })",
+      "virtual_hosts[0].routes[0].request_headers_to_add[0].header.value");
+  expectRouteRejected(vh + R"(match { prefix: "/" } request_headers_to_remove: "Host" route { cluster: "c" } } })",
+                      "virtual_hosts[0].routes[0].request_headers_to_remove[0]");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } request_headers_to_add { header { key: ":path" value: "/x" } } route { cluster: "c" } } })",
+      "virtual_hosts[0].routes[0].request_headers_to_add[0].header.key");
+  expectRouteRejected(
+      vh + R"(match { prefix: "/" } request_headers_to_add { header { key: "x" value: "1" } append { value: true } append_action: ADD_IF_ABSENT } route { cluster: "c" } } })",
+      "virtual_hosts[0].routes[0].request_headers_to_add[0].append");
 }
 
 constexpr const char* kStaticCluster = R"(
