@@ -35,6 +35,7 @@ inline constexpr std::string_view kDeltaAggregatedResourcesPath =
 
 struct AdsClientOptions {
   std::string address;  // host:port or unix:PATH
+  std::shared_ptr<const tls::ClientContext> tls;  // null = plaintext
   std::string node_id;
   std::string node_cluster;
   bool delta = false;  // DeltaAggregatedResources instead of State of the World
@@ -118,6 +119,8 @@ private:
   bool initial_fetch_published_ = false;
   bool responded_on_stream_ = false;
   std::optional<SystemTime> stale_since_;  // time the stale configuration was written
+  // Why the last stream failed or was lost (TLS checks included), for /config_dump.
+  std::optional<std::pair<SystemTime, std::string>> last_connect_error_;
   std::mt19937_64 rng_{std::random_device{}()};
 
   common::Gauge& connected_gauge_;
