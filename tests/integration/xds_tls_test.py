@@ -96,6 +96,9 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         R.check("mTLS: culvertd opens the ADS stream and asks for listeners", first is not None,
                 tail(d.log_path, 20), fatal=True)
         R.check("mTLS: node id sent over TLS", first.node.id == "test", str(first.node))
+        R.check("node.client_features: only envoy.lb.does_not_support_overprovisioning",
+                list(first.node.client_features) == ["envoy.lb.does_not_support_overprovisioning"],
+                str(list(first.node.client_features)))
         for type_url, resources in ((LDS, [res.listener("vip", VIP, "routes")]),
                                     (RDS, [res.route("routes", "backend")]),
                                     (CDS, [res.cluster("backend")]),

@@ -230,6 +230,7 @@ void AdsClient::onOpen() {
   node.set_cluster(options_.node_cluster);
   node.set_user_agent_name("culvert");
   node.set_user_agent_version(CULVERT_VERSION);
+  for (auto feature : kClientFeatures) node.add_client_features(std::string(feature));
   node.mutable_locality()->set_region(options_.locality_region);
   node.mutable_locality()->set_zone(options_.locality_zone);
   node.mutable_locality()->set_sub_zone(options_.locality_sub_zone);

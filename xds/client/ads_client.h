@@ -6,6 +6,7 @@
 // every accepted change is handed to `publish` as a whole Snapshot (the same path the
 // resource files take).
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -32,6 +33,11 @@ inline constexpr std::string_view kStreamAggregatedResourcesPath =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 inline constexpr std::string_view kDeltaAggregatedResourcesPath =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+// Node.client_features: only what culvert's behaviour makes true. It balances over
+// priority 0 only and rejects ClusterLoadAssignment.policy, so there is no
+// overprovisioning factor it could apply (docs/xds-support.md).
+inline constexpr std::array<std::string_view, 1> kClientFeatures = {"envoy.lb.does_not_support_overprovisioning"};
 
 struct AdsClientOptions {
   std::string address;  // host:port or unix:PATH
