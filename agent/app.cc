@@ -222,6 +222,13 @@ common::Result<void> App::startAds() {
   if (!target) return std::unexpected(common::nest("xds.address", target.error()));
   xds::client::AdsClientOptions options;
   options.address = bootstrap_.xds.address;
+  if (bootstrap_.xds.tls.enabled()) {
+    auto config = xdsTlsClientConfig(bootstrap_.xds);
+    if (!config) return std::unexpected(config.error());
+    auto context = tls::ClientContext::load(*config);
+    if (!context) return std::unexpected(common::nest("xds.tls", context.error()));
+    options.tls = *context;
+  }
   options.node_id = bootstrap_.node.id;
   options.node_cluster = bootstrap_.node.cluster;
   options.delta = bootstrap_.xds.delta;
@@ -234,7 +241,8 @@ common::Result<void> App::startAds() {
   ads_ = std::make_unique<xds::client::AdsClient>(main_, stats_, options, *target, [this](auto snapshot) {
     if (auto ok = applySnapshot(std::move(snapshot)); !ok) spdlog::error("xds: {}", ok.error().describe());
   });
-  spdlog::info("xds: control plane at {}; resources.path is not read", bootstrap_.xds.address);
+  spdlog::info("xds: control plane at {} ({}); resources.path is not read", bootstrap_.xds.address,
+               options.tls ? "TLS 1.2" : "plaintext");
   ads_->start();
   return {};
 }

@@ -270,6 +270,25 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          b.xds.delta = *s == "true";
          return {};
        }},
+      {"xds.tls.ca_file", nonEmptyString([](Bootstrap& b, std::string v) { b.xds.tls.ca_file = std::move(v); })},
+      {"xds.tls.cert_file", nonEmptyString([](Bootstrap& b, std::string v) { b.xds.tls.cert_file = std::move(v); })},
+      {"xds.tls.key_file", nonEmptyString([](Bootstrap& b, std::string v) { b.xds.tls.key_file = std::move(v); })},
+      {"xds.tls.server_name",
+       nonEmptyString([](Bootstrap& b, std::string v) { b.xds.tls.server_name = std::move(v); })},
+      {"xds.tls.match_subject_alt_names",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         if (n.IsNull()) return {};
+         if (!n.IsSequence()) return fail("expected a list like [\"URI:spiffe://...\"], got " + std::string(kindOf(n)), where);
+         b.xds.tls.match_subject_alt_names.clear();
+         for (size_t i = 0; i < n.size(); ++i) {
+           std::string at = where + "[" + std::to_string(i) + "]";
+           auto s = readNonEmpty(n[i], at);
+           if (!s) return std::unexpected(s.error());
+           if (auto m = tls::parseSanMatcher(*s); !m) return fail(m.error().message, at);
+           b.xds.tls.match_subject_alt_names.push_back(*s);
+         }
+         return {};
+       }},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
@@ -351,7 +370,52 @@ Result<void> walk(const YAML::Node& map, const std::string& prefix, Bootstrap& b
   return {};
 }
 
+// Checks between xds.tls keys (each key alone is checked by its setter).
+Result<void> checkXdsTls(const Bootstrap::Xds& xds) {
+  const auto& t = xds.tls;
+  bool any = !t.cert_file.empty() || !t.key_file.empty() || !t.server_name.empty() ||
+             !t.match_subject_alt_names.empty();
+  if (any && t.ca_file.empty()) return fail("required when any other xds.tls key is set", "xds.tls.ca_file");
+  if (t.cert_file.empty() != t.key_file.empty()) {
+    return fail("a client certificate needs its key: set cert_file and key_file together",
+                t.cert_file.empty() ? "xds.tls.cert_file" : "xds.tls.key_file");
+  }
+  if (t.enabled() && xds.address.starts_with("unix:") && t.server_name.empty() &&
+      t.match_subject_alt_names.empty()) {
+    return fail("a unix: address names no server: set server_name or match_subject_alt_names", "xds.tls");
+  }
+  return {};
+}
+
 }  // namespace
+
+Result<tls::ClientConfig> xdsTlsClientConfig(const Bootstrap::Xds& xds) {
+  tls::ClientConfig c;
+  c.ca_file = xds.tls.ca_file;
+  c.cert_file = xds.tls.cert_file;
+  c.key_file = xds.tls.key_file;
+  c.server_name = xds.tls.server_name;
+  for (const auto& text : xds.tls.match_subject_alt_names) {
+    auto m = tls::parseSanMatcher(text);
+    if (!m) return fail(m.error().message, "xds.tls.match_subject_alt_names");
+    c.san_matchers.push_back(*m);
+  }
+  if (c.server_name.empty() && !xds.address.starts_with("unix:")) {
+    auto hp = common::HostPort::parse(xds.address);
+    if (!hp) return fail(hp.error().message, "xds.address");
+    if (!hp->is_ip_literal) {
+      c.server_name = hp->host;
+    } else if (c.san_matchers.empty()) {
+      auto ip = tls::parseSanMatcher("IP:" + hp->host);
+      if (!ip) return fail(ip.error().message, "xds.address");
+      c.san_matchers.push_back(*ip);
+    }
+  }
+  if (c.server_name.empty() && c.san_matchers.empty()) {
+    return fail("nothing identifies the control plane: set server_name or match_subject_alt_names", "xds.tls");
+  }
+  return c;
+}
 
 Result<Bootstrap> parseBootstrap(std::string_view yaml) {
   Bootstrap b;
@@ -362,6 +426,7 @@ Result<Bootstrap> parseBootstrap(std::string_view yaml) {
     if (docs.empty() || docs[0].IsNull()) return b;
     if (!docs[0].IsMap()) return fail("the bootstrap must be a YAML mapping, got " + std::string(kindOf(docs[0])));
     if (auto ok = walk(docs[0], "", b); !ok) return std::unexpected(ok.error());
+    if (auto ok = checkXdsTls(b.xds); !ok) return std::unexpected(ok.error());
   } catch (const YAML::Exception& e) {
     // e.mark is 0-based; people count lines from 1.
     if (e.mark.is_null()) return fail("invalid YAML: " + e.msg);
@@ -457,6 +522,22 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
   out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;
   out << YAML::Key << "delta" << YAML::Value << (b.xds.delta ? "true" : "false");
+  if (b.xds.tls.enabled()) {
+    const auto& t = b.xds.tls;
+    out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "ca_file" << YAML::Value << YAML::DoubleQuoted << t.ca_file;
+    if (!t.cert_file.empty()) {
+      out << YAML::Key << "cert_file" << YAML::Value << YAML::DoubleQuoted << t.cert_file;
+      out << YAML::Key << "key_file" << YAML::Value << YAML::DoubleQuoted << t.key_file;
+    }
+    if (!t.server_name.empty()) out << YAML::Key << "server_name" << YAML::Value << YAML::DoubleQuoted << t.server_name;
+    if (!t.match_subject_alt_names.empty()) {
+      out << YAML::Key << "match_subject_alt_names" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+      for (const auto& m : t.match_subject_alt_names) out << YAML::DoubleQuoted << m;
+      out << YAML::EndSeq;
+    }
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << b.log.level;

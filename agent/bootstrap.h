@@ -11,6 +11,7 @@
 #include "proxy/common/error.h"
 #include "proxy/common/logging.h"
 #include "proxy/common/socket_address.h"
+#include "proxy/tls/client_context.h"
 
 namespace culvert::agent {
 
@@ -80,6 +81,14 @@ struct Bootstrap {
     // served at start while the control plane is unreachable.
     uint32_t max_stale_seconds = 86400;
     bool delta = false;  // DeltaAggregatedResources instead of State of the World
+    // TLS to the control plane: on when ca_file is set (docs/bootstrap.md).
+    struct Tls {
+      std::string ca_file;
+      std::string cert_file, key_file;  // client certificate for mTLS: both or neither
+      std::string server_name;          // default: the host of `address` when it is a name
+      std::vector<std::string> match_subject_alt_names;  // "DNS:x", "IP:x", "URI:x"
+      bool enabled() const { return !ca_file.empty(); }
+    } tls;
   } xds;
 
   struct Log {
@@ -135,6 +144,12 @@ Bootstrap embeddedDefaultBootstrap();
 
 // The worker count to start: `workers`, or the number of CPUs (at least 1) when 0.
 uint32_t effectiveWorkers(const Bootstrap& bootstrap);
+
+// The TLS client settings xds.tls asks for, defaults filled in: server_name defaults to
+// the host of xds.address when that is a DNS name; an IP literal address with neither
+// server_name nor match_subject_alt_names is pinned by an IP SAN matcher for it (mbedTLS
+// 2.28 cannot check IP SANs itself). Only meaningful when xds.tls.enabled().
+common::Result<tls::ClientConfig> xdsTlsClientConfig(const Bootstrap::Xds& xds);
 
 // The bootstrap as YAML with the same keys (for config dumps); parses back to itself.
 std::string formatBootstrap(const Bootstrap& bootstrap);

@@ -8,8 +8,20 @@ namespace culvert::agent {
 
 bool validateConfiguration(const Bootstrap& bootstrap, std::FILE* out, std::FILE* err) {
   if (!bootstrap.xds.address.empty()) {
-    std::fprintf(out, "bootstrap valid; resources come from the control plane at %s (resources.path is not read)\n",
-                 bootstrap.xds.address.c_str());
+    if (bootstrap.xds.tls.enabled()) {
+      // The same loading culvertd does at start: files exist, parse, key matches cert.
+      auto config = xdsTlsClientConfig(bootstrap.xds);
+      if (!config) {
+        std::fprintf(err, "culvertd: %s\n", config.error().describe().c_str());
+        return false;
+      }
+      if (auto context = tls::ClientContext::load(*config); !context) {
+        std::fprintf(err, "culvertd: xds.tls: %s\n", context.error().describe().c_str());
+        return false;
+      }
+    }
+    std::fprintf(out, "bootstrap valid; resources come from the control plane at %s%s (resources.path is not read)\n",
+                 bootstrap.xds.address.c_str(), bootstrap.xds.tls.enabled() ? " over TLS" : "");
     return true;
   }
   const auto& dir = bootstrap.resources.path;

@@ -6,13 +6,14 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config git
+  # (libmbedtls-dev pulls libmbedtls14, libmbedx509-1, libmbedcrypto7: culvertd's TLS to xDS)
   libuv1-dev libnghttp2-dev node-llhttp libmbedtls-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libre2-dev libc-ares-dev
   # BPF: programs are built with clang against the kernel's BTF, skeletons by bpftool
   libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev
   # tests
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  iproute2 curl python3 procps
+  iproute2 curl python3 procps openssl
   # benchmarks (tests/bench): the proxies culvert is measured against, and load generators
   haproxy nginx-light nghttp2-proxy nghttp2-client wrk
   # HTTP/2 integration tests: nghttpd as an HTTP/2 upstream that echoes uploads
@@ -31,6 +32,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 missing=()
+# npm fetches the canonical xDS .proto files (below). NodeSource's nodejs bundles npm and
+# conflicts with Debian's npm package, so Debian's is installed only when none is there.
+command -v npm >/dev/null || missing+=(npm)
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
@@ -50,6 +54,25 @@ if ((${#missing[@]})); then
 fi
 # The container image's build stage (packaging/Dockerfile) wants the packages only.
 if [[ ${CULVERT_SETUP_PACKAGES_ONLY:-0} == 1 ]]; then exit 0; fi
+
+# The canonical xDS v3 .proto files the project's subset is checked against (a ctest):
+# a pinned npm tarball, verified against its recorded integrity hash.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../xds/proto/canonical.env
+. "$repo/xds/proto/canonical.env"
+cache=${CULVERT_CACHE_DIR:-/var/cache/culvert/npm}
+mkdir -p "$cache"
+integrity_of() { echo "sha512-$(openssl dgst -sha512 -binary "$1" | base64 -w0)"; }
+if [[ ! -f $cache/$CANONICAL_NPM_TARBALL || $(integrity_of "$cache/$CANONICAL_NPM_TARBALL") != "$CANONICAL_NPM_INTEGRITY" ]]; then
+  echo "setup.sh: fetching $CANONICAL_NPM_PACKAGE@$CANONICAL_NPM_VERSION into $cache"
+  (cd "$cache" && npm pack --silent "$CANONICAL_NPM_PACKAGE@$CANONICAL_NPM_VERSION" >/dev/null)
+  got=$(integrity_of "$cache/$CANONICAL_NPM_TARBALL")
+  if [[ $got != "$CANONICAL_NPM_INTEGRITY" ]]; then
+    rm -f "$cache/$CANONICAL_NPM_TARBALL"
+    echo "setup.sh: $CANONICAL_NPM_TARBALL integrity $got, expected $CANONICAL_NPM_INTEGRITY" >&2
+    exit 1
+  fi
+fi
 
 if ! mountpoint -q /sys/fs/bpf; then
   mkdir -p /sys/fs/bpf

@@ -155,7 +155,9 @@ class Culvertd:
             f.write(text)
         os.rename(path + ".tmp", path)
 
-    def start(self, resources: dict[str, str] | None = None, validate: bool = True) -> None:
+    def start(self, resources: dict[str, str] | None = None, validate: bool = True,
+              wait: bool = True) -> None:
+        """wait=False: return once spawned (e.g. /ready waits for a control plane)."""
         for filename, text in (resources or {}).items():
             self.write_resources(filename, text)
         if validate:
@@ -165,7 +167,8 @@ class Culvertd:
         with open(self.log_path, "a") as logf:
             self.proc = self.net.spawn([self.bin, "--config", self.bootstrap],
                                        stdout=logf, stderr=logf)
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

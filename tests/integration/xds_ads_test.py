@@ -130,7 +130,7 @@ def compile_protos(outdir: str):
 class ControlPlane:
     """One ADS service; each new stream replaces the previous one."""
 
-    def __init__(self, pb, address: str, delta: bool = False):
+    def __init__(self, pb, address: str, delta: bool = False, credentials=None):
         import grpc
         from concurrent import futures
         self.pb = pb
@@ -150,7 +150,9 @@ class ControlPlane:
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "envoy.service.discovery.v3.AggregatedDiscoveryService",
             {"DeltaAggregatedResources" if delta else "StreamAggregatedResources": handler}),))
-        if not self.server.add_insecure_port(address):
+        port = (self.server.add_secure_port(address, credentials) if credentials
+                else self.server.add_insecure_port(address))
+        if not port:
             raise RuntimeError(f"cannot listen on {address}")
         self.server.start()
 

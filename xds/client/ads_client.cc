@@ -207,6 +207,7 @@ void AdsClient::connect() {
   so.method_path = std::string(options_.delta ? kDeltaAggregatedResourcesPath : kStreamAggregatedResourcesPath);
   so.keepalive_interval = options_.keepalive_interval;
   so.keepalive_timeout = options_.keepalive_timeout;
+  so.tls = options_.tls;
   responded_on_stream_ = false;
   stream_ = std::make_unique<GrpcStream>(
       dispatcher_, target_, so,
@@ -229,6 +230,7 @@ void AdsClient::onOpen() {
   node.set_cluster(options_.node_cluster);
   node.set_user_agent_name("culvert");
   node.set_user_agent_version(CULVERT_VERSION);
+  for (auto feature : kClientFeatures) node.add_client_features(std::string(feature));
   node.mutable_locality()->set_region(options_.locality_region);
   node.mutable_locality()->set_zone(options_.locality_zone);
   node.mutable_locality()->set_sub_zone(options_.locality_sub_zone);
@@ -319,6 +321,10 @@ void AdsClient::onClose(int status, const std::string& message) {
   bool was_connected = connected_;
   connected_ = false;
   connected_gauge_.set(0);
+  last_connect_error_.emplace(std::chrono::system_clock::now(),
+                              status == kGrpcTransportFailure
+                                  ? message
+                                  : "grpc-status " + std::to_string(status) + ": " + message);
   if (status == kGrpcTransportFailure) {
     spdlog::warn("xds: ADS stream to {} {}: {}", options_.address, was_connected ? "lost" : "failed", message);
   } else {
@@ -344,6 +350,11 @@ std::string AdsClient::configDumpJson() const {
   out["address"] = options_.address;
   out["connected"] = connected_;
   out["stale"] = stale_since_.has_value();
+  out["tls"] = options_.tls != nullptr;
+  if (last_connect_error_) {
+    out["last_connect_error"] = {{"time", formatTime(last_connect_error_->first)},
+                                 {"message", last_connect_error_->second}};
+  }
   out["types"] = std::move(dump);
   return out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -6,6 +6,7 @@
 // every accepted change is handed to `publish` as a whole Snapshot (the same path the
 // resource files take).
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -33,8 +34,14 @@ inline constexpr std::string_view kStreamAggregatedResourcesPath =
 inline constexpr std::string_view kDeltaAggregatedResourcesPath =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
+// Node.client_features: only what culvert's behaviour makes true. It balances over
+// priority 0 only and rejects ClusterLoadAssignment.policy, so there is no
+// overprovisioning factor it could apply (docs/xds-support.md).
+inline constexpr std::array<std::string_view, 1> kClientFeatures = {"envoy.lb.does_not_support_overprovisioning"};
+
 struct AdsClientOptions {
   std::string address;  // host:port or unix:PATH
+  std::shared_ptr<const tls::ClientContext> tls;  // null = plaintext
   std::string node_id;
   std::string node_cluster;
   bool delta = false;  // DeltaAggregatedResources instead of State of the World
@@ -118,6 +125,8 @@ private:
   bool initial_fetch_published_ = false;
   bool responded_on_stream_ = false;
   std::optional<SystemTime> stale_since_;  // time the stale configuration was written
+  // Why the last stream failed or was lost (TLS checks included), for /config_dump.
+  std::optional<std::pair<SystemTime, std::string>> last_connect_error_;
   std::mt19937_64 rng_{std::random_device{}()};
 
   common::Gauge& connected_gauge_;

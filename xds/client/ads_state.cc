@@ -18,14 +18,6 @@
 
 namespace culvert::xds::client {
 
-namespace {
-
-namespace discovery = envoy::service::discovery::v3;
-using nlohmann::json;
-using translate::messageNameOf;
-
-constexpr int kInvalidArgument = 3;  // google.rpc.Code.INVALID_ARGUMENT
-
 std::string formatTime(SystemTime t) {
   auto secs = std::chrono::time_point_cast<std::chrono::milliseconds>(t).time_since_epoch().count();
   std::time_t tt = static_cast<std::time_t>(secs / 1000);
@@ -36,6 +28,14 @@ std::string formatTime(SystemTime t) {
                 tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(secs % 1000));
   return buf;
 }
+
+namespace {
+
+namespace discovery = envoy::service::discovery::v3;
+using nlohmann::json;
+using translate::messageNameOf;
+
+constexpr int kInvalidArgument = 3;  // google.rpc.Code.INVALID_ARGUMENT
 
 // Decodes and translates one resource. On success `name` and the translation are set.
 struct Decoded {

@@ -53,6 +53,9 @@ std::string_view shortName(ResourceType type);  // "LDS", "RDS", "CDS", "EDS"
 
 using SystemTime = std::chrono::system_clock::time_point;
 
+// "2026-01-02T03:04:05.678Z" (UTC, milliseconds), as /config_dump shows times.
+std::string formatTime(SystemTime t);
+
 // One accepted resource, with everything /config_dump and the durable store need.
 struct AcceptedResource {
   std::string version;       // version_info of the response that carried it

@@ -53,6 +53,7 @@ struct GrpcStream::Impl {
   Callbacks callbacks;
 
   StreamHandle* handle = nullptr;
+  std::unique_ptr<tls::Transport> transport;
   nghttp2_session* session = nullptr;
   int32_t stream_id = -1;
   bool closed = false;
@@ -194,9 +195,18 @@ struct GrpcStream::Impl {
   }
 
   void onConnected(int status) {
-    connect_timer.reset();
-    if (status != 0) return fail(kGrpcTransportFailure, std::string("connect: ") + uv_strerror(status));
-    if (!startSession()) return fail(kGrpcTransportFailure, "cannot start the HTTP/2 session");
+    if (status != 0) {
+      connect_timer.reset();
+      return fail(kGrpcTransportFailure, std::string("connect: ") + uv_strerror(status));
+    }
+    if (options.tls) {
+      auto t = options.tls->newTransport();
+      if (!t) return fail(kGrpcTransportFailure, "TLS: " + t.error().message);
+      transport = std::move(*t);
+    } else {
+      transport = tls::makePlaintextTransport();
+    }
+    if (auto ok = transport->start(); !ok) return fail(kGrpcTransportFailure, "TLS: " + ok.error().message);
     uv_read_start(
         &handle->stream,
         [](uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -208,6 +218,14 @@ struct GrpcStream::Impl {
           if (self == nullptr) return;
           self->onRead(n, buf);
         });
+    writeToSocket(transport->takeOutput());
+    if (transport->ready()) onTransportReady();
+  }
+
+  // The connection is usable (TCP up; TLS handshake done and the server checked).
+  void onTransportReady() {
+    connect_timer.reset();
+    if (!startSession()) return fail(kGrpcTransportFailure, "cannot start the HTTP/2 session");
     keepalive_timer = dispatcher.createTimer([this] { onKeepalive(); });
     keepalive_timer->enable(options.keepalive_interval, options.keepalive_interval);
     auto guard = alive;
@@ -269,7 +287,7 @@ struct GrpcStream::Impl {
     nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, 2);
     nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, kWindow);
 
-    std::string scheme = "http";
+    std::string scheme = options.tls ? "https" : "http";
     auto nv = [](const std::string& n, const std::string& v) {
       return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
                         reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
@@ -340,15 +358,26 @@ struct GrpcStream::Impl {
 
   void onRead(ssize_t n, const uv_buf_t* buf) {
     if (n < 0) {
-      return fail(kGrpcTransportFailure, n == UV_EOF ? "connection closed by the control plane"
-                                                      : std::string("read: ") + uv_strerror(static_cast<int>(n)));
+      if (n != UV_EOF) return fail(kGrpcTransportFailure, std::string("read: ") + uv_strerror(static_cast<int>(n)));
+      std::string why = transport->whyPeerClosed();
+      return fail(kGrpcTransportFailure, "connection closed by the control plane" + (why.empty() ? "" : " " + why));
     }
     if (n == 0) return;
+    std::string plain;
+    auto received = transport->onReceived(std::string_view(buf->base, static_cast<size_t>(n)), plain);
+    writeToSocket(transport->takeOutput());  // handshake flights, alerts
+    if (!received) return fail(kGrpcTransportFailure, "TLS: " + received.error().message);
+    auto guard = alive;
+    if (session == nullptr) {
+      if (!transport->ready()) return;
+      onTransportReady();
+      if (!*guard || closed) return;
+    }
+    if (plain.empty()) return;
     in_nghttp2 = true;
-    ssize_t rc = nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(n));
+    ssize_t rc = nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(plain.data()), plain.size());
     in_nghttp2 = false;
     if (rc < 0) return fail(kGrpcTransportFailure, std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rc)));
-    auto guard = alive;
     auto messages = std::move(in_messages);
     in_messages.clear();
     for (auto& m : messages) {
@@ -406,8 +435,17 @@ struct GrpcStream::Impl {
       pending.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
     if (pending.empty()) return;
+    if (auto ok = transport->write(pending); !ok) {
+      deferClose(kGrpcTransportFailure, "TLS: " + ok.error().message);
+      return;
+    }
+    writeToSocket(transport->takeOutput());
+  }
+
+  void writeToSocket(std::string bytes) {
+    if (bytes.empty() || handle == nullptr) return;
     auto* w = new WriteReq{};
-    w->data = std::move(pending);
+    w->data = std::move(bytes);
     uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
     int rc = uv_write(&w->req, &handle->stream, &b, 1, [](uv_write_t* r, int status) {
       auto* req = reinterpret_cast<WriteReq*>(r);

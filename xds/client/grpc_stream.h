@@ -5,6 +5,9 @@
 // uncompressed messages; content-type application/grpc; te: trailers; grpc-status and
 // grpc-message from trailers (or a trailers-only response); HTTP/2 PING keepalive.
 //
+// Bytes pass through a tls::Transport (plaintext or TLS), so encryption happens in
+// memory and every read and write stays on libuv.
+//
 // The HTTP/2 session code is private to this class (grpc_stream.cc) so it can later run
 // on the proxy's own HTTP/2 codec (proxy/http/http2) without changing this interface.
 
@@ -15,6 +18,7 @@
 
 #include "proxy/common/error.h"
 #include "proxy/event/dispatcher.h"
+#include "proxy/tls/client_context.h"
 
 namespace culvert::xds::client {
 
@@ -32,6 +36,8 @@ struct GrpcStreamOptions {
   std::chrono::milliseconds keepalive_timeout{10000};
   std::chrono::milliseconds connect_timeout{5000};
   size_t max_message_bytes = 64u << 20;
+  // TLS to the server (its handshake counts against connect_timeout); null = plaintext.
+  std::shared_ptr<const tls::ClientContext> tls;
 };
 
 // gRPC status codes culvert uses; -1 marks a transport failure (no grpc-status).

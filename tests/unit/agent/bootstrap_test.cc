@@ -275,6 +275,58 @@ TEST(BootstrapTest, XdsKeys) {
   EXPECT_TRUE(parseBootstrap(formatBootstrap(*delta))->xds.delta);
 }
 
+TEST(BootstrapTest, XdsTlsKeys) {
+  auto b = parseBootstrap(
+      "xds:\n  address: 127.0.0.1:18000\n  tls:\n    ca_file: /etc/culvert/ca.pem\n"
+      "    cert_file: /etc/culvert/node.pem\n    key_file: /etc/culvert/node.key\n"
+      "    match_subject_alt_names: [\"URI:spiffe://cp/xds\", \"IP:10.0.0.1\"]\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_TRUE(b->xds.tls.enabled());
+  EXPECT_EQ(b->xds.tls.ca_file, "/etc/culvert/ca.pem");
+  EXPECT_EQ(b->xds.tls.key_file, "/etc/culvert/node.key");
+  EXPECT_EQ(b->xds.tls.match_subject_alt_names, (std::vector<std::string>{"URI:spiffe://cp/xds", "IP:10.0.0.1"}));
+  auto round = parseBootstrap(formatBootstrap(*b));
+  ASSERT_TRUE(round.has_value()) << round.error().describe();
+  EXPECT_EQ(round->xds.tls.cert_file, "/etc/culvert/node.pem");
+  EXPECT_EQ(round->xds.tls.match_subject_alt_names, b->xds.tls.match_subject_alt_names);
+  EXPECT_FALSE(parseBootstrap("")->xds.tls.enabled());
+
+  expectError("xds:\n  tls:\n    server_name: cp\n", "xds.tls.ca_file", "required when");
+  expectError("xds:\n  tls:\n    ca_file: /ca\n    cert_file: /c\n", "xds.tls.key_file", "together");
+  expectError("xds:\n  tls:\n    ca_file: /ca\n    match_subject_alt_names: [\"EMAIL:x\"]\n",
+              "xds.tls.match_subject_alt_names[0]", "DNS, IP or URI");
+  expectError("xds:\n  tls:\n    ca_file: /ca\n    match_subject_alt_names: URI:x\n",
+              "xds.tls.match_subject_alt_names", "expected a list");
+  expectError("xds:\n  address: unix:/run/cp.sock\n  tls:\n    ca_file: /ca\n", "xds.tls", "names no server");
+  expectError("xds:\n  tls:\n    ca_file: /ca\n    verify: false\n", "xds.tls.verify", "unknown key");
+}
+
+TEST(BootstrapTest, XdsTlsClientConfigDefaults) {
+  auto config = [](std::string yaml) {
+    auto b = parseBootstrap(yaml);
+    EXPECT_TRUE(b.has_value()) << b.error().describe();
+    return xdsTlsClientConfig(b->xds);
+  };
+  // A DNS name: it is the server name (SNI and mbedTLS's check), no SAN matchers.
+  auto named = config("xds:\n  address: cp.culvert.svc:18000\n  tls: {ca_file: /ca}\n");
+  ASSERT_TRUE(named.has_value());
+  EXPECT_EQ(named->server_name, "cp.culvert.svc");
+  EXPECT_TRUE(named->san_matchers.empty());
+  EXPECT_EQ(named->alpn, std::vector<std::string>{"h2"});
+  // An IP literal: no SNI; culvert checks the IP SAN itself.
+  auto ip = config("xds:\n  address: \"[fd00::1]:18000\"\n  tls: {ca_file: /ca}\n");
+  ASSERT_TRUE(ip.has_value());
+  EXPECT_EQ(ip->server_name, "");
+  EXPECT_EQ(ip->san_matchers, (std::vector<tls::SanMatcher>{{tls::SanType::Ip, "fd00::1"}}));
+  // Explicit settings win.
+  auto pinned = config(
+      "xds:\n  address: 10.0.0.1:18000\n  tls: {ca_file: /ca, server_name: cp.test, "
+      "match_subject_alt_names: [\"URI:spiffe://cp\"]}\n");
+  ASSERT_TRUE(pinned.has_value());
+  EXPECT_EQ(pinned->server_name, "cp.test");
+  EXPECT_EQ(pinned->san_matchers, (std::vector<tls::SanMatcher>{{tls::SanType::Uri, "spiffe://cp"}}));
+}
+
 TEST(BootstrapTest, NodeLocalityAndMetadata) {
   auto b = parseBootstrap(
       "node:\n  locality: {region: eu, zone: eu-1a}\n  metadata: {team: net, \"k8s.io/node\": n1}\n");

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "proxy/common/socket_address.h"
+#include "tests/unit/proxy/tls/test_certs.h"
 
 namespace culvert::xds::client {
 namespace {
@@ -37,6 +38,7 @@ struct SilentServer {
   uv_tcp_t* peer = nullptr;
   uint16_t port = 0;
   size_t bytes_read = 0;
+  int first_byte = -1;
   char buf[4096];
 
   explicit SilentServer(uv_loop_t* loop) {
@@ -57,8 +59,11 @@ struct SilentServer {
             auto* s = static_cast<SilentServer*>(h->data);
             *b = uv_buf_init(s->buf, sizeof s->buf);
           },
-          [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
-            if (n > 0) static_cast<SilentServer*>(s->data)->bytes_read += static_cast<size_t>(n);
+          [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+            auto* self = static_cast<SilentServer*>(s->data);
+            if (n <= 0) return;
+            if (self->bytes_read == 0) self->first_byte = static_cast<unsigned char>(b->base[0]);
+            self->bytes_read += static_cast<size_t>(n);
           });
     });
     sockaddr_storage bound{};
@@ -104,6 +109,49 @@ TEST(GrpcStream, KeepaliveDropsAPeerThatNeverAcksPing) {
   EXPECT_NE(closed->second.find("keepalive"), std::string::npos) << closed->second;
   // The client preface, SETTINGS, HEADERS and the framed message did go out.
   EXPECT_GT(server.bytes_read, 24u + 5u + 5u);
+}
+
+// Over TLS the stream opens only once the handshake is done, and the handshake counts
+// against connect_timeout: a peer that accepts but never answers the ClientHello fails it.
+TEST(GrpcStream, TlsHandshakeCountsAgainstTheConnectTimeout) {
+  // Before the loop exists: making the certificates takes a while, and libuv's cached
+  // loop time would make the connect timer expire at once.
+  tls::ClientConfig tls_config;
+  tls_config.ca_file = tls::testing::certPath("ca.crt");
+  tls_config.server_name = "xds.test";
+  auto context = tls::ClientContext::load(tls_config);
+  ASSERT_TRUE(context) << context.error().describe();
+  event::Dispatcher d("test");
+  SilentServer server(d.loop());
+  auto target = parseGrpcTarget("127.0.0.1:" + std::to_string(server.port));
+  ASSERT_TRUE(target);
+  GrpcStreamOptions options;
+  options.method_path = "/x.Y/Z";
+  options.connect_timeout = std::chrono::milliseconds(300);
+  options.tls = *context;
+  bool opened = false;
+  std::optional<std::pair<int, std::string>> closed;
+  std::unique_ptr<GrpcStream> stream;
+  stream = std::make_unique<GrpcStream>(d, *target, options,
+                                        GrpcStream::Callbacks{[&] { opened = true; }, [](std::string) {},
+                                                              [&](int status, std::string message) {
+                                                                closed.emplace(status, message);
+                                                                d.deferredDelete(std::move(stream));
+                                                                server.close();
+                                                                d.exit();
+                                                              }});
+  stream->start();
+  EXPECT_TRUE(stream->send("queued until open"));
+  auto guard = d.createTimer([&] { d.exit(); });
+  guard->enable(std::chrono::seconds(5));
+  d.run();
+  EXPECT_FALSE(opened);
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_EQ(closed->first, kGrpcTransportFailure);
+  EXPECT_EQ(closed->second, "connect timed out");
+  // Only a ClientHello went out: a TLS handshake record (0x16), no HTTP/2 preface in clear.
+  EXPECT_GT(server.bytes_read, 0u);
+  EXPECT_EQ(server.first_byte, 0x16);
 }
 
 // Opens a stream to `address` and returns how it closed (nullopt: it did not, in time).

@@ -548,5 +548,25 @@ TEST(TranslateClusterLoadAssignment, Endpoints) {
   EXPECT_EQ(bad.error().where, "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value");
 }
 
+// The unknown-field walk caches each message type's fields: a type seen first without
+// unknown fields must still be checked on its later instances, at any depth.
+TEST(TranslateClusterLoadAssignment, UnknownFieldDeepInALaterEndpointIsRejected) {
+  auto cla = parse<ClusterLoadAssignment>(R"(
+    cluster_name: "svc"
+    endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 9000 } } } } }
+    endpoints {
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.2" port_value: 9000 } } } }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.3" port_value: 9000 } } } }
+    })");
+  ASSERT_TRUE(translateClusterLoadAssignment(cla));
+  auto* sa = cla.mutable_endpoints(1)->mutable_lb_endpoints(1)->mutable_endpoint()->mutable_address()->mutable_socket_address();
+  sa->GetReflection()->MutableUnknownFields(sa)->AddVarint(6, 1);  // ipv4_compat
+  auto bad = translateClusterLoadAssignment(cla);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().where, "endpoints[1].lb_endpoints[1].endpoint.address.socket_address");
+  EXPECT_NE(bad.error().message.find("field number 6 of envoy.config.core.v3.SocketAddress"), std::string::npos)
+      << bad.error().message;
+}
+
 }  // namespace
 }  // namespace culvert::xds::translate
