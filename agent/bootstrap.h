@@ -11,6 +11,7 @@
 #include "proxy/common/error.h"
 #include "proxy/common/logging.h"
 #include "proxy/common/socket_address.h"
+#include "proxy/config/tenant.h"
 
 namespace culvert::agent {
 
@@ -82,6 +83,15 @@ struct Bootstrap {
     bool delta = false;  // DeltaAggregatedResources instead of State of the World
   } xds;
 
+  struct Tenants {
+    // Budgets of a tenant without a culvert.v1.Tenant resource, and the base a resource's
+    // unset limits fall back to; 0 = no limit.
+    config::TenantLimits defaults;
+    // Process-wide buffered bytes above which the tenants holding more than their share
+    // are shed (the heaviest first, never everyone at once); 0 = none.
+    uint64_t buffered_bytes_watermark = 0;
+  } tenants;
+
   struct Log {
     std::string level = "info";
     common::LogFormat format = common::LogFormat::Text;
@@ -115,6 +125,14 @@ xds:
   address: ""
   max_stale: 86400
   delta: false
+tenants:
+  defaults:
+    max_downstream_connections: 0
+    max_requests_in_flight: 0
+    max_buffered_bytes: 0
+    max_requests_per_second: 0
+    burst: 0
+  buffered_bytes_watermark: 0
 log:
   level: info
   format: text

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/common/socket_address.h"
+#include "proxy/config/tenant.h"
 
 namespace culvert::config {
 
@@ -146,6 +147,7 @@ struct Snapshot {
   std::string version;
   std::shared_ptr<const ListenerTable> listeners = std::make_shared<ListenerTable>();
   std::shared_ptr<const ClusterTable> clusters = std::make_shared<ClusterTable>();
+  std::shared_ptr<const TenantTable> tenants = std::make_shared<TenantTable>();
 };
 
 }  // namespace culvert::config
