@@ -115,10 +115,12 @@ Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> p
   downstream_->setCallbacks(this);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
+  buffered_.bind(*pod_->tenant);
 }
 
 Http1Session::~Http1Session() {
   pod_->tenant->downstream_cx_active->add(-1);
+  pod_->tenant->budget.releaseConnection();
 }
 
 void Http1Session::start(std::string_view initial_bytes) {
@@ -127,7 +129,19 @@ void Http1Session::start(std::string_view initial_bytes) {
 }
 
 void Http1Session::onData(std::string_view data) {
-  services_.scheduler.run(pod_->tenant->id, [&] { feed(data); });
+  services_.scheduler.run(pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed), [&] { feed(data); });
+  pauseIfOverShare();
+}
+
+// The tenant used its share of the worker while another tenant has work: stop reading
+// until the scheduler's next round (the bytes wait in the kernel, not in memory).
+void Http1Session::pauseIfOverShare() {
+  if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    share_pause_.reset();
+    updateDownstreamReading();
+  });
+  downstream_->readEnable(false);
 }
 
 void Http1Session::feed(std::string_view data) {
@@ -180,7 +194,26 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   close_after_response_ = !request_.keep_alive;
   route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
+  if (!admitRequest()) return;
   routeRequest();
+}
+
+bool Http1Session::admitRequest() {
+  auto refused = request_slot_.admit(*pod_->tenant);
+  if (!refused) return true;
+  // Only this tenant is over its budget: a 503 the client may retry after a pause.
+  http::HeaderMap headers;
+  headers.add("retry-after", "1");
+  headers.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
+  sendLocalReply(503, "tenant over budget\n", &headers);
+  return false;
+}
+
+// Bytes waiting in user space on either side, for the tenant's buffered-bytes budget.
+void Http1Session::chargeBuffered() {
+  buffered_.set(closed_ ? 0
+                        : downstream_pending_.size() + upstream_pending_.size() + downstream_->queuedWriteBytes() +
+                              (upstream_ ? upstream_->queuedWriteBytes() : 0));
 }
 
 void Http1Session::routeRequest() {
@@ -265,14 +298,16 @@ void Http1Session::onBody(std::string_view data) {
 
 void Http1Session::updateDownstreamReading() {
   if (closed_) return;
-  bool blocked = downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
+  bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
                  (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark);
   downstream_->readEnable(!blocked);
+  chargeBuffered();
 }
 
 void Http1Session::updateUpstreamReading() {
   if (closed_ || !upstream_) return;
   upstream_->readEnable(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  chargeBuffered();
 }
 
 void Http1Session::onMessageComplete() {
@@ -352,7 +387,7 @@ void Http1Session::onUpstreamFailed(const std::string& reason, bool response_sta
   sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
 }
 
-void Http1Session::sendLocalReply(int status, std::string_view body) {
+void Http1Session::sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers) {
   connecting_.reset();
   response_started_ = true;
   countStatus(status);
@@ -360,6 +395,9 @@ void Http1Session::sendLocalReply(int status, std::string_view body) {
   head.status = status;
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
+  if (extra_headers) {
+    for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
+  }
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
   downstream_->write(out);
@@ -393,6 +431,7 @@ void Http1Session::onRouteTimeout() {
 
 void Http1Session::finishExchange() {
   in_exchange_ = false;
+  request_slot_.release();
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -443,6 +482,9 @@ void Http1Session::abort() {
 void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
+  request_slot_.release();
+  buffered_.set(0);
+  share_pause_.reset();
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
