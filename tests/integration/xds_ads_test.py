@@ -30,8 +30,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from walking_skeleton_test import (describe, free_port, http_get, sum_metric,  # noqa: E402
-                                   tail)
+from culvertd_harness import (describe, free_port, http_get, sum_metric,  # noqa: E402
+                              tail)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROTO_ROOT = os.path.join(REPO, "xds", "proto")
