@@ -129,6 +129,12 @@ void Http1Session::start(std::string_view initial_bytes) {
 }
 
 void Http1Session::onData(std::string_view data) {
+  if (share_pause_ || services_.scheduler.overShare(pod_->tenant->id)) {
+    // The tenant is over its share: keep what was already read for later, read no more.
+    downstream_pending_.append(data);
+    pauseIfOverShare();
+    return;
+  }
   services_.scheduler.run(pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed), [&] { feed(data); });
   pauseIfOverShare();
 }
@@ -139,6 +145,14 @@ void Http1Session::pauseIfOverShare() {
   if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
   share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
     share_pause_.reset();
+    // Replay what was held back, unless it waits for the response in flight (the end
+    // of that exchange replays it).
+    if (!downstream_pending_.empty() && !(in_exchange_ && request_complete_)) {
+      std::string pending = std::move(downstream_pending_);
+      downstream_pending_.clear();
+      onData(pending);
+      return;
+    }
     updateDownstreamReading();
   });
   downstream_->readEnable(false);

@@ -62,9 +62,10 @@ TEST(TranslateTenant, RejectionsNameTheField) {
 
 TEST(TranslateTenant, RejectsUnknownFields) {
   auto proto = parse(R"(name: "a")");
-  proto.mutable_unknown_fields()->AddVarint(99, 1);
+  proto.GetReflection()->MutableUnknownFields(&proto)->AddVarint(99, 1);
   auto t = translateTenant(proto);
   ASSERT_FALSE(t);
+  EXPECT_NE(t.error().message.find("field number 99"), std::string::npos) << t.error().describe();
 }
 
 }  // namespace
