@@ -24,7 +24,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-import walking_skeleton_test as ws  # noqa: E402  (shared helpers and documents)
+import culvertd_harness as hs  # noqa: E402  (shared helpers)
+import walking_skeleton_test as ws  # noqa: E402  (shared documents)
 
 CLIENT_IP, SERVER_IP, BUSY_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
 VIP4, VIP6 = "10.96.0.10", "fd00:96::10"
@@ -89,7 +90,7 @@ class CaptureScenario:
         return cp.returncode == 0 and f"path={path} " in cp.stdout
 
     def stats(self) -> str:
-        code, body = ws.http_get(f"http://127.0.0.1:{self.admin_port}/stats/prometheus")
+        code, body = hs.http_get(f"http://127.0.0.1:{self.admin_port}/stats/prometheus")
         return body if code == 200 else ""
 
     def pod_metric(self, outcome: str) -> float:
@@ -105,12 +106,12 @@ class CaptureScenario:
         with open(self.log, "w") as logf:
             self.proc = self.net.spawn([self.args.culvertd, "--config", self.boot], stdout=logf, stderr=logf)
         t0 = time.monotonic()
-        deadline = t0 + ws.READY_TIMEOUT
+        deadline = t0 + hs.READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.R.check(f"{name}: culvertd ready", False, f"exited {self.proc.returncode}", fatal=True)
             try:
-                if ws.http_get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1.0)[0] == 200:
+                if hs.http_get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1.0)[0] == 200:
                     return time.monotonic()
             except OSError:
                 pass
@@ -154,11 +155,13 @@ class CaptureScenario:
         tmp = net.tmpdir
         os.makedirs(os.path.join(tmp, "resources"))
         os.makedirs(os.path.join(tmp, "state"), mode=0o700)
-        self.admin_port = ws.free_port()
+        self.admin_port = hs.free_port()
         self.boot = os.path.join(tmp, "bootstrap.yaml")
         with open(self.boot, "w") as f:
-            f.write(ws.BOOTSTRAP.format(admin_port=self.admin_port, tmp=tmp, capture_port=CAPTURE_PORT,
-                                        cgroup=self.cg.path, pin_root=self.pin_root))
+            f.write(hs.BOOTSTRAP.format(admin_port=self.admin_port, tmp=tmp, capture_port=CAPTURE_PORT,
+                                        cgroup=self.cg.path, pin_root=self.pin_root, workers=2,
+                                        resources=os.path.join(tmp, "resources"), fail_mode="open",
+                                        log_level="debug"))
         with open(os.path.join(tmp, "resources", "v4.yaml"), "w") as f:
             f.write(ws.RESOURCES.format(vip=VIP4, server_ip=SERVER_IP, server_port=SERVER_PORT))
         with open(os.path.join(tmp, "resources", "v6.yaml"), "w") as f:
@@ -167,18 +170,18 @@ class CaptureScenario:
         self.start("first")
         cp = self.ctl("enroll", "--netns", self.client.netns_path, "--namespace", "team-a", "--name", "client",
                       "--container-id", "c-client", "--ip", CLIENT_IP, "--fail-mode", "closed")
-        R.check("enroll client (fail mode closed)", cp.returncode == 0, ws.describe(cp), fatal=True)
+        R.check("enroll client (fail mode closed)", cp.returncode == 0, hs.describe(cp), fatal=True)
 
         cp = self.client.run(["/bin/cat", "/proc/sys/net/ipv4/tcp_migrate_req"], check=False)
-        R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", ws.describe(cp))
+        R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", hs.describe(cp))
 
         # --- IPv4 and IPv6 through capture
         cp = self.curl(f"http://{VIP4}/v4")
-        R.check("IPv4 VIP captured and proxied", self.ok_body(cp, "/v4"), ws.describe(cp))
+        R.check("IPv4 VIP captured and proxied", self.ok_body(cp, "/v4"), hs.describe(cp))
         cp = self.curl(f"http://[{VIP6}]/v6")
-        R.check("IPv6 VIP captured ([::1] listener group) and proxied", self.ok_body(cp, "/v6"), ws.describe(cp))
+        R.check("IPv6 VIP captured ([::1] listener group) and proxied", self.ok_body(cp, "/v6"), hs.describe(cp))
         cp = self.ctl("pods")
-        R.check("culvertctl pods shows the capture state", "on (IPv4+IPv6)" in cp.stdout, ws.describe(cp))
+        R.check("culvertctl pods shows the capture state", "on (IPv4+IPv6)" in cp.stdout, hs.describe(cp))
         captured = self.pod_metric("captured")
         R.check("per-pod captured counter in /stats/prometheus", captured >= 2, f"captured={captured}")
         R.check("per-tenant counter in /stats/prometheus",
@@ -186,15 +189,15 @@ class CaptureScenario:
 
         # --- global bypass
         cp = self.ctl("capture", "off")
-        R.check("culvertctl capture off", cp.returncode == 0 and "capture off" in cp.stdout, ws.describe(cp))
+        R.check("culvertctl capture off", cp.returncode == 0 and "capture off" in cp.stdout, hs.describe(cp))
         cp = self.curl(f"http://{VIP4}/bypassed", max_time=2)
-        R.check("bypass: VIP not captured (curl exit 7)", cp.returncode == ws.CURL_CONNECT_FAILED, ws.describe(cp))
+        R.check("bypass: VIP not captured (curl exit 7)", cp.returncode == hs.CURL_CONNECT_FAILED, hs.describe(cp))
         cp = self.ctl("pods")
-        R.check("culvertctl pods says bypassed", "bypassed" in cp.stdout, ws.describe(cp))
+        R.check("culvertctl pods says bypassed", "bypassed" in cp.stdout, hs.describe(cp))
         cp = self.ctl("capture", "on")
-        R.check("culvertctl capture on", cp.returncode == 0 and "capture on" in cp.stdout, ws.describe(cp))
+        R.check("culvertctl capture on", cp.returncode == 0 and "capture on" in cp.stdout, hs.describe(cp))
         cp = self.curl(f"http://{VIP4}/again")
-        R.check("capture on again: VIP captured", self.ok_body(cp, "/again"), ws.describe(cp))
+        R.check("capture on again: VIP captured", self.ok_body(cp, "/again"), hs.describe(cp))
 
         # --- enrollment refused when an app holds the capture port in the pod
         app = self.busy.spawn(["/usr/bin/python3", "-c", APP_ON_CAPTURE_PORT, str(CAPTURE_PORT)],
@@ -205,7 +208,7 @@ class CaptureScenario:
                       "--container-id", "c-busy", "--ip", BUSY_IP)
         R.check("enroll refused: capture port taken, named clearly",
                 cp.returncode == 1 and f"capture port {CAPTURE_PORT} on 127.0.0.1 is taken in the pod" in cp.stderr,
-                ws.describe(cp))
+                hs.describe(cp))
         net.stop(app, signal.SIGKILL)
 
         # --- kill -9: fail closed at once, also with an app on the capture port
@@ -222,29 +225,29 @@ class CaptureScenario:
             app = self.client.spawn(["/usr/bin/python3", "-u", "-c", APP_ON_CAPTURE_PORT, str(CAPTURE_PORT)],
                                     stdout=logf, stderr=subprocess.DEVNULL)
         for _ in range(50):
-            if "listening" in ws.tail(app_log):
+            if "listening" in hs.tail(app_log):
                 break
             time.sleep(0.05)
-        R.check("an app listens on the capture port in the client pod", "listening" in ws.tail(app_log))
+        R.check("an app listens on the capture port in the client pod", "listening" in hs.tail(app_log))
         err = self.connect_errno(VIP4)
         R.check("app on the capture port while culvertd is down: still ECONNREFUSED", err == "ECONNREFUSED", err)
         net.stop(app, signal.SIGKILL)
-        R.check("the app on the capture port received nothing", "accepted" not in ws.tail(app_log), ws.tail(app_log))
+        R.check("the app on the capture port received nothing", "accepted" not in hs.tail(app_log), hs.tail(app_log))
 
         # --- restart: pins re-adopted, one program per hook, enrollment kept in BPF
         t_ready = self.start("restart")
-        R.check("restart: pinned BPF state re-adopted", "re-adopted pinned BPF maps" in ws.tail(self.log),
-                ws.tail(self.log, 20))
+        R.check("restart: pinned BPF state re-adopted", "re-adopted pinned BPF maps" in hs.tail(self.log),
+                hs.tail(self.log, 20))
         R.check("restart: exactly one culvert program on connect4", self.connect4_programs() == 1,
                 f"{self.connect4_programs()} programs")
         R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, "v2")) == pins_before)
         # Re-opening the pod's listener: what the registry of issue #7 does at start.
         cp = self.ctl("enroll", "--netns", self.client.netns_path, "--namespace", "team-a", "--name", "client",
                       "--container-id", "c-client", "--ip", CLIENT_IP, "--fail-mode", "closed")
-        R.check("restart: re-enroll client", cp.returncode == 0, ws.describe(cp))
+        R.check("restart: re-enroll client", cp.returncode == 0, hs.describe(cp))
         cp = self.curl(f"http://{VIP4}/after")
         t_ok = time.monotonic()
-        R.check("restart: captured connect works", self.ok_body(cp, "/after"), ws.describe(cp))
+        R.check("restart: captured connect works", self.ok_body(cp, "/after"), hs.describe(cp))
         print(f"MEASURE fail-mode window kill -9 -> first captured success: {t_ok - t_kill:.3f}s "
               f"(restart to /ready {t_ready - t_kill:.3f}s, /ready -> success {t_ok - t_ready:.3f}s)", flush=True)
         R.check("restart: first captured connect within 1 s of /ready", t_ok - t_ready < 1.0,
@@ -254,7 +257,7 @@ class CaptureScenario:
         net.stop(self.proc, signal.SIGTERM)
         R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, "v2", "cv_enrolled")))
         cp = net.run([a.culvertd, "uninstall", "--config", self.boot], timeout=20)
-        R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, ws.describe(cp))
+        R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, hs.describe(cp))
         n = self.connect4_programs()
         R.check("uninstall: no program left on the cgroup", n == 0,
                 f"{n}: {net.run(['bpftool', 'cgroup', 'show', self.cg.path]).stdout}")
@@ -265,7 +268,7 @@ class CaptureScenario:
         for name in sorted(os.listdir(self.net.tmpdir)):
             if name.startswith("culvertd-") and name.endswith(".log"):
                 print(f"----- {name} -----")
-                print(ws.tail(os.path.join(self.net.tmpdir, name), 100), end="", flush=True)
+                print(hs.tail(os.path.join(self.net.tmpdir, name), 100), end="", flush=True)
 
 
 def main() -> int:
