@@ -63,7 +63,17 @@ public:
   }
   bool responseComplete() const { return response_complete_; }
 
+  // Response bytes are the tenant's work too (a 1 MiB body costs more than its request):
+  // charged, and paused like the downstream side when the tenant is over its share.
   void onData(std::string_view data) override {
+    auto& tenant = *session_.pod_->tenant;
+    Http1Session& session = session_;  // `this` may be handed to deferred delete inside
+    session.services_.scheduler.run(tenant.id, tenant.weight.load(std::memory_order_relaxed),
+                                    [&] { onResponseData(data); });
+    session.pauseUpstreamIfOverShare();
+  }
+
+  void onResponseData(std::string_view data) {
     if (response_complete_) {
       // Bytes after a complete response: this connection can't be trusted for reuse.
       reusable_ = false;
@@ -318,9 +328,18 @@ void Http1Session::updateDownstreamReading() {
   chargeBuffered();
 }
 
+void Http1Session::pauseUpstreamIfOverShare() {
+  if (closed_ || !upstream_ || upstream_share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  upstream_share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    upstream_share_pause_.reset();
+    updateUpstreamReading();
+  });
+  upstream_->readEnable(false);
+}
+
 void Http1Session::updateUpstreamReading() {
   if (closed_ || !upstream_) return;
-  upstream_->readEnable(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  upstream_->readEnable(!upstream_share_pause_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark);
   chargeBuffered();
 }
 
@@ -499,6 +518,7 @@ void Http1Session::close() {
   request_slot_.release();
   buffered_.set(0);
   share_pause_.reset();
+  upstream_share_pause_.reset();
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));

@@ -67,6 +67,7 @@ private:
   bool admitRequest();
   void chargeBuffered();
   void pauseIfOverShare();  // the worker's fair share between tenants
+  void pauseUpstreamIfOverShare();
   void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
   void onResponseHead(http::ResponseHead& head);
   void onResponseBody(std::string_view data);
@@ -114,6 +115,7 @@ private:
   tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
   std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
+  std::unique_ptr<event::Scheduler::Pause> upstream_share_pause_;  // the same, for response reads
 };
 
 }  // namespace culvert::server
