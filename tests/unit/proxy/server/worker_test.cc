@@ -810,6 +810,43 @@ TEST_F(TenantBudgetTest, RequestRateOverTheBucketGets503) {
   close(fd);
 }
 
+TEST_F(TenantBudgetTest, AListenerOrRoutesOutOfTheTenantsScopeAreClosedAndCounted) {
+  auto scoped = std::make_shared<config::Tenant>();
+  scoped->name = "default";
+  scoped->allowed_listeners = {"some-other-vip"};
+  tenant_->apply(scoped, {});
+  int fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  bool eof = false;
+  EXPECT_TRUE(readResponses(fd, 1, &eof).empty());
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(tenant_->no_filter_chain->value(), 1u);
+  expectOtherServed();
+
+  // The listener allowed, its routes not: the same.
+  scoped = std::make_shared<config::Tenant>(*scoped);
+  scoped->allowed_listeners = {"vip"};
+  scoped->allowed_routes = {"some-other-routes"};
+  tenant_->apply(scoped, {});
+  fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  eof = false;
+  EXPECT_TRUE(readResponses(fd, 1, &eof).empty());
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(tenant_->no_filter_chain->value(), 2u);
+  EXPECT_EQ(tenant_->budget.connections(), 0u);  // released, not leaked
+
+  tenant_->apply(nullptr, {});  // no resource: everything allowed again
+  fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto r = readResponses(fd, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 "));
+  close(fd);
+}
+
 TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOnly) {
   setLimits({.max_buffered_bytes = 64 * 1024});
   int slow = connectClient();
