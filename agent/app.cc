@@ -249,6 +249,9 @@ common::Result<void> App::startAds() {
 
 common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> snapshot) {
   config_version_ = snapshot->version;
+  snapshot_ = snapshot;
+  // Tenant limits and scope first, so the new listeners never run under the old ones.
+  if (pods_) pods_->tenants().apply(snapshot->tenants);
   auto published = server_->publish(snapshot);
   for (const auto& e : published.bind_errors) {
     resource_errors_.inc();
@@ -329,8 +332,10 @@ void App::installAdminHandlers() {
     reply({200, "text/plain; version=0.0.4; charset=utf-8",
            renderStats(tenant == request.query.end() ? std::string() : tenant->second)});
   });
-  admin_->addHandler("/config_dump", [this](const AdminRequest&, auto reply) {
-    reply({200, "application/json", configDump()});
+  admin_->addHandler("/config_dump", [this](const AdminRequest& request, auto reply) {
+    auto tenant = request.query.find("tenant");
+    reply({200, "application/json",
+           tenant == request.query.end() ? configDump() : tenantConfigDump(tenant->second)});
   });
 }
 
@@ -441,6 +446,20 @@ std::string App::configDump() const {
   nlohmann::json pods = nlohmann::json::array();
   if (pods_) {
     for (const auto& record : pods_->list()) pods.push_back(cni::toJson(record));
+  }
+  dump["pods"] = pods;
+  return dump.dump(2) + "\n";
+}
+
+std::string App::tenantConfigDump(const std::string& tenant) const {
+  nlohmann::json dump;
+  dump["version"] = config_version_;
+  if (pods_ && snapshot_) dump["tenant"] = pods_->tenants().dump(tenant, *snapshot_);
+  nlohmann::json pods = nlohmann::json::array();
+  if (pods_) {
+    for (const auto& p : pods_->status()) {
+      if (p.tenant == tenant) pods.push_back(cni::toJson(p.record));
+    }
   }
   dump["pods"] = pods;
   return dump.dump(2) + "\n";

@@ -63,6 +63,8 @@ private:
   std::string renderPodCaptureStats(const std::string& tenant);
   nlohmann::json captureStatus() const;
   std::string configDump() const;
+  // /config_dump?tenant=NAME: one tenant's slice only.
+  std::string tenantConfigDump(const std::string& tenant) const;
   void startServiceNotifications();
   void stop();
 
@@ -81,6 +83,7 @@ private:
   bool config_loaded_ = false;
   std::string resources_dump_ = "null";
   std::string config_version_;
+  std::shared_ptr<const config::Snapshot> snapshot_;  // the last published
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   uv_signal_t sighup_{};

@@ -11,6 +11,7 @@
 #include <charconv>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -114,6 +115,17 @@ Setter nonEmptyString(Assign assign) {
     auto s = readNonEmpty(n, where);
     if (!s) return std::unexpected(s.error());
     assign(b, std::move(*s));
+    return {};
+  };
+}
+
+// An unsigned integer field of the type's full range.
+template <typename T, typename Field>
+Setter unsignedField(Field field) {
+  return [field](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+    auto v = readUnsigned(n, where, 0, std::numeric_limits<T>::max());
+    if (!v) return std::unexpected(v.error());
+    field(b) = static_cast<T>(*v);
     return {};
   };
 }
@@ -289,6 +301,22 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          }
          return {};
        }},
+      {"tenants.defaults.max_downstream_connections", unsignedField<uint32_t>([](Bootstrap& b) -> auto& {
+         return b.tenants.defaults.max_downstream_connections;
+       })},
+      {"tenants.defaults.max_requests_in_flight", unsignedField<uint32_t>([](Bootstrap& b) -> auto& {
+         return b.tenants.defaults.max_requests_in_flight;
+       })},
+      {"tenants.defaults.max_buffered_bytes", unsignedField<uint64_t>([](Bootstrap& b) -> auto& {
+         return b.tenants.defaults.max_buffered_bytes;
+       })},
+      {"tenants.defaults.max_requests_per_second", unsignedField<uint32_t>([](Bootstrap& b) -> auto& {
+         return b.tenants.defaults.max_requests_per_second;
+       })},
+      {"tenants.defaults.burst", unsignedField<uint32_t>([](Bootstrap& b) -> auto& { return b.tenants.defaults.burst; })},
+      {"tenants.buffered_bytes_watermark", unsignedField<uint64_t>([](Bootstrap& b) -> auto& {
+         return b.tenants.buffered_bytes_watermark;
+       })},
       {"log.level",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          static const std::set<std::string, std::less<>> levels = {"trace", "debug", "info", "warn",
@@ -538,6 +566,16 @@ std::string formatBootstrap(const Bootstrap& b) {
     }
     out << YAML::EndMap;
   }
+  out << YAML::EndMap;
+  out << YAML::Key << "tenants" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "defaults" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "max_downstream_connections" << YAML::Value << b.tenants.defaults.max_downstream_connections;
+  out << YAML::Key << "max_requests_in_flight" << YAML::Value << b.tenants.defaults.max_requests_in_flight;
+  out << YAML::Key << "max_buffered_bytes" << YAML::Value << b.tenants.defaults.max_buffered_bytes;
+  out << YAML::Key << "max_requests_per_second" << YAML::Value << b.tenants.defaults.max_requests_per_second;
+  out << YAML::Key << "burst" << YAML::Value << b.tenants.defaults.burst;
+  out << YAML::EndMap;
+  out << YAML::Key << "buffered_bytes_watermark" << YAML::Value << b.tenants.buffered_bytes_watermark;
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << b.log.level;

@@ -12,6 +12,7 @@
 #include "proxy/common/logging.h"
 #include "proxy/common/socket_address.h"
 #include "proxy/tls/client_context.h"
+#include "proxy/config/tenant.h"
 
 namespace culvert::agent {
 
@@ -91,6 +92,15 @@ struct Bootstrap {
     } tls;
   } xds;
 
+  struct Tenants {
+    // Budgets of a tenant without a culvert.v1.Tenant resource, and the base a resource's
+    // unset limits fall back to; 0 = no limit.
+    config::TenantLimits defaults;
+    // Process-wide buffered bytes above which the tenants holding more than their share
+    // are shed (the heaviest first, never everyone at once); 0 = none.
+    uint64_t buffered_bytes_watermark = 0;
+  } tenants;
+
   struct Log {
     std::string level = "info";
     common::LogFormat format = common::LogFormat::Text;
@@ -124,6 +134,14 @@ xds:
   address: ""
   max_stale: 86400
   delta: false
+tenants:
+  defaults:
+    max_downstream_connections: 0
+    max_requests_in_flight: 0
+    max_buffered_bytes: 0
+    max_requests_per_second: 0
+    burst: 0
+  buffered_bytes_watermark: 0
 log:
   level: info
   format: text

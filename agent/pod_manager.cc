@@ -45,14 +45,13 @@ auto inNetns(int netns_fd, Fn&& fn) -> decltype(fn()) {
 PodManager::PodManager(const Bootstrap& bootstrap, ebpf::CaptureProgram& capture, server::Server& server,
                        common::StatsStore& stats)
     : bootstrap_(bootstrap), capture_(capture), server_(server), stats_(stats),
+      tenants_(stats, bootstrap.tenants.defaults, bootstrap.tenants.buffered_bytes_watermark),
       enrolled_gauge_(stats.gauge("culvert_pods_enrolled", {}, "Pods whose traffic is captured")),
       uncaptured_counter_(stats.counter("culvert_cni_uncaptured_pods_total", {},
                                         "Pods culvert-cni let start uncaptured while culvertd was unreachable")) {}
 
 std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& name) {
-  auto& t = tenants_[name];
-  if (!t) t = tenant::TenantContext::create(static_cast<uint32_t>(tenants_.size()), name, stats_);
-  return t;
+  return tenants_.get(name);
 }
 
 common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) { return enrollAs(record, std::nullopt); }

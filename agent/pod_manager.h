@@ -13,6 +13,7 @@
 
 #include "agent/bootstrap.h"
 #include "agent/registry.h"
+#include "agent/tenant_registry.h"
 #include "cni/protocol/enrollment.h"
 #include "ebpf/loader/capture_program.h"
 #include "proxy/common/stats.h"
@@ -63,6 +64,9 @@ public:
   size_t adoptUncaptured(const std::filesystem::path& dir);
   // Netns cookies of the enrolled pods.
   std::set<uint64_t> cookies() const;
+  // The tenants of the pods, with their budgets and Tenant resources.
+  TenantRegistry& tenants() { return tenants_; }
+  const TenantRegistry& tenants() const { return tenants_; }
 
 private:
   struct Enrolled {
@@ -84,7 +88,7 @@ private:
   server::Server& server_;
   common::StatsStore& stats_;
   std::map<Key, Enrolled> pods_;
-  std::map<std::string, std::shared_ptr<tenant::TenantContext>> tenants_;
+  TenantRegistry tenants_;
   common::Gauge& enrolled_gauge_;
   common::Counter& uncaptured_counter_;
   std::unique_ptr<Registry> registry_;

@@ -14,6 +14,7 @@
 
 #include "proxy/common/regex.h"
 #include "proxy/common/socket_address.h"
+#include "proxy/config/tenant.h"
 
 namespace culvert::config {
 
@@ -225,6 +226,7 @@ struct Snapshot {
   std::string version;
   std::shared_ptr<const ListenerTable> listeners = std::make_shared<ListenerTable>();
   std::shared_ptr<const ClusterTable> clusters = std::make_shared<ClusterTable>();
+  std::shared_ptr<const TenantTable> tenants = std::make_shared<TenantTable>();
 };
 
 }  // namespace culvert::config

@@ -51,7 +51,17 @@ public:
   }
   bool responseComplete() const { return response_complete_; }
 
+  // Response bytes are the tenant's work too (a 1 MiB body costs more than its request):
+  // charged, and paused like the downstream side when the tenant is over its share.
   void onData(std::string_view data) override {
+    auto& tenant = *session_.pod_->tenant;
+    Http1Session& session = session_;  // `this` may be handed to deferred delete inside
+    session.services_.scheduler.run(tenant.id, tenant.weight.load(std::memory_order_relaxed),
+                                    [&] { onResponseData(data); });
+    session.pauseUpstreamIfOverShare();
+  }
+
+  void onResponseData(std::string_view data) {
     if (response_complete_) {
       // Bytes after a complete response: this connection can't be trusted for reuse.
       reusable_ = false;
@@ -103,10 +113,12 @@ Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> p
   downstream_->setCallbacks(this);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
+  buffered_.bind(*pod_->tenant);
 }
 
 Http1Session::~Http1Session() {
   pod_->tenant->downstream_cx_active->add(-1);
+  pod_->tenant->budget.releaseConnection();
 }
 
 void Http1Session::start(std::string_view initial_bytes) {
@@ -115,7 +127,33 @@ void Http1Session::start(std::string_view initial_bytes) {
 }
 
 void Http1Session::onData(std::string_view data) {
-  services_.scheduler.run(pod_->tenant->id, [&] { feed(data); });
+  if (share_pause_ || services_.scheduler.overShare(pod_->tenant->id)) {
+    // The tenant is over its share: keep what was already read for later, read no more.
+    downstream_pending_.append(data);
+    pauseIfOverShare();
+    return;
+  }
+  services_.scheduler.run(pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed), [&] { feed(data); });
+  pauseIfOverShare();
+}
+
+// The tenant used its share of the worker while another tenant has work: stop reading
+// until the scheduler's next round (the bytes wait in the kernel, not in memory).
+void Http1Session::pauseIfOverShare() {
+  if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    share_pause_.reset();
+    // Replay what was held back, unless it waits for the response in flight (the end
+    // of that exchange replays it).
+    if (!downstream_pending_.empty() && !(in_exchange_ && request_complete_)) {
+      std::string pending = std::move(downstream_pending_);
+      downstream_pending_.clear();
+      onData(pending);
+      return;
+    }
+    updateDownstreamReading();
+  });
+  downstream_->readEnable(false);
 }
 
 void Http1Session::feed(std::string_view data) {
@@ -170,11 +208,30 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   close_after_response_ = !request_.keep_alive;
   route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
+  if (!admitRequest()) return;
   // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
   if (router::takeExpectContinue(request_.headers) && request_.version_minor == 1) {
     downstream_->write("HTTP/1.1 100 Continue\r\n\r\n");
   }
   routeRequest();
+}
+
+bool Http1Session::admitRequest() {
+  auto refused = request_slot_.admit(*pod_->tenant);
+  if (!refused) return true;
+  // Only this tenant is over its budget: a 503 the client may retry after a pause.
+  http::HeaderMap headers;
+  headers.add("retry-after", "1");
+  headers.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
+  sendLocalReply(503, "tenant over budget\n", &headers);
+  return false;
+}
+
+// Bytes waiting in user space on either side, for the tenant's buffered-bytes budget.
+void Http1Session::chargeBuffered() {
+  buffered_.set(closed_ ? 0
+                        : downstream_pending_.size() + upstream_pending_.size() + downstream_->queuedWriteBytes() +
+                              (upstream_ ? upstream_->queuedWriteBytes() : 0));
 }
 
 void Http1Session::routeRequest() {
@@ -243,10 +300,21 @@ void Http1Session::onBody(std::string_view data) {
 
 void Http1Session::updateDownstreamReading() {
   if (closed_) return;
-  bool blocked = downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
+  bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit ||
+                 upstream_pending_.size() > kPendingLimit ||
                  (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
                  (h2_upstream_ && h2_upstream_->queuedBytes() > kWriteHighWatermark);
   downstream_->readEnable(!blocked);
+  chargeBuffered();
+}
+
+void Http1Session::pauseUpstreamIfOverShare() {
+  if (closed_ || !upstream_ || upstream_share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  upstream_share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    upstream_share_pause_.reset();
+    updateUpstreamReading();
+  });
+  upstream_->readEnable(false);
 }
 
 void Http1Session::updateUpstreamReading() {
@@ -254,7 +322,8 @@ void Http1Session::updateUpstreamReading() {
     h2_upstream_->downstreamDrained();
   }
   if (closed_ || !upstream_) return;
-  upstream_->readEnable(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  upstream_->readEnable(!upstream_share_pause_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  chargeBuffered();
 }
 
 void Http1Session::onMessageComplete() {
@@ -338,7 +407,7 @@ void Http1Session::onUpstreamFailed(const std::string& reason, bool response_sta
   sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
 }
 
-void Http1Session::sendLocalReply(int status, std::string_view body) {
+void Http1Session::sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers) {
   connecting_.reset();
   response_started_ = true;
   countStatus(status);
@@ -347,6 +416,9 @@ void Http1Session::sendLocalReply(int status, std::string_view body) {
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
   router::prepareDownstreamResponse(*routes_, decision_, head.headers);
+  if (extra_headers) {
+    for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
+  }
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
   downstream_->write(out);
@@ -397,6 +469,7 @@ void Http1Session::finishExchange() {
   request_ = http::RequestHead{};
   decision_ = {};
   std::string().swap(response_out_);
+  request_slot_.release();
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -448,6 +521,10 @@ void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
   recordDuration();
+  request_slot_.release();
+  buffered_.set(0);
+  share_pause_.reset();
+  upstream_share_pause_.reset();
   route_timer_.reset();
   connecting_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));

@@ -67,7 +67,12 @@ private:
 
   void feed(std::string_view data);
   void routeRequest();
-  void sendLocalReply(int status, std::string_view body);
+  void sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr);
+  // The tenant's budgets (proxy/tenant): admission of a new request, bytes held.
+  bool admitRequest();
+  void chargeBuffered();
+  void pauseIfOverShare();  // the worker's fair share between tenants
+  void pauseUpstreamIfOverShare();
   void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
   void onResponseHead(http::ResponseHead& head);
   void onResponseBody(std::string_view data);
@@ -115,6 +120,11 @@ private:
   std::string downstream_pending_;  // bytes read while the parser waited (pipelining)
   bool parser_inside_dispatch_ = false;
   bool closed_ = false;
+
+  tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget
+  tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
+  std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
+  std::unique_ptr<event::Scheduler::Pause> upstream_share_pause_;  // the same, for response reads
 };
 
 }  // namespace culvert::server

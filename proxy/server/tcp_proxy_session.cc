@@ -53,7 +53,10 @@ TcpProxySession::TcpProxySession(WorkerServices services, std::shared_ptr<const 
   }
 }
 
-TcpProxySession::~TcpProxySession() { pod_->tenant->downstream_cx_active->add(-1); }
+TcpProxySession::~TcpProxySession() {
+  pod_->tenant->downstream_cx_active->add(-1);
+  pod_->tenant->budget.releaseConnection();
+}
 
 void TcpProxySession::start(std::string_view initial_bytes) {
   pending_upstream_.assign(initial_bytes);

@@ -1,5 +1,7 @@
 #include "proxy/server/worker.h"
 
+#include <sys/socket.h>
+
 #include <spdlog/spdlog.h>
 
 namespace culvert::server {
@@ -10,10 +12,16 @@ constexpr std::chrono::milliseconds kUpstreamIdleTimeout{60000};
 // protocol (the client waits for the server to speak): the delay such a protocol pays
 // on listeners that need sniffing.
 constexpr std::chrono::milliseconds kSniffTimeout{100};
+
+void resetAndClose(network::FileDescriptor fd) {
+  linger reset{1, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+}  // fd closes here
 }
 
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
+      scheduler_(&dispatcher_),
       pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout),
       http2_pool_(dispatcher_, pool_, stats, kUpstreamIdleTimeout),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
@@ -110,6 +118,7 @@ void Worker::onBoundAccept(const std::string& listener_name, network::FileDescri
   client->name = listener_name;
   client->ip = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip();
   client->tenant = node_tenant_;
+  client->tenant->budget.tryAcquireConnection();  // the node tenant has no limits; sessions release
   // A bound listener has no original destination: ORIGINAL_DST clusters get none.
   classify(std::move(client), *it->second, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local)),
            std::nullopt, std::move(fd));
@@ -126,6 +135,18 @@ void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescri
   if (listener == nullptr) {
     pod->tenant->no_filter_chain->inc();
     spdlog::debug("pod {}/{}: no listener for {}", pod->namespace_name, pod->name, destination->toString());
+    return;
+  }
+  if (!pod->tenant->allowsListener(listener->name)) {
+    // Out of the tenant's scope: as if no listener matched.
+    pod->tenant->no_filter_chain->inc();
+    return;
+  }
+  if (!pod->tenant->budget.tryAcquireConnection()) {
+    // Over the tenant's connection budget: reset at once (RST, not FIN), so the client
+    // fails fast instead of waiting on a connection that will never be served.
+    pod->tenant->countShed(tenant::Budget::Connections);
+    resetAndClose(std::move(fd));
     return;
   }
   classify(pod, *listener, *destination, destination, std::move(fd));
@@ -156,7 +177,10 @@ public:
       decide(result, false);
     }
   }
-  void onClose(network::CloseReason) override { worker_.finishSniff(this); }
+  void onClose(network::CloseReason) override {
+    pod_->tenant->budget.releaseConnection();  // no session will release it
+    worker_.finishSniff(this);
+  }
 
 private:
   void decide(network::SniffResult result, bool timed_out) {
@@ -185,7 +209,10 @@ void Worker::classify(std::shared_ptr<const Pod> pod, const config::Listener& li
                       const common::SocketAddress& destination, std::optional<common::SocketAddress> original_destination,
                       network::FileDescriptor fd) {
   auto connection = network::TcpConnection::adopt(dispatcher_, fd.release());
-  if (!connection) return;
+  if (!connection) {
+    pod->tenant->budget.releaseConnection();
+    return;
+  }
   bool http_only = false;
   if (!needsSniffing(listener)) {
     const auto* chain = selectFilterChain(listener, destination);
@@ -213,7 +240,11 @@ void Worker::finishSniff(Sniffer* sniffer) {
 void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain,
                           std::optional<common::SocketAddress> original_destination,
                           std::unique_ptr<network::TcpConnection> connection, std::string_view initial_bytes) {
+  if (chain != nullptr && chain->isHttp() && !pod->tenant->allowsRoute(chain->http.route_config->name)) {
+    chain = nullptr;  // the chain's routes are out of the tenant's scope
+  }
   if (chain == nullptr) {
+    pod->tenant->budget.releaseConnection();
     pod->tenant->no_filter_chain->inc();
     spdlog::debug("pod {}/{}: no filter chain matched", pod->namespace_name, pod->name);
     return;  // the connection closes

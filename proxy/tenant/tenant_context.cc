@@ -2,8 +2,9 @@
 
 namespace culvert::tenant {
 
-std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string name, common::StatsStore& stats) {
-  auto t = std::make_shared<TenantContext>();
+std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string name, common::StatsStore& stats,
+                                                     std::shared_ptr<MemoryWatermark> memory) {
+  auto t = std::make_shared<TenantContext>(std::move(memory));
   t->id = id;
   t->name = std::move(name);
   common::Labels labels{{"tenant", t->name}};
@@ -25,7 +26,67 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,
                                       "Captured connections that matched no listener or filter chain");
+  for (size_t i = 0; i < kBudgetKinds; ++i) {
+    t->shed[i] = &stats.counter("culvert_tenant_shed_total",
+                                {{"tenant", t->name}, {"budget", std::string(toString(static_cast<Budget>(i)))}},
+                                "Connections and requests refused because the tenant was over a budget");
+  }
   return t;
+}
+
+namespace {
+bool listed(const std::vector<std::string>& allowed, std::string_view name) {
+  if (allowed.empty()) return true;
+  for (const auto& a : allowed) {
+    if (a == name) return true;
+  }
+  return false;
+}
+}  // namespace
+
+bool TenantContext::allowsListener(std::string_view listener) const {
+  auto r = resource.load();
+  return !r || listed(r->allowed_listeners, listener);
+}
+
+bool TenantContext::allowsRoute(std::string_view route_config) const {
+  auto r = resource.load();
+  return !r || listed(r->allowed_routes, route_config);
+}
+
+void TenantContext::apply(std::shared_ptr<const config::Tenant> tenant, const config::TenantLimits& defaults) {
+  budget.setLimits(tenant ? tenant->limits.over(defaults) : defaults);
+  weight.store(tenant ? tenant->weight : 1, std::memory_order_relaxed);
+  resource.store(std::move(tenant));
+}
+
+std::optional<Budget> RequestSlot::admit(TenantContext& tenant) {
+  release();
+  auto refused = tenant.budget.admitRequest(TenantBudget::Clock::now());
+  if (refused) {
+    tenant.countShed(*refused);
+    return refused;
+  }
+  held_ = &tenant;
+  return std::nullopt;
+}
+
+void RequestSlot::release() {
+  if (held_ == nullptr) return;
+  held_->budget.releaseRequest();
+  held_ = nullptr;
+}
+
+void BufferCharge::set(uint64_t bytes) {
+  if (tenant_ == nullptr || bytes == charged_) return;
+  tenant_->budget.addBuffered(static_cast<int64_t>(bytes) - static_cast<int64_t>(charged_));
+  charged_ = bytes;
+}
+
+std::string overloadReason(Budget budget) {
+  std::string reason = "tenant-";
+  for (char c : toString(budget)) reason += c == '_' ? '-' : c;
+  return reason;
 }
 
 }  // namespace culvert::tenant

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "xds/proto/culvert/v1/tenant.pb.h"
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
 #include "xds/proto/envoy/config/listener/v3/listener.pb.h"
@@ -89,6 +90,15 @@ common::Result<Decoded> decodeResource(ResourceType type, const std::string& pay
       out.resource.endpoints = std::make_shared<const std::vector<config::Endpoint>>(std::move(*t));
       break;
     }
+    case ResourceType::Tenant: {
+      auto& proto = *google::protobuf::Arena::CreateMessage<culvert::v1::Tenant>(&arena);
+      if (!proto.ParseFromString(payload)) return common::fail("cannot decode the Tenant");
+      out.name = proto.name();
+      auto t = translate::translateTenant(proto);
+      if (!t) return std::unexpected(t.error());
+      out.resource.tenant = std::make_shared<const config::Tenant>(std::move(*t));
+      break;
+    }
   }
   return out;
 }
@@ -117,6 +127,11 @@ std::string bestEffortName(ResourceType type, const std::string& payload, int in
       if (p.ParsePartialFromString(payload)) name = p.cluster_name();
       break;
     }
+    case ResourceType::Tenant: {
+      culvert::v1::Tenant p;
+      if (p.ParsePartialFromString(payload)) name = p.name();
+      break;
+    }
   }
   return name.empty() ? "resources[" + std::to_string(index) + "]" : name;
 }
@@ -141,6 +156,8 @@ std::string_view typeUrl(ResourceType type) {
       return translate::kClusterType;
     case ResourceType::ClusterLoadAssignment:
       return translate::kClusterLoadAssignmentType;
+    case ResourceType::Tenant:
+      return translate::kTenantType;
   }
   return {};
 }
@@ -162,14 +179,17 @@ std::string_view shortName(ResourceType type) {
       return "CDS";
     case ResourceType::ClusterLoadAssignment:
       return "EDS";
+    case ResourceType::Tenant:
+      return "TENANT";
   }
   return "?";
 }
 
 AdsState::AdsState() {
-  // LDS and CDS are wildcard subscriptions from the start; RDS/EDS follow names.
+  // LDS, CDS and Tenants are wildcard subscriptions from the start; RDS/EDS follow names.
   mut(ResourceType::Listener).subscribed = true;
   mut(ResourceType::Cluster).subscribed = true;
+  mut(ResourceType::Tenant).subscribed = true;
 }
 
 AdsState::~AdsState() = default;
@@ -215,7 +235,7 @@ ResponseOutcome AdsState::onResponse(const discovery::DiscoveryResponse& respons
   TypeState& s = mut(*type);
   s.nonce = response.nonce();
   s.received = true;
-  const bool wildcard = *type == ResourceType::Listener || *type == ResourceType::Cluster;
+  const bool wildcard = isWildcard(*type);
 
   std::set<std::string> seen;  // every name the response carried, valid or not
   for (int i = 0; i < response.resources_size(); ++i) {
@@ -374,6 +394,9 @@ std::shared_ptr<const config::Snapshot> AdsState::snapshot() const {
   for (const auto& [name, c] : active_clusters_) clusters->by_name.emplace(name, c);
   snap->listeners = std::move(listeners);
   snap->clusters = std::move(clusters);
+  auto tenants = std::make_shared<config::TenantTable>();
+  for (const auto& [name, r] : state(ResourceType::Tenant).resources) tenants->by_name.emplace(name, r.tenant);
+  snap->tenants = std::move(tenants);
   std::string version;
   for (auto t : kAllTypes) {
     if (!version.empty()) version += ",";
@@ -411,7 +434,7 @@ std::string AdsState::configDumpJson() const {
     j["nonce"] = s.nonce;
     json names = json::array();
     for (const auto& n : s.names) names.push_back(n);
-    j["subscribed"] = (t == ResourceType::Listener || t == ResourceType::Cluster) ? json("*") : names;
+    j["subscribed"] = isWildcard(t) ? json("*") : names;
     json resources = json::array();
     for (const auto& [name, r] : s.resources) {
       resources.push_back({{"name", name}, {"version", r.version}, {"last_updated", formatTime(r.last_updated)}});
@@ -509,7 +532,7 @@ DeltaOutcome AdsState::onDeltaResponse(const discovery::DeltaDiscoveryResponse& 
   TypeState& s = mut(*type);
   s.nonce = response.nonce();
   s.received = true;
-  const bool wildcard = *type == ResourceType::Listener || *type == ResourceType::Cluster;
+  const bool wildcard = isWildcard(*type);
   std::set<std::string> seen;
   for (int i = 0; i < response.resources_size(); ++i) {
     const auto& item = response.resources(i);

@@ -21,6 +21,7 @@
 //    the listener's/cluster's previous active version, if any (make-before-break).
 
 #include <chrono>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,13 +44,19 @@ class Node;
 
 namespace culvert::xds::client {
 
-enum class ResourceType { Listener, RouteConfiguration, Cluster, ClusterLoadAssignment };
+// Tenant is culvert's own type (culvert.v1.Tenant), a wildcard subscription like LDS/CDS.
+enum class ResourceType { Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, Tenant };
 inline constexpr ResourceType kAllTypes[] = {ResourceType::Listener, ResourceType::Cluster,
-                                            ResourceType::RouteConfiguration, ResourceType::ClusterLoadAssignment};
+                                            ResourceType::RouteConfiguration, ResourceType::ClusterLoadAssignment,
+                                            ResourceType::Tenant};
+// LDS, CDS and Tenants are wildcard subscriptions; RDS and EDS name their resources.
+constexpr bool isWildcard(ResourceType type) {
+  return type == ResourceType::Listener || type == ResourceType::Cluster || type == ResourceType::Tenant;
+}
 
 std::string_view typeUrl(ResourceType type);
 std::optional<ResourceType> typeFromUrl(std::string_view type_url);
-std::string_view shortName(ResourceType type);  // "LDS", "RDS", "CDS", "EDS"
+std::string_view shortName(ResourceType type);  // "LDS", "RDS", "CDS", "EDS", "TENANT"
 
 using SystemTime = std::chrono::system_clock::time_point;
 
@@ -66,6 +73,7 @@ struct AcceptedResource {
   std::shared_ptr<const config::RouteConfiguration> route;
   std::shared_ptr<const config::Cluster> cluster;
   std::shared_ptr<const std::vector<config::Endpoint>> endpoints;
+  std::shared_ptr<const config::Tenant> tenant;
 };
 
 struct ResourceRejection {
@@ -171,7 +179,7 @@ private:
   // Moves listeners/clusters whose dependencies are present into the active set.
   void refreshActive();
 
-  TypeState types_[4];
+  TypeState types_[std::size(kAllTypes)];
   // The last active (published) listener/cluster of each name, kept while a newer
   // version warms.
   std::map<std::string, std::shared_ptr<const config::Listener>> active_listeners_;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xds/client/yaml_json.h"
+#include "xds/proto/culvert/v1/tenant.pb.h"
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
 #include "xds/proto/envoy/config/listener/v3/listener.pb.h"
@@ -145,6 +146,7 @@ struct Loader {
   std::map<std::string, std::pair<size_t, std::shared_ptr<const config::RouteConfiguration>>> routes;
   std::map<std::string, std::pair<size_t, config::Cluster>> clusters;
   std::map<std::string, std::pair<size_t, std::vector<config::Endpoint>>> assignments;
+  std::map<std::string, std::pair<size_t, config::Tenant>> tenants;
 
   void fileError(const std::string& file, std::string reason) {
     file_errors.push_back(ResourceError{file, "", "", std::move(reason)});
@@ -209,9 +211,16 @@ struct Loader {
       if (!out) return reject(describe(out.error()));
       if (duplicate(assignments, entry)) return reject(*entry.reason);
       assignments.emplace(entry.name, std::make_pair(at, std::move(*out)));
+    } else if (type_name == messageNameOf(translate::kTenantType)) {
+      auto proto = decode<culvert::v1::Tenant>(resource);
+      if (!proto) return reject(describe(proto.error()));
+      auto out = translate::translateTenant(*proto);
+      if (!out) return reject(describe(out.error()));
+      if (duplicate(tenants, entry)) return reject(*entry.reason);
+      tenants.emplace(entry.name, std::make_pair(at, std::move(*out)));
     } else {
       return reject("unsupported resource type '" + entry.type_url +
-                    "' (supported: Listener, RouteConfiguration, Cluster, ClusterLoadAssignment)");
+                    "' (supported: Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, culvert.v1.Tenant)");
     }
     entries.push_back(std::move(entry));
   }
@@ -326,6 +335,11 @@ struct Loader {
     }
     result.snapshot.listeners = std::move(listener_table);
     result.snapshot.clusters = std::move(cluster_table);
+    auto tenant_table = std::make_shared<config::TenantTable>();
+    for (auto& [name, entry] : tenants) {
+      tenant_table->by_name.emplace(name, std::make_shared<const config::Tenant>(std::move(entry.second)));
+    }
+    result.snapshot.tenants = std::move(tenant_table);
 
     result.errors = file_errors;
     json accepted = json::array();

@@ -24,6 +24,10 @@ namespace envoy::config::endpoint::v3 {
 class ClusterLoadAssignment;
 }
 
+namespace culvert::v1 {
+class Tenant;
+}
+
 namespace culvert::xds::translate {
 
 // HttpConnectionManager with an inline route_config gets it translated and set; with RDS
@@ -41,5 +45,8 @@ common::Result<config::Cluster> translateCluster(const envoy::config::cluster::v
 // out, as Envoy leaves them out.
 common::Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(
     const envoy::config::endpoint::v3::ClusterLoadAssignment& proto);
+
+// culvert.v1.Tenant (translate_tenant.cc).
+common::Result<config::Tenant> translateTenant(const culvert::v1::Tenant& proto);
 
 }  // namespace culvert::xds::translate

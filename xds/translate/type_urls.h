@@ -10,6 +10,7 @@ inline constexpr std::string_view kRouteConfigurationType =
 inline constexpr std::string_view kClusterType = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 inline constexpr std::string_view kClusterLoadAssignmentType =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+inline constexpr std::string_view kTenantType = "type.googleapis.com/culvert.v1.Tenant";
 
 inline constexpr std::string_view kHttpConnectionManagerName = "envoy.filters.network.http_connection_manager";
 inline constexpr std::string_view kHttpConnectionManagerMessage =

@@ -10,7 +10,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <iostream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -663,6 +665,210 @@ TEST_F(WorkerTest, ProbeAnswersWhileWorkersTurn) {
   std::promise<bool> result;
   main_.post([&] { server_->probeWorkers(1s, [&](bool ok) { result.set_value(ok); }); });
   EXPECT_TRUE(result.get_future().get());
+}
+
+}  // namespace
+}  // namespace culvert::server
+
+// --- Tenant budgets on the data path (proxy/tenant): each shed sheds only its tenant.
+namespace culvert::server {
+namespace {
+
+class TenantBudgetTest : public WorkerTest {
+protected:
+  void SetUp() override {
+    WorkerTest::SetUp();
+    // A second pod, of another tenant, with its own in-pod listener.
+    auto listen = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 64, true);
+    ASSERT_TRUE(listen);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen->get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    other_port_ = ntohs(sa.sin_port);
+    auto pod = std::make_shared<Pod>();
+    pod->id = 43;
+    pod->namespace_name = "other";
+    pod->name = "client";
+    pod->ip = "10.244.2.1";
+    pod->tenant = tenant::TenantContext::create(2, "other", stats_);
+    other_ = pod->tenant;
+    std::vector<network::FileDescriptor> fds;
+    fds.push_back(std::move(*listen));
+    server_->addPod(pod, std::move(fds));
+  }
+  void setLimits(config::TenantLimits limits) { tenant_->budget.setLimits(limits); }
+  int connectOther() {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(other_port_);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    return fd;
+  }
+  // One GET on a fresh connection of the other tenant: it must be served.
+  void expectOtherServed() {
+    int fd = connectOther();
+    send(fd, "GET /api/other HTTP/1.1\r\nHost: svc\r\n\r\n");
+    auto r = readResponses(fd, 1);
+    close(fd);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 ")) << r[0];
+  }
+  uint64_t shed(tenant::Budget b) const { return tenant_->shed[static_cast<size_t>(b)]->value(); }
+  static void expectShed(const std::string& response, const std::string& reason) {
+    EXPECT_TRUE(response.starts_with("HTTP/1.1 503 ")) << response;
+    EXPECT_NE(response.find("retry-after: 1\r\n"), std::string::npos) << response;
+    EXPECT_NE(response.find("x-culvert-overload: " + reason + "\r\n"), std::string::npos) << response;
+  }
+
+  uint16_t other_port_ = 0;
+  std::shared_ptr<tenant::TenantContext> other_;
+};
+
+TEST_F(TenantBudgetTest, ConnectionsOverTheBudgetAreResetWithinAMillisecondOfAccept) {
+  setLimits({.max_downstream_connections = 2});
+  int a = connectClient();
+  int b = connectClient();
+  for (int fd : {a, b}) {
+    send(fd, "GET /api/held HTTP/1.1\r\nHost: svc\r\n\r\n");
+    ASSERT_EQ(readResponses(fd, 1).size(), 1u);
+  }
+  // Each extra connection: the kernel completes the handshake, the worker resets it as
+  // soon as it accepts. Measured from connect() to the RST reaching the client.
+  std::vector<std::chrono::microseconds> reset_after;
+  for (int i = 0; i < 15; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    int fd = connectClient();
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 2000), 1);
+    char c;
+    EXPECT_EQ(read(fd, &c, 1), -1);
+    EXPECT_EQ(errno, ECONNRESET);
+    reset_after.push_back(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start));
+    close(fd);
+  }
+  std::sort(reset_after.begin(), reset_after.end());
+  std::cout << "[ measured ] connection over budget reset after (median of 15) " << reset_after[7].count()
+            << " us, max " << reset_after.back().count() << " us\n";
+  EXPECT_LT(reset_after[7], 1ms);
+  EXPECT_EQ(shed(tenant::Budget::Connections), 15u);
+  expectOtherServed();
+  // A held connection closes: a new one is admitted.
+  close(a);
+  std::this_thread::sleep_for(50ms);
+  int c = connectClient();
+  send(c, "GET /api/again HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto r = readResponses(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 "));
+  close(b);
+  close(c);
+}
+
+TEST_F(TenantBudgetTest, RequestsInFlightOverTheBudgetGet503WithRetryAfter) {
+  setLimits({.max_requests_in_flight = 1});
+  int stalled = connectClient();
+  send(stalled, "GET /api/stall HTTP/1.1\r\nHost: svc\r\n\r\n");  // in flight for 200 ms
+  std::this_thread::sleep_for(50ms);
+  int fd = connectClient();
+  send(fd, "GET /api/second HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto r = readResponses(fd, 1);
+  ASSERT_EQ(r.size(), 1u);
+  expectShed(r[0], "tenant-requests-in-flight");
+  EXPECT_EQ(shed(tenant::Budget::RequestsInFlight), 1u);
+  expectOtherServed();
+  EXPECT_EQ(other_->shed[static_cast<size_t>(tenant::Budget::RequestsInFlight)]->value(), 0u);
+  // Once the first finishes (504 from its route timeout), the slot is free again.
+  ASSERT_EQ(readResponses(stalled, 1).size(), 1u);
+  send(fd, "GET /api/third HTTP/1.1\r\nHost: svc\r\n\r\n");
+  r = readResponses(fd, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 ")) << r[0];
+  // Released when the exchange ends, just after the response is written.
+  auto deadline = std::chrono::steady_clock::now() + 1s;
+  while (tenant_->budget.requestsInFlight() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(tenant_->budget.requestsInFlight(), 0u);
+  close(stalled);
+  close(fd);
+}
+
+TEST_F(TenantBudgetTest, RequestRateOverTheBucketGets503) {
+  setLimits({.max_requests_per_second = 1, .burst = 3});
+  int fd = connectClient();
+  std::string three;
+  for (int i = 0; i < 4; ++i) three += "GET /api/r HTTP/1.1\r\nHost: svc\r\n\r\n";
+  send(fd, three);
+  auto r = readResponses(fd, 4);
+  ASSERT_EQ(r.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(r[i].starts_with("HTTP/1.1 200 ")) << i;
+  expectShed(r[3], "tenant-request-rate");
+  EXPECT_EQ(shed(tenant::Budget::RequestRate), 1u);
+  expectOtherServed();
+  close(fd);
+}
+
+TEST_F(TenantBudgetTest, AListenerOrRoutesOutOfTheTenantsScopeAreClosedAndCounted) {
+  auto scoped = std::make_shared<config::Tenant>();
+  scoped->name = "default";
+  scoped->allowed_listeners = {"some-other-vip"};
+  tenant_->apply(scoped, {});
+  int fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  bool eof = false;
+  EXPECT_TRUE(readResponses(fd, 1, &eof).empty());
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(tenant_->no_filter_chain->value(), 1u);
+  expectOtherServed();
+
+  // The listener allowed, its routes not: the same.
+  scoped = std::make_shared<config::Tenant>(*scoped);
+  scoped->allowed_listeners = {"vip"};
+  scoped->allowed_routes = {"some-other-routes"};
+  tenant_->apply(scoped, {});
+  fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  eof = false;
+  EXPECT_TRUE(readResponses(fd, 1, &eof).empty());
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(tenant_->no_filter_chain->value(), 2u);
+  EXPECT_EQ(tenant_->budget.connections(), 0u);  // released, not leaked
+
+  tenant_->apply(nullptr, {});  // no resource: everything allowed again
+  fd = connectClient();
+  send(fd, "GET /api/x HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto r = readResponses(fd, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 "));
+  close(fd);
+}
+
+TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOnly) {
+  setLimits({.max_buffered_bytes = 64 * 1024});
+  int slow = connectClient();
+  send(slow, "GET /api/big HTTP/1.1\r\nHost: svc\r\n\r\n");  // and never read: the proxy holds bytes
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (tenant_->budget.bufferedBytes() <= 64 * 1024 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GT(tenant_->budget.bufferedBytes(), 64u * 1024);
+  int fd = connectClient();
+  send(fd, "GET /api/more HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto r = readResponses(fd, 1);
+  ASSERT_EQ(r.size(), 1u);
+  expectShed(r[0], "tenant-buffered-bytes");
+  expectOtherServed();
+  close(slow);
+  close(fd);
+  deadline = std::chrono::steady_clock::now() + 3s;
+  while (tenant_->budget.bufferedBytes() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);  // a closed connection holds nothing
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "xds/client/ads_client.h"
+#include "xds/proto/culvert/v1/tenant.pb.h"
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
 #include "xds/proto/envoy/config/core/v3/base.pb.h"
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
@@ -93,11 +94,12 @@ TEST(AdsState, StreamStartsWithWildcardLdsAndCdsAndTheNodeInTheFirstRequest) {
   envoy::config::core::v3::Node node;
   node.set_id("n");
   auto reqs = s.streamStartRequests(node);
-  ASSERT_EQ(reqs.size(), 2u);
+  ASSERT_EQ(reqs.size(), 3u);
   EXPECT_EQ(reqs[0].type_url(), typeUrl(ResourceType::Listener));
   EXPECT_EQ(reqs[0].node().id(), "n");
   EXPECT_EQ(reqs[1].type_url(), typeUrl(ResourceType::Cluster));
   EXPECT_FALSE(reqs[1].has_node());
+  EXPECT_EQ(reqs[2].type_url(), "type.googleapis.com/culvert.v1.Tenant");  // wildcard too
   for (const auto& r : reqs) {
     EXPECT_TRUE(r.resource_names().empty());
     EXPECT_EQ(r.version_info(), "");
@@ -292,7 +294,7 @@ TEST(AdsState, StreamRestartResendsAcceptedVersionsAndNamesWithoutNonces) {
   converge(s);
   envoy::config::core::v3::Node node;
   auto reqs = s.streamStartRequests(node);
-  ASSERT_EQ(reqs.size(), 4u);
+  ASSERT_EQ(reqs.size(), 5u);  // LDS, CDS, RDS, EDS, Tenants
   std::map<std::string, DiscoveryRequest> by_type;
   for (auto& r : reqs) {
     EXPECT_EQ(r.response_nonce(), "");
@@ -354,7 +356,7 @@ TEST(AdsStateDelta, AckNackSubscribeUnsubscribeAndRemoval) {
   envoy::config::core::v3::Node node;
   node.set_id("n");
   auto start = s.deltaStreamStartRequests(node);
-  ASSERT_EQ(start.size(), 2u);
+  ASSERT_EQ(start.size(), 3u);  // LDS, CDS, Tenants
   EXPECT_EQ(start[0].node().id(), "n");
   EXPECT_TRUE(start[0].resource_names_subscribe().empty());  // wildcard
 
@@ -459,6 +461,65 @@ TEST(LastGood, RejectsACorruptFile) {
   auto loaded = readLastGood(file, s);
   std::filesystem::remove(file);
   EXPECT_FALSE(loaded);
+}
+
+}  // namespace
+}  // namespace culvert::xds::client
+
+namespace culvert::xds::client {
+namespace {
+
+culvert::v1::Tenant tenantResource(const std::string& name, uint32_t max_in_flight) {
+  return parse<culvert::v1::Tenant>(R"(name: ")" + name + R"(" limits { max_requests_in_flight { value: )" +
+                                    std::to_string(max_in_flight) + R"( } } allowed_listeners: "vip")");
+}
+
+TEST(AdsStateTenant, SotwIsAWildcardSubscriptionAndTheSnapshotCarriesTheTenants) {
+  AdsState s;
+  auto out = s.onResponse(response(ResourceType::Tenant, "t1", "n1", tenantResource("team-a", 4),
+                                   tenantResource("team-b", 8)),
+                          kNow);
+  EXPECT_TRUE(out.accepted);
+  ASSERT_EQ(out.requests.size(), 1u);
+  EXPECT_EQ(out.requests[0].version_info(), "t1");
+  auto snap = s.snapshot();
+  ASSERT_EQ(snap->tenants->by_name.size(), 2u);
+  EXPECT_EQ(snap->tenants->by_name.at("team-a")->limits.max_requests_in_flight, 4u);
+  EXPECT_EQ(snap->tenants->by_name.at("team-a")->allowed_listeners, std::vector<std::string>{"vip"});
+  EXPECT_NE(snap->version.find("TENANT=t1"), std::string::npos);
+
+  // State of the World: a tenant the next response does not carry is removed.
+  out = s.onResponse(response(ResourceType::Tenant, "t2", "n2", tenantResource("team-b", 9)), kNow);
+  snap = s.snapshot();
+  ASSERT_EQ(snap->tenants->by_name.size(), 1u);
+  EXPECT_EQ(snap->tenants->by_name.at("team-b")->limits.max_requests_in_flight, 9u);
+  EXPECT_NE(s.configDumpJson().find("culvert.v1.Tenant"), std::string::npos);
+}
+
+TEST(AdsStateTenant, AnInvalidTenantIsNackedByNameAndKeepsItsLastGoodVersion) {
+  AdsState s;
+  s.onResponse(response(ResourceType::Tenant, "t1", "n1", tenantResource("team-a", 4)), kNow);
+  auto bad = parse<culvert::v1::Tenant>(R"(name: "team-a" weight { value: 0 })");
+  auto out = s.onResponse(response(ResourceType::Tenant, "t2", "n2", bad, tenantResource("team-b", 1)), kNow);
+  EXPECT_FALSE(out.accepted);
+  ASSERT_EQ(out.rejected.size(), 1u);
+  EXPECT_EQ(out.rejected[0].name, "team-a");
+  EXPECT_NE(out.rejected[0].reason.find("weight"), std::string::npos);
+  EXPECT_EQ(out.requests[0].version_info(), "t1");
+  auto snap = s.snapshot();
+  EXPECT_EQ(snap->tenants->by_name.at("team-a")->limits.max_requests_in_flight, 4u);
+  EXPECT_EQ(snap->tenants->by_name.count("team-b"), 1u);  // the valid one is applied
+}
+
+TEST(AdsStateTenant, DeltaAddsAndRemovesTenants) {
+  AdsState s;
+  auto out = s.onDeltaResponse(
+      delta(ResourceType::Tenant, "d1", {}, std::pair{std::string("v1"), tenantResource("team-a", 4)}), kNow);
+  EXPECT_TRUE(out.accepted);
+  EXPECT_EQ(s.snapshot()->tenants->by_name.count("team-a"), 1u);
+  out = s.onDeltaResponse(delta(ResourceType::Tenant, "d2", {"team-a"}), kNow);
+  EXPECT_TRUE(out.accepted);
+  EXPECT_TRUE(s.snapshot()->tenants->by_name.empty());
 }
 
 }  // namespace

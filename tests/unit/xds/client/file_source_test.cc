@@ -247,3 +247,41 @@ TEST_F(FileSourceTest, EmptyDirectoryIsAnEmptySnapshot) {
 
 }  // namespace
 }  // namespace culvert::xds::client
+
+namespace culvert::xds::client {
+namespace {
+
+TEST_F(FileSourceTest, LoadsTenantsAndRejectsABadOneAlone) {
+  write("tenants.yaml", R"(
+version_info: t1
+resources:
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-a
+  limits: { max_downstream_connections: 10, max_requests_per_second: 100, burst: 20 }
+  weight: 2
+  allowed_listeners: [vip-a]
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-b
+  fail_mode: CLOSED
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-c
+  limits: { max_requests_in_flight: 3, colour: blue }
+)");
+  auto r = load();
+  ASSERT_EQ(r.snapshot.tenants->by_name.size(), 1u);
+  const auto& a = *r.snapshot.tenants->by_name.at("team-a");
+  EXPECT_EQ(a.limits.max_downstream_connections, 10u);
+  EXPECT_EQ(a.limits.max_requests_per_second, 100u);
+  EXPECT_EQ(a.limits.burst, 20u);
+  EXPECT_FALSE(a.limits.max_requests_in_flight.has_value());  // unset: the bootstrap default
+  EXPECT_EQ(a.weight, 2u);
+  EXPECT_EQ(a.allowed_listeners, std::vector<std::string>{"vip-a"});
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[0].resource, "team-b");
+  EXPECT_NE(r.errors[0].reason.find("fail_mode"), std::string::npos);
+  EXPECT_EQ(r.errors[1].resource, "team-c");
+  EXPECT_NE(r.errors[1].reason.find("colour"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace culvert::xds::client

@@ -48,8 +48,12 @@ def integrity(path):
 
 
 def project_protos():
+    """The project's copies of canonical files; culvert/ holds culvert's own messages,
+    which have no canonical counterpart."""
     protos = []
     for root, _, files in os.walk(PROJECT_ROOT):
+        if os.path.relpath(root, PROJECT_ROOT).split(os.sep)[0] == "culvert":
+            continue
         for f in files:
             if f.endswith(".proto"):
                 protos.append(os.path.relpath(os.path.join(root, f), PROJECT_ROOT))

@@ -1,0 +1,81 @@
+#include "agent/tenant_registry.h"
+
+#include <algorithm>
+
+namespace culvert::agent {
+
+namespace {
+
+std::shared_ptr<const config::Tenant> find(const config::TenantTable& table, const std::string& name) {
+  auto it = table.by_name.find(name);
+  return it == table.by_name.end() ? nullptr : it->second;
+}
+
+nlohmann::json limitsJson(const config::TenantLimits& l) {
+  return {{"max_downstream_connections", l.max_downstream_connections},
+          {"max_requests_in_flight", l.max_requests_in_flight},
+          {"max_buffered_bytes", l.max_buffered_bytes},
+          {"max_requests_per_second", l.max_requests_per_second},
+          {"burst", l.burst}};
+}
+
+}  // namespace
+
+TenantRegistry::TenantRegistry(common::StatsStore& stats, config::TenantLimits defaults,
+                               uint64_t buffered_bytes_watermark)
+    : stats_(stats), defaults_(defaults), memory_(std::make_shared<tenant::MemoryWatermark>(buffered_bytes_watermark)) {}
+
+std::shared_ptr<tenant::TenantContext> TenantRegistry::get(const std::string& name) {
+  auto& t = tenants_[name];
+  if (!t) {
+    // Id 0 is the node tenant's (connections to bound listeners).
+    t = tenant::TenantContext::create(static_cast<uint32_t>(tenants_.size()), name, stats_, memory_);
+    t->apply(find(*table_, name), defaults_);
+  }
+  return t;
+}
+
+void TenantRegistry::apply(std::shared_ptr<const config::TenantTable> tenants) {
+  table_ = tenants ? std::move(tenants) : std::make_shared<config::TenantTable>();
+  for (auto& [name, context] : tenants_) context->apply(find(*table_, name), defaults_);
+}
+
+nlohmann::json TenantRegistry::dump(const std::string& name, const config::Snapshot& snapshot) const {
+  nlohmann::json out;
+  out["tenant"] = name;
+  auto resource = find(*table_, name);
+  config::TenantLimits limits = resource ? resource->limits.over(defaults_) : defaults_;
+  out["limits"] = limitsJson(limits);
+  out["limits_source"] = resource ? "culvert.v1.Tenant" : "bootstrap tenants.defaults";
+  if (resource) {
+    out["weight"] = resource->weight;
+    out["allowed_listeners"] = resource->allowed_listeners;
+    out["allowed_routes"] = resource->allowed_routes;
+  }
+  auto allowed = [](const std::vector<std::string>& list, const std::string& n) {
+    return list.empty() || std::find(list.begin(), list.end(), n) != list.end();
+  };
+  nlohmann::json listeners = nlohmann::json::array();
+  nlohmann::json routes = nlohmann::json::array();
+  for (const auto& [lname, listener] : snapshot.listeners->by_name) {
+    if (resource && !allowed(resource->allowed_listeners, lname)) continue;
+    listeners.push_back(lname);
+    for (const auto& chain : listener->filter_chains) {
+      if (!chain.isHttp()) continue;
+      const auto& rname = chain.http.route_config->name;
+      if (resource && !allowed(resource->allowed_routes, rname)) continue;
+      if (std::find(routes.begin(), routes.end(), rname) == routes.end()) routes.push_back(rname);
+    }
+  }
+  out["listeners"] = std::move(listeners);
+  out["routes"] = std::move(routes);
+  if (auto it = tenants_.find(name); it != tenants_.end()) {
+    const auto& b = it->second->budget;
+    out["usage"] = {{"downstream_connections", b.connections()},
+                    {"requests_in_flight", b.requestsInFlight()},
+                    {"buffered_bytes", b.bufferedBytes()}};
+  }
+  return out;
+}
+
+}  // namespace culvert::agent

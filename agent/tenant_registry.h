@@ -1,0 +1,45 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "proxy/common/stats.h"
+#include "proxy/config/snapshot.h"
+#include "proxy/tenant/tenant_context.h"
+
+namespace culvert::agent {
+
+// The tenants culvertd knows (main thread only): one TenantContext per name, shared by
+// that tenant's pods, kept current with the culvert.v1.Tenant resources of the last
+// published configuration over the bootstrap's defaults. The data path never looks a
+// tenant up here: pods carry their TenantContext (DESIGN.md §4).
+class TenantRegistry {
+public:
+  TenantRegistry(common::StatsStore& stats, config::TenantLimits defaults, uint64_t buffered_bytes_watermark);
+
+  // The tenant's context, made on first use with its current resource applied.
+  std::shared_ptr<tenant::TenantContext> get(const std::string& name);
+  // A new configuration's Tenant resources: every known tenant's limits and scope are
+  // swapped (a tenant whose resource went away falls back to the defaults).
+  void apply(std::shared_ptr<const config::TenantTable> tenants);
+
+  const config::TenantLimits& defaults() const { return defaults_; }
+  const tenant::MemoryWatermark& memory() const { return *memory_; }
+
+  // /config_dump?tenant=NAME: that tenant's resource, effective limits, usage, and the
+  // listeners and routes of `snapshot` it may use — nothing of other tenants.
+  nlohmann::json dump(const std::string& name, const config::Snapshot& snapshot) const;
+
+private:
+  common::StatsStore& stats_;
+  config::TenantLimits defaults_;
+  std::shared_ptr<tenant::MemoryWatermark> memory_;
+  std::shared_ptr<const config::TenantTable> table_ = std::make_shared<config::TenantTable>();
+  std::map<std::string, std::shared_ptr<tenant::TenantContext>> tenants_;
+};
+
+}  // namespace culvert::agent

@@ -1,0 +1,49 @@
+#include "proxy/event/scheduler.h"
+
+#include <vector>
+
+namespace culvert::event {
+
+Scheduler::Scheduler(Dispatcher* dispatcher, std::chrono::nanoseconds quantum, std::chrono::milliseconds round)
+    : dispatcher_(dispatcher), share_(quantum), round_(round) {}
+
+Scheduler::Pause::~Pause() { scheduler_.paused_.erase(id_); }
+
+std::unique_ptr<Scheduler::Pause> Scheduler::pause(TenantId tenant, std::function<void()> resume) {
+  uint64_t id = next_pause_id_++;
+  paused_.emplace(id, Paused{tenant, std::move(resume)});
+  if (dispatcher_ != nullptr && !timer_armed_) {
+    if (!round_timer_) round_timer_ = dispatcher_->createTimer([this] { onRoundTimer(); });
+    round_timer_->enable(round_);
+    timer_armed_ = true;
+  }
+  return std::unique_ptr<Pause>(new Pause(*this, id));
+}
+
+void Scheduler::startRound(std::chrono::steady_clock::time_point now) {
+  share_.newRound();
+  round_started_ = now;
+}
+
+void Scheduler::onRoundTimer() {
+  timer_armed_ = false;
+  startRound(std::chrono::steady_clock::now());
+  // Resume callbacks may pause again (re-arming the timer) or cancel other pauses.
+  std::vector<uint64_t> ready;
+  for (const auto& [id, p] : paused_) {
+    if (!share_.overShare(p.tenant)) ready.push_back(id);
+  }
+  for (uint64_t id : ready) {
+    auto it = paused_.find(id);
+    if (it == paused_.end()) continue;
+    auto resume = std::move(it->second.resume);
+    paused_.erase(it);
+    resume();
+  }
+  if (!paused_.empty() && !timer_armed_) {
+    round_timer_->enable(round_);
+    timer_armed_ = true;
+  }
+}
+
+}  // namespace culvert::event

@@ -1,0 +1,141 @@
+#include "proxy/event/fair_share.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <tuple>
+
+#include "proxy/event/dispatcher.h"
+#include "proxy/event/scheduler.h"
+
+namespace culvert::event {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(FairShare, ATenantAloneIsNeverOverItsShare) {
+  FairShare s(100us);
+  for (int round = 0; round < 5; ++round) {
+    s.charge(1, 1, 10ms);
+    EXPECT_FALSE(s.overShare(1));
+    s.newRound();
+  }
+}
+
+TEST(FairShare, TheTenantThatSpentItsCreditPausesWhileAnotherHasWork) {
+  FairShare s(100us);
+  s.charge(2, 1, 10us);  // B: a cheap request
+  s.charge(1, 1, 150us);  // A: more than its quantum
+  EXPECT_TRUE(s.overShare(1));
+  EXPECT_FALSE(s.overShare(2));
+  // Next round: A is still in debt (−50 + 100 = 50 µs credit), so it runs again.
+  s.newRound();
+  EXPECT_FALSE(s.overShare(1));
+  EXPECT_EQ(s.deficit(1), 50'000);
+}
+
+TEST(FairShare, CreditCarriesOverButIsCappedAtOneRound) {
+  FairShare s(100us);
+  s.charge(1, 1, 0us);
+  s.charge(2, 1, 0us);
+  s.newRound();
+  s.newRound();
+  EXPECT_EQ(s.deficit(1), 100'000);  // not 300 µs saved up by idling
+}
+
+TEST(FairShare, IdleTenantsAreForgottenAfterAFewRounds) {
+  FairShare s(100us);
+  s.charge(1, 1, 1us);
+  s.charge(2, 1, 500us);
+  for (uint64_t r = 1; r < FairShare::kActiveRounds; ++r) s.newRound();
+  EXPECT_EQ(s.tenants(), 2u);  // 1 still counts as having work: 2 stays held back
+  s.charge(2, 1, 500us);
+  EXPECT_TRUE(s.overShare(2));
+  s.newRound();
+  EXPECT_EQ(s.tenants(), 1u);  // 1 forgotten
+  s.charge(2, 1, 500us);
+  EXPECT_FALSE(s.overShare(2));  // nobody else has work: 2 may use the worker
+}
+
+// Simulates a saturated worker: each round, every tenant with work runs as long as it is
+// not over its share; A's requests cost 10× B's. Worker time follows the weights.
+std::map<uint32_t, int64_t> simulate(uint32_t weight_a, uint32_t weight_b, std::chrono::nanoseconds cost_a,
+                                     std::chrono::nanoseconds cost_b, int rounds) {
+  FairShare s(100us);
+  std::map<uint32_t, int64_t> used;
+  std::map<uint32_t, bool> seen;
+  for (int r = 0; r < rounds; ++r) {
+    // DRR: within a round, a tenant runs while it has credit left.
+    for (bool progressed = true; progressed;) {
+      progressed = false;
+      for (auto [t, w, c] : {std::tuple{1u, weight_a, cost_a}, std::tuple{2u, weight_b, cost_b}}) {
+        if (seen[t] && s.deficit(t) <= 0) continue;
+        s.charge(t, w, c);
+        seen[t] = true;
+        used[t] += c.count();
+        progressed = true;
+      }
+    }
+    s.newRound();
+  }
+  return used;
+}
+
+TEST(FairShare, WorkerTimeIsSharedByWeightWhateverTheCostOfARequest) {
+  auto equal = simulate(1, 1, 50us, 5us, 200);
+  double ratio = static_cast<double>(equal[1]) / static_cast<double>(equal[2]);
+  EXPECT_NEAR(ratio, 1.0, 0.2) << equal[1] << " vs " << equal[2];
+
+  auto weighted = simulate(1, 3, 5us, 5us, 200);
+  ratio = static_cast<double>(weighted[2]) / static_cast<double>(weighted[1]);
+  EXPECT_NEAR(ratio, 3.0, 0.5) << weighted[2] << " vs " << weighted[1];
+}
+
+TEST(Scheduler, PausesATenantOverItsShareAndResumesItNextRound) {
+  Dispatcher d("sched");
+  Scheduler s(&d, 100us, 1ms);
+  auto busy = [](std::chrono::microseconds for_how_long) {
+    return [for_how_long] {
+      auto until = std::chrono::steady_clock::now() + for_how_long;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    };
+  };
+  bool resumed = false;
+  std::unique_ptr<Scheduler::Pause> pause;
+  d.post([&] {
+    s.run(2, busy(1us));
+    s.run(1, busy(300us));
+    ASSERT_TRUE(s.overShare(1));
+    EXPECT_FALSE(s.overShare(2));
+    pause = s.pause(1, [&] {
+      resumed = true;
+      d.exit();
+    });
+  });
+  d.run();
+  EXPECT_TRUE(resumed);
+  EXPECT_EQ(s.pausedCount(), 0u);
+  EXPECT_GE(s.charged(1), 300us);
+}
+
+TEST(Scheduler, ACancelledPauseNeverResumes) {
+  Dispatcher d("sched");
+  Scheduler s(&d, 100us, 1ms);
+  bool resumed = false;
+  std::unique_ptr<Timer> stop;
+  d.post([&] {
+    auto pause = s.pause(1, [&] { resumed = true; });
+    EXPECT_EQ(s.pausedCount(), 1u);
+    pause.reset();
+    EXPECT_EQ(s.pausedCount(), 0u);
+    stop = d.createTimer([&] { d.exit(); });
+    stop->enable(5ms);  // past the round timer
+  });
+  d.run();
+  stop.reset();
+  EXPECT_FALSE(resumed);
+}
+
+}  // namespace
+}  // namespace culvert::event
