@@ -62,14 +62,22 @@ public:
     return std::move(connection_);
   }
   bool responseComplete() const { return response_complete_; }
+  // The session gave up on this attempt (it is being retried or timed out): close the
+  // connection and make no more calls into the session.
+  void abandon() {
+    abandoned_ = true;
+    connection_->close();
+  }
 
   void onData(std::string_view data) override {
+    session_.onUpstreamActivity();
     if (response_complete_) {
       // Bytes after a complete response: this connection can't be trusted for reuse.
       reusable_ = false;
       return;
     }
     auto r = parser_.dispatch(data);
+    if (abandoned_) return;
     if (r.status == http::http1::Parser::Status::Error) {
       session_.onUpstreamFailed("malformed upstream response: " + parser_.errorReason(), head_seen_);
       return;
@@ -91,11 +99,14 @@ public:
     session_.onUpstreamFailed(std::string("upstream connection closed: ") + network::toString(reason), head_seen_);
   }
   void onResponseHead(http::ResponseHead&& head) override {
+    if (abandoned_) return;
     head_seen_ = true;
     reusable_ = head.keep_alive;
     session_.onResponseHead(head);
   }
-  void onBody(std::string_view data) override { session_.onResponseBody(data); }
+  void onBody(std::string_view data) override {
+    if (!abandoned_) session_.onResponseBody(data);
+  }
   void onMessageComplete() override { response_complete_ = true; }
 
 private:
@@ -105,6 +116,7 @@ private:
   bool head_seen_ = false;
   bool response_complete_ = false;
   bool reusable_ = false;
+  bool abandoned_ = false;
 };
 
 Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> pod,
@@ -194,22 +206,8 @@ void Http1Session::routeRequest() {
     return;
   }
   const auto& action = *route->route;
+  action_ = &action;
   route_timeout_ = action.timeout;
-  auto selection = services_.clusters.pickEndpoint(action.cluster);
-  if (!selection) {
-    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
-                                                                                            : "no healthy upstream\n");
-    return;
-  }
-
-  common::SocketAddress endpoint = selection->endpoint.address;
-  if (selection->original_destination) {
-    if (!original_destination_) {
-      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
-      return;
-    }
-    endpoint = *original_destination_;
-  }
 
   // The request as the upstream will see it.
   auto& headers = request_.headers;
@@ -228,18 +226,180 @@ void Http1Session::routeRequest() {
   request_framing_ = http::http1::requestFraming(request_);
   upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
 
+  if (retry_resources_cluster_ != action.cluster || !retry_resources_) {
+    retry_resources_ = services_.retry_resources.forCluster(action.cluster);
+    retry_resources_cluster_ = action.cluster;
+  }
+  active_request_.emplace(retry_resources_);
+  if (action.retry_policy) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    // The cluster's limits are read when the retry is decided (below, at each pick).
+    retry_ = std::make_unique<router::RetryState>(
+        *action.retry_policy, config::RetryLimits{}, retry_resources_, [] { return rng(); },
+        [] { return std::chrono::system_clock::now(); });
+    replay_ = upstream_pending_;
+    replay_head_bytes_ = replay_.size();
+  }
+  startAttempt();
+}
+
+void Http1Session::startAttempt() {
+  bool is_retry = retry_ && retry_->retriesDone() > 0;
+  if (is_retry && retry_->disabled()) {
+    // The body outgrew the buffer while the retry waited: nothing left to replay.
+    pod_->tenant->upstream_rq_retry_body_too_large->inc();
+    close_after_response_ = close_after_response_ || !request_complete_;
+    sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+    return;
+  }
+  upstream::HostsToAvoid avoid;
+  if (is_retry && retry_->avoidsPreviousHosts()) avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
+  auto selection = services_.clusters.pickEndpoint(action_->cluster, avoid);
+  if (!selection) {
+    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
+                                                                                            : "no healthy upstream\n");
+    return;
+  }
+
+  common::SocketAddress endpoint = selection->endpoint.address;
+  if (selection->original_destination) {
+    if (!original_destination_) {
+      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
+      return;
+    }
+    endpoint = *original_destination_;
+  }
+  if (retry_) {
+    retry_->setLimits(selection->cluster->retry_limits);
+    retry_->recordHost(endpoint);
+    if (is_retry) upstream_pending_ = replay_;
+  }
+
   pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
   upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
+  armPerTryTimers();
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
+}
+
+void Http1Session::sendRequestBytes(std::string_view bytes) {
+  if (retry_ && !retry_->disabled()) {
+    replay_.append(bytes);
+    if (replay_.size() - replay_head_bytes_ > action_->retry_buffer_bytes) {
+      // Beyond the buffer the request streams on, and can no longer be retried.
+      retry_->disable();
+      replay_.clear();
+      replay_.shrink_to_fit();
+    }
+  }
+  if (upstream_) {
+    upstream_->write(bytes);
+  } else if (!(back_off_timer_ && back_off_timer_->enabled())) {
+    upstream_pending_.append(bytes);
+  }
+}
+
+void Http1Session::onAttemptFailed(router::AttemptFailure failure, const std::string& reason) {
+  spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+  if (retry_ && scheduleRetry(retry_->onFailure(failure))) return;
+  abandonAttempt();
+  close_after_response_ = close_after_response_ || !request_complete_;
+  sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+}
+
+bool Http1Session::scheduleRetry(router::RetryState::Decision decision) {
+  using Verdict = router::RetryState::Verdict;
+  switch (decision.verdict) {
+    case Verdict::Retry:
+      break;
+    case Verdict::NoRetry:
+      return false;
+    case Verdict::LimitExceeded:
+      pod_->tenant->upstream_rq_retry_limit_exceeded->inc();
+      return false;
+    case Verdict::Overflow:
+      pod_->tenant->upstream_rq_retry_overflow->inc();
+      return false;
+    case Verdict::Disabled:
+      pod_->tenant->upstream_rq_retry_body_too_large->inc();
+      return false;
+  }
+  pod_->tenant->upstream_rq_retry->inc();
+  abandonAttempt();
+  if (!back_off_timer_) back_off_timer_ = services_.dispatcher.createTimer([this] { startAttempt(); });
+  // Even a zero wait runs from the loop, never from inside the failed attempt's callbacks.
+  back_off_timer_->enable(decision.back_off);
+  updateDownstreamReading();
+  return true;
+}
+
+// Drops the current attempt: its connection is mid-exchange and can never be reused.
+void Http1Session::abandonAttempt() {
+  connecting_.reset();
+  if (upstream_) {
+    upstream_->abandon();
+    services_.dispatcher.deferredDelete(std::move(upstream_));
+  }
+  upstream_pending_.clear();
+  if (per_try_timer_) per_try_timer_->disable();
+  if (per_try_idle_timer_) per_try_idle_timer_->disable();
+}
+
+// Envoy's per-try timeout runs from when the whole request is on its way upstream.
+void Http1Session::armPerTryTimers() {
+  if (!retry_ || !request_complete_) return;
+  const auto& policy = retry_->policy();
+  if (policy.per_try_timeout.count() > 0) {
+    if (!per_try_timer_) per_try_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(false); });
+    per_try_timer_->enable(policy.per_try_timeout);
+  }
+  if (policy.per_try_idle_timeout.count() > 0) {
+    if (!per_try_idle_timer_) {
+      per_try_idle_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(true); });
+    }
+    per_try_idle_timer_->enable(policy.per_try_idle_timeout);
+  }
+}
+
+void Http1Session::onUpstreamActivity() {
+  if (per_try_idle_timer_ && per_try_idle_timer_->enabled()) {
+    per_try_idle_timer_->enable(retry_->policy().per_try_idle_timeout);
+  }
+}
+
+void Http1Session::onPerTryTimeout(bool idle) {
+  if (!in_exchange_ || closed_ || !retry_) return;
+  (idle ? pod_->tenant->upstream_rq_per_try_idle_timeout : pod_->tenant->upstream_rq_per_try_timeout)->inc();
+  if (response_started_) {
+    // Part of the response went out: as with the route timeout, only closing is left.
+    abandonAttempt();
+    flushResponse();
+    close();
+    return;
+  }
+  auto failure = idle ? router::AttemptFailure::PerTryIdleTimeout : router::AttemptFailure::PerTryTimeout;
+  if (scheduleRetry(retry_->onFailure(failure))) return;
+  abandonAttempt();
+  sendTimeoutReply();
+}
+
+void Http1Session::endRequest() {
+  retry_.reset();
+  active_request_.reset();
+  if (!replay_.empty()) {
+    replay_.clear();
+    if (replay_.capacity() > kRetainedOutputBytes) replay_.shrink_to_fit();
+  }
+  if (per_try_timer_) per_try_timer_->disable();
+  if (per_try_idle_timer_) per_try_idle_timer_->disable();
+  if (back_off_timer_) back_off_timer_->disable();
 }
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
   connecting_.reset();
   if (!connection) {
     pod_->tenant->upstream_cx_connect_fail->inc();
-    spdlog::debug("pod {}/{}: upstream {}: {}", pod_->namespace_name, pod_->name, pool_key_.endpoint,
-                  connection.error().describe());
-    onUpstreamFailed(connection.error().describe(), false);
+    onAttemptFailed(router::AttemptFailure::ConnectFailure,
+                    "upstream " + pool_key_.endpoint + ": " + connection.error().describe());
     return;
   }
   upstream_ = std::make_unique<UpstreamExchange>(*this, std::move(*connection), request_.method == "HEAD");
@@ -252,10 +412,10 @@ void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpCo
 
 void Http1Session::onBody(std::string_view data) {
   if (discard_body_) return;
-  if (upstream_) {
+  if (upstream_ || retry_) {
     std::string chunk;
     http::http1::appendBody(chunk, data, request_framing_);
-    upstream_->write(chunk);
+    sendRequestBytes(chunk);
     updateDownstreamReading();
     return;
   }
@@ -266,7 +426,8 @@ void Http1Session::onBody(std::string_view data) {
 void Http1Session::updateDownstreamReading() {
   if (closed_) return;
   bool blocked = downstream_pending_.size() > kPendingLimit || upstream_pending_.size() > kPendingLimit ||
-                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark);
+                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
+                 (back_off_timer_ && back_off_timer_->enabled());  // a retry waits: the body waits too
   downstream_->readEnable(!blocked);
 }
 
@@ -285,11 +446,8 @@ void Http1Session::onMessageComplete() {
   }
   std::string end;
   http::http1::appendBodyEnd(end, request_framing_);
-  if (upstream_) {
-    upstream_->write(end);
-  } else {
-    upstream_pending_ += end;
-  }
+  sendRequestBytes(end);
+  if (connecting_ || upstream_) armPerTryTimers();
   // Envoy's route timeout: from the end of the downstream request to the end of the
   // upstream response, connecting included; 0 disables it.
   if (route_timeout_.count() > 0 && in_exchange_) {
@@ -300,6 +458,18 @@ void Http1Session::onMessageComplete() {
 }
 
 void Http1Session::onResponseHead(http::ResponseHead& head) {
+  if (retry_) {
+    bool retried_before = retry_->retriesDone() > 0;
+    auto decision = retry_->onResponse(head.status, head.headers);
+    if (scheduleRetry(decision)) return;
+    if (retried_before && decision.verdict == router::RetryState::Verdict::NoRetry) {
+      pod_->tenant->upstream_rq_retry_success->inc();
+    }
+    // The response goes downstream: nothing will be replayed any more.
+    retry_->disable();
+    replay_.clear();
+    replay_.shrink_to_fit();
+  }
   response_started_ = true;
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
@@ -340,20 +510,20 @@ void Http1Session::onResponseComplete(bool upstream_reusable) {
 
 void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
   flushResponse();
-  spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
-  // Deleting the exchange from inside its own callback: defer.
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (response_started) {
+    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+    // Deleting the exchange from inside its own callback: defer.
+    if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
     // Part of a response went out; the only honest signal left is closing.
     close();
     return;
   }
-  close_after_response_ = close_after_response_ || !request_complete_;
-  sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+  onAttemptFailed(router::AttemptFailure::Reset, reason);
 }
 
 void Http1Session::sendLocalReply(int status, std::string_view body) {
   connecting_.reset();
+  endRequest();
   response_started_ = true;
   countStatus(status);
   http::ResponseHead head;
@@ -380,19 +550,50 @@ void Http1Session::onRouteTimeout() {
   pod_->tenant->upstream_rq_timeout->inc();
   spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
                 request_.path, route_timeout_.count());
-  connecting_.reset();
   // The upstream connection is mid-exchange: it can never be reused.
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  abandonAttempt();
   if (response_started_) {
     flushResponse();
     close();
     return;
   }
-  sendLocalReply(504, "upstream request timeout\n");
+  sendTimeoutReply();
+}
+
+// 504, or for a gRPC request DEADLINE_EXCEEDED as a trailers-only response (what a gRPC
+// client understands; Envoy answers the same).
+void Http1Session::sendTimeoutReply() {
+  auto content_type = request_.headers.get("content-type");
+  if (!content_type || !content_type->starts_with("application/grpc")) {
+    sendLocalReply(504, "upstream request timeout\n");
+    return;
+  }
+  connecting_.reset();
+  endRequest();
+  response_started_ = true;
+  countStatus(200);
+  http::ResponseHead head;
+  head.status = 200;
+  head.content_length = 0;
+  head.headers.add("content-type", "application/grpc");
+  head.headers.add("grpc-status", "4");
+  head.headers.add("grpc-message", "upstream request timeout");
+  downstream_->write(http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_));
+  if (close_after_response_) {
+    in_exchange_ = false;
+    if (downstream_->queuedWriteBytes() == 0) close();
+    return;
+  }
+  if (request_complete_) {
+    finishExchange();
+  } else {
+    discard_body_ = true;
+  }
 }
 
 void Http1Session::finishExchange() {
   in_exchange_ = false;
+  endRequest();
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -445,6 +646,10 @@ void Http1Session::close() {
   closed_ = true;
   route_timer_.reset();
   connecting_.reset();
+  endRequest();
+  per_try_timer_.reset();
+  per_try_idle_timer_.reset();
+  back_off_timer_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   downstream_->close();
   if (on_done_) on_done_(this);

@@ -9,6 +9,7 @@
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
 #include "proxy/network/connection.h"
+#include "proxy/router/retry_state.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
@@ -22,6 +23,7 @@ struct WorkerServices {
   event::Scheduler& scheduler;
   upstream::ClusterManager& clusters;
   upstream::ConnectionPool& pool;
+  router::RetryResourceRegistry& retry_resources;
 };
 
 // One downstream HTTP/1.1 connection through the HTTP connection manager and router:
@@ -62,6 +64,20 @@ private:
 
   void feed(std::string_view data);
   void routeRequest();
+  // Retries (proxy/router/retry_state.h): one upstream attempt of the request in flight.
+  void startAttempt();
+  // Request bytes for the upstream: written, or held until it is connected, and kept for
+  // a replay while a retry is still possible.
+  void sendRequestBytes(std::string_view bytes);
+  void onAttemptFailed(router::AttemptFailure failure, const std::string& reason);
+  // True when the decision was to retry and the retry is scheduled.
+  bool scheduleRetry(router::RetryState::Decision decision);
+  void abandonAttempt();
+  void armPerTryTimers();
+  void onPerTryTimeout(bool idle);
+  void onUpstreamActivity();
+  void endRequest();
+  void sendTimeoutReply();
   void sendLocalReply(int status, std::string_view body);
   void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
   void onResponseHead(http::ResponseHead& head);
@@ -96,6 +112,16 @@ private:
   upstream::PoolKey pool_key_;
   std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
   std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
+  const config::RouteAction* action_ = nullptr;  // the matched route's (routes_ keeps it)
+  std::optional<router::RetryResources::ActiveRequest> active_request_;
+  std::unique_ptr<router::RetryState> retry_;  // only when the route has a retry_policy
+  std::string replay_;  // request bytes so far, while a retry may replay them
+  size_t replay_head_bytes_ = 0;
+  std::shared_ptr<router::RetryResources> retry_resources_;  // of retry_resources_cluster_
+  std::string retry_resources_cluster_;
+  std::unique_ptr<event::Timer> per_try_timer_;
+  std::unique_ptr<event::Timer> per_try_idle_timer_;
+  std::unique_ptr<event::Timer> back_off_timer_;
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

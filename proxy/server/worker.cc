@@ -201,7 +201,8 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     spdlog::debug("pod {}/{}: no filter chain matched", pod->namespace_name, pod->name);
     return;  // the connection closes
   }
-  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_};
+  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_,
+                          hooks_.retry_resources ? *hooks_.retry_resources : own_retry_resources_};
   if (chain->tcp_proxy) {
     auto session = std::make_unique<TcpProxySession>(
         services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),

@@ -24,6 +24,14 @@ struct TenantContext {
   common::Counter* downstream_rq_bad = nullptr;
   common::Counter* upstream_cx_connect_fail = nullptr;
   common::Counter* upstream_rq_timeout = nullptr;
+  // Retries and per-try timeouts (proxy/router/retry_state.h).
+  common::Counter* upstream_rq_retry = nullptr;
+  common::Counter* upstream_rq_retry_success = nullptr;
+  common::Counter* upstream_rq_retry_overflow = nullptr;
+  common::Counter* upstream_rq_retry_limit_exceeded = nullptr;
+  common::Counter* upstream_rq_retry_body_too_large = nullptr;
+  common::Counter* upstream_rq_per_try_timeout = nullptr;
+  common::Counter* upstream_rq_per_try_idle_timeout = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   static std::shared_ptr<TenantContext> create(uint32_t id, std::string name, common::StatsStore& stats);
