@@ -159,7 +159,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             self.status = int(m.group(1)) if m else None
             self.time = float(m.group(2)) if m else None
             self.headers = {}
-            for line in out.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+            # Text mode: curl's CRLFs arrive as LFs.
+            for line in out.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]:
                 k, _, v = line.partition(":")
                 self.headers[k.strip().lower()] = v.strip()
 
