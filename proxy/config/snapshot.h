@@ -84,6 +84,8 @@ struct RouteAction {
   std::optional<std::string> prefix_rewrite;
   std::optional<std::string> host_rewrite_literal;
   std::chrono::milliseconds timeout{15000};  // Envoy's default route timeout
+  // Replaces the connection manager's stream_idle_timeout for this route; 0 = none.
+  std::optional<std::chrono::milliseconds> idle_timeout;
   // The route's retry_policy, else its virtual host's (translate resolves that).
   std::optional<RetryPolicy> retry_policy;
   uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes
@@ -115,8 +117,16 @@ struct RouteConfiguration {
 
 // --- Listeners (envoy.config.listener.v3) ---
 
+// The connection manager's downstream stream timeouts; 0 = none.
+struct StreamTimeouts {
+  std::chrono::milliseconds stream_idle{std::chrono::minutes(5)};  // Envoy's default
+  std::chrono::milliseconds request{0};          // until the whole request is received
+  std::chrono::milliseconds request_headers{0};  // from its first byte until its head is parsed
+};
+
 struct HttpConnectionManager {
   std::string stat_prefix;
+  StreamTimeouts timeouts;
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;

@@ -151,6 +151,8 @@ void Http1Session::feed(std::string_view data) {
       updateDownstreamReading();
       return;
     }
+    if (!in_exchange_ && !request_begun_ && !data.empty()) beginStreamTimers();
+    if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
     parser_inside_dispatch_ = true;
     auto r = parser_.dispatch(data);
     parser_inside_dispatch_ = false;
@@ -184,6 +186,8 @@ void Http1Session::feed(std::string_view data) {
 }
 
 void Http1Session::onRequestHead(http::RequestHead&& head) {
+  if (headers_timer_) headers_timer_->disable();
+  request_begun_ = false;  // the next request's first byte starts its timers again
   request_ = std::move(head);
   request_complete_ = false;
   in_exchange_ = true;
@@ -208,6 +212,12 @@ void Http1Session::routeRequest() {
   const auto& action = *route->route;
   action_ = &action;
   route_timeout_ = action.timeout;
+  if (action.idle_timeout) {
+    // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
+    stream_idle_ = *action.idle_timeout;
+    if (stream_idle_timer_) stream_idle_timer_->disable();
+    if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+  }
 
   // The request as the upstream will see it.
   auto& headers = request_.headers;
@@ -360,7 +370,53 @@ void Http1Session::armPerTryTimers() {
   }
 }
 
+void Http1Session::beginStreamTimers() {
+  request_begun_ = true;
+  stream_idle_ = stream_timeouts_.stream_idle;
+  if (stream_timeouts_.request_headers.count() > 0) {
+    armStreamTimer(headers_timer_, stream_timeouts_.request_headers, StreamTimeout::Headers);
+  }
+  if (stream_timeouts_.request.count() > 0) armStreamTimer(request_timer_, stream_timeouts_.request, StreamTimeout::Request);
+  if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+}
+
+void Http1Session::armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after,
+                                  StreamTimeout kind) {
+  if (!timer) timer = services_.dispatcher.createTimer([this, kind] { onStreamTimeout(kind); });
+  timer->enable(after);
+}
+
+// Envoy's answers: 408 while no response has begun, else the connection closes.
+void Http1Session::onStreamTimeout(StreamTimeout kind) {
+  if (closed_) return;
+  const char* body = "stream timeout\n";
+  switch (kind) {
+    case StreamTimeout::Headers:
+      pod_->tenant->downstream_rq_headers_timeout->inc();
+      body = "request header timeout\n";
+      break;
+    case StreamTimeout::Request:
+      pod_->tenant->downstream_rq_request_timeout->inc();
+      body = "request timeout\n";
+      break;
+    case StreamTimeout::Idle:
+      pod_->tenant->downstream_rq_idle_timeout->inc();
+      break;
+  }
+  spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
+  abandonAttempt();
+  if (response_started_ && in_exchange_) {
+    flushResponse();
+    close();
+    return;
+  }
+  // The rest of the request cannot be trusted to follow: the connection ends here.
+  close_after_response_ = true;
+  sendLocalReply(408, body);
+}
+
 void Http1Session::onUpstreamActivity() {
+  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
   if (per_try_idle_timer_ && per_try_idle_timer_->enabled()) {
     per_try_idle_timer_->enable(retry_->policy().per_try_idle_timeout);
   }
@@ -392,6 +448,8 @@ void Http1Session::endRequest() {
   if (per_try_timer_) per_try_timer_->disable();
   if (per_try_idle_timer_) per_try_idle_timer_->disable();
   if (back_off_timer_) back_off_timer_->disable();
+  if (request_timer_) request_timer_->disable();
+  if (stream_idle_timer_) stream_idle_timer_->disable();
 }
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
@@ -447,6 +505,7 @@ void Http1Session::onMessageComplete() {
   std::string end;
   http::http1::appendBodyEnd(end, request_framing_);
   sendRequestBytes(end);
+  if (request_timer_) request_timer_->disable();
   if (connecting_ || upstream_) armPerTryTimers();
   // Envoy's route timeout: from the end of the downstream request to the end of the
   // upstream response, connecting included; 0 disables it.
@@ -650,6 +709,9 @@ void Http1Session::close() {
   per_try_timer_.reset();
   per_try_idle_timer_.reset();
   back_off_timer_.reset();
+  headers_timer_.reset();
+  request_timer_.reset();
+  stream_idle_timer_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   downstream_->close();
   if (on_done_) on_done_(this);

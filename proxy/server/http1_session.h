@@ -45,6 +45,8 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
+  // The connection manager's stream timeouts (default: Envoy's).
+  void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -77,6 +79,11 @@ private:
   void onPerTryTimeout(bool idle);
   void onUpstreamActivity();
   void endRequest();
+  // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
+  enum class StreamTimeout { Headers, Request, Idle };
+  void beginStreamTimers();
+  void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
+  void onStreamTimeout(StreamTimeout kind);
   void sendTimeoutReply();
   void sendLocalReply(int status, std::string_view body);
   void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
@@ -122,6 +129,12 @@ private:
   std::unique_ptr<event::Timer> per_try_timer_;
   std::unique_ptr<event::Timer> per_try_idle_timer_;
   std::unique_ptr<event::Timer> back_off_timer_;
+  config::StreamTimeouts stream_timeouts_;
+  std::chrono::milliseconds stream_idle_{0};  // the connection manager's, or the route's
+  bool request_begun_ = false;                // a request's first byte arrived
+  std::unique_ptr<event::Timer> headers_timer_;
+  std::unique_ptr<event::Timer> request_timer_;
+  std::unique_ptr<event::Timer> stream_idle_timer_;
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

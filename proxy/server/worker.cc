@@ -225,6 +225,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                   sessions_.erase(it);
                                                 });
   session->setOriginalDestination(std::move(original_destination));
+  session->setStreamTimeouts(chain->http.timeouts);
   auto* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start(initial_bytes);

@@ -35,6 +35,12 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
                                                   "Upstream attempts whose per_try_timeout expired");
   t->upstream_rq_per_try_idle_timeout = &stats.counter("culvert_upstream_rq_per_try_idle_timeout_total", labels,
                                                        "Upstream attempts whose per_try_idle_timeout expired");
+  t->downstream_rq_idle_timeout = &stats.counter("culvert_downstream_rq_idle_timeout_total", labels,
+                                                 "Requests whose stream idle timeout expired");
+  t->downstream_rq_request_timeout = &stats.counter("culvert_downstream_rq_request_timeout_total", labels,
+                                                    "Requests not received whole within request_timeout");
+  t->downstream_rq_headers_timeout = &stats.counter("culvert_downstream_rq_headers_timeout_total", labels,
+                                                    "Requests whose head did not arrive within request_headers_timeout");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

@@ -32,6 +32,10 @@ struct TenantContext {
   common::Counter* upstream_rq_retry_body_too_large = nullptr;
   common::Counter* upstream_rq_per_try_timeout = nullptr;
   common::Counter* upstream_rq_per_try_idle_timeout = nullptr;
+  // Downstream stream timeouts (HttpConnectionManager), answered 408.
+  common::Counter* downstream_rq_idle_timeout = nullptr;
+  common::Counter* downstream_rq_request_timeout = nullptr;
+  common::Counter* downstream_rq_headers_timeout = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   static std::shared_ptr<TenantContext> create(uint32_t id, std::string name, common::StatsStore& stats);

@@ -83,6 +83,7 @@ ROUTES = "".join([
   per_try_timeout: 0.2s""")),
     route("/tight", "tight", retry("""  retry_on: "5xx"
   num_retries: 2""")),
+    route("/ridle", "one", "                idle_timeout: 0.4s\n"),
     route("/plain", "one"),
 ])
 
@@ -116,6 +117,9 @@ resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
         stat_prefix: vip
+        request_headers_timeout: 0.3s
+        stream_idle_timeout: 2s
+        request_timeout: 3s
         route_config:
           name: local
           virtual_hosts:
@@ -129,6 +133,36 @@ resources:
     "three", [(SERVERS["a"], PORT, 10), (SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)]) + cluster(
     "dead", [(SERVERS["a"], 9, 1)]) + cluster(
     "tight", [(SERVERS["a"], PORT, 1)], "  circuit_breakers: {thresholds: [{max_retries: 0}]}\n")
+
+
+# A client that holds a request open on purpose (curl cannot): prints the status of the
+# answer and the seconds from connecting to reading it.
+RAW_CLIENT = r"""
+import select, socket, sys, time
+vip, mode = sys.argv[1], sys.argv[2]
+s = socket.create_connection((vip, 80), timeout=10)
+t0 = time.monotonic()
+if mode == "headers":      # the head never completes
+    s.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n")
+elif mode == "idle":       # the head, 2 of 10 body bytes, then silence
+    s.sendall(b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+else:                      # "request": one body byte every 0.5 s, never the whole body
+    s.sendall(b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+data = b""
+while b"\r\n" not in data:
+    r, _, _ = select.select([s], [], [], 0.5)
+    if r:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    elif mode == "request":
+        s.sendall(b"x")
+    if time.monotonic() - t0 > 9:
+        break
+line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+print("STATUS=%s T=%.3f" % (line.split(" ")[1] if " " in line else "none", time.monotonic() - t0))
+"""
 
 
 def tolerance(expected_s: float) -> float:
@@ -306,6 +340,29 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     r, _ = expect("route timeout, gRPC request: DEADLINE_EXCEEDED", "/routeto",
                   ("x-fault-stall: 1", "content-type: application/grpc"), 3, 200, {"rq_timeout": 1})
     R.check("gRPC timeout: grpc-status 4 trailers-only", r.headers.get("grpc-status") == "4", str(r))
+
+    # --- downstream stream timeouts (HttpConnectionManager, route idle_timeout): 408
+    script = net.path("raw_client.py")
+    with open(script, "w") as f:
+        f.write(RAW_CLIENT)
+    for mode, seconds, counter_name in (("headers", 0.3, "headers_timeout"), ("idle", 2.0, "idle_timeout"),
+                                        ("request", 3.0, "request_timeout")):
+        metric = f"culvert_downstream_rq_{counter_name}_total"
+        before = d.metric(metric) or 0.0
+        cp = client.run([th.PYTHON, "-B", script, VIP, mode], cgroup=d.cgroup, timeout=20)
+        m = re.search(r"STATUS=(\S+) T=([0-9.]+)", cp.stdout)
+        R.check(f"{mode} timeout: 408", m is not None and m.group(1) == "408", describe(cp))
+        R.check(f"{mode} timeout: after {seconds * 1000:.0f} ms",
+                m is not None and abs(float(m.group(2)) - seconds) <= tolerance(seconds), describe(cp))
+        after = d.wait_metric(metric, before + 1)
+        R.check(f"{metric} +1", after == before + 1, f"before={before} after={after}")
+    before = d.metric("culvert_downstream_rq_idle_timeout_total") or 0.0
+    r = request("/ridle", new_key("route idle"), "x-fault-stall: 1")
+    R.check("route idle_timeout 400 ms over a stalled upstream: 408", r.status == 408, str(r))
+    R.check("route idle_timeout: after 400 ms", r.time is not None and abs(r.time - 0.4) <= tolerance(0.4),
+            f"time_total={r.time}")
+    after = d.wait_metric("culvert_downstream_rq_idle_timeout_total", before + 1)
+    R.check("route idle_timeout counted", after == before + 1, f"before={before} after={after}")
 
     # --- the retry circuit breaker
     expect("max_retries 0: the retry overflows", "/tight", ("x-fault-status: 503",), 1, 503,

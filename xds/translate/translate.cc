@@ -281,6 +281,11 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
     out.retry_policy = std::move(*policy);
   }
+  if (proto.has_idle_timeout()) {
+    auto t = toMillis(proto.idle_timeout(), "idle_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.idle_timeout = *t;
+  }
   return out;
 }
 
@@ -523,6 +528,27 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return fail("one of rds or route_config is required (scoped_routes is not supported)");
   }
   if (auto f = translateHttpFilters(proto); !f) return std::unexpected(f.error());
+  auto timeout = [](const google::protobuf::Duration& d, const char* where, std::chrono::milliseconds& out) {
+    auto t = toMillis(d, where);
+    if (t) out = *t;
+    return t;
+  };
+  if (proto.has_stream_idle_timeout()) {
+    if (auto t = timeout(proto.stream_idle_timeout(), "stream_idle_timeout", out.timeouts.stream_idle); !t) {
+      return std::unexpected(t.error());
+    }
+  }
+  if (proto.has_request_timeout()) {
+    if (auto t = timeout(proto.request_timeout(), "request_timeout", out.timeouts.request); !t) {
+      return std::unexpected(t.error());
+    }
+  }
+  if (proto.has_request_headers_timeout()) {
+    if (auto t = timeout(proto.request_headers_timeout(), "request_headers_timeout", out.timeouts.request_headers);
+        !t) {
+      return std::unexpected(t.error());
+    }
+  }
   return out;
 }
 

@@ -5,6 +5,9 @@
 #include <string>
 
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
+#include "xds/proto/envoy/config/listener/v3/listener.pb.h"
+#include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
+#include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "xds/proto/envoy/config/route/v3/route.pb.h"
 #include "xds/translate/translate.h"
 
@@ -147,6 +150,56 @@ TEST(TranslateRetryLimits, OtherThresholdsAreRejected) {
       R"(name: "c" circuit_breakers { thresholds { retry_budget { budget_percent { value: 150 } } } })"));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().where, "circuit_breakers.thresholds[0].retry_budget.budget_percent");
+}
+
+}  // namespace
+}  // namespace culvert::xds::translate
+
+namespace culvert::xds::translate {
+namespace {
+
+TEST(TranslateStreamTimeouts, RouteIdleTimeout) {
+  auto out = routesWith("", "", "idle_timeout { nanos: 250000000 }");
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->virtual_hosts[0].routes[0].route->idle_timeout, milliseconds(250));
+  auto none = routesWith("", "");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->virtual_hosts[0].routes[0].route->idle_timeout);
+}
+
+common::Result<config::Listener> listenerWith(const std::string& hcm_extra) {
+  return translateListener(parse<envoy::config::listener::v3::Listener>(R"(
+    name: "vip" address { socket_address { address: "10.96.0.10" port_value: 80 } }
+    filter_chains { filters {
+      name: "envoy.filters.network.http_connection_manager"
+      typed_config {
+        [type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager] {
+          stat_prefix: "vip"
+          route_config { name: "r" }
+          http_filters { name: "envoy.filters.http.router" }
+          )" + hcm_extra + R"(
+        }
+      }
+    } })"));
+}
+
+TEST(TranslateStreamTimeouts, ConnectionManagerTimeouts) {
+  auto defaults = listenerWith("");
+  ASSERT_TRUE(defaults) << defaults.error().describe();
+  const auto& d = defaults->filter_chains[0].http.timeouts;
+  EXPECT_EQ(d.stream_idle, std::chrono::minutes(5));
+  EXPECT_EQ(d.request, milliseconds(0));
+  EXPECT_EQ(d.request_headers, milliseconds(0));
+  auto set = listenerWith(
+      "stream_idle_timeout { seconds: 2 } request_timeout { seconds: 3 } request_headers_timeout { nanos: 300000000 }");
+  ASSERT_TRUE(set) << set.error().describe();
+  const auto& t = set->filter_chains[0].http.timeouts;
+  EXPECT_EQ(t.stream_idle, milliseconds(2000));
+  EXPECT_EQ(t.request, milliseconds(3000));
+  EXPECT_EQ(t.request_headers, milliseconds(300));
+  auto bad = listenerWith("stream_idle_timeout { seconds: -1 }");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().where, "filter_chains[0].filters[0].typed_config.stream_idle_timeout");
 }
 
 }  // namespace
