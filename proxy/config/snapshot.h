@@ -79,6 +79,14 @@ struct RetryPolicy {
 // per_request_buffer_limit_bytes; culvert's default when neither route nor vhost sets it).
 inline constexpr uint32_t kDefaultRetryBufferBytes = 64 * 1024;
 
+// RouteAction.max_stream_duration: how long a stream on the route may last; a gRPC
+// request's grpc-timeout header sets it when grpc_timeout_header_max is present.
+struct MaxStreamDuration {
+  std::chrono::milliseconds max{0};  // 0 = none
+  std::optional<std::chrono::milliseconds> grpc_timeout_header_max;  // 0 = the header, uncapped
+  std::chrono::milliseconds grpc_timeout_header_offset{0};
+};
+
 struct RouteAction {
   std::string cluster;
   std::optional<std::string> prefix_rewrite;
@@ -86,6 +94,7 @@ struct RouteAction {
   std::chrono::milliseconds timeout{15000};  // Envoy's default route timeout
   // Replaces the connection manager's stream_idle_timeout for this route; 0 = none.
   std::optional<std::chrono::milliseconds> idle_timeout;
+  std::optional<MaxStreamDuration> max_stream_duration;
   // The route's retry_policy, else its virtual host's (translate resolves that).
   std::optional<RetryPolicy> retry_policy;
   uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes

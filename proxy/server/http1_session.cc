@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/router/route_matcher.h"
+#include "proxy/router/stream_duration.h"
 
 namespace culvert::server {
 
@@ -218,6 +219,10 @@ void Http1Session::routeRequest() {
     if (stream_idle_timer_) stream_idle_timer_->disable();
     if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
   }
+  if (action.max_stream_duration) {
+    auto limit = router::streamDurationLimit(*action.max_stream_duration, request_.headers);
+    if (limit.count() > 0) armStreamTimer(max_duration_timer_, limit, StreamTimeout::MaxDuration);
+  }
 
   // The request as the upstream will see it.
   auto& headers = request_.headers;
@@ -402,12 +407,22 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
     case StreamTimeout::Idle:
       pod_->tenant->downstream_rq_idle_timeout->inc();
       break;
+    case StreamTimeout::MaxDuration:
+      pod_->tenant->downstream_rq_max_duration_reached->inc();
+      body = "downstream duration timeout\n";
+      break;
   }
   spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
   abandonAttempt();
   if (response_started_ && in_exchange_) {
     flushResponse();
     close();
+    return;
+  }
+  bool grpc = request_.headers.get("content-type").value_or("").starts_with("application/grpc");
+  if (kind == StreamTimeout::MaxDuration && (request_complete_ || grpc)) {
+    // Envoy: 504 once the request is in, 408 before; gRPC: DEADLINE_EXCEEDED either way.
+    sendTimeoutReply();
     return;
   }
   // The rest of the request cannot be trusted to follow: the connection ends here.
@@ -450,6 +465,7 @@ void Http1Session::endRequest() {
   if (back_off_timer_) back_off_timer_->disable();
   if (request_timer_) request_timer_->disable();
   if (stream_idle_timer_) stream_idle_timer_->disable();
+  if (max_duration_timer_) max_duration_timer_->disable();
 }
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
@@ -712,6 +728,7 @@ void Http1Session::close() {
   headers_timer_.reset();
   request_timer_.reset();
   stream_idle_timer_.reset();
+  max_duration_timer_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   downstream_->close();
   if (on_done_) on_done_(this);

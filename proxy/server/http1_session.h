@@ -80,7 +80,7 @@ private:
   void onUpstreamActivity();
   void endRequest();
   // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
-  enum class StreamTimeout { Headers, Request, Idle };
+  enum class StreamTimeout { Headers, Request, Idle, MaxDuration };
   void beginStreamTimers();
   void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
   void onStreamTimeout(StreamTimeout kind);
@@ -135,6 +135,7 @@ private:
   std::unique_ptr<event::Timer> headers_timer_;
   std::unique_ptr<event::Timer> request_timer_;
   std::unique_ptr<event::Timer> stream_idle_timer_;
+  std::unique_ptr<event::Timer> max_duration_timer_;  // the route's max_stream_duration / grpc-timeout
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

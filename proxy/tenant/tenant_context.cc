@@ -41,6 +41,9 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
                                                     "Requests not received whole within request_timeout");
   t->downstream_rq_headers_timeout = &stats.counter("culvert_downstream_rq_headers_timeout_total", labels,
                                                     "Requests whose head did not arrive within request_headers_timeout");
+  t->downstream_rq_max_duration_reached =
+      &stats.counter("culvert_downstream_rq_max_duration_reached_total", labels,
+                     "Requests that outlived their route's max_stream_duration or capped grpc-timeout");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

@@ -36,6 +36,7 @@ struct TenantContext {
   common::Counter* downstream_rq_idle_timeout = nullptr;
   common::Counter* downstream_rq_request_timeout = nullptr;
   common::Counter* downstream_rq_headers_timeout = nullptr;
+  common::Counter* downstream_rq_max_duration_reached = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   static std::shared_ptr<TenantContext> create(uint32_t id, std::string name, common::StatsStore& stats);

@@ -84,6 +84,8 @@ ROUTES = "".join([
     route("/tight", "tight", retry("""  retry_on: "5xx"
   num_retries: 2""")),
     route("/ridle", "one", "                idle_timeout: 0.4s\n"),
+    route("/maxdur", "one", "                max_stream_duration: {max_stream_duration: 0.3s}\n"),
+    route("/deadline", "one", "                max_stream_duration: {grpc_timeout_header_max: 0.5s}\n"),
     route("/plain", "one"),
 ])
 
@@ -363,6 +365,25 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             f"time_total={r.time}")
     after = d.wait_metric("culvert_downstream_rq_idle_timeout_total", before + 1)
     R.check("route idle_timeout counted", after == before + 1, f"before={before} after={after}")
+
+    # --- max_stream_duration, and grpc-timeout capped by grpc_timeout_header_max
+    for name, path, headers, seconds, grpc in (
+            ("max_stream_duration 300 ms", "/maxdur", ("x-fault-stall: 1",), 0.3, False),
+            ("grpc-timeout 200m", "/deadline", ("x-fault-stall: 1", "grpc-timeout: 200m",
+                                              "content-type: application/grpc"), 0.2, True),
+            ("grpc-timeout 5S capped at 500 ms", "/deadline", ("x-fault-stall: 1", "grpc-timeout: 5S",
+                                                            "content-type: application/grpc"), 0.5, True)):
+        metric = "culvert_downstream_rq_max_duration_reached_total"
+        before = d.metric(metric) or 0.0
+        r = request(path, new_key(name), *headers)
+        if grpc:
+            R.check(f"{name}: grpc-status 4", r.status == 200 and r.headers.get("grpc-status") == "4", str(r))
+        else:
+            R.check(f"{name}: 504", r.status == 504, str(r))
+        R.check(f"{name}: after {seconds * 1000:.0f} ms",
+                r.time is not None and abs(r.time - seconds) <= tolerance(seconds), f"time_total={r.time}")
+        after = d.wait_metric(metric, before + 1)
+        R.check(f"{name}: {metric} +1", after == before + 1, f"before={before} after={after}")
 
     # --- the retry circuit breaker
     expect("max_retries 0: the retry overflows", "/tight", ("x-fault-status: 503",), 1, 503,

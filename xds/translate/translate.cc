@@ -286,6 +286,26 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     if (!t) return std::unexpected(t.error());
     out.idle_timeout = *t;
   }
+  if (proto.has_max_stream_duration()) {
+    const auto& m = proto.max_stream_duration();
+    config::MaxStreamDuration limit;
+    if (m.has_max_stream_duration()) {
+      auto t = toMillis(m.max_stream_duration(), "max_stream_duration.max_stream_duration");
+      if (!t) return std::unexpected(t.error());
+      limit.max = *t;
+    }
+    if (m.has_grpc_timeout_header_max()) {
+      auto t = toMillis(m.grpc_timeout_header_max(), "max_stream_duration.grpc_timeout_header_max");
+      if (!t) return std::unexpected(t.error());
+      limit.grpc_timeout_header_max = *t;
+    }
+    if (m.has_grpc_timeout_header_offset()) {
+      auto t = toMillis(m.grpc_timeout_header_offset(), "max_stream_duration.grpc_timeout_header_offset");
+      if (!t) return std::unexpected(t.error());
+      limit.grpc_timeout_header_offset = *t;
+    }
+    out.max_stream_duration = limit;
+  }
   return out;
 }
 

@@ -167,6 +167,23 @@ TEST(TranslateStreamTimeouts, RouteIdleTimeout) {
   EXPECT_FALSE(none->virtual_hosts[0].routes[0].route->idle_timeout);
 }
 
+TEST(TranslateStreamTimeouts, MaxStreamDuration) {
+  auto out = routesWith("", "",
+                        "max_stream_duration { max_stream_duration { seconds: 1 } grpc_timeout_header_max { nanos: "
+                        "500000000 } grpc_timeout_header_offset { nanos: 10000000 } }");
+  ASSERT_TRUE(out) << out.error().describe();
+  const auto& m = out->virtual_hosts[0].routes[0].route->max_stream_duration;
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->max, milliseconds(1000));
+  EXPECT_EQ(m->grpc_timeout_header_max, milliseconds(500));
+  EXPECT_EQ(m->grpc_timeout_header_offset, milliseconds(10));
+  auto header_only = routesWith("", "", "max_stream_duration { grpc_timeout_header_max {} }");
+  ASSERT_TRUE(header_only);
+  EXPECT_EQ(header_only->virtual_hosts[0].routes[0].route->max_stream_duration->max, milliseconds(0));
+  EXPECT_EQ(header_only->virtual_hosts[0].routes[0].route->max_stream_duration->grpc_timeout_header_max,
+            milliseconds(0));
+}
+
 common::Result<config::Listener> listenerWith(const std::string& hcm_extra) {
   return translateListener(parse<envoy::config::listener::v3::Listener>(R"(
     name: "vip" address { socket_address { address: "10.96.0.10" port_value: 80 } }
