@@ -120,7 +120,8 @@ public:
     std::chrono::milliseconds back_off{0};
   };
 
-  // `resources` may be null (no circuit breaker accounting, as in unit tests).
+  // `policy` must outlive the state (the session's route table holds it); `resources` may
+  // be null (no circuit breaker accounting, as in unit tests).
   RetryState(const config::RetryPolicy& policy, config::RetryLimits limits, std::shared_ptr<RetryResources> resources,
              Random random, WallClock wall_clock);
   ~RetryState();

@@ -704,6 +704,8 @@ void Http1Session::onWriteDrained() {
     close();
     return;
   }
+  // A slow reader draining a long response is activity too (Envoy counts encoded data).
+  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
   updateUpstreamReading();
 }
 
