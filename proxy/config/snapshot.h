@@ -102,6 +102,57 @@ struct RegexRewrite {
   std::string substitution;
 };
 
+// envoy.config.route.v3.RetryPolicy (route or virtual host; the route's wins).
+struct RetryPolicy {
+  // retry_on conditions, as bits.
+  enum On : uint32_t {
+    k5xx = 1u << 0,
+    kGatewayError = 1u << 1,
+    kReset = 1u << 2,
+    kConnectFailure = 1u << 3,
+    kRefusedStream = 1u << 4,
+    kRetriable4xx = 1u << 5,
+    kRetriableStatusCodes = 1u << 6,
+    kRetriableHeaders = 1u << 7,
+    kGrpcCancelled = 1u << 8,
+    kGrpcDeadlineExceeded = 1u << 9,
+    kGrpcInternal = 1u << 10,
+    kGrpcResourceExhausted = 1u << 11,
+    kGrpcUnavailable = 1u << 12,
+  };
+  // Retry-After-style headers of rate_limited_retry_back_off.
+  struct ResetHeader {
+    enum class Format { Seconds, UnixTimestamp };
+    std::string name;  // lower-case
+    Format format = Format::Seconds;
+  };
+
+  uint32_t retry_on = 0;
+  uint32_t num_retries = 1;
+  std::chrono::milliseconds per_try_timeout{0};       // 0 = none
+  std::chrono::milliseconds per_try_idle_timeout{0};  // 0 = none
+  std::vector<uint32_t> retriable_status_codes;
+  std::vector<HeaderMatcher> retriable_headers;
+  std::chrono::milliseconds base_interval{25};
+  std::chrono::milliseconds max_interval{250};  // default 10 x base_interval
+  std::vector<ResetHeader> reset_headers;       // empty = no rate-limited back-off
+  std::chrono::milliseconds reset_max_interval{300000};
+  bool previous_hosts = false;                  // retry_host_predicate previous_hosts
+  uint32_t host_selection_retry_max_attempts = 1;
+};
+
+// How much of a request body is kept so a retry can replay it (Envoy's
+// per_request_buffer_limit_bytes; culvert's default when neither route nor vhost sets it).
+inline constexpr uint32_t kDefaultRetryBufferBytes = 64 * 1024;
+
+// RouteAction.max_stream_duration: how long a stream on the route may last; a gRPC
+// request's grpc-timeout header sets it when grpc_timeout_header_max is present.
+struct MaxStreamDuration {
+  std::chrono::milliseconds max{0};  // 0 = none
+  std::optional<std::chrono::milliseconds> grpc_timeout_header_max;  // 0 = the header, uncapped
+  std::chrono::milliseconds grpc_timeout_header_offset{0};
+};
+
 struct RouteAction {
   std::string cluster;  // empty when weighted_clusters is set
   std::optional<WeightedClusters> weighted_clusters;
@@ -109,6 +160,12 @@ struct RouteAction {
   std::optional<RegexRewrite> regex_rewrite;
   std::optional<std::string> host_rewrite_literal;
   std::chrono::milliseconds timeout{15000};  // Envoy's default route timeout
+  // Replaces the connection manager's stream_idle_timeout for this route; 0 = none.
+  std::optional<std::chrono::milliseconds> idle_timeout;
+  std::optional<MaxStreamDuration> max_stream_duration;
+  // The route's retry_policy, else its virtual host's (translate resolves that).
+  std::optional<RetryPolicy> retry_policy;
+  uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes
 };
 
 struct DirectResponse {
@@ -140,11 +197,19 @@ struct RouteConfiguration {
 
 // --- Listeners (envoy.config.listener.v3) ---
 
+// The connection manager's downstream stream timeouts; 0 = none.
+struct StreamTimeouts {
+  std::chrono::milliseconds stream_idle{std::chrono::minutes(5)};  // Envoy's default
+  std::chrono::milliseconds request{0};          // until the whole request is received
+  std::chrono::milliseconds request_headers{0};  // from its first byte until its head is parsed
+};
+
 struct HttpConnectionManager {
   // AUTO: HTTP/2 when the connection starts with its preface, else HTTP/1.1.
   enum class CodecType { Auto, Http1, Http2 };
   std::string stat_prefix;
   CodecType codec_type = CodecType::Auto;
+  StreamTimeouts timeouts;
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
@@ -201,6 +266,16 @@ struct Endpoint {
 // (envoy.extensions.upstreams.http.v3.HttpProtocolOptions); Downstream = the version the
 // request arrived with.
 enum class UpstreamHttpProtocol { Http1, Http2, Downstream };
+// circuit_breakers.thresholds (default priority): the retry part.
+struct RetryLimits {
+  uint32_t max_retries = 3;  // concurrent retries across the cluster
+  // retry_budget: when set, replaces max_retries.
+  struct Budget {
+    double budget_percent = 20.0;
+    uint32_t min_retry_concurrency = 3;
+  };
+  std::optional<Budget> budget;
+};
 
 struct Cluster {
   std::string name;
@@ -210,6 +285,7 @@ struct Cluster {
   std::vector<Endpoint> endpoints;
   std::string eds_service_name;  // only for ClusterType::Eds
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
+  RetryLimits retry_limits;
 };
 
 // --- The parts ---

@@ -75,19 +75,27 @@ bool rangeMatches(const config::Int64Range& range, std::string_view value) {
 
 bool headersMatch(const std::vector<config::HeaderMatcher>& matchers, const http::HeaderMap& headers) {
   for (const auto& hm : matchers) {
-    auto value = joinedHeader(headers, hm.name);
-    bool ok;
-    if (hm.string_match) {
-      ok = value && matchesString(*hm.string_match, *value);
-    } else if (hm.range_match) {
-      ok = value && rangeMatches(*hm.range_match, *value);
-    } else {
-      ok = value.has_value();  // present_match, or a bare name
-    }
-    if (ok == hm.invert_match) return false;
+    if (!matchesHeader(hm, headers)) return false;
   }
   return true;
 }
+
+}  // namespace
+
+bool matchesHeader(const config::HeaderMatcher& hm, const http::HeaderMap& headers) {
+  auto value = joinedHeader(headers, hm.name);
+  bool ok;
+  if (hm.string_match) {
+    ok = value && matchesString(*hm.string_match, *value);
+  } else if (hm.range_match) {
+    ok = value && rangeMatches(*hm.range_match, *value);
+  } else {
+    ok = value.has_value();  // present_match, or a bare name
+  }
+  return ok != hm.invert_match;
+}
+
+namespace {
 
 // The first value of `name` in the query string, undecoded (as Envoy matches it); an
 // empty value for a bare "name".

@@ -10,6 +10,10 @@ namespace culvert::router {
 // envoy.type.matcher.v3.StringMatcher against one value.
 bool matchesString(const config::StringMatcher& matcher, std::string_view value);
 
+// One envoy.config.route.v3.HeaderMatcher against a header map (a repeated header is
+// matched as its values joined by ','), invert_match applied.
+bool matchesHeader(const config::HeaderMatcher& matcher, const http::HeaderMap& headers);
+
 // Envoy's virtual host selection: exact domain, then the longest "*.suffix", then the
 // longest "prefix.*", then "*". The port is ignored unless a domain names it.
 const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority);

@@ -9,6 +9,7 @@
 #include "proxy/http/http2/message.h"
 #include "proxy/router/route_stats.h"
 #include "proxy/router/router.h"
+#include "proxy/router/stream_duration.h"
 #include "proxy/server/upstream_request.h"
 
 namespace culvert::server {
@@ -50,10 +51,17 @@ public:
     return std::move(connection_);
   }
   bool responseComplete() const { return response_complete_; }
+  // The session gave up on this attempt (it is being retried or timed out): close the
+  // connection and make no more calls into the session.
+  void abandon() {
+    abandoned_ = true;
+    connection_->close();
+  }
 
   // Response bytes are the tenant's work too (a 1 MiB body costs more than its request):
   // charged, and paused like the downstream side when the tenant is over its share.
   void onData(std::string_view data) override {
+    session_.onUpstreamActivity();
     auto& tenant = *session_.pod_->tenant;
     Http1Session& session = session_;  // `this` may be handed to deferred delete inside
     session.services_.scheduler.run(tenant.id, tenant.weight.load(std::memory_order_relaxed),
@@ -68,6 +76,7 @@ public:
       return;
     }
     auto r = parser_.dispatch(data);
+    if (abandoned_) return;
     if (r.status == http::http1::Parser::Status::Error) {
       session_.onUpstreamFailed("malformed upstream response: " + parser_.errorReason(), head_seen_);
       return;
@@ -89,11 +98,14 @@ public:
     session_.onUpstreamFailed(std::string("upstream connection closed: ") + network::toString(reason), head_seen_);
   }
   void onResponseHead(http::ResponseHead&& head) override {
+    if (abandoned_) return;
     head_seen_ = true;
     reusable_ = head.keep_alive;
     session_.onResponseHead(head);
   }
-  void onBody(std::string_view data) override { session_.onResponseBody(data); }
+  void onBody(std::string_view data) override {
+    if (!abandoned_) session_.onResponseBody(data);
+  }
   void onMessageComplete() override { response_complete_ = true; }
 
 private:
@@ -103,6 +115,7 @@ private:
   bool head_seen_ = false;
   bool response_complete_ = false;
   bool reusable_ = false;
+  bool abandoned_ = false;
 };
 
 Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> pod,
@@ -165,6 +178,8 @@ void Http1Session::feed(std::string_view data) {
       updateDownstreamReading();
       return;
     }
+    if (!in_exchange_ && !request_begun_ && !data.empty()) beginStreamTimers();
+    if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
     parser_inside_dispatch_ = true;
     auto r = parser_.dispatch(data);
     parser_inside_dispatch_ = false;
@@ -199,6 +214,8 @@ void Http1Session::feed(std::string_view data) {
 }
 
 void Http1Session::onRequestHead(http::RequestHead&& head) {
+  if (headers_timer_) headers_timer_->disable();
+  request_begun_ = false;  // the next request's first byte starts its timers again
   request_ = std::move(head);
   request_start_ = std::chrono::steady_clock::now();
   request_complete_ = false;
@@ -235,41 +252,283 @@ void Http1Session::chargeBuffered() {
 }
 
 void Http1Session::routeRequest() {
-  auto target = routeToUpstream(services_.clusters, *routes_, request_, original_destination_, routeRandom(), decision_);
-  if (!target) {
-    sendLocalReply(target.error().status, target.error().body);
+  decision_ = router::decideRoute(*routes_, request_, routeRandom());
+  const auto* route = decision_.route;
+  if (route == nullptr) {
+    sendLocalReply(404, "no route\n");
     return;
   }
-  route_timeout_ = decision_.route->route->timeout;
-  common::SocketAddress endpoint = target->endpoint;
+  if (route->direct_response) {
+    sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
+    return;
+  }
+  const auto& action = *route->route;
+  action_ = &action;
+  route_timeout_ = action.timeout;
+  if (action.idle_timeout) {
+    // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
+    stream_idle_ = *action.idle_timeout;
+    if (stream_idle_timer_) stream_idle_timer_->disable();
+    if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+  }
+  if (action.max_stream_duration) {
+    auto limit = router::streamDurationLimit(*action.max_stream_duration, request_.headers);
+    if (limit.count() > 0) armStreamTimer(max_duration_timer_, limit, StreamTimeout::MaxDuration);
+  }
 
   // The request as the upstream will see it.
   prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
-  if (target->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
-    // The body goes as raw DATA: no HTTP/1.1 framing on this side.
-    bool has_body = http::http1::requestFraming(request_) != BodyFraming::None;
+  request_framing_ = http::http1::requestFraming(request_);
+  upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
+
+  // For weighted_clusters, the cluster this request was given.
+  const std::string_view cluster = decision_.cluster();
+  if (retry_resources_cluster_ != cluster || !retry_resources_) {
+    retry_resources_ = services_.retry_resources.forCluster(std::string(cluster));
+    retry_resources_cluster_ = cluster;
+  }
+  active_request_.emplace(retry_resources_);
+  if (action.retry_policy) {
+    // The cluster's limits are read when the retry is decided (below, at each pick).
+    retry_ = std::make_unique<router::RetryState>(
+        *action.retry_policy, config::RetryLimits{}, retry_resources_, [] { return routeRandom(); },
+        [] { return std::chrono::system_clock::now(); });
+    replay_ = upstream_pending_;
+    replay_head_bytes_ = replay_.size();
+  }
+  startAttempt();
+}
+
+void Http1Session::startAttempt() {
+  bool is_retry = retry_ && retry_->retriesDone() > 0;
+  if (is_retry && retry_->disabled()) {
+    // The body outgrew the buffer while the retry waited: nothing left to replay.
+    pod_->tenant->upstream_rq_retry_body_too_large->inc();
+    close_after_response_ = close_after_response_ || !request_complete_;
+    sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+    return;
+  }
+  upstream::HostsToAvoid avoid;
+  if (is_retry && retry_->avoidsPreviousHosts()) avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
+  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), avoid);
+  if (!selection) {
+    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
+                                                                                            : "no healthy upstream\n");
+    return;
+  }
+
+  common::SocketAddress endpoint = selection->endpoint.address;
+  if (selection->original_destination) {
+    if (!original_destination_) {
+      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
+      return;
+    }
+    endpoint = *original_destination_;
+  }
+  if (selection->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
+    // An HTTP/2 cluster: the head goes as a HEADERS block and the body as raw DATA, with
+    // no HTTP/1.1 framing on this side. Not retried: the bridge streams the body on.
+    retry_.reset();
+    upstream_pending_.clear();
+    bool has_body = request_framing_ != BodyFraming::None;
     request_framing_ = BodyFraming::None;
     pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http2};
     h2_upstream_ = std::make_unique<Http2UpstreamBridge>(*this, http::http2::toRequestBlock(request_, "http"), !has_body);
     h2_upstream_->start(*services_.http2_pool,
-                        {pool_key_, pod_->netnsFd(), endpoint, target->cluster->connect_timeout});
+                        {pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout});
     return;
   }
-  request_framing_ = http::http1::requestFraming(request_);
-  upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
+  if (retry_) {
+    retry_->setLimits(selection->cluster->retry_limits);
+    retry_->recordHost(endpoint);
+    if (is_retry) upstream_pending_ = replay_;
+  }
 
   pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
-  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, target->cluster->connect_timeout};
+  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
+  armPerTryTimers();
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
+}
+
+void Http1Session::sendRequestBytes(std::string_view bytes) {
+  if (retry_ && !retry_->disabled()) {
+    replay_.append(bytes);
+    if (replay_.size() - replay_head_bytes_ > action_->retry_buffer_bytes) {
+      // Beyond the buffer the request streams on, and can no longer be retried.
+      retry_->disable();
+      replay_.clear();
+      replay_.shrink_to_fit();
+    }
+  }
+  if (upstream_) {
+    upstream_->write(bytes);
+  } else if (!(back_off_timer_ && back_off_timer_->enabled())) {
+    upstream_pending_.append(bytes);
+  }
+}
+
+void Http1Session::onAttemptFailed(router::AttemptFailure failure, const std::string& reason) {
+  spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+  if (retry_ && scheduleRetry(retry_->onFailure(failure))) return;
+  abandonAttempt();
+  close_after_response_ = close_after_response_ || !request_complete_;
+  sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+}
+
+bool Http1Session::scheduleRetry(router::RetryState::Decision decision) {
+  using Verdict = router::RetryState::Verdict;
+  switch (decision.verdict) {
+    case Verdict::Retry:
+      break;
+    case Verdict::NoRetry:
+      return false;
+    case Verdict::LimitExceeded:
+      pod_->tenant->upstream_rq_retry_limit_exceeded->inc();
+      return false;
+    case Verdict::Overflow:
+      pod_->tenant->upstream_rq_retry_overflow->inc();
+      return false;
+    case Verdict::Disabled:
+      pod_->tenant->upstream_rq_retry_body_too_large->inc();
+      return false;
+  }
+  pod_->tenant->upstream_rq_retry->inc();
+  abandonAttempt();
+  if (!back_off_timer_) back_off_timer_ = services_.dispatcher.createTimer([this] { startAttempt(); });
+  // Even a zero wait runs from the loop, never from inside the failed attempt's callbacks.
+  back_off_timer_->enable(decision.back_off);
+  updateDownstreamReading();
+  return true;
+}
+
+// Drops the current attempt: its connection is mid-exchange and can never be reused.
+void Http1Session::abandonAttempt() {
+  connecting_.reset();
+  if (upstream_) {
+    upstream_->abandon();
+    services_.dispatcher.deferredDelete(std::move(upstream_));
+  }
+  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
+  upstream_pending_.clear();
+  if (per_try_timer_) per_try_timer_->disable();
+  if (per_try_idle_timer_) per_try_idle_timer_->disable();
+}
+
+// Envoy's per-try timeout runs from when the whole request is on its way upstream.
+void Http1Session::armPerTryTimers() {
+  if (!retry_ || !request_complete_) return;
+  const auto& policy = retry_->policy();
+  if (policy.per_try_timeout.count() > 0) {
+    if (!per_try_timer_) per_try_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(false); });
+    per_try_timer_->enable(policy.per_try_timeout);
+  }
+  if (policy.per_try_idle_timeout.count() > 0) {
+    if (!per_try_idle_timer_) {
+      per_try_idle_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(true); });
+    }
+    per_try_idle_timer_->enable(policy.per_try_idle_timeout);
+  }
+}
+
+void Http1Session::beginStreamTimers() {
+  request_begun_ = true;
+  stream_idle_ = stream_timeouts_.stream_idle;
+  if (stream_timeouts_.request_headers.count() > 0) {
+    armStreamTimer(headers_timer_, stream_timeouts_.request_headers, StreamTimeout::Headers);
+  }
+  if (stream_timeouts_.request.count() > 0) armStreamTimer(request_timer_, stream_timeouts_.request, StreamTimeout::Request);
+  if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+}
+
+void Http1Session::armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after,
+                                  StreamTimeout kind) {
+  if (!timer) timer = services_.dispatcher.createTimer([this, kind] { onStreamTimeout(kind); });
+  timer->enable(after);
+}
+
+// Envoy's answers: 408 while no response has begun, else the connection closes.
+void Http1Session::onStreamTimeout(StreamTimeout kind) {
+  if (closed_) return;
+  const char* body = "stream timeout\n";
+  switch (kind) {
+    case StreamTimeout::Headers:
+      pod_->tenant->downstream_rq_headers_timeout->inc();
+      body = "request header timeout\n";
+      break;
+    case StreamTimeout::Request:
+      pod_->tenant->downstream_rq_request_timeout->inc();
+      body = "request timeout\n";
+      break;
+    case StreamTimeout::Idle:
+      pod_->tenant->downstream_rq_idle_timeout->inc();
+      break;
+    case StreamTimeout::MaxDuration:
+      pod_->tenant->downstream_rq_max_duration_reached->inc();
+      body = "downstream duration timeout\n";
+      break;
+  }
+  spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
+  abandonAttempt();
+  if (response_started_ && in_exchange_) {
+    flushResponse();
+    close();
+    return;
+  }
+  bool grpc = request_.headers.get("content-type").value_or("").starts_with("application/grpc");
+  if (kind == StreamTimeout::MaxDuration && (request_complete_ || grpc)) {
+    // Envoy: 504 once the request is in, 408 before; gRPC: DEADLINE_EXCEEDED either way.
+    sendTimeoutReply();
+    return;
+  }
+  // The rest of the request cannot be trusted to follow: the connection ends here.
+  close_after_response_ = true;
+  sendLocalReply(408, body);
+}
+
+void Http1Session::onUpstreamActivity() {
+  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
+  if (per_try_idle_timer_ && per_try_idle_timer_->enabled()) {
+    per_try_idle_timer_->enable(retry_->policy().per_try_idle_timeout);
+  }
+}
+
+void Http1Session::onPerTryTimeout(bool idle) {
+  if (!in_exchange_ || closed_ || !retry_) return;
+  (idle ? pod_->tenant->upstream_rq_per_try_idle_timeout : pod_->tenant->upstream_rq_per_try_timeout)->inc();
+  if (response_started_) {
+    // Part of the response went out: as with the route timeout, only closing is left.
+    abandonAttempt();
+    flushResponse();
+    close();
+    return;
+  }
+  auto failure = idle ? router::AttemptFailure::PerTryIdleTimeout : router::AttemptFailure::PerTryTimeout;
+  if (scheduleRetry(retry_->onFailure(failure))) return;
+  abandonAttempt();
+  sendTimeoutReply();
+}
+
+void Http1Session::endRequest() {
+  retry_.reset();
+  active_request_.reset();
+  if (!replay_.empty()) {
+    replay_.clear();
+    if (replay_.capacity() > kRetainedOutputBytes) replay_.shrink_to_fit();
+  }
+  if (per_try_timer_) per_try_timer_->disable();
+  if (per_try_idle_timer_) per_try_idle_timer_->disable();
+  if (back_off_timer_) back_off_timer_->disable();
+  if (request_timer_) request_timer_->disable();
+  if (stream_idle_timer_) stream_idle_timer_->disable();
+  if (max_duration_timer_) max_duration_timer_->disable();
 }
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
   connecting_.reset();
   if (!connection) {
     pod_->tenant->upstream_cx_connect_fail->inc();
-    spdlog::debug("pod {}/{}: upstream {}: {}", pod_->namespace_name, pod_->name, pool_key_.endpoint,
-                  connection.error().describe());
-    onUpstreamFailed(connection.error().describe(), false);
+    onAttemptFailed(router::AttemptFailure::ConnectFailure,
+                    "upstream " + pool_key_.endpoint + ": " + connection.error().describe());
     return;
   }
   upstream_ = std::make_unique<UpstreamExchange>(*this, std::move(*connection), request_.method == "HEAD");
@@ -287,10 +546,10 @@ void Http1Session::onBody(std::string_view data) {
     updateDownstreamReading();
     return;
   }
-  if (upstream_) {
+  if (upstream_ || retry_) {
     std::string chunk;
     http::http1::appendBody(chunk, data, request_framing_);
-    upstream_->write(chunk);
+    sendRequestBytes(chunk);
     updateDownstreamReading();
     return;
   }
@@ -303,7 +562,8 @@ void Http1Session::updateDownstreamReading() {
   bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit ||
                  upstream_pending_.size() > kPendingLimit ||
                  (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
-                 (h2_upstream_ && h2_upstream_->queuedBytes() > kWriteHighWatermark);
+                 (h2_upstream_ && h2_upstream_->queuedBytes() > kWriteHighWatermark) ||
+                 (back_off_timer_ && back_off_timer_->enabled());  // a retry waits: the body waits too
   downstream_->readEnable(!blocked);
   chargeBuffered();
 }
@@ -337,11 +597,9 @@ void Http1Session::onMessageComplete() {
   if (h2_upstream_) h2_upstream_->end();
   std::string end;
   http::http1::appendBodyEnd(end, request_framing_);
-  if (upstream_) {
-    upstream_->write(end);
-  } else {
-    upstream_pending_ += end;
-  }
+  sendRequestBytes(end);
+  if (request_timer_) request_timer_->disable();
+  if (connecting_ || upstream_) armPerTryTimers();
   // Envoy's route timeout: from the end of the downstream request to the end of the
   // upstream response, connecting included; 0 disables it.
   if (route_timeout_.count() > 0 && in_exchange_) {
@@ -352,6 +610,18 @@ void Http1Session::onMessageComplete() {
 }
 
 void Http1Session::onResponseHead(http::ResponseHead& head) {
+  if (retry_) {
+    bool retried_before = retry_->retriesDone() > 0;
+    auto decision = retry_->onResponse(head.status, head.headers);
+    if (scheduleRetry(decision)) return;
+    if (retried_before && decision.verdict == router::RetryState::Verdict::NoRetry) {
+      pod_->tenant->upstream_rq_retry_success->inc();
+    }
+    // The response goes downstream: nothing will be replayed any more.
+    retry_->disable();
+    replay_.clear();
+    replay_.shrink_to_fit();
+  }
   response_started_ = true;
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
@@ -394,21 +664,23 @@ void Http1Session::onResponseComplete(bool upstream_reusable) {
 
 void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
   flushResponse();
-  spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
-  // Deleting the exchange from inside its own callback: defer.
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+  // Deleting the HTTP/2 bridge from inside its own callback: defer. (An HTTP/1.1
+  // attempt's exchange goes below, or in abandonAttempt when it is retried.)
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   if (response_started) {
+    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+    // Deleting the exchange from inside its own callback: defer.
+    if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
     // Part of a response went out; the only honest signal left is closing.
     close();
     return;
   }
-  close_after_response_ = close_after_response_ || !request_complete_;
-  sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+  onAttemptFailed(router::AttemptFailure::Reset, reason);
 }
 
 void Http1Session::sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers) {
   connecting_.reset();
+  endRequest();
   response_started_ = true;
   countStatus(status);
   http::ResponseHead head;
@@ -440,16 +712,45 @@ void Http1Session::onRouteTimeout() {
   pod_->tenant->upstream_rq_timeout->inc();
   spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
                 request_.path, route_timeout_.count());
-  connecting_.reset();
   // The upstream connection is mid-exchange: it can never be reused.
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
-  h2_upstream_.reset();
+  abandonAttempt();
   if (response_started_) {
     flushResponse();
     close();
     return;
   }
-  sendLocalReply(504, "upstream request timeout\n");
+  sendTimeoutReply();
+}
+
+// 504, or for a gRPC request DEADLINE_EXCEEDED as a trailers-only response (what a gRPC
+// client understands; Envoy answers the same).
+void Http1Session::sendTimeoutReply() {
+  auto content_type = request_.headers.get("content-type");
+  if (!content_type || !content_type->starts_with("application/grpc")) {
+    sendLocalReply(504, "upstream request timeout\n");
+    return;
+  }
+  connecting_.reset();
+  endRequest();
+  response_started_ = true;
+  countStatus(200);
+  http::ResponseHead head;
+  head.status = 200;
+  head.content_length = 0;
+  head.headers.add("content-type", "application/grpc");
+  head.headers.add("grpc-status", "4");
+  head.headers.add("grpc-message", "upstream request timeout");
+  downstream_->write(http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_));
+  if (close_after_response_) {
+    in_exchange_ = false;
+    if (downstream_->queuedWriteBytes() == 0) close();
+    return;
+  }
+  if (request_complete_) {
+    finishExchange();
+  } else {
+    discard_body_ = true;
+  }
 }
 
 void Http1Session::recordDuration() {
@@ -464,6 +765,7 @@ void Http1Session::recordDuration() {
 void Http1Session::finishExchange() {
   recordDuration();
   in_exchange_ = false;
+  endRequest();
   // An idle keep-alive connection holds no per-request state: the request's headers and
   // the response staging buffer are released here, not when the next request comes.
   request_ = http::RequestHead{};
@@ -505,6 +807,8 @@ void Http1Session::onWriteDrained() {
     close();
     return;
   }
+  // A slow reader draining a long response is activity too (Envoy counts encoded data).
+  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
   updateUpstreamReading();
 }
 
@@ -527,6 +831,14 @@ void Http1Session::close() {
   upstream_share_pause_.reset();
   route_timer_.reset();
   connecting_.reset();
+  endRequest();
+  per_try_timer_.reset();
+  per_try_idle_timer_.reset();
+  back_off_timer_.reset();
+  headers_timer_.reset();
+  request_timer_.reset();
+  stream_idle_timer_.reset();
+  max_duration_timer_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   downstream_->close();

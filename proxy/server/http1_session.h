@@ -11,6 +11,7 @@
 #include "proxy/network/connection.h"
 #include "proxy/router/router.h"
 #include "proxy/server/http2_upstream_bridge.h"
+#include "proxy/router/retry_state.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
@@ -25,6 +26,7 @@ struct WorkerServices {
   event::Scheduler& scheduler;
   upstream::ClusterManager& clusters;
   upstream::ConnectionPool& pool;
+  router::RetryResourceRegistry& retry_resources;  // per-cluster retry circuit breakers
   upstream::Http2Pool* http2_pool = nullptr;  // upstream HTTP/2 connections (multiplexed)
 };
 
@@ -47,6 +49,8 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
+  // The connection manager's stream timeouts (default: Envoy's).
+  void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -73,6 +77,25 @@ private:
   void chargeBuffered();
   void pauseIfOverShare();  // the worker's fair share between tenants
   void pauseUpstreamIfOverShare();
+  // Retries (proxy/router/retry_state.h): one upstream attempt of the request in flight.
+  void startAttempt();
+  // Request bytes for the upstream: written, or held until it is connected, and kept for
+  // a replay while a retry is still possible.
+  void sendRequestBytes(std::string_view bytes);
+  void onAttemptFailed(router::AttemptFailure failure, const std::string& reason);
+  // True when the decision was to retry and the retry is scheduled.
+  bool scheduleRetry(router::RetryState::Decision decision);
+  void abandonAttempt();
+  void armPerTryTimers();
+  void onPerTryTimeout(bool idle);
+  void onUpstreamActivity();
+  void endRequest();
+  // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
+  enum class StreamTimeout { Headers, Request, Idle, MaxDuration };
+  void beginStreamTimers();
+  void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
+  void onStreamTimeout(StreamTimeout kind);
+  void sendTimeoutReply();
   void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
   void onResponseHead(http::ResponseHead& head);
   void onResponseBody(std::string_view data);
@@ -110,6 +133,23 @@ private:
   upstream::PoolKey pool_key_;
   std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
   std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
+  const config::RouteAction* action_ = nullptr;  // the matched route's (routes_ keeps it)
+  std::optional<router::RetryResources::ActiveRequest> active_request_;
+  std::unique_ptr<router::RetryState> retry_;  // only when the route has a retry_policy
+  std::string replay_;  // request bytes so far, while a retry may replay them
+  size_t replay_head_bytes_ = 0;
+  std::shared_ptr<router::RetryResources> retry_resources_;  // of retry_resources_cluster_
+  std::string retry_resources_cluster_;
+  std::unique_ptr<event::Timer> per_try_timer_;
+  std::unique_ptr<event::Timer> per_try_idle_timer_;
+  std::unique_ptr<event::Timer> back_off_timer_;
+  config::StreamTimeouts stream_timeouts_;
+  std::chrono::milliseconds stream_idle_{0};  // the connection manager's, or the route's
+  bool request_begun_ = false;                // a request's first byte arrived
+  std::unique_ptr<event::Timer> headers_timer_;
+  std::unique_ptr<event::Timer> request_timer_;
+  std::unique_ptr<event::Timer> stream_idle_timer_;
+  std::unique_ptr<event::Timer> max_duration_timer_;  // the route's max_stream_duration / grpc-timeout
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

@@ -40,6 +40,7 @@ private:
   event::Dispatcher& main_;
   // Bound listeners currently open, by name, with the address they are bound to.
   std::map<std::string, common::SocketAddress> bound_;
+  router::RetryResourceRegistry retry_resources_;  // outlives the workers that use it
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

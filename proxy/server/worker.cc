@@ -249,7 +249,8 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     spdlog::debug("pod {}/{}: no filter chain matched", pod->namespace_name, pod->name);
     return;  // the connection closes
   }
-  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_};
+  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_,
+                          hooks_.retry_resources ? *hooks_.retry_resources : own_retry_resources_};
   services.http2_pool = &http2_pool_;
   if (chain->tcp_proxy) {
     auto session = std::make_unique<TcpProxySession>(
@@ -289,6 +290,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                   sessions_.erase(it);
                                                 });
   session->setOriginalDestination(std::move(original_destination));
+  session->setStreamTimeouts(chain->http.timeouts);
   auto* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start(initial_bytes);

@@ -10,6 +10,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/event/scheduler.h"
+#include "proxy/router/retry_state.h"
 #include "proxy/network/listener.h"
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/http1_session.h"
@@ -35,6 +36,8 @@ struct PublishedConfig {
 struct WorkerHooks {
   network::SocketTagger* tagger = nullptr;
   network::OriginalDestinationSource* original_destinations = nullptr;
+  // Retry circuit breakers, shared by all workers (the Server's); null = the worker's own.
+  router::RetryResourceRegistry* retry_resources = nullptr;
 };
 
 // One worker thread: its loop, its share of every pod's listener group, the connections
@@ -83,6 +86,7 @@ private:
   upstream::ClusterManager clusters_;
   upstream::ConnectionPool pool_;
   upstream::Http2Pool http2_pool_;
+  router::RetryResourceRegistry own_retry_resources_;
   std::shared_ptr<const PublishedConfig> config_;
   struct PodListener {
     std::shared_ptr<const Pod> pod;

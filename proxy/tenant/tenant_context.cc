@@ -22,6 +22,29 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
                                         "Malformed downstream HTTP requests (answered 400)");
   t->upstream_rq_timeout = &stats.counter("culvert_upstream_rq_timeout_total", labels,
                                           "Requests whose route timeout expired (answered 504)");
+  t->upstream_rq_retry = &stats.counter("culvert_upstream_rq_retry_total", labels, "Upstream request retries started");
+  t->upstream_rq_retry_success = &stats.counter("culvert_upstream_rq_retry_success_total", labels,
+                                                "Retried requests whose last attempt got a non-retriable response");
+  t->upstream_rq_retry_overflow = &stats.counter("culvert_upstream_rq_retry_overflow_total", labels,
+                                                 "Retries not made because the cluster's retry circuit breaker was open");
+  t->upstream_rq_retry_limit_exceeded = &stats.counter("culvert_upstream_rq_retry_limit_exceeded_total", labels,
+                                                       "Retriable outcomes passed on because num_retries were used up");
+  t->upstream_rq_retry_body_too_large = &stats.counter(
+      "culvert_upstream_rq_retry_body_too_large_total", labels,
+      "Retriable outcomes passed on because the request body outgrew the retry buffer");
+  t->upstream_rq_per_try_timeout = &stats.counter("culvert_upstream_rq_per_try_timeout_total", labels,
+                                                  "Upstream attempts whose per_try_timeout expired");
+  t->upstream_rq_per_try_idle_timeout = &stats.counter("culvert_upstream_rq_per_try_idle_timeout_total", labels,
+                                                       "Upstream attempts whose per_try_idle_timeout expired");
+  t->downstream_rq_idle_timeout = &stats.counter("culvert_downstream_rq_idle_timeout_total", labels,
+                                                 "Requests whose stream idle timeout expired");
+  t->downstream_rq_request_timeout = &stats.counter("culvert_downstream_rq_request_timeout_total", labels,
+                                                    "Requests not received whole within request_timeout");
+  t->downstream_rq_headers_timeout = &stats.counter("culvert_downstream_rq_headers_timeout_total", labels,
+                                                    "Requests whose head did not arrive within request_headers_timeout");
+  t->downstream_rq_max_duration_reached =
+      &stats.counter("culvert_downstream_rq_max_duration_reached_total", labels,
+                     "Requests that outlived their route's max_stream_duration or capped grpc-timeout");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

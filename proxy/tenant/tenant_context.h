@@ -29,6 +29,19 @@ struct TenantContext {
   common::Counter* downstream_rq_bad = nullptr;
   common::Counter* upstream_cx_connect_fail = nullptr;
   common::Counter* upstream_rq_timeout = nullptr;
+  // Retries and per-try timeouts (proxy/router/retry_state.h).
+  common::Counter* upstream_rq_retry = nullptr;
+  common::Counter* upstream_rq_retry_success = nullptr;
+  common::Counter* upstream_rq_retry_overflow = nullptr;
+  common::Counter* upstream_rq_retry_limit_exceeded = nullptr;
+  common::Counter* upstream_rq_retry_body_too_large = nullptr;
+  common::Counter* upstream_rq_per_try_timeout = nullptr;
+  common::Counter* upstream_rq_per_try_idle_timeout = nullptr;
+  // Downstream stream timeouts (HttpConnectionManager), answered 408.
+  common::Counter* downstream_rq_idle_timeout = nullptr;
+  common::Counter* downstream_rq_request_timeout = nullptr;
+  common::Counter* downstream_rq_headers_timeout = nullptr;
+  common::Counter* downstream_rq_max_duration_reached = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   // Budgets (proxy/tenant/budget.h) and what was shed, by budget kind.

@@ -11,6 +11,13 @@
 
 namespace culvert::upstream {
 
+// retry_host_predicate previous_hosts: a retry's pick re-runs the balancer up to
+// extra_picks times while it lands on an endpoint already tried, then takes the last.
+struct HostsToAvoid {
+  const std::vector<common::SocketAddress>* tried = nullptr;
+  uint32_t extra_picks = 0;
+};
+
 // One worker's view of the clusters: the configuration part plus this worker's load
 // balancer state, which survives configuration updates for clusters that stay.
 class ClusterManager {
@@ -23,7 +30,7 @@ public:
     bool original_destination = false;
   };
   enum class PickError { NoCluster, NoHealthyEndpoint };
-  std::expected<Selection, PickError> pickEndpoint(std::string_view cluster_name);
+  std::expected<Selection, PickError> pickEndpoint(std::string_view cluster_name, HostsToAvoid avoid = {});
 
 private:
   struct Entry {

@@ -379,6 +379,135 @@ Result<config::RouteMatch> translateRouteMatch(const route::RouteMatch& proto) {
   return out;
 }
 
+// retry_on's comma-separated conditions (Envoy's x-envoy-retry-on and
+// x-envoy-retry-grpc-on names).
+Result<uint32_t> translateRetryOn(const std::string& retry_on) {
+  using P = config::RetryPolicy;
+  static const std::pair<std::string_view, uint32_t> kConditions[] = {
+      {"5xx", P::k5xx},
+      {"gateway-error", P::kGatewayError},
+      {"reset", P::kReset},
+      {"connect-failure", P::kConnectFailure},
+      {"refused-stream", P::kRefusedStream},
+      {"retriable-4xx", P::kRetriable4xx},
+      {"retriable-status-codes", P::kRetriableStatusCodes},
+      {"retriable-headers", P::kRetriableHeaders},
+      {"cancelled", P::kGrpcCancelled},
+      {"deadline-exceeded", P::kGrpcDeadlineExceeded},
+      {"internal", P::kGrpcInternal},
+      {"resource-exhausted", P::kGrpcResourceExhausted},
+      {"unavailable", P::kGrpcUnavailable},
+  };
+  uint32_t bits = 0;
+  std::string_view rest = retry_on;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) continue;
+    auto it = std::find_if(std::begin(kConditions), std::end(kConditions), [&](const auto& c) { return c.first == item; });
+    if (it == std::end(kConditions)) {
+      return fail("retry condition '" + std::string(item) + "' is not supported", "retry_on");
+    }
+    bits |= it->second;
+  }
+  return bits;
+}
+
+Result<config::RetryPolicy> translateRetryPolicy(const route::RetryPolicy& proto) {
+  using Policy = route::RetryPolicy;
+  config::RetryPolicy out;
+  auto on = translateRetryOn(proto.retry_on());
+  if (!on) return std::unexpected(on.error());
+  out.retry_on = *on;
+  if (proto.has_num_retries()) out.num_retries = proto.num_retries().value();
+  auto duration = [](const google::protobuf::Duration& d, const char* where) { return toMillis(d, where); };
+  if (proto.has_per_try_timeout()) {
+    auto t = duration(proto.per_try_timeout(), "per_try_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.per_try_timeout = *t;
+  }
+  if (proto.has_per_try_idle_timeout()) {
+    auto t = duration(proto.per_try_idle_timeout(), "per_try_idle_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.per_try_idle_timeout = *t;
+  }
+  if (proto.has_retry_priority()) return fail("retry priorities are not supported", "retry_priority");
+  if (proto.retriable_request_headers_size() > 0) {
+    return fail("retriable_request_headers is not supported", "retriable_request_headers");
+  }
+  for (int i = 0; i < proto.retry_host_predicate_size(); ++i) {
+    const auto& predicate = proto.retry_host_predicate(i);
+    if (predicate.name() != "envoy.retry_host_predicates.previous_hosts") {
+      return fail("retry host predicate '" + predicate.name() +
+                      "' is not supported; only envoy.retry_host_predicates.previous_hosts is",
+                  indexed("retry_host_predicate", i) + ".name");
+    }
+    if (predicate.has_typed_config() &&
+        messageNameOf(predicate.typed_config().type_url()) !=
+            "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate") {
+      return fail("unexpected typed_config for previous_hosts", indexed("retry_host_predicate", i) + ".typed_config");
+    }
+    out.previous_hosts = true;
+  }
+  if (proto.host_selection_retry_max_attempts() < 0) {
+    return fail("must not be negative", "host_selection_retry_max_attempts");
+  }
+  if (proto.host_selection_retry_max_attempts() > 0) {
+    out.host_selection_retry_max_attempts =
+        static_cast<uint32_t>(std::min<int64_t>(proto.host_selection_retry_max_attempts(), 100));
+  }
+  for (uint32_t code : proto.retriable_status_codes()) {
+    if (code < 100 || code > 599) return fail("status codes must be in [100, 599]", "retriable_status_codes");
+    out.retriable_status_codes.push_back(code);
+  }
+  for (int i = 0; i < proto.retriable_headers_size(); ++i) {
+    auto h = translateHeaderMatcher(proto.retriable_headers(i));
+    if (!h) return std::unexpected(nest(indexed("retriable_headers", i), h.error()));
+    out.retriable_headers.push_back(std::move(*h));
+  }
+  if (proto.has_retry_back_off()) {
+    const auto& back_off = proto.retry_back_off();
+    if (!back_off.has_base_interval()) return fail("base_interval is required", "retry_back_off.base_interval");
+    auto base = duration(back_off.base_interval(), "retry_back_off.base_interval");
+    if (!base) return std::unexpected(base.error());
+    // Envoy rounds sub-millisecond intervals up to 1 ms.
+    out.base_interval = std::max(*base, std::chrono::milliseconds(1));
+    out.max_interval = out.base_interval * 10;
+    if (back_off.has_max_interval()) {
+      auto max = duration(back_off.max_interval(), "retry_back_off.max_interval");
+      if (!max) return std::unexpected(max.error());
+      if (*max < out.base_interval) {
+        return fail("max_interval must not be less than base_interval", "retry_back_off.max_interval");
+      }
+      out.max_interval = *max;
+    }
+  }
+  if (proto.has_rate_limited_retry_back_off()) {
+    const auto& rl = proto.rate_limited_retry_back_off();
+    if (rl.reset_headers_size() == 0) {
+      return fail("at least one reset header is required", "rate_limited_retry_back_off.reset_headers");
+    }
+    for (int i = 0; i < rl.reset_headers_size(); ++i) {
+      const auto& h = rl.reset_headers(i);
+      auto where = "rate_limited_retry_back_off." + indexed("reset_headers", i);
+      if (h.name().empty()) return fail("a header name is required", where + ".name");
+      out.reset_headers.push_back({lower(h.name()), h.format() == Policy::UNIX_TIMESTAMP
+                                                         ? config::RetryPolicy::ResetHeader::Format::UnixTimestamp
+                                                         : config::RetryPolicy::ResetHeader::Format::Seconds});
+    }
+    if (rl.has_max_interval()) {
+      auto max = duration(rl.max_interval(), "rate_limited_retry_back_off.max_interval");
+      if (!max) return std::unexpected(max.error());
+      if (max->count() <= 0) return fail("must be at least 1ms", "rate_limited_retry_back_off.max_interval");
+      out.reset_max_interval = *max;
+    }
+  }
+  return out;
+}
+
 Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto) {
   config::RouteAction out;
   if (proto.cluster_specifier_case() == route::RouteAction::kWeightedClusters) {
@@ -416,6 +545,36 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     auto t = toMillis(proto.timeout(), "timeout");
     if (!t) return std::unexpected(t.error());
     out.timeout = *t;
+  }
+  if (proto.has_retry_policy()) {
+    auto policy = translateRetryPolicy(proto.retry_policy());
+    if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
+    out.retry_policy = std::move(*policy);
+  }
+  if (proto.has_idle_timeout()) {
+    auto t = toMillis(proto.idle_timeout(), "idle_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.idle_timeout = *t;
+  }
+  if (proto.has_max_stream_duration()) {
+    const auto& m = proto.max_stream_duration();
+    config::MaxStreamDuration limit;
+    if (m.has_max_stream_duration()) {
+      auto t = toMillis(m.max_stream_duration(), "max_stream_duration.max_stream_duration");
+      if (!t) return std::unexpected(t.error());
+      limit.max = *t;
+    }
+    if (m.has_grpc_timeout_header_max()) {
+      auto t = toMillis(m.grpc_timeout_header_max(), "max_stream_duration.grpc_timeout_header_max");
+      if (!t) return std::unexpected(t.error());
+      limit.grpc_timeout_header_max = *t;
+    }
+    if (m.has_grpc_timeout_header_offset()) {
+      auto t = toMillis(m.grpc_timeout_header_offset(), "max_stream_duration.grpc_timeout_header_offset");
+      if (!t) return std::unexpected(t.error());
+      limit.grpc_timeout_header_offset = *t;
+    }
+    out.max_stream_duration = limit;
   }
   return out;
 }
@@ -459,6 +618,9 @@ Result<config::Route> translateRoute(const route::Route& proto) {
       auto action = translateRouteAction(proto.route());
       if (!action) return std::unexpected(nest("route", action.error()));
       out.route = std::move(*action);
+      if (proto.has_per_request_buffer_limit_bytes()) {
+        out.route->retry_buffer_bytes = proto.per_request_buffer_limit_bytes().value();
+      }
       break;
     }
     case route::Route::kDirectResponse: {
@@ -503,9 +665,22 @@ Result<config::VirtualHost> translateVirtualHost(const route::VirtualHost& proto
     if (auto v = validateDomain(domain); !v) return std::unexpected(nest(indexed("domains", i), v.error()));
     out.domains.push_back(std::move(domain));
   }
+  // A route's retry_policy and buffer limit replace the virtual host's, never merge.
+  std::optional<config::RetryPolicy> vhost_retry;
+  if (proto.has_retry_policy()) {
+    auto policy = translateRetryPolicy(proto.retry_policy());
+    if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
+    vhost_retry = std::move(*policy);
+  }
   for (int i = 0; i < proto.routes_size(); ++i) {
     auto r = translateRoute(proto.routes(i));
     if (!r) return std::unexpected(nest(indexed("routes", i), r.error()));
+    if (r->route) {
+      if (!r->route->retry_policy) r->route->retry_policy = vhost_retry;
+      if (!proto.routes(i).has_per_request_buffer_limit_bytes() && proto.has_per_request_buffer_limit_bytes()) {
+        r->route->retry_buffer_bytes = proto.per_request_buffer_limit_bytes().value();
+      }
+    }
     out.routes.push_back(std::move(*r));
   }
   auto headers = translateHeaderMutations(proto);
@@ -667,6 +842,27 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return fail("one of rds or route_config is required (scoped_routes is not supported)");
   }
   if (auto f = translateHttpFilters(proto); !f) return std::unexpected(f.error());
+  auto timeout = [](const google::protobuf::Duration& d, const char* where, std::chrono::milliseconds& out) {
+    auto t = toMillis(d, where);
+    if (t) out = *t;
+    return t;
+  };
+  if (proto.has_stream_idle_timeout()) {
+    if (auto t = timeout(proto.stream_idle_timeout(), "stream_idle_timeout", out.timeouts.stream_idle); !t) {
+      return std::unexpected(t.error());
+    }
+  }
+  if (proto.has_request_timeout()) {
+    if (auto t = timeout(proto.request_timeout(), "request_timeout", out.timeouts.request); !t) {
+      return std::unexpected(t.error());
+    }
+  }
+  if (proto.has_request_headers_timeout()) {
+    if (auto t = timeout(proto.request_headers_timeout(), "request_headers_timeout", out.timeouts.request_headers);
+        !t) {
+      return std::unexpected(t.error());
+    }
+  }
   return out;
 }
 
@@ -740,6 +936,42 @@ Result<config::Endpoint> translateLbEndpoint(const endpoint::LbEndpoint& proto) 
   if (proto.has_load_balancing_weight()) {
     if (proto.load_balancing_weight().value() == 0) return fail("must be at least 1", "load_balancing_weight");
     out.weight = proto.load_balancing_weight().value();
+  }
+  return out;
+}
+
+// The retry part of circuit_breakers (max_retries, retry_budget) for the default priority.
+Result<config::RetryLimits> translateRetryLimits(const cluster::CircuitBreakers& proto) {
+  config::RetryLimits out;
+  if (proto.per_host_thresholds_size() > 0) {
+    return fail("per_host_thresholds are not supported", "per_host_thresholds");
+  }
+  std::set<int> priorities;
+  for (int i = 0; i < proto.thresholds_size(); ++i) {
+    const auto& t = proto.thresholds(i);
+    auto where = indexed("thresholds", i);
+    if (!priorities.insert(t.priority()).second) return fail("duplicate priority", where + ".priority");
+    if (t.has_max_connections()) return fail("not supported yet", where + ".max_connections");
+    if (t.has_max_pending_requests()) return fail("not supported yet", where + ".max_pending_requests");
+    if (t.has_max_requests()) return fail("not supported yet", where + ".max_requests");
+    if (t.has_max_connection_pools()) return fail("not supported", where + ".max_connection_pools");
+    if (t.track_remaining()) return fail("not supported", where + ".track_remaining");
+    // Only priority 0 endpoints exist (priorities are rejected), so HIGH thresholds never apply.
+    if (t.priority() != core::DEFAULT) continue;
+    if (t.has_max_retries()) out.max_retries = t.max_retries().value();
+    if (t.has_retry_budget()) {
+      config::RetryLimits::Budget budget;
+      const auto& b = t.retry_budget();
+      if (b.has_budget_percent()) {
+        double percent = b.budget_percent().value();
+        if (!(percent >= 0.0 && percent <= 100.0)) {
+          return fail("must be in [0, 100]", where + ".retry_budget.budget_percent");
+        }
+        budget.budget_percent = percent;
+      }
+      if (b.has_min_retry_concurrency()) budget.min_retry_concurrency = b.min_retry_concurrency().value();
+      out.budget = budget;
+    }
   }
   return out;
 }
@@ -827,6 +1059,11 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
     if (!t) return std::unexpected(t.error());
     if (t->count() <= 0) return fail("must be at least 1ms", "connect_timeout");
     out.connect_timeout = *t;
+  }
+  if (proto.has_circuit_breakers()) {
+    auto limits = translateRetryLimits(proto.circuit_breakers());
+    if (!limits) return std::unexpected(nest("circuit_breakers", limits.error()));
+    out.retry_limits = *limits;
   }
   if (proto.has_transport_socket()) {
     return fail("upstream transport sockets (TLS) are not supported", "transport_socket");
