@@ -17,6 +17,7 @@
 #include "xds/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
 #include "xds/translate/proto_util.h"
 #include "xds/translate/type_urls.h"
+#include "xds/translate/upstream_policies.h"
 
 namespace culvert::xds::translate {
 
@@ -147,6 +148,9 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     if (!t) return std::unexpected(t.error());
     out.timeout = *t;
   }
+  auto hash_policy = translateHashPolicies(proto);
+  if (!hash_policy) return std::unexpected(hash_policy.error());
+  out.hash_policy = std::move(*hash_policy);
   return out;
 }
 
@@ -523,11 +527,7 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
                       " is not supported; only STATIC, EDS and ORIGINAL_DST are",
                   "type");
   }
-  if (out.type != config::ClusterType::OriginalDst && proto.lb_policy() != cluster::Cluster::ROUND_ROBIN) {
-    return fail("lb_policy " + cluster::Cluster::LbPolicy_Name(proto.lb_policy()) +
-                    " is not supported; only ROUND_ROBIN is",
-                "lb_policy");
-  }
+  if (auto policies = translateUpstreamPolicies(proto, out); !policies) return std::unexpected(policies.error());
   if (proto.has_connect_timeout()) {
     auto t = toMillis(proto.connect_timeout(), "connect_timeout");
     if (!t) return std::unexpected(t.error());
@@ -536,13 +536,6 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
   }
   if (proto.has_transport_socket()) {
     return fail("upstream transport sockets (TLS) are not supported", "transport_socket");
-  }
-  if (!proto.typed_extension_protocol_options().empty()) {
-    // Sorted for a stable message.
-    std::set<std::string> keys;
-    for (const auto& [key, value] : proto.typed_extension_protocol_options()) keys.insert(key);
-    return fail("extension protocol options are not supported", "typed_extension_protocol_options[\"" +
-                                                                     *keys.begin() + "\"]");
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.
   if (out.type == config::ClusterType::Static && proto.has_load_assignment()) {
@@ -559,12 +552,15 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
   size_t total = 0;
   for (const auto& locality : proto.endpoints()) total += static_cast<size_t>(locality.lb_endpoints_size());
   out.reserve(total);
+  // Envoy's rule: priorities run from 0 without gaps.
+  std::set<uint32_t> priorities;
+  for (const auto& locality : proto.endpoints()) priorities.insert(locality.priority());
+  if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
+    return fail("priorities must run from 0 without gaps", "endpoints");
+  }
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);
     auto where = indexed("endpoints", i);
-    if (locality.priority() != 0) {
-      return fail("priorities other than 0 (failover) are not supported", where + ".priority");
-    }
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& lb = locality.lb_endpoints(j);
       // Built only for an error: no allocation per endpoint on the success path.
@@ -581,6 +577,7 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
       }
       auto ep = translateLbEndpoint(lb);
       if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
+      ep->priority = locality.priority();
       out.push_back(*ep);
     }
   }
