@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/router/hash_policy.h"
 #include "proxy/router/route_matcher.h"
 
 namespace culvert::server {
@@ -195,12 +196,24 @@ void Http1Session::routeRequest() {
   }
   const auto& action = *route->route;
   route_timeout_ = action.timeout;
-  auto selection = services_.clusters.pickEndpoint(action.cluster);
+  upstream::ClusterManager::PickContext pick;
+  if (!action.hash_policy.empty()) pick.hash = router::hashRequest(action.hash_policy, request_.headers, pod_->ip);
+  auto selection = services_.clusters.pickEndpoint(action.cluster, pick);
   if (!selection) {
-    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
-                                                                                            : "no healthy upstream\n");
+    switch (selection.error()) {
+      case upstream::ClusterManager::PickError::NoCluster:
+        sendLocalReply(503, "no cluster\n");
+        break;
+      case upstream::ClusterManager::PickError::NoHealthyEndpoint:
+        sendLocalReply(503, "no healthy upstream\n");
+        break;
+      case upstream::ClusterManager::PickError::Overflow:
+        sendLocalReply(503, "upstream overflow\n");
+        break;
+    }
     return;
   }
+  active_request_ = std::move(selection->request);
 
   common::SocketAddress endpoint = selection->endpoint.address;
   if (selection->original_destination) {
@@ -228,14 +241,35 @@ void Http1Session::routeRequest() {
   request_framing_ = http::http1::requestFraming(request_);
   upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
 
-  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
+  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1, action.cluster};
   upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
+  attempt_cluster_ = action.cluster;
+  attempt_endpoint_ = endpoint;
+  attempt_reported_ = false;
+  if (!services_.pool.hasIdle(pool_key_)) {
+    // A new connection: the cluster's max_connections and max_pending_requests apply.
+    auto connection_unit = services_.clusters.reserveConnection(action.cluster);
+    if (!connection_unit) {
+      sendLocalReply(503, "upstream overflow\n");
+      return;
+    }
+    auto pending_unit = services_.clusters.reservePending(action.cluster);
+    if (!pending_unit) {
+      sendLocalReply(503, "upstream overflow\n");
+      return;
+    }
+    pending_unit_ = std::move(*pending_unit);
+    connect.lifetime_token = std::make_shared<upstream::ResourceHold>(std::move(*connection_unit));
+  }
+  attempt_started_ = services_.dispatcher.now();
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
 }
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
   connecting_.reset();
+  pending_unit_.reset();
   if (!connection) {
+    reportAttempt({upstream::AttemptOutcome::Kind::ConnectFailure});
     pod_->tenant->upstream_cx_connect_fail->inc();
     spdlog::debug("pod {}/{}: upstream {}: {}", pod_->namespace_name, pod_->name, pool_key_.endpoint,
                   connection.error().describe());
@@ -301,6 +335,8 @@ void Http1Session::onMessageComplete() {
 
 void Http1Session::onResponseHead(http::ResponseHead& head) {
   response_started_ = true;
+  reportAttempt({upstream::AttemptOutcome::Kind::Response, head.status,
+                 std::chrono::duration_cast<std::chrono::microseconds>(services_.dispatcher.now() - attempt_started_)});
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
@@ -341,6 +377,7 @@ void Http1Session::onResponseComplete(bool upstream_reusable) {
 void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
   flushResponse();
   spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+  reportAttempt({upstream::AttemptOutcome::Kind::Reset});
   // Deleting the exchange from inside its own callback: defer.
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (response_started) {
@@ -381,6 +418,8 @@ void Http1Session::onRouteTimeout() {
   spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
                 request_.path, route_timeout_.count());
   connecting_.reset();
+  pending_unit_.reset();
+  reportAttempt({upstream::AttemptOutcome::Kind::Timeout});
   // The upstream connection is mid-exchange: it can never be reused.
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (response_started_) {
@@ -391,8 +430,17 @@ void Http1Session::onRouteTimeout() {
   sendLocalReply(504, "upstream request timeout\n");
 }
 
+void Http1Session::reportAttempt(const upstream::AttemptOutcome& outcome) {
+  // Once per attempt: a reset after the head was reported changes nothing.
+  if (attempt_reported_ || attempt_cluster_.empty()) return;
+  attempt_reported_ = true;
+  services_.clusters.reportOutcome(attempt_cluster_, attempt_endpoint_, outcome);
+}
+
 void Http1Session::finishExchange() {
   in_exchange_ = false;
+  active_request_.reset();
+  attempt_cluster_.clear();
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -445,6 +493,8 @@ void Http1Session::close() {
   closed_ = true;
   route_timer_.reset();
   connecting_.reset();
+  pending_unit_.reset();
+  active_request_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   downstream_->close();
   if (on_done_) on_done_(this);

@@ -73,6 +73,7 @@ private:
   void countStatus(int status);
   void updateDownstreamReading();
   void onRouteTimeout();
+  void reportAttempt(const upstream::AttemptOutcome& outcome);
   void updateUpstreamReading();
   void close();
 
@@ -94,6 +95,14 @@ private:
   std::unique_ptr<upstream::PendingConnection> connecting_;
   std::unique_ptr<UpstreamExchange> upstream_;
   upstream::PoolKey pool_key_;
+  // Upstream selection and protection for the request in flight: its active-request
+  // unit, its pending unit while connecting, and what the attempt is reported against.
+  upstream::ActiveRequest active_request_;
+  upstream::ResourceHold pending_unit_;
+  std::string attempt_cluster_;
+  common::SocketAddress attempt_endpoint_;
+  std::chrono::steady_clock::time_point attempt_started_;
+  bool attempt_reported_ = false;
   std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
   std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
 

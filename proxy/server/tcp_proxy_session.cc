@@ -58,7 +58,7 @@ TcpProxySession::~TcpProxySession() { pod_->tenant->downstream_cx_active->add(-1
 void TcpProxySession::start(std::string_view initial_bytes) {
   pending_upstream_.assign(initial_bytes);
   touch();
-  auto selection = services_.clusters.pickEndpoint(config_.cluster);
+  auto selection = services_.clusters.pickEndpoint(config_.cluster, {.hash = std::nullopt, .count_request = false});
   std::optional<common::SocketAddress> endpoint;
   if (selection) {
     endpoint = selection->original_destination ? original_destination_

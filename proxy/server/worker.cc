@@ -14,6 +14,7 @@ constexpr std::chrono::milliseconds kSniffTimeout{100};
 
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
+      clusters_(upstream::ClusterManager::Options{&stats, hooks.resources, {}, [this] { return dispatcher_.now(); }}),
       pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},
@@ -28,6 +29,7 @@ void Worker::start() {
     sniffers_.clear();
     sessions_.clear();
     tcp_sessions_.clear();
+    health_checkers_.clear();
     pods_.clear();
     bound_listeners_.clear();
   });
@@ -43,7 +45,25 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
   dispatcher_.post([this, config = std::move(config)] {
     config_ = config;
     clusters_.update(config_->snapshot->clusters);
+    updateHealthCheckers();
   });
+}
+
+void Worker::updateHealthCheckers() {
+  std::map<std::string, std::unique_ptr<upstream::HealthChecker>> next;
+  for (const auto& [name, cluster] : config_->snapshot->clusters->by_name) {
+    if (!cluster->health_check || cluster->endpoints.empty()) continue;
+    auto it = health_checkers_.find(name);
+    if (it != health_checkers_.end() && it->second->cluster() == cluster) {
+      next[name] = std::move(it->second);
+      continue;
+    }
+    next[name] = std::make_unique<upstream::HealthChecker>(
+        dispatcher_, cluster, upstream::defaultRandom(), [this, cluster](uint32_t index, bool healthy) {
+          clusters_.setHealthCheckResult(cluster->name, cluster->endpoints[index].address, healthy);
+        });
+  }
+  health_checkers_ = std::move(next);
 }
 
 void Worker::addPodListener(std::shared_ptr<const Pod> pod, network::FileDescriptor listen_fd) {

@@ -18,6 +18,7 @@
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
+#include "proxy/upstream/health_checker.h"
 
 namespace culvert::server {
 
@@ -34,6 +35,8 @@ struct PublishedConfig {
 struct WorkerHooks {
   network::SocketTagger* tagger = nullptr;
   network::OriginalDestinationSource* original_destinations = nullptr;
+  // Circuit-breaker counts, shared by all workers (Envoy's limits are per cluster).
+  std::shared_ptr<upstream::ResourceRegistry> resources{};
 };
 
 // One worker thread: its loop, its share of every pod's listener group, the connections
@@ -70,6 +73,8 @@ private:
   class Sniffer;
   friend class Sniffer;
   void finishSniff(Sniffer* sniffer);
+  // Starts checks of new or changed clusters with health_checks, stops the others.
+  void updateHealthCheckers();
 
   uint32_t index_;
   WorkerHooks hooks_;
@@ -81,6 +86,7 @@ private:
   event::Scheduler scheduler_;
   upstream::ClusterManager clusters_;
   upstream::ConnectionPool pool_;
+  std::map<std::string, std::unique_ptr<upstream::HealthChecker>> health_checkers_;  // by cluster
   std::shared_ptr<const PublishedConfig> config_;
   struct PodListener {
     std::shared_ptr<const Pod> pod;

@@ -102,6 +102,7 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
     return nullptr;
   }
   ++created_;
+  if (request.lifetime_token) (*conn)->attach(request.lifetime_token);
   return std::make_unique<Connecting>(dispatcher_, std::move(*conn), request.endpoint, request.connect_timeout,
                                       std::move(ready));
 }
@@ -149,6 +150,11 @@ void ConnectionPool::drainPod(uint64_t pod_id) {
       ++it;
     }
   }
+}
+
+bool ConnectionPool::hasIdle(const PoolKey& key) const {
+  auto it = idle_.find(key);
+  return it != idle_.end() && !it->second.empty();
 }
 
 size_t ConnectionPool::idleCount() const {

@@ -25,6 +25,9 @@ struct PoolKey {
   uint64_t pod_id = 0;
   std::string endpoint;  // "ip:port"
   Protocol protocol = Protocol::Http1;
+  // A connection counts against its cluster's max_connections for its whole life, so it
+  // is reused only within that cluster (Envoy's pools are per cluster too).
+  std::string cluster{};
   friend auto operator<=>(const PoolKey&, const PoolKey&) = default;
 };
 
@@ -33,6 +36,8 @@ struct ConnectRequest {
   int netns_fd = -1;  // the source pod's netns; -1 = culvertd's own
   common::SocketAddress endpoint;
   std::chrono::milliseconds connect_timeout{5000};
+  // Attached to a new connection for its whole life (the cluster's max_connections unit).
+  std::shared_ptr<void> lifetime_token{};
 };
 
 // An upstream connection being made. Owned by the requester: destroying it cancels.
@@ -57,6 +62,8 @@ public:
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
 
+  // Whether acquire() would reuse a parked connection rather than make one.
+  bool hasIdle(const PoolKey& key) const;
   size_t idleCount() const;
   uint64_t connectionsCreated() const { return created_; }
 

@@ -138,7 +138,8 @@ TEST(LeastRequestTest, UnequalWeightsDividedByActiveRequests) {
 // Share of `keys` that map to a different endpoint once `removed` leaves; only keys that
 // were on `removed` should move.
 template <typename Balancer>
-void expectMinimalDisruption(Balancer& before_lb, Balancer& after_lb, size_t n, uint32_t removed, double tolerance) {
+void expectMinimalDisruption(Balancer& before_lb, Balancer& after_lb, size_t n, uint32_t removed, double tolerance,
+                             double max_moved_share) {
   auto eps = many(n);
   auto hosts = allOf(eps);
   std::vector<uint32_t> fewer;
@@ -163,16 +164,18 @@ void expectMinimalDisruption(Balancer& before_lb, Balancer& after_lb, size_t n, 
   }
   // Distribution: each endpoint near 1/n of the keys.
   for (uint32_t h = 0; h < n; ++h) EXPECT_NEAR(counts[h], kKeys / static_cast<double>(n), kKeys / static_cast<double>(n) * tolerance) << h;
-  // Minimal disruption: keys that were not on the removed endpoint stay (ring hash: all;
-  // Maglev: all but a small share, as its paper says).
-  EXPECT_LE(moved_elsewhere, kKeys * 0.02) << "keys moved between surviving endpoints";
+  // Minimal disruption: keys that were not on the removed endpoint mostly stay (a modulo
+  // hash would move (n-1)/n of them).
+  EXPECT_LE(moved_elsewhere, kKeys * max_moved_share) << "keys moved between surviving endpoints";
   EXPECT_GT(on_removed, 0);
 }
 
 TEST(RingHashTest, DistributionAndMinimalDisruption) {
   RingHashBalancer before({1024, 8 * 1024 * 1024}, seeded(4));
   RingHashBalancer after({1024, 8 * 1024 * 1024}, seeded(4));
-  expectMinimalDisruption(before, after, 8, 3, 0.25);
+  // Envoy's ring keeps about minimum_ring_size entries in all, so the 7 survivors gain
+  // entries (128 → 147 each) and take some keys from each other: about 9 % here.
+  expectMinimalDisruption(before, after, 8, 3, 0.25, 0.12);
 }
 
 TEST(RingHashTest, SizeFollowsEnvoysScaling) {
@@ -209,7 +212,7 @@ TEST(RingHashTest, SameHashSameEndpoint) {
 TEST(MaglevTest, DistributionAndMinimalDisruption) {
   MaglevBalancer before(65537, seeded(8));
   MaglevBalancer after(65537, seeded(8));
-  expectMinimalDisruption(before, after, 8, 5, 0.1);
+  expectMinimalDisruption(before, after, 8, 5, 0.1, 0.02);
 }
 
 TEST(MaglevTest, WeightedTableShares) {
