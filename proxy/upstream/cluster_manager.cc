@@ -117,8 +117,9 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
       levels = std::max(levels, cluster->endpoints[i].priority + 1);
     }
     if (old && sameEndpoints(*old->cluster, *cluster) && old->balancers.size() == levels) {
-      state->balancers = std::move(old->balancers);  // keeps round-robin position and rings
-      state->active_requests = old->active_requests;
+      // Keeps round-robin positions and rings. Requests in flight stay counted on the old
+      // state (their ActiveRequest releases there), so the new one starts from zero.
+      state->balancers = std::move(old->balancers);
     } else {
       for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
     }
