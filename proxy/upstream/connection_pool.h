@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -61,6 +63,11 @@ public:
   void release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection);
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
+  // The (cluster, "ip:port") pairs that exist in the configuration now. Idle connections
+  // to anything else close at once; busy ones close instead of being parked when their
+  // exchange ends (DESIGN §5: an endpoint that leaves its cluster drains).
+  using EndpointSet = std::set<std::pair<std::string, std::string>, std::less<>>;
+  void setLiveEndpoints(EndpointSet live);
 
   // Whether acquire() would reuse a parked connection rather than make one.
   bool hasIdle(const PoolKey& key) const;
@@ -77,6 +84,8 @@ private:
   std::chrono::milliseconds idle_timeout_;
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
+  std::optional<EndpointSet> live_;  // unset until the first configuration
+  bool isLive(const PoolKey& key) const;
   std::unique_ptr<event::Timer> sweep_;
 };
 
