@@ -153,9 +153,18 @@ struct MaxStreamDuration {
   std::chrono::milliseconds grpc_timeout_header_offset{0};
 };
 
+// route.hash_policy: what a consistent-hashing load balancer (RING_HASH, MAGLEV) hashes.
+struct HashPolicy {
+  enum class Kind { Header, Cookie, SourceIp };
+  Kind kind = Kind::Header;
+  std::string name;  // header (lower-case) or cookie name
+  bool terminal = false;
+};
+
 struct RouteAction {
   std::string cluster;  // empty when weighted_clusters is set
   std::optional<WeightedClusters> weighted_clusters;
+  std::vector<HashPolicy> hash_policy;
   std::optional<std::string> prefix_rewrite;
   std::optional<RegexRewrite> regex_rewrite;
   std::optional<std::string> host_rewrite_literal;
@@ -251,7 +260,7 @@ struct Listener {
 
 // --- Clusters (envoy.config.cluster.v3 / endpoint.v3) ---
 
-enum class LbPolicy { RoundRobin };
+enum class LbPolicy { RoundRobin, LeastRequest, Random, RingHash, Maglev };
 // Eds: endpoints come from a ClusterLoadAssignment named eds_service_name.
 // OriginalDst: the endpoint is the connection's original destination (captured
 // traffic that should go where it was going).
@@ -260,6 +269,67 @@ enum class ClusterType { Static, Eds, OriginalDst };
 struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
+  uint32_t priority = 0;  // 0 is tried first; higher ones take load as it loses health
+};
+
+struct LeastRequestConfig {
+  uint32_t choice_count = 2;
+  double active_request_bias = 1.0;
+};
+
+struct RingHashConfig {
+  uint64_t minimum_ring_size = 1024;
+  uint64_t maximum_ring_size = 8 * 1024 * 1024;
+};
+
+// cluster.circuit_breakers.thresholds (DEFAULT priority); Envoy's defaults.
+struct CircuitBreakers {
+  uint32_t max_connections = 1024;
+  uint32_t max_pending_requests = 1024;
+  uint32_t max_requests = 1024;
+};
+
+// cluster.outlier_detection, with Envoy's defaults, plus culvert's latency ejection.
+struct OutlierDetection {
+  std::chrono::milliseconds interval{10000};
+  std::chrono::milliseconds base_ejection_time{30000};
+  std::chrono::milliseconds max_ejection_time{300000};
+  uint32_t max_ejection_percent = 10;
+  uint32_t consecutive_5xx = 5;
+  uint32_t enforcing_consecutive_5xx = 100;
+  uint32_t consecutive_gateway_failure = 5;
+  uint32_t enforcing_consecutive_gateway_failure = 0;
+  bool split_external_local_origin_errors = false;
+  uint32_t consecutive_local_origin_failure = 5;
+  uint32_t enforcing_consecutive_local_origin_failure = 100;
+  uint32_t success_rate_minimum_hosts = 5;
+  uint32_t success_rate_request_volume = 100;
+  uint32_t success_rate_stdev_factor = 1900;  // divided by 1000
+  uint32_t enforcing_success_rate = 100;
+  uint32_t failure_percentage_threshold = 85;
+  uint32_t failure_percentage_minimum_hosts = 5;
+  uint32_t failure_percentage_request_volume = 50;
+  uint32_t enforcing_failure_percentage = 0;
+  // culvert.v1.ClusterExtensions.latency_ejection: 0 = off.
+  double latency_ejection_multiple = 0;
+  uint32_t latency_ejection_minimum_hosts = 3;
+  uint32_t latency_ejection_request_volume = 10;
+  double latency_ewma_alpha = 0.3;
+};
+
+// cluster.health_checks[0]: active checks of every endpoint, HTTP or TCP (connect only).
+struct HealthCheck {
+  enum class Kind { Http, Tcp };
+  Kind kind = Kind::Tcp;
+  std::chrono::milliseconds timeout{1000};
+  std::chrono::milliseconds interval{5000};
+  std::chrono::milliseconds interval_jitter{0};
+  uint32_t unhealthy_threshold = 1;
+  uint32_t healthy_threshold = 1;
+  // HTTP
+  std::string path;
+  std::string host;  // empty: the cluster name (Envoy's default)
+  std::vector<std::pair<uint32_t, uint32_t>> expected_statuses{{200, 201}};  // [start, end)
 };
 
 // The HTTP version of a cluster's upstream connections
@@ -286,6 +356,13 @@ struct Cluster {
   std::string eds_service_name;  // only for ClusterType::Eds
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
   RetryLimits retry_limits;
+  LeastRequestConfig least_request;
+  RingHashConfig ring_hash;
+  uint64_t maglev_table_size = 65537;
+  uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode
+  CircuitBreakers circuit_breakers;
+  std::optional<OutlierDetection> outlier_detection;
+  std::optional<HealthCheck> health_check;
 };
 
 // --- The parts ---

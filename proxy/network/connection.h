@@ -52,6 +52,8 @@ public:
   bool closed() const { return closed_; }
   int fd() const;
   event::Dispatcher& dispatcher() { return dispatcher_; }
+  // Keeps `token` (say, a circuit-breaker unit) alive exactly as long as this object.
+  void attach(std::shared_ptr<void> token) { attached_ = std::move(token); }
 
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
@@ -69,6 +71,7 @@ private:
   bool closed_ = false;
   bool close_notified_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards posted callbacks
+  std::shared_ptr<void> attached_;
 };
 
 }  // namespace culvert::network

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/http/http2/message.h"
+#include "proxy/router/hash_policy.h"
 #include "proxy/router/route_stats.h"
 #include "proxy/router/router.h"
 #include "proxy/router/stream_duration.h"
@@ -287,7 +288,7 @@ void Http1Session::routeRequest() {
     retry_resources_ = services_.retry_resources.forCluster(std::string(cluster));
     retry_resources_cluster_ = cluster;
   }
-  active_request_.emplace(retry_resources_);
+  retry_budget_request_.emplace(retry_resources_);
   if (action.retry_policy) {
     // The cluster's limits are read when the retry is decided (below, at each pick).
     retry_ = std::make_unique<router::RetryState>(
@@ -308,14 +309,28 @@ void Http1Session::startAttempt() {
     sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
     return;
   }
-  upstream::HostsToAvoid avoid;
-  if (is_retry && retry_->avoidsPreviousHosts()) avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
-  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), avoid);
+  upstream::ClusterManager::PickContext pick;
+  const auto& action = *action_;
+  if (!action.hash_policy.empty()) pick.hash = router::hashRequest(action.hash_policy, request_.headers, pod_->ip);
+  if (is_retry && retry_->avoidsPreviousHosts()) {
+    pick.avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
+  }
+  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), pick);
   if (!selection) {
-    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
-                                                                                            : "no healthy upstream\n");
+    switch (selection.error()) {
+      case upstream::ClusterManager::PickError::NoCluster:
+        sendLocalReply(503, "no cluster\n");
+        break;
+      case upstream::ClusterManager::PickError::NoHealthyEndpoint:
+        sendLocalReply(503, "no healthy upstream\n");
+        break;
+      case upstream::ClusterManager::PickError::Overflow:
+        sendLocalReply(503, "upstream overflow\n");
+        break;
+    }
     return;
   }
+  upstream_request_ = std::move(selection->request);
 
   common::SocketAddress endpoint = selection->endpoint.address;
   if (selection->original_destination) {
@@ -344,9 +359,28 @@ void Http1Session::startAttempt() {
     if (is_retry) upstream_pending_ = replay_;
   }
 
-  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1};
+  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1, action.cluster};
   upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
   armPerTryTimers();
+  attempt_cluster_ = decision_.cluster();
+  attempt_endpoint_ = endpoint;
+  attempt_reported_ = false;
+  if (!services_.pool.hasIdle(pool_key_)) {
+    // A new connection: the cluster's max_connections and max_pending_requests apply.
+    auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
+    if (!connection_unit) {
+      sendLocalReply(503, "upstream overflow\n");
+      return;
+    }
+    auto pending_unit = services_.clusters.reservePending(decision_.cluster());
+    if (!pending_unit) {
+      sendLocalReply(503, "upstream overflow\n");
+      return;
+    }
+    pending_unit_ = std::move(*pending_unit);
+    connect.lifetime_token = std::make_shared<upstream::ResourceHold>(std::move(*connection_unit));
+  }
+  attempt_started_ = services_.dispatcher.now();
   connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
 }
 
@@ -510,7 +544,7 @@ void Http1Session::onPerTryTimeout(bool idle) {
 
 void Http1Session::endRequest() {
   retry_.reset();
-  active_request_.reset();
+  retry_budget_request_.reset();
   if (!replay_.empty()) {
     replay_.clear();
     if (replay_.capacity() > kRetainedOutputBytes) replay_.shrink_to_fit();
@@ -525,7 +559,9 @@ void Http1Session::endRequest() {
 
 void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
   connecting_.reset();
+  pending_unit_.reset();
   if (!connection) {
+    reportAttempt({upstream::AttemptOutcome::Kind::ConnectFailure});
     pod_->tenant->upstream_cx_connect_fail->inc();
     onAttemptFailed(router::AttemptFailure::ConnectFailure,
                     "upstream " + pool_key_.endpoint + ": " + connection.error().describe());
@@ -623,6 +659,8 @@ void Http1Session::onResponseHead(http::ResponseHead& head) {
     replay_.shrink_to_fit();
   }
   response_started_ = true;
+  reportAttempt({upstream::AttemptOutcome::Kind::Response, head.status,
+                 std::chrono::duration_cast<std::chrono::microseconds>(services_.dispatcher.now() - attempt_started_)});
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
   router::prepareDownstreamResponse(*routes_, decision_, head.headers);
@@ -664,6 +702,7 @@ void Http1Session::onResponseComplete(bool upstream_reusable) {
 
 void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
   flushResponse();
+  reportAttempt({upstream::AttemptOutcome::Kind::Reset});
   // Deleting the HTTP/2 bridge from inside its own callback: defer. (An HTTP/1.1
   // attempt's exchange goes below, or in abandonAttempt when it is retried.)
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
@@ -712,6 +751,8 @@ void Http1Session::onRouteTimeout() {
   pod_->tenant->upstream_rq_timeout->inc();
   spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
                 request_.path, route_timeout_.count());
+  pending_unit_.reset();
+  reportAttempt({upstream::AttemptOutcome::Kind::Timeout});
   // The upstream connection is mid-exchange: it can never be reused.
   abandonAttempt();
   if (response_started_) {
@@ -762,6 +803,13 @@ void Http1Session::recordDuration() {
       .observe(static_cast<uint64_t>(us.count()));
 }
 
+void Http1Session::reportAttempt(const upstream::AttemptOutcome& outcome) {
+  // Once per attempt: a reset after the head was reported changes nothing.
+  if (attempt_reported_ || attempt_cluster_.empty()) return;
+  attempt_reported_ = true;
+  services_.clusters.reportOutcome(attempt_cluster_, attempt_endpoint_, outcome);
+}
+
 void Http1Session::finishExchange() {
   recordDuration();
   in_exchange_ = false;
@@ -772,6 +820,8 @@ void Http1Session::finishExchange() {
   decision_ = {};
   std::string().swap(response_out_);
   request_slot_.release();
+  upstream_request_.reset();
+  attempt_cluster_.clear();
   if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
@@ -839,6 +889,8 @@ void Http1Session::close() {
   request_timer_.reset();
   stream_idle_timer_.reset();
   max_duration_timer_.reset();
+  pending_unit_.reset();
+  upstream_request_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   downstream_->close();

@@ -107,6 +107,7 @@ private:
   void recordDuration();
   void updateDownstreamReading();
   void onRouteTimeout();
+  void reportAttempt(const upstream::AttemptOutcome& outcome);
   void updateUpstreamReading();
   void close();
 
@@ -131,10 +132,18 @@ private:
   std::unique_ptr<UpstreamExchange> upstream_;
   std::unique_ptr<Http2UpstreamBridge> h2_upstream_;  // instead of upstream_ for an HTTP/2 cluster
   upstream::PoolKey pool_key_;
+  // Upstream selection and protection for the request in flight: its active-request
+  // unit, its pending unit while connecting, and what the attempt is reported against.
+  upstream::ActiveRequest upstream_request_;  // the pick, counted for LEAST_REQUEST and max_requests
+  upstream::ResourceHold pending_unit_;
+  std::string attempt_cluster_;
+  common::SocketAddress attempt_endpoint_;
+  std::chrono::steady_clock::time_point attempt_started_;
+  bool attempt_reported_ = false;
   std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
   std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
   const config::RouteAction* action_ = nullptr;  // the matched route's (routes_ keeps it)
-  std::optional<router::RetryResources::ActiveRequest> active_request_;
+  std::optional<router::RetryResources::ActiveRequest> retry_budget_request_;
   std::unique_ptr<router::RetryState> retry_;  // only when the route has a retry_policy
   std::string replay_;  // request bytes so far, while a retry may replay them
   size_t replay_head_bytes_ = 0;

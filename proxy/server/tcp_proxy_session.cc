@@ -61,7 +61,7 @@ TcpProxySession::~TcpProxySession() {
 void TcpProxySession::start(std::string_view initial_bytes) {
   pending_upstream_.assign(initial_bytes);
   touch();
-  auto selection = services_.clusters.pickEndpoint(config_.cluster);
+  auto selection = services_.clusters.pickEndpoint(config_.cluster, {.hash = std::nullopt, .count_request = false});
   std::optional<common::SocketAddress> endpoint;
   if (selection) {
     endpoint = selection->original_destination ? original_destination_

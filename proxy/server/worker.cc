@@ -22,6 +22,7 @@ void resetAndClose(network::FileDescriptor fd) {
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
       scheduler_(&dispatcher_),
+      clusters_(upstream::ClusterManager::Options{&stats, hooks.resources, {}, [this] { return dispatcher_.now(); }}),
       pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout),
       http2_pool_(dispatcher_, pool_, stats, kUpstreamIdleTimeout),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
@@ -38,6 +39,7 @@ void Worker::start() {
     sessions_.clear();
     http2_sessions_.clear();
     tcp_sessions_.clear();
+    health_checkers_.clear();
     pods_.clear();
     bound_listeners_.clear();
   });
@@ -53,7 +55,30 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
   dispatcher_.post([this, config = std::move(config)] {
     config_ = config;
     clusters_.update(config_->snapshot->clusters);
+    updateHealthCheckers();
+    upstream::ConnectionPool::EndpointSet live;
+    for (const auto& [name, cluster] : config_->snapshot->clusters->by_name) {
+      for (const auto& endpoint : cluster->endpoints) live.emplace(name, endpoint.address.toString());
+    }
+    pool_.setLiveEndpoints(std::move(live));
   });
+}
+
+void Worker::updateHealthCheckers() {
+  std::map<std::string, std::unique_ptr<upstream::HealthChecker>> next;
+  for (const auto& [name, cluster] : config_->snapshot->clusters->by_name) {
+    if (!cluster->health_check || cluster->endpoints.empty()) continue;
+    auto it = health_checkers_.find(name);
+    if (it != health_checkers_.end() && it->second->cluster() == cluster) {
+      next[name] = std::move(it->second);
+      continue;
+    }
+    next[name] = std::make_unique<upstream::HealthChecker>(
+        dispatcher_, cluster, upstream::defaultRandom(), [this, cluster](uint32_t index, bool healthy) {
+          clusters_.setHealthCheckResult(cluster->name, cluster->endpoints[index].address, healthy);
+        });
+  }
+  health_checkers_ = std::move(next);
 }
 
 void Worker::addPodListener(std::shared_ptr<const Pod> pod, network::FileDescriptor listen_fd) {

@@ -20,6 +20,7 @@
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
+#include "proxy/upstream/health_checker.h"
 
 namespace culvert::server {
 
@@ -38,6 +39,8 @@ struct WorkerHooks {
   network::OriginalDestinationSource* original_destinations = nullptr;
   // Retry circuit breakers, shared by all workers (the Server's); null = the worker's own.
   router::RetryResourceRegistry* retry_resources = nullptr;
+  // Circuit-breaker counts, shared by all workers (Envoy's limits are per cluster).
+  std::shared_ptr<upstream::ResourceRegistry> resources{};
 };
 
 // One worker thread: its loop, its share of every pod's listener group, the connections
@@ -74,6 +77,8 @@ private:
   class Sniffer;
   friend class Sniffer;
   void finishSniff(Sniffer* sniffer);
+  // Starts checks of new or changed clusters with health_checks, stops the others.
+  void updateHealthCheckers();
 
   uint32_t index_;
   WorkerHooks hooks_;
@@ -87,6 +92,7 @@ private:
   upstream::ConnectionPool pool_;
   upstream::Http2Pool http2_pool_;
   router::RetryResourceRegistry own_retry_resources_;
+  std::map<std::string, std::unique_ptr<upstream::HealthChecker>> health_checkers_;  // by cluster
   std::shared_ptr<const PublishedConfig> config_;
   struct PodListener {
     std::shared_ptr<const Pod> pod;

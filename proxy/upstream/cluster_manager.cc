@@ -2,37 +2,293 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 namespace culvert::upstream {
 
+struct ClusterState {
+  std::shared_ptr<const config::Cluster> cluster;
+  std::shared_ptr<ClusterResources> resources;
+  std::vector<uint32_t> active_requests;                 // by endpoint index
+  std::vector<std::unique_ptr<LoadBalancer>> balancers;  // by priority
+  std::optional<OutlierDetector> outlier;
+  std::vector<bool> hc_unhealthy;  // by endpoint index: failed active health checks
+  std::map<std::string, uint32_t, std::less<>> index_by_address;
+  // Derived from health; rebuilt when an ejection starts or ends.
+  std::vector<std::vector<uint32_t>> all_hosts;      // by priority
+  std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
+  PriorityLoad load;
+  bool dirty = true;
+  // Metrics (null without a stats store).
+  common::StatsStore* stats = nullptr;
+  common::Counter* cx_overflow = nullptr;
+  common::Counter* rq_pending_overflow = nullptr;
+  common::Counter* lb_healthy_panic = nullptr;
+  common::Gauge* ejections_active = nullptr;
+  int64_t ejections_reported = 0;  // this worker's share of ejections_active
+};
+
+namespace {
+
+bool sameEndpoints(const config::Cluster& a, const config::Cluster& b) {
+  if (a.endpoints.size() != b.endpoints.size() || a.lb_policy != b.lb_policy) return false;
+  for (size_t i = 0; i < a.endpoints.size(); ++i) {
+    const auto& x = a.endpoints[i];
+    const auto& y = b.endpoints[i];
+    if (x.weight != y.weight || x.priority != y.priority || x.address.toString() != y.address.toString()) return false;
+  }
+  return true;
+}
+
+void countEjection(ClusterState& state, EjectionReason reason) {
+  spdlog::info("cluster {}: outlier detection ejected an endpoint ({})", state.cluster->name, toString(reason));
+  if (!state.stats) return;
+  // Rare: the labelled lookup is affordable here.
+  state.stats
+      ->counter("culvert_outlier_detection_ejections_total",
+                {{"cluster", state.cluster->name}, {"reason", std::string(toString(reason))}},
+                "Endpoints ejected by outlier detection, per cluster and reason (each worker ejects on its own)")
+      .inc();
+}
+
+// Moves this worker's share of the ejections_active gauge to `count`.
+void reportEjections(ClusterState& state, int64_t count) {
+  if (state.ejections_active) state.ejections_active->add(count - state.ejections_reported);
+  state.ejections_reported = count;
+}
+
+int64_t ejectedNow(const ClusterState& state) {
+  return state.outlier ? static_cast<int64_t>(state.outlier->ejectedCount()) : 0;
+}
+
+}  // namespace
+
+ActiveRequest::ActiveRequest(std::shared_ptr<ClusterState> state, uint32_t host, ResourceHold hold)
+    : state_(std::move(state)), host_(host), hold_(std::move(hold)) {
+  if (state_ && host_ < state_->active_requests.size()) ++state_->active_requests[host_];
+}
+
+ActiveRequest& ActiveRequest::operator=(ActiveRequest&& other) noexcept {
+  if (this != &other) {
+    reset();
+    state_ = std::move(other.state_);
+    host_ = other.host_;
+    hold_ = std::move(other.hold_);
+  }
+  return *this;
+}
+
+ActiveRequest::~ActiveRequest() { reset(); }
+
+void ActiveRequest::reset() {
+  if (state_ && host_ < state_->active_requests.size() && state_->active_requests[host_] > 0) {
+    --state_->active_requests[host_];
+  }
+  state_.reset();
+  hold_.reset();
+}
+
+ClusterManager::ClusterManager() : ClusterManager(Options{}) {}
+
+ClusterManager::ClusterManager(Options options) : options_(std::move(options)) {
+  if (!options_.resources) options_.resources = std::make_shared<ResourceRegistry>();
+  if (!options_.random) options_.random = defaultRandom();
+  if (!options_.now) options_.now = [] { return Clock::now(); };
+}
+
+ClusterManager::~ClusterManager() = default;
+
 void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters) {
-  std::map<std::string, Entry, std::less<>> next;
+  std::map<std::string, std::shared_ptr<ClusterState>, std::less<>> next;
   for (const auto& [name, cluster] : clusters->by_name) {
-    auto& entry = next[name];
-    if (auto it = clusters_.find(name); it != clusters_.end() && it->second.cluster->endpoints.size() == cluster->endpoints.size()) {
-      entry.balancer = it->second.balancer;
+    auto old_it = clusters_.find(name);
+    ClusterState* old = old_it == clusters_.end() ? nullptr : old_it->second.get();
+    if (old && old->cluster == cluster) {
+      next[name] = old_it->second;
+      continue;
     }
-    entry.cluster = cluster;
+    auto state = std::make_shared<ClusterState>();
+    state->cluster = cluster;
+    state->resources = options_.resources->get(name);
+    state->active_requests.assign(cluster->endpoints.size(), 0);
+    uint32_t levels = 0;
+    for (uint32_t i = 0; i < cluster->endpoints.size(); ++i) {
+      state->index_by_address.emplace(cluster->endpoints[i].address.toString(), i);
+      levels = std::max(levels, cluster->endpoints[i].priority + 1);
+    }
+    if (old && sameEndpoints(*old->cluster, *cluster) && old->balancers.size() == levels) {
+      // Keeps round-robin positions and rings. Requests in flight stay counted on the old
+      // state (their ActiveRequest releases there), so the new one starts from zero.
+      state->balancers = std::move(old->balancers);
+    } else {
+      for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
+    }
+    state->hc_unhealthy.assign(cluster->endpoints.size(), false);
+    if (old && cluster->health_check) {
+      for (const auto& [address, index] : state->index_by_address) {
+        if (auto it = old->index_by_address.find(address); it != old->index_by_address.end()) {
+          state->hc_unhealthy[index] = old->hc_unhealthy[it->second];
+        }
+      }
+    }
+    if (cluster->outlier_detection) {
+      state->outlier.emplace(*cluster->outlier_detection, cluster->endpoints.size(), options_.random, options_.now());
+      if (old && old->outlier) {
+        for (const auto& [address, index] : state->index_by_address) {
+          if (auto it = old->index_by_address.find(address); it != old->index_by_address.end()) {
+            state->outlier->adoptHost(index, *old->outlier, it->second);
+          }
+        }
+      }
+    }
+    if (options_.stats) {
+      common::Labels labels{{"cluster", name}};
+      state->stats = options_.stats;
+      state->cx_overflow = &options_.stats->counter(
+          "culvert_upstream_cx_overflow_total", labels,
+          "Requests refused (503) because the cluster's circuit breaker max_connections was reached");
+      state->rq_pending_overflow = &options_.stats->counter(
+          "culvert_upstream_rq_pending_overflow_total", labels,
+          "Requests refused (503) by the cluster's circuit breakers max_pending_requests or max_requests");
+      state->lb_healthy_panic = &options_.stats->counter(
+          "culvert_upstream_lb_healthy_panic_total", labels,
+          "Picks made in panic mode (too few healthy endpoints: all endpoints of the priority used)");
+      state->ejections_active = &options_.stats->gauge(
+          "culvert_outlier_detection_ejections_active", labels,
+          "Endpoints currently ejected by outlier detection, summed over workers");
+    }
+    if (old) reportEjections(*old, 0);
+    reportEjections(*state, ejectedNow(*state));
+    next[name] = std::move(state);
+  }
+  for (const auto& [name, old] : clusters_) {
+    if (!next.contains(name)) reportEjections(*old, 0);
   }
   clusters_ = std::move(next);
   table_ = std::move(clusters);
 }
 
-std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManager::pickEndpoint(std::string_view name,
-                                                                                              HostsToAvoid avoid) {
+ClusterState* ClusterManager::find(std::string_view name) const {
+  auto it = clusters_.find(name);
+  return it == clusters_.end() ? nullptr : it->second.get();
+}
+
+void ClusterManager::refreshHostSets(ClusterState& state) {
+  const auto& endpoints = state.cluster->endpoints;
+  size_t levels = state.balancers.size();
+  state.all_hosts.assign(levels, {});
+  state.healthy_hosts.assign(levels, {});
+  for (uint32_t i = 0; i < endpoints.size(); ++i) {
+    uint32_t p = endpoints[i].priority;
+    state.all_hosts[p].push_back(i);
+    if (state.hc_unhealthy[i]) continue;
+    if (!state.outlier || !state.outlier->ejected(i)) state.healthy_hosts[p].push_back(i);
+  }
+  std::vector<PriorityHealth> health(levels);
+  for (size_t p = 0; p < levels; ++p) {
+    health[p] = {static_cast<uint32_t>(state.all_hosts[p].size()), static_cast<uint32_t>(state.healthy_hosts[p].size())};
+  }
+  state.load = computePriorityLoad(health, state.cluster->healthy_panic_threshold);
+  state.dirty = false;
+}
+
+std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManager::pickEndpoint(
+    std::string_view name, const PickContext& context) {
   auto it = clusters_.find(name);
   if (it == clusters_.end()) return std::unexpected(PickError::NoCluster);
-  auto& entry = it->second;
-  if (entry.cluster->type == config::ClusterType::OriginalDst) return Selection{entry.cluster, {}, true};
-  int index = entry.balancer.pick(entry.cluster->endpoints);
-  if (index < 0) return std::unexpected(PickError::NoHealthyEndpoint);
-  auto tried = [&](int i) {
-    return avoid.tried && std::ranges::find(*avoid.tried, entry.cluster->endpoints[static_cast<size_t>(i)].address) !=
-                              avoid.tried->end();
+  auto& state_ptr = it->second;
+  auto& state = *state_ptr;
+  const auto& cluster = *state.cluster;
+
+  ResourceHold request_hold;
+  if (context.count_request) {
+    if (!state.resources->requests.tryAcquire(cluster.circuit_breakers.max_requests)) {
+      if (state.rq_pending_overflow) state.rq_pending_overflow->inc();
+      return std::unexpected(PickError::Overflow);
+    }
+    request_hold = ResourceHold(state.resources, &state.resources->requests);
+  }
+  if (cluster.type == config::ClusterType::OriginalDst) {
+    return Selection{state.cluster, {}, true, ActiveRequest(nullptr, 0, std::move(request_hold))};
+  }
+  if (cluster.endpoints.empty()) return std::unexpected(PickError::NoHealthyEndpoint);
+
+  if (state.outlier) {
+    bool changed = false;
+    for (auto reason : state.outlier->tick(options_.now(), changed)) countEjection(state, reason);
+    if (changed) {
+      state.dirty = true;
+      reportEjections(state, ejectedNow(state));
+    }
+  }
+  if (state.dirty) refreshHostSets(state);
+
+  uint32_t priority = choosePriority(state.load.percent, context.hash ? *context.hash : options_.random());
+  bool panic = state.load.panic[priority];
+  const auto& hosts = panic ? state.all_hosts[priority] : state.healthy_hosts[priority];
+  if (hosts.empty()) return std::unexpected(PickError::NoHealthyEndpoint);
+  if (panic && state.lb_healthy_panic) state.lb_healthy_panic->inc();
+  PickInput input{cluster.endpoints, hosts, &state.active_requests, context.hash};
+  uint32_t index = state.balancers[priority]->pick(input);
+  // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
+  // balancer lands on an endpoint a previous attempt tried; then take the last pick.
+  const auto& avoid = context.avoid;
+  auto tried = [&](uint32_t i) {
+    return avoid.tried && std::ranges::find(*avoid.tried, cluster.endpoints[i].address) != avoid.tried->end();
   };
   for (uint32_t extra = 0; extra < avoid.extra_picks && tried(index); ++extra) {
-    index = entry.balancer.pick(entry.cluster->endpoints);
+    index = state.balancers[priority]->pick(input);
   }
-  return Selection{entry.cluster, entry.cluster->endpoints[static_cast<size_t>(index)]};
+  return Selection{state.cluster, cluster.endpoints[index], false, ActiveRequest(state_ptr, index, std::move(request_hold))};
+}
+
+std::optional<ResourceHold> ClusterManager::reserveConnection(std::string_view name) {
+  auto* state = find(name);
+  if (!state) return ResourceHold{};
+  if (!state->resources->connections.tryAcquire(state->cluster->circuit_breakers.max_connections)) {
+    if (state->cx_overflow) state->cx_overflow->inc();
+    return std::nullopt;
+  }
+  return ResourceHold(state->resources, &state->resources->connections);
+}
+
+std::optional<ResourceHold> ClusterManager::reservePending(std::string_view name) {
+  auto* state = find(name);
+  if (!state) return ResourceHold{};
+  if (!state->resources->pending_requests.tryAcquire(state->cluster->circuit_breakers.max_pending_requests)) {
+    if (state->rq_pending_overflow) state->rq_pending_overflow->inc();
+    return std::nullopt;
+  }
+  return ResourceHold(state->resources, &state->resources->pending_requests);
+}
+
+void ClusterManager::reportOutcome(std::string_view name, const common::SocketAddress& endpoint,
+                                   const AttemptOutcome& outcome) {
+  auto* state = find(name);
+  if (!state || !state->outlier) return;
+  auto it = state->index_by_address.find(endpoint.toString());
+  if (it == state->index_by_address.end()) return;  // the endpoint left meanwhile
+  if (auto reason = state->outlier->report(it->second, outcome, options_.now())) {
+    countEjection(*state, *reason);
+    reportEjections(*state, ejectedNow(*state));
+    state->dirty = true;
+  }
+}
+
+void ClusterManager::setHealthCheckResult(std::string_view name, const common::SocketAddress& endpoint, bool healthy) {
+  auto* state = find(name);
+  if (!state) return;
+  auto it = state->index_by_address.find(endpoint.toString());
+  if (it == state->index_by_address.end()) return;
+  state->hc_unhealthy[it->second] = !healthy;
+  state->dirty = true;
+}
+
+bool ClusterManager::isEjected(std::string_view name, const common::SocketAddress& endpoint) const {
+  auto* state = find(name);
+  if (!state || !state->outlier) return false;
+  auto it = state->index_by_address.find(endpoint.toString());
+  return it != state->index_by_address.end() && state->outlier->ejected(it->second);
 }
 
 }  // namespace culvert::upstream

@@ -102,12 +102,20 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
     return nullptr;
   }
   ++created_;
+  if (request.lifetime_token) (*conn)->attach(request.lifetime_token);
   return std::make_unique<Connecting>(dispatcher_, std::move(*conn), request.endpoint, request.connect_timeout,
                                       std::move(ready));
 }
 
 void ConnectionPool::release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection) {
   if (!connection || connection->closed()) return;
+  if (!isLive(key)) {
+    // Its endpoint left: closed, not parked. The caller may be inside the connection's
+    // own read callback, so it is destroyed after that returns.
+    connection->close();
+    dispatcher_.deferredDelete(std::move(connection));
+    return;
+  }
   idle_[key].push_back(std::make_unique<Idle>(*this, key, std::move(connection)));
   if (!sweep_) {
     sweep_ = dispatcher_.createTimer([this] { sweep(); });
@@ -148,6 +156,25 @@ void ConnectionPool::drainPod(uint64_t pod_id) {
     } else {
       ++it;
     }
+  }
+}
+
+bool ConnectionPool::hasIdle(const PoolKey& key) const {
+  auto it = idle_.find(key);
+  return it != idle_.end() && !it->second.empty();
+}
+
+bool ConnectionPool::isLive(const PoolKey& key) const {
+  // Keys without a cluster (never parked today) and the time before any configuration
+  // count as live.
+  if (!live_ || key.cluster.empty()) return true;
+  return live_->contains(std::pair<std::string, std::string>(key.cluster, key.endpoint));
+}
+
+void ConnectionPool::setLiveEndpoints(EndpointSet live) {
+  live_ = std::move(live);
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    it = isLive(it->first) ? std::next(it) : idle_.erase(it);
   }
 }
 

@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -25,6 +27,9 @@ struct PoolKey {
   uint64_t pod_id = 0;
   std::string endpoint;  // "ip:port"
   Protocol protocol = Protocol::Http1;
+  // A connection counts against its cluster's max_connections for its whole life, so it
+  // is reused only within that cluster (Envoy's pools are per cluster too).
+  std::string cluster{};
   friend auto operator<=>(const PoolKey&, const PoolKey&) = default;
 };
 
@@ -33,6 +38,8 @@ struct ConnectRequest {
   int netns_fd = -1;  // the source pod's netns; -1 = culvertd's own
   common::SocketAddress endpoint;
   std::chrono::milliseconds connect_timeout{5000};
+  // Attached to a new connection for its whole life (the cluster's max_connections unit).
+  std::shared_ptr<void> lifetime_token{};
 };
 
 // An upstream connection being made. Owned by the requester: destroying it cancels.
@@ -56,7 +63,14 @@ public:
   void release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection);
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
+  // The (cluster, "ip:port") pairs that exist in the configuration now. Idle connections
+  // to anything else close at once; busy ones close instead of being parked when their
+  // exchange ends (DESIGN §5: an endpoint that leaves its cluster drains).
+  using EndpointSet = std::set<std::pair<std::string, std::string>, std::less<>>;
+  void setLiveEndpoints(EndpointSet live);
 
+  // Whether acquire() would reuse a parked connection rather than make one.
+  bool hasIdle(const PoolKey& key) const;
   size_t idleCount() const;
   uint64_t connectionsCreated() const { return created_; }
 
@@ -70,6 +84,8 @@ private:
   std::chrono::milliseconds idle_timeout_;
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
+  std::optional<EndpointSet> live_;  // unset until the first configuration
+  bool isLive(const PoolKey& key) const;
   std::unique_ptr<event::Timer> sweep_;
 };
 

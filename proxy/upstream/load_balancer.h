@@ -1,22 +1,113 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "proxy/config/snapshot.h"
 
 namespace culvert::upstream {
 
-// Smooth weighted round robin (nginx's algorithm): over any window of sum(weights) picks,
-// each endpoint is chosen weight times, interleaved rather than in bursts. Pure state
-// machine; one per (worker, cluster).
-class RoundRobinBalancer {
+// A source of uniformly distributed 64-bit values; injected so tests are deterministic.
+using Random = std::function<uint64_t()>;
+Random defaultRandom();
+
+// What one pick chooses among. `hosts` are indices into `endpoints`: one priority's
+// healthy endpoints, or all of that priority's endpoints in panic mode. Never empty.
+struct PickInput {
+  const std::vector<config::Endpoint>& endpoints;
+  const std::vector<uint32_t>& hosts;
+  // Requests in flight per endpoint index (LEAST_REQUEST); may be null.
+  const std::vector<uint32_t>* active_requests = nullptr;
+  // The request's hash from the route's hash_policy (RING_HASH, MAGLEV); without one a
+  // random value is used, as Envoy does.
+  std::optional<uint64_t> hash{};
+};
+
+// One (worker, cluster, priority)'s balancing state. pick() returns an element of
+// input.hosts. Pure apart from the injected Random.
+class LoadBalancer {
 public:
-  // Index into `endpoints`, or -1 when there are none.
+  virtual ~LoadBalancer() = default;
+  virtual uint32_t pick(const PickInput& input) = 0;
+};
+
+// Smooth weighted round robin (nginx's algorithm): over any window of sum(weights) picks,
+// each endpoint is chosen weight times, interleaved rather than in bursts.
+class RoundRobinBalancer : public LoadBalancer {
+public:
+  uint32_t pick(const PickInput& input) override;
+  // All of `endpoints`; -1 when there are none.
   int pick(const std::vector<config::Endpoint>& endpoints);
 
 private:
-  std::vector<int64_t> current_;
+  std::vector<int64_t> current_;  // by endpoint index
 };
+
+// Envoy's LEAST_REQUEST. Equal weights: the best of choice_count random endpoints (power
+// of two choices). Unequal weights: each endpoint's weight becomes
+// weight / (active + 1)^active_request_bias at pick time, and a smooth weighted round
+// robin over those weights picks (Envoy uses an EDF scheduler; the long-run shares are
+// the same).
+class LeastRequestBalancer : public LoadBalancer {
+public:
+  LeastRequestBalancer(config::LeastRequestConfig config, Random random);
+  uint32_t pick(const PickInput& input) override;
+
+private:
+  config::LeastRequestConfig config_;
+  Random random_;
+  std::vector<double> current_;  // by endpoint index
+};
+
+// Envoy's RANDOM: uniform over the hosts; weights are not used (as in Envoy).
+class RandomBalancer : public LoadBalancer {
+public:
+  explicit RandomBalancer(Random random) : random_(std::move(random)) {}
+  uint32_t pick(const PickInput& input) override;
+
+private:
+  Random random_;
+};
+
+// Envoy's RING_HASH (Ketama): each endpoint gets ring entries in proportion to its weight,
+// entry k of endpoint "ip:port" at xxHash64("ip:port_k"); a request goes to the first
+// entry at or after its hash. The ring is rebuilt only when the host set changes.
+class RingHashBalancer : public LoadBalancer {
+public:
+  RingHashBalancer(config::RingHashConfig config, Random random);
+  uint32_t pick(const PickInput& input) override;
+  size_t ringSize() const { return ring_.size(); }
+
+private:
+  void build(const PickInput& input);
+
+  config::RingHashConfig config_;
+  Random random_;
+  std::vector<uint32_t> built_for_;  // the hosts the ring was built from
+  std::vector<std::pair<uint64_t, uint32_t>> ring_;  // (hash, endpoint index), sorted
+};
+
+// Envoy's MAGLEV: a lookup table of table_size (prime) slots filled by each endpoint's
+// permutation (offset xxHash64(addr, 0), skip xxHash64(addr, 1)), weighted as Envoy does;
+// a request goes to table[hash % table_size].
+class MaglevBalancer : public LoadBalancer {
+public:
+  MaglevBalancer(uint64_t table_size, Random random);
+  uint32_t pick(const PickInput& input) override;
+
+private:
+  void build(const PickInput& input);
+
+  uint64_t table_size_;
+  Random random_;
+  std::vector<uint32_t> built_for_;
+  std::vector<uint32_t> table_;  // endpoint index per slot
+};
+
+std::unique_ptr<LoadBalancer> makeLoadBalancer(const config::Cluster& cluster, Random random);
 
 }  // namespace culvert::upstream

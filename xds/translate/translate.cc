@@ -19,6 +19,7 @@
 #include "xds/translate/proto_util.h"
 #include "xds/translate/http_protocol_options.h"
 #include "xds/translate/type_urls.h"
+#include "xds/translate/upstream_policies.h"
 
 namespace culvert::xds::translate {
 
@@ -576,6 +577,9 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     }
     out.max_stream_duration = limit;
   }
+  auto hash_policy = translateHashPolicies(proto);
+  if (!hash_policy) return std::unexpected(hash_policy.error());
+  out.hash_policy = std::move(*hash_policy);
   return out;
 }
 
@@ -940,42 +944,6 @@ Result<config::Endpoint> translateLbEndpoint(const endpoint::LbEndpoint& proto) 
   return out;
 }
 
-// The retry part of circuit_breakers (max_retries, retry_budget) for the default priority.
-Result<config::RetryLimits> translateRetryLimits(const cluster::CircuitBreakers& proto) {
-  config::RetryLimits out;
-  if (proto.per_host_thresholds_size() > 0) {
-    return fail("per_host_thresholds are not supported", "per_host_thresholds");
-  }
-  std::set<int> priorities;
-  for (int i = 0; i < proto.thresholds_size(); ++i) {
-    const auto& t = proto.thresholds(i);
-    auto where = indexed("thresholds", i);
-    if (!priorities.insert(t.priority()).second) return fail("duplicate priority", where + ".priority");
-    if (t.has_max_connections()) return fail("not supported yet", where + ".max_connections");
-    if (t.has_max_pending_requests()) return fail("not supported yet", where + ".max_pending_requests");
-    if (t.has_max_requests()) return fail("not supported yet", where + ".max_requests");
-    if (t.has_max_connection_pools()) return fail("not supported", where + ".max_connection_pools");
-    if (t.track_remaining()) return fail("not supported", where + ".track_remaining");
-    // Only priority 0 endpoints exist (priorities are rejected), so HIGH thresholds never apply.
-    if (t.priority() != core::DEFAULT) continue;
-    if (t.has_max_retries()) out.max_retries = t.max_retries().value();
-    if (t.has_retry_budget()) {
-      config::RetryLimits::Budget budget;
-      const auto& b = t.retry_budget();
-      if (b.has_budget_percent()) {
-        double percent = b.budget_percent().value();
-        if (!(percent >= 0.0 && percent <= 100.0)) {
-          return fail("must be in [0, 100]", where + ".retry_budget.budget_percent");
-        }
-        budget.budget_percent = percent;
-      }
-      if (b.has_min_retry_concurrency()) budget.min_retry_concurrency = b.min_retry_concurrency().value();
-      out.budget = budget;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 Result<config::Listener> translateListener(const listener::Listener& proto) {
@@ -1049,21 +1017,12 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
                       " is not supported; only STATIC, EDS and ORIGINAL_DST are",
                   "type");
   }
-  if (out.type != config::ClusterType::OriginalDst && proto.lb_policy() != cluster::Cluster::ROUND_ROBIN) {
-    return fail("lb_policy " + cluster::Cluster::LbPolicy_Name(proto.lb_policy()) +
-                    " is not supported; only ROUND_ROBIN is",
-                "lb_policy");
-  }
+  if (auto policies = translateUpstreamPolicies(proto, out); !policies) return std::unexpected(policies.error());
   if (proto.has_connect_timeout()) {
     auto t = toMillis(proto.connect_timeout(), "connect_timeout");
     if (!t) return std::unexpected(t.error());
     if (t->count() <= 0) return fail("must be at least 1ms", "connect_timeout");
     out.connect_timeout = *t;
-  }
-  if (proto.has_circuit_breakers()) {
-    auto limits = translateRetryLimits(proto.circuit_breakers());
-    if (!limits) return std::unexpected(nest("circuit_breakers", limits.error()));
-    out.retry_limits = *limits;
   }
   if (proto.has_transport_socket()) {
     return fail("upstream transport sockets (TLS) are not supported", "transport_socket");
@@ -1073,8 +1032,9 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
     std::set<std::string> keys;
     for (const auto& [key, value] : proto.typed_extension_protocol_options()) keys.insert(key);
     for (const auto& key : keys) {
+      // culvert.v1.ClusterExtensions: translateUpstreamPolicies; anything else is rejected there.
+      if (key != kHttpProtocolOptionsName) continue;
       auto where = "typed_extension_protocol_options[\"" + key + "\"]";
-      if (key != kHttpProtocolOptionsName) return fail("extension protocol options are not supported", where);
       auto protocol = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
       if (!protocol) return std::unexpected(nest(where, protocol.error()));
       out.http_protocol = *protocol;
@@ -1095,12 +1055,15 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
   size_t total = 0;
   for (const auto& locality : proto.endpoints()) total += static_cast<size_t>(locality.lb_endpoints_size());
   out.reserve(total);
+  // Envoy's rule: priorities run from 0 without gaps.
+  std::set<uint32_t> priorities;
+  for (const auto& locality : proto.endpoints()) priorities.insert(locality.priority());
+  if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
+    return fail("priorities must run from 0 without gaps", "endpoints");
+  }
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);
     auto where = indexed("endpoints", i);
-    if (locality.priority() != 0) {
-      return fail("priorities other than 0 (failover) are not supported", where + ".priority");
-    }
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& lb = locality.lb_endpoints(j);
       // Built only for an error: no allocation per endpoint on the success path.
@@ -1117,6 +1080,7 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
       }
       auto ep = translateLbEndpoint(lb);
       if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
+      ep->priority = locality.priority();
       out.push_back(*ep);
     }
   }

@@ -6,6 +6,12 @@
 namespace culvert::upstream {
 namespace {
 
+ClusterManager::PickContext avoiding(const std::vector<common::SocketAddress>& tried, uint32_t extra_picks) {
+  ClusterManager::PickContext context;
+  context.avoid = {&tried, extra_picks};
+  return context;
+}
+
 std::shared_ptr<const config::ClusterTable> oneCluster(std::vector<std::pair<std::string, uint32_t>> endpoints) {
   auto cluster = std::make_shared<config::Cluster>();
   cluster->name = "c";
@@ -23,7 +29,7 @@ TEST(HostsToAvoidTest, RePicksPastTriedEndpoints) {
   std::vector<common::SocketAddress> tried{*common::SocketAddress::parse("10.0.0.1", 80)};
   // Weighted 10:1, the balancer needs several picks to reach .2; 12 extra picks suffice.
   for (int i = 0; i < 5; ++i) {
-    auto pick = clusters.pickEndpoint("c", HostsToAvoid{&tried, 12});
+    auto pick = clusters.pickEndpoint("c", avoiding(tried, 12));
     ASSERT_TRUE(pick);
     EXPECT_EQ(pick->endpoint.address.toString(), "10.0.0.2:80");
   }
@@ -33,7 +39,7 @@ TEST(HostsToAvoidTest, GivesUpAfterExtraPicksAndTakesTheLast) {
   ClusterManager clusters;
   clusters.update(oneCluster({{"10.0.0.1", 1}}));
   std::vector<common::SocketAddress> tried{*common::SocketAddress::parse("10.0.0.1", 80)};
-  auto pick = clusters.pickEndpoint("c", HostsToAvoid{&tried, 3});
+  auto pick = clusters.pickEndpoint("c", avoiding(tried, 3));
   ASSERT_TRUE(pick);
   EXPECT_EQ(pick->endpoint.address.toString(), "10.0.0.1:80");
 }

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 
-#include "proxy/upstream/cluster_manager.h"
+#include "proxy/common/xxhash64.h"
+
 
 namespace culvert::upstream {
 namespace {
@@ -47,23 +49,195 @@ TEST(RoundRobinTest, EmptyHasNoPick) {
   EXPECT_EQ(lb.pick({}), -1);
 }
 
-TEST(ClusterManagerTest, PicksFromNamedClusterAndReportsMissing) {
-  auto table = std::make_shared<config::ClusterTable>();
-  auto c = std::make_shared<config::Cluster>();
-  c->name = "backend";
-  c->endpoints = endpoints({1, 1});
-  table->by_name["backend"] = c;
-  auto empty = std::make_shared<config::Cluster>();
-  empty->name = "empty";
-  table->by_name["empty"] = empty;
-  ClusterManager cm;
-  cm.update(table);
-  auto a = cm.pickEndpoint("backend");
-  auto b = cm.pickEndpoint("backend");
-  ASSERT_TRUE(a && b);
-  EXPECT_NE(a->endpoint.address.toString(), b->endpoint.address.toString());
-  EXPECT_EQ(cm.pickEndpoint("nope").error(), ClusterManager::PickError::NoCluster);
-  EXPECT_EQ(cm.pickEndpoint("empty").error(), ClusterManager::PickError::NoHealthyEndpoint);
+}  // namespace
+}  // namespace culvert::upstream
+
+namespace culvert::upstream {
+namespace {
+
+std::vector<config::Endpoint> many(size_t n, uint32_t weight = 1) {
+  std::vector<config::Endpoint> out;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back({*common::SocketAddress::parse("10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1), 8080),
+                   weight});
+  }
+  return out;
+}
+
+std::vector<uint32_t> allOf(const std::vector<config::Endpoint>& eps) {
+  std::vector<uint32_t> hosts(eps.size());
+  for (uint32_t i = 0; i < hosts.size(); ++i) hosts[i] = i;
+  return hosts;
+}
+
+// A seeded generator: deterministic, still uniform.
+Random seeded(uint64_t seed) {
+  auto engine = std::make_shared<std::mt19937_64>(seed);
+  return [engine] { return (*engine)(); };
+}
+
+TEST(RoundRobinTest, PicksOnlyFromTheGivenHosts) {
+  RoundRobinBalancer lb;
+  auto eps = endpoints({1, 1, 1, 1});
+  std::vector<uint32_t> hosts{1, 3};
+  std::map<uint32_t, int> counts;
+  for (int i = 0; i < 10; ++i) counts[lb.pick(PickInput{eps, hosts})]++;
+  EXPECT_EQ(counts.size(), 2u);
+  EXPECT_EQ(counts[1], 5);
+  EXPECT_EQ(counts[3], 5);
+}
+
+TEST(RandomTest, UniformWithinTolerance) {
+  RandomBalancer lb(seeded(1));
+  auto eps = many(4, 1);
+  eps[0].weight = 10;  // RANDOM ignores weights, as Envoy's does
+  auto hosts = allOf(eps);
+  std::map<uint32_t, int> counts;
+  constexpr int kPicks = 40000;
+  for (int i = 0; i < kPicks; ++i) counts[lb.pick(PickInput{eps, hosts})]++;
+  for (uint32_t h = 0; h < 4; ++h) EXPECT_NEAR(counts[h], kPicks / 4, kPicks / 4 * 0.05) << h;
+}
+
+TEST(LeastRequestTest, PowerOfTwoChoicesAvoidsTheBusyEndpoint) {
+  LeastRequestBalancer lb({2, 1.0}, seeded(2));
+  auto eps = many(4);
+  auto hosts = allOf(eps);
+  std::vector<uint32_t> active{50, 0, 0, 0};
+  std::map<uint32_t, int> counts;
+  constexpr int kPicks = 40000;
+  for (int i = 0; i < kPicks; ++i) counts[lb.pick(PickInput{eps, hosts, &active})]++;
+  // The busy endpoint wins only when both choices fall on it: 1/16 of picks.
+  EXPECT_NEAR(counts[0], kPicks / 16.0, kPicks / 16.0 * 0.1);
+  for (uint32_t h = 1; h < 4; ++h) EXPECT_NEAR(counts[h], kPicks * 5 / 16.0, kPicks * 5 / 16.0 * 0.05);
+}
+
+TEST(LeastRequestTest, UnequalWeightsDividedByActiveRequests) {
+  LeastRequestBalancer lb({2, 1.0}, seeded(3));
+  auto eps = endpoints({2, 1});
+  auto hosts = allOf(eps);
+  // Idle: 2:1 by weight.
+  std::vector<uint32_t> idle{0, 0};
+  std::map<uint32_t, int> counts;
+  for (int i = 0; i < 3000; ++i) counts[lb.pick(PickInput{eps, hosts, &idle})]++;
+  EXPECT_EQ(counts[0], 2000);
+  EXPECT_EQ(counts[1], 1000);
+  // Endpoint 0 has 3 in flight: 2/(3+1) = 0.5 against 1/(0+1) = 1, so 1:2.
+  LeastRequestBalancer busy_lb({2, 1.0}, seeded(3));
+  std::vector<uint32_t> busy{3, 0};
+  counts.clear();
+  for (int i = 0; i < 3000; ++i) counts[busy_lb.pick(PickInput{eps, hosts, &busy})]++;
+  EXPECT_EQ(counts[0], 1000);
+  EXPECT_EQ(counts[1], 2000);
+  // active_request_bias 0: plain weighted round robin.
+  LeastRequestBalancer unbiased({2, 0.0}, seeded(3));
+  counts.clear();
+  for (int i = 0; i < 3000; ++i) counts[unbiased.pick(PickInput{eps, hosts, &busy})]++;
+  EXPECT_EQ(counts[0], 2000);
+}
+
+// Share of `keys` that map to a different endpoint once `removed` leaves; only keys that
+// were on `removed` should move.
+template <typename Balancer>
+void expectMinimalDisruption(Balancer& before_lb, Balancer& after_lb, size_t n, uint32_t removed, double tolerance,
+                             double max_moved_share) {
+  auto eps = many(n);
+  auto hosts = allOf(eps);
+  std::vector<uint32_t> fewer;
+  for (uint32_t h : hosts) {
+    if (h != removed) fewer.push_back(h);
+  }
+  constexpr int kKeys = 20000;
+  int moved_elsewhere = 0;
+  int on_removed = 0;
+  std::map<uint32_t, int> counts;
+  for (int k = 0; k < kKeys; ++k) {
+    uint64_t hash = common::xxHash64("user-" + std::to_string(k));
+    uint32_t a = before_lb.pick(PickInput{eps, hosts, nullptr, hash});
+    uint32_t b = after_lb.pick(PickInput{eps, fewer, nullptr, hash});
+    counts[a]++;
+    EXPECT_NE(b, removed);
+    if (a == removed) {
+      ++on_removed;
+    } else if (a != b) {
+      ++moved_elsewhere;
+    }
+  }
+  // Distribution: each endpoint near 1/n of the keys.
+  for (uint32_t h = 0; h < n; ++h) EXPECT_NEAR(counts[h], kKeys / static_cast<double>(n), kKeys / static_cast<double>(n) * tolerance) << h;
+  // Minimal disruption: keys that were not on the removed endpoint mostly stay (a modulo
+  // hash would move (n-1)/n of them).
+  EXPECT_LE(moved_elsewhere, kKeys * max_moved_share) << "keys moved between surviving endpoints";
+  EXPECT_GT(on_removed, 0);
+}
+
+TEST(RingHashTest, DistributionAndMinimalDisruption) {
+  RingHashBalancer before({1024, 8 * 1024 * 1024}, seeded(4));
+  RingHashBalancer after({1024, 8 * 1024 * 1024}, seeded(4));
+  // Envoy's ring keeps about minimum_ring_size entries in all, so the 7 survivors gain
+  // entries (128 → 147 each) and take some keys from each other: about 9 % here.
+  expectMinimalDisruption(before, after, 8, 3, 0.25, 0.12);
+}
+
+TEST(RingHashTest, SizeFollowsEnvoysScaling) {
+  RingHashBalancer lb({1024, 8 * 1024 * 1024}, seeded(5));
+  auto eps = many(3);
+  eps[0].weight = 2;
+  auto hosts = allOf(eps);
+  lb.pick(PickInput{eps, hosts, nullptr, 1});
+  // min normalized weight 1/4: scale = ceil(0.25 × 1024) / 0.25 = 1024 entries.
+  EXPECT_EQ(lb.ringSize(), 1024u);
+  RingHashBalancer capped({1024, 100}, seeded(5));
+  capped.pick(PickInput{eps, hosts, nullptr, 1});
+  EXPECT_EQ(capped.ringSize(), 100u);
+}
+
+TEST(RingHashTest, WeightsShiftTheShare) {
+  RingHashBalancer lb({4096, 8 * 1024 * 1024}, seeded(6));
+  auto eps = many(2);
+  eps[0].weight = 3;
+  auto hosts = allOf(eps);
+  std::map<uint32_t, int> counts;
+  for (int k = 0; k < 20000; ++k) counts[lb.pick(PickInput{eps, hosts, nullptr, common::xxHash64(std::to_string(k))})]++;
+  EXPECT_NEAR(counts[0], 15000, 1500);
+}
+
+TEST(RingHashTest, SameHashSameEndpoint) {
+  RingHashBalancer lb({1024, 8 * 1024 * 1024}, seeded(7));
+  auto eps = many(5);
+  auto hosts = allOf(eps);
+  uint32_t first = lb.pick(PickInput{eps, hosts, nullptr, 42});
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(lb.pick(PickInput{eps, hosts, nullptr, 42}), first);
+}
+
+TEST(MaglevTest, DistributionAndMinimalDisruption) {
+  MaglevBalancer before(65537, seeded(8));
+  MaglevBalancer after(65537, seeded(8));
+  expectMinimalDisruption(before, after, 8, 5, 0.1, 0.02);
+}
+
+TEST(MaglevTest, WeightedTableShares) {
+  MaglevBalancer lb(65537, seeded(9));
+  auto eps = many(3);
+  eps[2].weight = 2;
+  auto hosts = allOf(eps);
+  std::map<uint32_t, int> counts;
+  for (uint64_t slot = 0; slot < 65537; ++slot) counts[lb.pick(PickInput{eps, hosts, nullptr, slot})]++;
+  // Table slots by weight 1:1:2, within one slot per round of Envoy's fill.
+  EXPECT_NEAR(counts[0], 65537 / 4.0, 2);
+  EXPECT_NEAR(counts[1], 65537 / 4.0, 2);
+  EXPECT_NEAR(counts[2], 65537 / 2.0, 2);
+}
+
+TEST(LoadBalancerFactoryTest, PolicyPicksTheBalancer) {
+  config::Cluster c;
+  c.lb_policy = config::LbPolicy::RingHash;
+  EXPECT_NE(dynamic_cast<RingHashBalancer*>(makeLoadBalancer(c, seeded(1)).get()), nullptr);
+  c.lb_policy = config::LbPolicy::Maglev;
+  EXPECT_NE(dynamic_cast<MaglevBalancer*>(makeLoadBalancer(c, seeded(1)).get()), nullptr);
+  c.lb_policy = config::LbPolicy::LeastRequest;
+  EXPECT_NE(dynamic_cast<LeastRequestBalancer*>(makeLoadBalancer(c, seeded(1)).get()), nullptr);
+  c.lb_policy = config::LbPolicy::Random;
+  EXPECT_NE(dynamic_cast<RandomBalancer*>(makeLoadBalancer(c, seeded(1)).get()), nullptr);
 }
 
 }  // namespace

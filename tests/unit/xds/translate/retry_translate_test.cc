@@ -142,10 +142,12 @@ TEST(TranslateRetryLimits, MaxRetriesAndBudget) {
   EXPECT_EQ(budget->retry_limits.budget->min_retry_concurrency, 3u);
 }
 
-TEST(TranslateRetryLimits, OtherThresholdsAreRejected) {
-  auto r = translateCluster(parse<Cluster>(R"(name: "c" circuit_breakers { thresholds { max_requests { value: 5 } } })"));
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().where, "circuit_breakers.thresholds[0].max_requests");
+TEST(TranslateRetryLimits, SharesThresholdsWithTheOtherBreakersAndChecksTheBudget) {
+  auto r = translateCluster(parse<Cluster>(
+      R"(name: "c" circuit_breakers { thresholds { max_requests { value: 5 } max_retries { value: 2 } } })"));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->circuit_breakers.max_requests, 5u);
+  EXPECT_EQ(r->retry_limits.max_retries, 2u);
   r = translateCluster(parse<Cluster>(
       R"(name: "c" circuit_breakers { thresholds { retry_budget { budget_percent { value: 150 } } } })"));
   ASSERT_FALSE(r);

@@ -505,7 +505,7 @@ void expectClusterRejected(const Cluster& proto, const std::string& where) {
 TEST(TranslateCluster, Rejections) {
   expectClusterRejected(parse<Cluster>(R"(type: STATIC)"), "name");
   expectClusterRejected(parse<Cluster>(R"(name: "c" type: STRICT_DNS)"), "type");
-  expectClusterRejected(parse<Cluster>(R"(name: "c" lb_policy: LEAST_REQUEST)"), "lb_policy");
+  expectClusterRejected(parse<Cluster>(R"(name: "c" lb_policy: LOAD_BALANCING_POLICY_CONFIG)"), "lb_policy");
   expectClusterRejected(parse<Cluster>(R"(name: "c" connect_timeout {})"), "connect_timeout");
   expectClusterRejected(
       parse<Cluster>(R"(name: "c" typed_extension_protocol_options { key: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" value {} })"),
@@ -521,7 +521,7 @@ TEST(TranslateCluster, Rejections) {
   expectClusterRejected(proto, "load_assignment.endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address");
   auto priority = parse<Cluster>(kStaticCluster);
   priority.mutable_load_assignment()->mutable_endpoints(0)->set_priority(1);
-  expectClusterRejected(priority, "load_assignment.endpoints[0].priority");
+  expectClusterRejected(priority, "load_assignment.endpoints");  // priority 1 without a priority 0
 }
 
 TEST(TranslateCluster, OriginalDstNeedsClusterProvided) {

@@ -1,0 +1,244 @@
+#include "proxy/upstream/cluster_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+namespace culvert::upstream {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Fixture {
+  common::StatsStore stats;
+  ClusterManager::Clock::time_point now{};
+  std::shared_ptr<std::mt19937_64> engine = std::make_shared<std::mt19937_64>(11);
+  ClusterManager cm{ClusterManager::Options{&stats, nullptr, [e = engine] { return (*e)(); }, [this] { return now; }}};
+
+  std::shared_ptr<config::Cluster> addCluster(const std::string& name, std::vector<std::pair<std::string, uint32_t>> eps) {
+    auto c = std::make_shared<config::Cluster>();
+    c->name = name;
+    for (auto& [ip, priority] : eps) c->endpoints.push_back({*common::SocketAddress::parse(ip, 80), 1, priority});
+    table_->by_name[name] = c;
+    return c;
+  }
+  void publish() {
+    auto copy = std::make_shared<config::ClusterTable>(*table_);
+    cm.update(copy);
+  }
+  std::map<std::string, int> spread(const std::string& cluster, int n) {
+    std::map<std::string, int> out;
+    for (int i = 0; i < n; ++i) {
+      auto s = cm.pickEndpoint(cluster);
+      if (s) out[s->endpoint.address.ip()]++;
+    }
+    return out;
+  }
+  AttemptOutcome fail503() { return {AttemptOutcome::Kind::Response, 503, 1ms}; }
+  std::shared_ptr<config::ClusterTable> table_ = std::make_shared<config::ClusterTable>();
+};
+
+config::OutlierDetection ejectAfter(uint32_t n) {
+  config::OutlierDetection od;
+  od.consecutive_5xx = n;
+  od.base_ejection_time = 500ms;
+  od.interval = 10s;
+  od.max_ejection_percent = 100;
+  return od;
+}
+
+TEST(ClusterManagerTest, PicksFromNamedClusterAndReportsMissing) {
+  Fixture f;
+  f.addCluster("backend", {{"10.0.0.1", 0}, {"10.0.0.2", 0}});
+  f.addCluster("empty", {});
+  f.publish();
+  auto a = f.cm.pickEndpoint("backend");
+  auto b = f.cm.pickEndpoint("backend");
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->endpoint.address.toString(), b->endpoint.address.toString());
+  EXPECT_EQ(f.cm.pickEndpoint("nope").error(), ClusterManager::PickError::NoCluster);
+  EXPECT_EQ(f.cm.pickEndpoint("empty").error(), ClusterManager::PickError::NoHealthyEndpoint);
+}
+
+TEST(ClusterManagerTest, EjectedEndpointGetsNoTrafficUntilItsTimeIsUp) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});
+  c->outlier_detection = ejectAfter(2);
+  f.publish();
+  auto bad = *common::SocketAddress::parse("10.0.0.2", 80);
+  f.cm.reportOutcome("c", bad, f.fail503());
+  f.cm.reportOutcome("c", bad, f.fail503());
+  EXPECT_TRUE(f.cm.isEjected("c", bad));
+  EXPECT_EQ(f.stats.gauge("culvert_outlier_detection_ejections_active", {{"cluster", "c"}}).value(), 1);
+  EXPECT_EQ(f.stats.counter("culvert_outlier_detection_ejections_total", {{"cluster", "c"}, {"reason", "consecutive_5xx"}}).value(), 1u);
+  auto spread = f.spread("c", 100);
+  EXPECT_EQ(spread.count("10.0.0.2"), 0u);
+  EXPECT_EQ(spread["10.0.0.1"] + spread["10.0.0.3"], 100);
+  f.now += 500ms;
+  spread = f.spread("c", 90);
+  EXPECT_EQ(spread["10.0.0.2"], 30);
+  EXPECT_EQ(f.stats.gauge("culvert_outlier_detection_ejections_active", {{"cluster", "c"}}).value(), 0);
+}
+
+TEST(ClusterManagerTest, PanicUsesEveryEndpoint) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});
+  c->outlier_detection = ejectAfter(1);
+  f.publish();
+  f.cm.reportOutcome("c", *common::SocketAddress::parse("10.0.0.1", 80), f.fail503());
+  f.cm.reportOutcome("c", *common::SocketAddress::parse("10.0.0.2", 80), f.fail503());
+  // 1 of 3 healthy (33%) is under the 50% panic threshold: all three get traffic.
+  auto spread = f.spread("c", 30);
+  EXPECT_EQ(spread.size(), 3u);
+  EXPECT_EQ(f.stats.counter("culvert_upstream_lb_healthy_panic_total", {{"cluster", "c"}}).value(), 30u);
+}
+
+TEST(ClusterManagerTest, PanicThresholdZeroMeansNoHealthyUpstream) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}});
+  c->outlier_detection = ejectAfter(1);
+  c->healthy_panic_threshold = 0;
+  f.publish();
+  f.cm.reportOutcome("c", *common::SocketAddress::parse("10.0.0.1", 80), f.fail503());
+  EXPECT_EQ(f.cm.pickEndpoint("c").error(), ClusterManager::PickError::NoHealthyEndpoint);
+}
+
+TEST(ClusterManagerTest, PriorityFailover) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.1.1", 1}, {"10.0.1.2", 1}});
+  c->outlier_detection = ejectAfter(1);
+  f.publish();
+  auto spread = f.spread("c", 100);
+  EXPECT_EQ(spread["10.0.0.1"] + spread["10.0.0.2"], 100);
+  // One of two P0 endpoints out: availability 70 → 70% stays on P0, 30% fails over.
+  f.cm.reportOutcome("c", *common::SocketAddress::parse("10.0.0.1", 80), f.fail503());
+  spread = f.spread("c", 10000);
+  EXPECT_EQ(spread.count("10.0.0.1"), 0u);
+  EXPECT_NEAR(spread["10.0.0.2"], 7000, 300);
+  EXPECT_NEAR(spread["10.0.1.1"] + spread["10.0.1.2"], 3000, 300);
+}
+
+TEST(ClusterManagerTest, MaxRequestsOverflows) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}});
+  c->circuit_breakers.max_requests = 2;
+  f.publish();
+  auto a = f.cm.pickEndpoint("c");
+  auto b = f.cm.pickEndpoint("c");
+  ASSERT_TRUE(a && b);
+  auto third = f.cm.pickEndpoint("c");
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error(), ClusterManager::PickError::Overflow);
+  EXPECT_EQ(f.stats.counter("culvert_upstream_rq_pending_overflow_total", {{"cluster", "c"}}).value(), 1u);
+  // TCP proxying does not count as a request.
+  EXPECT_TRUE(f.cm.pickEndpoint("c", {std::nullopt, false}));
+  a->request.reset();
+  EXPECT_TRUE(f.cm.pickEndpoint("c"));
+}
+
+TEST(ClusterManagerTest, ConnectionAndPendingLimitsAreSharedByWorkers) {
+  auto registry = std::make_shared<ResourceRegistry>();
+  auto table = std::make_shared<config::ClusterTable>();
+  auto c = std::make_shared<config::Cluster>();
+  c->name = "c";
+  c->circuit_breakers.max_connections = 2;
+  c->circuit_breakers.max_pending_requests = 1;
+  table->by_name["c"] = c;
+  common::StatsStore stats;
+  ClusterManager worker1({&stats, registry, {}, {}});
+  ClusterManager worker2({&stats, registry, {}, {}});
+  worker1.update(table);
+  worker2.update(table);
+  auto c1 = worker1.reserveConnection("c");
+  auto c2 = worker2.reserveConnection("c");
+  ASSERT_TRUE(c1 && c2);
+  EXPECT_FALSE(worker1.reserveConnection("c"));
+  EXPECT_EQ(stats.counter("culvert_upstream_cx_overflow_total", {{"cluster", "c"}}).value(), 1u);
+  c1->reset();
+  EXPECT_TRUE(worker2.reserveConnection("c"));
+  auto p1 = worker1.reservePending("c");
+  ASSERT_TRUE(p1);
+  EXPECT_FALSE(worker2.reservePending("c"));
+  EXPECT_EQ(stats.counter("culvert_upstream_rq_pending_overflow_total", {{"cluster", "c"}}).value(), 1u);
+}
+
+TEST(ClusterManagerTest, LeastRequestSeesRequestsInFlight) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}, {"10.0.0.4", 0}});
+  c->lb_policy = config::LbPolicy::LeastRequest;
+  f.publish();
+  // Every request held: two choices keep the in-flight counts close (uniform random picks
+  // would spread 400 requests about ±17 around 100 each).
+  std::vector<ClusterManager::Selection> held;
+  std::map<std::string, int> counts;
+  for (int i = 0; i < 400; ++i) {
+    auto s = f.cm.pickEndpoint("c");
+    ASSERT_TRUE(s);
+    counts[s->endpoint.address.ip()]++;
+    held.push_back(std::move(*s));
+  }
+  for (const auto& [ip, n] : counts) EXPECT_NEAR(n, 100, 5) << ip;
+  // Released requests count no more: the emptied endpoint wins whenever one of the two
+  // choices lands on it (7/16 of picks, against 1/4 for a random pick).
+  std::erase_if(held, [](const ClusterManager::Selection& s) { return s.endpoint.address.ip() == "10.0.0.3"; });
+  int to_three = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto s = f.cm.pickEndpoint("c");
+    to_three += s->endpoint.address.ip() == "10.0.0.3";
+    held.push_back(std::move(*s));
+  }
+  EXPECT_GE(to_three, 35);
+}
+
+TEST(ClusterManagerTest, HashPicksAreStableAndSurviveAnUnrelatedUpdate) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});
+  c->lb_policy = config::LbPolicy::RingHash;
+  f.publish();
+  ClusterManager::PickContext ctx{12345, true};
+  auto first = f.cm.pickEndpoint("c", ctx)->endpoint.address.toString();
+  f.addCluster("other", {{"10.9.9.9", 0}});
+  f.publish();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(f.cm.pickEndpoint("c", ctx)->endpoint.address.toString(), first);
+}
+
+TEST(ClusterManagerTest, EjectionSurvivesAnUpdateThatKeepsTheEndpoint) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});
+  c->outlier_detection = ejectAfter(1);
+  f.publish();
+  auto bad = *common::SocketAddress::parse("10.0.0.3", 80);
+  f.cm.reportOutcome("c", bad, f.fail503());
+  auto next = f.addCluster("c", {{"10.0.0.3", 0}, {"10.0.0.4", 0}, {"10.0.0.1", 0}});
+  next->outlier_detection = ejectAfter(1);
+  f.publish();
+  EXPECT_TRUE(f.cm.isEjected("c", bad));
+  EXPECT_EQ(f.stats.gauge("culvert_outlier_detection_ejections_active", {{"cluster", "c"}}).value(), 1);
+  EXPECT_EQ(f.spread("c", 20).count("10.0.0.3"), 0u);
+}
+
+}  // namespace
+}  // namespace culvert::upstream
+
+namespace culvert::upstream {
+namespace {
+
+TEST(ClusterManagerHealthTest, FailedHealthCheckTakesTheEndpointOut) {
+  Fixture f;
+  f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});
+  f.table_->by_name["c"] = [&] {
+    auto c = std::make_shared<config::Cluster>(*f.table_->by_name["c"]);
+    c->health_check = config::HealthCheck{};
+    return c;
+  }();
+  f.publish();
+  auto two = *common::SocketAddress::parse("10.0.0.2", 80);
+  f.cm.setHealthCheckResult("c", two, false);
+  EXPECT_EQ(f.spread("c", 30).count("10.0.0.2"), 0u);
+  f.cm.setHealthCheckResult("c", two, true);
+  EXPECT_EQ(f.spread("c", 30)["10.0.0.2"], 10);
+}
+
+}  // namespace
+}  // namespace culvert::upstream
