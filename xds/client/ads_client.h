@@ -34,9 +34,9 @@ inline constexpr std::string_view kStreamAggregatedResourcesPath =
 inline constexpr std::string_view kDeltaAggregatedResourcesPath =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-// Node.client_features: only what culvert's behaviour makes true. It balances over
-// priority 0 only and rejects ClusterLoadAssignment.policy, so there is no
-// overprovisioning factor it could apply (docs/xds-support.md).
+// Node.client_features: only what culvert's behaviour makes true. It rejects
+// ClusterLoadAssignment.policy, so a control plane's overprovisioning_factor is never
+// applied (priority failover uses Envoy's fixed default, 1.4; docs/xds-support.md).
 inline constexpr std::array<std::string_view, 1> kClientFeatures = {"envoy.lb.does_not_support_overprovisioning"};
 
 struct AdsClientOptions {
