@@ -32,6 +32,14 @@ public:
   void start(http::HeaderMap&& block, bool end_stream) {
     request_ = http::http2::toRequestHead(std::move(block), end_stream);
     request_ended_ = end_stream;
+    // A stream is a request of the pod's tenant: its budgets apply as to HTTP/1.1.
+    if (auto refused = slot_.admit(*session_.pod_->tenant)) {
+      http::HeaderMap shed;
+      shed.add("retry-after", "1");
+      shed.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
+      localReply(503, "tenant over budget\n", &shed);
+      return;
+    }
     bool te_trailers = request_.headers.get("te") == "trailers";
     auto target = routeToUpstream(session_.services_.clusters, *session_.routes_, request_,
                                   session_.original_destination_, routeRandom(), decision_);
@@ -296,7 +304,7 @@ private:
     localReply(503, "upstream connect error or disconnect/reset before headers\n");
   }
 
-  void localReply(int status, std::string_view body) {
+  void localReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr) {
     connecting_.reset();
     local_ = true;
     response_started_ = true;
@@ -307,6 +315,9 @@ private:
     head.headers.add("content-type", "text/plain");
     head.headers.add("content-length", std::to_string(body.size()));
     router::prepareDownstreamResponse(*session_.routes_, decision_, head.headers);
+    if (extra_headers) {
+      for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
+    }
     auto block = http::http2::toResponseBlock(head);
     session_.codec_.submitResponse(id_, block, body.empty());
     if (!body.empty()) {
@@ -343,6 +354,7 @@ private:
   Http2Session& session_;
   int32_t id_;
   http::RequestHead request_;
+  tenant::RequestSlot slot_;  // the tenant's in-flight and rate budgets, held for the stream's life
   router::RouteDecision decision_;
   http::HeaderMap request_trailers_;
   bool request_ended_ = false;
@@ -391,6 +403,7 @@ Http2Session::~Http2Session() {
   uv_close(reinterpret_cast<uv_handle_t*>(flush_check_), [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
   streams_.clear();
   pod_->tenant->downstream_cx_active->add(-1);
+  pod_->tenant->budget.releaseConnection();  // charged at accept, like every session
   cx_active_.add(-1);
 }
 

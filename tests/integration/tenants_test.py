@@ -176,6 +176,20 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             [r["status"] for r in got] == [200] * 6, json.dumps(got))
     R.check("team-b: nothing shed", shed("team-b", "request_rate") == before_b)
 
+    # --- the same budget for HTTP/2 streams: nghttp opens 6 at once on one connection
+    time.sleep(1.1)  # refill team-a's bucket
+    before_a = shed("team-a", "request_rate")
+    cp = a1.run(["/usr/bin/nghttp", "-v", *[f"http://{VIP}/h2/{i}" for i in range(6)]],
+                cgroup=d.cgroup, check=False, timeout=30)
+    R.check("team-a over HTTP/2: 2 of 6 concurrent streams served, 4 answered 503 with "
+            "retry-after and x-culvert-overload: tenant-request-rate, on one connection",
+            cp.stdout.count(":status: 200") == 2 and cp.stdout.count(":status: 503") == 4
+            and cp.stdout.count("x-culvert-overload: tenant-request-rate") == 4
+            and cp.stdout.count("retry-after: 1") == 4 and cp.stdout.count("] Connected") == 1,
+            describe(cp)[-3000:])
+    v = d.wait_metric(SHED, before_a + 4, {"tenant": "team-a", "budget": "request_rate"})
+    R.check("HTTP/2 streams shed are counted", v == before_a + 4, f"before {before_a}, now {v}")
+
     # --- connections: team-a may hold 3; more are reset as soon as they are accepted
     time.sleep(1.1)  # refill team-a's bucket for the held connections' requests
     d.write_resources("tenants.yaml", TENANTS.format(version="t2", rps=1000, burst=1000))
