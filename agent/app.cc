@@ -215,6 +215,11 @@ common::Result<void> App::loadResources() {
       resource_errors_.inc();
       spdlog::error("resource rejected: {}: {} {}: {}", e.file, e.type_url, e.resource, e.reason);
     }
+    if (snapshot_ && snapshot_->tenants) {
+      for (const auto& name : xds::client::keepLastGoodTenants(*loaded, *snapshot_->tenants)) {
+        spdlog::warn("Tenant {} keeps its last good version", name);
+      }
+    }
     snapshot = std::make_shared<config::Snapshot>(std::move(loaded->snapshot));
     resources_dump_ = loaded->config_dump_json;
   }
