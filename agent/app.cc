@@ -35,7 +35,10 @@ common::Result<std::string> uninstall(const Bootstrap& bootstrap) {
 App::App(Bootstrap bootstrap)
     : bootstrap_(std::move(bootstrap)),
       resource_errors_(stats_.counter("culvert_config_resource_rejected_total", {},
-                                      "Resources rejected while loading configuration")) {}
+                                      "Resources rejected while loading configuration")),
+      scope_overflow_(stats_.gauge("culvert_tenant_scope_unenforced_in_bpf", {},
+                                   "Restricted tenants beyond the BPF scope capacity (only the worker enforces "
+                                   "their allowed_listeners)")) {}
 
 App::~App() { stop(); }
 
@@ -72,6 +75,8 @@ common::Result<void> App::start() {
                                              server::WorkerHooks{hooks_.get(), hooks_.get()}, stats_);
   server_->start();
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
+  pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
+  pods_->reserveTenantIds();  // before the configuration writes tenants' scope to BPF
 
   if (bootstrap_.xds.address.empty()) {
     if (auto loaded = loadResources(); !loaded) return loaded;
@@ -178,7 +183,6 @@ common::Result<void> App::restorePods() {
   // No listener is open yet, so no captured connect can succeed and make a record:
   // whatever records exist are of the previous process's queued connections.
   size_t stale_records = capture_->clearOriginalDestinations();
-  pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
   auto report = pods_->restore();
   if (!report) return std::unexpected(common::nest("state_dir", report.error()));
   size_t adopted = pods_->adoptUncaptured(bootstrap_.enrollment.socket.parent_path() / "uncaptured");
@@ -210,6 +214,11 @@ common::Result<void> App::loadResources() {
     for (const auto& e : loaded->errors) {
       resource_errors_.inc();
       spdlog::error("resource rejected: {}: {} {}: {}", e.file, e.type_url, e.resource, e.reason);
+    }
+    if (snapshot_ && snapshot_->tenants) {
+      for (const auto& name : xds::client::keepLastGoodTenants(*loaded, *snapshot_->tenants)) {
+        spdlog::warn("Tenant {} keeps its last good version", name);
+      }
     }
     snapshot = std::make_shared<config::Snapshot>(std::move(loaded->snapshot));
     resources_dump_ = loaded->config_dump_json;
@@ -257,17 +266,46 @@ common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> 
     resource_errors_.inc();
     spdlog::error("bound listener not served: {}", e.describe());
   }
-  // The virtual listeners' addresses, any-IP ones narrowed by their chains' prefixes.
-  auto plan = planCapture(*snapshot->listeners);
-  const auto& captured = plan.destinations;
-  if (auto ok = capture_->setCapturedDestinations(plan.destinations, plan.prefixes); !ok) {
-    return std::unexpected(common::nest("captured destinations", ok.error()));
-  }
+  // The virtual listeners' addresses, any-IP ones narrowed by their chains' prefixes,
+  // each with the restricted tenants allowed to use it.
+  auto captured = writeCapture(*snapshot);
+  if (!captured) return std::unexpected(captured.error());
   config_loaded_ = true;
   spdlog::info("configuration {} loaded: {} listeners, {} clusters, {} captured destinations",
                config_version_.empty() ? "(unversioned)" : config_version_, snapshot->listeners->by_name.size(),
-               snapshot->clusters->by_name.size(), captured.size() + plan.prefixes.size());
+               snapshot->clusters->by_name.size(), *captured);
   return {};
+}
+
+// Tenant scope in BPF (ARCHITECTURE.md "BPF maps"): the order of the writes keeps every
+// moment between two configurations safe — a tenant no longer restricted loses its slot
+// first (it then captures everything, as the new configuration says), the captured
+// entries get their new tenant bits in place, and only then does a newly restricted
+// tenant get its slot (until then it captures as before).
+common::Result<size_t> App::writeCapture(const config::Snapshot& snapshot) {
+  auto& tenants = pods_->tenants();
+  auto id_of = [&tenants](const std::string& name) { return tenants.idOf(name); };
+  auto current = capture_->tenantScopeSlots();
+  auto assigned = assignScopeSlots(current, restrictedTenants(*snapshot.tenants, id_of));
+  for (const auto& [id, slot] : current) {
+    if (assigned.slots.contains(id)) continue;
+    if (auto ok = capture_->clearTenantScopeSlot(id); !ok) return std::unexpected(common::nest("tenant scope", ok.error()));
+  }
+  auto plan = planCapture(*snapshot.listeners, listenerScopes(*snapshot.tenants, id_of, assigned.slots));
+  if (auto ok = capture_->setCapturedDestinations(plan.destinations, plan.prefixes); !ok) {
+    return std::unexpected(common::nest("captured destinations", ok.error()));
+  }
+  for (const auto& [id, slot] : assigned.slots) {
+    if (auto it = current.find(id); it != current.end() && it->second == slot) continue;
+    if (auto ok = capture_->setTenantScopeSlot(id, slot); !ok) return std::unexpected(common::nest("tenant scope", ok.error()));
+  }
+  scope_overflow_.set(static_cast<int64_t>(assigned.overflow.size()));
+  if (!assigned.overflow.empty()) {
+    spdlog::warn("{} restricted tenants beyond the {} that BPF can scope: their pods' connects to any virtual "
+                 "listener are captured and only the worker enforces their allowed_listeners",
+                 assigned.overflow.size(), ebpf::kMaxScopedTenants);
+  }
+  return plan.destinations.size() + plan.prefixes.size();
 }
 
 void App::handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply) {
@@ -355,6 +393,8 @@ std::string App::renderStats(const std::string& tenant) {
   counter("culvert_capture_connect_fail_open_total", "Connects passed by fail mode open", c.fail_open);
   counter("culvert_capture_connect_excluded_total", "Connects to captured destinations left alone by an exclusion",
           c.excluded);
+  counter("culvert_capture_connect_out_of_scope_total",
+          "Connects to captured destinations outside the pod's tenant's scope, left untouched", c.out_of_scope);
   out += renderPodCaptureStats(std::string());
   return out;
 }
@@ -395,7 +435,7 @@ std::string App::renderPodCaptureStats(const std::string& tenant) {
   static constexpr Row kRows[] = {
       {"captured", &ebpf::Counters::captured},   {"passthrough", &ebpf::Counters::passthrough},
       {"refused", &ebpf::Counters::refused},     {"fail_open", &ebpf::Counters::fail_open},
-      {"excluded", &ebpf::Counters::excluded},
+      {"excluded", &ebpf::Counters::excluded},   {"out_of_scope", &ebpf::Counters::out_of_scope},
   };
   auto label = [](const std::string& v) {
     std::string o;

@@ -57,6 +57,8 @@ private:
   // The one publish path of both configuration sources (resource files and ADS).
   common::Result<void> applySnapshot(std::shared_ptr<const config::Snapshot> snapshot);
   common::Result<void> startAds();
+  // Captured destinations and tenant scope slots for a configuration; how many entries.
+  common::Result<size_t> writeCapture(const config::Snapshot& snapshot);
   void installAdminHandlers();
   void handleEnrollment(const cni::EnrollmentRequest& request, std::function<void(cni::EnrollmentResponse)> reply);
   std::string renderStats(const std::string& tenant);
@@ -93,6 +95,7 @@ private:
   std::unique_ptr<event::Timer> ready_retry_;
   std::unique_ptr<event::Timer> watchdog_;
   common::Counter& resource_errors_;
+  common::Gauge& scope_overflow_;
 };
 
 }  // namespace culvert::agent

@@ -175,7 +175,10 @@ common::Result<void> PodManager::persist() {
   if (!registry_ || batch_) return {};
   std::vector<RegistryEntry> entries;
   entries.reserve(pods_.size());
-  for (const auto& [key, e] : pods_) entries.push_back({e.record, static_cast<uint64_t>(e.netns_dev), static_cast<uint64_t>(e.netns_ino)});
+  for (const auto& [key, e] : pods_) {
+    entries.push_back(
+        {e.record, static_cast<uint64_t>(e.netns_dev), static_cast<uint64_t>(e.netns_ino), e.pod->tenant->id});
+  }
   return registry_->save(entries);
 }
 
@@ -229,6 +232,13 @@ void PodManager::closeAll() {
   for (const auto& [key, e] : pods_) server_.removePod(e.pod->id);
   pods_.clear();
   enrolled_gauge_.set(0);
+}
+
+void PodManager::reserveTenantIds() {
+  if (!registry_) return;
+  auto entries = registry_->load();
+  if (!entries) return;  // restore() reports it
+  for (const auto& e : *entries) tenants_.reserveId(e.record.tenant.value_or(e.record.namespace_), e.tenant_id);
 }
 
 common::Result<PodManager::RestoreReport> PodManager::restore() {

@@ -57,6 +57,9 @@ public:
     size_t restored = 0;
     size_t dropped = 0;  // netns gone or replaced, or enrolling again failed
   };
+  // At start, before the first configuration: gives each tenant of the registry's pods
+  // the id it had, so BPF records and scope slots that survived the restart stay right.
+  void reserveTenantIds();
   // At start: re-enrolls the registry's live pods, drops the rest and rewrites the file.
   common::Result<RestoreReport> restore();
   // At start: enrolls the pods culvert-cni let start uncaptured (markers in `dir`, written

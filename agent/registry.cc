@@ -61,7 +61,10 @@ common::Result<void> writeFileAtomically(const std::filesystem::path& path, std:
 std::string encodeRegistry(const std::vector<RegistryEntry>& entries) {
   json pods = json::array();
   for (const auto& e : entries) {
-    pods.push_back({{"record", cni::toJson(e.record)}, {"netns_dev", e.netns_dev}, {"netns_ino", e.netns_ino}});
+    pods.push_back({{"record", cni::toJson(e.record)},
+                    {"netns_dev", e.netns_dev},
+                    {"netns_ino", e.netns_ino},
+                    {"tenant_id", e.tenant_id}});
   }
   json j = {{"version", 1}, {"pods", std::move(pods)}};
   return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -83,7 +86,14 @@ common::Result<std::vector<RegistryEntry>> decodeRegistry(std::string_view text)
         !p["netns_ino"].is_number_unsigned()) {
       return common::fail("netns_dev and netns_ino must be unsigned integers", where);
     }
-    out.push_back({std::move(*rec), p["netns_dev"].get<uint64_t>(), p["netns_ino"].get<uint64_t>()});
+    uint32_t tenant_id = 0;
+    if (p.contains("tenant_id")) {
+      if (!p["tenant_id"].is_number_unsigned() || p["tenant_id"].get<uint64_t>() > UINT32_MAX) {
+        return common::fail("tenant_id must be an unsigned 32-bit integer", where);
+      }
+      tenant_id = p["tenant_id"].get<uint32_t>();
+    }
+    out.push_back({std::move(*rec), p["netns_dev"].get<uint64_t>(), p["netns_ino"].get<uint64_t>(), tenant_id});
   }
   return out;
 }

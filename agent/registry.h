@@ -24,6 +24,9 @@ struct RegistryEntry {
   cni::EnrollmentRecord record;
   uint64_t netns_dev = 0;
   uint64_t netns_ino = 0;
+  // The pod's tenant's id in BPF (cv_enrolled), kept so a restarted culvertd gives the
+  // tenant the same id; 0 = not recorded (a registry written before ids were kept).
+  uint32_t tenant_id = 0;
 
   bool operator==(const RegistryEntry&) const = default;
 };

@@ -28,11 +28,25 @@ TenantRegistry::TenantRegistry(common::StatsStore& stats, config::TenantLimits d
 std::shared_ptr<tenant::TenantContext> TenantRegistry::get(const std::string& name) {
   auto& t = tenants_[name];
   if (!t) {
-    // Id 0 is the node tenant's (connections to bound listeners).
-    t = tenant::TenantContext::create(static_cast<uint32_t>(tenants_.size()), name, stats_, memory_);
+    t = tenant::TenantContext::create(idOf(name), name, stats_, memory_);
     t->apply(find(*table_, name), defaults_);
   }
   return t;
+}
+
+uint32_t TenantRegistry::idOf(const std::string& name) {
+  if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+  uint32_t id = 1;  // 0 is the node tenant's (connections to bound listeners)
+  while (taken_ids_.contains(id)) ++id;
+  ids_[name] = id;
+  taken_ids_.insert(id);
+  return id;
+}
+
+void TenantRegistry::reserveId(const std::string& name, uint32_t id) {
+  if (id == 0 || ids_.contains(name) || taken_ids_.contains(id)) return;
+  ids_[name] = id;
+  taken_ids_.insert(id);
 }
 
 void TenantRegistry::apply(std::shared_ptr<const config::TenantTable> tenants) {

@@ -68,7 +68,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CV_MAX_EXCLUDED_PORTS);
 	__type(key, struct cv_port_key);
-	__type(value, struct cv_captured_value);
+	__type(value, struct cv_flags_value);
 } cv_excluded_ports SEC(".maps");
 
 struct {
@@ -76,7 +76,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CV_MAX_EXCLUDED_CIDRS);
 	__type(key, struct cv_cidr_key);
-	__type(value, struct cv_captured_value);
+	__type(value, struct cv_flags_value);
 } cv_excluded_cidrs SEC(".maps");
 
 struct {
@@ -85,6 +85,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct cv_config);
 } cv_config SEC(".maps");
+
+/* Restricted tenants' scope slots (tenant id -> bit of cv_captured_value.tenants). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CV_MAX_SCOPED_TENANTS);
+	__type(key, __u32);
+	__type(value, struct cv_tenant_scope_value);
+} cv_tenant_scope SEC(".maps");
 
 /* Per-pod counters: entries made by user space at enrollment (the programs only look
  * up), deleted at unenrollment; per-tenant figures are sums over a tenant's pods. */
@@ -142,22 +151,33 @@ CV_INLINE int cv_shim_own_socket(void *env)
 	return cv_tagged(e->ctx->sk);
 }
 
-CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured_lookup(void *env, const struct cv_captured_key *key)
 {
 	(void)env;
-	return bpf_map_lookup_elem(&cv_captured, key) != 0;
+	return bpf_map_lookup_elem(&cv_captured, key);
 }
 
-CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key)
 {
 	(void)env;
-	return bpf_map_lookup_elem(&cv_captured6, key) != 0;
+	return bpf_map_lookup_elem(&cv_captured6, key);
 }
 
-CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
 {
 	(void)env;
-	return bpf_map_lookup_elem(&cv_captured_prefix, key) != 0;
+	return bpf_map_lookup_elem(&cv_captured_prefix, key);
+}
+
+CV_INLINE int cv_shim_tenant_scope(void *env, __u32 tenant_id, __u32 *slot)
+{
+	struct cv_tenant_scope_value *v = bpf_map_lookup_elem(&cv_tenant_scope, &tenant_id);
+
+	(void)env;
+	if (!v)
+		return 0;
+	*slot = v->slot;
+	return 1;
 }
 
 CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key)

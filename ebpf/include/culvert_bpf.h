@@ -20,7 +20,7 @@
 #define CV_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define CV_LAYOUT_VERSION 2
+#define CV_LAYOUT_VERSION 3
 
 /* Address families as the kernel numbers them (AF_INET/AF_INET6), without pulling
  * socket headers into BPF code. */
@@ -61,10 +61,30 @@ struct cv_captured_key {
 };
 CV_STATIC_ASSERT(sizeof(struct cv_captured_key) == 8, "cv_captured_key layout");
 
+/* Value of every captured-destination map (cv_captured, cv_captured6,
+ * cv_captured_prefix): the restricted tenants that may use the destination, one bit per
+ * scope slot (cv_tenant_scope). A tenant without a slot is unrestricted and may use every
+ * captured destination; a restricted tenant only those whose bit is set. */
+#define CV_MAX_SCOPED_TENANTS 256
+#define CV_SCOPE_WORDS (CV_MAX_SCOPED_TENANTS / 64)
 struct cv_captured_value {
+	__u64 tenants[CV_SCOPE_WORDS];
+};
+CV_STATIC_ASSERT(sizeof(struct cv_captured_value) == 32, "cv_captured_value layout");
+
+/* ---- cv_tenant_scope: HASH, key = __u32 tenant id (cv_enrolled_value.tenant_id) -----
+ * Present only for tenants whose Tenant resource restricts their listeners: the bit of
+ * cv_captured_value.tenants that says which captured destinations they may use. */
+struct cv_tenant_scope_value {
+	__u32 slot; /* < CV_MAX_SCOPED_TENANTS */
+};
+CV_STATIC_ASSERT(sizeof(struct cv_tenant_scope_value) == 4, "cv_tenant_scope_value layout");
+
+/* Exclusion maps keep a plain flags value. */
+struct cv_flags_value {
 	__u32 flags; /* reserved, 0 */
 };
-CV_STATIC_ASSERT(sizeof(struct cv_captured_value) == 4, "cv_captured_value layout");
+CV_STATIC_ASSERT(sizeof(struct cv_flags_value) == 4, "cv_flags_value layout");
 
 /* ---- cv_sock_tag: SK_STORAGE, value __u32 ---------------------------------------
  * Set by culvertd right after socket() (bpf_map_update_elem(map, &fd, &tag)). Any
@@ -87,7 +107,7 @@ CV_STATIC_ASSERT(sizeof(struct cv_captured6_key) == 20, "cv_captured6_key layout
  * An any-IP virtual listener whose filter chains all name destination prefix ranges
  * captures only those prefixes (filter_chain_match narrows it). The trie matches port,
  * family and address as one bit string: prefixlen = CV_PREFIX_KEY_FIXED_BITS + the
- * range's length. IPv4 uses addr[0]. Value: struct cv_captured_value. */
+ * range's length. IPv4 uses addr[0]. Value: struct cv_captured_value (tenant scope). */
 struct cv_prefix_key {
 	__u32 prefixlen;
 	__u16 port;   /* network order */
@@ -102,7 +122,7 @@ CV_STATIC_ASSERT(sizeof(struct cv_prefix_key) == 24, "cv_prefix_key layout");
  * netns_cookie 0 = every pod (bootstrap capture.exclude_*), else that pod only (its
  * enrollment record's exclude_* and its own addresses). Both scopes are looked up. */
 
-/* cv_excluded_ports: HASH, value struct cv_captured_value (flags, 0). Destination port. */
+/* cv_excluded_ports: HASH, value struct cv_flags_value (0). Destination port. */
 struct cv_port_key {
 	__u64 netns_cookie;
 	__u16 port; /* network order */
@@ -111,7 +131,7 @@ struct cv_port_key {
 };
 CV_STATIC_ASSERT(sizeof(struct cv_port_key) == 16, "cv_port_key layout");
 
-/* cv_excluded_cidrs: LPM_TRIE, value struct cv_captured_value. The trie matches
+/* cv_excluded_cidrs: LPM_TRIE, value struct cv_flags_value. The trie matches
  * family, cookie and address as one bit string: prefixlen = CV_CIDR_KEY_FIXED_BITS +
  * the CIDR's length. IPv4 uses addr[0]. */
 struct cv_cidr_key {
@@ -176,5 +196,6 @@ struct cv_counters {
 	__u64 rekeyed;        /* sock_ops moved a record to cv_orig_dst */
 	__u64 rekey_failed;   /* sock_ops could not write cv_orig_dst */
 	__u64 excluded;       /* enrolled, captured destination, but excluded port/CIDR/own address */
+	__u64 out_of_scope;   /* captured destination outside the pod's tenant's scope: untouched */
 };
-CV_STATIC_ASSERT(sizeof(struct cv_counters) == 64, "cv_counters layout");
+CV_STATIC_ASSERT(sizeof(struct cv_counters) == 72, "cv_counters layout");

@@ -21,6 +21,8 @@
 #include "ebpf/include/culvert_bpf.h"
 #include "ebpf/loader/cgroup.h"
 
+static_assert(culvert::ebpf::kMaxScopedTenants == CV_MAX_SCOPED_TENANTS, "TenantScope covers every slot");
+
 namespace culvert::ebpf {
 
 namespace {
@@ -123,12 +125,13 @@ struct MapRef {
 
 // Every map is pinned (not .rodata): the agent's tools and a restarted culvertd find
 // them by name under <pin_root>/v<N>/.
-std::array<MapRef, 12> pinnedMaps(capture_bpf* skel) {
+std::array<MapRef, 13> pinnedMaps(capture_bpf* skel) {
   return {{
       {skel->maps.cv_enrolled, "cv_enrolled"},
       {skel->maps.cv_captured, "cv_captured"},
       {skel->maps.cv_captured6, "cv_captured6"},
       {skel->maps.cv_captured_prefix, "cv_captured_prefix"},
+      {skel->maps.cv_tenant_scope, "cv_tenant_scope"},
       {skel->maps.cv_sock_tag, "cv_sock_tag"},
       {skel->maps.cv_sock_dst, "cv_sock_dst"},
       {skel->maps.cv_orig_dst, "cv_orig_dst"},
@@ -354,6 +357,7 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
   self->excluded_cidrs_fd_ = bpf_map__fd(self->skel_->maps.cv_excluded_cidrs);
   self->config_fd_ = bpf_map__fd(self->skel_->maps.cv_config);
   self->pod_counters_fd_ = bpf_map__fd(self->skel_->maps.cv_pod_counters);
+  self->tenant_scope_fd_ = bpf_map__fd(self->skel_->maps.cv_tenant_scope);
   self->num_cpus_ = libbpf_num_possible_cpus();
   if (self->num_cpus_ <= 0) return common::fail("cannot read the number of possible CPUs: " + errnoName(-self->num_cpus_));
 
@@ -457,7 +461,7 @@ std::string fullHint(int err, const char* map, int capacity) {
 
 common::Result<void> CaptureProgram::writeExclusions(uint64_t netns_cookie, const std::vector<uint16_t>& ports,
                                                      const std::vector<common::CidrRange>& cidrs) {
-  const cv_captured_value value{};
+  const cv_flags_value value{};
   for (uint16_t port : ports) {
     if (port == 0) return common::fail("excluded port 0 is not a port", "exclude_ports");
     cv_port_key key{};
@@ -638,28 +642,36 @@ bool CaptureProgram::bypass() const {
 
 namespace {
 
-// One family's captured set: add the wanted keys that are missing, then delete the
-// present keys that are not wanted.
-template <typename Key>
-common::Result<void> replaceKeys(int fd, std::vector<Key> wanted, const char* map, int capacity) {
-  auto less = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) < 0; };
-  auto equal = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) == 0; };
-  std::sort(wanted.begin(), wanted.end(), less);
-  wanted.erase(std::unique(wanted.begin(), wanted.end(), equal), wanted.end());
-  auto present = allKeys<Key>(fd);
-  std::sort(present.begin(), present.end(), less);
+cv_captured_value scopeValue(const TenantScope& tenants) {
+  cv_captured_value v{};
+  for (size_t slot = 0; slot < tenants.size(); ++slot) {
+    if (tenants.test(slot)) v.tenants[slot / 64] |= uint64_t{1} << (slot % 64);
+  }
+  return v;
+}
 
-  const cv_captured_value value{};
-  for (const auto& k : wanted) {
-    if (std::binary_search(present.begin(), present.end(), k, less)) continue;
-    if (bpf_map_update_elem(fd, &k, &value, BPF_ANY) != 0) {
+// One captured map: add or rewrite the wanted entries whose value differs (the same key
+// twice allows the union of its tenant sets), then delete the present keys not wanted.
+template <typename Key>
+common::Result<void> replaceEntries(int fd, const std::vector<std::pair<Key, cv_captured_value>>& wanted_list,
+                                    const char* map, int capacity) {
+  auto less = [](const Key& a, const Key& b) { return std::memcmp(&a, &b, sizeof(Key)) < 0; };
+  std::map<Key, cv_captured_value, decltype(less)> wanted(less);
+  for (const auto& [key, value] : wanted_list) {
+    auto& merged = wanted[key];
+    for (int w = 0; w < CV_SCOPE_WORDS; ++w) merged.tenants[w] |= value.tenants[w];
+  }
+  for (const auto& [key, value] : wanted) {
+    cv_captured_value present{};
+    if (bpf_map_lookup_elem(fd, &key, &present) == 0 && std::memcmp(&present, &value, sizeof value) == 0) continue;
+    if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
       int err = errno;
       return common::fail("add captured destination: " + errnoName(err) + fullHint(err, map, capacity));
     }
   }
-  for (const auto& k : present) {
-    if (std::binary_search(wanted.begin(), wanted.end(), k, less)) continue;
-    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) {
+  for (const auto& key : allKeys<Key>(fd)) {
+    if (wanted.contains(key)) continue;
+    if (bpf_map_delete_elem(fd, &key) != 0 && errno != ENOENT) {
       int err = errno;
       return common::fail("remove captured destination: " + errnoName(err));
     }
@@ -669,9 +681,9 @@ common::Result<void> replaceKeys(int fd, std::vector<Key> wanted, const char* ma
 
 }  // namespace
 
-common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<CapturedDestination>& destinations,
                                                              const std::vector<CapturedPrefix>& prefixes) {
-  std::vector<cv_prefix_key> wanted_prefixes;
+  std::vector<std::pair<cv_prefix_key, cv_captured_value>> wanted_prefixes;
   for (const auto& p : prefixes) {
     if (p.port == 0) return common::fail("a captured prefix needs a port; nothing was changed", p.range.prefix.ip());
     if (p.range.prefix.family() != AF_INET && p.range.prefix.family() != AF_INET6) {
@@ -684,21 +696,21 @@ common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<c
     key.family = static_cast<uint16_t>(c.family);
     std::memcpy(key.addr, c.addr, sizeof key.addr);
     key.prefixlen = CV_PREFIX_KEY_FIXED_BITS + (c.prefixlen - CV_CIDR_KEY_FIXED_BITS);
-    wanted_prefixes.push_back(key);
+    wanted_prefixes.emplace_back(key, scopeValue(p.tenants));
   }
   if (wanted_prefixes.size() > CV_MAX_CAPTURED_PREFIXES) {
     return common::fail("more than " + std::to_string(CV_MAX_CAPTURED_PREFIXES) +
                         " captured prefixes; nothing was changed");
   }
-  std::vector<cv_captured_key> wanted4;
-  std::vector<cv_captured6_key> wanted6;
-  for (const auto& d : destinations) {
+  std::vector<std::pair<cv_captured_key, cv_captured_value>> wanted4;
+  std::vector<std::pair<cv_captured6_key, cv_captured_value>> wanted6;
+  for (const auto& [d, tenants] : destinations) {
     if (d.port() == 0) return common::fail("a captured destination needs a port; nothing was changed", d.toString());
     if (d.isV4()) {
       cv_captured_key key{};
       key.ip4 = d.ipv4();
       key.port = htons(d.port());
-      wanted4.push_back(key);
+      wanted4.emplace_back(key, scopeValue(tenants));
     } else if (d.family() == AF_INET6) {
       const auto* in6 = reinterpret_cast<const sockaddr_in6*>(d.sockaddr_ptr());
       cv_captured_key key4{};
@@ -706,13 +718,13 @@ common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<c
         // ::ffff:a.b.c.d is an IPv4 destination (connect6 decides it as one).
         std::memcpy(&key4.ip4, &in6->sin6_addr.s6_addr[12], 4);
         key4.port = htons(d.port());
-        wanted4.push_back(key4);
+        wanted4.emplace_back(key4, scopeValue(tenants));
         continue;
       }
       cv_captured6_key key{};
       std::memcpy(key.ip6, &in6->sin6_addr, sizeof key.ip6);
       key.port = htons(d.port());
-      wanted6.push_back(key);
+      wanted6.emplace_back(key, scopeValue(tenants));
     } else {
       return common::fail("a captured destination must be IPv4 or IPv6; nothing was changed", d.toString());
     }
@@ -721,9 +733,40 @@ common::Result<void> CaptureProgram::setCapturedDestinations(const std::vector<c
     return common::fail("more than " + std::to_string(CV_MAX_CAPTURED) +
                         " captured destinations of one family; nothing was changed");
   }
-  if (auto ok = replaceKeys(captured_fd_, std::move(wanted4), "cv_captured", CV_MAX_CAPTURED); !ok) return ok;
-  if (auto ok = replaceKeys(captured6_fd_, std::move(wanted6), "cv_captured6", CV_MAX_CAPTURED); !ok) return ok;
-  return replaceKeys(captured_prefix_fd_, std::move(wanted_prefixes), "cv_captured_prefix", CV_MAX_CAPTURED_PREFIXES);
+  if (auto ok = replaceEntries(captured_fd_, wanted4, "cv_captured", CV_MAX_CAPTURED); !ok) return ok;
+  if (auto ok = replaceEntries(captured6_fd_, wanted6, "cv_captured6", CV_MAX_CAPTURED); !ok) return ok;
+  return replaceEntries(captured_prefix_fd_, wanted_prefixes, "cv_captured_prefix", CV_MAX_CAPTURED_PREFIXES);
+}
+
+std::map<uint32_t, uint32_t> CaptureProgram::tenantScopeSlots() const {
+  std::map<uint32_t, uint32_t> out;
+  for (uint32_t id : allKeys<uint32_t>(tenant_scope_fd_)) {
+    cv_tenant_scope_value v{};
+    if (bpf_map_lookup_elem(tenant_scope_fd_, &id, &v) == 0) out[id] = v.slot;
+  }
+  return out;
+}
+
+common::Result<void> CaptureProgram::setTenantScopeSlot(uint32_t tenant_id, uint32_t slot) {
+  if (slot >= CV_MAX_SCOPED_TENANTS) {
+    return common::fail("scope slot " + std::to_string(slot) + " out of range (at most " +
+                        std::to_string(CV_MAX_SCOPED_TENANTS) + " restricted tenants)");
+  }
+  cv_tenant_scope_value v{};
+  v.slot = slot;
+  if (bpf_map_update_elem(tenant_scope_fd_, &tenant_id, &v, BPF_ANY) != 0) {
+    int err = errno;
+    return common::fail("set tenant " + std::to_string(tenant_id) + "'s scope: " + errnoName(err) +
+                        fullHint(err, "cv_tenant_scope", CV_MAX_SCOPED_TENANTS));
+  }
+  return {};
+}
+
+common::Result<void> CaptureProgram::clearTenantScopeSlot(uint32_t tenant_id) {
+  if (bpf_map_delete_elem(tenant_scope_fd_, &tenant_id) != 0 && errno != ENOENT) {
+    return common::fail("clear tenant " + std::to_string(tenant_id) + "'s scope: " + errnoName(errno));
+  }
+  return {};
 }
 
 common::Result<void> CaptureProgram::tagSocket(int fd) {
@@ -793,6 +836,7 @@ Counters CaptureProgram::counters() const {
     sum.rekeyed += c.rekeyed;
     sum.rekey_failed += c.rekey_failed;
     sum.excluded += c.excluded;
+    sum.out_of_scope += c.out_of_scope;
   }
   return sum;
 }
@@ -808,6 +852,7 @@ Counters CaptureProgram::podCounters(uint64_t netns_cookie) const {
     sum.fail_open += c.fail_open;
     sum.record_failed += c.record_failed;
     sum.excluded += c.excluded;
+    sum.out_of_scope += c.out_of_scope;
   }
   return sum;
 }

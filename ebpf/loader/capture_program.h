@@ -1,7 +1,9 @@
 #pragma once
 
+#include <bitset>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,11 +28,24 @@ struct PodCaptureEntry {
   std::vector<common::CidrRange> exclude_cidrs;
 };
 
+// The restricted tenants that may use a captured destination, by scope slot (see
+// cv_tenant_scope in ebpf/include/culvert_bpf.h). Unrestricted tenants use every one.
+inline constexpr size_t kMaxScopedTenants = 256;  // CV_MAX_SCOPED_TENANTS
+using TenantScope = std::bitset<kMaxScopedTenants>;
+
+// A captured address (a virtual listener's) and the restricted tenants allowed to use it.
+struct CapturedDestination {
+  CapturedDestination(common::SocketAddress a, TenantScope t = {}) : address(std::move(a)), tenants(t) {}  // NOLINT
+  common::SocketAddress address;
+  TenantScope tenants;
+};
+
 // A port on a destination prefix: an any-IP virtual listener narrowed by the
 // destination prefix ranges of its filter chains.
 struct CapturedPrefix {
   common::CidrRange range;
   uint16_t port = 0;
+  TenantScope tenants;
 };
 
 // Sums over CPUs of cv_counters (see ebpf/include/culvert_bpf.h for meanings).
@@ -43,6 +58,7 @@ struct Counters {
   uint64_t rekeyed = 0;
   uint64_t rekey_failed = 0;
   uint64_t excluded = 0;
+  uint64_t out_of_scope = 0;
 };
 
 // cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton,
@@ -95,9 +111,18 @@ public:
   // the stale ones, so a destination in both sets is never missing. 0.0.0.0:port
   // ([::]:port) means that port on any non-loopback IPv4 (IPv6) address. An invalid
   // entry fails the call before any map is touched. `prefixes` (cv_captured_prefix)
-  // capture a port on a destination prefix, never loopback.
-  common::Result<void> setCapturedDestinations(const std::vector<common::SocketAddress>& destinations,
+  // capture a port on a destination prefix, never loopback. An entry's tenant set is
+  // rewritten in place when it changes (one map update: never missing meanwhile); the same
+  // destination given twice allows the union of both sets.
+  common::Result<void> setCapturedDestinations(const std::vector<CapturedDestination>& destinations,
                                                const std::vector<CapturedPrefix>& prefixes = {});
+
+  // cv_tenant_scope: restricted tenants' scope slots, by tenant id. Read at start to keep
+  // the slots a previous culvertd gave (pinned maps survive it).
+  std::map<uint32_t, uint32_t> tenantScopeSlots() const;
+  common::Result<void> setTenantScopeSlot(uint32_t tenant_id, uint32_t slot);
+  // Not restricted is not an error.
+  common::Result<void> clearTenantScopeSlot(uint32_t tenant_id);
 
   // Replaces the node-wide exclusions (bootstrap capture.exclude_ports/exclude_cidrs).
   common::Result<void> setGlobalExclusions(const std::vector<uint16_t>& ports,
@@ -166,6 +191,7 @@ private:
   int excluded_cidrs_fd_ = -1;
   int config_fd_ = -1;
   int pod_counters_fd_ = -1;
+  int tenant_scope_fd_ = -1;
   int num_cpus_ = 0;
 };
 

@@ -180,6 +180,9 @@ TEST(CaptureDecision, AsksForFactsInRuleOrder) {
   EXPECT_EQ(cvt_decide(&f).need, CV_FACT_CAPTURED);
   f.known |= CV_FACT_CAPTURED;
   f.value |= CV_FACT_CAPTURED;
+  EXPECT_EQ(cvt_decide(&f).need, CV_FACT_IN_SCOPE);
+  f.known |= CV_FACT_IN_SCOPE;
+  f.value |= CV_FACT_IN_SCOPE;
   EXPECT_EQ(cvt_decide(&f).need, CV_FACT_EXCLUDED);
   f.known |= CV_FACT_EXCLUDED;
   EXPECT_EQ(cvt_decide(&f).need, CV_FACT_LISTENER_LIVE);
@@ -192,12 +195,12 @@ TEST(CaptureDecision, AsksForFactsInRuleOrder) {
 TEST(CaptureDecision, AllFactCombinationsMatchTheRules) {
   for (int bypass = 0; bypass < 2; ++bypass) {
     for (int tcp_bit = 0; tcp_bit < 2; ++tcp_bit) {
-      for (uint32_t value = 0; value < 32; ++value) {
+      for (uint32_t value = 0; value < 64; ++value) {
         for (uint8_t mode : {CV_FAIL_OPEN, CV_FAIL_CLOSED}) {
           cv_connect_facts f{};
           f.bypass = static_cast<uint8_t>(bypass);
           f.is_tcp = static_cast<uint8_t>(tcp_bit);
-          f.known = 0x1f;
+          f.known = 0x3f;
           f.value = value;
           f.fail_mode = mode;
           bool enrolled = value & CV_FACT_ENROLLED;
@@ -205,8 +208,9 @@ TEST(CaptureDecision, AllFactCombinationsMatchTheRules) {
           bool captured = value & CV_FACT_CAPTURED;
           bool excluded = value & CV_FACT_EXCLUDED;
           bool live = value & CV_FACT_LISTENER_LIVE;
+          bool in_scope = value & CV_FACT_IN_SCOPE;
           int expected = CV_PASS;
-          if (!bypass && tcp_bit && enrolled && !own && captured && !excluded) {
+          if (!bypass && tcp_bit && enrolled && !own && captured && in_scope && !excluded) {
             expected = live ? CV_REDIRECT : (mode == CV_FAIL_CLOSED ? CV_REFUSE : CV_PASS);
           }
           EXPECT_EQ(cvt_decide(&f).verdict, expected) << "bypass=" << bypass << " tcp=" << tcp_bit
@@ -233,6 +237,7 @@ TEST(CaptureDecision, EachOutcomeIsChargedToItsCounter) {
   EXPECT_EQ(charge(CV_PASS, CV_R_RECORD_FAILED), &c.record_failed);
   EXPECT_EQ(charge(CV_REFUSE, CV_R_RECORD_FAILED), &c.record_failed);
   EXPECT_EQ(charge(CV_PASS, CV_R_EXCLUDED), &c.excluded);
+  EXPECT_EQ(charge(CV_PASS, CV_R_OUT_OF_SCOPE), &c.out_of_scope);
   EXPECT_EQ(charge(CV_PASS, CV_R_BYPASS), nullptr);
   // Connects outside capture's scope cost no per-CPU write.
   EXPECT_EQ(charge(CV_PASS, CV_R_NOT_TCP), nullptr);
@@ -467,6 +472,108 @@ TEST(CaptureDecision, BypassIsCheckedBeforeAnythingElse) {
   EXPECT_EQ(d.verdict, CV_PASS);
   EXPECT_EQ(d.reason, CV_R_BYPASS);
   EXPECT_EQ(env.calls_enrolled + env.calls_own_socket + env.calls_captured + env.calls_listener, 0);
+}
+
+// ---- tenant scope (cv_tenant_scope + the captured entries' tenant bits) ----------
+
+void allow(cv_captured_value& v, uint32_t slot) { v.tenants[slot / 64] |= 1ull << (slot % 64); }
+
+// The pod (tenant 7) is restricted, with scope slot `slot`.
+void restrict(cvt_env& env, uint32_t slot, uint32_t tenant_id = 7) {
+  env.scoped_tenant[env.n_scoped] = tenant_id;
+  env.scoped_slot[env.n_scoped++] = slot;
+}
+
+TEST(CaptureScope, UnrestrictedTenantUsesEveryCapturedDestination) {
+  auto env = capturingPod();  // 10.96.0.10:80, no tenant bits
+  restrict(env, 3, /*tenant_id=*/8);  // another tenant is restricted: not this pod's
+  auto d = evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(d.verdict, CV_REDIRECT);
+  EXPECT_EQ(env.calls_scope, 1);
+}
+
+TEST(CaptureScope, RestrictedTenantIsCapturedOnlyWhereItsBitIsSet) {
+  auto env = capturingPod();
+  env.captured[env.n_captured] = key("10.96.0.20", 80);
+  allow(env.captured_value[env.n_captured++], 130);  // the third word
+  restrict(env, 130);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.20", 80).verdict, CV_REDIRECT);
+  auto f = tcp();
+  auto d = cvt_connect4_evaluate(&env, &f, ip("10.96.0.10"), port(80));
+  EXPECT_EQ(d.verdict, CV_PASS);
+  EXPECT_EQ(d.reason, CV_R_OUT_OF_SCOPE);
+  EXPECT_TRUE(f.known & CV_FACT_IN_SCOPE);
+  // Out of scope costs no exclusion or listener lookup: the connect is simply untouched.
+  env.calls_excluded = env.calls_listener = 0;
+  evaluate(env, tcp(), "10.96.0.10", 80);
+  EXPECT_EQ(env.calls_excluded + env.calls_listener, 0);
+}
+
+TEST(CaptureScope, OutOfScopePassesEvenWhenFailClosedAndListenerDown) {
+  auto env = capturingPod();
+  env.enrolled_value.fail_mode = CV_FAIL_CLOSED;
+  env.listener_live = 0;
+  restrict(env, 0);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).reason, CV_R_OUT_OF_SCOPE);
+  allow(env.captured_value[0], 0);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).verdict, CV_REFUSE);  // in scope: fail mode again
+}
+
+TEST(CaptureScope, Ipv6AndMappedDestinationsFollowTheirEntrysScope) {
+  auto env = capturingPod();
+  env.captured6[env.n_captured6] = key6("fd00:96::10", 80);
+  allow(env.captured6_value[env.n_captured6++], 5);
+  env.captured6[env.n_captured6++] = key6("fd00:96::11", 80);
+  restrict(env, 5);
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:96::10", 80).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "fd00:96::11", 80).reason, CV_R_OUT_OF_SCOPE);
+  // ::ffff:10.96.0.10 is the IPv4 entry, which does not carry bit 5.
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:10.96.0.10", 80).reason, CV_R_OUT_OF_SCOPE);
+  allow(env.captured_value[0], 5);
+  EXPECT_EQ(evaluate6(env, tcp(), "::ffff:10.96.0.10", 80).verdict, CV_REDIRECT);
+}
+
+TEST(CaptureScope, WildcardEntriesCarryTheirOwnScope) {
+  auto env = capturingPod();
+  env.captured[env.n_captured] = key("0.0.0.0", 8080);
+  allow(env.captured_value[env.n_captured++], 1);
+  env.captured6[env.n_captured6] = key6("::", 8080);
+  allow(env.captured6_value[env.n_captured6++], 1);
+  env.captured_prefixes[env.n_captured_prefixes] = prefixKey("10.100.0.0", 16, 443);
+  allow(env.captured_prefix_value[env.n_captured_prefixes++], 1);
+  restrict(env, 1);
+  EXPECT_EQ(evaluate(env, tcp(), "192.0.2.9", 8080).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate6(env, tcp(), "2001:db8::9", 8080).verdict, CV_REDIRECT);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.3.3", 443).verdict, CV_REDIRECT);
+  env.scoped_slot[0] = 2;  // the tenant's slot moves: none of these carry bit 2
+  EXPECT_EQ(evaluate(env, tcp(), "192.0.2.9", 8080).reason, CV_R_OUT_OF_SCOPE);
+  EXPECT_EQ(evaluate6(env, tcp(), "2001:db8::9", 8080).reason, CV_R_OUT_OF_SCOPE);
+  EXPECT_EQ(evaluate(env, tcp(), "10.100.3.3", 443).reason, CV_R_OUT_OF_SCOPE);
+}
+
+// The worker picks the exact listener before the any-IP one and then checks the tenant:
+// a tenant not allowed the exact listener is not captured by a wildcard it may use.
+TEST(CaptureScope, TheExactEntryDecidesBeforeTheWildcard) {
+  auto env = capturingPod();  // exact 10.96.0.10:80 without bit 4
+  env.captured[env.n_captured] = key("0.0.0.0", 80);
+  allow(env.captured_value[env.n_captured++], 4);
+  restrict(env, 4);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).reason, CV_R_OUT_OF_SCOPE);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.11", 80).verdict, CV_REDIRECT);
+}
+
+TEST(CaptureScope, ASlotOutOfRangeAllowsNothing) {
+  auto env = capturingPod();
+  for (auto& w : env.captured_value[0].tenants) w = ~0ull;
+  restrict(env, CV_MAX_SCOPED_TENANTS);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.10", 80).reason, CV_R_OUT_OF_SCOPE);
+}
+
+TEST(CaptureScope, UncapturedDestinationsNeverLookTheTenantUp) {
+  auto env = capturingPod();
+  restrict(env, 0);
+  EXPECT_EQ(evaluate(env, tcp(), "10.96.0.99", 80).reason, CV_R_NOT_CAPTURED);
+  EXPECT_EQ(env.calls_scope, 0);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ CV_INLINE int cv_shim_own_socket(void *env)
 	return e->own_socket;
 }
 
-CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured_lookup(void *env, const struct cv_captured_key *key)
 {
 	struct cvt_env *e = env;
 	int i;
@@ -33,12 +33,12 @@ CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *k
 	for (i = 0; i < e->n_captured; i++) {
 		/* Byte comparison, as the kernel's hash map does: padding must be zero. */
 		if (memcmp(&e->captured[i], key, sizeof(*key)) == 0)
-			return 1;
+			return &e->captured_value[i];
 	}
 	return 0;
 }
 
-CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key)
 {
 	struct cvt_env *e = env;
 	int i;
@@ -46,7 +46,22 @@ CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key 
 	e->calls_captured++;
 	for (i = 0; i < e->n_captured6; i++) {
 		if (memcmp(&e->captured6[i], key, sizeof(*key)) == 0)
+			return &e->captured6_value[i];
+	}
+	return 0;
+}
+
+CV_INLINE int cv_shim_tenant_scope(void *env, __u32 tenant_id, __u32 *slot)
+{
+	struct cvt_env *e = env;
+	int i;
+
+	e->calls_scope++;
+	for (i = 0; i < e->n_scoped; i++) {
+		if (e->scoped_tenant[i] == tenant_id) {
+			*slot = e->scoped_slot[i];
 			return 1;
+		}
 	}
 	return 0;
 }
@@ -120,17 +135,22 @@ static int cvt_prefix_key_match(const struct cv_prefix_key *entry, const struct 
 	return 1;
 }
 
-CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
+CV_INLINE const struct cv_captured_value *cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key)
 {
 	struct cvt_env *e = env;
+	const struct cv_captured_value *best = 0;
+	__u32 best_len = 0;
 	int i;
 
 	e->calls_captured++;
 	for (i = 0; i < e->n_captured_prefixes; i++) {
-		if (cvt_prefix_key_match(&e->captured_prefixes[i], key))
-			return 1;
+		if (cvt_prefix_key_match(&e->captured_prefixes[i], key) &&
+		    (!best || e->captured_prefixes[i].prefixlen > best_len)) {
+			best = &e->captured_prefix_value[i];
+			best_len = e->captured_prefixes[i].prefixlen;
+		}
 	}
-	return 0;
+	return best;
 }
 
 CV_INLINE int cv_shim_listener_live(void *env, __u8 family)

@@ -18,12 +18,21 @@ struct cvt_env {
 	int own_socket;
 	int listener_live;
 	__u64 netns_cookie;
+	/* Captured entries; value[i] is entry i's tenant scope (all zero: only unrestricted
+	 * tenants may use it). */
 	struct cv_captured_key captured[CVT_MAX_CAPTURED];
+	struct cv_captured_value captured_value[CVT_MAX_CAPTURED];
 	int n_captured;
 	struct cv_captured6_key captured6[CVT_MAX_CAPTURED];
+	struct cv_captured_value captured6_value[CVT_MAX_CAPTURED];
 	int n_captured6;
 	struct cv_prefix_key captured_prefixes[CVT_MAX_CAPTURED];
+	struct cv_captured_value captured_prefix_value[CVT_MAX_CAPTURED];
 	int n_captured_prefixes;
+	/* cv_tenant_scope: restricted tenants and their slots. */
+	__u32 scoped_tenant[CVT_MAX_CAPTURED];
+	__u32 scoped_slot[CVT_MAX_CAPTURED];
+	int n_scoped;
 	struct cv_port_key excluded_ports[CVT_MAX_CAPTURED];
 	int n_excluded_ports;
 	/* CIDRs as full trie keys (prefixlen includes CV_CIDR_KEY_FIXED_BITS). */
@@ -36,6 +45,7 @@ struct cvt_env {
 	int calls_captured;
 	int calls_listener;
 	int calls_excluded;
+	int calls_scope;
 };
 
 struct cv_decision cvt_decide(const struct cv_connect_facts *f);

@@ -130,7 +130,7 @@ class CaptureScenario:
 
     def orig_dst_records(self) -> int:
         cp = self.net.run(["bpftool", "-j", "map", "dump", "pinned",
-                           os.path.join(self.pin_root, "v2", "cv_orig_dst")])
+                           os.path.join(self.pin_root, "v3", "cv_orig_dst")])
         try:
             return len(json.loads(cp.stdout.strip() or "[]"))
         except ValueError:
@@ -204,7 +204,7 @@ class CaptureScenario:
         net.stop(app, signal.SIGKILL)
 
         # --- kill -9: fail closed at once, also with an app on the capture port
-        pins_before = th._listdir(os.path.join(self.pin_root, "v2"))
+        pins_before = th._listdir(os.path.join(self.pin_root, "v3"))
         loop_log = os.path.join(net.tmpdir, "connect-loop.log")
         with open(loop_log, "w") as logf:
             loop = self.client.spawn(["/usr/bin/python3", "-u", "-c", CONNECT_LOOP, VIP4], cgroup=self.cg,
@@ -251,7 +251,7 @@ class CaptureScenario:
                 tail(d.log_path, 20))
         R.check("restart: exactly one culvert program on connect4", self.connect4_programs() == 1,
                 f"{self.connect4_programs()} programs")
-        R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, "v2")) == pins_before)
+        R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, "v3")) == pins_before)
         # No re-enrollment: the registry (state_dir) re-opens the pod's listener at start.
         cp = d.ctl("pods")
         R.check("restart: the registry restored the client's enrollment",
@@ -294,7 +294,7 @@ class CaptureScenario:
 
         # --- stop keeps pins; uninstall removes them and capture stops
         d.stop()
-        R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, "v2", "cv_enrolled")))
+        R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, "v3", "cv_enrolled")))
         cp = net.run([a.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
         R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, describe(cp))
         n = self.connect4_programs()

@@ -137,7 +137,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- stop: pins survive (restart safety); uninstall removes them
     d.stop()
     R.check("pins survive a stop",
-            os.path.exists(os.path.join(d.pin_root, "v2", "cv_enrolled")),
+            os.path.exists(os.path.join(d.pin_root, "v3", "cv_enrolled")),
             f"{d.pin_root}: {th._listdir(d.pin_root)}")
     cp = net.run([args.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
     R.check("culvertd uninstall exits 0", cp.returncode == 0, describe(cp))

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "ebpf/include/culvert_bpf.h"
 #include "ebpf/loader/capture_program.h"
 #include "ebpf/loader/cgroup.h"
 #include "tests/privileged/test_env.h"
@@ -248,9 +249,9 @@ TEST_F(CaptureProgramTest, MapsAndLinksArePinnedUnderTheLayoutVersionAndOutliveT
   EXPECT_EQ(program_->cgroupPath(), cgroup_->path());
   EXPECT_FALSE(program_->adoptedPins());
   auto dir = program_->pinDir();
-  EXPECT_EQ(dir, bpffs_->pinRoot() / "v2");
+  EXPECT_EQ(dir, bpffs_->pinRoot() / ("v" + std::to_string(CV_LAYOUT_VERSION)));
   for (const char* name : {"cv_enrolled", "cv_captured", "cv_captured6", "cv_captured_prefix", "cv_sock_tag", "cv_sock_dst", "cv_orig_dst",
-                           "cv_excluded_ports", "cv_excluded_cidrs", "cv_config", "cv_counters", "cv_pod_counters",
+                           "cv_excluded_ports", "cv_excluded_cidrs", "cv_config", "cv_counters", "cv_pod_counters", "cv_tenant_scope",
                            "link_cv_connect4", "link_cv_connect6", "link_cv_getpeername4", "link_cv_getpeername6",
                            "link_cv_sockops"}) {
     EXPECT_TRUE(std::filesystem::exists(dir / name)) << name;
@@ -302,7 +303,7 @@ TEST_F(CaptureProgramTest, ARestartAdoptsPinsWithoutADuplicateAttachmentOrLostEn
 TEST_F(CaptureProgramTest, PinsOfAnotherLayoutVersionAreRefusedClearly) {
   program_.reset();
   ASSERT_TRUE(CaptureProgram::uninstall(bpffs_->pinRoot()));
-  auto old_dir = bpffs_->pinRoot() / "v1";
+  auto old_dir = bpffs_->pinRoot() / ("v" + std::to_string(CV_LAYOUT_VERSION - 1));  // the layout before
   ASSERT_TRUE(std::filesystem::create_directories(old_dir));
   // Any bpffs object will do as an "old pin": an array map.
   int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cv_old", 4, 4, 1, nullptr);
@@ -311,7 +312,8 @@ TEST_F(CaptureProgramTest, PinsOfAnotherLayoutVersionAreRefusedClearly) {
   close(fd);
   auto p = CaptureProgram::load({bpffs_->pinRoot(), cgroup_->path(), kCapturePort});
   ASSERT_FALSE(p);
-  EXPECT_NE(p.error().describe().find("layout version 1"), std::string::npos) << p.error().describe();
+  EXPECT_NE(p.error().describe().find("layout version " + std::to_string(CV_LAYOUT_VERSION - 1)), std::string::npos)
+      << p.error().describe();
   EXPECT_NE(p.error().describe().find("culvertd uninstall"), std::string::npos) << p.error().describe();
   EXPECT_TRUE(attachedIds(cgroup_->path(), BPF_CGROUP_INET4_CONNECT).empty());
   ASSERT_TRUE(CaptureProgram::uninstall(bpffs_->pinRoot()));
@@ -395,8 +397,8 @@ TEST_F(CaptureProgramTest, DualStackSocketToMappedVipLandsOnTheIpv4Listener) {
 }
 
 TEST_F(CaptureProgramTest, APrefixSelectorCapturesOnlyItsPrefixOnThatPort) {
-  CapturedPrefix v4{*common::CidrRange::parse("10.100.0.0", 16), 443};
-  CapturedPrefix v6{*common::CidrRange::parse("fd00:100::", 32), 443};
+  CapturedPrefix v4{*common::CidrRange::parse("10.100.0.0", 16), 443, {}};
+  CapturedPrefix v6{*common::CidrRange::parse("fd00:100::", 32), 443, {}};
   ASSERT_TRUE(program_->setCapturedDestinations({}, {v4, v6}));
   enroll(*pod_, FailMode::Closed);  // captured + no listener = ECONNREFUSED
   EXPECT_EQ(connectVip(*pod_, "10.100.3.4", 443).error, ECONNREFUSED);
@@ -411,6 +413,32 @@ TEST_F(CaptureProgramTest, APrefixSelectorCapturesOnlyItsPrefixOnThatPort) {
 }
 
 // ---- never captured ---------------------------------------------------------------
+
+TEST_F(CaptureProgramTest, ARestrictedTenantIsCapturedOnlyWhereItsSlotIsSet) {
+  TenantScope slot5;
+  slot5.set(5);
+  ASSERT_TRUE(program_->setCapturedDestinations({{addr(kVip, kVipPort), slot5}, addr("10.96.0.11", 80)}));
+  ASSERT_TRUE(program_->setTenantScopeSlot(3, 5));  // the pod's tenant (podEntry(3, ...))
+  EXPECT_EQ(program_->tenantScopeSlots(), (std::map<uint32_t, uint32_t>{{3, 5}}));
+  enroll(*pod_, FailMode::Closed);  // captured + no listener = ECONNREFUSED: a cheap probe
+  EXPECT_EQ(connectVip(*pod_).error, ECONNREFUSED);
+  ConnectResult out = connectVip(*pod_, "10.96.0.11", 80);
+  EXPECT_EQ(out.error, ENETUNREACH) << describe(out);  // out of scope: untouched
+  EXPECT_EQ(program_->counters().out_of_scope, 1u);
+  EXPECT_EQ(program_->podCounters(pod_->cookie()).out_of_scope, 1u);
+
+  // The entries' tenant sets are rewritten in place: the scope flips.
+  ASSERT_TRUE(program_->setCapturedDestinations({addr(kVip, kVipPort), {addr("10.96.0.11", 80), slot5}}));
+  EXPECT_EQ(connectVip(*pod_).error, ENETUNREACH);
+  EXPECT_EQ(connectVip(*pod_, "10.96.0.11", 80).error, ECONNREFUSED);
+
+  // Unrestricted again: every captured destination.
+  ASSERT_TRUE(program_->clearTenantScopeSlot(3));
+  ASSERT_TRUE(program_->clearTenantScopeSlot(3));  // not restricted is not an error
+  EXPECT_TRUE(program_->tenantScopeSlots().empty());
+  EXPECT_EQ(connectVip(*pod_).error, ECONNREFUSED);
+  EXPECT_FALSE(program_->setTenantScopeSlot(3, CV_MAX_SCOPED_TENANTS));
+}
 
 TEST_F(CaptureProgramTest, UdpIsNeverCaptured) {
   enroll(*pod_, FailMode::Closed);
@@ -560,7 +588,7 @@ TEST_F(CaptureProgramTest, AnAbortedUnacceptedConnectionLeavesNoRecordWithinOneS
 
 TEST_F(CaptureProgramTest, FiftyConcurrentConnectsEachGetTheirOwnDestination) {
   constexpr int kN = 50;
-  std::vector<common::SocketAddress> dsts;
+  std::vector<CapturedDestination> dsts;
   for (int i = 0; i < kN; ++i) dsts.push_back(addr(("10.96.1." + std::to_string(i + 1)).c_str(), 80));
   ASSERT_TRUE(program_->setCapturedDestinations(dsts));
   enroll(*pod_, FailMode::Closed);

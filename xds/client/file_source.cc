@@ -408,4 +408,20 @@ Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir) {
   }
 }
 
+std::vector<std::string> keepLastGoodTenants(LoadResult& loaded, const config::TenantTable& previous) {
+  std::vector<std::string> kept;
+  auto table = std::make_shared<config::TenantTable>();
+  if (loaded.snapshot.tenants) *table = *loaded.snapshot.tenants;
+  for (const auto& e : loaded.errors) {
+    if (messageNameOf(e.type_url) != messageNameOf(translate::kTenantType)) continue;
+    if (table->by_name.contains(e.resource)) continue;  // e.g. a duplicate: the first one stands
+    auto it = previous.by_name.find(e.resource);
+    if (it == previous.by_name.end()) continue;
+    table->by_name.emplace(e.resource, it->second);
+    kept.push_back(e.resource);
+  }
+  if (!kept.empty()) loaded.snapshot.tenants = std::move(table);
+  return kept;
+}
+
 }  // namespace culvert::xds::client

@@ -36,4 +36,10 @@ struct LoadResult {
 // extensions are skipped.
 common::Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir);
 
+// On a reload, a Tenant resource rejected by name keeps its last good version (`previous`,
+// the tenants of the configuration being replaced), as over ADS: dropping it would lift
+// its tenant's limits and listener scope because of a typo. Other tenants' updates in the
+// same load apply. Returns the names kept.
+std::vector<std::string> keepLastGoodTenants(LoadResult& loaded, const config::TenantTable& previous);
+
 }  // namespace culvert::xds::client

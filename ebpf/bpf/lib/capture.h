@@ -17,12 +17,17 @@
  *       is enrolled, else 0.
  *   CV_INLINE int cv_shim_own_socket(void *env);
  *       1 when the connecting socket carries CV_SOCK_TAG_CULVERT.
- *   CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *key);
- *       1 when key is in cv_captured.
- *   CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key);
- *       1 when key is in cv_captured6.
- *   CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key);
- *       1 when a prefix in cv_captured_prefix contains key (longest-prefix lookup).
+ *   CV_INLINE const struct cv_captured_value *cv_shim_captured_lookup(void *env,
+ *                                                const struct cv_captured_key *key);
+ *       key's entry in cv_captured, or NULL.
+ *   CV_INLINE const struct cv_captured_value *cv_shim_captured6_lookup(void *env,
+ *                                                const struct cv_captured6_key *key);
+ *       key's entry in cv_captured6, or NULL.
+ *   CV_INLINE const struct cv_captured_value *cv_shim_captured_prefix(void *env,
+ *                                                const struct cv_prefix_key *key);
+ *       the longest prefix in cv_captured_prefix containing key, or NULL.
+ *   CV_INLINE int cv_shim_tenant_scope(void *env, __u32 tenant_id, __u32 *slot);
+ *       1 and *slot when the tenant is restricted (an entry in cv_tenant_scope), else 0.
  *   CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key);
  *       1 when key is in cv_excluded_ports.
  *   CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key);
@@ -75,6 +80,7 @@ CV_INLINE __u8 cv_fail_verdict(__u8 fail_mode)
  *   2. netns not enrolled               -> PASS (host, culvertd, unenrolled pods)
  *   3. culvert's own (tagged) socket    -> PASS (upstream sockets opened in the pod)
  *   4. destination not captured         -> PASS
+ *   4b. the matched entry does not allow the pod's tenant -> PASS (out of scope)
  *   5. excluded port or CIDR, or one of the pod's own addresses -> PASS
  *   6. live, tagged in-pod listener     -> REDIRECT
  *   7. otherwise the pod's fail mode    -> PASS (open) or REFUSE (closed)
@@ -97,6 +103,10 @@ CV_INLINE struct cv_decision cv_decide(const struct cv_connect_facts *f)
 		return cv_make_decision(CV_NEED, CV_R_NONE, CV_FACT_CAPTURED);
 	if (!cv_fact_true(f, CV_FACT_CAPTURED))
 		return cv_make_decision(CV_PASS, CV_R_NOT_CAPTURED, 0);
+	if (!cv_fact_known(f, CV_FACT_IN_SCOPE))
+		return cv_make_decision(CV_NEED, CV_R_NONE, CV_FACT_IN_SCOPE);
+	if (!cv_fact_true(f, CV_FACT_IN_SCOPE))
+		return cv_make_decision(CV_PASS, CV_R_OUT_OF_SCOPE, 0);
 	if (!cv_fact_known(f, CV_FACT_EXCLUDED))
 		return cv_make_decision(CV_NEED, CV_R_NONE, CV_FACT_EXCLUDED);
 	if (cv_fact_true(f, CV_FACT_EXCLUDED))
@@ -168,18 +178,22 @@ CV_INLINE void cv_dst_from6(struct cv_dst *d, const __u32 *ip6_net, __u16 port_n
 /* Shim, defined by the includer (see the top of this file). */
 CV_INLINE int cv_shim_lookup_enrolled(void *env, __u64 *netns_cookie, struct cv_enrolled_value *out);
 CV_INLINE int cv_shim_own_socket(void *env);
-CV_INLINE int cv_shim_captured_lookup(void *env, const struct cv_captured_key *key);
-CV_INLINE int cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key);
-CV_INLINE int cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key);
+CV_INLINE const struct cv_captured_value *cv_shim_captured_lookup(void *env, const struct cv_captured_key *key);
+CV_INLINE const struct cv_captured_value *cv_shim_captured6_lookup(void *env, const struct cv_captured6_key *key);
+CV_INLINE const struct cv_captured_value *cv_shim_captured_prefix(void *env, const struct cv_prefix_key *key);
+CV_INLINE int cv_shim_tenant_scope(void *env, __u32 tenant_id, __u32 *slot);
 CV_INLINE int cv_shim_port_excluded(void *env, const struct cv_port_key *key);
 CV_INLINE int cv_shim_cidr_excluded(void *env, const struct cv_cidr_key *key);
 CV_INLINE int cv_shim_listener_live(void *env, __u8 family);
 
-/* Is ip4:port captured? The exact selector first, then "this port on any IP".
- * Wildcard selectors capture egress only: a loopback destination (the pod talking to
- * itself, e.g. a local sidecar on the same port) is left alone unless selected exactly. */
-CV_INLINE int cv_is_captured4(void *env, __u32 ip4_net, __u16 port_net)
+/* The captured entry for ip4:port: the exact selector first, then "this port on any
+ * IP". Wildcard selectors capture egress only: a loopback destination (the pod talking to
+ * itself, e.g. a local sidecar on the same port) is left alone unless selected exactly.
+ * The first entry found decides, as the worker's listener lookup does (exact, then any-IP):
+ * a tenant not allowed the exact entry is not captured by a wildcard on the same port. */
+CV_INLINE const struct cv_captured_value *cv_captured_entry4(void *env, __u32 ip4_net, __u16 port_net)
 {
+	const struct cv_captured_value *v;
 	struct cv_captured_key key;
 
 	/* 0.0.0.0 (which Linux connects to itself) is never a captured destination; its
@@ -189,8 +203,9 @@ CV_INLINE int cv_is_captured4(void *env, __u32 ip4_net, __u16 port_net)
 	key.ip4 = ip4_net;
 	key.port = port_net;
 	key.pad = 0;
-	if (cv_shim_captured_lookup(env, &key))
-		return 1;
+	v = cv_shim_captured_lookup(env, &key);
+	if (v)
+		return v;
 	if (cv_is_loopback4(ip4_net))
 		return 0;
 	key.ip4 = 0;
@@ -198,8 +213,9 @@ CV_INLINE int cv_is_captured4(void *env, __u32 ip4_net, __u16 port_net)
 }
 
 /* The same for IPv6: exact, then [::]:port unless the destination is ::1. */
-CV_INLINE int cv_is_captured6(void *env, const __u32 *ip6_net, __u16 port_net)
+CV_INLINE const struct cv_captured_value *cv_captured_entry6(void *env, const __u32 *ip6_net, __u16 port_net)
 {
+	const struct cv_captured_value *v;
 	struct cv_captured6_key key;
 	int i, any = 1;
 
@@ -212,8 +228,9 @@ CV_INLINE int cv_is_captured6(void *env, const __u32 *ip6_net, __u16 port_net)
 		return 0; /* :: likewise */
 	key.port = port_net;
 	key.pad = 0;
-	if (cv_shim_captured6_lookup(env, &key))
-		return 1;
+	v = cv_shim_captured6_lookup(env, &key);
+	if (v)
+		return v;
 	if (cv_is_loopback6(ip6_net))
 		return 0;
 	for (i = 0; i < 4; i++)
@@ -223,7 +240,7 @@ CV_INLINE int cv_is_captured6(void *env, const __u32 *ip6_net, __u16 port_net)
 
 /* A port on a destination prefix (an any-IP listener narrowed by its chains' prefix
  * ranges). Like the wildcard, never for loopback or unspecified destinations. */
-CV_INLINE int cv_is_captured_prefix(void *env, const struct cv_dst *d)
+CV_INLINE const struct cv_captured_value *cv_captured_entry_prefix(void *env, const struct cv_dst *d)
 {
 	struct cv_prefix_key key;
 	int i;
@@ -236,20 +253,48 @@ CV_INLINE int cv_is_captured_prefix(void *env, const struct cv_dst *d)
 	return cv_shim_captured_prefix(env, &key);
 }
 
-CV_INLINE int cv_is_captured(void *env, const struct cv_dst *d)
+/* The captured entry that decides a connect to d, or NULL when d is not captured. */
+CV_INLINE const struct cv_captured_value *cv_captured_entry(void *env, const struct cv_dst *d)
 {
+	const struct cv_captured_value *v;
+
 	if (d->family == CV_AF_INET) {
-		if (cv_is_captured4(env, d->addr[0], d->port))
-			return 1;
+		v = cv_captured_entry4(env, d->addr[0], d->port);
+		if (v)
+			return v;
 		if (d->addr[0] == 0 || cv_is_loopback4(d->addr[0]))
 			return 0;
-		return cv_is_captured_prefix(env, d);
+		return cv_captured_entry_prefix(env, d);
 	}
-	if (cv_is_captured6(env, d->addr, d->port))
-		return 1;
+	v = cv_captured_entry6(env, d->addr, d->port);
+	if (v)
+		return v;
 	if ((d->addr[0] | d->addr[1] | d->addr[2] | d->addr[3]) == 0 || cv_is_loopback6(d->addr))
 		return 0;
-	return cv_is_captured_prefix(env, d);
+	return cv_captured_entry_prefix(env, d);
+}
+
+/* Whether a captured entry allows a tenant: an unrestricted tenant (no cv_tenant_scope
+ * entry) may use every captured destination, a restricted one those carrying its bit. A
+ * slot out of range (never written by culvertd) allows nothing. */
+CV_INLINE int cv_entry_allows(void *env, const struct cv_captured_value *v, __u32 tenant_id)
+{
+	__u32 slot = 0;
+
+	if (!cv_shim_tenant_scope(env, tenant_id, &slot))
+		return 1;
+	if (slot >= CV_MAX_SCOPED_TENANTS)
+		return 0;
+	return (v->tenants[slot >> 6] >> (slot & 63)) & 1;
+}
+
+/* Gathers CAPTURED and, for a captured destination, IN_SCOPE with the same lookup. */
+CV_INLINE void cv_gather_captured(void *env, struct cv_connect_facts *f, const struct cv_dst *d)
+{
+	const struct cv_captured_value *v = cv_captured_entry(env, d);
+
+	cv_set_fact(f, CV_FACT_CAPTURED, v != 0);
+	cv_set_fact(f, CV_FACT_IN_SCOPE, v != 0 && cv_entry_allows(env, v, f->tenant_id));
 }
 
 /* Excluded for every pod (netns cookie 0) or for this pod: the destination port, a
@@ -299,7 +344,8 @@ CV_INLINE void cv_gather(void *env, struct cv_connect_facts *f, __u16 need, cons
 		cv_set_fact(f, CV_FACT_OWN_SOCKET, cv_shim_own_socket(env));
 		break;
 	case CV_FACT_CAPTURED:
-		cv_set_fact(f, CV_FACT_CAPTURED, cv_is_captured(env, d));
+	case CV_FACT_IN_SCOPE:
+		cv_gather_captured(env, f, d);
 		break;
 	case CV_FACT_EXCLUDED:
 		cv_set_fact(f, CV_FACT_EXCLUDED, cv_excluded(env, f->netns_cookie, d));
@@ -350,6 +396,8 @@ CV_INLINE __u64 *cv_counter_for(struct cv_counters *c, struct cv_decision d)
 		return &c->passthrough;
 	case CV_R_EXCLUDED:
 		return &c->excluded;
+	case CV_R_OUT_OF_SCOPE:
+		return &c->out_of_scope;
 	case CV_R_LISTENER_LIVE:
 		return d.verdict == CV_REDIRECT ? &c->captured : 0;
 	case CV_R_LISTENER_DOWN:

@@ -24,6 +24,7 @@ enum cv_reason {
 	CV_R_RECORD_FAILED,   /* REDIRECT decided but the original dst could not be stored */
 	CV_R_BYPASS,          /* global bypass (`culvertctl capture off`) */
 	CV_R_EXCLUDED,        /* excluded port or CIDR, or the pod's own address */
+	CV_R_OUT_OF_SCOPE,    /* captured destination the pod's tenant may not use */
 };
 
 /* Facts about one connect(), as bits of cv_connect_facts.known / .value. */
@@ -33,8 +34,9 @@ enum cv_fact {
 	CV_FACT_CAPTURED = 1u << 2,
 	CV_FACT_LISTENER_LIVE = 1u << 3,
 	CV_FACT_EXCLUDED = 1u << 4,
+	CV_FACT_IN_SCOPE = 1u << 5, /* the matched captured entry allows the pod's tenant */
 };
-#define CV_FACT_COUNT 5
+#define CV_FACT_COUNT 6
 
 struct cv_connect_facts {
 	__u32 known;     /* cv_fact bits gathered so far */

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 namespace culvert::agent {
 namespace {
 
@@ -46,6 +48,7 @@ TEST_F(RegistryTest, SaveThenLoadRoundTrips) {
   std::vector<RegistryEntry> pods = {entry("a", "/var/run/netns/a", 3, 4026532000ull),
                                      entry("b", "/var/run/netns/b", 3, 4026532001ull)};
   pods[1].record.fail_mode = "closed";
+  pods[1].tenant_id = 42;  // kept so a restart gives the tenant the same BPF id
   ASSERT_TRUE(r.save(pods).has_value());
   auto loaded = r.load();
   ASSERT_TRUE(loaded.has_value()) << loaded.error().describe();
@@ -79,6 +82,18 @@ TEST_F(RegistryTest, DamagedFileIsAnErrorNamingTheEntry) {
   auto text = encodeRegistry({entry("a", "/n", 1, 2)});
   auto no_ino = text.substr(0, text.find("\"netns_ino\"")) + "\"x\":0}]}";
   EXPECT_FALSE(decodeRegistry(no_ino).has_value()) << no_ino;
+}
+
+TEST_F(RegistryTest, AFileWithoutTenantIdsLoadsWithIdZeroAndABadIdIsAnError) {
+  auto j = nlohmann::json::parse(encodeRegistry({entry("a", "/n", 1, 2)}));
+  j["pods"][0].erase("tenant_id");  // as written before ids were kept
+  auto loaded = decodeRegistry(j.dump());
+  ASSERT_TRUE(loaded.has_value()) << j.dump();
+  EXPECT_EQ(loaded->at(0).tenant_id, 0u);
+  j["pods"][0]["tenant_id"] = -1;
+  EXPECT_FALSE(decodeRegistry(j.dump()).has_value());
+  j["pods"][0]["tenant_id"] = 1ull << 33;
+  EXPECT_FALSE(decodeRegistry(j.dump()).has_value());
 }
 
 TEST(RegistryLivenessTest, AliveOnlyWhileThePathNamesTheSameInode) {

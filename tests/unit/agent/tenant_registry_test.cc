@@ -51,6 +51,20 @@ TEST(TenantRegistry, ResourcesOverDefaultsAppliedToExistingAndNewTenants) {
   EXPECT_EQ(a->weight.load(), 1u);
 }
 
+TEST(TenantRegistry, IdsAreGivenOnceAndReservedIdsFromARestartAreKept) {
+  common::StatsStore stats;
+  TenantRegistry registry(stats, {}, 0);
+  // What a previous culvertd gave (read back from the pod registry at start).
+  registry.reserveId("team-b", 2);
+  registry.reserveId("team-c", 2);  // id taken: ignored
+  registry.reserveId("team-b", 5);  // name taken: ignored
+  EXPECT_EQ(registry.idOf("team-a"), 1u);
+  EXPECT_EQ(registry.idOf("team-c"), 3u);  // 2 is team-b's
+  EXPECT_EQ(registry.get("team-b")->id, 2u);
+  EXPECT_EQ(registry.idOf("team-a"), 1u);
+  EXPECT_EQ(registry.get("team-a")->id, 1u);  // a context takes the id given before it
+}
+
 TEST(TenantRegistry, DumpIsOneTenantsSliceOnly) {
   common::StatsStore stats;
   TenantRegistry registry(stats, config::TenantLimits{}, 0);

@@ -498,9 +498,10 @@ TEST(AdsStateTenant, SotwIsAWildcardSubscriptionAndTheSnapshotCarriesTheTenants)
 
 TEST(AdsStateTenant, AnInvalidTenantIsNackedByNameAndKeepsItsLastGoodVersion) {
   AdsState s;
-  s.onResponse(response(ResourceType::Tenant, "t1", "n1", tenantResource("team-a", 4)), kNow);
+  s.onResponse(response(ResourceType::Tenant, "t1", "n1", tenantResource("team-a", 4), tenantResource("team-b", 1)),
+               kNow);
   auto bad = parse<culvert::v1::Tenant>(R"(name: "team-a" weight { value: 0 })");
-  auto out = s.onResponse(response(ResourceType::Tenant, "t2", "n2", bad, tenantResource("team-b", 1)), kNow);
+  auto out = s.onResponse(response(ResourceType::Tenant, "t2", "n2", bad, tenantResource("team-b", 9)), kNow);
   EXPECT_FALSE(out.accepted);
   ASSERT_EQ(out.rejected.size(), 1u);
   EXPECT_EQ(out.rejected[0].name, "team-a");
@@ -508,7 +509,8 @@ TEST(AdsStateTenant, AnInvalidTenantIsNackedByNameAndKeepsItsLastGoodVersion) {
   EXPECT_EQ(out.requests[0].version_info(), "t1");
   auto snap = s.snapshot();
   EXPECT_EQ(snap->tenants->by_name.at("team-a")->limits.max_requests_in_flight, 4u);
-  EXPECT_EQ(snap->tenants->by_name.count("team-b"), 1u);  // the valid one is applied
+  // The other tenant's update in the same response applies.
+  EXPECT_EQ(snap->tenants->by_name.at("team-b")->limits.max_requests_in_flight, 9u);
 }
 
 TEST(AdsStateTenant, DeltaAddsAndRemovesTenants) {

@@ -283,5 +283,42 @@ resources:
   EXPECT_NE(r.errors[1].reason.find("colour"), std::string::npos);
 }
 
+TEST_F(FileSourceTest, OnReloadABrokenTenantKeepsItsLastGoodVersionAndAnotherTenantsUpdateApplies) {
+  write("tenants.yaml", R"(
+version_info: t1
+resources:
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-a
+  allowed_listeners: [vip-a]
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-b
+  allowed_listeners: [vip-b]
+)");
+  auto first = load();
+  ASSERT_TRUE(first.errors.empty());
+  write("tenants.yaml", R"(
+version_info: t2
+resources:
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-a
+  allowed_listeners: [vip-a, vip-c]
+  weight: 0
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-b
+  allowed_listeners: [vip-b, vip-c]
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-d
+  colour: blue
+)");
+  auto second = load();
+  ASSERT_EQ(second.errors.size(), 2u);
+  EXPECT_EQ(second.errors[0].resource, "team-a");
+  EXPECT_EQ(keepLastGoodTenants(second, *first.snapshot.tenants), std::vector<std::string>{"team-a"});
+  const auto& tenants = second.snapshot.tenants->by_name;
+  ASSERT_EQ(tenants.size(), 2u);  // team-d never had a good version
+  EXPECT_EQ(tenants.at("team-a")->allowed_listeners, std::vector<std::string>{"vip-a"});  // its scope holds
+  EXPECT_EQ(tenants.at("team-b")->allowed_listeners, (std::vector<std::string>{"vip-b", "vip-c"}));
+}
+
 }  // namespace
 }  // namespace culvert::xds::client
