@@ -162,24 +162,16 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("team-b (unrestricted) -> the same address: captured, culvert answers", got == "via-y", got)
     R.check("team-b has no out_of_scope connects", out_of_scope("team-b") == 0.0)
 
-    # What the scope check costs a connect: connect()+close to the direct host, on the
-    # out-of-scope port (captured entry found, then the tenant's slot) vs a port no
-    # listener captures (the lookups miss). Printed, not asserted: the machine is shared.
-    code = ("import socket, sys, time\n"
-            "def med(port):\n"
-            "    ts = []\n"
-            "    for _ in range(300):\n"
-            "        s = socket.socket(); t = time.perf_counter_ns(); s.connect((sys.argv[1], port))\n"
-            "        ts.append(time.perf_counter_ns() - t); s.close()\n"
-            "    return sorted(ts)[len(ts) // 2] // 1000\n"
-            "print(med(int(sys.argv[2])), med(int(sys.argv[3])))\n")
+    # Every out-of-scope connect is counted. (What the scope lookup costs a connect is a
+    # benchmark's question, not this test's: timing here would only flake.)
+    code = ("import socket, sys\n"
+            "for _ in range(20):\n"
+            "    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); s.close()\n")
     before = out_of_scope("team-a")
-    cp = a1.run([th.PYTHON, "-c", code, DIRECT_IP, str(PORT), str(PORT + 1)], cgroup=d.cgroup, check=False,
-                timeout=60)
-    print(f"[ measured ] median connect() from a restricted tenant's pod, out of scope vs uncaptured "
-          f"port (us): {cp.stdout.strip()}", flush=True)
-    v = d.wait_metric(CONNECTS, before + 300, {"tenant": "team-a", "outcome": "out_of_scope"})
-    R.check("300 out-of-scope connects counted", v == before + 300, f"before {before}, now {v}")
+    cp = a1.run([th.PYTHON, "-c", code, DIRECT_IP, str(PORT)], cgroup=d.cgroup, check=False, timeout=60)
+    R.check("20 out-of-scope connects reach the direct host", cp.returncode == 0, describe(cp))
+    v = d.wait_metric(CONNECTS, before + 20, {"tenant": "team-a", "outcome": "out_of_scope"})
+    R.check("20 out-of-scope connects counted", v == before + 20, f"before {before}, now {v}")
 
     # --- widen team-a's scope at runtime: capture flips, nothing is re-attached
     apply_tenants("t2", "x, y")
