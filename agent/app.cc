@@ -515,8 +515,9 @@ void App::stop() {
   if (auto sent = notifier_.notify("STOPPING=1"); !sent) spdlog::warn("sd_notify STOPPING: {}", sent.error().describe());
   watchdog_.reset();
   ready_retry_.reset();
-  // Stop taking new work, then stop the data path, then detach capture: pods fall back
-  // to their fail mode only once nothing can serve them any more.
+  // Stop taking new work, then stop the data path, then let go of the capture handles
+  // (pins and links stay): pods fall back to their fail mode only once nothing can serve
+  // them any more.
   admin_.reset();
   ads_.reset();
   resources_watcher_.reset();
