@@ -57,6 +57,13 @@ DnsCluster::DnsCluster(std::string name, bool logical, config::DnsResolution dns
 
 DnsCluster::~DnsCluster() = default;
 
+void DnsCluster::adoptHosts(const DnsCluster& previous) {
+  if (previous.logical_ != logical_ || previous.dns_.targets != dns_.targets) return;
+  for (size_t i = 0; i < targets_.size(); ++i) targets_[i]->hosts = previous.targets_[i]->hosts;
+  endpoints_ = previous.endpoints_;
+  if (stats_.hosts) stats_.hosts->set(static_cast<int64_t>(endpoints_.size()));
+}
+
 void DnsCluster::start() {
   for (auto& target : targets_) resolve(*target);
 }
@@ -178,6 +185,7 @@ void DnsClusterSet::update(const config::ClusterTable& clusters) {
     }
     entry->cluster = std::make_unique<DnsCluster>(name, logical, *cluster->dns, *entry->resolver, options_.timers,
                                                   options_.random, stats, options_.on_change);
+    if (it != clusters_.end() && it->second->cluster) entry->cluster->adoptHosts(*it->second->cluster);
     next[name] = std::move(entry);
     next[name]->cluster->start();
   }

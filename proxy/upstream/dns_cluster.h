@@ -47,6 +47,9 @@ public:
              Random random, Stats stats, OnChange on_change);
   ~DnsCluster();
 
+  // Takes over the hosts `previous` resolved for the same targets (a cluster whose
+  // refresh or resolver settings changed), so it serves them until its own answers come.
+  void adoptHosts(const DnsCluster& previous);
   // Resolves every target now.
   void start();
   // What resolved last, in target order (empty before the first answer).

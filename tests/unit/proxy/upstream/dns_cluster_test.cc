@@ -414,12 +414,19 @@ TEST_F(DnsClusterSetTest, AnUpdateKeepsAnUnchangedDnsClusterAndRestartsAChangedO
   auto resolved = set->resolve(other);
   EXPECT_EQ(resolved->by_name.at("dns")->connect_timeout, milliseconds(1234));
   EXPECT_EQ(resolved->by_name.at("dns")->endpoints.size(), 1u);
-  // New refresh rate: a new resolution starts at once.
+  // New refresh rate: a new resolution starts at once, and the hosts resolved so far
+  // keep serving until it answers.
   dns.refresh_rate = milliseconds(100);
   other->by_name["dns"] = dnsCluster("dns", dns);
   set->update(*other);
   EXPECT_EQ(resolvers_made, 2);
   EXPECT_TRUE(resolver.isPending("a.test"));
+  EXPECT_EQ(addresses(set->resolve(other)->by_name.at("dns")->endpoints), (std::vector<std::string>{"10.0.0.1:8080"}));
+  // Other hostnames: nothing to take over.
+  dns.targets[0].hostname = "c.test";
+  other->by_name["dns"] = dnsCluster("dns", dns);
+  set->update(*other);
+  EXPECT_TRUE(set->resolve(other)->by_name.at("dns")->endpoints.empty());
   // Removed: its query is cancelled.
   set->update(config::ClusterTable{});
   EXPECT_FALSE(resolver.isPending("a.test"));
