@@ -25,27 +25,27 @@ struct CaresDnsResolver::Lookup {
   bool fell_back = false;
 };
 
-namespace {
-
-class LookupHandle : public DnsQuery {
+// The caller's handle: dropping it clears the callback, so an answer that still
+// arrives is discarded.
+class CaresDnsResolver::Handle : public DnsQuery {
 public:
-  explicit LookupHandle(std::weak_ptr<void> lookup_callback_owner, std::function<void()> cancel)
-      : owner_(std::move(lookup_callback_owner)), cancel_(std::move(cancel)) {}
-  ~LookupHandle() override {
-    if (!owner_.expired()) cancel_();
+  explicit Handle(std::weak_ptr<Lookup> lookup) : lookup_(std::move(lookup)) {}
+  ~Handle() override {
+    if (auto lookup = lookup_.lock()) lookup->callback = nullptr;
   }
 
 private:
-  std::weak_ptr<void> owner_;
-  std::function<void()> cancel_;
+  std::weak_ptr<Lookup> lookup_;
 };
 
 // What ares_getaddrinfo's callback needs: the resolver (if still alive) and the lookup.
-struct CallbackContext {
+struct CaresDnsResolver::CallbackContext {
   CaresDnsResolver* resolver;
   std::weak_ptr<bool> alive;
-  std::shared_ptr<void> lookup;  // a CaresDnsResolver::Lookup
+  std::shared_ptr<Lookup> lookup;
 };
+
+namespace {
 
 int toAresFamily(LookupFamily family, bool fell_back) {
   switch (family) {
@@ -103,8 +103,9 @@ common::Result<std::unique_ptr<CaresDnsResolver>> CaresDnsResolver::create(event
   }
   self->timer_ = dispatcher.createTimer([raw = self.get()] {
     // Retransmissions and timeouts of every query.
+    std::weak_ptr<bool> alive = raw->alive_;
     ares_process_fd(raw->channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-    raw->rearmTimer();
+    if (auto a = alive.lock(); a && *a) raw->rearmTimer();
   });
   return self;
 }
@@ -172,11 +173,9 @@ std::unique_ptr<DnsQuery> CaresDnsResolver::resolve(const std::string& name, Loo
   lookup->name = name;
   lookup->family = family;
   lookup->callback = std::move(callback);
+  auto handle = std::make_unique<Handle>(lookup);
   startLookup(lookup, toAresFamily(family, false));
-  std::weak_ptr<Lookup> weak = lookup;
-  return std::make_unique<LookupHandle>(std::weak_ptr<void>(lookup), [weak] {
-    if (auto l = weak.lock()) l->callback = nullptr;
-  });
+  return handle;
 }
 
 void CaresDnsResolver::startLookup(const std::shared_ptr<Lookup>& lookup, int family) {
@@ -204,8 +203,7 @@ void CaresDnsResolver::startLookup(const std::shared_ptr<Lookup>& lookup, int fa
         }
         auto alive = context->alive.lock();
         if (!alive || !*alive || status == ARES_EDESTRUCTION) return;
-        auto lookup = std::static_pointer_cast<Lookup>(context->lookup);
-        context->resolver->onLookupDone(lookup, status, std::move(response));
+        context->resolver->onLookupDone(context->lookup, status, std::move(response));
       },
       context);
   rearmTimer();

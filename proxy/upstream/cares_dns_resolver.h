@@ -31,6 +31,8 @@ public:
 private:
   struct Poll;
   struct Lookup;
+  class Handle;
+  struct CallbackContext;
   explicit CaresDnsResolver(event::Dispatcher& dispatcher);
   static void onSocketState(void* data, int fd, int readable, int writable);
   void startLookup(const std::shared_ptr<Lookup>& lookup, int family);

@@ -213,6 +213,14 @@ TEST_F(CaresDnsResolverTest, NxdomainIsAnAnswerWithoutAddressesAndServfailIsAFai
   EXPECT_FALSE(broken.error.empty());
 }
 
+TEST_F(CaresDnsResolverTest, AnIpLiteralResolvesToItselfWithoutAQuery) {
+  auto resolver = makeResolver();
+  auto r = resolve(*resolver, "10.244.0.9", Family::V4Only);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(ips(r), (std::vector<std::string>{"10.244.0.9"}));
+  EXPECT_TRUE(server.queries().empty());
+}
+
 TEST_F(CaresDnsResolverTest, ACancelledQueryNeverCallsBack) {
   server.set("svc.test", {{"10.244.0.7"}, {}, 5});
   auto resolver = makeResolver();
