@@ -6,6 +6,7 @@
 #include "agent/capture_plan.h"
 #include "ebpf/loader/cgroup.h"
 #include "proxy/network/socket.h"
+#include "proxy/upstream/cares_dns_resolver.h"
 #include "xds/client/file_source.h"
 
 namespace culvert::agent {
@@ -77,6 +78,23 @@ common::Result<void> App::start() {
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
   pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
   pods_->reserveTenantIds();  // before the configuration writes tenants' scope to BPF
+  upstream::DnsClusterSet::Options dns;
+  dns.resolvers = [this](const config::DnsResolution& resolution)
+      -> common::Result<std::unique_ptr<upstream::DnsResolver>> {
+    upstream::CaresDnsResolver::Options options;
+    options.servers = resolution.resolvers;
+    options.use_tcp = resolution.use_tcp;
+    options.no_default_search_domain = resolution.no_default_search_domain;
+    auto resolver = upstream::CaresDnsResolver::create(main_, options);
+    if (!resolver) return std::unexpected(resolver.error());
+    return std::unique_ptr<upstream::DnsResolver>(std::move(*resolver));
+  };
+  dns.timers = upstream::dispatcherDnsTimers(main_);
+  dns.stats = &stats_;
+  // Posted: a resolution callback runs inside c-ares, which must not see its channel
+  // replaced under it by what the publish triggers.
+  dns.on_change = [this] { main_.post([this] { republishDnsClusters(); }); };
+  dns_clusters_ = std::make_unique<upstream::DnsClusterSet>(std::move(dns));
 
   if (bootstrap_.xds.address.empty()) {
     if (auto loaded = loadResources(); !loaded) return loaded;
@@ -256,7 +274,27 @@ common::Result<void> App::startAds() {
   return {};
 }
 
-common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> snapshot) {
+std::shared_ptr<const config::Snapshot> App::withDnsEndpoints(const std::shared_ptr<const config::Snapshot>& source) {
+  auto clusters = dns_clusters_->resolve(source->clusters);
+  if (clusters == source->clusters) return source;
+  auto out = std::make_shared<config::Snapshot>(*source);
+  out->clusters = std::move(clusters);
+  return out;
+}
+
+void App::republishDnsClusters() {
+  if (stopping_ || !source_snapshot_) return;
+  auto snapshot = withDnsEndpoints(source_snapshot_);
+  if (snapshot->clusters == snapshot_->clusters) return;
+  snapshot_ = snapshot;
+  // Only endpoints changed: listeners, tenants and captured destinations stay as they are.
+  server_->publish(snapshot);
+}
+
+common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> source) {
+  source_snapshot_ = source;
+  dns_clusters_->update(*source->clusters);
+  auto snapshot = withDnsEndpoints(source);
   config_version_ = snapshot->version;
   snapshot_ = snapshot;
   // Tenant limits and scope first, so the new listeners never run under the old ones.
@@ -521,6 +559,7 @@ void App::stop() {
   admin_.reset();
   ads_.reset();
   resources_watcher_.reset();
+  dns_clusters_.reset();
   enrollment_.reset();
   // Pods stay enrolled in BPF (restart safety): until a culvertd re-opens their
   // listeners their fail mode applies. `culvertd uninstall` removes capture for good.

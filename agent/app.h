@@ -16,6 +16,7 @@
 #include "proxy/event/dispatcher.h"
 #include "proxy/network/socket_hooks.h"
 #include "proxy/server/server.h"
+#include "proxy/upstream/dns_cluster.h"
 #include "xds/client/ads_client.h"
 #include "xds/client/dir_watcher.h"
 
@@ -56,6 +57,10 @@ private:
   common::Result<void> restorePods();
   // The one publish path of both configuration sources (resource files and ADS).
   common::Result<void> applySnapshot(std::shared_ptr<const config::Snapshot> snapshot);
+  // `source` with the DNS clusters' endpoints as they resolved last.
+  std::shared_ptr<const config::Snapshot> withDnsEndpoints(const std::shared_ptr<const config::Snapshot>& source);
+  // A DNS cluster's hosts changed: the workers get the new cluster table, as after EDS.
+  void republishDnsClusters();
   common::Result<void> startAds();
   // Captured destinations and tenant scope slots for a configuration; how many entries.
   common::Result<size_t> writeCapture(const config::Snapshot& snapshot);
@@ -86,6 +91,9 @@ private:
   std::string resources_dump_ = "null";
   std::string config_version_;
   std::shared_ptr<const config::Snapshot> snapshot_;  // the last published
+  std::shared_ptr<const config::Snapshot> source_snapshot_;  // as the configuration source gave it
+  // STRICT_DNS / LOGICAL_DNS resolution, on the main loop, from culvertd's own netns.
+  std::unique_ptr<upstream::DnsClusterSet> dns_clusters_;
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   uv_signal_t sighup_{};

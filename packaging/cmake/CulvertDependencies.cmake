@@ -10,6 +10,7 @@ pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
 pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
 pkg_check_modules(LIBBPF REQUIRED IMPORTED_TARGET libbpf)
 pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
+pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
 # mbedTLS: Debian 12 ships 2.28 without a pkg-config file or CMake package.
 find_library(MBEDTLS_LIB mbedtls REQUIRED)
 find_library(MBEDX509_LIB mbedx509 REQUIRED)

@@ -264,12 +264,42 @@ enum class LbPolicy { RoundRobin, LeastRequest, Random, RingHash, Maglev };
 // Eds: endpoints come from a ClusterLoadAssignment named eds_service_name.
 // OriginalDst: the endpoint is the connection's original destination (captured
 // traffic that should go where it was going).
-enum class ClusterType { Static, Eds, OriginalDst };
+// StrictDns: every address each dns.targets hostname resolves to is an endpoint.
+// LogicalDns: one endpoint, the first address the one target resolved to last; pooled
+// connections to earlier addresses are kept.
+enum class ClusterType { Static, Eds, OriginalDst, StrictDns, LogicalDns };
 
 struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
   uint32_t priority = 0;  // 0 is tried first; higher ones take load as it loses health
+};
+
+// How a STRICT_DNS / LOGICAL_DNS cluster resolves (cluster.dns_* and
+// typed_dns_resolver_config with CaresDnsResolverConfig).
+struct DnsResolution {
+  // Cluster.DnsLookupFamily. Auto: IPv6, IPv4 only when there is no IPv6 address.
+  enum class LookupFamily { Auto, V4Only, V6Only, V4Preferred, All };
+  // One load_assignment lb_endpoint whose socket_address.address is a hostname (or IP).
+  struct Target {
+    std::string hostname;
+    uint16_t port = 0;
+    uint32_t weight = 1;
+    uint32_t priority = 0;
+    bool operator==(const Target&) const = default;
+  };
+  std::vector<Target> targets;
+  LookupFamily lookup_family = LookupFamily::Auto;
+  std::chrono::milliseconds refresh_rate{5000};
+  bool respect_dns_ttl = false;
+  // dns_failure_refresh_rate; unset: failures re-resolve at refresh_rate.
+  std::optional<std::chrono::milliseconds> failure_base_interval;
+  std::chrono::milliseconds failure_max_interval{0};
+  // Name servers (IP:port); empty = /etc/resolv.conf.
+  std::vector<SocketAddress> resolvers;
+  bool use_tcp = false;
+  bool no_default_search_domain = false;
+  bool operator==(const DnsResolution&) const = default;
 };
 
 struct LeastRequestConfig {
@@ -354,6 +384,9 @@ struct Cluster {
   std::chrono::milliseconds connect_timeout{5000};
   std::vector<Endpoint> endpoints;
   std::string eds_service_name;  // only for ClusterType::Eds
+  // Only for StrictDns / LogicalDns: `endpoints` hold what resolved last (empty until the
+  // first answer); agent/dns_clusters fills them in and republishes.
+  std::optional<DnsResolution> dns;
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
   RetryLimits retry_limits;
   LeastRequestConfig least_request;

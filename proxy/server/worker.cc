@@ -59,6 +59,9 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
     upstream::ConnectionPool::EndpointSet live;
     for (const auto& [name, cluster] : config_->snapshot->clusters->by_name) {
       for (const auto& endpoint : cluster->endpoints) live.emplace(name, endpoint.address.toString());
+      if (cluster->type == config::ClusterType::LogicalDns) {
+        live.emplace(name, upstream::ConnectionPool::kAnyEndpoint);
+      }
     }
     pool_.setLiveEndpoints(std::move(live));
   });

@@ -168,7 +168,8 @@ bool ConnectionPool::isLive(const PoolKey& key) const {
   // Keys without a cluster (never parked today) and the time before any configuration
   // count as live.
   if (!live_ || key.cluster.empty()) return true;
-  return live_->contains(std::pair<std::string, std::string>(key.cluster, key.endpoint));
+  return live_->contains(std::pair<std::string, std::string>(key.cluster, key.endpoint)) ||
+         live_->contains(std::pair<std::string, std::string>(key.cluster, kAnyEndpoint));
 }
 
 void ConnectionPool::setLiveEndpoints(EndpointSet live) {

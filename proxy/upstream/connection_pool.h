@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "proxy/common/stats.h"
@@ -65,7 +66,10 @@ public:
   void drainPod(uint64_t pod_id);
   // The (cluster, "ip:port") pairs that exist in the configuration now. Idle connections
   // to anything else close at once; busy ones close instead of being parked when their
-  // exchange ends (DESIGN §5: an endpoint that leaves its cluster drains).
+  // exchange ends (DESIGN §5: an endpoint that leaves its cluster drains). The endpoint
+  // kAnyEndpoint keeps every connection of its cluster (LOGICAL_DNS: a new address is
+  // used for new connections only).
+  static constexpr std::string_view kAnyEndpoint = "*";
   using EndpointSet = std::set<std::pair<std::string, std::string>, std::less<>>;
   void setLiveEndpoints(EndpointSet live);
 

@@ -12,6 +12,7 @@
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
 #include "xds/proto/envoy/config/listener/v3/listener.pb.h"
 #include "xds/proto/envoy/config/route/v3/route.pb.h"
+#include "xds/proto/envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb.h"
 #include "xds/proto/envoy/type/matcher/v3/string.pb.h"
 #include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
@@ -38,6 +39,7 @@ namespace endpoint = envoy::config::endpoint::v3;
 namespace hcm = envoy::extensions::filters::network::http_connection_manager::v3;
 namespace tcp = envoy::extensions::filters::network::tcp_proxy::v3;
 namespace router = envoy::extensions::filters::http::router::v3;
+namespace cares = envoy::extensions::network::dns_resolver::cares::v3;
 
 std::string indexed(std::string_view field, int i) {
   return std::string(field) + "[" + std::to_string(i) + "]";
@@ -944,6 +946,185 @@ Result<config::Endpoint> translateLbEndpoint(const endpoint::LbEndpoint& proto) 
   return out;
 }
 
+
+// --- DNS clusters ---
+
+constexpr std::string_view kCaresResolverMessage = "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
+
+// A DNS name as RFC 1123 allows it (letters, digits, '-', '.', '_' for service labels),
+// or an IP literal.
+bool isResolvableName(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == ':';
+  });
+}
+
+Result<std::vector<common::SocketAddress>> translateResolvers(
+    const google::protobuf::RepeatedPtrField<core::Address>& proto, std::string_view field) {
+  std::vector<common::SocketAddress> out;
+  for (int i = 0; i < proto.size(); ++i) {
+    auto where = indexed(field, i);
+    // A resolver's port defaults to 53.
+    auto address = translateSocketAddress(proto.Get(i), /*allow_port_zero=*/true);
+    if (!address) return std::unexpected(nest(where, address.error()));
+    out.push_back(address->port() == 0 ? *common::SocketAddress::parse(address->ip(), 53) : *address);
+  }
+  return out;
+}
+
+void applyResolverOptions(const core::DnsResolverOptions& proto, config::DnsResolution& out) {
+  out.use_tcp = proto.use_tcp_for_dns_lookups();
+  out.no_default_search_domain = proto.no_default_search_domain();
+}
+
+// The resolver: typed_dns_resolver_config wins over dns_resolution_config, which wins
+// over dns_resolvers + use_tcp_for_dns_lookups (Envoy's precedence).
+Result<void> translateDnsResolver(const cluster::Cluster& proto, config::DnsResolution& out) {
+  if (proto.has_typed_dns_resolver_config()) {
+    const auto& typed = proto.typed_dns_resolver_config();
+    if (messageNameOf(typed.typed_config().type_url()) != kCaresResolverMessage) {
+      return fail("DNS resolver '" + typed.name() + "' (" + typed.typed_config().type_url() +
+                      ") is not supported; only " + std::string(kCaresResolverMessage) + " is",
+                  "typed_dns_resolver_config.typed_config");
+    }
+    cares::CaresDnsResolverConfig config;
+    if (!typed.typed_config().UnpackTo(&config)) {
+      return fail("cannot decode the CaresDnsResolverConfig", "typed_dns_resolver_config.typed_config");
+    }
+    auto where = std::string("typed_dns_resolver_config.typed_config.");
+    if (auto u = rejectUnknownFields(config); !u) return std::unexpected(nest(where, u.error()));
+    if (config.resolvers_size() == 0) return fail("at least one resolver is required", where + "resolvers");
+    if (config.use_resolvers_as_fallback()) {
+      return fail("use_resolvers_as_fallback is not supported: the resolvers are used, not /etc/resolv.conf",
+                  where + "use_resolvers_as_fallback");
+    }
+    if (config.filter_unroutable_families()) {
+      return fail("filter_unroutable_families is not supported", where + "filter_unroutable_families");
+    }
+    if (config.has_udp_max_queries() && config.udp_max_queries().value() != 0) {
+      return fail("udp_max_queries is not supported (c-ares 1.18 has no such option)", where + "udp_max_queries");
+    }
+    auto resolvers = translateResolvers(config.resolvers(), "resolvers");
+    if (!resolvers) return std::unexpected(nest("typed_dns_resolver_config.typed_config", resolvers.error()));
+    out.resolvers = std::move(*resolvers);
+    applyResolverOptions(config.dns_resolver_options(), out);
+    return {};
+  }
+  if (proto.has_dns_resolution_config()) {
+    const auto& config = proto.dns_resolution_config();
+    auto resolvers = translateResolvers(config.resolvers(), "resolvers");
+    if (!resolvers) return std::unexpected(nest("dns_resolution_config", resolvers.error()));
+    out.resolvers = std::move(*resolvers);
+    applyResolverOptions(config.dns_resolver_options(), out);
+    return {};
+  }
+  auto resolvers = translateResolvers(proto.dns_resolvers(), "dns_resolvers");
+  if (!resolvers) return std::unexpected(resolvers.error());
+  out.resolvers = std::move(*resolvers);
+  out.use_tcp = proto.use_tcp_for_dns_lookups();
+  return {};
+}
+
+Result<config::DnsResolution::Target> translateDnsTarget(const endpoint::LbEndpoint& proto) {
+  if (!proto.has_endpoint() || !proto.endpoint().has_address()) return fail("an address is required", "endpoint.address");
+  const auto& address = proto.endpoint().address();
+  if (!address.has_socket_address()) return fail("a socket_address is required", "endpoint.address.socket_address");
+  const auto& sa = address.socket_address();
+  auto where = std::string("endpoint.address.socket_address.");
+  if (sa.protocol() != core::SocketAddress::TCP) return fail("only TCP is supported", where + "protocol");
+  if (!sa.resolver_name().empty()) return fail("custom resolvers are not supported", where + "resolver_name");
+  if (sa.ipv4_compat()) return fail("ipv4_compat is not supported", where + "ipv4_compat");
+  if (sa.has_named_port()) return fail("named ports are not supported", where + "named_port");
+  if (sa.port_value() == 0 || sa.port_value() > 65535) return fail("a port in 1..65535 is required", where + "port_value");
+  if (!isResolvableName(sa.address())) {
+    return fail("'" + sa.address() + "' is not a DNS name or IP address", where + "address");
+  }
+  config::DnsResolution::Target out;
+  out.hostname = sa.address();
+  out.port = static_cast<uint16_t>(sa.port_value());
+  if (proto.has_load_balancing_weight()) {
+    if (proto.load_balancing_weight().value() == 0) return fail("must be at least 1", "load_balancing_weight");
+    out.weight = proto.load_balancing_weight().value();
+  }
+  return out;
+}
+
+// STRICT_DNS / LOGICAL_DNS: the hostnames to resolve and how.
+Result<config::DnsResolution> translateDnsResolution(const cluster::Cluster& proto, bool logical) {
+  config::DnsResolution out;
+  if (proto.has_dns_refresh_rate()) {
+    auto t = toMillis(proto.dns_refresh_rate(), "dns_refresh_rate");
+    if (!t) return std::unexpected(t.error());
+    if (t->count() <= 1) return fail("must be more than 1ms", "dns_refresh_rate");
+    out.refresh_rate = *t;
+  }
+  if (proto.has_dns_failure_refresh_rate()) {
+    const auto& rate = proto.dns_failure_refresh_rate();
+    if (!rate.has_base_interval()) return fail("base_interval is required", "dns_failure_refresh_rate.base_interval");
+    auto base = toMillis(rate.base_interval(), "dns_failure_refresh_rate.base_interval");
+    if (!base) return std::unexpected(base.error());
+    if (base->count() <= 1) return fail("must be more than 1ms", "dns_failure_refresh_rate.base_interval");
+    out.failure_base_interval = *base;
+    out.failure_max_interval = *base * 10;
+    if (rate.has_max_interval()) {
+      auto max = toMillis(rate.max_interval(), "dns_failure_refresh_rate.max_interval");
+      if (!max) return std::unexpected(max.error());
+      if (*max < *base) return fail("must be at least base_interval", "dns_failure_refresh_rate.max_interval");
+      out.failure_max_interval = *max;
+    }
+  }
+  out.respect_dns_ttl = proto.respect_dns_ttl();
+  switch (proto.dns_lookup_family()) {
+    case cluster::Cluster::AUTO: out.lookup_family = config::DnsResolution::LookupFamily::Auto; break;
+    case cluster::Cluster::V4_ONLY: out.lookup_family = config::DnsResolution::LookupFamily::V4Only; break;
+    case cluster::Cluster::V6_ONLY: out.lookup_family = config::DnsResolution::LookupFamily::V6Only; break;
+    case cluster::Cluster::V4_PREFERRED: out.lookup_family = config::DnsResolution::LookupFamily::V4Preferred; break;
+    case cluster::Cluster::ALL: out.lookup_family = config::DnsResolution::LookupFamily::All; break;
+    default: return fail("unknown dns_lookup_family", "dns_lookup_family");
+  }
+  if (auto ok = translateDnsResolver(proto, out); !ok) return std::unexpected(ok.error());
+  if (proto.has_wait_for_warm_on_init() && proto.wait_for_warm_on_init().value()) {
+    return fail("wait_for_warm_on_init true is not supported: a DNS cluster is published before its first answer "
+                "(requests meanwhile get 503); leave it unset or false",
+                "wait_for_warm_on_init");
+  }
+
+  const auto& cla = proto.load_assignment();
+  if (auto u = rejectUnknownFields(cla); !u) return std::unexpected(nest("load_assignment", u.error()));
+  std::set<uint32_t> priorities;
+  for (const auto& locality : cla.endpoints()) priorities.insert(locality.priority());
+  if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
+    return fail("priorities must run from 0 without gaps", "load_assignment.endpoints");
+  }
+  for (int i = 0; i < cla.endpoints_size(); ++i) {
+    const auto& locality = cla.endpoints(i);
+    for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
+      const auto& lb = locality.lb_endpoints(j);
+      auto where = "load_assignment." + indexed("endpoints", i) + "." + indexed("lb_endpoints", j);
+      switch (lb.health_status()) {
+        case core::UNHEALTHY:
+        case core::DRAINING:
+        case core::TIMEOUT:
+          continue;
+        case core::DEGRADED:
+          return fail("DEGRADED endpoints are not supported", where + ".health_status");
+        default:
+          break;
+      }
+      auto target = translateDnsTarget(lb);
+      if (!target) return std::unexpected(nest(where, target.error()));
+      target->priority = locality.priority();
+      out.targets.push_back(std::move(*target));
+    }
+  }
+  // Envoy's rule: a LOGICAL_DNS cluster is one logical host.
+  if (logical && (cla.endpoints_size() != 1 || cla.endpoints(0).lb_endpoints_size() != 1)) {
+    return fail("a LOGICAL_DNS cluster needs exactly one locality with exactly one lb_endpoint", "load_assignment");
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<config::Listener> translateListener(const listener::Listener& proto) {
@@ -1012,10 +1193,17 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
         return fail("an ORIGINAL_DST cluster takes no load_assignment", "load_assignment");
       }
       break;
+    case cluster::Cluster::STRICT_DNS:
+    case cluster::Cluster::LOGICAL_DNS: {
+      const bool logical = proto.type() == cluster::Cluster::LOGICAL_DNS;
+      out.type = logical ? config::ClusterType::LogicalDns : config::ClusterType::StrictDns;
+      auto dns = translateDnsResolution(proto, logical);
+      if (!dns) return std::unexpected(dns.error());
+      out.dns = std::move(*dns);
+      break;
+    }
     default:
-      return fail("cluster type " + cluster::Cluster::DiscoveryType_Name(proto.type()) +
-                      " is not supported; only STATIC, EDS and ORIGINAL_DST are",
-                  "type");
+      return fail("cluster type " + cluster::Cluster::DiscoveryType_Name(proto.type()) + " is not supported", "type");
   }
   if (auto policies = translateUpstreamPolicies(proto, out); !policies) return std::unexpected(policies.error());
   if (proto.has_connect_timeout()) {

@@ -60,5 +60,35 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   EXPECT_EQ(pool.idleCount(), 1u);
 }
 
+TEST(ConnectionPoolTest, AnyEndpointKeepsEveryConnectionOfItsCluster) {
+  Listener server;
+  event::Dispatcher d("pool");
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60));
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey logical{1, address.toString(), Protocol::Http1, "logical"};
+  PoolKey strict{1, address.toString(), Protocol::Http1, "strict"};
+  std::vector<std::unique_ptr<network::TcpConnection>> connected;
+  std::vector<std::unique_ptr<PendingConnection>> pending;
+  for (const auto& key : {logical, strict}) {
+    pending.push_back(pool.acquire(ConnectRequest{key, -1, address, std::chrono::seconds(2)}, [&](auto result) {
+      ASSERT_TRUE(result) << result.error().describe();
+      connected.push_back(std::move(*result));
+      if (connected.size() == 2) d.exit();
+    }));
+  }
+  auto deadline = d.createTimer([&] { d.exit(); });
+  deadline->enable(std::chrono::seconds(5));
+  d.run();
+  ASSERT_EQ(connected.size(), 2u);
+  pool.release(logical, std::move(connected[0]));
+  pool.release(strict, std::move(connected[1]));
+  // Both clusters now resolve elsewhere; only the LOGICAL_DNS one keeps its connection.
+  pool.setLiveEndpoints({{"logical", "127.0.0.2:80"},
+                         {"logical", std::string(ConnectionPool::kAnyEndpoint)},
+                         {"strict", "127.0.0.2:80"}});
+  EXPECT_TRUE(pool.hasIdle(logical));
+  EXPECT_FALSE(pool.hasIdle(strict));
+}
+
 }  // namespace
 }  // namespace culvert::upstream

@@ -77,7 +77,7 @@ resources:
     endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } } } }] }]
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
   name: bad
-  type: STRICT_DNS
+  type: LOGICAL_DNS
 )");
   auto r = load();
   EXPECT_EQ(r.snapshot.version, "v7");
@@ -87,7 +87,7 @@ resources:
   EXPECT_EQ(r.errors[0].file, "mixed.yaml");
   EXPECT_EQ(r.errors[0].resource, "bad");
   EXPECT_EQ(r.errors[0].type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
-  EXPECT_EQ(r.errors[0].reason.rfind("type: ", 0), 0u) << r.errors[0].reason;
+  EXPECT_EQ(r.errors[0].reason.rfind("load_assignment: ", 0), 0u) << r.errors[0].reason;
 
   auto dump = nlohmann::json::parse(r.config_dump_json);
   EXPECT_EQ(dump["version"], "v7");

@@ -504,7 +504,7 @@ void expectClusterRejected(const Cluster& proto, const std::string& where) {
 
 TEST(TranslateCluster, Rejections) {
   expectClusterRejected(parse<Cluster>(R"(type: STATIC)"), "name");
-  expectClusterRejected(parse<Cluster>(R"(name: "c" type: STRICT_DNS)"), "type");
+  expectClusterRejected(parse<Cluster>(R"(name: "c" type: LOGICAL_DNS)"), "load_assignment");
   expectClusterRejected(parse<Cluster>(R"(name: "c" lb_policy: LOAD_BALANCING_POLICY_CONFIG)"), "lb_policy");
   expectClusterRejected(parse<Cluster>(R"(name: "c" connect_timeout {})"), "connect_timeout");
   expectClusterRejected(
