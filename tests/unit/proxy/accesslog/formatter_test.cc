@@ -116,6 +116,13 @@ TEST(Formatter, JsonKeepsTypesNestsAndEscapes) {
   EXPECT_EQ((*f)->format(fx.info), R"({"bytes":91,"client":{"ua":"curl/7.88 \"quoted\""},"culvert":true})" "\n");
 }
 
+TEST(Formatter, JsonStringEscapes) {
+  std::string out;
+  appendJsonString(out, "plain");
+  appendJsonString(out, std::string_view("a\"b\\c\nd\x01" "e\x7f", 10));
+  EXPECT_EQ(out, R"("plain""a\"b\\c\nd\u0001e\u007f")");
+}
+
 TEST(Formatter, DefaultLineIsOneJsonObject) {
   Fixture fx;
   auto line = Formatter::defaultJson()->format(fx.info);
