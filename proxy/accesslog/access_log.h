@@ -22,8 +22,7 @@ struct Filter {
     uint32_t value = 0;
   };
   std::optional<StatusCode> status_code;
-  // response_flag_filter: any of these; `any_flag` = the filter listed no flags (Envoy:
-  // then any flag at all matches).
+  // response_flag_filter: any of these flags; an empty list matches any flag (Envoy's rule).
   std::optional<ResponseFlags> response_flags;
 
   bool matches(const StreamInfo& info) const;
