@@ -136,6 +136,11 @@ common::Result<void> App::start() {
 
   auto on_signal = [](uv_signal_t* handle, int signum) {
     auto* app = static_cast<App*>(handle->data);
+    if (signum == SIGUSR1) {
+      // logrotate's postrotate: access-log files are reopened by their writer thread.
+      app->server_->accessLogs().reopen();
+      return;
+    }
     if (signum == SIGHUP) {
       if (app->ads_) return;  // the control plane is the configuration source
       if (auto ok = app->loadResources(); !ok) spdlog::error("reload: {}", ok.error().describe());
@@ -144,13 +149,14 @@ common::Result<void> App::start() {
     spdlog::info("received {}, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     app->stop();
   };
-  for (auto* s : {&sigterm_, &sigint_, &sighup_}) {
+  for (auto* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     uv_signal_init(main_.loop(), s);
     s->data = this;
   }
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sighup_, on_signal, SIGHUP);
+  uv_signal_start(&sigusr1_, on_signal, SIGUSR1);
   startServiceNotifications();
   return {};
 }
@@ -566,7 +572,7 @@ void App::stop() {
   if (pods_) pods_->closeAll();
   if (server_) server_->stop();
   capture_.reset();
-  for (auto* s : {&sigterm_, &sigint_, &sighup_}) {
+  for (auto* s : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) {
     if (s->loop && !uv_is_closing(reinterpret_cast<uv_handle_t*>(s))) uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
   }
   main_.exit();

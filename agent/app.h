@@ -97,6 +97,7 @@ private:
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   uv_signal_t sighup_{};
+  uv_signal_t sigusr1_{};  // reopen access-log files (logrotate)
   bool stopping_ = false;
   // systemd Type=notify readiness and watchdog (agent/sd_notify.h); inert without NOTIFY_SOCKET.
   SdNotifier notifier_;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/accesslog/access_log.h"
 #include "proxy/common/regex.h"
 #include "proxy/common/socket_address.h"
 #include "proxy/config/tenant.h"
@@ -222,6 +223,7 @@ struct HttpConnectionManager {
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
+  accesslog::AccessLogConfigs access_logs{};
 };
 
 // envoy.filters.network.tcp_proxy: bytes both ways between the downstream connection and
@@ -230,6 +232,7 @@ struct TcpProxy {
   std::string stat_prefix;
   std::string cluster;
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};  // 0 = none (Envoy's rule)
+  accesslog::AccessLogConfigs access_logs{};
 };
 
 struct FilterChainMatch {

@@ -18,6 +18,7 @@ namespace culvert::server {
 namespace {
 
 using http::http1::BodyFraming;
+using Flag = accesslog::ResponseFlag;
 
 // A read pauses while this much waits for a slower side (pipelined requests, or request
 // body before the upstream connection is up).
@@ -219,6 +220,10 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   request_begun_ = false;  // the next request's first byte starts its timers again
   request_ = std::move(head);
   request_start_ = std::chrono::steady_clock::now();
+  if (access_logs_.enabled()) {
+    beginRecord(log_, log_facts_, *pod_, request_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1", request_start_);
+    log_.request = &request_;
+  }
   request_complete_ = false;
   in_exchange_ = true;
   discard_body_ = false;
@@ -241,6 +246,7 @@ bool Http1Session::admitRequest() {
   http::HeaderMap headers;
   headers.add("retry-after", "1");
   headers.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
+  log_.fail(Flag::OverloadManager, "tenant_over_budget{" + tenant::overloadReason(*refused) + "}");
   sendLocalReply(503, "tenant over budget\n", &headers);
   return false;
 }
@@ -256,15 +262,19 @@ void Http1Session::routeRequest() {
   decision_ = router::decideRoute(*routes_, request_, routeRandom());
   const auto* route = decision_.route;
   if (route == nullptr) {
+    log_.fail(Flag::NoRouteFound, "route_not_found");
     sendLocalReply(404, "no route\n");
     return;
   }
+  log_.route_name = route->name;
   if (route->direct_response) {
+    log_.response_code_details = "direct_response";
     sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
     return;
   }
   const auto& action = *route->route;
   action_ = &action;
+  log_.upstream_cluster = decision_.cluster();
   route_timeout_ = action.timeout;
   if (action.idle_timeout) {
     // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
@@ -319,12 +329,15 @@ void Http1Session::startAttempt() {
   if (!selection) {
     switch (selection.error()) {
       case upstream::ClusterManager::PickError::NoCluster:
+        log_.fail(Flag::NoClusterFound, "cluster_not_found");
         sendLocalReply(503, "no cluster\n");
         break;
       case upstream::ClusterManager::PickError::NoHealthyEndpoint:
+        log_.fail(Flag::NoHealthyUpstream, "no_healthy_upstream");
         sendLocalReply(503, "no healthy upstream\n");
         break;
       case upstream::ClusterManager::PickError::Overflow:
+        log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
         sendLocalReply(503, "upstream overflow\n");
         break;
     }
@@ -340,6 +353,8 @@ void Http1Session::startAttempt() {
     }
     endpoint = *original_destination_;
   }
+  log_.upstream_host = endpoint.toString();
+  ++log_.attempt_count;
   if (selection->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
     // An HTTP/2 cluster: the head goes as a HEADERS block and the body as raw DATA, with
     // no HTTP/1.1 framing on this side. Not retried: the bridge streams the body on.
@@ -369,11 +384,13 @@ void Http1Session::startAttempt() {
     // A new connection: the cluster's max_connections and max_pending_requests apply.
     auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
     if (!connection_unit) {
+      log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
       sendLocalReply(503, "upstream overflow\n");
       return;
     }
     auto pending_unit = services_.clusters.reservePending(decision_.cluster());
     if (!pending_unit) {
+      log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
       sendLocalReply(503, "upstream overflow\n");
       return;
     }
@@ -405,6 +422,11 @@ void Http1Session::onAttemptFailed(router::AttemptFailure failure, const std::st
   spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
   if (retry_ && scheduleRetry(retry_->onFailure(failure))) return;
   abandonAttempt();
+  if (failure == router::AttemptFailure::ConnectFailure) {
+    log_.fail(Flag::UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}");
+  } else {
+    log_.fail(Flag::UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}");
+  }
   close_after_response_ = close_after_response_ || !request_complete_;
   sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
 }
@@ -417,6 +439,7 @@ bool Http1Session::scheduleRetry(router::RetryState::Decision decision) {
     case Verdict::NoRetry:
       return false;
     case Verdict::LimitExceeded:
+      log_.flags.set(Flag::UpstreamRetryLimitExceeded);
       pod_->tenant->upstream_rq_retry_limit_exceeded->inc();
       return false;
     case Verdict::Overflow:
@@ -502,6 +525,20 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
       break;
   }
   spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
+  switch (kind) {
+    case StreamTimeout::Headers:
+      log_.response_code_details = "request_header_timeout";
+      break;
+    case StreamTimeout::Request:
+      log_.response_code_details = "request_overall_timeout";
+      break;
+    case StreamTimeout::Idle:
+      log_.fail(Flag::StreamIdleTimeout, "stream_idle_timeout");
+      break;
+    case StreamTimeout::MaxDuration:
+      log_.fail(Flag::DurationTimeout, "max_duration_timeout");
+      break;
+  }
   abandonAttempt();
   if (response_started_ && in_exchange_) {
     flushResponse();
@@ -539,6 +576,7 @@ void Http1Session::onPerTryTimeout(bool idle) {
   auto failure = idle ? router::AttemptFailure::PerTryIdleTimeout : router::AttemptFailure::PerTryTimeout;
   if (scheduleRetry(retry_->onFailure(failure))) return;
   abandonAttempt();
+  log_.fail(Flag::UpstreamRequestTimeout, idle ? "upstream_per_try_idle_timeout" : "upstream_per_try_timeout");
   sendTimeoutReply();
 }
 
@@ -563,6 +601,7 @@ void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpCo
   if (!connection) {
     reportAttempt({upstream::AttemptOutcome::Kind::ConnectFailure});
     pod_->tenant->upstream_cx_connect_fail->inc();
+    log_.upstream_transport_failure_reason = connection.error().describe();
     onAttemptFailed(router::AttemptFailure::ConnectFailure,
                     "upstream " + pool_key_.endpoint + ": " + connection.error().describe());
     return;
@@ -576,6 +615,7 @@ void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpCo
 }
 
 void Http1Session::onBody(std::string_view data) {
+  log_.bytes_received += data.size();
   if (discard_body_) return;
   if (h2_upstream_) {
     h2_upstream_->sendData(data);
@@ -624,6 +664,7 @@ void Http1Session::updateUpstreamReading() {
 
 void Http1Session::onMessageComplete() {
   request_complete_ = true;
+  log_.last_downstream_rx = services_.dispatcher.now();
   if (discard_body_) {
     if (!in_exchange_) return;
     // A local reply already went out: the exchange ends with the request.
@@ -664,11 +705,16 @@ void Http1Session::onResponseHead(http::ResponseHead& head) {
   countStatus(head.status);
   http::http1::removeHopByHopHeaders(head.headers);
   router::prepareDownstreamResponse(*routes_, decision_, head.headers);
+  log_.response_code = static_cast<uint32_t>(head.status);
+  log_.response_code_details = "via_upstream";
+  log_.first_upstream_rx = services_.dispatcher.now();
+  if (access_logs_.enabled()) log_.response_headers = head.headers;
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
   response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
 }
 
 void Http1Session::onResponseBody(std::string_view data) {
+  log_.bytes_sent += data.size();
   http::http1::appendBody(response_out_, data, response_framing_);
 }
 
@@ -710,6 +756,7 @@ void Http1Session::onUpstreamFailed(const std::string& reason, bool response_sta
     spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
     // Deleting the exchange from inside its own callback: defer.
     if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
+    log_.fail(Flag::UpstreamConnectionTermination, "upstream_reset_after_response_started{connection_termination}");
     // Part of a response went out; the only honest signal left is closing.
     close();
     return;
@@ -722,6 +769,8 @@ void Http1Session::sendLocalReply(int status, std::string_view body, const http:
   endRequest();
   response_started_ = true;
   countStatus(status);
+  log_.response_code = static_cast<uint32_t>(status);
+  log_.bytes_sent += body.size();
   http::ResponseHead head;
   head.status = status;
   head.content_length = body.size();
@@ -732,6 +781,7 @@ void Http1Session::sendLocalReply(int status, std::string_view body, const http:
   }
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
+  if (access_logs_.enabled()) log_.response_headers = head.headers;
   downstream_->write(out);
   if (close_after_response_) {
     recordDuration();
@@ -749,6 +799,7 @@ void Http1Session::sendLocalReply(int status, std::string_view body, const http:
 void Http1Session::onRouteTimeout() {
   if (!in_exchange_ || closed_) return;
   pod_->tenant->upstream_rq_timeout->inc();
+  log_.fail(Flag::UpstreamRequestTimeout, "upstream_response_timeout");
   spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
                 request_.path, route_timeout_.count());
   pending_unit_.reset();
@@ -775,6 +826,7 @@ void Http1Session::sendTimeoutReply() {
   endRequest();
   response_started_ = true;
   countStatus(200);
+  log_.response_code = 200;
   http::ResponseHead head;
   head.status = 200;
   head.content_length = 0;
@@ -801,6 +853,21 @@ void Http1Session::recordDuration() {
   std::string_view route = decision_.route ? std::string_view(decision_.route->name) : std::string_view{};
   router::requestDurationHistogram(services_.stats, pod_->tenant->name, route, decision_.cluster())
       .observe(static_cast<uint64_t>(us.count()));
+  logRequest();
+}
+
+void Http1Session::setAccessLogs(accesslog::SessionLogs logs) {
+  access_logs_ = std::move(logs);
+  if (access_logs_.enabled()) log_facts_ = connectionLogFacts(downstream_->fd(), *pod_, original_destination_);
+}
+
+// Once per request, from recordDuration: the line is formatted here and queued for the
+// writer thread (proxy/accesslog/log_file.h), never written from the worker.
+void Http1Session::logRequest() {
+  if (!access_logs_.enabled()) return;
+  log_.end = std::chrono::steady_clock::now();
+  access_logs_.log(log_);
+  log_.request = nullptr;
 }
 
 void Http1Session::reportAttempt(const upstream::AttemptOutcome& outcome) {
@@ -850,7 +917,10 @@ void Http1Session::countStatus(int status) {
   }
 }
 
-void Http1Session::onClose(network::CloseReason) { close(); }
+void Http1Session::onClose(network::CloseReason) {
+  if (in_exchange_) log_.flags.set(Flag::DownstreamConnectionTermination);
+  close();
+}
 
 void Http1Session::onWriteDrained() {
   if (close_after_response_ && !in_exchange_) {

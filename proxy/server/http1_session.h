@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "proxy/accesslog/access_log.h"
+#include "proxy/accesslog/stream_info.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/scheduler.h"
 #include "proxy/http/http1/encoder.h"
@@ -12,6 +14,7 @@
 #include "proxy/router/router.h"
 #include "proxy/server/http2_upstream_bridge.h"
 #include "proxy/router/retry_state.h"
+#include "proxy/server/access_log_record.h"
 #include "proxy/server/pod.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
@@ -28,6 +31,8 @@ struct WorkerServices {
   upstream::ConnectionPool& pool;
   router::RetryResourceRegistry& retry_resources;  // per-cluster retry circuit breakers
   upstream::Http2Pool* http2_pool = nullptr;  // upstream HTTP/2 connections (multiplexed)
+  accesslog::LogManager* access_logs = nullptr;  // access-log files; null = none
+  uint32_t worker_index = 0;
 };
 
 // One downstream HTTP/1.1 connection through the HTTP connection manager and router:
@@ -51,6 +56,8 @@ public:
   }
   // The connection manager's stream timeouts (default: Envoy's).
   void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
+  // The connection manager's access logs; each request is logged when it ends.
+  void setAccessLogs(accesslog::SessionLogs logs);
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -105,6 +112,7 @@ private:
   void finishExchange();
   void countStatus(int status);
   void recordDuration();
+  void logRequest();
   void updateDownstreamReading();
   void onRouteTimeout();
   void reportAttempt(const upstream::AttemptOutcome& outcome);
@@ -174,6 +182,11 @@ private:
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
   std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
   std::unique_ptr<event::Scheduler::Pause> upstream_share_pause_;  // the same, for response reads
+
+  // Access log: the request in flight's record (filled only when logs are configured).
+  accesslog::SessionLogs access_logs_;
+  ConnectionLogFacts log_facts_;
+  accesslog::StreamInfo log_;
 };
 
 }  // namespace culvert::server

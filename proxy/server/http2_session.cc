@@ -32,21 +32,34 @@ public:
   void start(http::HeaderMap&& block, bool end_stream) {
     request_ = http::http2::toRequestHead(std::move(block), end_stream);
     request_ended_ = end_stream;
+    if (session_.access_logs_.enabled()) {
+      beginRecord(log_, session_.log_facts_, *session_.pod_, "HTTP/2", session_.services_.dispatcher.now());
+      log_.request = &request_;
+      if (end_stream) log_.last_downstream_rx = log_.start;
+    }
     // A stream is a request of the pod's tenant: its budgets apply as to HTTP/1.1.
     if (auto refused = slot_.admit(*session_.pod_->tenant)) {
       http::HeaderMap shed;
       shed.add("retry-after", "1");
       shed.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
+      log_.fail(accesslog::ResponseFlag::OverloadManager,
+                "tenant_over_budget{" + tenant::overloadReason(*refused) + "}");
       localReply(503, "tenant over budget\n", &shed);
       return;
     }
     bool te_trailers = request_.headers.get("te") == "trailers";
     auto target = routeToUpstream(session_.services_.clusters, *session_.routes_, request_,
                                   session_.original_destination_, routeRandom(), decision_);
+    if (decision_.route != nullptr) log_.route_name = decision_.route->name;
     if (!target) {
+      if (target.error().flag) log_.flags.set(*target.error().flag);
+      log_.response_code_details = target.error().details;
       localReply(target.error().status, target.error().body);
       return;
     }
+    log_.upstream_cluster = decision_.cluster();
+    log_.upstream_host = target->endpoint.toString();
+    log_.attempt_count = 1;
     timeout_ = decision_.route->route->timeout;
     prepareUpstreamRequest(request_, *session_.routes_, decision_, session_.pod_->ip);
     const auto& cluster = *target->cluster;
@@ -73,6 +86,7 @@ public:
 
   void onRequestData(std::string_view data) {
     unconsumed_ += data.size();
+    log_.bytes_received += data.size();
     if (local_) {
       grantDownstream();
       return;
@@ -91,6 +105,7 @@ public:
 
   void onRequestEnd(http::HeaderMap&& trailers) {
     request_ended_ = true;
+    log_.last_downstream_rx = session_.services_.dispatcher.now();
     if (local_) return;
     request_trailers_ = std::move(trailers);
     if (h1_) {
@@ -115,6 +130,7 @@ public:
 
   // The downstream stream is gone: let go of the upstream (never reused mid-exchange).
   void detach() {
+    logStream();
     timer_.reset();
     connecting_.reset();
     if (h2_ != nullptr) {
@@ -135,6 +151,7 @@ public:
     if (end_stream) endResponse({});
   }
   void onResponseData(std::string_view data) override {
+    log_.bytes_sent += data.size();
     session_.codec_.sendData(id_, data);
     upstream_unconsumed_ += data.size();
     if (session_.codec_.queuedBytes(id_) <= kHighWatermark) {
@@ -192,6 +209,7 @@ public:
     startResponse(head, false);
   }
   void onBody(std::string_view data) override {
+    log_.bytes_sent += data.size();
     session_.codec_.sendData(id_, data);
     if (session_.codec_.queuedBytes(id_) > kHighWatermark) h1_->readEnable(false);
   }
@@ -202,7 +220,7 @@ private:
     connecting_.reset();
     if (!connection) {
       session_.pod_->tenant->upstream_cx_connect_fail->inc();
-      fail(connection.error().describe());
+      connectFailed(connection.error().describe());
       return;
     }
     h1_ = std::move(*connection);
@@ -224,7 +242,7 @@ private:
     connecting_.reset();
     if (!connection) {
       session_.pod_->tenant->upstream_cx_connect_fail->inc();
-      fail(connection.error().describe());
+      connectFailed(connection.error().describe());
       return;
     }
     auto* c = *connection;
@@ -262,11 +280,16 @@ private:
     response_started_ = true;
     session_.countStatus(head.status);
     router::prepareDownstreamResponse(*session_.routes_, decision_, head.headers);
+    log_.response_code = static_cast<uint32_t>(head.status);
+    log_.response_code_details = "via_upstream";
+    log_.first_upstream_rx = session_.services_.dispatcher.now();
+    if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
     session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), end_stream);
   }
 
   void endResponse(const http::HeaderMap& trailers) {
     response_complete_ = true;
+    if (session_.access_logs_.enabled()) log_.response_trailers = trailers;
     timer_.reset();
     session_.codec_.endStream(id_, trailers);
     // The response is whole while the client still sends: the rest of the request is
@@ -297,11 +320,33 @@ private:
     timer_.reset();
     dropHttp1();
     if (response_started_) {
+      log_.fail(accesslog::ResponseFlag::UpstreamConnectionTermination,
+                "upstream_reset_after_response_started{connection_termination}");
       session_.codec_.resetStream(id_, kInternalError);
       session_.scheduleFlush();
       return;
     }
+    if (!log_.flags.has(accesslog::ResponseFlag::UpstreamConnectionFailure)) {
+      log_.fail(accesslog::ResponseFlag::UpstreamConnectionTermination,
+                "upstream_reset_before_response_started{connection_termination}");
+    }
     localReply(503, "upstream connect error or disconnect/reset before headers\n");
+  }
+
+  void connectFailed(const std::string& reason) {
+    log_.upstream_transport_failure_reason = reason;
+    log_.fail(accesslog::ResponseFlag::UpstreamConnectionFailure,
+              "upstream_reset_before_response_started{connection_failure}");
+    fail(reason);
+  }
+
+  // Once per stream, when it closes: formatted here, written by the writer thread.
+  void logStream() {
+    if (logged_ || !session_.access_logs_.enabled() || log_.request == nullptr) return;
+    logged_ = true;
+    if (!response_complete_ && !local_) log_.flags.set(accesslog::ResponseFlag::DownstreamConnectionTermination);
+    log_.end = session_.services_.dispatcher.now();
+    session_.access_logs_.log(log_);
   }
 
   void localReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr) {
@@ -310,6 +355,8 @@ private:
     response_started_ = true;
     releasePending();
     session_.countStatus(status);
+    log_.response_code = static_cast<uint32_t>(status);
+    log_.bytes_sent += body.size();
     http::ResponseHead head;
     head.status = status;
     head.headers.add("content-type", "text/plain");
@@ -318,6 +365,7 @@ private:
     if (extra_headers) {
       for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
     }
+    if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
     auto block = http::http2::toResponseBlock(head);
     session_.codec_.submitResponse(id_, block, body.empty());
     if (!body.empty()) {
@@ -337,6 +385,7 @@ private:
 
   void onTimeout() {
     session_.pod_->tenant->upstream_rq_timeout->inc();
+    log_.fail(accesslog::ResponseFlag::UpstreamRequestTimeout, "upstream_response_timeout");
     connecting_.reset();
     if (h2_ != nullptr) {
       h2_->cancel(h2_id_);
@@ -378,7 +427,15 @@ private:
   upstream::Http2Connection* h2_ = nullptr;
   int32_t h2_id_ = 0;
   size_t upstream_unconsumed_ = 0;  // response DATA passed on, upstream window not yet reopened
+
+  accesslog::StreamInfo log_;  // filled only when access logs are configured
+  bool logged_ = false;
 };
+
+void Http2Session::setAccessLogs(accesslog::SessionLogs logs) {
+  access_logs_ = std::move(logs);
+  if (access_logs_.enabled()) log_facts_ = connectionLogFacts(downstream_->fd(), *pod_, original_destination_);
+}
 
 Http2Session::Http2Session(WorkerServices services, std::shared_ptr<const Pod> pod,
                            std::shared_ptr<const config::RouteConfiguration> routes,

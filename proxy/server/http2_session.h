@@ -36,6 +36,8 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
+  // The connection manager's access logs; each stream is logged when it closes.
+  void setAccessLogs(accesslog::SessionLogs logs);
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -80,6 +82,8 @@ private:
   uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
   bool flush_scheduled_ = false;
   bool closed_ = false;
+  accesslog::SessionLogs access_logs_;
+  ConnectionLogFacts log_facts_;
   common::Counter& streams_total_;
   common::Gauge& cx_active_;
 };

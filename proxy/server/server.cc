@@ -9,6 +9,8 @@ constexpr int kBoundListenBacklog = 4096;
 Server::Server(event::Dispatcher& main, uint32_t workers, WorkerHooks hooks, common::StatsStore& stats) : main_(main) {
   if (hooks.retry_resources == nullptr) hooks.retry_resources = &retry_resources_;
   if (!hooks.resources) hooks.resources = std::make_shared<upstream::ResourceRegistry>();
+  access_logs_ = std::make_unique<accesslog::LogManager>(accesslog::LogManager::Options{.shards = workers}, stats);
+  if (hooks.access_logs == nullptr) hooks.access_logs = access_logs_.get();
   for (uint32_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i, hooks, stats));
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "proxy/accesslog/log_file.h"
 #include "proxy/server/worker.h"
 
 namespace culvert::server {
@@ -35,12 +36,15 @@ public:
   // Posts a probe to every worker; `done(true)` on the main thread once all answered
   // within `timeout`, `done(false)` otherwise. Proves the loops turn.
   void probeWorkers(std::chrono::milliseconds timeout, std::function<void(bool)> done);
+  // The access-log files and their writer thread (SIGUSR1 reopens them).
+  accesslog::LogManager& accessLogs() { return *access_logs_; }
 
 private:
   event::Dispatcher& main_;
   // Bound listeners currently open, by name, with the address they are bound to.
   std::map<std::string, common::SocketAddress> bound_;
   router::RetryResourceRegistry retry_resources_;  // outlives the workers that use it
+  std::unique_ptr<accesslog::LogManager> access_logs_;  // outlives the workers too
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

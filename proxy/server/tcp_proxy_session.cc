@@ -45,9 +45,16 @@ TcpProxySession::TcpProxySession(WorkerServices services, std::shared_ptr<const 
       downstream_(std::make_unique<Side>(*this, std::move(downstream))) {
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
+  access_logs_ = accesslog::SessionLogs(config_.access_logs, services_.access_logs, services_.worker_index);
+  if (access_logs_.enabled()) {
+    beginRecord(log_, connectionLogFacts(downstream_->connection().fd(), *pod_, original_destination_), *pod_, "",
+                services_.dispatcher.now());
+    log_.upstream_cluster = config_.cluster;
+  }
   if (config_.idle_timeout.count() > 0) {
     idle_timer_ = services_.dispatcher.createTimer([this] {
       spdlog::debug("pod {}/{}: tcp_proxy {} idle timeout", pod_->namespace_name, pod_->name, config_.stat_prefix);
+      log_.fail(accesslog::ResponseFlag::StreamIdleTimeout, "idle_timeout");
       close();
     });
   }
@@ -71,9 +78,12 @@ void TcpProxySession::start(std::string_view initial_bytes) {
     spdlog::debug("pod {}/{}: tcp_proxy {}: no upstream for cluster {}", pod_->namespace_name, pod_->name,
                   config_.stat_prefix, config_.cluster);
     pod_->tenant->upstream_cx_connect_fail->inc();
+    log_.fail(accesslog::ResponseFlag::NoHealthyUpstream, "no_healthy_upstream");
     close();
     return;
   }
+  log_.upstream_host = endpoint->toString();
+  ++log_.attempt_count;
   upstream::ConnectRequest request{{pod_->id, endpoint->toString(), upstream::Protocol::Tcp},
                                    pod_->netnsFd(),
                                    *endpoint,
@@ -89,6 +99,8 @@ void TcpProxySession::onUpstreamReady(common::Result<std::unique_ptr<network::Tc
     pod_->tenant->upstream_cx_connect_fail->inc();
     spdlog::debug("pod {}/{}: tcp_proxy {}: {}", pod_->namespace_name, pod_->name, config_.stat_prefix,
                   connection.error().describe());
+    log_.upstream_transport_failure_reason = connection.error().describe();
+    log_.fail(accesslog::ResponseFlag::UpstreamConnectionFailure, "connection_failure");
     close();
     return;
   }
@@ -102,6 +114,7 @@ void TcpProxySession::onUpstreamReady(common::Result<std::unique_ptr<network::Tc
 
 void TcpProxySession::onSideData(Side& from, std::string_view data) {
   touch();
+  (&from == downstream_.get() ? log_.bytes_received : log_.bytes_sent) += data.size();
   services_.scheduler.run(pod_->tenant->id, [&] {
     if (&from == downstream_.get()) {
       if (upstream_) {
@@ -142,6 +155,10 @@ void TcpProxySession::close() {
   closed_ = true;
   connecting_.reset();
   idle_timer_.reset();
+  if (access_logs_.enabled()) {
+    log_.end = services_.dispatcher.now();
+    access_logs_.log(log_);
+  }
   downstream_->connection().close();
   if (upstream_) upstream_->connection().close();
   if (on_done_) on_done_(this);

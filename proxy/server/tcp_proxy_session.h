@@ -48,6 +48,9 @@ private:
   std::string pending_upstream_;  // downstream bytes read before the upstream was up
   std::unique_ptr<event::Timer> idle_timer_;
   bool closed_ = false;
+  // Access log: one record per connection, logged when it closes.
+  accesslog::SessionLogs access_logs_;
+  accesslog::StreamInfo log_;
 };
 
 }  // namespace culvert::server

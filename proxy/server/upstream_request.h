@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/accesslog/response_flags.h"
 #include "proxy/common/socket_address.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/http/header_map.h"
@@ -28,6 +29,9 @@ struct UpstreamTarget {
 struct LocalReply {
   int status = 503;
   std::string body;
+  // For the access log: Envoy's response flag, if any, and the reason.
+  std::optional<accesslog::ResponseFlag> flag;
+  std::string details;
 };
 
 // `decision` is filled in whatever the outcome, so a local reply still gets the route's

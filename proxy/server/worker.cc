@@ -280,6 +280,8 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
   WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_,
                           hooks_.retry_resources ? *hooks_.retry_resources : own_retry_resources_};
   services.http2_pool = &http2_pool_;
+  services.access_logs = hooks_.access_logs;
+  services.worker_index = index_;
   if (chain->tcp_proxy) {
     auto session = std::make_unique<TcpProxySession>(
         services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),
@@ -305,6 +307,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                     http2_sessions_.erase(it);
                                                   });
     session->setOriginalDestination(std::move(original_destination));
+    session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
     auto* raw = session.get();
     http2_sessions_.emplace(raw, std::move(session));
     raw->start(initial_bytes);
@@ -319,6 +322,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                 });
   session->setOriginalDestination(std::move(original_destination));
   session->setStreamTimeouts(chain->http.timeouts);
+  session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
   auto* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start(initial_bytes);

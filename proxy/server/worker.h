@@ -41,6 +41,8 @@ struct WorkerHooks {
   router::RetryResourceRegistry* retry_resources = nullptr;
   // Circuit-breaker counts, shared by all workers (Envoy's limits are per cluster).
   std::shared_ptr<upstream::ResourceRegistry> resources{};
+  // Access-log files (the Server's); null = no access logging.
+  accesslog::LogManager* access_logs = nullptr;
 };
 
 // One worker thread: its loop, its share of every pod's listener group, the connections

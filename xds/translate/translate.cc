@@ -17,6 +17,7 @@
 #include "xds/proto/envoy/extensions/filters/http/router/v3/router.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "xds/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb.h"
+#include "xds/translate/access_log.h"
 #include "xds/translate/proto_util.h"
 #include "xds/translate/http_protocol_options.h"
 #include "xds/translate/type_urls.h"
@@ -869,6 +870,9 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return std::unexpected(t.error());
     }
   }
+  auto logs = translateAccessLogs(proto.access_log());
+  if (!logs) return std::unexpected(logs.error());
+  out.access_logs = std::move(*logs);
   return out;
 }
 
@@ -884,6 +888,9 @@ Result<config::TcpProxy> translateTcpProxy(const tcp::TcpProxy& proto) {
     if (!t) return std::unexpected(t.error());
     out.idle_timeout = *t;
   }
+  auto logs = translateAccessLogs(proto.access_log());
+  if (!logs) return std::unexpected(logs.error());
+  out.access_logs = std::move(*logs);
   return out;
 }
 
