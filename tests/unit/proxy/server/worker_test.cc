@@ -871,5 +871,88 @@ TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOn
   EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);  // a closed connection holds nothing
 }
 
+// Upgrades (proxy/server/tunnel.h): a terminated CONNECT to the banner origin, and an
+// upgrade the connection manager does not enable.
+class TunnelTest : public TcpProxyTest {
+protected:
+  void publishUpgrades() {
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+    auto routes = std::make_shared<config::RouteConfiguration>(*vip->filter_chains[0].http.route_config);
+    config::Route connect;
+    connect.match.connect_matcher = true;
+    connect.route = config::RouteAction{};
+    connect.route->cluster = "banner";
+    connect.route->upgrade_configs = {{"connect", true, true}};
+    auto& vh_routes = routes->virtual_hosts[0].routes;
+    vh_routes.insert(vh_routes.begin(), connect);
+    vip->filter_chains[0].http.route_config = routes;
+    vip->filter_chains[0].http.upgrade_configs = {{"connect", true, false}};
+    listeners->by_name["vip"] = vip;
+    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+    auto banner = std::make_shared<config::Cluster>();
+    banner->name = "banner";
+    banner->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", banner_.port()), 1});
+    clusters->by_name["banner"] = banner;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    std::promise<void> done;
+    main_.post([&] {
+      server_->publish(snapshot);
+      done.set_value();
+    });
+    done.get_future().get();
+    std::this_thread::sleep_for(20ms);
+  }
+};
+
+TEST_F(TunnelTest, TerminatedConnectAnswers200AndTunnelsRawBytesWithHalfClose) {
+  publishUpgrades();
+  int fd = connectClient();
+  // Bytes right behind the head are the tunnel's first payload.
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nearly\n");
+  std::string got = readAtLeast(fd, 19 + 7 + 6);
+  EXPECT_EQ(got, "HTTP/1.1 200 OK\r\n\r\nHELLO\r\nearly\n");
+  send(fd, "ping\n");
+  EXPECT_EQ(readAtLeast(fd, 5), "ping\n");
+  shutdown(fd, SHUT_WR);
+  bool eof = false;
+  readAtLeast(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "early\nping\n");
+  EXPECT_EQ(origin_.connections(), 0);
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (tenant_->budget.bufferedBytes() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);
+}
+
+TEST_F(TunnelTest, UpgradesNotEnabledAre403AndNeverReachTheUpstream) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "GET /api/ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  bool eof = false;
+  auto r = readResponses(fd, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 403 "));
+  EXPECT_NE(r[0].find("connection: close"), std::string::npos);
+  readResponses(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  int again = connectClient();
+  send(again, "GET /api/plain HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\n\r\n");
+  auto plain = readResponses(again, 1);
+  ASSERT_EQ(plain.size(), 1u);
+  // Upgrade without "upgrade" in Connection is no upgrade request: forwarded, header dropped.
+  EXPECT_TRUE(plain[0].starts_with("HTTP/1.1 200 "));
+  EXPECT_EQ(plain[0].find("websocket"), std::string::npos);
+  close(again);
+  EXPECT_EQ(origin_.connections(), 1);
+  EXPECT_EQ(banner_.received(), "");
+}
+
 }  // namespace
 }  // namespace culvert::server
