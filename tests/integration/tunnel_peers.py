@@ -116,8 +116,8 @@ def read_message(r: Reader) -> tuple[int, bytes]:
 
 # ------------------------------------------------------------------ server
 
-def log_event(path: str, lock: threading.Lock, **event) -> None:
-    with lock, open(path, "a") as f:
+def log_event(events_file: str, lock: threading.Lock, **event) -> None:
+    with lock, open(events_file, "a") as f:
         f.write(json.dumps(event) + "\n")
 
 
