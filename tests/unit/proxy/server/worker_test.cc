@@ -4,6 +4,7 @@
 #include "proxy/server/worker.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -952,6 +953,51 @@ TEST_F(TunnelTest, UpgradesNotEnabledAre403AndNeverReachTheUpstream) {
   close(again);
   EXPECT_EQ(origin_.connections(), 1);
   EXPECT_EQ(banner_.received(), "");
+}
+
+TEST_F(TunnelTest, AClientThatDoesNotReadHoldsTheTunnelAtItsWatermarks) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n");
+  ASSERT_EQ(readAtLeast(fd, 19 + 7), "HTTP/1.1 200 OK\r\n\r\nHELLO\r\n");
+  // Write without reading: the echo comes back into culvert, which must stop reading
+  // (both ways) instead of holding it all; the writes then block in the kernel.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  std::string block(64 * 1024, 'x');
+  for (size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>('a' + i % 26);
+  constexpr size_t kTotal = 64 * 1024 * 1024;
+  size_t written = 0;
+  auto deadline = std::chrono::steady_clock::now() + 1500ms;
+  while (written < kTotal && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = write(fd, block.data() + written % block.size(), block.size() - written % block.size());
+    if (n > 0) {
+      written += static_cast<size_t>(n);
+    } else {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  EXPECT_LT(written, kTotal);  // the writer was stopped
+  // Per direction at most the high watermark plus one read.
+  size_t held = tenant_->budget.bufferedBytes();
+  EXPECT_LE(held, 2 * (Tunnel::kWriteHighWatermark + 64 * 1024)) << held;
+  std::cout << "tunnel back-pressure: client wrote " << written << " bytes before blocking; culvert held " << held
+            << " bytes\n";
+  // Reading resumes everything: every byte comes back, in order.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  shutdown(fd, SHUT_WR);
+  std::string back;
+  char buf[65536];
+  pollfd p{fd, POLLIN, 0};
+  while (back.size() < written && poll(&p, 1, 3000) > 0) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    back.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_EQ(back.size(), written);
+  bool intact = true;
+  for (size_t i = 0; i < back.size() && intact; ++i) intact = back[i] == block[i % block.size()];
+  EXPECT_TRUE(intact);
+  close(fd);
 }
 
 }  // namespace
