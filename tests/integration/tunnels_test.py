@@ -170,6 +170,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
                 and seen.get("sec-websocket-version") == "13", str(saw))
         R.check("websocket: x-forwarded-for is the pod's IP", seen.get("x-forwarded-for") == CLIENT_IP, str(saw))
         echoed = out.get("echoed", [])
+        print("figure: websocket echo round trips through culvert (size bytes, ms; the 1.5 MiB one includes "
+              "the client's 1 s pause before reading):", [(e["size"], e["ms"]) for e in echoed], flush=True)
         R.check("websocket: every message echoed intact, 1.5 MiB both ways with a slow reader",
                 len(echoed) == len(sizes) and all(e["ok"] for e in echoed), str(echoed))
         R.check("websocket: 20 frames in one write come back in order", out.get("burst_ok") is True, str(out))
