@@ -54,6 +54,10 @@ public:
     parser_.expectHeadResponse(connect);
   }
   void onResponseHead(http::ResponseHead&& head) override {
+    // An interim answer (103 Early Hints and the like, not 101) is dropped, as Envoy
+    // does; the real answer follows it.
+    interim_ = head.status >= 100 && head.status < 200 && head.status != 101;
+    if (interim_) return;
     head_seen_ = true;
     tunnel_.onResponseHead(std::move(head));
   }
@@ -63,8 +67,20 @@ public:
     http::http1::appendBody(out, data, tunnel_.relay_framing_);
     tunnel_.downstream_connection_.write(out);
   }
-  void onMessageComplete() override { complete_ = true; }
+  void onMessageComplete() override { complete_ = !interim_; }
 
+  // Parses what the upstream sent; past an interim answer, on to the message after it.
+  http::http1::Parser::DispatchResult dispatch(std::string_view data) {
+    size_t consumed = 0;
+    while (true) {
+      auto r = parser_.dispatch(data.substr(consumed));
+      consumed += r.consumed;
+      if (r.status != http::http1::Parser::Status::Paused || !interim_) return {r.status, consumed};
+      interim_ = false;
+      parser_.resume();
+      if (consumed == data.size()) return {http::http1::Parser::Status::Ok, consumed};
+    }
+  }
   http::http1::Parser& parser() { return parser_; }
   bool headSeen() const { return head_seen_; }
   bool complete() const { return complete_; }
@@ -74,6 +90,7 @@ private:
   http::http1::Parser parser_;
   bool head_seen_ = false;
   bool complete_ = false;
+  bool interim_ = false;
 };
 
 Tunnel::Tunnel(event::Dispatcher& dispatcher, event::Scheduler& scheduler, tenant::TenantContext& tenant,
@@ -124,7 +141,7 @@ void Tunnel::onConnected(common::Result<std::unique_ptr<network::TcpConnection>>
 }
 
 void Tunnel::onUpstreamHandshakeData(std::string_view data) {
-  auto r = response_->parser().dispatch(data);
+  auto r = response_->dispatch(data);
   if (phase_ == Phase::Done) return;
   if (r.status == http::http1::Parser::Status::Error) {
     if (!response_->headSeen()) {

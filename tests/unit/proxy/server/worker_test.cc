@@ -872,8 +872,82 @@ TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOn
   EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);  // a closed connection holds nothing
 }
 
-// Upgrades (proxy/server/tunnel.h): a terminated CONNECT to the banner origin, and an
-// upgrade the connection manager does not enable.
+// An origin that accepts every upgrade: it records the request head, answers an interim
+// 103 and then 101 with a greeting behind it, and echoes what follows until EOF.
+class UpgradeOrigin {
+public:
+  UpgradeOrigin() {
+    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
+    listen_fd_ = std::move(*fd);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port_ = ntohs(sa.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{listen_fd_.get(), POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        ++connections_;
+        serve(c);
+        close(c);
+      }
+    });
+  }
+  ~UpgradeOrigin() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  int connections() const { return connections_; }
+  std::string head() {
+    std::lock_guard l(mu_);
+    return head_;
+  }
+
+private:
+  void serve(int c) {
+    std::string buf;
+    char tmp[4096];
+    while (!stop_) {
+      pollfd cp{c, POLLIN, 0};
+      if (poll(&cp, 1, 50) <= 0) continue;
+      ssize_t n = read(c, tmp, sizeof tmp);
+      if (n <= 0) return;
+      buf.append(tmp, static_cast<size_t>(n));
+      auto end = buf.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      {
+        std::lock_guard l(mu_);
+        head_ = buf.substr(0, end + 4);
+      }
+      std::string reply =
+          "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nWELCOME";
+      reply += buf.substr(end + 4);  // bytes that came with the head are echoed too
+      if (write(c, reply.data(), reply.size()) != static_cast<ssize_t>(reply.size())) return;
+      break;
+    }
+    while (!stop_) {
+      pollfd cp{c, POLLIN, 0};
+      if (poll(&cp, 1, 50) <= 0) continue;
+      ssize_t n = read(c, tmp, sizeof tmp);
+      if (n <= 0 || write(c, tmp, static_cast<size_t>(n)) != n) return;
+    }
+  }
+
+  network::FileDescriptor listen_fd_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::mutex mu_;
+  std::string head_;
+};
+
+// Upgrades (proxy/server/tunnel.h): a forwarded WebSocket, a terminated CONNECT to the
+// banner origin, and an upgrade that is not enabled.
 class TunnelTest : public TcpProxyTest {
 protected:
   void publishUpgrades() {
@@ -886,16 +960,26 @@ protected:
     connect.route = config::RouteAction{};
     connect.route->cluster = "banner";
     connect.route->upgrade_configs = {{"connect", true, true}};
+    config::Route websocket;
+    websocket.match.prefix = "/ws";
+    websocket.route = config::RouteAction{};
+    websocket.route->cluster = "upgrade";
     auto& vh_routes = routes->virtual_hosts[0].routes;
-    vh_routes.insert(vh_routes.begin(), connect);
+    vh_routes.insert(vh_routes.begin(), {connect, websocket});
     vip->filter_chains[0].http.route_config = routes;
-    vip->filter_chains[0].http.upgrade_configs = {{"connect", true, false}};
+    // websocket is listed but off: only the /ws route turns it on.
+    vip->filter_chains[0].http.upgrade_configs = {{"connect", true, false}, {"websocket", false, false}};
+    routes->virtual_hosts[0].routes[1].route->upgrade_configs = {{"websocket", true, false}};
     listeners->by_name["vip"] = vip;
     auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
     auto banner = std::make_shared<config::Cluster>();
     banner->name = "banner";
     banner->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", banner_.port()), 1});
     clusters->by_name["banner"] = banner;
+    auto upgrade = std::make_shared<config::Cluster>();
+    upgrade->name = "upgrade";
+    upgrade->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", upgrade_origin_.port()), 1});
+    clusters->by_name["upgrade"] = upgrade;
     snapshot->listeners = listeners;
     snapshot->clusters = clusters;
     std::promise<void> done;
@@ -906,7 +990,39 @@ protected:
     done.get_future().get();
     std::this_thread::sleep_for(20ms);
   }
+  UpgradeOrigin upgrade_origin_;
 };
+
+TEST_F(TunnelTest, WebSocketIsForwardedOnAFreshConnectionAndTunnelledAfter101) {
+  publishUpgrades();
+  for (int round = 1; round <= 2; ++round) {
+    int fd = connectClient();
+    send(fd, "GET /ws/chat HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
+    // The 103 is dropped; the 101 keeps Upgrade/Connection; the greeting and the echo of
+    // the bytes sent behind the head follow it.
+    std::string want = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nWELCOMEearly";
+    EXPECT_EQ(readAtLeast(fd, want.size()), want);
+    send(fd, "frame");
+    EXPECT_EQ(readAtLeast(fd, 5), "frame");
+    std::string head = upgrade_origin_.head();
+    EXPECT_TRUE(head.starts_with("GET /ws/chat HTTP/1.1\r\n")) << head;
+    EXPECT_NE(head.find("connection: upgrade\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("upgrade: websocket\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("x-forwarded-for: 10.244.1.1\r\n"), std::string::npos) << head;
+    EXPECT_EQ(head.find("keep-alive"), std::string::npos) << head;
+    // The client's FIN ends the upstream side, whose close ends ours.
+    shutdown(fd, SHUT_WR);
+    bool eof = false;
+    readAtLeast(fd, 1, &eof);
+    EXPECT_TRUE(eof);
+    close(fd);
+    // A tunnel's connection is never pooled: every upgrade makes its own.
+    EXPECT_EQ(upgrade_origin_.connections(), round);
+  }
+  EXPECT_EQ(origin_.connections(), 0);
+}
 
 TEST_F(TunnelTest, TerminatedConnectAnswers200AndTunnelsRawBytesWithHalfClose) {
   publishUpgrades();
