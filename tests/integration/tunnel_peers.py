@@ -318,8 +318,10 @@ def client_connect(host: str, port: int, target: str, size: int, then: str) -> d
         s.sendall(payload)
         done.set()
 
+    t0 = time.monotonic()
     threading.Thread(target=send, daemon=True).start()
     got = r.exact(size)
+    out["echo_ms"] = round((time.monotonic() - t0) * 1000, 1)
     done.wait(10)
     out["echo_ok"] = got == payload
     if then == "half-close":
