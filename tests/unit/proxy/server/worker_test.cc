@@ -15,9 +15,11 @@
 #include <atomic>
 #include <iostream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
+#include "proxy/http/http2/codec.h"
 #include "proxy/server/server.h"
 
 namespace culvert::server {
@@ -1114,6 +1116,49 @@ TEST_F(TunnelTest, AClientThatDoesNotReadHoldsTheTunnelAtItsWatermarks) {
   for (size_t i = 0; i < back.size() && intact; ++i) intact = back[i] == block[i % block.size()];
   EXPECT_TRUE(intact);
   close(fd);
+}
+
+// HTTP/2 has no upgrades here: a CONNECT stream is answered 501, and the connection goes on.
+TEST_F(TunnelTest, Http2ConnectIsAnswered501) {
+  publishUpgrades();
+  struct Client : http::http2::CodecCallbacks {
+    std::map<int32_t, std::string> status;
+    void onHeaders(int32_t id, http::HeaderMap&& headers, bool) override {
+      status[id] = std::string(headers.get(":status").value_or(""));
+    }
+    void onData(int32_t, std::string_view) override {}
+    void onEndStream(int32_t) override {}
+    void onTrailers(int32_t, http::HeaderMap&&) override {}
+    void onStreamClose(int32_t, uint32_t) override {}
+  } callbacks;
+  http::http2::Codec codec(http::http2::Mode::Client, {}, callbacks);
+  http::HeaderMap connect;
+  connect.add(":method", "CONNECT");
+  connect.add(":authority", "db.internal:5432");
+  int32_t connect_id = codec.submitRequest(connect, false);
+  http::HeaderMap get;
+  get.add(":method", "GET");
+  get.add(":scheme", "http");
+  get.add(":authority", "svc");
+  get.add(":path", "/direct");
+  int32_t get_id = codec.submitRequest(get, true);
+  int fd = connectClient();
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while ((callbacks.status.size() < 2) && std::chrono::steady_clock::now() < deadline) {
+    std::string out;
+    codec.takeOutput(out);
+    if (!out.empty()) send(fd, out);
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char buf[16384];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    ASSERT_TRUE(codec.receive(std::string_view(buf, static_cast<size_t>(n))));
+  }
+  close(fd);
+  EXPECT_EQ(callbacks.status[connect_id], "501");
+  EXPECT_EQ(callbacks.status[get_id], "418");  // the direct response: the connection still serves
+  EXPECT_EQ(banner_.received(), "");
 }
 
 }  // namespace
