@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/router/hash_policy.h"
+#include "proxy/router/stream_duration.h"
 #include "proxy/router/upgrade.h"
 #include "proxy/server/http1_session.h"
 #include "proxy/server/upstream_request.h"
@@ -93,6 +94,10 @@ void Http1Session::startUpgrade(const std::string& type) {
   // The route's idle_timeout replaces the connection manager's stream_idle_timeout, as
   // for any stream; Envoy applies the same to upgraded streams.
   options.idle_timeout = action->idle_timeout.value_or(stream_timeouts_.stream_idle);
+  // max_stream_duration bounds the whole stream, so the tunnel's life too (Envoy's rule).
+  if (action->max_stream_duration) {
+    options.max_duration = router::streamDurationLimit(*action->max_stream_duration, request_.headers);
+  }
   auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
   if (!connection_unit) {
     sendLocalReply(503, "upstream overflow\n");

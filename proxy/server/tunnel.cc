@@ -112,6 +112,15 @@ Tunnel::~Tunnel() { connecting_.reset(); }
 
 void Tunnel::start(upstream::ConnectionPool& pool, const upstream::ConnectRequest& request) {
   touch();
+  if (options_.max_duration.count() > 0) {
+    max_duration_timer_ = dispatcher_.createTimer([this] {
+      spdlog::debug("tenant {}: tunnel reached its max_stream_duration ({} ms)", tenant_.name,
+                    options_.max_duration.count());
+      tenant_.downstream_rq_max_duration_reached->inc();
+      finish();
+    });
+    max_duration_timer_->enable(options_.max_duration);
+  }
   connecting_ = pool.acquire(request, [this](auto result) { onConnected(std::move(result)); });
 }
 
@@ -280,6 +289,7 @@ void Tunnel::finish() {
   phase_ = Phase::Done;
   connecting_.reset();
   idle_timer_.reset();
+  max_duration_timer_.reset();
   buffered_.set(0);
   if (upstream_) upstream_->connection().close();
   if (!was_done) hooks_.on_done();

@@ -52,6 +52,7 @@ public:
     Mode mode = Mode::ForwardUpgrade;
     std::string request_head;  // the encoded request for the upstream (Forward modes)
     std::chrono::milliseconds idle_timeout{0};  // 0 = none
+    std::chrono::milliseconds max_duration{0};  // the route's max_stream_duration; 0 = none
   };
 
   Tunnel(event::Dispatcher& dispatcher, event::Scheduler& scheduler, tenant::TenantContext& tenant,
@@ -98,6 +99,7 @@ private:
   std::unique_ptr<ResponseReader> response_;
   http::http1::BodyFraming relay_framing_ = http::http1::BodyFraming::None;
   std::unique_ptr<event::Timer> idle_timer_;
+  std::unique_ptr<event::Timer> max_duration_timer_;
   tenant::BufferCharge buffered_;
 };
 

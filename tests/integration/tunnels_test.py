@@ -58,6 +58,8 @@ HCM = """\
               route: {{cluster: ws, upgrade_configs: [{{upgrade_type: websocket, enabled: false}}]}}
             - match: {{prefix: /idle}}
               route: {{cluster: ws, idle_timeout: 1s}}
+            - match: {{prefix: /short}}
+              route: {{cluster: ws, max_stream_duration: {{max_stream_duration: 1s}}}}
             - match: {{prefix: "/"}}
               route: {{cluster: ws}}
         http_filters:
@@ -222,6 +224,9 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     out = peer("ws-hold", VIP, "80", "/idle", "idle", "5")
     R.check("route idle_timeout (1 s) closes an idle tunnel", out and out["eof"] is True and 0.8 <= out["s"] <= 3,
             str(out))
+    out = peer("ws-hold", VIP, "80", "/short", "idle", "5")
+    R.check("route max_stream_duration (1 s) ends a tunnel (stream_idle_timeout is 5 min here)",
+            out and out["eof"] is True and 0.5 <= out["s"] <= 3, str(out))
 
     # --- CONNECT terminated by culvert: curl --proxytunnel, then raw bytes with a half-close
     # Not Pod.curl: its --noproxy '*' would make curl skip the proxy and go direct.
