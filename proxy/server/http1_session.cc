@@ -855,7 +855,11 @@ void Http1Session::countStatus(int status) {
   }
 }
 
-void Http1Session::onClose(network::CloseReason) { close(); }
+void Http1Session::onClose(network::CloseReason reason) {
+  // A client may send its CONNECT (and payload) and half-close before the tunnel is up.
+  if (tunnel_ && reason == network::CloseReason::RemoteClose && tunnel_->downstreamEnded()) return;
+  close();
+}
 
 void Http1Session::onWriteDrained() {
   if (close_after_response_ && !in_exchange_) {

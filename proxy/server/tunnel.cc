@@ -15,8 +15,9 @@ constexpr size_t kMaxResponseHeadBytes = 64 * 1024;
 // session's, borrowed once the tunnel is open).
 class Tunnel::Side : public network::ConnectionCallbacks {
 public:
-  Side(Tunnel& tunnel, network::TcpConnection& connection, std::unique_ptr<network::TcpConnection> owned = nullptr)
-      : tunnel_(tunnel), connection_(connection), owned_(std::move(owned)) {
+  Side(Tunnel& tunnel, network::TcpConnection& connection, std::unique_ptr<network::TcpConnection> owned = nullptr,
+       bool eof = false)
+      : tunnel_(tunnel), connection_(connection), owned_(std::move(owned)), eof_(eof) {
     connection_.setCallbacks(this);
   }
   ~Side() override {
@@ -202,12 +203,13 @@ void Tunnel::onResponseHead(http::ResponseHead&& head) {
 void Tunnel::openTunnel(std::string_view upstream_early_bytes) {
   phase_ = Phase::Open;
   if (response_) dispatcher_.deferredDelete(std::move(response_));  // we may be inside its parser
-  downstream_ = std::make_unique<Side>(*this, downstream_connection_);
-  downstream_connection_.readEnable(true);
+  downstream_ = std::make_unique<Side>(*this, downstream_connection_, nullptr, downstream_ended_early_);
+  if (!downstream_ended_early_) downstream_connection_.readEnable(true);
   hooks_.on_open();
   if (!upstream_early_bytes.empty()) downstream_connection_.write(upstream_early_bytes);
   std::string early = hooks_.take_early_bytes();
   if (!early.empty()) upstream_->connection().write(early);
+  if (downstream_ended_early_) upstream_->connection().shutdownWrite();
   updateReading();
 }
 
@@ -275,6 +277,14 @@ void Tunnel::updateReading() {
 
 void Tunnel::touch() {
   if (idle_timer_) idle_timer_->enable(options_.idle_timeout);
+}
+
+bool Tunnel::downstreamEnded() {
+  // Only a terminated CONNECT may end early: a forwarded upgrade's answer could not be
+  // told apart from the client going away.
+  if (phase_ != Phase::Connecting || options_.mode != Mode::TerminateConnect) return false;
+  downstream_ended_early_ = true;
+  return true;
 }
 
 void Tunnel::abort() {

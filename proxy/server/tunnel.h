@@ -65,6 +65,9 @@ public:
   bool open() const { return phase_ == Phase::Open; }
   // The session is closing: drop the upstream side, call no hook any more.
   void abort();
+  // The client half-closed before the tunnel opened: its FIN is passed on once it is.
+  // false: too late or too early to matter (the session closes).
+  bool downstreamEnded();
 
   // Back-pressure: a side stops reading while the other side has more than this queued
   // in user space, and resumes once that queue has drained into the kernel.
@@ -100,6 +103,7 @@ private:
   http::http1::BodyFraming relay_framing_ = http::http1::BodyFraming::None;
   std::unique_ptr<event::Timer> idle_timer_;
   std::unique_ptr<event::Timer> max_duration_timer_;
+  bool downstream_ended_early_ = false;
   tenant::BufferCharge buffered_;
 };
 

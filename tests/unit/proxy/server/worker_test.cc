@@ -1161,5 +1161,18 @@ TEST_F(TunnelTest, Http2ConnectIsAnswered501) {
   EXPECT_EQ(banner_.received(), "");
 }
 
+TEST_F(TunnelTest, AConnectClientThatHalfClosesAtOnceStillGetsItsAnswer) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nquery\n");
+  shutdown(fd, SHUT_WR);  // before culvert has even connected upstream
+  bool eof = false;
+  std::string got = readAtLeast(fd, 1 << 20, &eof);
+  EXPECT_EQ(got, "HTTP/1.1 200 OK\r\n\r\nHELLO\r\nquery\n");
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "query\n");
+}
+
 }  // namespace
 }  // namespace culvert::server
