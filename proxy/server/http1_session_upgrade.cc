@@ -153,6 +153,13 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     if (downstream_->queuedWriteBytes() == 0) close();  // else onWriteDrained closes
   };
   hooks.on_done = [this] { close(); };
+  hooks.on_timeout_before_response = [this](bool idle) {
+    if (idle) {
+      sendLocalReply(408, "stream timeout\n");
+    } else {
+      sendLocalReply(504, "upstream request timeout\n");
+    }
+  };
   return hooks;
 }
 

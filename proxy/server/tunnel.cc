@@ -102,7 +102,8 @@ Tunnel::Tunnel(event::Dispatcher& dispatcher, event::Scheduler& scheduler, tenan
   if (options_.idle_timeout.count() > 0) {
     idle_timer_ = dispatcher_.createTimer([this] {
       spdlog::debug("tenant {}: tunnel idle timeout ({} ms)", tenant_.name, options_.idle_timeout.count());
-      finish();
+      tenant_.downstream_rq_idle_timeout->inc();
+      onTimeout(true);
     });
   }
 }
@@ -118,7 +119,7 @@ void Tunnel::start(upstream::ConnectionPool& pool, const upstream::ConnectReques
       spdlog::debug("tenant {}: tunnel reached its max_stream_duration ({} ms)", tenant_.name,
                     options_.max_duration.count());
       tenant_.downstream_rq_max_duration_reached->inc();
-      finish();
+      onTimeout(false);
     });
     max_duration_timer_->enable(options_.max_duration);
   }
@@ -273,6 +274,18 @@ void Tunnel::updateReading() {
   if (!downstream_->eof()) downstream_connection_.readEnable(to_upstream <= kWriteHighWatermark);
   if (!upstream_->eof()) upstream_->connection().readEnable(to_downstream <= kWriteHighWatermark);
   buffered_.set(to_upstream + to_downstream);
+}
+
+void Tunnel::onTimeout(bool idle) {
+  if (phase_ == Phase::Connecting || phase_ == Phase::AwaitingResponse) {
+    // Nothing went downstream yet: the client gets an answer, as for any stream.
+    connecting_.reset();
+    if (upstream_) upstream_->connection().close();
+    phase_ = Phase::Done;
+    hooks_.on_timeout_before_response(idle);
+    return;
+  }
+  finish();
 }
 
 void Tunnel::touch() {

@@ -46,6 +46,8 @@ public:
     std::function<void()> on_response_relayed;
     // The tunnel ended (either side closed, idle timeout, upstream error): close both.
     std::function<void()> on_done;
+    // A timeout before anything went downstream: the session answers (408 idle, 504 duration).
+    std::function<void(bool idle)> on_timeout_before_response;
   };
 
   struct Options {
@@ -87,6 +89,7 @@ private:
   void onSideDrained();
   void updateReading();
   void touch();
+  void onTimeout(bool idle);
   void finish();
 
   event::Dispatcher& dispatcher_;

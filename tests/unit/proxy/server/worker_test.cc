@@ -962,12 +962,18 @@ protected:
     connect.route = config::RouteAction{};
     connect.route->cluster = "banner";
     connect.route->upgrade_configs = {{"connect", true, true}};
+    config::Route silent;
+    silent.match.prefix = "/silent";
+    silent.route = config::RouteAction{};
+    silent.route->cluster = "silent";
+    silent.route->idle_timeout = 200ms;
+    silent.route->upgrade_configs = {{"websocket", true, false}};
     config::Route websocket;
     websocket.match.prefix = "/ws";
     websocket.route = config::RouteAction{};
     websocket.route->cluster = "upgrade";
     auto& vh_routes = routes->virtual_hosts[0].routes;
-    vh_routes.insert(vh_routes.begin(), {connect, websocket});
+    vh_routes.insert(vh_routes.begin(), {connect, websocket, silent});
     vip->filter_chains[0].http.route_config = routes;
     // websocket is listed but off: only the /ws route turns it on.
     vip->filter_chains[0].http.upgrade_configs = {{"connect", true, false}, {"websocket", false, false}};
@@ -982,6 +988,13 @@ protected:
     upgrade->name = "upgrade";
     upgrade->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", upgrade_origin_.port()), 1});
     clusters->by_name["upgrade"] = upgrade;
+    auto silent_cluster = std::make_shared<config::Cluster>();
+    silent_cluster->name = "silent";
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(silent_listener_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    silent_cluster->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", ntohs(sa.sin_port)), 1});
+    clusters->by_name["silent"] = silent_cluster;
     snapshot->listeners = listeners;
     snapshot->clusters = clusters;
     std::promise<void> done;
@@ -993,7 +1006,26 @@ protected:
     std::this_thread::sleep_for(20ms);
   }
   UpgradeOrigin upgrade_origin_;
+  // Connects (the kernel completes the handshake) and never answers.
+  network::FileDescriptor silent_listener_ =
+      std::move(*network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false));
 };
+
+TEST_F(TunnelTest, AnUpstreamThatNeverAnswersTheUpgradeGets408AtTheIdleTimeout) {
+  publishUpgrades();
+  int fd = connectClient();
+  auto start = std::chrono::steady_clock::now();
+  send(fd, "GET /silent HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  bool eof = false;
+  auto r = readResponses(fd, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 408 ")) << r[0];
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
+  readResponses(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_GE(tenant_->downstream_rq_idle_timeout->value(), 1u);
+}
 
 TEST_F(TunnelTest, WebSocketIsForwardedOnAFreshConnectionAndTunnelledAfter101) {
   publishUpgrades();
