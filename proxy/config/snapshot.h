@@ -62,6 +62,9 @@ struct RouteMatch {
   bool case_sensitive = true;
   std::vector<HeaderMatcher> headers;
   std::vector<QueryParameterMatcher> query_parameters;
+  // connect_matcher: the route matches CONNECT requests, and only those (a CONNECT
+  // request never matches a path route).
+  bool connect_matcher = false;
 };
 
 // envoy.config.core.v3.HeaderValueOption.
@@ -162,6 +165,17 @@ struct HashPolicy {
   bool terminal = false;
 };
 
+// One entry of HttpConnectionManager.upgrade_configs or RouteAction.upgrade_configs.
+// An upgrade type is enabled when the connection manager lists it and the route, if it
+// lists it too, does not turn it off (Envoy's rule).
+struct UpgradeConfig {
+  std::string upgrade_type;  // lower-case: "websocket" or "connect"
+  bool enabled = true;
+  // Route only, CONNECT only (connect_config): culvert answers the CONNECT itself and
+  // tunnels raw TCP to the route's cluster, instead of forwarding the CONNECT upstream.
+  bool terminate_connect = false;
+};
+
 struct RouteAction {
   std::string cluster;  // empty when weighted_clusters is set
   std::optional<WeightedClusters> weighted_clusters;
@@ -176,6 +190,7 @@ struct RouteAction {
   // The route's retry_policy, else its virtual host's (translate resolves that).
   std::optional<RetryPolicy> retry_policy;
   uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes
+  std::vector<UpgradeConfig> upgrade_configs;
 };
 
 struct DirectResponse {
@@ -224,6 +239,7 @@ struct HttpConnectionManager {
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
   accesslog::AccessLogConfigs access_logs{};
+  std::vector<UpgradeConfig> upgrade_configs;  // HTTP/1.1 downstream only
 };
 
 // envoy.filters.network.tcp_proxy: bytes both ways between the downstream connection and

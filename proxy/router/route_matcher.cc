@@ -185,9 +185,12 @@ const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& r
   return any;
 }
 
-const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers) {
+const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers,
+                                 bool connect) {
   for (const auto& route : vhost.routes) {
-    if (pathMatches(route.match, path) && headersMatch(route.match.headers, headers) &&
+    if (route.match.connect_matcher != connect) continue;
+    if (connect ? headersMatch(route.match.headers, headers)
+                : pathMatches(route.match, path) && headersMatch(route.match.headers, headers) &&
         queryParametersMatch(route.match.query_parameters, path)) {
       return &route;
     }

@@ -19,7 +19,10 @@ bool matchesHeader(const config::HeaderMatcher& matcher, const http::HeaderMap& 
 const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority);
 
 // The first route of `vhost` whose match accepts the request (Envoy's first-match rule).
-const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers);
+// A CONNECT request (`connect`) is matched by connect_matcher routes only, on headers;
+// every other request by path routes only.
+const config::Route* selectRoute(const config::VirtualHost& vhost, std::string_view path, const http::HeaderMap& headers,
+                                 bool connect = false);
 
 // Both steps; null when nothing matches (the caller answers 404).
 const config::Route* matchRoute(const config::RouteConfiguration& routes, std::string_view authority,

@@ -51,7 +51,7 @@ RouteDecision decideRoute(const config::RouteConfiguration& routes, const http::
   RouteDecision out;
   out.virtual_host = selectVirtualHost(routes, request.authority());
   if (!out.virtual_host) return out;
-  out.route = selectRoute(*out.virtual_host, request.path, request.headers);
+  out.route = selectRoute(*out.virtual_host, request.path, request.headers, request.method == "CONNECT");
   if (out.route && out.route->route && out.route->route->weighted_clusters) {
     out.weighted_cluster = &pickWeightedCluster(*out.route->route->weighted_clusters, random);
   }

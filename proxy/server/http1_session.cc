@@ -11,6 +11,7 @@
 #include "proxy/router/route_stats.h"
 #include "proxy/router/router.h"
 #include "proxy/router/stream_duration.h"
+#include "proxy/router/upgrade.h"
 #include "proxy/server/upstream_request.h"
 
 namespace culvert::server {
@@ -155,7 +156,7 @@ void Http1Session::onData(std::string_view data) {
 // The tenant used its share of the worker while another tenant has work: stop reading
 // until the scheduler's next round (the bytes wait in the kernel, not in memory).
 void Http1Session::pauseIfOverShare() {
-  if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  if (closed_ || tunnelOpen() || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
   share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
     share_pause_.reset();
     // Replay what was held back, unless it waits for the response in flight (the end
@@ -235,6 +236,10 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
   if (router::takeExpectContinue(request_.headers) && request_.version_minor == 1) {
     downstream_->write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  if (auto upgrade = router::requestedUpgrade(request_)) {
+    startUpgrade(*upgrade);
+    return;
   }
   routeRequest();
 }
@@ -634,7 +639,7 @@ void Http1Session::onBody(std::string_view data) {
 }
 
 void Http1Session::updateDownstreamReading() {
-  if (closed_) return;
+  if (closed_ || tunnelOpen()) return;
   bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit ||
                  upstream_pending_.size() > kPendingLimit ||
                  (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
@@ -657,7 +662,7 @@ void Http1Session::updateUpstreamReading() {
   if (!closed_ && h2_upstream_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark) {
     h2_upstream_->downstreamDrained();
   }
-  if (closed_ || !upstream_) return;
+  if (closed_ || !upstream_ || tunnelOpen()) return;
   upstream_->readEnable(!upstream_share_pause_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark);
   chargeBuffered();
 }
@@ -917,7 +922,9 @@ void Http1Session::countStatus(int status) {
   }
 }
 
-void Http1Session::onClose(network::CloseReason) {
+void Http1Session::onClose(network::CloseReason reason) {
+  // A client may send its CONNECT (and payload) and half-close before the tunnel is up.
+  if (tunnel_ && reason == network::CloseReason::RemoteClose && tunnel_->downstreamEnded()) return;
   if (in_exchange_) log_.flags.set(Flag::DownstreamConnectionTermination);
   close();
 }
@@ -963,6 +970,12 @@ void Http1Session::close() {
   upstream_request_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
+  if (tunnel_) {
+    tunnel_->abort();
+    services_.dispatcher.deferredDelete(std::move(tunnel_));  // we may be inside its callbacks
+  }
+  if (tunnels_active_) tunnels_active_->add(-1);
+  tunnels_active_ = nullptr;
   downstream_->close();
   if (on_done_) on_done_(this);
 }

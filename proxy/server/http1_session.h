@@ -16,6 +16,7 @@
 #include "proxy/router/retry_state.h"
 #include "proxy/server/access_log_record.h"
 #include "proxy/server/pod.h"
+#include "proxy/server/tunnel.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
 #include "proxy/upstream/http2_pool.h"
@@ -58,6 +59,8 @@ public:
   void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // The connection manager's access logs; each request is logged when it ends.
   void setAccessLogs(accesslog::SessionLogs logs);
+  // The connection manager's upgrade_configs (WebSocket, CONNECT): see proxy/server/tunnel.h.
+  void setUpgradeConfigs(std::vector<config::UpgradeConfig> configs) { upgrade_configs_ = std::move(configs); }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -78,6 +81,10 @@ private:
 
   void feed(std::string_view data);
   void routeRequest();
+  // An Upgrade or CONNECT request: refused (403), answered locally, or handed to a Tunnel.
+  void startUpgrade(const std::string& type);
+  Tunnel::Hooks tunnelHooks(const std::string& type);
+  bool tunnelOpen() const { return tunnel_ && tunnel_->open(); }
   void sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr);
   // The tenant's budgets (proxy/tenant): admission of a new request, bytes held.
   bool admitRequest();
@@ -177,6 +184,10 @@ private:
   std::string downstream_pending_;  // bytes read while the parser waited (pipelining)
   bool parser_inside_dispatch_ = false;
   bool closed_ = false;
+
+  std::vector<config::UpgradeConfig> upgrade_configs_;
+  std::unique_ptr<Tunnel> tunnel_;  // an upgrade in progress or open
+  common::Gauge* tunnels_active_ = nullptr;  // set while this connection's tunnel is open
 
   tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant

@@ -47,6 +47,17 @@ public:
       localReply(503, "tenant over budget\n", &shed);
       return;
     }
+    if (request_.method == "CONNECT") {
+      // Tunnels are HTTP/1.1 only (proxy/server/tunnel.h); extended CONNECT (RFC 8441) is
+      // never offered (no SETTINGS_ENABLE_CONNECT_PROTOCOL), so nghttp2 refuses :protocol.
+      session_.services_.stats
+          .counter("culvert_http_downstream_upgrades_rejected_total",
+                   {{"tenant", session_.pod_->tenant->name}, {"type", "connect"}, {"reason", "http2"}},
+                   "Upgrade and CONNECT requests refused: not enabled (403), or CONNECT over HTTP/2 (501)")
+          .inc();
+      localReply(501, "CONNECT over HTTP/2 is not supported; use HTTP/1.1\n");
+      return;
+    }
     bool te_trailers = request_.headers.get("te") == "trailers";
     auto target = routeToUpstream(session_.services_.clusters, *session_.routes_, request_,
                                   session_.original_destination_, routeRandom(), decision_);

@@ -366,8 +366,11 @@ Result<config::RouteMatch> translateRouteMatch(const route::RouteMatch& proto) {
       out.safe_regex = std::move(*regex);
       break;
     }
+    case route::RouteMatch::kConnectMatcher:
+      out.connect_matcher = true;
+      break;
     case route::RouteMatch::PATH_SPECIFIER_NOT_SET:
-      return fail("one of prefix, path or safe_regex is required");
+      return fail("one of prefix, path, safe_regex or connect_matcher is required");
   }
   out.case_sensitive = proto.has_case_sensitive() ? proto.case_sensitive().value() : true;
   for (int i = 0; i < proto.headers_size(); ++i) {
@@ -512,6 +515,39 @@ Result<config::RetryPolicy> translateRetryPolicy(const route::RetryPolicy& proto
   return out;
 }
 
+// Upgrade types culvert tunnels: WebSocket (forwarded, tunnelled after the 101) and
+// CONNECT (HTTP/1.1 only). Anything else would be forwarded without being understood.
+Result<std::string> translateUpgradeType(const std::string& type) {
+  std::string lower = type;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "websocket" || lower == "connect") return lower;
+  if (lower.empty()) return fail("upgrade_type is required", "upgrade_type");
+  return fail("upgrade_type \"" + type + "\" is not supported; websocket and CONNECT are", "upgrade_type");
+}
+
+Result<std::vector<config::UpgradeConfig>> translateRouteUpgrades(const route::RouteAction& proto) {
+  std::vector<config::UpgradeConfig> out;
+  for (int i = 0; i < proto.upgrade_configs_size(); ++i) {
+    const auto& u = proto.upgrade_configs(i);
+    const std::string where = indexed("upgrade_configs", i);
+    auto type = translateUpgradeType(u.upgrade_type());
+    if (!type) return std::unexpected(nest(where, type.error()));
+    config::UpgradeConfig config{*type, u.has_enabled() ? u.enabled().value() : true, false};
+    if (u.has_connect_config()) {
+      if (*type != "connect") return fail("connect_config is only valid for the CONNECT upgrade type", where + ".connect_config");
+      if (u.connect_config().allow_post()) {
+        return fail("allow_post (POST as a raw TCP tunnel) is not supported", where + ".connect_config.allow_post");
+      }
+      config.terminate_connect = true;
+    }
+    for (const auto& seen : out) {
+      if (seen.upgrade_type == config.upgrade_type) return fail("upgrade_type " + *type + " is listed twice", where);
+    }
+    out.push_back(std::move(config));
+  }
+  return out;
+}
+
 Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto) {
   config::RouteAction out;
   if (proto.cluster_specifier_case() == route::RouteAction::kWeightedClusters) {
@@ -583,6 +619,9 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
   auto hash_policy = translateHashPolicies(proto);
   if (!hash_policy) return std::unexpected(hash_policy.error());
   out.hash_policy = std::move(*hash_policy);
+  auto upgrades = translateRouteUpgrades(proto);
+  if (!upgrades) return std::unexpected(upgrades.error());
+  out.upgrade_configs = std::move(*upgrades);
   return out;
 }
 
@@ -873,6 +912,23 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
   auto logs = translateAccessLogs(proto.access_log());
   if (!logs) return std::unexpected(logs.error());
   out.access_logs = std::move(*logs);
+  for (int i = 0; i < proto.upgrade_configs_size(); ++i) {
+    const auto& u = proto.upgrade_configs(i);
+    const std::string where = indexed("upgrade_configs", i);
+    auto type = translateUpgradeType(u.upgrade_type());
+    if (!type) return std::unexpected(nest(where, type.error()));
+    if (u.filters_size() > 0) {
+      return fail("custom upgrade filter chains are not supported; leave filters empty", where + ".filters");
+    }
+    if (out.codec_type == config::HttpConnectionManager::CodecType::Http2) {
+      // Upgrades are an HTTP/1.1 mechanism; extended CONNECT (RFC 8441) is not implemented.
+      return fail("upgrades need HTTP/1.1 downstream; codec_type HTTP2 cannot carry them", where);
+    }
+    for (const auto& seen : out.upgrade_configs) {
+      if (seen.upgrade_type == *type) return fail("upgrade_type " + *type + " is listed twice", where);
+    }
+    out.upgrade_configs.push_back({*type, u.has_enabled() ? u.enabled().value() : true, false});
+  }
   return out;
 }
 

@@ -255,6 +255,10 @@ Parser::DispatchResult Parser::dispatch(std::string_view data) {
       offset = pos;
       continue;
     }
+    if (err == HPE_PAUSED_UPGRADE) {
+      // After a CONNECT or Upgrade message llhttp stops by itself: the rest is not HTTP.
+      return {Status::Paused, static_cast<size_t>(llhttp_get_error_pos(&parser_) - data.data())};
+    }
     if (err != HPE_OK) break;
     offset = end;
   }

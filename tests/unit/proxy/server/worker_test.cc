@@ -4,6 +4,7 @@
 #include "proxy/server/worker.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,9 +15,11 @@
 #include <atomic>
 #include <iostream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
+#include "proxy/http/http2/codec.h"
 #include "proxy/server/server.h"
 
 namespace culvert::server {
@@ -869,6 +872,338 @@ TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOn
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);  // a closed connection holds nothing
+}
+
+// An origin that accepts every upgrade: it records the request head, answers an interim
+// 103 and then 101 with a greeting behind it, and echoes what follows until EOF.
+class UpgradeOrigin {
+public:
+  UpgradeOrigin() {
+    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
+    listen_fd_ = std::move(*fd);
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port_ = ntohs(sa.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{listen_fd_.get(), POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        ++connections_;
+        serve(c);
+        close(c);
+      }
+    });
+  }
+  ~UpgradeOrigin() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  int connections() const { return connections_; }
+  std::string head() {
+    std::lock_guard l(mu_);
+    return head_;
+  }
+
+private:
+  void serve(int c) {
+    std::string buf;
+    char tmp[4096];
+    while (!stop_) {
+      pollfd cp{c, POLLIN, 0};
+      if (poll(&cp, 1, 50) <= 0) continue;
+      ssize_t n = read(c, tmp, sizeof tmp);
+      if (n <= 0) return;
+      buf.append(tmp, static_cast<size_t>(n));
+      auto end = buf.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      {
+        std::lock_guard l(mu_);
+        head_ = buf.substr(0, end + 4);
+      }
+      std::string reply =
+          "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nWELCOME";
+      reply += buf.substr(end + 4);  // bytes that came with the head are echoed too
+      if (write(c, reply.data(), reply.size()) != static_cast<ssize_t>(reply.size())) return;
+      break;
+    }
+    while (!stop_) {
+      pollfd cp{c, POLLIN, 0};
+      if (poll(&cp, 1, 50) <= 0) continue;
+      ssize_t n = read(c, tmp, sizeof tmp);
+      if (n <= 0 || write(c, tmp, static_cast<size_t>(n)) != n) return;
+    }
+  }
+
+  network::FileDescriptor listen_fd_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::mutex mu_;
+  std::string head_;
+};
+
+// Upgrades (proxy/server/tunnel.h): a forwarded WebSocket, a terminated CONNECT to the
+// banner origin, and an upgrade that is not enabled.
+class TunnelTest : public TcpProxyTest {
+protected:
+  void publishUpgrades() {
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+    auto routes = std::make_shared<config::RouteConfiguration>(*vip->filter_chains[0].http.route_config);
+    config::Route connect;
+    connect.match.connect_matcher = true;
+    connect.route = config::RouteAction{};
+    connect.route->cluster = "banner";
+    connect.route->upgrade_configs = {{"connect", true, true}};
+    config::Route silent;
+    silent.match.prefix = "/silent";
+    silent.route = config::RouteAction{};
+    silent.route->cluster = "silent";
+    silent.route->idle_timeout = 200ms;
+    silent.route->upgrade_configs = {{"websocket", true, false}};
+    config::Route websocket;
+    websocket.match.prefix = "/ws";
+    websocket.route = config::RouteAction{};
+    websocket.route->cluster = "upgrade";
+    auto& vh_routes = routes->virtual_hosts[0].routes;
+    vh_routes.insert(vh_routes.begin(), {connect, websocket, silent});
+    vip->filter_chains[0].http.route_config = routes;
+    // websocket is listed but off: only the /ws route turns it on.
+    vip->filter_chains[0].http.upgrade_configs = {{"connect", true, false}, {"websocket", false, false}};
+    routes->virtual_hosts[0].routes[1].route->upgrade_configs = {{"websocket", true, false}};
+    listeners->by_name["vip"] = vip;
+    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+    auto banner = std::make_shared<config::Cluster>();
+    banner->name = "banner";
+    banner->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", banner_.port()), 1});
+    clusters->by_name["banner"] = banner;
+    auto upgrade = std::make_shared<config::Cluster>();
+    upgrade->name = "upgrade";
+    upgrade->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", upgrade_origin_.port()), 1});
+    clusters->by_name["upgrade"] = upgrade;
+    auto silent_cluster = std::make_shared<config::Cluster>();
+    silent_cluster->name = "silent";
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    getsockname(silent_listener_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    silent_cluster->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", ntohs(sa.sin_port)), 1});
+    clusters->by_name["silent"] = silent_cluster;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    std::promise<void> done;
+    main_.post([&] {
+      server_->publish(snapshot);
+      done.set_value();
+    });
+    done.get_future().get();
+    std::this_thread::sleep_for(20ms);
+  }
+  UpgradeOrigin upgrade_origin_;
+  // Connects (the kernel completes the handshake) and never answers.
+  network::FileDescriptor silent_listener_ =
+      std::move(*network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false));
+};
+
+TEST_F(TunnelTest, AnUpstreamThatNeverAnswersTheUpgradeGets408AtTheIdleTimeout) {
+  publishUpgrades();
+  int fd = connectClient();
+  auto start = std::chrono::steady_clock::now();
+  send(fd, "GET /silent HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  bool eof = false;
+  auto r = readResponses(fd, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 408 ")) << r[0];
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
+  readResponses(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_GE(tenant_->downstream_rq_idle_timeout->value(), 1u);
+}
+
+TEST_F(TunnelTest, WebSocketIsForwardedOnAFreshConnectionAndTunnelledAfter101) {
+  publishUpgrades();
+  for (int round = 1; round <= 2; ++round) {
+    int fd = connectClient();
+    send(fd, "GET /ws/chat HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
+    // The 103 is dropped; the 101 keeps Upgrade/Connection; the greeting and the echo of
+    // the bytes sent behind the head follow it.
+    std::string want = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nWELCOMEearly";
+    EXPECT_EQ(readAtLeast(fd, want.size()), want);
+    send(fd, "frame");
+    EXPECT_EQ(readAtLeast(fd, 5), "frame");
+    std::string head = upgrade_origin_.head();
+    EXPECT_TRUE(head.starts_with("GET /ws/chat HTTP/1.1\r\n")) << head;
+    EXPECT_NE(head.find("connection: upgrade\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("upgrade: websocket\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("x-forwarded-for: 10.244.1.1\r\n"), std::string::npos) << head;
+    EXPECT_EQ(head.find("keep-alive"), std::string::npos) << head;
+    // The client's FIN ends the upstream side, whose close ends ours.
+    shutdown(fd, SHUT_WR);
+    bool eof = false;
+    readAtLeast(fd, 1, &eof);
+    EXPECT_TRUE(eof);
+    close(fd);
+    // A tunnel's connection is never pooled: every upgrade makes its own.
+    EXPECT_EQ(upgrade_origin_.connections(), round);
+  }
+  EXPECT_EQ(origin_.connections(), 0);
+}
+
+TEST_F(TunnelTest, TerminatedConnectAnswers200AndTunnelsRawBytesWithHalfClose) {
+  publishUpgrades();
+  int fd = connectClient();
+  // Bytes right behind the head are the tunnel's first payload.
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nearly\n");
+  std::string got = readAtLeast(fd, 19 + 7 + 6);
+  EXPECT_EQ(got, "HTTP/1.1 200 OK\r\n\r\nHELLO\r\nearly\n");
+  send(fd, "ping\n");
+  EXPECT_EQ(readAtLeast(fd, 5), "ping\n");
+  shutdown(fd, SHUT_WR);
+  bool eof = false;
+  readAtLeast(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "early\nping\n");
+  EXPECT_EQ(origin_.connections(), 0);
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (tenant_->budget.bufferedBytes() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(tenant_->budget.bufferedBytes(), 0u);
+}
+
+TEST_F(TunnelTest, UpgradesNotEnabledAre403AndNeverReachTheUpstream) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "GET /api/ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  bool eof = false;
+  auto r = readResponses(fd, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].starts_with("HTTP/1.1 403 "));
+  EXPECT_NE(r[0].find("connection: close"), std::string::npos);
+  readResponses(fd, 1, &eof);
+  EXPECT_TRUE(eof);
+  close(fd);
+  int again = connectClient();
+  send(again, "GET /api/plain HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\n\r\n");
+  auto plain = readResponses(again, 1);
+  ASSERT_EQ(plain.size(), 1u);
+  // Upgrade without "upgrade" in Connection is no upgrade request: forwarded, header dropped.
+  EXPECT_TRUE(plain[0].starts_with("HTTP/1.1 200 "));
+  EXPECT_EQ(plain[0].find("websocket"), std::string::npos);
+  close(again);
+  EXPECT_EQ(origin_.connections(), 1);
+  EXPECT_EQ(banner_.received(), "");
+}
+
+TEST_F(TunnelTest, AClientThatDoesNotReadHoldsTheTunnelAtItsWatermarks) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n");
+  ASSERT_EQ(readAtLeast(fd, 19 + 7), "HTTP/1.1 200 OK\r\n\r\nHELLO\r\n");
+  // Write without reading: the echo comes back into culvert, which must stop reading
+  // (both ways) instead of holding it all; the writes then block in the kernel.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  std::string block(64 * 1024, 'x');
+  for (size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>('a' + i % 26);
+  constexpr size_t kTotal = 64 * 1024 * 1024;
+  size_t written = 0;
+  auto deadline = std::chrono::steady_clock::now() + 1500ms;
+  while (written < kTotal && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = write(fd, block.data() + written % block.size(), block.size() - written % block.size());
+    if (n > 0) {
+      written += static_cast<size_t>(n);
+    } else {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  EXPECT_LT(written, kTotal);  // the writer was stopped
+  // Per direction at most the high watermark plus one read.
+  size_t held = tenant_->budget.bufferedBytes();
+  EXPECT_LE(held, 2 * (Tunnel::kWriteHighWatermark + 64 * 1024)) << held;
+  std::cout << "tunnel back-pressure: client wrote " << written << " bytes before blocking; culvert held " << held
+            << " bytes\n";
+  // Reading resumes everything: every byte comes back, in order.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  shutdown(fd, SHUT_WR);
+  std::string back;
+  char buf[65536];
+  pollfd p{fd, POLLIN, 0};
+  while (back.size() < written && poll(&p, 1, 3000) > 0) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    back.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_EQ(back.size(), written);
+  bool intact = true;
+  for (size_t i = 0; i < back.size() && intact; ++i) intact = back[i] == block[i % block.size()];
+  EXPECT_TRUE(intact);
+  close(fd);
+}
+
+// HTTP/2 has no upgrades here: a CONNECT stream is answered 501, and the connection goes on.
+TEST_F(TunnelTest, Http2ConnectIsAnswered501) {
+  publishUpgrades();
+  struct Client : http::http2::CodecCallbacks {
+    std::map<int32_t, std::string> status;
+    void onHeaders(int32_t id, http::HeaderMap&& headers, bool) override {
+      status[id] = std::string(headers.get(":status").value_or(""));
+    }
+    void onData(int32_t, std::string_view) override {}
+    void onEndStream(int32_t) override {}
+    void onTrailers(int32_t, http::HeaderMap&&) override {}
+    void onStreamClose(int32_t, uint32_t) override {}
+  } callbacks;
+  http::http2::Codec codec(http::http2::Mode::Client, {}, callbacks);
+  http::HeaderMap connect;
+  connect.add(":method", "CONNECT");
+  connect.add(":authority", "db.internal:5432");
+  int32_t connect_id = codec.submitRequest(connect, false);
+  http::HeaderMap get;
+  get.add(":method", "GET");
+  get.add(":scheme", "http");
+  get.add(":authority", "svc");
+  get.add(":path", "/direct");
+  int32_t get_id = codec.submitRequest(get, true);
+  int fd = connectClient();
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while ((callbacks.status.size() < 2) && std::chrono::steady_clock::now() < deadline) {
+    std::string out;
+    codec.takeOutput(out);
+    if (!out.empty()) send(fd, out);
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char buf[16384];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    ASSERT_TRUE(codec.receive(std::string_view(buf, static_cast<size_t>(n))));
+  }
+  close(fd);
+  EXPECT_EQ(callbacks.status[connect_id], "501");
+  EXPECT_EQ(callbacks.status[get_id], "418");  // the direct response: the connection still serves
+  EXPECT_EQ(banner_.received(), "");
+}
+
+TEST_F(TunnelTest, AConnectClientThatHalfClosesAtOnceStillGetsItsAnswer) {
+  publishUpgrades();
+  int fd = connectClient();
+  send(fd, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nquery\n");
+  shutdown(fd, SHUT_WR);  // before culvert has even connected upstream
+  bool eof = false;
+  std::string got = readAtLeast(fd, 1 << 20, &eof);
+  EXPECT_EQ(got, "HTTP/1.1 200 OK\r\n\r\nHELLO\r\nquery\n");
+  EXPECT_TRUE(eof);
+  close(fd);
+  EXPECT_EQ(banner_.received(), "query\n");
 }
 
 }  // namespace

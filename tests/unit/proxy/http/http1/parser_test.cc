@@ -161,3 +161,68 @@ TEST(Http1ParserTest, ReadUntilCloseResponseEndsAtFinish) {
 
 }  // namespace
 }  // namespace culvert::http::http1
+
+namespace culvert::http::http1 {
+namespace {
+
+// What llhttp 8.1 does with the head of an upgrade: the message completes at the end of
+// the head, and the parser reports where, so the bytes after it go to the tunnel.
+TEST(Http1ParserUpgradeTest, ConnectStopsAtTheEndOfItsHead) {
+  Recorder r;
+  Parser p(Parser::Mode::Request, r);
+  std::string head = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+  std::string bytes = head + "\x16\x03\x01 not http";
+  auto res = p.dispatch(bytes);
+  ASSERT_EQ(res.status, Parser::Status::Paused);
+  EXPECT_EQ(res.consumed, head.size());
+  ASSERT_EQ(r.requests.size(), 1u);
+  EXPECT_EQ(r.requests[0].method, "CONNECT");
+  EXPECT_EQ(r.requests[0].path, "example.com:443");
+  EXPECT_EQ(r.complete, 1);
+  EXPECT_EQ(r.body, "");
+}
+
+TEST(Http1ParserUpgradeTest, WebSocketUpgradeStopsAtTheEndOfItsHead) {
+  Recorder r;
+  Parser p(Parser::Mode::Request, r);
+  std::string head =
+      "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  std::string bytes = head + "\x81\x05hello";
+  auto res = p.dispatch(bytes);
+  ASSERT_EQ(res.status, Parser::Status::Paused);
+  EXPECT_EQ(res.consumed, head.size());
+  ASSERT_EQ(r.requests.size(), 1u);
+  EXPECT_EQ(r.requests[0].headers.get("upgrade"), "websocket");
+  EXPECT_EQ(r.complete, 1);
+  EXPECT_EQ(r.body, "");
+}
+
+TEST(Http1ParserUpgradeTest, SwitchingProtocolsResponseStopsAtTheEndOfItsHead) {
+  Recorder r;
+  Parser p(Parser::Mode::Response, r);
+  std::string head = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+  std::string bytes = head + "\x81\x02hi";
+  auto res = p.dispatch(bytes);
+  ASSERT_EQ(res.status, Parser::Status::Paused);
+  EXPECT_EQ(res.consumed, head.size());
+  ASSERT_EQ(r.responses.size(), 1u);
+  EXPECT_EQ(r.responses[0].status, 101);
+  EXPECT_EQ(r.complete, 1);
+  EXPECT_EQ(r.body, "");
+}
+
+TEST(Http1ParserUpgradeTest, HeadResponseModeEndsA2xxToConnectAtItsHead) {
+  // llhttp cannot know a 200 answers a CONNECT; the tunnel marks it bodiless.
+  Recorder r;
+  Parser p(Parser::Mode::Response, r);
+  p.expectHeadResponse(true);
+  std::string head = "HTTP/1.1 200 Connection established\r\n\r\n";
+  auto res = p.dispatch(head + "payload");
+  ASSERT_EQ(res.status, Parser::Status::Paused);
+  EXPECT_EQ(res.consumed, head.size());
+  EXPECT_EQ(r.body, "");
+}
+
+}  // namespace
+}  // namespace culvert::http::http1

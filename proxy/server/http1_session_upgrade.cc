@@ -1,0 +1,166 @@
+// Http1Session's Upgrade (WebSocket) and CONNECT handling, kept apart from the request
+// path: it decides with Envoy's rules (proxy/router/upgrade.h) and hands the connection
+// to a Tunnel (proxy/server/tunnel.h).
+#include <spdlog/spdlog.h>
+
+#include "proxy/router/hash_policy.h"
+#include "proxy/router/stream_duration.h"
+#include "proxy/router/upgrade.h"
+#include "proxy/server/http1_session.h"
+#include "proxy/server/upstream_request.h"
+
+namespace culvert::server {
+
+namespace {
+
+// Label values stay bounded whatever a client puts in its Upgrade header.
+std::string_view typeLabel(std::string_view type) {
+  return type == "websocket" || type == "connect" ? type : std::string_view("other");
+}
+
+}  // namespace
+
+void Http1Session::startUpgrade(const std::string& type) {
+  // Bytes after an upgrade request's head belong to the tunnel, or, when it is refused,
+  // cannot be trusted as a next request: this connection carries no further request.
+  close_after_response_ = true;
+  // The tunnel's idle timeout covers the handshake and the tunnel; the request timers stop.
+  endRequest();
+  decision_ = router::decideRoute(*routes_, request_, routeRandom());
+  const config::Route* route = decision_.route;
+  const config::RouteAction* action = route && route->route ? &*route->route : nullptr;
+  auto verdict = router::decideUpgrade(upgrade_configs_, action, type);
+  if (verdict == router::UpgradeAction::Reject) {
+    services_.stats
+        .counter("culvert_http_downstream_upgrades_rejected_total",
+                 {{"tenant", pod_->tenant->name}, {"type", std::string(typeLabel(type))}, {"reason", "not_enabled"}},
+                 "Upgrade and CONNECT requests refused: not enabled (403), or CONNECT over HTTP/2 (501)")
+        .inc();
+    spdlog::debug("pod {}/{}: upgrade {} not enabled", pod_->namespace_name, pod_->name, type);
+    sendLocalReply(403, "");  // Envoy's answer (upgrade_failed)
+    return;
+  }
+  if (route == nullptr) {
+    sendLocalReply(404, "no route\n");
+    return;
+  }
+  if (route->direct_response) {
+    sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
+    return;
+  }
+  if (request_.chunked || request_.content_length.value_or(0) > 0) {
+    sendLocalReply(400, "an upgrade request with a body is not supported\n");
+    return;
+  }
+  action_ = action;
+  upstream::ClusterManager::PickContext pick;
+  if (!action->hash_policy.empty()) pick.hash = router::hashRequest(action->hash_policy, request_.headers, pod_->ip);
+  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), pick);
+  if (!selection) {
+    sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
+                        : selection.error() == upstream::ClusterManager::PickError::Overflow
+                            ? "upstream overflow\n"
+                            : "no healthy upstream\n");
+    return;
+  }
+  upstream_request_ = std::move(selection->request);
+  common::SocketAddress endpoint = selection->endpoint.address;
+  if (selection->original_destination) {
+    if (!original_destination_) {
+      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
+      return;
+    }
+    endpoint = *original_destination_;
+  }
+  Tunnel::Options options;
+  if (verdict == router::UpgradeAction::TerminateConnect) {
+    options.mode = Tunnel::Mode::TerminateConnect;
+  } else {
+    if (selection->cluster->http_protocol == config::UpstreamHttpProtocol::Http2) {
+      // Envoy's warning too: upgrades do not work with HTTP/2 upstreams.
+      sendLocalReply(503, "upgrades to an HTTP/2 cluster are not supported\n");
+      return;
+    }
+    options.mode = type == "connect" ? Tunnel::Mode::ForwardConnect : Tunnel::Mode::ForwardUpgrade;
+    std::string upgrade(request_.headers.get("upgrade").value_or(""));
+    prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
+    if (options.mode == Tunnel::Mode::ForwardUpgrade) {
+      // Hop-by-hop, but the point of this request: the upstream must see them.
+      request_.headers.add("connection", "upgrade");
+      request_.headers.add("upgrade", std::move(upgrade));
+    }
+    options.request_head = http::http1::encodeRequestHead(request_, http::http1::BodyFraming::None);
+  }
+  // The route's idle_timeout replaces the connection manager's stream_idle_timeout, as
+  // for any stream; Envoy applies the same to upgraded streams.
+  options.idle_timeout = action->idle_timeout.value_or(stream_timeouts_.stream_idle);
+  // max_stream_duration bounds the whole stream, so the tunnel's life too (Envoy's rule).
+  if (action->max_stream_duration) {
+    options.max_duration = router::streamDurationLimit(*action->max_stream_duration, request_.headers);
+  }
+  auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
+  if (!connection_unit) {
+    sendLocalReply(503, "upstream overflow\n");
+    return;
+  }
+  // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).
+  upstream::ConnectRequest connect{{pod_->id, endpoint.toString(), upstream::Protocol::Tcp, action->cluster},
+                                   pod_->netnsFd(),
+                                   endpoint,
+                                   selection->cluster->connect_timeout,
+                                   std::make_shared<upstream::ResourceHold>(std::move(*connection_unit))};
+  tunnel_ = std::make_unique<Tunnel>(services_.dispatcher, services_.scheduler, *pod_->tenant, *downstream_,
+                                     std::move(options), tunnelHooks(type));
+  tunnel_->start(services_.pool, connect);
+}
+
+Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
+  Tunnel::Hooks hooks;
+  hooks.shape_response = [this](http::ResponseHead& head) {
+    response_started_ = true;
+    countStatus(head.status);
+    router::prepareDownstreamResponse(*routes_, decision_, head.headers);
+  };
+  hooks.take_early_bytes = [this] {
+    std::string early = std::move(downstream_pending_);
+    downstream_pending_.clear();
+    return early;
+  };
+  hooks.on_connect_failed = [this](const std::string& reason) {
+    pod_->tenant->upstream_cx_connect_fail->inc();
+    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+    sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
+  };
+  hooks.on_open = [this, type] {
+    // The tunnel reads and writes both connections from here on.
+    share_pause_.reset();
+    upstream_share_pause_.reset();
+    buffered_.set(0);
+    recordDuration();
+    auto labels = common::Labels{{"tenant", pod_->tenant->name}};
+    tunnels_active_ = &services_.stats.gauge("culvert_http_downstream_upgrades_active", labels,
+                                             "Upgraded HTTP/1.1 connections (WebSocket, CONNECT) open now");
+    tunnels_active_->add(1);
+    labels.emplace_back("type", std::string(typeLabel(type)));
+    services_.stats
+        .counter("culvert_http_downstream_upgrades_total", labels,
+                 "HTTP/1.1 connections upgraded to a tunnel (WebSocket after 101, CONNECT after 2xx)")
+        .inc();
+  };
+  hooks.on_response_relayed = [this] {
+    recordDuration();
+    in_exchange_ = false;
+    if (downstream_->queuedWriteBytes() == 0) close();  // else onWriteDrained closes
+  };
+  hooks.on_done = [this] { close(); };
+  hooks.on_timeout_before_response = [this](bool idle) {
+    if (idle) {
+      sendLocalReply(408, "stream timeout\n");
+    } else {
+      sendLocalReply(504, "upstream request timeout\n");
+    }
+  };
+  return hooks;
+}
+
+}  // namespace culvert::server
