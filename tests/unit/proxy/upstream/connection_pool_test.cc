@@ -53,7 +53,9 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   EXPECT_TRUE(pool.hasIdle(a));
   // Cluster "a" no longer has the endpoint: its idle connection closes at once, and a busy
   // one is closed rather than parked when its exchange ends.
-  pool.setLiveEndpoints({{"b", address.toString()}});
+  pool.setLiveEndpoints([&](std::string_view cluster, std::string_view endpoint) {
+    return cluster == "b" && endpoint == address.toString();
+  });
   EXPECT_FALSE(pool.hasIdle(a));
   EXPECT_TRUE(pool.hasIdle(b));
   pool.release(a, std::move(connected[1]));
