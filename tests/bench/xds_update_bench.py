@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-from http1_proxy_bench import cgroup2_root, free_port, wait_port  # noqa: E402
+from http1_proxy_bench import cgroup2_root, free_port, process_tree, wait_port  # noqa: E402
 from culvertd_harness import http_get  # noqa: E402
 from xds_ads_test import CDS, EDS, LDS, ControlPlane, compile_protos  # noqa: E402
 
@@ -110,7 +110,7 @@ def fake_endpoints(n, port):
 class Culvertd:
     """One culvertd process with its private cgroup, pin root and temp dir."""
 
-    def __init__(self, binary, workers, xds_address, cpu=None):
+    def __init__(self, binary, workers, xds_address, cpu=None, wrap=""):
         self.tmp = tempfile.mkdtemp(prefix="culvert-xdsbench-")
         self.cgroup = os.path.join(cgroup2_root(), f"culvert-xdsbench-{os.getpid()}-{os.path.basename(self.tmp)}")
         self.pin_root = f"/sys/fs/bpf/{os.path.basename(self.cgroup)}"
@@ -130,9 +130,26 @@ state_dir: {self.tmp}/state
 xds: {{address: "{xds_address}"}}
 log: {{level: warn}}
 """)
-        cmd = ([] if cpu is None else ["taskset", "-c", str(cpu)]) + [binary, "--config", boot]
+        cmd = ([] if not cpu else ["taskset", "-c", str(cpu)]) + wrap.split() + [binary, "--config", boot]
         self.log = open(os.path.join(self.tmp, "culvertd.log"), "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True)
+        self.wrapped = bool(wrap)
+
+    @property
+    def pid(self):
+        """culvertd's own pid (a wrapper such as heaptrack runs it as a child)."""
+        if not self.wrapped:
+            return self.proc.pid
+        for _ in range(100):
+            for pid in process_tree([self.proc.pid]):
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        if f.read().strip() == "culvertd":
+                            return pid
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError("culvertd did not start under the wrapper")
 
     def workers_turned(self):
         """/ready answers after every worker ran a posted probe; posts run in order, so
@@ -146,9 +163,10 @@ log: {{level: warn}}
 
     def stop(self):
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            # Only culvertd itself: a wrapper (heaptrack) must outlive it to write its data.
+            os.kill(self.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=120 if self.wrapped else 10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
@@ -180,7 +198,7 @@ class Bench:
 
     def start_culvertd(self, workers, cpu=None):
         mark = self.cp.mark()
-        c = Culvertd(self.args.culvertd, workers, f"127.0.0.1:{self.xds_port}", cpu)
+        c = Culvertd(self.args.culvertd, workers, f"127.0.0.1:{self.xds_port}", cpu, self.args.wrap)
         if not self.cp.wait(lambda r: r.type_url == CDS, start=mark, timeout=20):
             c.stop()
             raise RuntimeError("culvertd did not subscribe to CDS")
@@ -204,7 +222,7 @@ class Bench:
     def settled_memory(self, c):
         c.workers_turned()
         time.sleep(0.3)
-        return memory_kib(c.proc.pid)
+        return memory_kib(c.pid)
 
     def memory_clusters(self, workers, steps):
         c = self.start_culvertd(workers)
@@ -242,9 +260,11 @@ class Bench:
         a = self.args
         rows = {}
         for run in range(a.runs):
-            for workers in (1, 2):
+            for workers in a.workers:
                 for kind, steps, measure in (("cluster", a.clusters, self.memory_clusters),
                                              ("endpoint", a.endpoints, self.memory_endpoints)):
+                    if kind not in a.kinds:
+                        continue
                     load = loadavg()
                     points = measure(workers, steps)
                     # From 0 to each count, and between successive counts (the marginal
@@ -301,7 +321,7 @@ http {{ access_log off; keepalive_requests 1000000;
     def run_latency(self):
         a = self.args
         origin = self.start_origin()
-        c = self.start_culvertd(workers=1, cpu=0)
+        c = self.start_culvertd(workers=1, cpu=a.culvertd_cpus)
         results = {"baseline": [], "updates": []}
         try:
             listen = free_port()
@@ -332,7 +352,7 @@ http {{ access_log off; keepalive_requests 1000000;
         base_p99 = statistics.median(r["p99_ms"] for r in results["baseline"])
         base_p50 = statistics.median(r["p50_ms"] for r in results["baseline"])
         lines = [f"Runs: {a.runs} interleaved pairs of {a.seconds} s; wrk -t1 -c{a.connections}; culvertd workers: 1 "
-                 f"on CPU 0, nginx and wrk on CPU 1; update: EDS of {a.update_endpoints} endpoints for a cluster "
+                 f"on CPUs {a.culvertd_cpus or 'any'} (main thread and worker alike), nginx and wrk on CPU 1; update: EDS of {a.update_endpoints} endpoints for a cluster "
                  "no request uses, every second. Median (min–max). Load averages at each run's start: "
                  + "; ".join(r["load"] for rs in results.values() for r in rs), "",
                  "| mode | updates | requests/s | p50 ms | p99 ms | p50 ÷ baseline | p99 ÷ baseline | errors |",
@@ -356,6 +376,10 @@ def main():
     ap.add_argument("--clusters", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--endpoints", type=int, nargs="+", default=[10000, 50000])
     ap.add_argument("--update-endpoints", type=int, default=10000)
+    ap.add_argument("--culvertd-cpus", default="0", help="latency: taskset -c list for culvertd ('' = unpinned)")
+    ap.add_argument("--wrap", default="", help="run culvertd under this, e.g. 'heaptrack -o /tmp/cv' (memory only)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="memory: worker counts")
+    ap.add_argument("--kinds", nargs="+", default=["cluster", "endpoint"], help="memory: what to add")
     ap.add_argument("--smoke", action="store_true", help="both benchmarks, tiny: checks the harness works")
     args = ap.parse_args()
     if args.smoke:
