@@ -97,17 +97,36 @@ bool SocketAddress::isAnyAddress() const {
   return false;
 }
 
+namespace {
+
+// Dotted quad without inet_ntop, which formats through sprintf: toString() runs per
+// endpoint when a MAGLEV or ring-hash table is built and per pooled request.
+char* formatIpv4(char* out, uint32_t network_order) {
+  const auto* b = reinterpret_cast<const unsigned char*>(&network_order);
+  for (int i = 0; i < 4; ++i) {
+    if (i) *out++ = '.';
+    out = std::to_chars(out, out + 3, b[i]).ptr;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string SocketAddress::ip() const {
   char buf[INET6_ADDRSTRLEN] = {};
-  if (isV4()) {
-    inet_ntop(AF_INET, &storage_.v4.sin_addr, buf, sizeof buf);
-  } else if (family() == AF_INET6) {
-    inet_ntop(AF_INET6, &storage_.v6.sin6_addr, buf, sizeof buf);
-  }
+  if (isV4()) return std::string(buf, formatIpv4(buf, ipv4()));
+  if (family() == AF_INET6) inet_ntop(AF_INET6, &storage_.v6.sin6_addr, buf, sizeof buf);
   return buf;
 }
 
 std::string SocketAddress::toString() const {
+  if (isV4()) {
+    char buf[sizeof "255.255.255.255:65535"];
+    char* end = formatIpv4(buf, ipv4());
+    *end++ = ':';
+    end = std::to_chars(end, buf + sizeof buf, port()).ptr;
+    return std::string(buf, end);
+  }
   if (family() == AF_INET6) return "[" + ip() + "]:" + std::to_string(port());
   return ip() + ":" + std::to_string(port());
 }

@@ -34,6 +34,13 @@ TEST(SocketAddressTest, EqualityAndOrderFollowFamilyAddressPort) {
   EXPECT_LE(sizeof(SocketAddress), sizeof(sockaddr_in6));
 }
 
+TEST(SocketAddressTest, FormatsIpv4Extremes) {
+  EXPECT_EQ(SocketAddress::parse("0.0.0.0", 0)->toString(), "0.0.0.0:0");
+  EXPECT_EQ(SocketAddress::parse("255.255.255.255", 65535)->toString(), "255.255.255.255:65535");
+  EXPECT_EQ(SocketAddress::parse("10.0.100.9", 8080)->ip(), "10.0.100.9");
+  EXPECT_EQ(SocketAddress{}.toString(), ":0");
+}
+
 TEST(SocketAddressTest, RejectsMalformedInput) {
   EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1"));
   EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1:99999"));
