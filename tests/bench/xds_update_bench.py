@@ -181,10 +181,14 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="culvert-xdsbench-pb-")
-        self.pb = compile_protos(os.path.join(self.tmp, "pb"))
-        self.res = Resources(self.pb)
-        self.xds_port = free_port()
-        self.cp = ControlPlane(self.pb, f"127.0.0.1:{self.xds_port}")
+        try:
+            self.pb = compile_protos(os.path.join(self.tmp, "pb"))
+            self.res = Resources(self.pb)
+            self.xds_port = free_port()
+            self.cp = ControlPlane(self.pb, f"127.0.0.1:{self.xds_port}")
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.version = 0
         self.children = []
 
