@@ -11,8 +11,8 @@ namespace culvert::common {
 Result<SocketAddress> SocketAddress::parse(std::string_view ip, uint16_t port) {
   SocketAddress a;
   std::string s(ip);
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+  auto* v4 = &a.storage_.v4;
+  auto* v6 = &a.storage_.v6;
   if (inet_pton(AF_INET, s.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(port);
@@ -63,9 +63,21 @@ SocketAddress SocketAddress::fromSockaddr(const sockaddr* sa) {
   return a;
 }
 
+std::strong_ordering operator<=>(const SocketAddress& a, const SocketAddress& b) {
+  if (auto c = a.family() <=> b.family(); c != 0) return c;
+  int bytes = 0;
+  if (a.isV4()) {
+    bytes = std::memcmp(&a.storage_.v4.sin_addr, &b.storage_.v4.sin_addr, sizeof(in_addr));
+  } else if (a.family() == AF_INET6) {
+    bytes = std::memcmp(&a.storage_.v6.sin6_addr, &b.storage_.v6.sin6_addr, sizeof(in6_addr));
+  }
+  if (bytes != 0) return bytes < 0 ? std::strong_ordering::less : std::strong_ordering::greater;
+  return a.port() <=> b.port();
+}
+
 uint16_t SocketAddress::port() const {
-  if (isV4()) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
-  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  if (isV4()) return ntohs(storage_.v4.sin_port);
+  if (family() == AF_INET6) return ntohs(storage_.v6.sin6_port);
   return 0;
 }
 
@@ -74,28 +86,47 @@ socklen_t SocketAddress::length() const {
 }
 
 uint32_t SocketAddress::ipv4() const {
-  return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr;
+  return storage_.v4.sin_addr.s_addr;
 }
 
 bool SocketAddress::isAnyAddress() const {
   if (isV4()) return ipv4() == INADDR_ANY;
   if (family() == AF_INET6) {
-    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+    return IN6_IS_ADDR_UNSPECIFIED(&storage_.v6.sin6_addr);
   }
   return false;
 }
 
+namespace {
+
+// Dotted quad without inet_ntop, which formats through sprintf: toString() runs per
+// endpoint when a MAGLEV or ring-hash table is built and per pooled request.
+char* formatIpv4(char* out, uint32_t network_order) {
+  const auto* b = reinterpret_cast<const unsigned char*>(&network_order);
+  for (int i = 0; i < 4; ++i) {
+    if (i) *out++ = '.';
+    out = std::to_chars(out, out + 3, b[i]).ptr;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string SocketAddress::ip() const {
   char buf[INET6_ADDRSTRLEN] = {};
-  if (isV4()) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
-  } else if (family() == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
-  }
+  if (isV4()) return std::string(buf, formatIpv4(buf, ipv4()));
+  if (family() == AF_INET6) inet_ntop(AF_INET6, &storage_.v6.sin6_addr, buf, sizeof buf);
   return buf;
 }
 
 std::string SocketAddress::toString() const {
+  if (isV4()) {
+    char buf[sizeof "255.255.255.255:65535"];
+    char* end = formatIpv4(buf, ipv4());
+    *end++ = ':';
+    end = std::to_chars(end, buf + sizeof buf, port()).ptr;
+    return std::string(buf, end);
+  }
   if (family() == AF_INET6) return "[" + ip() + "]:" + std::to_string(port());
   return ip() + ":" + std::to_string(port());
 }

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <compare>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,7 +14,8 @@
 namespace culvert::common {
 
 // An IPv4 or IPv6 address and port, stored as a sockaddr so it can be handed to the
-// kernel as is. Value type; cheap to copy.
+// kernel as is. Value type; cheap to copy: 28 bytes (a sockaddr_in6), not a 128-byte
+// sockaddr_storage — every endpoint of every cluster holds one.
 class SocketAddress {
 public:
   SocketAddress() = default;
@@ -23,10 +25,10 @@ public:
   static Result<SocketAddress> parseHostPort(std::string_view host_port);
   static SocketAddress fromSockaddr(const sockaddr* sa);
 
-  int family() const { return storage_.ss_family; }
+  int family() const { return storage_.any.sa_family; }
   bool isV4() const { return family() == AF_INET; }
   uint16_t port() const;
-  const sockaddr* sockaddr_ptr() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  const sockaddr* sockaddr_ptr() const { return &storage_.any; }
   socklen_t length() const;
   // IPv4 address in network byte order (only when isV4()).
   uint32_t ipv4() const;
@@ -35,12 +37,17 @@ public:
   std::string ip() const;
   std::string toString() const;  // "1.2.3.4:80" or "[::1]:80"
 
-  friend bool operator==(const SocketAddress& a, const SocketAddress& b) {
-    return a.toString() == b.toString();
-  }
+  // Family, address and port (not IPv6 flow info or scope): what toString() shows. The
+  // order is by family, then address bytes, then port.
+  friend bool operator==(const SocketAddress& a, const SocketAddress& b) { return (a <=> b) == 0; }
+  friend std::strong_ordering operator<=>(const SocketAddress& a, const SocketAddress& b);
 
 private:
-  sockaddr_storage storage_{};
+  union Storage {
+    sockaddr any;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  } storage_{};
 };
 
 // "name:port" where name is a DNS name or an IP literal ("[v6]" bracketed), for peers

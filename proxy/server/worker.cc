@@ -56,14 +56,9 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
     config_ = config;
     clusters_.update(config_->snapshot->clusters);
     updateHealthCheckers();
-    upstream::ConnectionPool::EndpointSet live;
-    for (const auto& [name, cluster] : config_->snapshot->clusters->by_name) {
-      for (const auto& endpoint : cluster->endpoints) live.emplace(name, endpoint.address.toString());
-      if (cluster->type == config::ClusterType::LogicalDns) {
-        live.emplace(name, upstream::ConnectionPool::kAnyEndpoint);
-      }
-    }
-    pool_.setLiveEndpoints(std::move(live));
+    pool_.setLiveEndpoints([this](std::string_view cluster, std::string_view endpoint) {
+      return clusters_.hasEndpoint(cluster, endpoint);
+    });
   });
 }
 

@@ -9,11 +9,16 @@ namespace culvert::upstream {
 struct ClusterState {
   std::shared_ptr<const config::Cluster> cluster;
   std::shared_ptr<ClusterResources> resources;
-  std::vector<uint32_t> active_requests;                 // by endpoint index
+  std::vector<uint32_t> active_requests;                 // by endpoint index; LEAST_REQUEST only
   std::vector<std::unique_ptr<LoadBalancer>> balancers;  // by priority
-  std::optional<OutlierDetector> outlier;
+  std::unique_ptr<OutlierDetector> outlier;  // only when configured: it is large
   std::vector<bool> hc_unhealthy;  // by endpoint index: failed active health checks
-  std::map<std::string, uint32_t, std::less<>> index_by_address;
+  // Endpoint indices sorted by address (ties in endpoint order), to find an endpoint by
+  // address (health checks, outlier detection, the pool asking whether an endpoint is
+  // still live). Built on the first lookup, so an update costs nothing here: four bytes
+  // per endpoint per worker, where a map of address strings took ~100.
+  std::vector<uint32_t> by_address;
+  bool by_address_built = false;
   // Derived from health; rebuilt when an ejection starts or ends.
   std::vector<std::vector<uint32_t>> all_hosts;      // by priority
   std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
@@ -35,9 +40,29 @@ bool sameEndpoints(const config::Cluster& a, const config::Cluster& b) {
   for (size_t i = 0; i < a.endpoints.size(); ++i) {
     const auto& x = a.endpoints[i];
     const auto& y = b.endpoints[i];
-    if (x.weight != y.weight || x.priority != y.priority || x.address.toString() != y.address.toString()) return false;
+    if (x.weight != y.weight || x.priority != y.priority || x.address != y.address) return false;
   }
   return true;
+}
+
+std::vector<uint32_t> sortedByAddress(const std::vector<config::Endpoint>& endpoints) {
+  std::vector<uint32_t> order(endpoints.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::ranges::stable_sort(order, [&](uint32_t a, uint32_t b) { return endpoints[a].address < endpoints[b].address; });
+  return order;
+}
+
+// The first endpoint with this address, if any.
+std::optional<uint32_t> findEndpoint(ClusterState& state, const common::SocketAddress& address) {
+  const auto& endpoints = state.cluster->endpoints;
+  if (!state.by_address_built) {
+    state.by_address = sortedByAddress(endpoints);
+    state.by_address_built = true;
+  }
+  auto it = std::ranges::lower_bound(state.by_address, address, std::less<>{},
+                                     [&](uint32_t i) -> const common::SocketAddress& { return endpoints[i].address; });
+  if (it == state.by_address.end() || endpoints[*it].address != address) return std::nullopt;
+  return *it;
 }
 
 void countEjection(ClusterState& state, EjectionReason reason) {
@@ -110,12 +135,11 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
     auto state = std::make_shared<ClusterState>();
     state->cluster = cluster;
     state->resources = options_.resources->get(name);
-    state->active_requests.assign(cluster->endpoints.size(), 0);
+    // Only LEAST_REQUEST reads requests in flight: other clusters skip the counting and
+    // its 4 bytes per endpoint per worker (ActiveRequest ignores an empty vector).
+    if (cluster->lb_policy == config::LbPolicy::LeastRequest) state->active_requests.assign(cluster->endpoints.size(), 0);
     uint32_t levels = 0;
-    for (uint32_t i = 0; i < cluster->endpoints.size(); ++i) {
-      state->index_by_address.emplace(cluster->endpoints[i].address.toString(), i);
-      levels = std::max(levels, cluster->endpoints[i].priority + 1);
-    }
+    for (const auto& endpoint : cluster->endpoints) levels = std::max(levels, endpoint.priority + 1);
     if (old && sameEndpoints(*old->cluster, *cluster) && old->balancers.size() == levels) {
       // Keeps round-robin positions and rings. Requests in flight stay counted on the old
       // state (their ActiveRequest releases there), so the new one starts from zero.
@@ -125,18 +149,19 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
     }
     state->hc_unhealthy.assign(cluster->endpoints.size(), false);
     if (old && cluster->health_check) {
-      for (const auto& [address, index] : state->index_by_address) {
-        if (auto it = old->index_by_address.find(address); it != old->index_by_address.end()) {
-          state->hc_unhealthy[index] = old->hc_unhealthy[it->second];
+      for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
+        if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
+          state->hc_unhealthy[index] = old->hc_unhealthy[*was];
         }
       }
     }
     if (cluster->outlier_detection) {
-      state->outlier.emplace(*cluster->outlier_detection, cluster->endpoints.size(), options_.random, options_.now());
+      state->outlier = std::make_unique<OutlierDetector>(*cluster->outlier_detection, cluster->endpoints.size(),
+                                                         options_.random, options_.now());
       if (old && old->outlier) {
-        for (const auto& [address, index] : state->index_by_address) {
-          if (auto it = old->index_by_address.find(address); it != old->index_by_address.end()) {
-            state->outlier->adoptHost(index, *old->outlier, it->second);
+        for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
+          if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
+            state->outlier->adoptHost(index, *old->outlier, *was);
           }
         }
       }
@@ -266,9 +291,9 @@ void ClusterManager::reportOutcome(std::string_view name, const common::SocketAd
                                    const AttemptOutcome& outcome) {
   auto* state = find(name);
   if (!state || !state->outlier) return;
-  auto it = state->index_by_address.find(endpoint.toString());
-  if (it == state->index_by_address.end()) return;  // the endpoint left meanwhile
-  if (auto reason = state->outlier->report(it->second, outcome, options_.now())) {
+  auto index = findEndpoint(*state, endpoint);
+  if (!index) return;  // the endpoint left meanwhile
+  if (auto reason = state->outlier->report(*index, outcome, options_.now())) {
     countEjection(*state, *reason);
     reportEjections(*state, ejectedNow(*state));
     state->dirty = true;
@@ -278,17 +303,27 @@ void ClusterManager::reportOutcome(std::string_view name, const common::SocketAd
 void ClusterManager::setHealthCheckResult(std::string_view name, const common::SocketAddress& endpoint, bool healthy) {
   auto* state = find(name);
   if (!state) return;
-  auto it = state->index_by_address.find(endpoint.toString());
-  if (it == state->index_by_address.end()) return;
-  state->hc_unhealthy[it->second] = !healthy;
+  auto index = findEndpoint(*state, endpoint);
+  if (!index) return;
+  state->hc_unhealthy[*index] = !healthy;
   state->dirty = true;
+}
+
+bool ClusterManager::hasEndpoint(std::string_view name, std::string_view endpoint) const {
+  auto* state = find(name);
+  if (!state) return false;
+  // LOGICAL_DNS: connections made to an earlier answer stay until they end (Envoy's one
+  // logical host); only new connections use the latest address.
+  if (state->cluster->type == config::ClusterType::LogicalDns) return true;
+  auto address = common::SocketAddress::parseHostPort(endpoint);
+  return address && findEndpoint(*state, *address).has_value();
 }
 
 bool ClusterManager::isEjected(std::string_view name, const common::SocketAddress& endpoint) const {
   auto* state = find(name);
   if (!state || !state->outlier) return false;
-  auto it = state->index_by_address.find(endpoint.toString());
-  return it != state->index_by_address.end() && state->outlier->ejected(it->second);
+  auto index = findEndpoint(*state, endpoint);
+  return index && state->outlier->ejected(*index);
 }
 
 }  // namespace culvert::upstream

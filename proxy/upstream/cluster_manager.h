@@ -97,6 +97,10 @@ public:
   // UNHEALTHY endpoints never get here).
   void setHealthCheckResult(std::string_view cluster_name, const common::SocketAddress& endpoint, bool healthy);
 
+  // Whether the cluster has an endpoint at "ip:port" now (the pool's question about its
+  // connections).
+  bool hasEndpoint(std::string_view cluster_name, std::string_view endpoint) const;
+
   // For tests and the admin view.
   bool isEjected(std::string_view cluster_name, const common::SocketAddress& endpoint) const;
 

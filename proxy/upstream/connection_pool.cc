@@ -168,12 +168,11 @@ bool ConnectionPool::isLive(const PoolKey& key) const {
   // Keys without a cluster (never parked today) and the time before any configuration
   // count as live.
   if (!live_ || key.cluster.empty()) return true;
-  return live_->contains(std::pair<std::string, std::string>(key.cluster, key.endpoint)) ||
-         live_->contains(std::pair<std::string, std::string>(key.cluster, kAnyEndpoint));
+  return live_(key.cluster, key.endpoint);
 }
 
-void ConnectionPool::setLiveEndpoints(EndpointSet live) {
-  live_ = std::move(live);
+void ConnectionPool::setLiveEndpoints(LiveEndpoint is_live) {
+  live_ = std::move(is_live);
   for (auto it = idle_.begin(); it != idle_.end();) {
     it = isLive(it->first) ? std::next(it) : idle_.erase(it);
   }

@@ -64,14 +64,14 @@ public:
   void release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection);
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
-  // The (cluster, "ip:port") pairs that exist in the configuration now. Idle connections
-  // to anything else close at once; busy ones close instead of being parked when their
-  // exchange ends (DESIGN §5: an endpoint that leaves its cluster drains). The endpoint
-  // kAnyEndpoint keeps every connection of its cluster (LOGICAL_DNS: a new address is
-  // used for new connections only).
-  static constexpr std::string_view kAnyEndpoint = "*";
-  using EndpointSet = std::set<std::pair<std::string, std::string>, std::less<>>;
-  void setLiveEndpoints(EndpointSet live);
+  // Whether (cluster, "ip:port") exists in the configuration now; set again after every
+  // configuration change. Idle connections to anything else close at once; busy ones
+  // close instead of being parked when their exchange ends (DESIGN §5: an endpoint that
+  // leaves its cluster drains). A question, not a copy of every endpoint: the cluster
+  // manager answers it from the configuration it already holds (for a LOGICAL_DNS
+  // cluster every endpoint stays live: a new address is for new connections only).
+  using LiveEndpoint = std::function<bool(std::string_view cluster, std::string_view endpoint)>;
+  void setLiveEndpoints(LiveEndpoint is_live);
 
   // Whether acquire() would reuse a parked connection rather than make one.
   bool hasIdle(const PoolKey& key) const;
@@ -88,7 +88,7 @@ private:
   std::chrono::milliseconds idle_timeout_;
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
-  std::optional<EndpointSet> live_;  // unset until the first configuration
+  LiveEndpoint live_;  // empty until the first configuration
   bool isLive(const PoolKey& key) const;
   std::unique_ptr<event::Timer> sweep_;
 };

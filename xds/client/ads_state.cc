@@ -369,7 +369,7 @@ void AdsState::refreshActive() {
   std::erase_if(active_clusters_, [&](const auto& kv) { return !cds.contains(kv.first); });
   for (const auto& [name, r] : cds) {
     if (r.cluster->type != config::ClusterType::Eds) {
-      active_clusters_[name] = r.cluster;
+      active_clusters_[name] = {r.cluster, nullptr, nullptr};
       continue;
     }
     auto cla = eds.find(r.cluster->eds_service_name);
@@ -377,12 +377,14 @@ void AdsState::refreshActive() {
       if (!state(ResourceType::ClusterLoadAssignment).fetch_timed_out.contains(r.cluster->eds_service_name)) {
         continue;  // warming
       }
-      active_clusters_[name] = r.cluster;  // initial fetch timed out: no endpoints
+      active_clusters_[name] = {r.cluster, nullptr, nullptr};  // initial fetch timed out: no endpoints
       continue;
     }
+    auto& active = active_clusters_[name];
+    if (active.from_cds == r.cluster && active.from_eds == cla->second.endpoints) continue;
     auto resolved = std::make_shared<config::Cluster>(*r.cluster);
     resolved->endpoints = *cla->second.endpoints;
-    active_clusters_[name] = std::move(resolved);
+    active = {std::move(resolved), r.cluster, cla->second.endpoints};
   }
 }
 
@@ -391,7 +393,7 @@ std::shared_ptr<const config::Snapshot> AdsState::snapshot() const {
   auto listeners = std::make_shared<config::ListenerTable>();
   for (const auto& [name, l] : active_listeners_) listeners->by_name.emplace(name, l);
   auto clusters = std::make_shared<config::ClusterTable>();
-  for (const auto& [name, c] : active_clusters_) clusters->by_name.emplace(name, c);
+  for (const auto& [name, c] : active_clusters_) clusters->by_name.emplace(name, c.cluster);
   snap->listeners = std::move(listeners);
   snap->clusters = std::move(clusters);
   auto tenants = std::make_shared<config::TenantTable>();

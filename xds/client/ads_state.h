@@ -183,7 +183,15 @@ private:
   // The last active (published) listener/cluster of each name, kept while a newer
   // version warms.
   std::map<std::string, std::shared_ptr<const config::Listener>> active_listeners_;
-  std::map<std::string, std::shared_ptr<const config::Cluster>> active_clusters_;
+  struct ActiveCluster {
+    std::shared_ptr<const config::Cluster> cluster;
+    // An EDS cluster resolved from these: kept while both stay, so an update of one
+    // cluster's endpoints leaves every other cluster's object (and each worker's state
+    // for it) untouched.
+    std::shared_ptr<const config::Cluster> from_cds;
+    std::shared_ptr<const std::vector<config::Endpoint>> from_eds;
+  };
+  std::map<std::string, ActiveCluster> active_clusters_;
 };
 
 }  // namespace culvert::xds::client

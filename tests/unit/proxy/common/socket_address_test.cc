@@ -18,6 +18,29 @@ TEST(SocketAddressTest, ParsesIpv4AndIpv6HostPort) {
   EXPECT_EQ(v6->toString(), "[fd00::1]:8080");
 }
 
+TEST(SocketAddressTest, EqualityAndOrderFollowFamilyAddressPort) {
+  auto a = *SocketAddress::parseHostPort("10.0.0.2:80");
+  EXPECT_EQ(a, *SocketAddress::parseHostPort("10.0.0.2:80"));
+  EXPECT_NE(a, *SocketAddress::parseHostPort("10.0.0.2:81"));
+  EXPECT_NE(a, *SocketAddress::parseHostPort("10.0.0.3:80"));
+  EXPECT_LT(*SocketAddress::parseHostPort("10.0.0.2:81"), *SocketAddress::parseHostPort("10.0.0.3:80"));
+  EXPECT_LT(*SocketAddress::parseHostPort("9.255.255.255:80"), *SocketAddress::parseHostPort("10.0.0.0:80"));
+  EXPECT_LT(a, *SocketAddress::parseHostPort("10.0.0.2:443"));
+  EXPECT_EQ(*SocketAddress::parseHostPort("[fd00::1]:80"), *SocketAddress::parseHostPort("[fd00:0::1]:80"));
+  EXPECT_NE(*SocketAddress::parseHostPort("[fd00::1]:80"), *SocketAddress::parseHostPort("[fd00::2]:80"));
+  EXPECT_NE(SocketAddress{}, a);
+  EXPECT_EQ(SocketAddress{}, SocketAddress{});
+  // Every endpoint holds one: a sockaddr_in6, not a 128-byte sockaddr_storage.
+  EXPECT_LE(sizeof(SocketAddress), sizeof(sockaddr_in6));
+}
+
+TEST(SocketAddressTest, FormatsIpv4Extremes) {
+  EXPECT_EQ(SocketAddress::parse("0.0.0.0", 0)->toString(), "0.0.0.0:0");
+  EXPECT_EQ(SocketAddress::parse("255.255.255.255", 65535)->toString(), "255.255.255.255:65535");
+  EXPECT_EQ(SocketAddress::parse("10.0.100.9", 8080)->ip(), "10.0.100.9");
+  EXPECT_EQ(SocketAddress{}.toString(), ":0");
+}
+
 TEST(SocketAddressTest, RejectsMalformedInput) {
   EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1"));
   EXPECT_FALSE(SocketAddress::parseHostPort("10.0.0.1:99999"));

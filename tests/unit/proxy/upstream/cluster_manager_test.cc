@@ -218,6 +218,36 @@ TEST(ClusterManagerTest, EjectionSurvivesAnUpdateThatKeepsTheEndpoint) {
   EXPECT_EQ(f.spread("c", 20).count("10.0.0.3"), 0u);
 }
 
+TEST(ClusterManagerTest, HasEndpointFollowsUpdates) {
+  Fixture f;
+  // More than a handful, out of order: the lookup is a binary search over a sorted index.
+  std::vector<std::pair<std::string, uint32_t>> eps;
+  for (int i = 40; i > 0; --i) eps.push_back({"10.0." + std::to_string(i % 3) + "." + std::to_string(i), 0});
+  f.addCluster("c", eps);
+  f.publish();
+  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.1.7:80"));
+  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.2.38:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.1.7:81"));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("other", "10.0.1.7:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", "not an address"));
+  f.addCluster("c", {{"10.0.0.7", 0}});
+  f.publish();
+  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.1.7:80"));
+  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
+}
+
+TEST(ClusterManagerTest, LogicalDnsKeepsConnectionsToEarlierAnswers) {
+  Fixture f;
+  f.addCluster("strict", {{"10.0.0.2", 0}})->type = config::ClusterType::StrictDns;
+  f.addCluster("logical", {{"10.0.0.2", 0}})->type = config::ClusterType::LogicalDns;
+  f.publish();
+  // Both resolved 10.0.0.1 before: the pool asks whether connections there may stay.
+  EXPECT_FALSE(f.cm.hasEndpoint("strict", "10.0.0.1:80"));
+  EXPECT_TRUE(f.cm.hasEndpoint("logical", "10.0.0.1:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("gone", "10.0.0.1:80"));
+}
+
 }  // namespace
 }  // namespace culvert::upstream
 

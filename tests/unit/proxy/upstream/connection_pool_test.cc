@@ -53,14 +53,16 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   EXPECT_TRUE(pool.hasIdle(a));
   // Cluster "a" no longer has the endpoint: its idle connection closes at once, and a busy
   // one is closed rather than parked when its exchange ends.
-  pool.setLiveEndpoints({{"b", address.toString()}});
+  pool.setLiveEndpoints([&](std::string_view cluster, std::string_view endpoint) {
+    return cluster == "b" && endpoint == address.toString();
+  });
   EXPECT_FALSE(pool.hasIdle(a));
   EXPECT_TRUE(pool.hasIdle(b));
   pool.release(a, std::move(connected[1]));
   EXPECT_EQ(pool.idleCount(), 1u);
 }
 
-TEST(ConnectionPoolTest, AnyEndpointKeepsEveryConnectionOfItsCluster) {
+TEST(ConnectionPoolTest, LivenessIsAskedPerCluster) {
   Listener server;
   event::Dispatcher d("pool");
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60));
@@ -82,10 +84,10 @@ TEST(ConnectionPoolTest, AnyEndpointKeepsEveryConnectionOfItsCluster) {
   ASSERT_EQ(connected.size(), 2u);
   pool.release(logical, std::move(connected[0]));
   pool.release(strict, std::move(connected[1]));
-  // Both clusters now resolve elsewhere; only the LOGICAL_DNS one keeps its connection.
-  pool.setLiveEndpoints({{"logical", "127.0.0.2:80"},
-                         {"logical", std::string(ConnectionPool::kAnyEndpoint)},
-                         {"strict", "127.0.0.2:80"}});
+  // Both clusters now resolve elsewhere; the cluster manager keeps the LOGICAL_DNS one's.
+  pool.setLiveEndpoints([](std::string_view cluster, std::string_view endpoint) {
+    return cluster == "logical" || endpoint == "127.0.0.2:80";
+  });
   EXPECT_TRUE(pool.hasIdle(logical));
   EXPECT_FALSE(pool.hasIdle(strict));
 }

@@ -148,6 +148,31 @@ TEST(AdsState, EdsClusterWarmsUntilItsEndpointsArrive) {
   EXPECT_EQ(snap->clusters->by_name.at("backend")->endpoints[0].address.toString(), "10.244.1.2:8080");
 }
 
+TEST(AdsState, AnEndpointUpdateOfOneClusterKeepsEveryOtherClusterObject) {
+  AdsState s;
+  s.onResponse(response(ResourceType::Cluster, "c1", "n1", edsCluster("a"), edsCluster("b")), kNow);
+  s.onResponse(response(ResourceType::ClusterLoadAssignment, "e1", "n2", cla("a", "10.244.1.2"), cla("b", "10.244.1.3")),
+               kNow);
+  auto before = s.snapshot();
+  ASSERT_EQ(before->clusters->by_name.size(), 2u);
+  s.onResponse(response(ResourceType::ClusterLoadAssignment, "e2", "n3", cla("a", "10.244.1.4"), cla("b", "10.244.1.3")),
+               kNow);
+  auto after = s.snapshot();
+  // Workers keep their state for a cluster while its object stays the same.
+  EXPECT_EQ(after->clusters->by_name.at("b"), before->clusters->by_name.at("b"));
+  EXPECT_NE(after->clusters->by_name.at("a"), before->clusters->by_name.at("a"));
+  EXPECT_EQ(after->clusters->by_name.at("a")->endpoints[0].address.toString(), "10.244.1.4:8080");
+  // A CDS change of the cluster resolves it again with the endpoints it has.
+  s.onResponse(response(ResourceType::Cluster, "c2", "n4", edsCluster("a"),
+                        parse<envoy::config::cluster::v3::Cluster>(
+                            R"(name: "b" type: EDS lb_policy: RANDOM eds_cluster_config { eds_config { ads {} } })")),
+               kNow);
+  auto recds = s.snapshot();
+  EXPECT_NE(recds->clusters->by_name.at("b"), after->clusters->by_name.at("b"));
+  EXPECT_EQ(recds->clusters->by_name.at("b")->endpoints[0].address.toString(), "10.244.1.3:8080");
+  EXPECT_EQ(recds->clusters->by_name.at("a"), after->clusters->by_name.at("a"));
+}
+
 TEST(AdsState, PartlyInvalidResponseAppliesValidKeepsLastGoodAndNacksNamingEveryBadResource) {
   AdsState s;
   converge(s);

@@ -4,6 +4,8 @@
 #include <google/protobuf/unknown_field_set.h>
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <string>
 
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
@@ -566,6 +568,51 @@ TEST(TranslateClusterLoadAssignment, UnknownFieldDeepInALaterEndpointIsRejected)
   EXPECT_EQ(bad.error().where, "endpoints[1].lb_endpoints[1].endpoint.address.socket_address");
   EXPECT_NE(bad.error().message.find("field number 6 of envoy.config.core.v3.SocketAddress"), std::string::npos)
       << bad.error().message;
+}
+
+// The typed fast path must reject what the reflective walk rejects, at every level, and
+// leave what it does not look into (metadata) to that walk.
+TEST(TranslateClusterLoadAssignment, UnknownFieldsAtEveryEndpointLevelAreRejected) {
+  auto base = parse<ClusterLoadAssignment>(R"(
+    cluster_name: "svc"
+    endpoints {
+      locality { zone: "z1" }
+      load_balancing_weight { value: 2 }
+      lb_endpoints {
+        endpoint { address { socket_address { address: "10.0.0.1" port_value: 9000 } } }
+        load_balancing_weight { value: 3 }
+        metadata { }
+      }
+    })");
+  ASSERT_TRUE(translateClusterLoadAssignment(base));
+  auto addUnknown = [](google::protobuf::Message* m) { m->GetReflection()->MutableUnknownFields(m)->AddVarint(99, 1); };
+  struct Case {
+    std::string where;
+    std::function<google::protobuf::Message*(ClusterLoadAssignment&)> at;
+  };
+  std::vector<Case> cases = {
+      {"", [](auto& c) { return &c; }},
+      {"endpoints[0]", [](auto& c) { return c.mutable_endpoints(0); }},
+      {"endpoints[0].locality", [](auto& c) { return c.mutable_endpoints(0)->mutable_locality(); }},
+      {"endpoints[0].load_balancing_weight", [](auto& c) { return c.mutable_endpoints(0)->mutable_load_balancing_weight(); }},
+      {"endpoints[0].lb_endpoints[0]", [](auto& c) { return c.mutable_endpoints(0)->mutable_lb_endpoints(0); }},
+      {"endpoints[0].lb_endpoints[0].load_balancing_weight",
+       [](auto& c) { return c.mutable_endpoints(0)->mutable_lb_endpoints(0)->mutable_load_balancing_weight(); }},
+      {"endpoints[0].lb_endpoints[0].metadata",
+       [](auto& c) { return c.mutable_endpoints(0)->mutable_lb_endpoints(0)->mutable_metadata(); }},
+      {"endpoints[0].lb_endpoints[0].endpoint",
+       [](auto& c) { return c.mutable_endpoints(0)->mutable_lb_endpoints(0)->mutable_endpoint(); }},
+      {"endpoints[0].lb_endpoints[0].endpoint.address",
+       [](auto& c) { return c.mutable_endpoints(0)->mutable_lb_endpoints(0)->mutable_endpoint()->mutable_address(); }},
+  };
+  for (const auto& c : cases) {
+    auto cla = base;
+    addUnknown(c.at(cla));
+    auto bad = translateClusterLoadAssignment(cla);
+    ASSERT_FALSE(bad) << c.where;
+    EXPECT_EQ(bad.error().where, c.where);
+    EXPECT_NE(bad.error().message.find("field number 99"), std::string::npos) << bad.error().message;
+  }
 }
 
 }  // namespace
