@@ -22,6 +22,7 @@ struct ClusterState {
   // Derived from health; rebuilt when an ejection starts or ends.
   std::vector<std::vector<uint32_t>> all_hosts;      // by priority
   std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
+  uint64_t hosts_version = 0;  // PickInput::hosts_version: new at each rebuild, odd
   PriorityLoad load;
   bool dirty = true;
   // Metrics (null without a stats store).
@@ -214,6 +215,10 @@ void ClusterManager::refreshHostSets(ClusterState& state) {
     health[p] = {static_cast<uint32_t>(state.all_hosts[p].size()), static_cast<uint32_t>(state.healthy_hosts[p].size())};
   }
   state.load = computePriorityLoad(health, state.cluster->healthy_panic_threshold);
+  // Odd for the healthy sets, +1 for the panic (all hosts) ones; unique in this manager,
+  // so a balancer handed from an older state never mistakes a set for one it saw.
+  next_hosts_version_ += 2;
+  state.hosts_version = next_hosts_version_ - 1;
   state.dirty = false;
 }
 
@@ -253,7 +258,8 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
   const auto& hosts = panic ? state.all_hosts[priority] : state.healthy_hosts[priority];
   if (hosts.empty()) return std::unexpected(PickError::NoHealthyEndpoint);
   if (panic && state.lb_healthy_panic) state.lb_healthy_panic->inc();
-  PickInput input{cluster.endpoints, hosts, &state.active_requests, context.hash};
+  PickInput input{cluster.endpoints, hosts, &state.active_requests, context.hash,
+                  state.hosts_version + (panic ? 1 : 0)};
   uint32_t index = state.balancers[priority]->pick(input);
   // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
   // balancer lands on an endpoint a previous attempt tried; then take the last pick.

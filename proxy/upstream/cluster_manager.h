@@ -111,6 +111,7 @@ private:
   Options options_;
   std::shared_ptr<const config::ClusterTable> table_;
   std::map<std::string, std::shared_ptr<ClusterState>, std::less<>> clusters_;
+  uint64_t next_hosts_version_ = 0;
 };
 
 }  // namespace culvert::upstream

@@ -27,6 +27,8 @@ Random defaultRandom() {
 }
 
 uint32_t RoundRobinBalancer::pick(const PickInput& input) {
+  if (hostsMayHaveChanged(input, hosts_version_)) equal_weights_ = equalWeights(input);
+  if (equal_weights_) return input.hosts[next_++ % input.hosts.size()];
   if (current_.size() != input.endpoints.size()) current_.assign(input.endpoints.size(), 0);
   int64_t total = 0;
   uint32_t best = input.hosts.front();
@@ -54,7 +56,8 @@ uint32_t LeastRequestBalancer::pick(const PickInput& input) {
   auto active = [&](uint32_t i) -> uint32_t {
     return input.active_requests && i < input.active_requests->size() ? (*input.active_requests)[i] : 0;
   };
-  if (equalWeights(input)) {
+  if (hostsMayHaveChanged(input, hosts_version_)) equal_weights_ = equalWeights(input);
+  if (equal_weights_) {
     // Envoy: choice_count draws with replacement; the first of equally loaded ones wins.
     uint32_t best = input.hosts[random_() % input.hosts.size()];
     for (uint32_t c = 1; c < std::max<uint32_t>(config_.choice_count, 1); ++c) {
@@ -110,7 +113,7 @@ void RingHashBalancer::build(const PickInput& input) {
 }
 
 uint32_t RingHashBalancer::pick(const PickInput& input) {
-  if (input.hosts != built_for_) build(input);
+  if (hostsMayHaveChanged(input, hosts_version_) && input.hosts != built_for_) build(input);
   uint64_t h = input.hash ? *input.hash : random_();
   auto it = std::lower_bound(ring_.begin(), ring_.end(), h,
                              [](const std::pair<uint64_t, uint32_t>& entry, uint64_t v) { return entry.first < v; });
@@ -168,7 +171,7 @@ void MaglevBalancer::build(const PickInput& input) {
 }
 
 uint32_t MaglevBalancer::pick(const PickInput& input) {
-  if (input.hosts != built_for_) build(input);
+  if (hostsMayHaveChanged(input, hosts_version_) && input.hosts != built_for_) build(input);
   uint64_t h = input.hash ? *input.hash : random_();
   return table_[h % table_size_];
 }

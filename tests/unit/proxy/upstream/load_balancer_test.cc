@@ -87,6 +87,39 @@ TEST(RoundRobinTest, PicksOnlyFromTheGivenHosts) {
   EXPECT_EQ(counts[3], 5);
 }
 
+TEST(RoundRobinTest, ANewHostsVersionRedoesTheWeightCheck) {
+  RoundRobinBalancer lb;
+  auto equal = endpoints({1, 1});
+  auto weighted = endpoints({3, 1});
+  std::vector<uint32_t> hosts{0, 1};
+  std::map<uint32_t, int> counts;
+  for (int i = 0; i < 4; ++i) counts[lb.pick(PickInput{equal, hosts, nullptr, {}, 7})]++;
+  EXPECT_EQ(counts[0], 2);
+  EXPECT_EQ(counts[1], 2);
+  counts.clear();
+  for (int i = 0; i < 8; ++i) counts[lb.pick(PickInput{weighted, hosts, nullptr, {}, 9})]++;
+  EXPECT_EQ(counts[0], 6);
+  EXPECT_EQ(counts[1], 2);
+}
+
+TEST(LeastRequestTest, ANewHostsVersionRedoesTheWeightCheck) {
+  LeastRequestBalancer lb(config::LeastRequestConfig{}, seeded(3));
+  auto weighted = endpoints({3, 1});
+  auto equal = endpoints({1, 1});
+  std::vector<uint32_t> hosts{0, 1};
+  std::vector<uint32_t> active{0, 0};
+  std::map<uint32_t, int> counts;
+  // Unequal weights: weighted round robin over weight / (active + 1)^bias, exact shares.
+  for (int i = 0; i < 8; ++i) counts[lb.pick(PickInput{weighted, hosts, &active, {}, 1})]++;
+  EXPECT_EQ(counts[0], 6);
+  EXPECT_EQ(counts[1], 2);
+  // Equal weights now: power of two choices, the less loaded of two draws wins.
+  active = {5, 0};
+  counts.clear();
+  for (int i = 0; i < 200; ++i) counts[lb.pick(PickInput{equal, hosts, &active, {}, 3})]++;
+  EXPECT_GT(counts[1], counts[0]);
+}
+
 TEST(RandomTest, UniformWithinTolerance) {
   RandomBalancer lb(seeded(1));
   auto eps = many(4, 1);

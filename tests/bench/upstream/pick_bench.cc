@@ -1,0 +1,39 @@
+// What one endpoint pick costs a worker, by policy and cluster size: the per-request
+// share of load balancing, which must not grow with the number of endpoints.
+//   build/tests/bench/upstream_pick_bench
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "proxy/upstream/cluster_manager.h"
+
+namespace {
+
+using culvert::config::LbPolicy;
+
+constexpr LbPolicy kPolicies[] = {LbPolicy::RoundRobin, LbPolicy::LeastRequest, LbPolicy::Maglev};
+
+void BM_PickEndpoint(benchmark::State& state) {
+  auto cluster = std::make_shared<culvert::config::Cluster>();
+  cluster->name = "big";
+  cluster->lb_policy = kPolicies[state.range(0)];
+  for (int64_t i = 0; i < state.range(1); ++i) {
+    auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
+    cluster->endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), 1, 0});
+  }
+  auto table = std::make_shared<culvert::config::ClusterTable>();
+  table->by_name["big"] = cluster;
+  culvert::upstream::ClusterManager clusters;
+  clusters.update(table);
+  for (auto _ : state) {
+    auto picked = clusters.pickEndpoint("big");
+    if (!picked) return state.SkipWithError("no endpoint");
+    benchmark::DoNotOptimize(picked);
+  }
+}
+// policy: 0 ROUND_ROBIN, 1 LEAST_REQUEST, 2 MAGLEV; endpoints: 10 and 10,000 (equal weights).
+BENCHMARK(BM_PickEndpoint)->ArgNames({"policy", "endpoints"})->ArgsProduct({{0, 1, 2}, {10, 10000}});
+
+}  // namespace
+
+BENCHMARK_MAIN();
