@@ -338,7 +338,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     streams_before = d.metric("culvert_http2_downstream_streams_total", tenant) or 0
     cx_before = d.metric("culvert_downstream_cx_total", tenant) or 0
     # nghttp fetches each distinct URI once. Each concurrent stream to the HTTP/1.1 echo
-    # server needs a connection of its own and its listen backlog is 5: 4 go there.
+    # server needs a connection of its own: 4 go there, 4 to nghttpd.
     uris = [f"http://{VIP}/h1/c{i}" for i in range(4)] + [f"http://{VIP}/f{i}.txt" for i in range(4)]
     cp = client.run([NGHTTP, "-v", *uris], cgroup=d.cgroup, check=False, timeout=30)
     R.check("nghttp: 8 concurrent streams on one connection all answered 200",
@@ -440,8 +440,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             describe(cp))
 
     # --- bound listener: h2load to both upstream kinds. Each concurrent stream to an
-    # HTTP/1.1 upstream needs its own connection, and the python echo server's listen
-    # backlog is 5: 4 streams there, 4 connections × 8 streams to nghttpd.
+    # HTTP/1.1 upstream needs its own connection (a thread of the python echo server):
+    # 4 streams there, 4 connections × 8 streams to nghttpd.
     for path, what, conns, streams in (("/h1/load", "HTTP/1.1 upstream", 1, 4),
                                        ("/hello.txt", "HTTP/2 upstream", 4, 8)):
         cp = net.run([H2LOAD, "-n", "400", "-c", str(conns), "-m", str(streams),

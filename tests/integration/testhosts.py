@@ -282,6 +282,7 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 drops SYNs under bursts on a busy host
 srv = S((addr, port), H)
 print("READY", flush=True)
 srv.serve_forever()
