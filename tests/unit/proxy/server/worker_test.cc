@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <future>
 #include <map>
@@ -29,23 +30,50 @@ using namespace std::chrono_literals;
 
 // A blocking HTTP/1.1 origin: answers each request (no request bodies) with the request
 // head it received as the body, so tests can see what the proxy sent.
-class TestOrigin {
+// A listening socket on 127.0.0.1 whose connections are handed, one at a time and in
+// accept order, to `serve` on the server's own thread; `serve` owns (closes) the fd.
+// Stops and joins on destruction, or earlier with stop().
+class LoopbackServer {
 public:
-  TestOrigin() {
-    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 64, false);
+  LoopbackServer(std::function<void(int fd)> serve, int backlog = 16) : serve_(std::move(serve)) {
+    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), backlog, false);
     listen_fd_ = std::move(*fd);
     sockaddr_in sa{};
     socklen_t len = sizeof sa;
     getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
     port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this] { serve(); });
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{listen_fd_.get(), POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) serve_(fd);
+      }
+    });
   }
-  ~TestOrigin() {
+  ~LoopbackServer() { stop(); }
+  void stop() {
     stop_ = true;
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool stopping() const { return stop_; }
+  uint16_t port() const { return port_; }
+
+private:
+  std::function<void(int)> serve_;
+  network::FileDescriptor listen_fd_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+class TestOrigin {
+public:
+  ~TestOrigin() {
+    server_.stop();
     for (auto& t : conn_threads_) t.join();
   }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_.port(); }
   int connections() const { return connections_; }
   static constexpr size_t kBigBody = 64 * 1024 * 1024;
   size_t bigBytesWritten() const { return big_written_; }
@@ -55,22 +83,12 @@ public:
   }
 
 private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{listen_fd_.get(), POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      ++connections_;
-      conn_threads_.emplace_back([this, fd] { handle(fd); });
-    }
-  }
   // A 64 MiB response, written as fast as the proxy takes it.
   bool writeBig(int fd) {
     std::string head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(kBigBody) + "\r\n\r\n";
     if (write(fd, head.data(), head.size()) < 0) return false;
     std::string block(256 * 1024, 'x');
-    for (size_t sent = 0; sent < kBigBody && !stop_;) {
+    for (size_t sent = 0; sent < kBigBody && !server_.stopping();) {
       ssize_t n = write(fd, block.data(), std::min(block.size(), kBigBody - sent));
       if (n <= 0) return false;
       sent += static_cast<size_t>(n);
@@ -82,7 +100,7 @@ private:
   void handle(int fd) {
     std::string buf;
     char tmp[4096];
-    while (!stop_) {
+    while (!server_.stopping()) {
       pollfd p{fd, POLLIN, 0};
       if (poll(&p, 1, 50) <= 0) continue;
       ssize_t n = read(fd, tmp, sizeof tmp);
@@ -108,71 +126,53 @@ private:
     close(fd);
   }
 
-  network::FileDescriptor listen_fd_;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
   std::atomic<size_t> big_written_{0};
-  std::thread thread_;
-  std::vector<std::thread> conn_threads_;
+  std::vector<std::thread> conn_threads_;  // touched by the server's thread only, until stop()
   std::mutex mu_;
   std::string last_head_;
+  // Last: it starts accepting once everything above exists, and stops first.
+  LoopbackServer server_{[this](int fd) {
+                           ++connections_;
+                           conn_threads_.emplace_back([this, fd] { handle(fd); });
+                         },
+                         64};
 };
 
 // A server-first TCP origin: greets each connection with a banner, then echoes what it
 // receives until the client half-closes, then closes.
 class BannerEchoOrigin {
 public:
-  BannerEchoOrigin() {
-    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
-    listen_fd_ = std::move(*fd);
-    sockaddr_in sa{};
-    socklen_t len = sizeof sa;
-    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        pollfd p{listen_fd_.get(), POLLIN, 0};
-        if (poll(&p, 1, 50) <= 0) continue;
-        int c = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) continue;
-        if (write(c, "HELLO\r\n", 7) != 7) {
-          close(c);
-          continue;
-        }
-        char buf[4096];
-        while (!stop_) {
-          pollfd cp{c, POLLIN, 0};
-          if (poll(&cp, 1, 50) <= 0) continue;
-          ssize_t n = read(c, buf, sizeof buf);
-          if (n <= 0) break;
-          {
-            std::lock_guard l(mu_);
-            received_.append(buf, static_cast<size_t>(n));
-          }
-          if (write(c, buf, static_cast<size_t>(n)) != n) break;
-        }
-        close(c);
-      }
-    });
-  }
-  ~BannerEchoOrigin() {
-    stop_ = true;
-    thread_.join();
-  }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_.port(); }
   std::string received() {
     std::lock_guard l(mu_);
     return received_;
   }
 
 private:
-  network::FileDescriptor listen_fd_;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  void serve(int c) {
+    if (write(c, "HELLO\r\n", 7) != 7) {
+      close(c);
+      return;
+    }
+    char buf[4096];
+    while (!server_.stopping()) {
+      pollfd cp{c, POLLIN, 0};
+      if (poll(&cp, 1, 50) <= 0) continue;
+      ssize_t n = read(c, buf, sizeof buf);
+      if (n <= 0) break;
+      {
+        std::lock_guard l(mu_);
+        received_.append(buf, static_cast<size_t>(n));
+      }
+      if (write(c, buf, static_cast<size_t>(n)) != n) break;
+    }
+    close(c);
+  }
+
   std::mutex mu_;
   std::string received_;
+  LoopbackServer server_{[this](int c) { serve(c); }};  // last: see TestOrigin
 };
 
 // Stands in for the BPF map: every accepted connection "was going to" the VIP.
@@ -878,30 +878,7 @@ TEST_F(TenantBudgetTest, BufferedBytesOverTheBudgetShedNewRequestsOfThatTenantOn
 // 103 and then 101 with a greeting behind it, and echoes what follows until EOF.
 class UpgradeOrigin {
 public:
-  UpgradeOrigin() {
-    auto fd = network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
-    listen_fd_ = std::move(*fd);
-    sockaddr_in sa{};
-    socklen_t len = sizeof sa;
-    getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        pollfd p{listen_fd_.get(), POLLIN, 0};
-        if (poll(&p, 1, 50) <= 0) continue;
-        int c = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) continue;
-        ++connections_;
-        serve(c);
-        close(c);
-      }
-    });
-  }
-  ~UpgradeOrigin() {
-    stop_ = true;
-    thread_.join();
-  }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_.port(); }
   int connections() const { return connections_; }
   std::string head() {
     std::lock_guard l(mu_);
@@ -912,7 +889,7 @@ private:
   void serve(int c) {
     std::string buf;
     char tmp[4096];
-    while (!stop_) {
+    while (!server_.stopping()) {
       pollfd cp{c, POLLIN, 0};
       if (poll(&cp, 1, 50) <= 0) continue;
       ssize_t n = read(c, tmp, sizeof tmp);
@@ -931,7 +908,7 @@ private:
       if (write(c, reply.data(), reply.size()) != static_cast<ssize_t>(reply.size())) return;
       break;
     }
-    while (!stop_) {
+    while (!server_.stopping()) {
       pollfd cp{c, POLLIN, 0};
       if (poll(&cp, 1, 50) <= 0) continue;
       ssize_t n = read(c, tmp, sizeof tmp);
@@ -939,13 +916,14 @@ private:
     }
   }
 
-  network::FileDescriptor listen_fd_;
-  uint16_t port_ = 0;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
   std::mutex mu_;
   std::string head_;
+  LoopbackServer server_{[this](int c) {  // last: see TestOrigin
+    ++connections_;
+    serve(c);
+    close(c);
+  }};
 };
 
 // Upgrades (proxy/server/tunnel.h): a forwarded WebSocket, a terminated CONNECT to the
