@@ -326,6 +326,15 @@ struct LeastRequestConfig {
   double active_request_bias = 1.0;
 };
 
+// Envoy's slow start (ROUND_ROBIN, LEAST_REQUEST): an endpoint that joined less than
+// `window` ago has its weight scaled by max(min_weight_percent, time_factor^(1/aggression)),
+// time_factor = max(seconds since it joined, 1) / window seconds.
+struct SlowStartConfig {
+  std::chrono::milliseconds window{0};
+  double aggression = 1.0;
+  double min_weight_percent = 10.0;
+};
+
 struct RingHashConfig {
   uint64_t minimum_ring_size = 1024;
   uint64_t maximum_ring_size = 8 * 1024 * 1024;
@@ -409,6 +418,7 @@ struct Cluster {
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
   RetryLimits retry_limits;
   LeastRequestConfig least_request;
+  std::optional<SlowStartConfig> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only
   RingHashConfig ring_hash;
   uint64_t maglev_table_size = 65537;
   uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode

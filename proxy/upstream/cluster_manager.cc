@@ -1,6 +1,7 @@
 #include "proxy/upstream/cluster_manager.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <spdlog/spdlog.h>
 
@@ -23,6 +24,11 @@ struct ClusterState {
   std::vector<std::vector<uint32_t>> all_hosts;      // by priority
   std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
   uint64_t hosts_version = 0;  // PickInput::hosts_version: new at each rebuild, odd
+  // Slow start only: when each endpoint joined (by index), the end of the last window, and
+  // the weights handed to the balancer while a window is open.
+  std::vector<ClusterManager::Clock::time_point> joined_at;
+  ClusterManager::Clock::time_point slow_start_until{};
+  std::vector<double> slow_start_weights;
   PriorityLoad load;
   bool dirty = true;
   // Metrics (null without a stats store).
@@ -148,6 +154,7 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
     } else {
       for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
     }
+    if (cluster->slow_start) noteJoinTimes(*state, old);
     state->hc_unhealthy.assign(cluster->endpoints.size(), false);
     if (old && cluster->health_check) {
       for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
@@ -192,6 +199,44 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
   }
   clusters_ = std::move(next);
   table_ = std::move(clusters);
+}
+
+// An endpoint joins when it first appears in the cluster on this worker; one that stays
+// across an update keeps its time. Endpoints of a cluster that had no slow start before
+// count as long settled.
+void ClusterManager::noteJoinTimes(ClusterState& state, ClusterState* old) {
+  const auto& endpoints = state.cluster->endpoints;
+  const auto now = options_.now();
+  const auto settled = now - state.cluster->slow_start->window;
+  state.joined_at.assign(endpoints.size(), now);
+  for (uint32_t index = 0; index < endpoints.size(); ++index) {
+    if (!old) continue;
+    if (auto was = findEndpoint(*old, endpoints[index].address)) {
+      state.joined_at[index] = old->joined_at.empty() ? settled : old->joined_at[*was];
+    }
+  }
+  state.slow_start_until = Clock::time_point{};
+  for (auto joined : state.joined_at) {
+    state.slow_start_until = std::max(state.slow_start_until, joined + state.cluster->slow_start->window);
+  }
+}
+
+// Envoy's slow-start weight: weight × max(min_weight_percent, time_factor^(1/aggression)),
+// time_factor = max(seconds since joining, 1) / window seconds, for endpoints in a window.
+void ClusterManager::slowStartWeights(ClusterState& state, Clock::time_point now) {
+  const auto& endpoints = state.cluster->endpoints;
+  const auto& slow = *state.cluster->slow_start;
+  const double window = std::chrono::duration<double>(slow.window).count();
+  state.slow_start_weights.resize(endpoints.size());
+  for (uint32_t i = 0; i < endpoints.size(); ++i) {
+    double weight = endpoints[i].weight == 0 ? 1 : endpoints[i].weight;
+    auto age = now - state.joined_at[i];
+    if (age < slow.window) {
+      double time_factor = std::max(std::chrono::duration<double>(age).count(), 1.0) / window;
+      weight *= std::max(slow.min_weight_percent / 100.0, std::pow(time_factor, 1.0 / slow.aggression));
+    }
+    state.slow_start_weights[i] = weight;
+  }
 }
 
 ClusterState* ClusterManager::find(std::string_view name) const {
@@ -260,6 +305,12 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
   if (panic && state.lb_healthy_panic) state.lb_healthy_panic->inc();
   PickInput input{cluster.endpoints, hosts, &state.active_requests, context.hash,
                   state.hosts_version + (panic ? 1 : 0)};
+  if (cluster.slow_start && options_.now() < state.slow_start_until) {
+    // Weights change with time inside a window: the balancer re-reads them every pick.
+    slowStartWeights(state, options_.now());
+    input.weights = &state.slow_start_weights;
+    input.hosts_version = 0;
+  }
   uint32_t index = state.balancers[priority]->pick(input);
   // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
   // balancer lands on an endpoint a previous attempt tried; then take the last pick.

@@ -107,6 +107,8 @@ public:
 private:
   ClusterState* find(std::string_view name) const;
   void refreshHostSets(ClusterState& state);
+  void noteJoinTimes(ClusterState& state, ClusterState* old);
+  void slowStartWeights(ClusterState& state, Clock::time_point now);
 
   Options options_;
   std::shared_ptr<const config::ClusterTable> table_;

@@ -13,10 +13,14 @@ namespace {
 
 uint32_t weightOf(const config::Endpoint& endpoint) { return endpoint.weight == 0 ? 1 : endpoint.weight; }
 
+// The weight round robin and least request balance by: slow start's, else the endpoint's.
+double weightOf(const PickInput& input, uint32_t i) {
+  return input.weights ? (*input.weights)[i] : weightOf(input.endpoints[i]);
+}
+
 bool equalWeights(const PickInput& input) {
-  uint32_t first = weightOf(input.endpoints[input.hosts.front()]);
-  return std::all_of(input.hosts.begin(), input.hosts.end(),
-                     [&](uint32_t i) { return weightOf(input.endpoints[i]) == first; });
+  double first = weightOf(input, input.hosts.front());
+  return std::all_of(input.hosts.begin(), input.hosts.end(), [&](uint32_t i) { return weightOf(input, i) == first; });
 }
 
 }  // namespace
@@ -30,10 +34,10 @@ uint32_t RoundRobinBalancer::pick(const PickInput& input) {
   if (hostsMayHaveChanged(input, hosts_version_)) equal_weights_ = equalWeights(input);
   if (equal_weights_) return input.hosts[next_++ % input.hosts.size()];
   if (current_.size() != input.endpoints.size()) current_.assign(input.endpoints.size(), 0);
-  int64_t total = 0;
+  double total = 0;
   uint32_t best = input.hosts.front();
   for (uint32_t i : input.hosts) {
-    int64_t w = weightOf(input.endpoints[i]);
+    double w = weightOf(input, i);
     current_[i] += w;
     total += w;
     if (current_[i] > current_[best]) best = i;
@@ -70,7 +74,7 @@ uint32_t LeastRequestBalancer::pick(const PickInput& input) {
   double total = 0;
   uint32_t best = input.hosts.front();
   for (uint32_t i : input.hosts) {
-    double w = weightOf(input.endpoints[i]);
+    double w = weightOf(input, i);
     if (config_.active_request_bias != 0) {
       w /= std::pow(static_cast<double>(active(i)) + 1, config_.active_request_bias);
     }

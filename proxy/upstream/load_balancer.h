@@ -29,6 +29,9 @@ struct PickInput {
   // rebuilds its host sets), so balancers redo per-host-set work only then, never per
   // pick on a 10,000-endpoint cluster. 0: unknown, the balancer checks every pick.
   uint64_t hosts_version = 0;
+  // Weights by endpoint index in place of the endpoints' own (slow start); null: theirs.
+  // ROUND_ROBIN and LEAST_REQUEST use them; the hashing and random policies do not.
+  const std::vector<double>* weights = nullptr;
 };
 
 // Whether `input` may hold another host set than the last pick's: false only when both
@@ -59,8 +62,8 @@ public:
 private:
   uint64_t hosts_version_ = 0;
   bool equal_weights_ = true;
-  size_t next_ = 0;               // equal weights: the next position in hosts
-  std::vector<int64_t> current_;  // unequal weights: by endpoint index
+  size_t next_ = 0;              // equal weights: the next position in hosts
+  std::vector<double> current_;  // unequal weights: by endpoint index
 };
 
 // Envoy's LEAST_REQUEST. Equal weights: the best of choice_count random endpoints (power

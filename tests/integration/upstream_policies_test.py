@@ -12,6 +12,8 @@ detector (both are per worker) and the counts below are exact:
 
 - ROUND_ROBIN with weights 1:1:2 splits 40 requests 10/10/20; RANDOM spreads 600
   requests within tolerance; LEAST_REQUEST reaches every endpoint.
+- Slow start (round_robin_lb_config, 10 s window): an endpoint that joins gets 1..8 of
+  the next 42 requests (14 without slow start), and exactly a third after its window.
 - RING_HASH and MAGLEV with a header hash_policy: a user always lands on the same
   server, and the users spread over the servers.
 - Circuit breakers: max_requests 1 and max_connections 1 with a stalled request in
@@ -172,12 +174,14 @@ def cluster(name: str, servers: list[tuple[str, int]], extra: str = "") -> str:
 
 GOOD = [("s1", 1), ("s2", 1), ("s3", 1)]
 VIPS = {"rr": "10.96.5.1", "random": "10.96.5.2", "lr": "10.96.5.3", "ring": "10.96.5.4",
-        "maglev": "10.96.5.5", "cbreq": "10.96.5.6", "cbcx": "10.96.5.7", "od": "10.96.5.8"}
+        "maglev": "10.96.5.5", "cbreq": "10.96.5.6", "cbcx": "10.96.5.7", "od": "10.96.5.8",
+        "slow": "10.96.5.9"}
+SLOW_START_S = 10
 BASE_EJECTION_MS = 1000
 
 
-def resources() -> str:
-    parts = ['version_info: "1"\nresources:\n']
+def resources(slow_servers: list[tuple[str, int]] = GOOD[:2], version: str = "1") -> str:
+    parts = [f'version_info: "{version}"\nresources:\n']
     for name, vip in VIPS.items():
         parts.append(listener(name, vip, name, "x-user" if name in ("ring", "maglev") else None))
     parts.append(cluster("rr", [("s1", 1), ("s2", 1), ("s3", 2)]))
@@ -196,6 +200,8 @@ def resources() -> str:
                          "    interval: 30s\n"
                          f"    base_ejection_time: {BASE_EJECTION_MS / 1000}s\n"
                          "    max_ejection_percent: 50\n"))
+    parts.append(cluster("slow", slow_servers,
+                         f"  round_robin_lb_config: {{slow_start_config: {{slow_start_window: {SLOW_START_S}s}}}}\n"))
     return "".join(parts)
 
 
@@ -300,6 +306,22 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- ROUND_ROBIN, weights 1:1:2: smooth weighted round robin is exact.
     c = count(drive({"mode": "seq", "url": f"http://{VIPS['rr']}/rr", "n": 40}))
     R.check("ROUND_ROBIN 1:1:2 over 40 requests is 10/10/20", c == {"s1": 10, "s2": 10, "s3": 20}, str(c))
+
+    # --- slow start: s3 joins the "slow" cluster (window 10 s, Envoy's defaults otherwise).
+    # Its weight is max(0.1, max(t, 1 s) / 10 s): under 0.5 for the first 5 s, so at most
+    # 8 of 42 picks (a third, 14, without slow start); after the window, exactly a third.
+    c = count(drive({"mode": "seq", "url": f"http://{VIPS['slow']}/s", "n": 40}))
+    R.check("slow start: s1 and s2 alone share 20/20 before s3 joins", c == {"s1": 20, "s2": 20}, str(c))
+    joined = time.monotonic()
+    d.write_resources("policies.yaml", resources(GOOD, version="2") + health_checked(bound_port, hc_ports))
+    time.sleep(0.5)  # the resource directory is watched: the reload takes milliseconds
+    c = count(drive({"mode": "seq", "url": f"http://{VIPS['slow']}/s", "n": 42}))
+    R.check("slow start: s3 gets 1..8 of the first 42 requests after joining (14 without)",
+            1 <= c.get("s3", 0) <= 8 and sum(c.values()) == 42, f"{c} at {time.monotonic() - joined:.1f} s")
+    time.sleep(max(0.0, joined + SLOW_START_S + 0.5 - time.monotonic()))
+    c = count(drive({"mode": "seq", "url": f"http://{VIPS['slow']}/s", "n": 42}))
+    R.check("slow start: after the window s3 gets its full third (14/14/14)",
+            c == {"s1": 14, "s2": 14, "s3": 14}, str(c))
 
     # --- RANDOM: 600 requests, each server 200 ± 25 % (binomial sd ≈ 11.5, so ±4 sd).
     c = count(drive({"mode": "seq", "url": f"http://{VIPS['random']}/r", "n": 600}, timeout=60))

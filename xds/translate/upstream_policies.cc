@@ -40,6 +40,30 @@ Result<void> percentField(const google::protobuf::UInt32Value& v, uint32_t& out,
   return {};
 }
 
+// Envoy's SlowStartConfig. Without a window there is no slow start (Envoy's default).
+Result<std::optional<config::SlowStartConfig>> translateSlowStart(const cluster::Cluster::SlowStartConfig& proto,
+                                                                 const std::string& where) {
+  if (!proto.has_slow_start_window()) return std::optional<config::SlowStartConfig>{};
+  config::SlowStartConfig out;
+  auto window = positiveMillis(proto.slow_start_window(), where + ".slow_start_window");
+  if (!window) return std::unexpected(window.error());
+  out.window = *window;
+  if (proto.has_aggression()) {
+    if (!proto.aggression().runtime_key().empty()) {
+      return fail("runtime keys are not supported", where + ".aggression.runtime_key");
+    }
+    out.aggression = proto.aggression().default_value();
+    if (!(out.aggression > 0) || out.aggression > 1e6) return fail("must be greater than 0", where + ".aggression");
+  }
+  if (proto.has_min_weight_percent()) {
+    out.min_weight_percent = proto.min_weight_percent().value();
+    if (!(out.min_weight_percent >= 0 && out.min_weight_percent <= 100)) {
+      return fail("must be in [0, 100]", where + ".min_weight_percent");
+    }
+  }
+  return std::optional<config::SlowStartConfig>(out);
+}
+
 Result<void> translateLbConfig(const cluster::Cluster& proto, config::Cluster& out) {
   switch (proto.lb_policy()) {
     case cluster::Cluster::ROUND_ROBIN:
@@ -97,6 +121,18 @@ Result<void> translateLbConfig(const cluster::Cluster& proto, config::Cluster& o
       }
       break;
     }
+    case cluster::Cluster::kRoundRobinLbConfig: {
+      if (out.lb_policy != config::LbPolicy::RoundRobin) {
+        return fail("round_robin_lb_config needs lb_policy ROUND_ROBIN", "round_robin_lb_config");
+      }
+      if (proto.round_robin_lb_config().has_slow_start_config()) {
+        auto slow = translateSlowStart(proto.round_robin_lb_config().slow_start_config(),
+                                       "round_robin_lb_config.slow_start_config");
+        if (!slow) return std::unexpected(slow.error());
+        out.slow_start = *slow;
+      }
+      break;
+    }
     case cluster::Cluster::kLeastRequestLbConfig: {
       if (out.lb_policy != config::LbPolicy::LeastRequest) {
         return fail("least_request_lb_config needs lb_policy LEAST_REQUEST", "least_request_lb_config");
@@ -113,6 +149,11 @@ Result<void> translateLbConfig(const cluster::Cluster& proto, config::Cluster& o
         double bias = c.active_request_bias().default_value();
         if (!(bias >= 0) || bias > 1e6) return fail("must be non-negative", "least_request_lb_config.active_request_bias");
         out.least_request.active_request_bias = bias;
+      }
+      if (c.has_slow_start_config()) {
+        auto slow = translateSlowStart(c.slow_start_config(), "least_request_lb_config.slow_start_config");
+        if (!slow) return std::unexpected(slow.error());
+        out.slow_start = *slow;
       }
       break;
     }

@@ -237,6 +237,52 @@ TEST(ClusterManagerTest, HasEndpointFollowsUpdates) {
   EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
 }
 
+// Envoy's slow start: weight × max(min_weight_percent, time_factor^(1/aggression)).
+TEST(ClusterManagerTest, SlowStartRampsUpAnEndpointThatJoins) {
+  Fixture f;
+  f.now = ClusterManager::Clock::time_point{} + 1000s;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}});
+  c->slow_start = config::SlowStartConfig{10s, 1.0, 10.0};
+  f.publish();
+  // The first two joined together: equal shares, whatever their age.
+  auto first = f.spread("c", 100);
+  EXPECT_EQ(first["10.0.0.1"], 50);
+  EXPECT_EQ(first["10.0.0.2"], 50);
+  f.now += 20s;
+  auto grown = std::make_shared<config::Cluster>(*c);
+  grown->endpoints.push_back({*common::SocketAddress::parse("10.0.0.3", 80), 1, 0});
+  f.table_->by_name["c"] = grown;
+  f.publish();
+  // 1 s in: time_factor 0.1 → weight 0.1 beside 1 and 1: 1 pick in 21.
+  f.now += 1s;
+  EXPECT_EQ(f.spread("c", 210)["10.0.0.3"], 10);
+  // 5 s in: 0.5 → 1 in 5.
+  f.now += 4s;
+  EXPECT_EQ(f.spread("c", 250)["10.0.0.3"], 50);
+  // Window over: a third.
+  f.now += 5s;
+  EXPECT_EQ(f.spread("c", 300)["10.0.0.3"], 100);
+}
+
+TEST(ClusterManagerTest, SlowStartFloorAndAggression) {
+  Fixture f;
+  f.now = ClusterManager::Clock::time_point{} + 1000s;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}});
+  c->slow_start = config::SlowStartConfig{100s, 2.0, 25.0};
+  f.publish();
+  f.now += 200s;
+  auto grown = std::make_shared<config::Cluster>(*c);
+  grown->endpoints.push_back({*common::SocketAddress::parse("10.0.0.2", 80), 1, 0});
+  f.table_->by_name["c"] = grown;
+  f.publish();
+  // 1 s in: (0.01)^(1/2) = 0.1, below the 25 % floor → 0.25 beside 1: 1 pick in 5.
+  f.now += 1s;
+  EXPECT_EQ(f.spread("c", 500)["10.0.0.2"], 100);
+  // 64 s in: (0.64)^(1/2) = 0.8 → 0.8 beside 1: 4 picks in 9.
+  f.now += 63s;
+  EXPECT_EQ(f.spread("c", 900)["10.0.0.2"], 400);
+}
+
 TEST(ClusterManagerTest, LogicalDnsKeepsConnectionsToEarlierAnswers) {
   Fixture f;
   f.addCluster("strict", {{"10.0.0.2", 0}})->type = config::ClusterType::StrictDns;

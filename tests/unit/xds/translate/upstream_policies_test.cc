@@ -75,6 +75,35 @@ TEST(TranslateUpstreamPolicies, LbPoliciesAndTheirConfigs) {
   expectRejected(R"(common_lb_config { healthy_panic_threshold { value: 101 } })", "common_lb_config.healthy_panic_threshold");
 }
 
+TEST(TranslateUpstreamPolicies, SlowStart) {
+  auto rr = cluster(R"(round_robin_lb_config { slow_start_config {
+      slow_start_window { seconds: 30 } aggression { default_value: 2 } min_weight_percent { value: 5 } } })");
+  ASSERT_TRUE(rr) << rr.error().describe();
+  ASSERT_TRUE(rr->slow_start);
+  EXPECT_EQ(rr->slow_start->window, std::chrono::seconds(30));
+  EXPECT_EQ(rr->slow_start->aggression, 2.0);
+  EXPECT_EQ(rr->slow_start->min_weight_percent, 5.0);
+  auto lr = cluster(R"(lb_policy: LEAST_REQUEST least_request_lb_config { slow_start_config {
+      slow_start_window { seconds: 10 } } })");
+  ASSERT_TRUE(lr) << lr.error().describe();
+  ASSERT_TRUE(lr->slow_start);
+  EXPECT_EQ(lr->slow_start->aggression, 1.0);           // Envoy's defaults
+  EXPECT_EQ(lr->slow_start->min_weight_percent, 10.0);
+  auto none = cluster(R"(round_robin_lb_config { slow_start_config { aggression { default_value: 2 } } })");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->slow_start) << "no window, no slow start";
+  expectRejected(R"(lb_policy: RANDOM round_robin_lb_config {})", "round_robin_lb_config");
+  expectRejected(R"(round_robin_lb_config { slow_start_config {
+      slow_start_window { seconds: 10 } aggression { runtime_key: "k" } } })",
+                 "round_robin_lb_config.slow_start_config.aggression.runtime_key");
+  expectRejected(R"(round_robin_lb_config { slow_start_config {
+      slow_start_window { seconds: 10 } aggression { default_value: 0 } } })",
+                 "round_robin_lb_config.slow_start_config.aggression");
+  expectRejected(R"(lb_policy: LEAST_REQUEST least_request_lb_config { slow_start_config {
+      slow_start_window { seconds: 10 } min_weight_percent { value: 150 } } })",
+                 "least_request_lb_config.slow_start_config.min_weight_percent");
+}
+
 TEST(TranslateUpstreamPolicies, CircuitBreakersDefaultPriorityOnly) {
   auto defaults = cluster("");
   ASSERT_TRUE(defaults);
