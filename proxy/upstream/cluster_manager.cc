@@ -42,8 +42,16 @@ struct ClusterState {
 
 namespace {
 
+// Whether b's balancers may carry on from a's: same endpoints and the same balancer
+// settings (a balancer holds its policy's config).
 bool sameEndpoints(const config::Cluster& a, const config::Cluster& b) {
   if (a.endpoints.size() != b.endpoints.size() || a.lb_policy != b.lb_policy) return false;
+  if (a.least_request.choice_count != b.least_request.choice_count ||
+      a.least_request.active_request_bias != b.least_request.active_request_bias ||
+      a.ring_hash.minimum_ring_size != b.ring_hash.minimum_ring_size ||
+      a.ring_hash.maximum_ring_size != b.ring_hash.maximum_ring_size || a.maglev_table_size != b.maglev_table_size) {
+    return false;
+  }
   for (size_t i = 0; i < a.endpoints.size(); ++i) {
     const auto& x = a.endpoints[i];
     const auto& y = b.endpoints[i];

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 #include <random>
 
 namespace culvert::upstream {
@@ -235,6 +236,26 @@ TEST(ClusterManagerTest, HasEndpointFollowsUpdates) {
   f.publish();
   EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.1.7:80"));
   EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
+}
+
+TEST(ClusterManagerTest, ABalancerSettingChangeTakesEffectWithTheSameEndpoints) {
+  Fixture f;
+  std::vector<std::pair<std::string, uint32_t>> eps;
+  for (int i = 1; i <= 20; ++i) eps.push_back({"10.0.0." + std::to_string(i), 0});
+  auto c = f.addCluster("c", eps);
+  c->lb_policy = config::LbPolicy::Maglev;
+  c->maglev_table_size = 65537;
+  f.publish();
+  std::set<std::string> reached_before;
+  for (uint64_t h = 0; h < 200; ++h) reached_before.insert(f.cm.pickEndpoint("c", {.hash = h})->endpoint.address.ip());
+  EXPECT_EQ(reached_before.size(), 20u);
+  auto resized = std::make_shared<config::Cluster>(*c);
+  resized->maglev_table_size = 13;  // 20 endpoints cannot all fit: the table really changed
+  f.table_->by_name["c"] = resized;
+  f.publish();
+  std::set<std::string> reached;
+  for (uint64_t h = 0; h < 200; ++h) reached.insert(f.cm.pickEndpoint("c", {.hash = h})->endpoint.address.ip());
+  EXPECT_LE(reached.size(), 13u) << "a 13-slot table reaches at most 13 endpoints";
 }
 
 // Envoy's slow start: weight × max(min_weight_percent, time_factor^(1/aggression)).
