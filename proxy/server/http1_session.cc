@@ -870,6 +870,7 @@ void Http1Session::setAccessLogs(accesslog::SessionLogs logs) {
 // writer thread (proxy/accesslog/log_file.h), never written from the worker.
 void Http1Session::logRequest() {
   if (!access_logs_.enabled()) return;
+  if (tunnel_log_pending_) return;  // close() logs it with the tunnel's bytes
   log_.end = std::chrono::steady_clock::now();
   access_logs_.log(log_);
   log_.request = nullptr;
@@ -971,6 +972,12 @@ void Http1Session::close() {
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
   if (tunnel_) {
+    if (tunnel_log_pending_) {
+      tunnel_log_pending_ = false;
+      log_.bytes_received += tunnel_->bytesFromDownstream();
+      log_.bytes_sent += tunnel_->bytesToDownstream();
+      logRequest();
+    }
     tunnel_->abort();
     services_.dispatcher.deferredDelete(std::move(tunnel_));  // we may be inside its callbacks
   }

@@ -187,6 +187,7 @@ private:
 
   std::vector<config::UpgradeConfig> upgrade_configs_;
   std::unique_ptr<Tunnel> tunnel_;  // an upgrade in progress or open
+  bool tunnel_log_pending_ = false;  // the open tunnel's access-log line, written when it ends
   common::Gauge* tunnels_active_ = nullptr;  // set while this connection's tunnel is open
 
   tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget

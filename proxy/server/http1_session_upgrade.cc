@@ -103,6 +103,12 @@ void Http1Session::startUpgrade(const std::string& type) {
     sendLocalReply(503, "upstream overflow\n");
     return;
   }
+  if (access_logs_.enabled()) {
+    log_.route_name = decision_.route ? decision_.route->name : std::string();
+    log_.upstream_cluster = action->cluster;
+    log_.upstream_host = endpoint.toString();
+    ++log_.attempt_count;
+  }
   // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).
   upstream::ConnectRequest connect{{pod_->id, endpoint.toString(), upstream::Protocol::Tcp, action->cluster},
                                    pod_->netnsFd(),
@@ -120,6 +126,11 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     response_started_ = true;
     countStatus(head.status);
     router::prepareDownstreamResponse(*routes_, decision_, head.headers);
+    if (access_logs_.enabled()) {
+      log_.response_code = static_cast<uint32_t>(head.status);
+      log_.response_code_details = "via_upstream";
+      log_.response_headers = head.headers;
+    }
   };
   hooks.take_early_bytes = [this] {
     std::string early = std::move(downstream_pending_);
@@ -136,6 +147,9 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     share_pause_.reset();
     upstream_share_pause_.reset();
     buffered_.set(0);
+    // The request's duration histogram ends at the 101/200; its access-log line waits for
+    // the tunnel's end, with the bytes it carried (as Envoy logs an upgraded stream).
+    tunnel_log_pending_ = true;
     recordDuration();
     auto labels = common::Labels{{"tenant", pod_->tenant->name}};
     tunnels_active_ = &services_.stats.gauge("culvert_http_downstream_upgrades_active", labels,

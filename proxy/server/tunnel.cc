@@ -208,7 +208,9 @@ void Tunnel::openTunnel(std::string_view upstream_early_bytes) {
   if (!downstream_ended_early_) downstream_connection_.readEnable(true);
   hooks_.on_open();
   if (!upstream_early_bytes.empty()) downstream_connection_.write(upstream_early_bytes);
+  bytes_to_downstream_ += upstream_early_bytes.size();
   std::string early = hooks_.take_early_bytes();
+  bytes_from_downstream_ += early.size();
   if (!early.empty()) upstream_->connection().write(early);
   if (downstream_ended_early_) upstream_->connection().shutdownWrite();
   updateReading();
@@ -223,7 +225,9 @@ void Tunnel::onSideData(Side& from, std::string_view data) {
   if (phase_ != Phase::Open) return;
   // Tunnel bytes are the tenant's work: run under its share of the worker.
   scheduler_.run(tenant_.id, tenant_.weight.load(std::memory_order_relaxed), [&] {
-    Side& to = &from == downstream_.get() ? *upstream_ : *downstream_;
+    bool from_downstream = &from == downstream_.get();
+    (from_downstream ? bytes_from_downstream_ : bytes_to_downstream_) += data.size();
+    Side& to = from_downstream ? *upstream_ : *downstream_;
     to.connection().write(data);
     updateReading();
   });

@@ -70,6 +70,9 @@ public:
   // The client half-closed before the tunnel opened: its FIN is passed on once it is.
   // false: too late or too early to matter (the session closes).
   bool downstreamEnded();
+  // Payload bytes relayed once open (the access log's BYTES_RECEIVED / BYTES_SENT).
+  uint64_t bytesFromDownstream() const { return bytes_from_downstream_; }
+  uint64_t bytesToDownstream() const { return bytes_to_downstream_; }
 
   // Back-pressure: a side stops reading while the other side has more than this queued
   // in user space, and resumes once that queue has drained into the kernel.
@@ -98,6 +101,8 @@ private:
   network::TcpConnection& downstream_connection_;
   Options options_;
   Hooks hooks_;
+  uint64_t bytes_from_downstream_ = 0;
+  uint64_t bytes_to_downstream_ = 0;
   Phase phase_ = Phase::Connecting;
   std::unique_ptr<upstream::PendingConnection> connecting_;
   std::unique_ptr<Side> upstream_;

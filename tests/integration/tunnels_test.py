@@ -100,9 +100,12 @@ CLUSTER = """\
 """
 
 
-def resources() -> str:
+def resources(access_log_path: str) -> str:
     common = {"server_ip": SERVER_IP, "http_port": HTTP_PORT, "echo_port": ECHO_PORT}
-    upgrades = "        upgrade_configs:\n        - upgrade_type: websocket\n        - upgrade_type: CONNECT"
+    upgrades = ("        upgrade_configs:\n        - upgrade_type: websocket\n        - upgrade_type: CONNECT\n"
+                "        access_log:\n        - name: envoy.access_loggers.file\n          typed_config:\n"
+                "            \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+                f"            path: {access_log_path}")
     clusters = "".join(CLUSTER.format(name=n, ip=SERVER_IP, port=p) for n, p in
                        [("ws", WS_PORT), ("echo", ECHO_PORT), ("proxy", PROXY_PORT), ("http", HTTP_PORT)])
     return RESOURCES.format(vip=VIP, plain_vip=PLAIN_VIP,
@@ -125,7 +128,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
                           str(PROXY_PORT), events_path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     R.check("tunnel peers started", peers.stdout.readline().strip() == b"READY", fatal=True)
     net.start_echo_server(server, HTTP_PORT)
-    d.start({"tunnels.yaml": resources()})
+    access_log = net.path("access.log")
+    d.start({"tunnels.yaml": resources(access_log)})
     d.enroll(client)
 
     def events() -> list[dict]:
@@ -185,6 +189,19 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("websocket: upstream connection made from the pod's IP",
             wait_event(lambda e: e["kind"] == "ws" and e["event"] == "open" and e.get("path") == "/chat"
                        and e["peer"] == CLIENT_IP) is not None, str(events()))
+    # The tunnel's access-log line is written when it ends, with the bytes it carried.
+    line = None
+    deadline = time.monotonic() + 5
+    while line is None and time.monotonic() < deadline:
+        if os.path.exists(access_log):
+            with open(access_log) as f:
+                line = next((json.loads(l) for l in f if '"/chat"' in l), None)
+        time.sleep(0.05)
+    payload = sum(sizes)
+    R.check("websocket: one access-log line at the tunnel's end: 101, its bytes both ways, its whole life",
+            line is not None and line["response_code"] == 101 and line["bytes_received"] > payload
+            and line["bytes_sent"] > payload and line["duration"] >= 1000 and line["upstream_cluster"] == "ws"
+            and line["upstream_host"] == f"{SERVER_IP}:{WS_PORT}", str(line))
     opened = d.wait_metric("culvert_http_downstream_upgrades_total", 1, {"type": "websocket"})
     R.check("culvert_http_downstream_upgrades_total{type=websocket} counts the tunnel", opened and opened >= 1,
             str(opened))
