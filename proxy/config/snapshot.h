@@ -396,6 +396,13 @@ struct RetryLimits {
   std::optional<Budget> budget;
 };
 
+// How long a pooled upstream connection lives (the cluster's common_http_protocol_options).
+struct UpstreamConnectionLifetime {
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};  // Envoy's default; 0 = never
+  std::chrono::milliseconds max_duration{0};                       // 0 = unlimited
+  friend bool operator==(const UpstreamConnectionLifetime&, const UpstreamConnectionLifetime&) = default;
+};
+
 struct Cluster {
   std::string name;
   ClusterType type = ClusterType::Static;
@@ -407,6 +414,7 @@ struct Cluster {
   // first answer); agent/dns_clusters fills them in and republishes.
   std::optional<DnsResolution> dns;
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
+  UpstreamConnectionLifetime connection_lifetime;
   RetryLimits retry_limits;
   LeastRequestConfig least_request;
   RingHashConfig ring_hash;

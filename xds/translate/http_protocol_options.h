@@ -9,9 +9,15 @@ class Any;
 
 namespace culvert::xds::translate {
 
+struct UpstreamHttpOptions {
+  config::UpstreamHttpProtocol protocol = config::UpstreamHttpProtocol::Http1;
+  config::UpstreamConnectionLifetime lifetime;
+};
+
 // A cluster's typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:
-// explicit_http_config (HTTP/1.1 or HTTP/2) or use_downstream_protocol_config. Everything
+// explicit_http_config (HTTP/1.1 or HTTP/2) or use_downstream_protocol_config, and
+// common_http_protocol_options' idle_timeout and max_connection_duration. Everything
 // else in the message is rejected with its path (relative to the Any).
-common::Result<config::UpstreamHttpProtocol> translateHttpProtocolOptions(const google::protobuf::Any& any);
+common::Result<UpstreamHttpOptions> translateHttpProtocolOptions(const google::protobuf::Any& any);
 
 }  // namespace culvert::xds::translate

@@ -1288,9 +1288,10 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
       // culvert.v1.ClusterExtensions: translateUpstreamPolicies; anything else is rejected there.
       if (key != kHttpProtocolOptionsName) continue;
       auto where = "typed_extension_protocol_options[\"" + key + "\"]";
-      auto protocol = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
-      if (!protocol) return std::unexpected(nest(where, protocol.error()));
-      out.http_protocol = *protocol;
+      auto options = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
+      if (!options) return std::unexpected(nest(where, options.error()));
+      out.http_protocol = options->protocol;
+      out.connection_lifetime = options->lifetime;
     }
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.
