@@ -319,6 +319,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                 });
   session->setOriginalDestination(std::move(original_destination));
   session->setStreamTimeouts(chain->http.timeouts);
+  session->setConnectionLifetime(chain->http.connection_lifetime);
   session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
   session->setUpgradeConfigs(chain->http.upgrade_configs);
   auto* raw = session.get();

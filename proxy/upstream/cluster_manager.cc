@@ -325,9 +325,9 @@ bool ClusterManager::hasEndpoint(std::string_view name, std::string_view endpoin
   return address && findEndpoint(*state, *address).has_value();
 }
 
-config::UpstreamConnectionLifetime ClusterManager::connectionLifetime(std::string_view name) const {
+config::ConnectionLifetime ClusterManager::connectionLifetime(std::string_view name) const {
   auto* state = find(name);
-  return state ? state->cluster->connection_lifetime : config::UpstreamConnectionLifetime{};
+  return state ? state->cluster->connection_lifetime : config::ConnectionLifetime{};
 }
 
 bool ClusterManager::isEjected(std::string_view name, const common::SocketAddress& endpoint) const {

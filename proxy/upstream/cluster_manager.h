@@ -101,7 +101,7 @@ public:
   // connections).
   bool hasEndpoint(std::string_view cluster_name, std::string_view endpoint) const;
   // The cluster's pooled-connection lifetime (the default for an unknown cluster).
-  config::UpstreamConnectionLifetime connectionLifetime(std::string_view cluster_name) const;
+  config::ConnectionLifetime connectionLifetime(std::string_view cluster_name) const;
 
   // For tests and the admin view.
   bool isEjected(std::string_view cluster_name, const common::SocketAddress& endpoint) const;

@@ -183,9 +183,9 @@ void ConnectionPool::sweep() {
   if (next != EarliestDeadline::kNever) sweep_.request(next);
 }
 
-config::UpstreamConnectionLifetime ConnectionPool::lifetimeOf(const PoolKey& key) const {
+config::ConnectionLifetime ConnectionPool::lifetimeOf(const PoolKey& key) const {
   if (lifetime_of_ && !key.cluster.empty()) return lifetime_of_(key.cluster);
-  config::UpstreamConnectionLifetime fallback;
+  config::ConnectionLifetime fallback;
   fallback.idle_timeout = idle_timeout_;
   return fallback;
 }

@@ -98,9 +98,9 @@ public:
   void setLiveEndpoints(LiveEndpoint is_live);
   // A cluster's connection lifetime (its common_http_protocol_options); set again after
   // every configuration change, like the live endpoints.
-  using LifetimeOf = std::function<config::UpstreamConnectionLifetime(std::string_view cluster)>;
+  using LifetimeOf = std::function<config::ConnectionLifetime(std::string_view cluster)>;
   void setLifetimes(LifetimeOf lifetime_of);
-  config::UpstreamConnectionLifetime lifetimeOf(const PoolKey& key) const;
+  config::ConnectionLifetime lifetimeOf(const PoolKey& key) const;
   // Counts a connection closed for `why` (also for the HTTP/2 pool's connections).
   void countLifetimeEnd(const PoolKey& key, LifetimeEnd why);
 

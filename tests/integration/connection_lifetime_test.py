@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Upstream connection lifetimes (a cluster's common_http_protocol_options) through capture.
+"""Connection lifetimes (common_http_protocol_options) through capture: upstream (a
+cluster's) and downstream (an HttpConnectionManager's, HTTP/1.1).
 
     /usr/bin/python3 tests/integration/connection_lifetime_test.py \
         --culvertd build/agent/culvertd --culvertctl build/agent/culvertctl
@@ -7,7 +8,9 @@
 Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 Pod "client" (10.244.1.1) sends to the never-routed VIP 10.96.0.10:80; fault upstreams
 (fault_upstream.py: a 10.244.1.2, b .3) record every connection they accepted and when
-its peer closed it. One worker, so that every request shares one pool.
+its peer closed it. One worker, so that every request shares one pool. The downstream
+checks use a second VIP (10.96.0.11) whose connection manager closes idle keep-alive
+connections and drains old ones.
 """
 
 import os
@@ -27,6 +30,9 @@ PORT = 8080
 VIP = "10.96.0.10"
 IDLE_TIMEOUT = 0.3
 MAX_DURATION = 0.6
+DOWNSTREAM_VIP = "10.96.0.11"
+DOWNSTREAM_IDLE = 0.3
+DOWNSTREAM_MAX = 0.8
 
 
 def cluster(name: str, ip: str, common: str) -> str:
@@ -74,7 +80,30 @@ resources:
         http_filters:
         - name: envoy.filters.http.router
           typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-""" + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: downstream
+  address: {{socket_address: {{address: {DOWNSTREAM_VIP}, port_value: 80}}}}
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: downstream
+        codec_type: HTTP1
+        common_http_protocol_options: {{idle_timeout: {DOWNSTREAM_IDLE}s, max_connection_duration: {DOWNSTREAM_MAX}s}}
+        route_config:
+          name: downstream
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{prefix: "/"}}
+              route: {{cluster: plain}}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+""" + cluster("plain", SERVERS["a"], "") + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
     "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
 
 # Sends `count` requests for `path`, one every `gap` seconds, each on a new downstream
@@ -95,6 +124,68 @@ for i in range(count):
         data += chunk
     s.close()
     print("STATUS=%s" % data.split(b" ", 2)[1].decode() if b" " in data else "STATUS=none", flush=True)
+"""
+
+
+# One keep-alive connection. "idle": one request, then wait; prints how long after its
+# answer the connection was closed. "busy": a request every 0.1 s until the connection
+# ends; prints how long it lived, how many answers came and whether the last one said
+# "connection: close".
+KEEPALIVE_CLIENT = r"""
+import socket, sys, time
+vip, mode = sys.argv[1], sys.argv[2]
+s = socket.create_connection((vip, 80), timeout=5)
+t0 = time.monotonic()
+buf = b""
+def answer():
+    global buf
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").lower().split("\r\n")
+    length = 0
+    for line in lines[1:]:
+        if line.startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    while len(buf) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    buf = buf[length:]
+    return "connection: close" in lines
+def wait_close():
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    return time.monotonic()
+request = b"GET /ds HTTP/1.1\r\nHost: x\r\n\r\n"
+if mode == "idle":
+    s.sendall(request)
+    answer()
+    t1 = time.monotonic()
+    print("CLOSED_AFTER=%.3f" % (wait_close() - t1))
+else:
+    n, last_close = 0, False
+    while time.monotonic() - t0 < 5:
+        try:
+            s.sendall(request)
+            said_close = answer()
+        except OSError:
+            said_close = None
+        if said_close is None:
+            break
+        n, last_close = n + 1, said_close
+        if said_close:
+            wait_close()
+            break
+        time.sleep(0.1)
+    print("LIFE=%.3f ANSWERS=%d LAST_SAID_CLOSE=%d" % (time.monotonic() - t0, n, last_close))
 """
 
 
@@ -171,6 +262,34 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("culvert_upstream_cx_max_duration_reached_total{cluster=aged} >= 1", (got or 0) >= 1, f"got {got}")
     R.check("aged: no idle_timeout closes", (d.metric("culvert_upstream_cx_idle_timeout_total",
                                                       {"cluster": "aged"}) or 0) == 0)
+
+    # --- downstream: an idle keep-alive connection is closed, an old one drained
+    keepalive = net.path("keepalive_client.py")
+    with open(keepalive, "w") as f:
+        f.write(KEEPALIVE_CLIENT)
+
+    def keepalive_run(mode: str):
+        cp = client.run([th.PYTHON, "-B", keepalive, DOWNSTREAM_VIP, mode], cgroup=d.cgroup, timeout=30, check=False)
+        print(f"measured: downstream {mode}: {cp.stdout.strip()}")
+        return cp
+
+    cp = keepalive_run("idle")
+    m = re.search(r"CLOSED_AFTER=([0-9.]+)", cp.stdout)
+    R.check(f"downstream idle_timeout: closed {DOWNSTREAM_IDLE * 1000:.0f} ms after the answer",
+            m is not None and abs(float(m.group(1)) - DOWNSTREAM_IDLE) <= tolerance(DOWNSTREAM_IDLE), describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_idle_timeout_total", 1)
+    R.check("culvert_downstream_cx_idle_timeout_total = 1", got == 1, f"got {got}")
+
+    cp = keepalive_run("busy")
+    m = re.search(r"LIFE=([0-9.]+) ANSWERS=(\d+) LAST_SAID_CLOSE=(\d)", cp.stdout)
+    R.check(f"downstream max_connection_duration: the connection ended {DOWNSTREAM_MAX * 1000:.0f} ms after it opened",
+            m is not None and abs(float(m.group(1)) - DOWNSTREAM_MAX) <= tolerance(DOWNSTREAM_MAX), describe(cp))
+    R.check("downstream max_connection_duration: reused until then (a request every 100 ms)",
+            m is not None and int(m.group(2)) >= 5, describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", 1)
+    R.check("culvert_downstream_cx_max_duration_reached_total = 1", got == 1, f"got {got}")
+    R.check("the busy connection was never idle long enough to time out",
+            d.metric("culvert_downstream_cx_idle_timeout_total") == 1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 namespace culvert::xds::translate {
 
 using common::fail;
+using common::nest;
 using common::Result;
 namespace upstream_http = envoy::extensions::upstreams::http::v3;
 
@@ -24,24 +25,6 @@ Result<std::chrono::milliseconds> lifetimeMillis(const google::protobuf::Duratio
   if (d.seconds() > kMaxSeconds) return fail("duration is too large", where);
   auto ms = d.seconds() * 1000 + (d.nanos() + 999'999) / 1'000'000;
   return std::chrono::milliseconds(ms);
-}
-
-// Unlisted fields of core.v3.HttpProtocolOptions (max_headers_count, max_stream_duration,
-// headers_with_underscores_action, max_requests_per_connection) arrive as unknown and
-// were rejected with their path before this.
-Result<config::UpstreamConnectionLifetime> translateLifetime(const envoy::config::core::v3::HttpProtocolOptions& proto) {
-  config::UpstreamConnectionLifetime out;
-  if (proto.has_idle_timeout()) {
-    auto t = lifetimeMillis(proto.idle_timeout(), "common_http_protocol_options.idle_timeout");
-    if (!t) return std::unexpected(t.error());
-    out.idle_timeout = *t;
-  }
-  if (proto.has_max_connection_duration()) {
-    auto t = lifetimeMillis(proto.max_connection_duration(), "common_http_protocol_options.max_connection_duration");
-    if (!t) return std::unexpected(t.error());
-    out.max_duration = *t;
-  }
-  return out;
 }
 
 Result<config::UpstreamHttpProtocol> translateProtocol(const upstream_http::HttpProtocolOptions& proto) {
@@ -67,6 +50,25 @@ Result<config::UpstreamHttpProtocol> translateProtocol(const upstream_http::Http
 
 }  // namespace
 
+// Unlisted fields of core.v3.HttpProtocolOptions (max_headers_count, max_stream_duration,
+// headers_with_underscores_action, max_requests_per_connection) arrive as unknown and
+// were rejected with their path before this.
+Result<config::ConnectionLifetime> translateConnectionLifetime(
+    const envoy::config::core::v3::HttpProtocolOptions& proto) {
+  config::ConnectionLifetime out;
+  if (proto.has_idle_timeout()) {
+    auto t = lifetimeMillis(proto.idle_timeout(), "idle_timeout");
+    if (!t) return std::unexpected(t.error());
+    out.idle_timeout = *t;
+  }
+  if (proto.has_max_connection_duration()) {
+    auto t = lifetimeMillis(proto.max_connection_duration(), "max_connection_duration");
+    if (!t) return std::unexpected(t.error());
+    out.max_duration = *t;
+  }
+  return out;
+}
+
 Result<UpstreamHttpOptions> translateHttpProtocolOptions(const google::protobuf::Any& any) {
   if (messageNameOf(any.type_url()) != kHttpProtocolOptionsName) {
     return fail("expected a " + std::string(kHttpProtocolOptionsName) + ", got " + any.type_url(), "");
@@ -79,8 +81,8 @@ Result<UpstreamHttpOptions> translateHttpProtocolOptions(const google::protobuf:
   }
   UpstreamHttpOptions out;
   if (proto.has_common_http_protocol_options()) {
-    auto lifetime = translateLifetime(proto.common_http_protocol_options());
-    if (!lifetime) return std::unexpected(lifetime.error());
+    auto lifetime = translateConnectionLifetime(proto.common_http_protocol_options());
+    if (!lifetime) return std::unexpected(nest("common_http_protocol_options", lifetime.error()));
     out.lifetime = *lifetime;
   }
   auto protocol = translateProtocol(proto);

@@ -7,11 +7,20 @@ namespace google::protobuf {
 class Any;
 }
 
+namespace envoy::config::core::v3 {
+class HttpProtocolOptions;
+}
+
 namespace culvert::xds::translate {
+
+// core.v3.HttpProtocolOptions' idle_timeout and max_connection_duration (paths relative to
+// the message); its other fields are rejected as unknown by the caller's rejectUnknownFields.
+common::Result<config::ConnectionLifetime> translateConnectionLifetime(
+    const envoy::config::core::v3::HttpProtocolOptions& proto);
 
 struct UpstreamHttpOptions {
   config::UpstreamHttpProtocol protocol = config::UpstreamHttpProtocol::Http1;
-  config::UpstreamConnectionLifetime lifetime;
+  config::ConnectionLifetime lifetime;
 };
 
 // A cluster's typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:

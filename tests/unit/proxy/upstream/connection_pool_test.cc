@@ -62,8 +62,8 @@ std::chrono::milliseconds runUntil(event::Dispatcher& d, const std::function<boo
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
 }
 
-config::UpstreamConnectionLifetime lifetime(std::chrono::milliseconds idle, std::chrono::milliseconds max) {
-  config::UpstreamConnectionLifetime out;
+config::ConnectionLifetime lifetime(std::chrono::milliseconds idle, std::chrono::milliseconds max) {
+  config::ConnectionLifetime out;
   out.idle_timeout = idle;
   out.max_duration = max;
   return out;
