@@ -130,7 +130,9 @@ for i in range(count):
 # One keep-alive connection. "idle": one request, then wait; prints how long after its
 # answer the connection was closed. "busy": a request every 0.1 s until the connection
 # ends; prints how long it lived, how many answers came and whether the last one said
-# "connection: close".
+# "connection: close". "inflight": quick requests every 0.1 s (never idle), then at 0.6 s
+# one the upstream answers 400 ms later (in flight at max_connection_duration); prints
+# as "busy".
 KEEPALIVE_CLIENT = r"""
 import socket, sys, time
 vip, mode = sys.argv[1], sys.argv[2]
@@ -170,6 +172,17 @@ if mode == "idle":
     answer()
     t1 = time.monotonic()
     print("CLOSED_AFTER=%.3f" % (wait_close() - t1))
+elif mode == "inflight":
+    n = 0
+    while time.monotonic() - t0 < 0.55:
+        s.sendall(request)
+        n += answer() is not None
+        time.sleep(0.1)
+    s.sendall(b"GET /ds HTTP/1.1\r\nHost: x\r\nx-fault-delay-ms: 400\r\n\r\n")
+    said_close = answer()
+    n += said_close is not None
+    wait_close()
+    print("LIFE=%.3f ANSWERS=%d LAST_SAID_CLOSE=%d" % (time.monotonic() - t0, n, bool(said_close)))
 else:
     n, last_close = 0, False
     while time.monotonic() - t0 < 5:
@@ -290,6 +303,15 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("culvert_downstream_cx_max_duration_reached_total = 1", got == 1, f"got {got}")
     R.check("the busy connection was never idle long enough to time out",
             d.metric("culvert_downstream_cx_idle_timeout_total") == 1)
+
+    cp = keepalive_run("inflight")
+    m = re.search(r"LIFE=([0-9.]+) ANSWERS=(\d+) LAST_SAID_CLOSE=(\d)", cp.stdout)
+    R.check("downstream max_connection_duration, request in flight: answered with connection: close",
+            m is not None and int(m.group(2)) >= 2 and m.group(3) == "1", describe(cp))
+    R.check("downstream max_connection_duration, request in flight: closed after its answer",
+            m is not None and float(m.group(1)) > DOWNSTREAM_MAX + 0.2, describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", 2)
+    R.check("culvert_downstream_cx_max_duration_reached_total = 2", got == 2, f"got {got}")
 
 
 if __name__ == "__main__":
