@@ -229,12 +229,22 @@ struct StreamTimeouts {
   std::chrono::milliseconds request_headers{0};  // from its first byte until its head is parsed
 };
 
+// How long a connection lives (core.v3.HttpProtocolOptions): a downstream one (the
+// HttpConnectionManager's) or a pooled upstream one (its cluster's). Idle = no request in
+// flight; past max_duration it drains (downstream) or is not reused (upstream).
+struct ConnectionLifetime {
+  std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};  // Envoy's default; 0 = never
+  std::chrono::milliseconds max_duration{0};                       // 0 = unlimited
+  friend bool operator==(const ConnectionLifetime&, const ConnectionLifetime&) = default;
+};
+
 struct HttpConnectionManager {
   // AUTO: HTTP/2 when the connection starts with its preface, else HTTP/1.1.
   enum class CodecType { Auto, Http1, Http2 };
   std::string stat_prefix;
   CodecType codec_type = CodecType::Auto;
   StreamTimeouts timeouts;
+  ConnectionLifetime connection_lifetime;
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
@@ -416,6 +426,7 @@ struct Cluster {
   // first answer); agent/dns_clusters fills them in and republishes.
   std::optional<DnsResolution> dns;
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
+  ConnectionLifetime connection_lifetime;
   RetryLimits retry_limits;
   LeastRequestConfig least_request;
   std::optional<SlowStartConfig> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only

@@ -33,7 +33,7 @@ struct WriteRequest {
 }  // namespace
 
 TcpConnection::TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle)
-    : dispatcher_(dispatcher), handle_(handle) {
+    : dispatcher_(dispatcher), handle_(handle), created_at_(dispatcher.now()) {
   handle_->data = this;
 }
 

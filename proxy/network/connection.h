@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -54,6 +55,8 @@ public:
   event::Dispatcher& dispatcher() { return dispatcher_; }
   // Keeps `token` (say, a circuit-breaker unit) alive exactly as long as this object.
   void attach(std::shared_ptr<void> token) { attached_ = std::move(token); }
+  // When the socket was adopted: the start of its life (max_connection_duration).
+  std::chrono::steady_clock::time_point createdAt() const { return created_at_; }
 
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
@@ -72,6 +75,7 @@ private:
   bool close_notified_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards posted callbacks
   std::shared_ptr<void> attached_;
+  std::chrono::steady_clock::time_point created_at_;
 };
 
 }  // namespace culvert::network

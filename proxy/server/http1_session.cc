@@ -138,8 +138,37 @@ Http1Session::~Http1Session() {
 }
 
 void Http1Session::start(std::string_view initial_bytes) {
+  if (lifetime_.max_duration.count() > 0) {
+    cx_max_duration_timer_ = services_.dispatcher.createTimer([this] { onMaxConnectionDuration(); });
+    cx_max_duration_timer_->enable(lifetime_.max_duration);
+  }
+  armConnectionIdleTimer();
   downstream_->readEnable(true);
   if (!initial_bytes.empty()) onData(initial_bytes);
+}
+
+void Http1Session::armConnectionIdleTimer() {
+  if (lifetime_.idle_timeout.count() == 0) return;
+  if (!cx_idle_timer_) cx_idle_timer_ = services_.dispatcher.createTimer([this] { onConnectionIdleTimeout(); });
+  cx_idle_timer_->enable(lifetime_.idle_timeout);
+}
+
+void Http1Session::onConnectionIdleTimeout() {
+  if (in_exchange_ || request_begun_) return;  // a request began meanwhile (its timers rule)
+  pod_->tenant->downstream_cx_idle_timeout->inc();
+  close();
+}
+
+void Http1Session::onMaxConnectionDuration() {
+  pod_->tenant->downstream_cx_max_duration_reached->inc();
+  draining_ = true;
+  if (!in_exchange_ && !request_begun_) {
+    close();
+    return;
+  }
+  // The request in flight is answered with "connection: close" (if its head has not gone
+  // out yet) and the connection closes after it.
+  close_after_response_ = true;
 }
 
 void Http1Session::onData(std::string_view data) {
@@ -181,7 +210,10 @@ void Http1Session::feed(std::string_view data) {
       updateDownstreamReading();
       return;
     }
-    if (!in_exchange_ && !request_begun_ && !data.empty()) beginStreamTimers();
+    if (!in_exchange_ && !request_begun_ && !data.empty()) {
+      if (cx_idle_timer_) cx_idle_timer_->disable();
+      beginStreamTimers();
+    }
     if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
     parser_inside_dispatch_ = true;
     auto r = parser_.dispatch(data);
@@ -229,7 +261,7 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   in_exchange_ = true;
   discard_body_ = false;
   response_started_ = false;
-  close_after_response_ = !request_.keep_alive;
+  close_after_response_ = !request_.keep_alive || draining_;
   route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
   if (!admitRequest()) return;
@@ -900,6 +932,7 @@ void Http1Session::finishExchange() {
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
   }
+  armConnectionIdleTimer();
   // Reached from an upstream callback (not from inside the downstream parser): resume the
   // parser and replay what arrived meanwhile.
   if (!parser_inside_dispatch_) {
@@ -967,6 +1000,8 @@ void Http1Session::close() {
   request_timer_.reset();
   stream_idle_timer_.reset();
   max_duration_timer_.reset();
+  cx_idle_timer_.reset();
+  cx_max_duration_timer_.reset();
   pending_unit_.reset();
   upstream_request_.reset();
   if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));

@@ -57,6 +57,8 @@ public:
   }
   // The connection manager's stream timeouts (default: Envoy's).
   void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
+  // The connection manager's common_http_protocol_options (default: Envoy's); before start().
+  void setConnectionLifetime(const config::ConnectionLifetime& lifetime) { lifetime_ = lifetime; }
   // The connection manager's access logs; each request is logged when it ends.
   void setAccessLogs(accesslog::SessionLogs logs);
   // The connection manager's upgrade_configs (WebSocket, CONNECT): see proxy/server/tunnel.h.
@@ -80,6 +82,10 @@ private:
   friend class Http2UpstreamBridge;
 
   void feed(std::string_view data);
+  // The connection's lifetime (common_http_protocol_options).
+  void armConnectionIdleTimer();
+  void onConnectionIdleTimeout();
+  void onMaxConnectionDuration();
   void routeRequest();
   // An Upgrade or CONNECT request: refused (403), answered locally, or handed to a Tunnel.
   void startUpgrade(const std::string& type);
@@ -174,6 +180,12 @@ private:
   std::unique_ptr<event::Timer> request_timer_;
   std::unique_ptr<event::Timer> stream_idle_timer_;
   std::unique_ptr<event::Timer> max_duration_timer_;  // the route's max_stream_duration / grpc-timeout
+
+  // The connection's own lifetime: closed when idle too long, drained when too old.
+  config::ConnectionLifetime lifetime_;
+  std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no request is in flight
+  std::unique_ptr<event::Timer> cx_max_duration_timer_;
+  bool draining_ = false;  // past max_connection_duration: the request in flight is the last
 
   // The response in flight.
   http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;

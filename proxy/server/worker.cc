@@ -7,7 +7,8 @@
 namespace culvert::server {
 
 namespace {
-constexpr std::chrono::milliseconds kUpstreamIdleTimeout{60000};
+// For connections of no cluster; a cluster's own idle_timeout defaults to Envoy's 1 h.
+constexpr std::chrono::milliseconds kUpstreamIdleTimeout{std::chrono::hours(1)};
 // How long a connection may stay silent before the sniffer decides it is a server-first
 // protocol (the client waits for the server to speak): the delay such a protocol pays
 // on listeners that need sniffing.
@@ -23,8 +24,8 @@ Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
       scheduler_(&dispatcher_),
       clusters_(upstream::ClusterManager::Options{&stats, hooks.resources, {}, [this] { return dispatcher_.now(); }}),
-      pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout),
-      http2_pool_(dispatcher_, pool_, stats, kUpstreamIdleTimeout),
+      pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout, &stats),
+      http2_pool_(dispatcher_, pool_, stats),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},
                                              "Accepted connections whose original destination was not recorded")) {}
@@ -59,6 +60,7 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
     pool_.setLiveEndpoints([this](std::string_view cluster, std::string_view endpoint) {
       return clusters_.hasEndpoint(cluster, endpoint);
     });
+    pool_.setLifetimes([this](std::string_view cluster) { return clusters_.connectionLifetime(cluster); });
   });
 }
 
@@ -317,6 +319,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                 });
   session->setOriginalDestination(std::move(original_destination));
   session->setStreamTimeouts(chain->http.timeouts);
+  session->setConnectionLifetime(chain->http.connection_lifetime);
   session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
   session->setUpgradeConfigs(chain->http.upgrade_configs);
   auto* raw = session.get();

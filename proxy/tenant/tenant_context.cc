@@ -45,6 +45,11 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
   t->downstream_rq_max_duration_reached =
       &stats.counter("culvert_downstream_rq_max_duration_reached_total", labels,
                      "Requests that outlived their route's max_stream_duration or capped grpc-timeout");
+  t->downstream_cx_idle_timeout = &stats.counter("culvert_downstream_cx_idle_timeout_total", labels,
+                                                 "Downstream connections closed after idle_timeout without a request");
+  t->downstream_cx_max_duration_reached =
+      &stats.counter("culvert_downstream_cx_max_duration_reached_total", labels,
+                     "Downstream connections drained at max_connection_duration");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

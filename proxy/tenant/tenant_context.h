@@ -42,6 +42,9 @@ struct TenantContext {
   common::Counter* downstream_rq_request_timeout = nullptr;
   common::Counter* downstream_rq_headers_timeout = nullptr;
   common::Counter* downstream_rq_max_duration_reached = nullptr;
+  // Downstream connection lifetimes (HttpConnectionManager.common_http_protocol_options).
+  common::Counter* downstream_cx_idle_timeout = nullptr;
+  common::Counter* downstream_cx_max_duration_reached = nullptr;
   common::Counter* no_filter_chain = nullptr;
 
   // Budgets (proxy/tenant/budget.h) and what was shed, by budget kind.

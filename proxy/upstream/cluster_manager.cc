@@ -384,6 +384,11 @@ bool ClusterManager::hasEndpoint(std::string_view name, std::string_view endpoin
   return address && findEndpoint(*state, *address).has_value();
 }
 
+config::ConnectionLifetime ClusterManager::connectionLifetime(std::string_view name) const {
+  auto* state = find(name);
+  return state ? state->cluster->connection_lifetime : config::ConnectionLifetime{};
+}
+
 bool ClusterManager::isEjected(std::string_view name, const common::SocketAddress& endpoint) const {
   auto* state = find(name);
   if (!state || !state->outlier) return false;

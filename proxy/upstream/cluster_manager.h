@@ -100,6 +100,8 @@ public:
   // Whether the cluster has an endpoint at "ip:port" now (the pool's question about its
   // connections).
   bool hasEndpoint(std::string_view cluster_name, std::string_view endpoint) const;
+  // The cluster's pooled-connection lifetime (the default for an unknown cluster).
+  config::ConnectionLifetime connectionLifetime(std::string_view cluster_name) const;
 
   // For tests and the admin view.
   bool isEjected(std::string_view cluster_name, const common::SocketAddress& endpoint) const;

@@ -7,13 +7,27 @@
 
 namespace culvert::upstream {
 
+EarliestDeadline::EarliestDeadline(event::Dispatcher& dispatcher, std::function<void()> on_due)
+    : dispatcher_(dispatcher), on_due_(std::move(on_due)), timer_(dispatcher.createTimer([this] {
+        armed_ = kNever;
+        on_due_();
+      })) {}
+
+void EarliestDeadline::request(TimePoint at) {
+  if (at >= armed_) return;
+  armed_ = at;
+  auto wait = std::chrono::ceil<std::chrono::milliseconds>(at - dispatcher_.now());
+  timer_->enable(std::max(wait, std::chrono::milliseconds(0)));
+}
+
 // A parked connection: watches for the upstream closing it. It stays readable while it
-// moves between pool and request, so parking and reuse cost no epoll_ctl and no timer: the
-// pool's one sweep timer closes connections idle for too long.
+// moves between pool and request, so parking and reuse cost no epoll_ctl and usually no
+// timer change: the pool's one timer is due at the earliest deadline of all.
 class ConnectionPool::Idle : public network::ConnectionCallbacks {
 public:
-  Idle(ConnectionPool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection)
-      : pool_(pool), key_(std::move(key)), connection_(std::move(connection)), since_(pool.dispatcher_.now()) {
+  Idle(ConnectionPool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection,
+       std::chrono::steady_clock::time_point deadline, LifetimeEnd why)
+      : pool_(pool), key_(std::move(key)), connection_(std::move(connection)), deadline_(deadline), why_(why) {
     connection_->setCallbacks(this);
     connection_->readEnable(true);
   }
@@ -26,13 +40,15 @@ public:
     return std::move(connection_);
   }
   const PoolKey& key() const { return key_; }
-  std::chrono::steady_clock::time_point since() const { return since_; }
+  std::chrono::steady_clock::time_point deadline() const { return deadline_; }
+  LifetimeEnd why() const { return why_; }
 
 private:
   ConnectionPool& pool_;
   PoolKey key_;
   std::unique_ptr<network::TcpConnection> connection_;
-  std::chrono::steady_clock::time_point since_;
+  std::chrono::steady_clock::time_point deadline_;
+  LifetimeEnd why_;
 };
 
 namespace {
@@ -71,19 +87,30 @@ private:
 }  // namespace
 
 ConnectionPool::ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger,
-                               std::chrono::milliseconds idle_timeout)
-    : dispatcher_(dispatcher), tagger_(tagger), idle_timeout_(idle_timeout) {}
+                               std::chrono::milliseconds idle_timeout, common::StatsStore* stats)
+    : dispatcher_(dispatcher), tagger_(tagger), idle_timeout_(idle_timeout), stats_(stats),
+      sweep_(dispatcher, [this] { sweep(); }) {}
 
 ConnectionPool::~ConnectionPool() = default;
 
 std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest& request, Ready ready) {
-  if (auto it = idle_.find(request.key); it != idle_.end() && !it->second.empty()) {
+  if (auto it = idle_.find(request.key); it != idle_.end()) {
     // Most recently used first: it is the least likely to have been closed by the peer.
-    auto conn = it->second.back()->take();
-    it->second.pop_back();
-    if (it->second.empty()) idle_.erase(it);
-    ready(std::move(conn));
-    return nullptr;
+    // One past its deadline whose timer has not run yet is not handed out.
+    auto& list = it->second;
+    auto now = dispatcher_.now();
+    while (!list.empty() && list.back()->deadline() <= now) {
+      countLifetimeEnd(it->first, list.back()->why());
+      list.pop_back();
+    }
+    if (!list.empty()) {
+      auto conn = list.back()->take();
+      list.pop_back();
+      if (list.empty()) idle_.erase(it);
+      ready(std::move(conn));
+      return nullptr;
+    }
+    idle_.erase(it);
   }
   auto fd = network::createTcpSocketInNetns(request.netns_fd, request.endpoint.family());
   if (!fd) {
@@ -110,27 +137,72 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
 void ConnectionPool::release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection) {
   if (!connection || connection->closed()) return;
   if (!isLive(key)) {
-    // Its endpoint left: closed, not parked. The caller may be inside the connection's
-    // own read callback, so it is destroyed after that returns.
-    connection->close();
-    dispatcher_.deferredDelete(std::move(connection));
+    // Its endpoint left: closed, not parked.
+    closeLater(std::move(connection));
     return;
   }
-  idle_[key].push_back(std::make_unique<Idle>(*this, key, std::move(connection)));
-  if (!sweep_) {
-    sweep_ = dispatcher_.createTimer([this] { sweep(); });
-    auto period = std::max<std::chrono::milliseconds>(idle_timeout_ / 4, std::chrono::milliseconds(100));
-    sweep_->enable(period, period);
+  auto lifetime = lifetimeOf(key);
+  auto now = dispatcher_.now();
+  auto idle_end = lifetime.idle_timeout.count() > 0 ? now + lifetime.idle_timeout : EarliestDeadline::kNever;
+  auto life_end =
+      lifetime.max_duration.count() > 0 ? connection->createdAt() + lifetime.max_duration : EarliestDeadline::kNever;
+  if (life_end <= now) {
+    // Too old to be reused: its exchange was its last.
+    countLifetimeEnd(key, LifetimeEnd::MaxDuration);
+    closeLater(std::move(connection));
+    return;
   }
+  auto why = life_end < idle_end ? LifetimeEnd::MaxDuration : LifetimeEnd::IdleTimeout;
+  auto deadline = std::min(idle_end, life_end);
+  idle_[key].push_back(std::make_unique<Idle>(*this, key, std::move(connection), deadline, why));
+  if (deadline != EarliestDeadline::kNever) sweep_.request(deadline);
+}
+
+void ConnectionPool::closeLater(std::unique_ptr<network::TcpConnection> connection) {
+  // The caller may be inside the connection's own read callback: destroyed after it returns.
+  connection->close();
+  dispatcher_.deferredDelete(std::move(connection));
 }
 
 void ConnectionPool::sweep() {
-  auto deadline = dispatcher_.now() - idle_timeout_;
+  auto now = dispatcher_.now();
+  auto next = EarliestDeadline::kNever;
   for (auto it = idle_.begin(); it != idle_.end();) {
-    // Oldest first in each list: stop at the first one still young enough.
     auto& list = it->second;
-    while (!list.empty() && list.front()->since() <= deadline) list.pop_front();
+    for (auto li = list.begin(); li != list.end();) {
+      if ((*li)->deadline() <= now) {
+        countLifetimeEnd(it->first, (*li)->why());
+        li = list.erase(li);
+      } else {
+        next = std::min(next, (*li)->deadline());
+        ++li;
+      }
+    }
     it = list.empty() ? idle_.erase(it) : std::next(it);
+  }
+  if (next != EarliestDeadline::kNever) sweep_.request(next);
+}
+
+config::ConnectionLifetime ConnectionPool::lifetimeOf(const PoolKey& key) const {
+  if (lifetime_of_ && !key.cluster.empty()) return lifetime_of_(key.cluster);
+  config::ConnectionLifetime fallback;
+  fallback.idle_timeout = idle_timeout_;
+  return fallback;
+}
+
+void ConnectionPool::setLifetimes(LifetimeOf lifetime_of) { lifetime_of_ = std::move(lifetime_of); }
+
+void ConnectionPool::countLifetimeEnd(const PoolKey& key, LifetimeEnd why) {
+  if (!stats_) return;
+  common::Labels labels{{"cluster", key.cluster}};
+  if (why == LifetimeEnd::IdleTimeout) {
+    stats_->counter("culvert_upstream_cx_idle_timeout_total", labels,
+                    "Pooled upstream connections closed after the cluster's idle_timeout")
+        .inc();
+  } else {
+    stats_->counter("culvert_upstream_cx_max_duration_reached_total", labels,
+                    "Upstream connections closed, not reused, past the cluster's max_connection_duration")
+        .inc();
   }
 }
 

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "proxy/common/stats.h"
+#include "proxy/config/snapshot.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/network/connection.h"
 #include "proxy/network/socket_hooks.h"
@@ -49,12 +50,35 @@ public:
   virtual ~PendingConnection() = default;
 };
 
-// One worker's HTTP/1.1 upstream connections: keep-alive reuse, idle close.
+// One timer for many deadlines: it fires at the earliest one asked for. Its owner handles
+// what is due and asks again for the next; asking for a later deadline costs nothing.
+class EarliestDeadline {
+public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  static constexpr TimePoint kNever = TimePoint::max();
+  EarliestDeadline(event::Dispatcher& dispatcher, std::function<void()> on_due);
+  void request(TimePoint at);
+
+private:
+  event::Dispatcher& dispatcher_;
+  std::function<void()> on_due_;
+  std::unique_ptr<event::Timer> timer_;
+  TimePoint armed_ = kNever;
+};
+
+// Why the pool closed a connection it kept (a counter per cluster each).
+enum class LifetimeEnd { IdleTimeout, MaxDuration };
+
+// One worker's HTTP/1.1 upstream connections: keep-alive reuse, closed after the
+// cluster's idle_timeout, never reused past its max_connection_duration.
 class ConnectionPool {
 public:
   using Ready = std::function<void(common::Result<std::unique_ptr<network::TcpConnection>>)>;
 
-  ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger, std::chrono::milliseconds idle_timeout);
+  // `idle_timeout` holds for clusters the lifetime lookup does not know. `stats` (may be
+  // null) gets the per-cluster lifetime counters.
+  ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger, std::chrono::milliseconds idle_timeout,
+                 common::StatsStore* stats = nullptr);
   ~ConnectionPool();
 
   // Calls `ready` with an idle pooled connection (synchronously) or a new one once
@@ -72,6 +96,13 @@ public:
   // cluster every endpoint stays live: a new address is for new connections only).
   using LiveEndpoint = std::function<bool(std::string_view cluster, std::string_view endpoint)>;
   void setLiveEndpoints(LiveEndpoint is_live);
+  // A cluster's connection lifetime (its common_http_protocol_options); set again after
+  // every configuration change, like the live endpoints.
+  using LifetimeOf = std::function<config::ConnectionLifetime(std::string_view cluster)>;
+  void setLifetimes(LifetimeOf lifetime_of);
+  config::ConnectionLifetime lifetimeOf(const PoolKey& key) const;
+  // Counts a connection closed for `why` (also for the HTTP/2 pool's connections).
+  void countLifetimeEnd(const PoolKey& key, LifetimeEnd why);
 
   // Whether acquire() would reuse a parked connection rather than make one.
   bool hasIdle(const PoolKey& key) const;
@@ -82,15 +113,18 @@ private:
   class Idle;
   void removeIdle(Idle* idle);
   void sweep();
+  void closeLater(std::unique_ptr<network::TcpConnection> connection);
 
   event::Dispatcher& dispatcher_;
   network::SocketTagger* tagger_;
   std::chrono::milliseconds idle_timeout_;
+  common::StatsStore* stats_;
+  LifetimeOf lifetime_of_;  // empty = idle_timeout_, no maximum
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
   LiveEndpoint live_;  // empty until the first configuration
   bool isLive(const PoolKey& key) const;
-  std::unique_ptr<event::Timer> sweep_;
+  EarliestDeadline sweep_;
 };
 
 }  // namespace culvert::upstream

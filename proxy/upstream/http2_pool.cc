@@ -17,6 +17,7 @@ Http2Connection::Http2Connection(Http2Pool& pool, PoolKey key, std::unique_ptr<n
   connection_->setCallbacks(this);
   connection_->readEnable(true);
   flush();  // the preface and SETTINGS
+  pool_.scheduleLifetime(*this);
 }
 
 Http2Connection::~Http2Connection() {
@@ -107,6 +108,7 @@ void Http2Connection::fail(const std::string& reason) {
 void Http2Connection::maybeRetire() {
   if (!streams_.empty()) return;
   idle_since_ = pool_.dispatcher().now();
+  if (!draining_) pool_.scheduleLifetime(*this);
   if (draining_ && !in_codec_) {
     // Let the GOAWAY and any RST_STREAM reach the socket first.
     codec_.takeOutput(out_);
@@ -191,9 +193,8 @@ private:
   bool fired_ = false;
 };
 
-Http2Pool::Http2Pool(event::Dispatcher& dispatcher, ConnectionPool& sockets, common::StatsStore& stats,
-                     std::chrono::milliseconds idle_timeout)
-    : dispatcher_(dispatcher), sockets_(sockets), idle_timeout_(idle_timeout),
+Http2Pool::Http2Pool(event::Dispatcher& dispatcher, ConnectionPool& sockets, common::StatsStore& stats)
+    : dispatcher_(dispatcher), sockets_(sockets), sweep_(dispatcher, [this] { sweep(); }),
       cx_total_(stats.counter("culvert_http2_upstream_cx_total", {}, "Upstream HTTP/2 connections opened")),
       cx_active_(stats.gauge("culvert_http2_upstream_cx_active", {}, "Open upstream HTTP/2 connections")),
       rq_total_(stats.counter("culvert_http2_upstream_rq_total", {}, "Streams opened on upstream HTTP/2 connections")) {}
@@ -204,8 +205,10 @@ Http2Pool::~Http2Pool() {
 
 std::unique_ptr<PendingConnection> Http2Pool::acquire(const ConnectRequest& request, Ready ready) {
   auto [begin, end] = connections_.equal_range(request.key);
+  auto now = dispatcher_.now();
   for (auto it = begin; it != end; ++it) {
-    if (it->second->canOpenStream()) {
+    // One past its lifetime whose sweep has not run yet takes no new stream.
+    if (it->second->canOpenStream() && lifetimeEnd(*it->second).first > now) {
       ready(it->second.get());
       return nullptr;
     }
@@ -219,11 +222,6 @@ std::unique_ptr<PendingConnection> Http2Pool::acquire(const ConnectRequest& requ
     if (auto it = connecting_.find(key); it != connecting_.end()) it->second.pending = std::move(pending);
   }
   if (waiter->fired()) return nullptr;  // failed synchronously
-  if (!sweep_) {
-    sweep_ = dispatcher_.createTimer([this] { sweep(); });
-    auto period = std::max<std::chrono::milliseconds>(idle_timeout_ / 4, std::chrono::milliseconds(100));
-    sweep_->enable(period, period);
-  }
   return waiter;
 }
 
@@ -278,17 +276,44 @@ void Http2Pool::retire(Http2Connection* connection) {
   }
 }
 
+std::pair<EarliestDeadline::TimePoint, LifetimeEnd> Http2Pool::lifetimeEnd(const Http2Connection& connection) const {
+  if (connection.draining_ || connection.closed_) return {EarliestDeadline::kNever, LifetimeEnd::IdleTimeout};
+  auto lifetime = sockets_.lifetimeOf(connection.key());
+  auto life_end = lifetime.max_duration.count() > 0 ? connection.connection_->createdAt() + lifetime.max_duration
+                                                     : EarliestDeadline::kNever;
+  auto idle_end = lifetime.idle_timeout.count() > 0 && connection.streams_.empty()
+                      ? connection.idle_since_ + lifetime.idle_timeout
+                      : EarliestDeadline::kNever;
+  if (life_end <= idle_end) return {life_end, LifetimeEnd::MaxDuration};
+  return {idle_end, LifetimeEnd::IdleTimeout};
+}
+
+void Http2Pool::scheduleLifetime(const Http2Connection& connection) {
+  auto end = lifetimeEnd(connection).first;
+  if (end != EarliestDeadline::kNever) sweep_.request(end);
+}
+
 void Http2Pool::sweep() {
-  auto deadline = dispatcher_.now() - idle_timeout_;
-  std::vector<Http2Connection*> idle;
+  auto now = dispatcher_.now();
+  auto next = EarliestDeadline::kNever;
+  std::vector<Http2Connection*> due;
   for (auto& [key, connection] : connections_) {
-    if (connection->streams_.empty() && connection->idle_since_ <= deadline) idle.push_back(connection.get());
+    auto [end, why] = lifetimeEnd(*connection);
+    if (end <= now) {
+      sockets_.countLifetimeEnd(key, why);
+      due.push_back(connection.get());
+    } else {
+      next = std::min(next, end);
+    }
   }
-  for (auto* c : idle) {
+  // GOAWAY: no new streams; the connection closes once its streams finish.
+  for (auto* c : due) {
     c->draining_ = true;
     c->codec_.goAway();
+    c->flush();
     c->maybeRetire();
   }
+  if (next != EarliestDeadline::kNever) sweep_.request(next);
 }
 
 void Http2Pool::drainPod(uint64_t pod_id) {

@@ -87,13 +87,15 @@ private:
 
 // One worker's upstream HTTP/2 connections, keyed like the HTTP/1.1 pool (source pod,
 // endpoint): a request joins a connection with room for a stream, else one being made,
-// else a new one. Connections without streams close after the idle timeout.
+// else a new one. Connections without streams close after the cluster's idle_timeout;
+// ones older than its max_connection_duration take no new streams and close when their
+// streams finish.
 class Http2Pool {
 public:
   using Ready = std::function<void(common::Result<Http2Connection*>)>;
 
-  Http2Pool(event::Dispatcher& dispatcher, ConnectionPool& sockets, common::StatsStore& stats,
-            std::chrono::milliseconds idle_timeout);
+  // Connection lifetimes come from `sockets` (the clusters' common_http_protocol_options).
+  Http2Pool(event::Dispatcher& dispatcher, ConnectionPool& sockets, common::StatsStore& stats);
   ~Http2Pool();
 
   // Calls `ready` with a connection that can open a stream now (synchronously, returning
@@ -113,15 +115,18 @@ private:
   void onConnected(const PoolKey& key, common::Result<std::unique_ptr<network::TcpConnection>> result);
   void removeWaiter(const PoolKey& key, Waiter* waiter);
   void retire(Http2Connection* connection);
+  // Asks the sweep to run when `connection` reaches its idle or maximum lifetime.
+  void scheduleLifetime(const Http2Connection& connection);
+  // When `connection` is due to drain (kNever: not due), and why.
+  std::pair<EarliestDeadline::TimePoint, LifetimeEnd> lifetimeEnd(const Http2Connection& connection) const;
   void sweep();
 
   event::Dispatcher& dispatcher_;
   ConnectionPool& sockets_;
-  std::chrono::milliseconds idle_timeout_;
   std::multimap<PoolKey, std::unique_ptr<Http2Connection>> connections_;
   std::map<PoolKey, Connecting> connecting_;
   std::vector<Waiter*>* firing_ = nullptr;  // the waiters onConnected is calling back
-  std::unique_ptr<event::Timer> sweep_;
+  EarliestDeadline sweep_;
   common::Counter& cx_total_;
   common::Gauge& cx_active_;
   common::Counter& rq_total_;

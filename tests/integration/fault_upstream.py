@@ -23,6 +23,12 @@ under an exclusive lock, so the attempt numbers of a key are global):
     {"t": <CLOCK_MONOTONIC seconds>, "server": name, "key": K, "attempt": n,
      "method": ..., "path": ..., "headers": {...}, "body_bytes": n, "faulty": bool}
 
+Each connection's life goes to "<log>.conns" when it ends (read with `connections(log)`):
+
+    {"server": name, "peer_port": p, "opened": t, "closed": t, "requests": n}
+
+where "closed" is when the server saw the peer close it (or closed it itself).
+
 CLOCK_MONOTONIC is system-wide, so a test compares these times with its own
 time.monotonic(). Run one server per pod:
 
@@ -86,6 +92,11 @@ def attempts(log_path: str, key: str | None = None) -> list[dict]:
     return out
 
 
+def connections(log_path: str, server: str | None = None) -> list[dict]:
+    """The connections that ended, from `log_path`'s ".conns" companion, in order of ending."""
+    return [c for c in attempts(log_path + ".conns") if server is None or c.get("server") == server]
+
+
 class FaultUpstream:
     """One fault server process in a test pod (see the module docstring)."""
 
@@ -122,6 +133,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_name_ = "fault"
     log_path = ""
 
+    def setup(self):
+        super().setup()
+        self.opened_, self.requests_ = time.monotonic(), 0
+
+    def finish(self):
+        try:
+            super().finish()
+        except OSError:
+            pass
+        record = {"server": self.server_name_, "peer_port": self.client_address[1], "opened": self.opened_,
+                  "closed": time.monotonic(), "requests": self.requests_}
+        with open(self.log_path + ".conns", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(json.dumps(record) + "\n")
+            fcntl.flock(f, fcntl.LOCK_UN)
+
     def _read_body(self) -> int:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             total = 0
@@ -141,10 +168,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self):
         t = time.monotonic()
+        self.requests_ += 1
         body_bytes = self._read_body()
         h = {k.lower(): v for k, v in self.headers.items()}
         key = h.get("x-fault-key", self.path)
-        record = {"t": t, "server": self.server_name_, "key": key, "method": self.command,
+        record = {"t": t, "server": self.server_name_, "peer_port": self.client_address[1], "key": key,
+                  "method": self.command,
                   "path": self.path, "headers": h, "body_bytes": body_bytes}
         fail_first = h.get("x-fault-fail-first")
         n = _append_attempt(self.log_path, record, None if fail_first is None else int(fail_first))

@@ -911,6 +911,17 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return std::unexpected(t.error());
     }
   }
+  if (proto.has_common_http_protocol_options()) {
+    if (out.codec_type != config::HttpConnectionManager::CodecType::Http1) {
+      // An HTTP/2 connection would ignore them: refuse rather than half-apply.
+      return fail("common_http_protocol_options need codec_type HTTP1 (HTTP/2 downstream connections do not "
+                  "implement idle_timeout or max_connection_duration yet)",
+                  "common_http_protocol_options");
+    }
+    auto lifetime = translateConnectionLifetime(proto.common_http_protocol_options());
+    if (!lifetime) return std::unexpected(nest("common_http_protocol_options", lifetime.error()));
+    out.connection_lifetime = *lifetime;
+  }
   auto logs = translateAccessLogs(proto.access_log());
   if (!logs) return std::unexpected(logs.error());
   out.access_logs = std::move(*logs);
@@ -1288,9 +1299,10 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
       // culvert.v1.ClusterExtensions: translateUpstreamPolicies; anything else is rejected there.
       if (key != kHttpProtocolOptionsName) continue;
       auto where = "typed_extension_protocol_options[\"" + key + "\"]";
-      auto protocol = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
-      if (!protocol) return std::unexpected(nest(where, protocol.error()));
-      out.http_protocol = *protocol;
+      auto options = translateHttpProtocolOptions(proto.typed_extension_protocol_options().at(key));
+      if (!options) return std::unexpected(nest(where, options.error()));
+      out.http_protocol = options->protocol;
+      out.connection_lifetime = options->lifetime;
     }
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.

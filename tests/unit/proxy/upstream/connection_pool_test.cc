@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 namespace culvert::upstream {
 namespace {
 
@@ -26,6 +28,111 @@ struct Listener {
   }
   ~Listener() { ::close(fd); }
 };
+
+// Connects one pooled connection per key through `pool`, running the loop until all are up.
+std::vector<std::unique_ptr<network::TcpConnection>> connectAll(event::Dispatcher& d, ConnectionPool& pool,
+                                                                 const common::SocketAddress& address,
+                                                                 const std::vector<PoolKey>& keys) {
+  std::vector<std::unique_ptr<network::TcpConnection>> connected;
+  std::vector<std::unique_ptr<PendingConnection>> pending;
+  for (const auto& key : keys) {
+    pending.push_back(pool.acquire(ConnectRequest{key, -1, address, std::chrono::seconds(2)}, [&](auto result) {
+      ASSERT_TRUE(result) << result.error().describe();
+      connected.push_back(std::move(*result));
+      if (connected.size() == keys.size()) d.exit();
+    }));
+  }
+  auto deadline = d.createTimer([&] { d.exit(); });
+  deadline->enable(std::chrono::seconds(5));
+  d.run();
+  EXPECT_EQ(connected.size(), keys.size());
+  return connected;
+}
+
+// Runs the loop until `done()` holds (checked every 2 ms) or `limit` passes; returns how
+// long that took.
+std::chrono::milliseconds runUntil(event::Dispatcher& d, const std::function<bool()>& done,
+                                   std::chrono::milliseconds limit) {
+  auto start = std::chrono::steady_clock::now();
+  auto poll = d.createTimer([&] {
+    if (done() || std::chrono::steady_clock::now() - start > limit) d.exit();
+  });
+  poll->enable(std::chrono::milliseconds(2), std::chrono::milliseconds(2));
+  d.run();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+}
+
+config::ConnectionLifetime lifetime(std::chrono::milliseconds idle, std::chrono::milliseconds max) {
+  config::ConnectionLifetime out;
+  out.idle_timeout = idle;
+  out.max_duration = max;
+  return out;
+}
+
+uint64_t counter(common::StatsStore& stats, const std::string& name, const std::string& cluster) {
+  return stats.counter(name, {{"cluster", cluster}}).value();
+}
+
+TEST(ConnectionPoolTest, IdleTimeoutIsTheClusters) {
+  Listener server;
+  event::Dispatcher d("pool");
+  common::StatsStore stats;
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats);
+  pool.setLifetimes([](std::string_view cluster) {
+    return cluster == "fast" ? lifetime(std::chrono::milliseconds(200), {}) : lifetime(std::chrono::seconds(10), {});
+  });
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey fast{1, address.toString(), Protocol::Http1, "fast"};
+  PoolKey slow{1, address.toString(), Protocol::Http1, "slow"};
+  auto connected = connectAll(d, pool, address, {fast, slow});
+  ASSERT_EQ(connected.size(), 2u);
+  pool.release(fast, std::move(connected[0]));
+  pool.release(slow, std::move(connected[1]));
+  auto took = runUntil(d, [&] { return !pool.hasIdle(fast); }, std::chrono::seconds(2));
+  EXPECT_FALSE(pool.hasIdle(fast));
+  EXPECT_GE(took.count(), 175);
+  EXPECT_LE(took.count(), 225);
+  EXPECT_TRUE(pool.hasIdle(slow));
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_idle_timeout_total", "fast"), 1u);
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_idle_timeout_total", "slow"), 0u);
+}
+
+TEST(ConnectionPoolTest, MaxConnectionDurationEndsReuse) {
+  Listener server;
+  event::Dispatcher d("pool");
+  common::StatsStore stats;
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats);
+  pool.setLifetimes([](std::string_view) { return lifetime(std::chrono::seconds(10), std::chrono::milliseconds(150)); });
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey key{1, address.toString(), Protocol::Http1, "c"};
+  auto connected = connectAll(d, pool, address, {key, key});
+  ASSERT_EQ(connected.size(), 2u);
+  // Parked: closed when its life ends, although its idle timeout is far off.
+  pool.release(key, std::move(connected[0]));
+  EXPECT_TRUE(pool.hasIdle(key));
+  runUntil(d, [&] { return !pool.hasIdle(key); }, std::chrono::seconds(2));
+  EXPECT_FALSE(pool.hasIdle(key));
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_max_duration_reached_total", "c"), 1u);
+  // Busy past its life: closed instead of parked when its exchange ends.
+  pool.release(key, std::move(connected[1]));
+  EXPECT_EQ(pool.idleCount(), 0u);
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_max_duration_reached_total", "c"), 2u);
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_idle_timeout_total", "c"), 0u);
+}
+
+TEST(ConnectionPoolTest, ZeroIdleTimeoutKeepsConnections) {
+  Listener server;
+  event::Dispatcher d("pool");
+  ConnectionPool pool(d, nullptr, std::chrono::milliseconds(1));
+  pool.setLifetimes([](std::string_view) { return lifetime({}, {}); });
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey key{1, address.toString(), Protocol::Http1, "c"};
+  auto connected = connectAll(d, pool, address, {key});
+  ASSERT_EQ(connected.size(), 1u);
+  pool.release(key, std::move(connected[0]));
+  runUntil(d, [] { return false; }, std::chrono::milliseconds(50));
+  EXPECT_TRUE(pool.hasIdle(key));
+}
 
 TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   Listener server;

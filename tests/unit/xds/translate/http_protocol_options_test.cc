@@ -56,14 +56,59 @@ TEST(HttpProtocolOptions, RejectsWhatItDoesNotImplementWithThePath) {
            {"", kWhere + ".upstream_protocol_options"},
            {"explicit_http_config {}", kWhere + ".explicit_http_config"},
            {"auto_config {}", kWhere + ".auto_config"},
-           {"common_http_protocol_options {} explicit_http_config { http2_protocol_options {} }",
-            kWhere + ".common_http_protocol_options"},
+           {"common_http_protocol_options { idle_timeout { seconds: -1 } } explicit_http_config { http_protocol_options {} }",
+            kWhere + ".common_http_protocol_options.idle_timeout"},
+           {"common_http_protocol_options { max_connection_duration { nanos: -1 } } "
+            "explicit_http_config { http_protocol_options {} }",
+            kWhere + ".common_http_protocol_options.max_connection_duration"},
            {"upstream_http_protocol_options {} explicit_http_config { http2_protocol_options {} }",
             kWhere + ".upstream_http_protocol_options"},
        }) {
     auto out = translateCluster(cluster(c.options));
     ASSERT_FALSE(out) << c.options;
     EXPECT_EQ(out.error().where, c.where) << out.error().describe();
+  }
+}
+
+TEST(HttpProtocolOptions, ConnectionLifetimeDefaultsToEnvoys) {
+  auto out = translateCluster(cluster("explicit_http_config { http_protocol_options {} }"));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->connection_lifetime.idle_timeout, std::chrono::hours(1));
+  EXPECT_EQ(out->connection_lifetime.max_duration, std::chrono::milliseconds(0));
+}
+
+TEST(HttpProtocolOptions, ConnectionLifetimeFromCommonOptions) {
+  auto out = translateCluster(cluster(
+      "common_http_protocol_options { idle_timeout { nanos: 250000000 } max_connection_duration { seconds: 2 } } "
+      "explicit_http_config { http2_protocol_options {} }"));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->http_protocol, config::UpstreamHttpProtocol::Http2);
+  EXPECT_EQ(out->connection_lifetime.idle_timeout, std::chrono::milliseconds(250));
+  EXPECT_EQ(out->connection_lifetime.max_duration, std::chrono::seconds(2));
+  // 0 switches the idle timeout off; below a millisecond does not.
+  auto off = translateCluster(cluster(
+      "common_http_protocol_options { idle_timeout {} max_connection_duration { nanos: 1 } } "
+      "explicit_http_config { http_protocol_options {} }"));
+  ASSERT_TRUE(off) << off.error().describe();
+  EXPECT_EQ(off->connection_lifetime.idle_timeout, std::chrono::milliseconds(0));
+  EXPECT_EQ(off->connection_lifetime.max_duration, std::chrono::milliseconds(1));
+}
+
+TEST(HttpProtocolOptions, RejectsOtherCommonOptionsWithThePath) {
+  // max_headers_count (2), max_stream_duration (4), headers_with_underscores_action (5),
+  // max_requests_per_connection (6): fields culvert does not honour.
+  for (int field : {2, 4, 5, 6}) {
+    auto proto = cluster("explicit_http_config { http_protocol_options {} }");
+    envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
+    ASSERT_TRUE(proto.typed_extension_protocol_options().begin()->second.UnpackTo(&options));
+    auto* common = options.mutable_common_http_protocol_options();
+    common->GetReflection()->MutableUnknownFields(common)->AddVarint(field, 1);
+    (*proto.mutable_typed_extension_protocol_options()).begin()->second.PackFrom(options);
+    auto out = translateCluster(proto);
+    ASSERT_FALSE(out) << field;
+    EXPECT_EQ(out.error().where, kWhere + ".common_http_protocol_options") << out.error().describe();
+    EXPECT_NE(out.error().describe().find("field number " + std::to_string(field)), std::string::npos)
+        << out.error().describe();
   }
 }
 

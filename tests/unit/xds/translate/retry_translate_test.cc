@@ -221,5 +221,28 @@ TEST(TranslateStreamTimeouts, ConnectionManagerTimeouts) {
   EXPECT_EQ(bad.error().where, "filter_chains[0].filters[0].typed_config.stream_idle_timeout");
 }
 
+TEST(TranslateConnectionLifetime, ConnectionManagerCommonOptions) {
+  auto defaults = listenerWith("");
+  ASSERT_TRUE(defaults) << defaults.error().describe();
+  EXPECT_EQ(defaults->filter_chains[0].http.connection_lifetime.idle_timeout, std::chrono::hours(1));
+  EXPECT_EQ(defaults->filter_chains[0].http.connection_lifetime.max_duration, milliseconds(0));
+  auto set = listenerWith(
+      "codec_type: HTTP1 common_http_protocol_options { idle_timeout { nanos: 300000000 } "
+      "max_connection_duration { seconds: 2 } }");
+  ASSERT_TRUE(set) << set.error().describe();
+  EXPECT_EQ(set->filter_chains[0].http.connection_lifetime.idle_timeout, milliseconds(300));
+  EXPECT_EQ(set->filter_chains[0].http.connection_lifetime.max_duration, milliseconds(2000));
+  const std::string where = "filter_chains[0].filters[0].typed_config.common_http_protocol_options";
+  // AUTO or HTTP2 could carry an HTTP/2 connection, which does not honour them yet.
+  for (const auto* codec : {"", "codec_type: AUTO ", "codec_type: HTTP2 "}) {
+    auto h2 = listenerWith(std::string(codec) + "common_http_protocol_options { idle_timeout { seconds: 1 } }");
+    ASSERT_FALSE(h2) << codec;
+    EXPECT_EQ(h2.error().where, where) << h2.error().describe();
+  }
+  auto bad = listenerWith("codec_type: HTTP1 common_http_protocol_options { max_connection_duration { seconds: -1 } }");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().where, where + ".max_connection_duration");
+}
+
 }  // namespace
 }  // namespace culvert::xds::translate

@@ -1,0 +1,318 @@
+#!/usr/bin/python3
+"""Connection lifetimes (common_http_protocol_options) through capture: upstream (a
+cluster's) and downstream (an HttpConnectionManager's, HTTP/1.1).
+
+    /usr/bin/python3 tests/integration/connection_lifetime_test.py \
+        --culvertd build/agent/culvertd --culvertctl build/agent/culvertctl
+
+Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
+Pod "client" (10.244.1.1) sends to the never-routed VIP 10.96.0.10:80; fault upstreams
+(fault_upstream.py: a 10.244.1.2, b .3) record every connection they accepted and when
+its peer closed it. One worker, so that every request shares one pool. The downstream
+checks use a second VIP (10.96.0.11) whose connection manager closes idle keep-alive
+connections and drains old ones.
+"""
+
+import os
+import re
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testhosts as th  # noqa: E402
+from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
+from fault_upstream import FaultUpstream, attempts, connections  # noqa: E402
+
+CLIENT_IP = "10.244.1.1"
+SERVERS = {"a": "10.244.1.2", "b": "10.244.1.3"}
+PORT = 8080
+VIP = "10.96.0.10"
+IDLE_TIMEOUT = 0.3
+MAX_DURATION = 0.6
+DOWNSTREAM_VIP = "10.96.0.11"
+DOWNSTREAM_IDLE = 0.3
+DOWNSTREAM_MAX = 0.8
+
+
+def cluster(name: str, ip: str, common: str) -> str:
+    return f"""
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: {name}
+  type: STATIC
+  connect_timeout: 1s
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      common_http_protocol_options: {{{common}}}
+      explicit_http_config: {{http_protocol_options: {{}}}}
+  load_assignment:
+    cluster_name: {name}
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {PORT}}}}}}}
+"""
+
+
+RESOURCES = f"""\
+version_info: "1"
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: vip
+  address: {{socket_address: {{address: {VIP}, port_value: 80}}}}
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: vip
+        route_config:
+          name: local
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{prefix: "/idle"}}
+              route: {{cluster: idle}}
+            - match: {{prefix: "/aged"}}
+              route: {{cluster: aged}}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: downstream
+  address: {{socket_address: {{address: {DOWNSTREAM_VIP}, port_value: 80}}}}
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: downstream
+        codec_type: HTTP1
+        common_http_protocol_options: {{idle_timeout: {DOWNSTREAM_IDLE}s, max_connection_duration: {DOWNSTREAM_MAX}s}}
+        route_config:
+          name: downstream
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{prefix: "/"}}
+              route: {{cluster: plain}}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+""" + cluster("plain", SERVERS["a"], "") + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
+    "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
+
+# Sends `count` requests for `path`, one every `gap` seconds, each on a new downstream
+# connection (so that only the upstream side is pooled); prints each status.
+SEQUENTIAL_CLIENT = r"""
+import socket, sys, time
+vip, path, key, count, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+start = time.monotonic()
+for i in range(count):
+    time.sleep(max(0.0, start + i * gap - time.monotonic()))
+    s = socket.create_connection((vip, 80), timeout=5)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nx-fault-key: %s\r\nConnection: close\r\n\r\n" % (path, key)).encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    print("STATUS=%s" % data.split(b" ", 2)[1].decode() if b" " in data else "STATUS=none", flush=True)
+"""
+
+
+# One keep-alive connection. "idle": one request, then wait; prints how long after its
+# answer the connection was closed. "busy": a request every 0.1 s until the connection
+# ends; prints how long it lived, how many answers came and whether the last one said
+# "connection: close". "inflight": quick requests every 0.1 s (never idle), then at 0.6 s
+# one the upstream answers 400 ms later (in flight at max_connection_duration); prints
+# as "busy".
+KEEPALIVE_CLIENT = r"""
+import socket, sys, time
+vip, mode = sys.argv[1], sys.argv[2]
+s = socket.create_connection((vip, 80), timeout=5)
+t0 = time.monotonic()
+buf = b""
+def answer():
+    global buf
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").lower().split("\r\n")
+    length = 0
+    for line in lines[1:]:
+        if line.startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    while len(buf) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    buf = buf[length:]
+    return "connection: close" in lines
+def wait_close():
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    return time.monotonic()
+request = b"GET /ds HTTP/1.1\r\nHost: x\r\n\r\n"
+if mode == "idle":
+    s.sendall(request)
+    answer()
+    t1 = time.monotonic()
+    print("CLOSED_AFTER=%.3f" % (wait_close() - t1))
+elif mode == "inflight":
+    n = 0
+    while time.monotonic() - t0 < 0.55:
+        s.sendall(request)
+        n += answer() is not None
+        time.sleep(0.1)
+    s.sendall(b"GET /ds HTTP/1.1\r\nHost: x\r\nx-fault-delay-ms: 400\r\n\r\n")
+    said_close = answer()
+    n += said_close is not None
+    wait_close()
+    print("LIFE=%.3f ANSWERS=%d LAST_SAID_CLOSE=%d" % (time.monotonic() - t0, n, bool(said_close)))
+else:
+    n, last_close = 0, False
+    while time.monotonic() - t0 < 5:
+        try:
+            s.sendall(request)
+            said_close = answer()
+        except OSError:
+            said_close = None
+        if said_close is None:
+            break
+        n, last_close = n + 1, said_close
+        if said_close:
+            wait_close()
+            break
+        time.sleep(0.1)
+    print("LIFE=%.3f ANSWERS=%d LAST_SAID_CLOSE=%d" % (time.monotonic() - t0, n, last_close))
+"""
+
+
+def tolerance(expected_s: float) -> float:
+    return max(0.025, 0.1 * expected_s)
+
+
+def wait_for(predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
+    client = net.add_pod("client", CLIENT_IP)
+    pods = {name: net.add_pod(name, ip) for name, ip in SERVERS.items()}
+    try:
+        net.assert_isolated()
+        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
+    except th.HostSafetyError as e:
+        R.check("test hosts isolated", False, str(e), fatal=True)
+    log = net.path("attempts.jsonl")
+    for name, pod in pods.items():
+        FaultUpstream.start(net, pod, PORT, name, log)
+
+    d = Culvertd(net, args, R, workers=1)
+    d.start({"lifetime.yaml": RESOURCES})
+    d.enroll(client)
+    script = net.path("sequential_client.py")
+    with open(script, "w") as f:
+        f.write(SEQUENTIAL_CLIENT)
+
+    def send(path: str, key: str, count: int, gap: float):
+        cp = client.run([th.PYTHON, "-B", script, VIP, path, key, str(count), str(gap)], cgroup=d.cgroup,
+                        timeout=30, check=False)
+        statuses = re.findall(r"STATUS=(\S+)", cp.stdout)
+        R.check(f"{path}: {count} answers 200", statuses == ["200"] * count, describe(cp))
+
+    # --- idle_timeout: the pooled connection is closed 300 ms after its exchange
+    key = f"idle-{uuid.uuid4().hex[:8]}"
+    send("/idle", key, 1, 0)
+    seen = attempts(log, key)
+    closed = wait_for(lambda: connections(log, "a"))
+    R.check("idle_timeout: the upstream saw its connection closed", len(closed) == 1, str(closed))
+    if closed and seen:
+        idle = closed[0]["closed"] - seen[0]["t"]
+        print(f"measured: upstream idle close {idle * 1000:.0f} ms after the exchange (want {IDLE_TIMEOUT * 1000:.0f})")
+        R.check(f"idle_timeout: closed {IDLE_TIMEOUT * 1000:.0f} ms after the exchange",
+                abs(idle - IDLE_TIMEOUT) <= tolerance(IDLE_TIMEOUT), f"after {idle * 1000:.0f} ms")
+    got = d.wait_metric("culvert_upstream_cx_idle_timeout_total", 1, {"cluster": "idle"})
+    R.check("culvert_upstream_cx_idle_timeout_total{cluster=idle} = 1", got == 1, f"got {got}")
+
+    # --- max_connection_duration: reused until 600 ms old, then replaced
+    key = f"aged-{uuid.uuid4().hex[:8]}"
+    send("/aged", key, 12, 0.1)
+    seen = attempts(log, key)
+    ports = [a["peer_port"] for a in seen]
+    first = wait_for(lambda: [c for c in connections(log, "b") if ports and c["peer_port"] == ports[0]])
+    R.check("max_connection_duration: the first connection was reused", ports[:2] == [ports[0]] * 2, str(ports))
+    R.check("max_connection_duration: a new connection replaced it", len(set(ports)) >= 2, str(ports))
+    if first:
+        life = first[0]["closed"] - first[0]["opened"]
+        print(f"measured: first upstream connection lived {life * 1000:.0f} ms (want {MAX_DURATION * 1000:.0f}), "
+              f"{first[0]['requests']} requests; ports {ports}")
+        R.check(f"max_connection_duration: the first connection closed {MAX_DURATION * 1000:.0f} ms after it opened",
+                abs(life - MAX_DURATION) <= tolerance(MAX_DURATION),
+                f"lived {life * 1000:.0f} ms, {first[0]['requests']} requests")
+    else:
+        R.check("max_connection_duration: the first connection closed", False, str(connections(log, "b")))
+    got = d.wait_metric("culvert_upstream_cx_max_duration_reached_total", 1, {"cluster": "aged"})
+    R.check("culvert_upstream_cx_max_duration_reached_total{cluster=aged} >= 1", (got or 0) >= 1, f"got {got}")
+    R.check("aged: no idle_timeout closes", (d.metric("culvert_upstream_cx_idle_timeout_total",
+                                                      {"cluster": "aged"}) or 0) == 0)
+
+    # --- downstream: an idle keep-alive connection is closed, an old one drained
+    keepalive = net.path("keepalive_client.py")
+    with open(keepalive, "w") as f:
+        f.write(KEEPALIVE_CLIENT)
+
+    def keepalive_run(mode: str):
+        cp = client.run([th.PYTHON, "-B", keepalive, DOWNSTREAM_VIP, mode], cgroup=d.cgroup, timeout=30, check=False)
+        print(f"measured: downstream {mode}: {cp.stdout.strip()}")
+        return cp
+
+    cp = keepalive_run("idle")
+    m = re.search(r"CLOSED_AFTER=([0-9.]+)", cp.stdout)
+    R.check(f"downstream idle_timeout: closed {DOWNSTREAM_IDLE * 1000:.0f} ms after the answer",
+            m is not None and abs(float(m.group(1)) - DOWNSTREAM_IDLE) <= tolerance(DOWNSTREAM_IDLE), describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_idle_timeout_total", 1)
+    R.check("culvert_downstream_cx_idle_timeout_total = 1", got == 1, f"got {got}")
+
+    cp = keepalive_run("busy")
+    m = re.search(r"LIFE=([0-9.]+) ANSWERS=(\d+) LAST_SAID_CLOSE=(\d)", cp.stdout)
+    R.check(f"downstream max_connection_duration: the connection ended {DOWNSTREAM_MAX * 1000:.0f} ms after it opened",
+            m is not None and abs(float(m.group(1)) - DOWNSTREAM_MAX) <= tolerance(DOWNSTREAM_MAX), describe(cp))
+    R.check("downstream max_connection_duration: reused until then (a request every 100 ms)",
+            m is not None and int(m.group(2)) >= 5, describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", 1)
+    R.check("culvert_downstream_cx_max_duration_reached_total = 1", got == 1, f"got {got}")
+    R.check("the busy connection was never idle long enough to time out",
+            d.metric("culvert_downstream_cx_idle_timeout_total") == 1)
+
+    cp = keepalive_run("inflight")
+    m = re.search(r"LIFE=([0-9.]+) ANSWERS=(\d+) LAST_SAID_CLOSE=(\d)", cp.stdout)
+    R.check("downstream max_connection_duration, request in flight: answered with connection: close",
+            m is not None and int(m.group(2)) >= 2 and m.group(3) == "1", describe(cp))
+    R.check("downstream max_connection_duration, request in flight: closed after its answer",
+            m is not None and float(m.group(1)) > DOWNSTREAM_MAX + 0.2, describe(cp))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", 2)
+    R.check("culvert_downstream_cx_max_duration_reached_total = 2", got == 2, f"got {got}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_test("integration_connection_lifetime", scenario))
