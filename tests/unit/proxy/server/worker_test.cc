@@ -212,6 +212,14 @@ protected:
     main_.exit();
     main_thread_.join();
   }
+  // Publishes on the main thread, as culvertd does, and gives the worker a turn to apply it.
+  Server::PublishResult publishFromMain(std::shared_ptr<const config::Snapshot> snapshot) {
+    std::promise<Server::PublishResult> published;
+    main_.post([&] { published.set_value(server_->publish(std::move(snapshot))); });
+    auto result = published.get_future().get();
+    std::this_thread::sleep_for(20ms);
+    return result;
+  }
 
   static std::shared_ptr<const config::Snapshot> makeSnapshot(uint16_t origin_port) {
     auto routes = std::make_shared<config::RouteConfiguration>();
@@ -554,13 +562,7 @@ protected:
     clusters->by_name["banner"] = banner;
     snapshot->listeners = listeners;
     snapshot->clusters = clusters;
-    std::promise<void> done;
-    main_.post([&] {
-      server_->publish(snapshot);
-      done.set_value();
-    });
-    done.get_future().get();
-    std::this_thread::sleep_for(20ms);
+    publishFromMain(snapshot);
   }
   BannerEchoOrigin banner_;
 };
@@ -647,13 +649,7 @@ TEST_F(WorkerTest, OriginalDstClusterGoesWhereTheConnectionWasGoing) {
   listeners->by_name["vip"] = vip;
   snapshot->listeners = listeners;
   original_dst_.dst_ = vip->address;
-  std::promise<void> done;
-  main_.post([&] {
-    server_->publish(snapshot);
-    done.set_value();
-  });
-  done.get_future().get();
-  std::this_thread::sleep_for(20ms);
+  publishFromMain(snapshot);
   int fd = connectClient();
   send(fd, "GET /dead/end HTTP/1.1\r\nHost: svc\r\n\r\n");
   auto responses = readResponses(fd, 1);
@@ -975,13 +971,7 @@ protected:
     clusters->by_name["silent"] = silent_cluster;
     snapshot->listeners = listeners;
     snapshot->clusters = clusters;
-    std::promise<void> done;
-    main_.post([&] {
-      server_->publish(snapshot);
-      done.set_value();
-    });
-    done.get_future().get();
-    std::this_thread::sleep_for(20ms);
+    publishFromMain(snapshot);
   }
   UpgradeOrigin upgrade_origin_;
   // Connects (the kernel completes the handshake) and never answers.
