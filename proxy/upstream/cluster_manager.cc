@@ -313,11 +313,13 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
   if (panic && state.lb_healthy_panic) state.lb_healthy_panic->inc();
   PickInput input{cluster.endpoints, hosts, &state.active_requests, context.hash,
                   state.hosts_version + (panic ? 1 : 0)};
-  if (cluster.slow_start && options_.now() < state.slow_start_until) {
+  if (cluster.slow_start) {
     // Weights change with time inside a window: the balancer re-reads them every pick.
-    slowStartWeights(state, options_.now());
-    input.weights = &state.slow_start_weights;
-    input.hosts_version = 0;
+    if (auto now = options_.now(); now < state.slow_start_until) {
+      slowStartWeights(state, now);
+      input.weights = &state.slow_start_weights;
+      input.hosts_version = 0;
+    }
   }
   uint32_t index = state.balancers[priority]->pick(input);
   // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
