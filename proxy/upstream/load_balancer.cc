@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "proxy/common/xxhash64.h"
 
@@ -127,15 +128,45 @@ uint32_t RingHashBalancer::pick(const PickInput& input) {
 
 MaglevBalancer::MaglevBalancer(uint64_t table_size, Random random) : table_size_(table_size), random_(std::move(random)) {}
 
+namespace {
+
+// x⁻¹ mod the prime p (extended Euclid), 0 < x < p.
+uint32_t inverseMod(uint32_t x, uint32_t p) {
+  int64_t t = 0, next_t = 1, r = p, next_r = x;
+  while (next_r != 0) {
+    int64_t q = r / next_r;
+    t = std::exchange(next_t, t - q * next_t);
+    r = std::exchange(next_r, r - q * next_r);
+  }
+  return static_cast<uint32_t>(t < 0 ? t + p : t);
+}
+
+}  // namespace
+
 void MaglevBalancer::build(const PickInput& input) {
   built_for_ = input.hosts;
+  // table_size is a prime ≤ 5000011 < 2^23 (translate checks it): slots, their sums and
+  // products of two slots fit in 32, 32 and 46 bits.
+  const auto size = static_cast<uint32_t>(table_size_);
+  auto wrap = [size](uint32_t slot) { return slot >= size ? slot - size : slot; };
+  // a × b mod size for a, b < size: the product is exact in a double and the quotient
+  // through the reciprocal is off by at most one, which the two corrections fix.
+  const double reciprocal = 1.0 / size;
+  auto mulMod = [size, reciprocal](uint64_t a, uint64_t b) {
+    uint64_t product = a * b;
+    auto q = static_cast<uint64_t>(static_cast<double>(product) * reciprocal);
+    auto r = static_cast<int64_t>(product - q * size);
+    if (r < 0) r += size;
+    if (r >= size) r -= size;
+    return static_cast<uint32_t>(r);
+  };
   struct Entry {
     uint32_t index;
-    uint64_t offset;
-    uint64_t skip;
+    uint32_t slot;         // the next slot of its permutation: (offset + skip × next) mod size
+    uint32_t skip;
+    uint32_t inverse = 0;  // skip⁻¹ mod size, once needed (0: not yet)
     double weight;
     double target;
-    uint64_t slot = 0;  // (offset + skip × next) mod table_size, advanced by addition
   };
   double total = 0;
   for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
@@ -146,29 +177,56 @@ void MaglevBalancer::build(const PickInput& input) {
     const std::string address = input.endpoints[i].address.toString();
     double w = weightOf(input.endpoints[i]) / total;
     max_weight = std::max(max_weight, w);
-    uint64_t offset = common::xxHash64(address, 0) % table_size_;
-    entries.push_back({i, offset, common::xxHash64(address, 1) % (table_size_ - 1) + 1, w, w, offset});
+    entries.push_back({i, static_cast<uint32_t>(common::xxHash64(address, 0) % size),
+                       static_cast<uint32_t>(common::xxHash64(address, 1) % (size - 1) + 1), 0, w, w});
   }
-  // The next slot of an endpoint's permutation: skip < table_size, so one subtraction
-  // replaces the 64-bit division that dominated the fill (a 10k-endpoint table: ~7 ms
-  // on the worker's loop at the first pick after each update).
-  auto advance = [this](Entry& e) {
-    e.slot += e.skip;
-    if (e.slot >= table_size_) e.slot -= table_size_;
+  // Which slots are taken, one bit each: 8 KiB for 65537 slots, which stays in L1 where
+  // the table (256 KiB) does not. Probing finds an endpoint's next free slot in about
+  // size / free probes, ~size × ln(size) in all; each power-of-two band of the free count
+  // costs size × ln 2, so the last sqrt(size) free slots would take half of them.
+  std::vector<uint64_t> taken((size + 63) / 64, 0);
+  auto isFree = [&](uint32_t slot) { return ((taken[slot >> 6] >> (slot & 63)) & 1) == 0; };
+  auto probe = [&](const Entry& e) {
+    uint32_t slot = e.slot;
+    while (!isFree(slot)) slot = wrap(slot + e.skip);
+    taken[slot >> 6] |= uint64_t{1} << (slot & 63);
+    return slot;
   };
-  constexpr uint32_t kEmpty = UINT32_MAX;
-  table_.assign(table_size_, kEmpty);
-  uint64_t filled = 0;
+  // Among the last free slots, an endpoint's next one is the free slot f nearest along its
+  // permutation, the least (f − slot) × skip⁻¹ mod size: one multiplication per free slot
+  // in place of size / free probes (the same slot, so the same table).
+  const uint32_t endgame = static_cast<uint32_t>(std::sqrt(size));
+  std::vector<uint32_t> free_slots;
+  auto nearestFree = [&](Entry& e) {
+    if (free_slots.empty()) {
+      for (uint32_t f = 0; f < size; ++f) {
+        if (isFree(f)) free_slots.push_back(f);
+      }
+    }
+    if (e.inverse == 0) e.inverse = inverseMod(e.skip, size);
+    size_t best = 0;
+    uint32_t best_distance = UINT32_MAX;
+    for (size_t k = 0; k < free_slots.size(); ++k) {
+      uint32_t distance = mulMod(wrap(free_slots[k] + size - e.slot), e.inverse);
+      if (distance < best_distance) best_distance = distance, best = k;
+    }
+    uint32_t slot = free_slots[best];
+    free_slots[best] = free_slots.back();
+    free_slots.pop_back();
+    return slot;
+  };
+  table_ = std::make_unique_for_overwrite<uint32_t[]>(size);  // every slot is written below
+  uint32_t filled = 0;
   // Envoy's weighted fill: an endpoint of the largest weight takes a slot every round, one
   // of a third of it every third round.
-  for (uint64_t round = 1; filled < table_size_; ++round) {
+  for (uint64_t round = 1; filled < size; ++round) {
     for (auto& e : entries) {
-      if (filled == table_size_) break;
+      if (filled == size) break;
       if (static_cast<double>(round) * e.weight < e.target) continue;
       e.target += max_weight;
-      while (table_[e.slot] != kEmpty) advance(e);
-      table_[e.slot] = e.index;
-      advance(e);
+      const uint32_t slot = size - filled > endgame ? probe(e) : nearestFree(e);
+      table_[slot] = e.index;
+      e.slot = wrap(slot + e.skip);
       ++filled;
     }
   }

@@ -115,7 +115,8 @@ private:
 
 // Envoy's MAGLEV: a lookup table of table_size (prime) slots filled by each endpoint's
 // permutation (offset xxHash64(addr, 0), skip xxHash64(addr, 1)), weighted as Envoy does;
-// a request goes to table[hash % table_size].
+// a request goes to table[hash % table_size]. The table is Envoy's slot for slot; only the
+// way its free slots are found differs (a bitmap, and modular inverses at the end).
 class MaglevBalancer : public LoadBalancer {
 public:
   MaglevBalancer(uint64_t table_size, Random random);
@@ -128,7 +129,7 @@ private:
   Random random_;
   std::vector<uint32_t> built_for_;
   uint64_t hosts_version_ = 0;
-  std::vector<uint32_t> table_;  // endpoint index per slot
+  std::unique_ptr<uint32_t[]> table_;  // endpoint index per slot, table_size_ of them
 };
 
 std::unique_ptr<LoadBalancer> makeLoadBalancer(const config::Cluster& cluster, Random random);

@@ -4,8 +4,10 @@
 #include <benchmark/benchmark.h>
 
 #include <string>
+#include <vector>
 
 #include "proxy/upstream/cluster_manager.h"
+#include "proxy/upstream/load_balancer.h"
 
 namespace {
 
@@ -33,6 +35,27 @@ void BM_PickEndpoint(benchmark::State& state) {
 }
 // policy: 0 ROUND_ROBIN, 1 LEAST_REQUEST, 2 MAGLEV; endpoints: 10 and 10,000 (equal weights).
 BENCHMARK(BM_PickEndpoint)->ArgNames({"policy", "endpoints"})->ArgsProduct({{0, 1, 2}, {10, 10000}});
+
+// A MAGLEV table build (Envoy's default 65537 slots) alone: what the first pick after an
+// update costs a worker. Two host sets alternate, so every pick rebuilds.
+void BM_MaglevBuild(benchmark::State& state) {
+  std::vector<culvert::config::Endpoint> endpoints;
+  for (int64_t i = 0; i < 2 * state.range(0); ++i) {
+    auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
+    endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), 1, 0});
+  }
+  std::vector<uint32_t> hosts[2];
+  for (uint32_t i = 0; i < endpoints.size(); ++i) hosts[i % 2].push_back(i);
+  culvert::upstream::MaglevBalancer lb(65537, culvert::upstream::defaultRandom());
+  uint64_t version = 0;
+  for (auto _ : state) {
+    ++version;
+    culvert::upstream::PickInput input{endpoints, hosts[version % 2], nullptr, version};
+    input.hosts_version = version;
+    benchmark::DoNotOptimize(lb.pick(input));
+  }
+}
+BENCHMARK(BM_MaglevBuild)->ArgName("endpoints")->Arg(100)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
