@@ -1,6 +1,11 @@
 #include "proxy/common/socket_address.h"
 
+#include <arpa/inet.h>
+
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
 
 namespace culvert::common {
 namespace {
@@ -69,6 +74,34 @@ TEST(HostPortTest, DnsNamesAndIpLiterals) {
   EXPECT_FALSE(HostPort::parse("bad_name:80"));
   EXPECT_FALSE(HostPort::parse("-lead.example:80"));
   EXPECT_FALSE(HostPort::parse("a..b:80"));
+}
+
+// IPv4 literals take a fast path; what it accepts and the address it yields must be
+// inet_pton's, which decides whatever the fast path declines.
+TEST(SocketAddressTest, Ipv4ParsingAgreesWithInetPton) {
+  std::vector<std::string> inputs = {"0.0.0.0", "1.2.3.4", "10.0.39.15", "255.255.255.255", "256.1.1.1",
+                                     "1.2.3.256", "01.2.3.4", "1.2.3.04", "1.02.3.4", "00.0.0.0",
+                                     "1.2.3", "1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ",
+                                     " 1.2.3.4", "1.2.3.-4", "1.2.3.4a", "0x1.2.3.4", "1234.1.1.1",
+                                     "999.1.1.1", "1.2.3.0000", "", "::ffff:1.2.3.4", "1.2.3.4/8"};
+  for (int i = 0; i < 300; ++i) {
+    inputs.push_back(std::to_string(i) + "." + std::to_string(i % 7) + "." + std::to_string(300 - i) + "." +
+                     std::to_string(i * 3));
+  }
+  for (const auto& input : inputs) {
+    in_addr expected{};
+    bool valid = inet_pton(AF_INET, input.c_str(), &expected) == 1;
+    auto parsed = SocketAddress::parse(input, 80);
+    if (!valid) {
+      EXPECT_FALSE(parsed && parsed->isV4()) << input;
+      continue;
+    }
+    ASSERT_TRUE(parsed) << input;
+    ASSERT_TRUE(parsed->isV4()) << input;
+    EXPECT_EQ(parsed->ipv4(), expected.s_addr) << input;
+    EXPECT_EQ(parsed->port(), 80) << input;
+    EXPECT_EQ(parsed->ip(), input) << input;
+  }
 }
 
 TEST(CidrRangeTest, ContainsRespectsPrefixLength) {
