@@ -138,6 +138,17 @@ ClusterManager::ClusterManager(Options options) : options_(std::move(options)) {
 
 ClusterManager::~ClusterManager() = default;
 
+namespace {
+
+// Whether a cluster needs this worker's state from the moment it is published, not only
+// from its first pick: slow start counts an endpoint's window from when it appears, and
+// health checks and outlier detection run whether or not this worker picks.
+bool needsStateAtPublish(const config::Cluster& cluster) {
+  return cluster.slow_start || cluster.health_check || cluster.outlier_detection;
+}
+
+}  // namespace
+
 void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters) {
   std::map<std::string, std::shared_ptr<ClusterState>, std::less<>> next;
   for (const auto& [name, cluster] : clusters->by_name) {
@@ -147,57 +158,14 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
       next[name] = old_it->second;
       continue;
     }
-    auto state = std::make_shared<ClusterState>();
-    state->cluster = cluster;
-    state->resources = options_.resources->get(name);
-    // Only LEAST_REQUEST reads requests in flight: other clusters skip the counting and
-    // its 4 bytes per endpoint per worker (ActiveRequest ignores an empty vector).
-    if (cluster->lb_policy == config::LbPolicy::LeastRequest) state->active_requests.assign(cluster->endpoints.size(), 0);
-    uint32_t levels = 0;
-    for (const auto& endpoint : cluster->endpoints) levels = std::max(levels, endpoint.priority + 1);
-    if (old && sameEndpoints(*old->cluster, *cluster) && old->balancers.size() == levels) {
-      // Keeps round-robin positions and rings. Requests in flight stay counted on the old
-      // state (their ActiveRequest releases there), so the new one starts from zero.
-      state->balancers = std::move(old->balancers);
-    } else {
-      for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
+    if (!old && !needsStateAtPublish(*cluster)) {
+      // Made at the first pick on this worker (state()): most of a node's clusters are
+      // idle on most workers, and their state was ~600 bytes each per worker. Their
+      // series still exist from publish on.
+      registerMetrics(name);
+      continue;
     }
-    if (cluster->slow_start) noteJoinTimes(*state, old);
-    state->hc_unhealthy.assign(cluster->endpoints.size(), false);
-    if (old && cluster->health_check) {
-      for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
-        if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
-          state->hc_unhealthy[index] = old->hc_unhealthy[*was];
-        }
-      }
-    }
-    if (cluster->outlier_detection) {
-      state->outlier = std::make_unique<OutlierDetector>(*cluster->outlier_detection, cluster->endpoints.size(),
-                                                         options_.random, options_.now());
-      if (old && old->outlier) {
-        for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
-          if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
-            state->outlier->adoptHost(index, *old->outlier, *was);
-          }
-        }
-      }
-    }
-    if (options_.stats) {
-      common::Labels labels{{"cluster", name}};
-      state->stats = options_.stats;
-      state->cx_overflow = &options_.stats->counter(
-          "culvert_upstream_cx_overflow_total", labels,
-          "Requests refused (503) because the cluster's circuit breaker max_connections was reached");
-      state->rq_pending_overflow = &options_.stats->counter(
-          "culvert_upstream_rq_pending_overflow_total", labels,
-          "Requests refused (503) by the cluster's circuit breakers max_pending_requests or max_requests");
-      state->lb_healthy_panic = &options_.stats->counter(
-          "culvert_upstream_lb_healthy_panic_total", labels,
-          "Picks made in panic mode (too few healthy endpoints: all endpoints of the priority used)");
-      state->ejections_active = &options_.stats->gauge(
-          "culvert_outlier_detection_ejections_active", labels,
-          "Endpoints currently ejected by outlier detection, summed over workers");
-    }
+    auto state = makeState(name, cluster, old);
     if (old) reportEjections(*old, 0);
     reportEjections(*state, ejectedNow(*state));
     next[name] = std::move(state);
@@ -207,6 +175,69 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
   }
   clusters_ = std::move(next);
   table_ = std::move(clusters);
+}
+
+std::shared_ptr<ClusterState> ClusterManager::makeState(const std::string& name,
+                                                        std::shared_ptr<const config::Cluster> cluster, ClusterState* old) {
+  auto state = std::make_shared<ClusterState>();
+  state->cluster = cluster;
+  state->resources = options_.resources->get(name);
+  // Only LEAST_REQUEST reads requests in flight: other clusters skip the counting and
+  // its 4 bytes per endpoint per worker (ActiveRequest ignores an empty vector).
+  if (cluster->lb_policy == config::LbPolicy::LeastRequest) state->active_requests.assign(cluster->endpoints.size(), 0);
+  uint32_t levels = 0;
+  for (const auto& endpoint : cluster->endpoints) levels = std::max(levels, endpoint.priority + 1);
+  if (old && sameEndpoints(*old->cluster, *cluster) && old->balancers.size() == levels) {
+    // Keeps round-robin positions and rings. Requests in flight stay counted on the old
+    // state (their ActiveRequest releases there), so the new one starts from zero.
+    state->balancers = std::move(old->balancers);
+  } else {
+    for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
+  }
+  if (cluster->slow_start) noteJoinTimes(*state, old);
+  state->hc_unhealthy.assign(cluster->endpoints.size(), false);
+  if (old && cluster->health_check) {
+    for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
+      if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
+        state->hc_unhealthy[index] = old->hc_unhealthy[*was];
+      }
+    }
+  }
+  if (cluster->outlier_detection) {
+    state->outlier = std::make_unique<OutlierDetector>(*cluster->outlier_detection, cluster->endpoints.size(),
+                                                       options_.random, options_.now());
+    if (old && old->outlier) {
+      for (uint32_t index = 0; index < cluster->endpoints.size(); ++index) {
+        if (auto was = findEndpoint(*old, cluster->endpoints[index].address)) {
+          state->outlier->adoptHost(index, *old->outlier, *was);
+        }
+      }
+    }
+  }
+  if (auto metrics = registerMetrics(name)) {
+    state->stats = options_.stats;
+    state->cx_overflow = metrics->cx_overflow;
+    state->rq_pending_overflow = metrics->rq_pending_overflow;
+    state->lb_healthy_panic = metrics->lb_healthy_panic;
+    state->ejections_active = metrics->ejections_active;
+  }
+  return state;
+}
+
+std::optional<ClusterManager::Metrics> ClusterManager::registerMetrics(const std::string& name) {
+  if (!options_.stats) return std::nullopt;
+  common::Labels labels{{"cluster", name}};
+  auto& stats = *options_.stats;
+  return Metrics{
+      &stats.counter("culvert_upstream_cx_overflow_total", labels,
+                     "Requests refused (503) because the cluster's circuit breaker max_connections was reached"),
+      &stats.counter("culvert_upstream_rq_pending_overflow_total", labels,
+                     "Requests refused (503) by the cluster's circuit breakers max_pending_requests or max_requests"),
+      &stats.counter("culvert_upstream_lb_healthy_panic_total", labels,
+                     "Picks made in panic mode (too few healthy endpoints: all endpoints of the priority used)"),
+      &stats.gauge("culvert_outlier_detection_ejections_active", labels,
+                   "Endpoints currently ejected by outlier detection, summed over workers"),
+  };
 }
 
 // An endpoint joins when it first appears in the cluster on this worker; one that stays
@@ -252,6 +283,23 @@ ClusterState* ClusterManager::find(std::string_view name) const {
   return it == clusters_.end() ? nullptr : it->second.get();
 }
 
+std::shared_ptr<ClusterState>* ClusterManager::state(std::string_view name) {
+  if (auto it = clusters_.find(name); it != clusters_.end()) return &it->second;
+  if (!table_) return nullptr;
+  auto config = table_->by_name.find(std::string(name));
+  if (config == table_->by_name.end()) return nullptr;
+  auto made = makeState(config->first, config->second, nullptr);
+  reportEjections(*made, ejectedNow(*made));
+  return &clusters_.emplace(config->first, std::move(made)).first->second;
+}
+
+const config::Cluster* ClusterManager::configOf(std::string_view name) const {
+  if (auto* state = find(name)) return state->cluster.get();
+  if (!table_) return nullptr;
+  auto it = table_->by_name.find(std::string(name));
+  return it == table_->by_name.end() ? nullptr : it->second.get();
+}
+
 void ClusterManager::refreshHostSets(ClusterState& state) {
   const auto& endpoints = state.cluster->endpoints;
   size_t levels = state.balancers.size();
@@ -277,9 +325,9 @@ void ClusterManager::refreshHostSets(ClusterState& state) {
 
 std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManager::pickEndpoint(
     std::string_view name, const PickContext& context) {
-  auto it = clusters_.find(name);
-  if (it == clusters_.end()) return std::unexpected(PickError::NoCluster);
-  auto& state_ptr = it->second;
+  auto* found = state(name);
+  if (!found) return std::unexpected(PickError::NoCluster);
+  auto& state_ptr = *found;
   auto& state = *state_ptr;
   const auto& cluster = *state.cluster;
 
@@ -335,8 +383,9 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
 }
 
 std::optional<ResourceHold> ClusterManager::reserveConnection(std::string_view name) {
-  auto* state = find(name);
-  if (!state) return ResourceHold{};
+  auto* found = state(name);
+  if (!found) return ResourceHold{};
+  auto* state = found->get();
   if (!state->resources->connections.tryAcquire(state->cluster->circuit_breakers.max_connections)) {
     if (state->cx_overflow) state->cx_overflow->inc();
     return std::nullopt;
@@ -345,8 +394,9 @@ std::optional<ResourceHold> ClusterManager::reserveConnection(std::string_view n
 }
 
 std::optional<ResourceHold> ClusterManager::reservePending(std::string_view name) {
-  auto* state = find(name);
-  if (!state) return ResourceHold{};
+  auto* found = state(name);
+  if (!found) return ResourceHold{};
+  auto* state = found->get();
   if (!state->resources->pending_requests.tryAcquire(state->cluster->circuit_breakers.max_pending_requests)) {
     if (state->rq_pending_overflow) state->rq_pending_overflow->inc();
     return std::nullopt;
@@ -368,8 +418,9 @@ void ClusterManager::reportOutcome(std::string_view name, const common::SocketAd
 }
 
 void ClusterManager::setHealthCheckResult(std::string_view name, const common::SocketAddress& endpoint, bool healthy) {
-  auto* state = find(name);
-  if (!state) return;
+  auto* found = state(name);
+  if (!found) return;
+  auto* state = found->get();
   auto index = findEndpoint(*state, endpoint);
   if (!index) return;
   state->hc_unhealthy[*index] = !healthy;
@@ -377,18 +428,21 @@ void ClusterManager::setHealthCheckResult(std::string_view name, const common::S
 }
 
 bool ClusterManager::hasEndpoint(std::string_view name, std::string_view endpoint) const {
-  auto* state = find(name);
-  if (!state) return false;
+  const auto* cluster = configOf(name);
+  if (!cluster) return false;
   // LOGICAL_DNS: connections made to an earlier answer stay until they end (Envoy's one
   // logical host); only new connections use the latest address.
-  if (state->cluster->type == config::ClusterType::LogicalDns) return true;
+  if (cluster->type == config::ClusterType::LogicalDns) return true;
   auto address = common::SocketAddress::parseHostPort(endpoint);
-  return address && findEndpoint(*state, *address).has_value();
+  if (!address) return false;
+  if (auto* state = find(name)) return findEndpoint(*state, *address).has_value();
+  // Not picked from on this worker yet (so no index): rare, a scan will do.
+  return std::ranges::any_of(cluster->endpoints, [&](const config::Endpoint& e) { return e.address == *address; });
 }
 
 config::ConnectionLifetime ClusterManager::connectionLifetime(std::string_view name) const {
-  auto* state = find(name);
-  return state ? state->cluster->connection_lifetime : config::ConnectionLifetime{};
+  const auto* cluster = configOf(name);
+  return cluster ? cluster->connection_lifetime : config::ConnectionLifetime{};
 }
 
 bool ClusterManager::isEjected(std::string_view name, const common::SocketAddress& endpoint) const {

@@ -107,7 +107,23 @@ public:
   bool isEjected(std::string_view cluster_name, const common::SocketAddress& endpoint) const;
 
 private:
+  struct Metrics {
+    common::Counter* cx_overflow;
+    common::Counter* rq_pending_overflow;
+    common::Counter* lb_healthy_panic;
+    common::Gauge* ejections_active;
+  };
+  // The state this worker has made for the cluster, if any.
   ClusterState* find(std::string_view name) const;
+  // This worker's state for the cluster, made on first use when update() did not make it;
+  // null for an unknown cluster.
+  std::shared_ptr<ClusterState>* state(std::string_view name);
+  // The cluster's configuration, with or without state here.
+  const config::Cluster* configOf(std::string_view name) const;
+  std::shared_ptr<ClusterState> makeState(const std::string& name, std::shared_ptr<const config::Cluster> cluster,
+                                          ClusterState* old);
+  // The cluster's series (created at publish, so they show before the first pick).
+  std::optional<Metrics> registerMetrics(const std::string& name);
   void refreshHostSets(ClusterState& state);
   void noteJoinTimes(ClusterState& state, ClusterState* old);
   void slowStartWeights(ClusterState& state, Clock::time_point now);

@@ -238,6 +238,38 @@ TEST(ClusterManagerTest, HasEndpointFollowsUpdates) {
   EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
 }
 
+// A worker makes a cluster's state at its first use, not at publish (most clusters are
+// idle on most workers); nothing a caller sees may depend on which came first.
+TEST(ClusterManagerTest, StateMadeAtFirstUseAnswersAsAtPublish) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.3", 0}, {"10.0.0.1", 0}, {"10.0.0.2", 0}});
+  c->connection_lifetime.max_duration = 7s;
+  f.publish();
+  // Series exist from publish on, before any pick.
+  EXPECT_NE(f.stats.renderPrometheus().find("culvert_upstream_cx_overflow_total{cluster=\"c\"} 0"), std::string::npos);
+  EXPECT_NE(f.stats.renderPrometheus().find("culvert_outlier_detection_ejections_active{cluster=\"c\"} 0"),
+            std::string::npos);
+  EXPECT_EQ(f.cm.connectionLifetime("c").max_duration, 7s);
+  for (bool picked : {false, true}) {
+    EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.2:80")) << picked;
+    EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.0.4:80")) << picked;
+    EXPECT_FALSE(f.cm.isEjected("c", *common::SocketAddress::parse("10.0.0.2", 80))) << picked;
+    if (!picked) {
+      ASSERT_TRUE(f.cm.pickEndpoint("c"));  // 10.0.0.3
+    }
+  }
+  // Round robin carries on across an update that keeps the endpoints: the state made at
+  // the first pick is the one the update carries over.
+  std::vector<std::string> order;
+  for (int i = 0; i < 2; ++i) order.push_back(f.cm.pickEndpoint("c")->endpoint.address.ip());
+  f.table_->by_name["c"] = std::make_shared<config::Cluster>(*c);
+  f.publish();
+  order.push_back(f.cm.pickEndpoint("c")->endpoint.address.ip());
+  EXPECT_EQ(order, (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3"}));
+  EXPECT_EQ(f.cm.pickEndpoint("nope").error(), ClusterManager::PickError::NoCluster);
+  EXPECT_TRUE(f.cm.reserveConnection("nope"));  // unknown clusters are not limited
+}
+
 TEST(ClusterManagerTest, ABalancerSettingChangeTakesEffectWithTheSameEndpoints) {
   Fixture f;
   std::vector<std::pair<std::string, uint32_t>> eps;
