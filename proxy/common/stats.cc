@@ -11,9 +11,7 @@ Counter& StatsStore::counter(const std::string& name, const Labels& labels, cons
   std::lock_guard lock(mutex_);
   auto& family = families_[name];
   if (!help.empty()) family.help = help;
-  auto& slot = family.counters[labels];
-  if (!slot) slot = std::make_unique<Counter>();
-  return *slot;
+  return family.counters.try_emplace(labels).first->second;
 }
 
 Gauge& StatsStore::gauge(const std::string& name, const Labels& labels, const std::string& help) {
@@ -21,9 +19,7 @@ Gauge& StatsStore::gauge(const std::string& name, const Labels& labels, const st
   auto& family = families_[name];
   family.is_gauge = true;
   if (!help.empty()) family.help = help;
-  auto& slot = family.gauges[labels];
-  if (!slot) slot = std::make_unique<Gauge>();
-  return *slot;
+  return family.gauges.try_emplace(labels).first->second;
 }
 
 const std::vector<uint64_t>& Histogram::defaultDurationBoundsUs() {
@@ -148,11 +144,11 @@ std::string StatsStore::renderPrometheus(const std::string& tenant_filter) const
       }
     } else if (family.is_gauge) {
       for (const auto& [labels, g] : family.gauges) {
-        if (matchesTenant(labels, tenant_filter)) series += name + renderLabels(labels) + " " + std::to_string(g->value()) + "\n";
+        if (matchesTenant(labels, tenant_filter)) series += name + renderLabels(labels) + " " + std::to_string(g.value()) + "\n";
       }
     } else {
       for (const auto& [labels, c] : family.counters) {
-        if (matchesTenant(labels, tenant_filter)) series += name + renderLabels(labels) + " " + std::to_string(c->value()) + "\n";
+        if (matchesTenant(labels, tenant_filter)) series += name + renderLabels(labels) + " " + std::to_string(c.value()) + "\n";
       }
     }
     if (series.empty()) continue;
