@@ -190,6 +190,9 @@ struct RouteAction {
   // The route's retry_policy, else its virtual host's (translate resolves that).
   std::optional<RetryPolicy> retry_policy;
   uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes
+  // hedge_policy.hedge_on_per_try_timeout (the route's, else its virtual host's): a per-try
+  // timeout starts another attempt beside the one that timed out; the first good answer wins.
+  bool hedge_on_per_try_timeout = false;
   std::vector<UpgradeConfig> upgrade_configs;
 };
 

@@ -17,10 +17,10 @@
 namespace culvert::server {
 
 // One downstream HTTP/2 connection through the HTTP connection manager and router: every
-// stream is routed on its own (proxy/router) and forwarded to an HTTP/1.1 upstream (a
-// pooled connection per stream) or an HTTP/2 one (a stream on a shared connection), as the
-// cluster says. Bodies stream both ways; each side's flow-control window only reopens as
-// the other side drains, so a slow reader holds the sender at its window.
+// stream is routed on its own (proxy/router) and its upstream half runs in a RouterStream
+// (retries, timeouts, HTTP/1.1 or HTTP/2 upstreams as the cluster says), exactly as an
+// HTTP/1.1 request's does. Bodies stream both ways; each side's flow-control window only
+// reopens as the other side drains, so a slow reader holds the sender at its window.
 class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks {
 public:
   using OnDone = std::function<void(Http2Session*)>;
@@ -36,6 +36,8 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
+  // The connection manager's stream timeouts (default: Envoy's).
+  void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // The connection manager's access logs; each stream is logged when it closes.
   void setAccessLogs(accesslog::SessionLogs logs);
   // Closes both sides now (pod removed, shutdown).
@@ -72,6 +74,7 @@ private:
   std::shared_ptr<const Pod> pod_;
   std::shared_ptr<const config::RouteConfiguration> routes_;
   std::optional<common::SocketAddress> original_destination_;
+  config::StreamTimeouts stream_timeouts_;
   std::unique_ptr<network::TcpConnection> downstream_;
   OnDone on_done_;
   http::http2::Codec codec_;

@@ -304,6 +304,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                     http2_sessions_.erase(it);
                                                   });
     session->setOriginalDestination(std::move(original_destination));
+    session->setStreamTimeouts(chain->http.timeouts);
     session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
     auto* raw = session.get();
     http2_sessions_.emplace(raw, std::move(session));
