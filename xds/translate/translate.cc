@@ -550,6 +550,18 @@ Result<std::vector<config::UpgradeConfig>> translateRouteUpgrades(const route::R
   return out;
 }
 
+// Whether the policy hedges on per-try timeouts; what Envoy leaves unimplemented is refused.
+Result<bool> translateHedgePolicy(const route::HedgePolicy& proto) {
+  if (proto.has_initial_requests() && proto.initial_requests().value() != 1) {
+    return fail("only 1 initial request is supported (Envoy does not implement more either)", "initial_requests");
+  }
+  if (proto.has_additional_request_chance() && proto.additional_request_chance().numerator() != 0) {
+    return fail("additional_request_chance is not supported (Envoy does not implement it either)",
+                "additional_request_chance");
+  }
+  return proto.hedge_on_per_try_timeout();
+}
+
 Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto) {
   config::RouteAction out;
   if (proto.cluster_specifier_case() == route::RouteAction::kWeightedClusters) {
@@ -592,6 +604,11 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     auto policy = translateRetryPolicy(proto.retry_policy());
     if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
     out.retry_policy = std::move(*policy);
+  }
+  if (proto.has_hedge_policy()) {
+    auto hedge = translateHedgePolicy(proto.hedge_policy());
+    if (!hedge) return std::unexpected(nest("hedge_policy", hedge.error()));
+    out.hedge_on_per_try_timeout = *hedge;
   }
   if (proto.has_idle_timeout()) {
     auto t = toMillis(proto.idle_timeout(), "idle_timeout");
@@ -720,11 +737,18 @@ Result<config::VirtualHost> translateVirtualHost(const route::VirtualHost& proto
     if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
     vhost_retry = std::move(*policy);
   }
+  bool vhost_hedge = false;
+  if (proto.has_hedge_policy()) {
+    auto hedge = translateHedgePolicy(proto.hedge_policy());
+    if (!hedge) return std::unexpected(nest("hedge_policy", hedge.error()));
+    vhost_hedge = *hedge;
+  }
   for (int i = 0; i < proto.routes_size(); ++i) {
     auto r = translateRoute(proto.routes(i));
     if (!r) return std::unexpected(nest(indexed("routes", i), r.error()));
     if (r->route) {
       if (!r->route->retry_policy) r->route->retry_policy = vhost_retry;
+      if (!proto.routes(i).route().has_hedge_policy()) r->route->hedge_on_per_try_timeout = vhost_hedge;
       if (!proto.routes(i).has_per_request_buffer_limit_bytes() && proto.has_per_request_buffer_limit_bytes()) {
         r->route->retry_buffer_bytes = proto.per_request_buffer_limit_bytes().value();
       }

@@ -122,6 +122,31 @@ TEST(TranslateRetryPolicy, Rejections) {
   expectRejected(routesWith(R"(retry_policy { retry_on: "bogus" })", ""), "virtual_hosts[0].retry_policy.retry_on");
 }
 
+TEST(TranslateHedgePolicy, RouteReplacesVirtualHost) {
+  auto vhost = routesWith(R"(hedge_policy { hedge_on_per_try_timeout: true })", "");
+  ASSERT_TRUE(vhost) << vhost.error().describe();
+  EXPECT_TRUE(vhost->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+
+  // The route's own policy replaces the virtual host's whole, even when it hedges less.
+  auto own = routesWith(R"(hedge_policy { hedge_on_per_try_timeout: true })", "",
+                        R"(hedge_policy { initial_requests { value: 1 } })");
+  ASSERT_TRUE(own) << own.error().describe();
+  EXPECT_FALSE(own->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+
+  auto none = routesWith("", "");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+}
+
+TEST(TranslateHedgePolicy, WhatEnvoyLeavesUnimplementedIsRejected) {
+  auto more = routesWith("", "", R"(hedge_policy { initial_requests { value: 2 } })");
+  ASSERT_FALSE(more);
+  EXPECT_EQ(more.error().where, "virtual_hosts[0].routes[0].route.hedge_policy.initial_requests");
+  auto chance = routesWith(R"(hedge_policy { additional_request_chance { numerator: 5 } })", "");
+  ASSERT_FALSE(chance);
+  EXPECT_EQ(chance.error().where, "virtual_hosts[0].hedge_policy.additional_request_chance");
+}
+
 TEST(TranslateRetryLimits, MaxRetriesAndBudget) {
   auto defaults = translateCluster(parse<Cluster>(R"(name: "c")"));
   ASSERT_TRUE(defaults);
