@@ -17,6 +17,9 @@ namespace {
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 constexpr uint32_t kInternalError = 0x2;
+// How long a finished connection waits for its queued output to move (Envoy's
+// delayed_close_timeout default).
+constexpr std::chrono::milliseconds kDelayedCloseTimeout{1000};
 
 }  // namespace
 
@@ -535,9 +538,25 @@ void Http2Session::flush() {
       if (out_.capacity() > kRetainedOutputBytes) out_.shrink_to_fit();
     }
   } while (flush_pending_ && !closed_);
+  if (closed_ || !codec_.finished()) return;
   // A graceful end waits for its last bytes to reach the kernel (onWriteDrained flushes
   // again); after a connection error there is nothing worth waiting for.
-  if (!closed_ && codec_.finished() && (codec_.failed() || downstream_->queuedWriteBytes() == 0)) close();
+  if (codec_.failed() || downstream_->queuedWriteBytes() == 0) {
+    close();
+  } else if (!delayed_close_timer_) {
+    // As Envoy's delayed_close_timeout: a reader that takes nothing for this long is
+    // dropped; one still reading is given the rest of its response.
+    delayed_close_timer_ =
+        services_.dispatcher.createTimer([this, queued = downstream_->queuedWriteBytes()]() mutable {
+          if (downstream_->queuedWriteBytes() < queued) {
+            queued = downstream_->queuedWriteBytes();
+            delayed_close_timer_->enable(kDelayedCloseTimeout);
+            return;
+          }
+          close();
+        });
+    delayed_close_timer_->enable(kDelayedCloseTimeout);
+  }
 }
 
 void Http2Session::armConnectionIdleTimer() {
@@ -649,7 +668,8 @@ void Http2Session::close() {
   if (closed_) return;
   closed_ = true;
   // Disabled, not destroyed: close() may run inside one of their callbacks.
-  for (auto* timer : {cx_idle_timer_.get(), cx_max_duration_timer_.get(), drain_timer_.get()}) {
+  for (auto* timer : {cx_idle_timer_.get(), cx_max_duration_timer_.get(), drain_timer_.get(),
+                      delayed_close_timer_.get()}) {
     if (timer) timer->disable();
   }
   for (auto& [id, stream] : streams_) {

@@ -105,6 +105,7 @@ private:
   std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no stream is open
   std::unique_ptr<event::Timer> cx_max_duration_timer_;
   std::unique_ptr<event::Timer> drain_timer_;
+  std::unique_ptr<event::Timer> delayed_close_timer_;  // finished, output still queued
   accesslog::SessionLogs access_logs_;
   ConnectionLogFacts log_facts_;
   common::Counter& streams_total_;
