@@ -248,6 +248,9 @@ struct HttpConnectionManager {
   CodecType codec_type = CodecType::Auto;
   StreamTimeouts timeouts;
   ConnectionLifetime connection_lifetime;
+  // HTTP/2: from the shutdown notice (GOAWAY 2^31-1) that starts a drain to the final
+  // GOAWAY; streams that raced the notice are still taken meanwhile. Envoy's default.
+  std::chrono::milliseconds drain_timeout{5000};
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;

@@ -18,6 +18,9 @@ namespace {
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 constexpr uint32_t kInternalError = 0x2;
+// How long a finished connection waits for its queued output to move (Envoy's
+// delayed_close_timeout default).
+constexpr std::chrono::milliseconds kDelayedCloseTimeout{1000};
 
 }  // namespace
 
@@ -336,6 +339,11 @@ Http2Session::~Http2Session() {
 }
 
 void Http2Session::start(std::string_view initial_bytes) {
+  if (lifetime_.max_duration.count() > 0) {
+    cx_max_duration_timer_ = services_.dispatcher.createTimer([this] { onMaxConnectionDuration(); });
+    cx_max_duration_timer_->enable(lifetime_.max_duration);
+  }
+  armConnectionIdleTimer();
   downstream_->readEnable(true);
   flush();  // our SETTINGS
   if (!initial_bytes.empty()) onData(initial_bytes);
@@ -390,10 +398,63 @@ void Http2Session::flush() {
       if (out_.capacity() > kRetainedOutputBytes) out_.shrink_to_fit();
     }
   } while (flush_pending_ && !closed_);
-  if (!closed_ && codec_.finished()) close();
+  if (closed_ || !codec_.finished()) return;
+  // A graceful end waits for its last bytes to reach the kernel (onWriteDrained flushes
+  // again); after a connection error there is nothing worth waiting for.
+  if (codec_.failed() || downstream_->queuedWriteBytes() == 0) {
+    close();
+  } else if (!delayed_close_timer_) {
+    // As Envoy's delayed_close_timeout: a reader that takes nothing for this long is
+    // dropped; one still reading is given the rest of its response.
+    delayed_close_timer_ =
+        services_.dispatcher.createTimer([this, queued = downstream_->queuedWriteBytes()]() mutable {
+          if (downstream_->queuedWriteBytes() < queued) {
+            queued = downstream_->queuedWriteBytes();
+            delayed_close_timer_->enable(kDelayedCloseTimeout);
+            return;
+          }
+          close();
+        });
+    delayed_close_timer_->enable(kDelayedCloseTimeout);
+  }
+}
+
+void Http2Session::armConnectionIdleTimer() {
+  if (lifetime_.idle_timeout.count() == 0 || draining_) return;
+  if (!cx_idle_timer_) cx_idle_timer_ = services_.dispatcher.createTimer([this] { onConnectionIdleTimeout(); });
+  cx_idle_timer_->enable(lifetime_.idle_timeout);
+}
+
+void Http2Session::onConnectionIdleTimeout() {
+  if (!streams_.empty() || draining_) return;
+  pod_->tenant->downstream_cx_idle_timeout->inc();
+  startDrain();
+}
+
+void Http2Session::onMaxConnectionDuration() {
+  pod_->tenant->downstream_cx_max_duration_reached->inc();
+  startDrain();
+}
+
+void Http2Session::startDrain() {
+  if (closed_ || draining_) return;
+  draining_ = true;
+  if (cx_idle_timer_) cx_idle_timer_->disable();  // the drain ends the connection now
+  codec_.shutdownNotice();
+  drain_timer_ = services_.dispatcher.createTimer([this] { onDrainTimeout(); });
+  drain_timer_->enable(drain_timeout_);
+  flush();
+}
+
+void Http2Session::onDrainTimeout() {
+  // Streams up to the last one taken go on; once they are done the codec is finished
+  // and flush() closes the connection.
+  codec_.goAway();
+  flush();
 }
 
 void Http2Session::onHeaders(int32_t id, http::HeaderMap&& headers, bool end_stream) {
+  if (cx_idle_timer_) cx_idle_timer_->disable();
   streams_total_.inc();
   pod_->tenant->downstream_rq_total->inc();
   auto stream = std::make_unique<Stream>(*this, id);
@@ -425,6 +486,7 @@ void Http2Session::onStreamClose(int32_t id, uint32_t) {
   it->second->detach();
   services_.dispatcher.deferredDelete(std::move(it->second));
   streams_.erase(it);
+  if (streams_.empty()) armConnectionIdleTimer();
 }
 
 void Http2Session::onStreamDrained(int32_t id) {
@@ -465,6 +527,11 @@ void Http2Session::abort() {
 void Http2Session::close() {
   if (closed_) return;
   closed_ = true;
+  // Disabled, not destroyed: close() may run inside one of their callbacks.
+  for (auto* timer : {cx_idle_timer_.get(), cx_max_duration_timer_.get(), drain_timer_.get(),
+                      delayed_close_timer_.get()}) {
+    if (timer) timer->disable();
+  }
   for (auto& [id, stream] : streams_) {
     stream->detach();
     services_.dispatcher.deferredDelete(std::move(stream));

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <unordered_map>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/event/dispatcher.h"
 #include "proxy/http/http2/codec.h"
 #include "proxy/network/connection.h"
 #include "proxy/server/http1_session.h"
@@ -40,6 +42,11 @@ public:
   void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // The connection manager's access logs; each stream is logged when it closes.
   void setAccessLogs(accesslog::SessionLogs logs);
+  // The connection manager's common_http_protocol_options and drain_timeout; before start().
+  void setConnectionLifetime(const config::ConnectionLifetime& lifetime, std::chrono::milliseconds drain_timeout) {
+    lifetime_ = lifetime;
+    drain_timeout_ = drain_timeout;
+  }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -70,6 +77,16 @@ private:
   void close();
   void countStatus(int status);
 
+  // The connection's lifetime, as Envoy's connection manager drains it: idle_timeout
+  // (no stream open) and max_connection_duration start a drain; the shutdown notice goes
+  // out at once, the final GOAWAY drain_timeout later; the connection closes once that
+  // is out and the streams it admitted are done.
+  void armConnectionIdleTimer();
+  void onConnectionIdleTimeout();
+  void onMaxConnectionDuration();
+  void startDrain();
+  void onDrainTimeout();
+
   WorkerServices services_;
   std::shared_ptr<const Pod> pod_;
   std::shared_ptr<const config::RouteConfiguration> routes_;
@@ -85,6 +102,13 @@ private:
   uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
   bool flush_scheduled_ = false;
   bool closed_ = false;
+  config::ConnectionLifetime lifetime_;
+  std::chrono::milliseconds drain_timeout_{5000};
+  bool draining_ = false;  // the shutdown notice went out
+  std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no stream is open
+  std::unique_ptr<event::Timer> cx_max_duration_timer_;
+  std::unique_ptr<event::Timer> drain_timer_;
+  std::unique_ptr<event::Timer> delayed_close_timer_;  // finished, output still queued
   accesslog::SessionLogs access_logs_;
   ConnectionLogFacts log_facts_;
   common::Counter& streams_total_;

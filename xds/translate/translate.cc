@@ -935,13 +935,14 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return std::unexpected(t.error());
     }
   }
-  if (proto.has_common_http_protocol_options()) {
-    if (out.codec_type != config::HttpConnectionManager::CodecType::Http1) {
-      // An HTTP/2 connection would ignore them: refuse rather than half-apply.
-      return fail("common_http_protocol_options need codec_type HTTP1 (HTTP/2 downstream connections do not "
-                  "implement idle_timeout or max_connection_duration yet)",
-                  "common_http_protocol_options");
+  if (proto.has_drain_timeout()) {
+    if (auto t = timeout(proto.drain_timeout(), "drain_timeout", out.drain_timeout); !t) {
+      return std::unexpected(t.error());
     }
+  }
+  if (proto.has_common_http_protocol_options()) {
+    // One lifetime for whichever protocol the connection speaks (under AUTO, the sniff
+    // decides); its other fields are rejected as unknown.
     auto lifetime = translateConnectionLifetime(proto.common_http_protocol_options());
     if (!lifetime) return std::unexpected(nest("common_http_protocol_options", lifetime.error()));
     out.connection_lifetime = *lifetime;
