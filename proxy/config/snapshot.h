@@ -305,8 +305,9 @@ struct Endpoint {
   uint32_t locality = 0;  // index into the cluster's `localities` (0 when it has none)
 };
 
-// One LocalityLbEndpoints of an assignment (EDS or a static load_assignment): what
-// locality-weighted balancing needs to know of it. Each entry is its own locality.
+// One locality of an assignment (EDS or a static load_assignment): its LocalityLbEndpoints
+// entries of one priority that name the same Locality. What locality-weighted balancing
+// needs to know of it.
 struct Locality {
   uint32_t weight = 0;  // load_balancing_weight; 0 when unset (no load under locality weighting)
   uint32_t priority = 0;

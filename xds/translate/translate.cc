@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include <google/protobuf/descriptor.h>
@@ -1380,6 +1381,29 @@ bool cleanInCommonShape(const endpoint::ClusterLoadAssignment& proto) {
   return true;
 }
 
+// Envoy's grouping: entries naming the same locality at the same priority are one locality,
+// their hosts together, weighed by the last of them that names a locality and carries a
+// weight (Envoy records weights by locality, so an entry without `locality` adds none).
+// Returns each entry's locality index.
+std::vector<uint32_t> groupLocalities(const endpoint::ClusterLoadAssignment& proto,
+                                      std::vector<config::Locality>& localities) {
+  using Key = std::tuple<uint32_t, std::string_view, std::string_view, std::string_view>;
+  std::map<Key, uint32_t> index_of;
+  std::vector<uint32_t> out;
+  out.reserve(static_cast<size_t>(proto.endpoints_size()));
+  for (const auto& entry : proto.endpoints()) {
+    const auto& name = entry.locality();
+    auto [it, added] = index_of.try_emplace(Key{entry.priority(), name.region(), name.zone(), name.sub_zone()},
+                                            static_cast<uint32_t>(localities.size()));
+    if (added) localities.push_back({0, entry.priority(), 0});
+    auto& locality = localities[it->second];
+    locality.hosts += static_cast<uint32_t>(entry.lb_endpoints_size());
+    if (entry.has_locality() && entry.has_load_balancing_weight()) locality.weight = entry.load_balancing_weight().value();
+    out.push_back(it->second);
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::ClusterLoadAssignment& proto) {
@@ -1413,11 +1437,10 @@ Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::Cl
                   indexed("endpoints", i) + ".load_balancing_weight");
     }
   }
+  const auto locality_of = groupLocalities(proto, out.localities);
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);
     auto where = indexed("endpoints", i);
-    out.localities.push_back({locality.has_load_balancing_weight() ? locality.load_balancing_weight().value() : 0,
-                              locality.priority(), static_cast<uint32_t>(locality.lb_endpoints_size())});
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& lb = locality.lb_endpoints(j);
       // Built only for an error: no allocation per endpoint on the success path.
@@ -1435,7 +1458,7 @@ Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::Cl
       auto ep = translateLbEndpoint(lb);
       if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
       ep->priority = locality.priority();
-      ep->locality = static_cast<uint32_t>(i);
+      ep->locality = locality_of[static_cast<size_t>(i)];
       out.endpoints.push_back(*ep);
     }
   }

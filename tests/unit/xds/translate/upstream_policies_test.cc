@@ -238,6 +238,26 @@ TEST(TranslateUpstreamPolicies, EndpointLocalities) {
   ASSERT_EQ(out->endpoints.size(), 2u);
   EXPECT_EQ(out->endpoints[0].locality, 0u);
   EXPECT_EQ(out->endpoints[1].locality, 1u);
+  // As Envoy: entries naming the same locality at one priority are one locality (the last
+  // weight wins); the same name at another priority is another; an entry without
+  // `locality` records no weight.
+  auto grouped = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { locality { zone: "a" } load_balancing_weight { value: 3 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 80 } } } } }
+    endpoints { locality { zone: "a" } priority: 1 load_balancing_weight { value: 4 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.2" port_value: 80 } } } } }
+    endpoints { locality { zone: "a" } load_balancing_weight { value: 5 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.3" port_value: 80 } } } } }
+    endpoints { load_balancing_weight { value: 6 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.4" port_value: 80 } } } } })"));
+  ASSERT_TRUE(grouped) << grouped.error().describe();
+  ASSERT_EQ(grouped->localities.size(), 3u);
+  EXPECT_EQ(grouped->localities[0], (config::Locality{5, 0, 2}));
+  EXPECT_EQ(grouped->localities[1], (config::Locality{4, 1, 1}));
+  EXPECT_EQ(grouped->localities[2], (config::Locality{0, 0, 1}));
+  ASSERT_EQ(grouped->endpoints.size(), 4u);
+  EXPECT_EQ(grouped->endpoints[2].locality, 0u);
+  EXPECT_EQ(grouped->endpoints[3].locality, 2u);
   auto zero = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
     endpoints { load_balancing_weight { value: 0 } })"));
   ASSERT_FALSE(zero);
