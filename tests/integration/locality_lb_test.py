@@ -39,6 +39,7 @@ import http.server, socketserver, sys
 name, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: no wait for an ACK between
     def do_GET(self):
         body = ("server=%s\n" % name).encode()
         self.send_response(200)
