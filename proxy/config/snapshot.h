@@ -308,6 +308,25 @@ struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
   uint32_t priority = 0;  // 0 is tried first; higher ones take load as it loses health
+  uint32_t locality = 0;  // index into the cluster's `localities` (0 when it has none)
+};
+
+// One locality of an assignment (EDS or a static load_assignment): its LocalityLbEndpoints
+// entries of one priority that name the same Locality. What locality-weighted balancing
+// needs to know of it.
+struct Locality {
+  uint32_t weight = 0;  // load_balancing_weight; 0 when unset (no load under locality weighting)
+  uint32_t priority = 0;
+  // Its lb_endpoints, counting those EDS marks unhealthy, which are not endpoints: Envoy
+  // counts them in a locality's size, so they lower its availability.
+  uint32_t hosts = 0;
+  bool operator==(const Locality&) const = default;
+};
+
+// A translated ClusterLoadAssignment.
+struct LoadAssignment {
+  std::vector<Endpoint> endpoints;
+  std::vector<Locality> localities;
 };
 
 // How a STRICT_DNS / LOGICAL_DNS cluster resolves (cluster.dns_* and
@@ -427,6 +446,7 @@ struct Cluster {
   LbPolicy lb_policy = LbPolicy::RoundRobin;
   std::chrono::milliseconds connect_timeout{5000};
   std::vector<Endpoint> endpoints;
+  std::vector<Locality> localities;  // Static and Eds clusters; Endpoint::locality indexes it
   std::string eds_service_name;  // only for ClusterType::Eds
   // Only for StrictDns / LogicalDns: `endpoints` hold what resolved last (empty until the
   // first answer); agent/dns_clusters fills them in and republishes.
@@ -439,6 +459,9 @@ struct Cluster {
   RingHashConfig ring_hash;
   uint64_t maglev_table_size = 65537;
   uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode
+  // common_lb_config.locality_weighted_lb_config: within a priority, pick a locality by
+  // effective weight first (ROUND_ROBIN, LEAST_REQUEST and RANDOM only).
+  bool locality_weighted = false;
   CircuitBreakers circuit_breakers;
   std::optional<OutlierDetection> outlier_detection;
   std::optional<HealthCheck> health_check;
