@@ -191,6 +191,9 @@ struct RouteAction {
   // The route's retry_policy, else its virtual host's (translate resolves that).
   std::optional<RetryPolicy> retry_policy;
   uint32_t retry_buffer_bytes = kDefaultRetryBufferBytes;  // per_request_buffer_limit_bytes
+  // hedge_policy.hedge_on_per_try_timeout (the route's, else its virtual host's): a per-try
+  // timeout starts another attempt beside the one that timed out; the first good answer wins.
+  bool hedge_on_per_try_timeout = false;
   std::vector<UpgradeConfig> upgrade_configs;
 };
 
@@ -246,6 +249,9 @@ struct HttpConnectionManager {
   CodecType codec_type = CodecType::Auto;
   StreamTimeouts timeouts;
   ConnectionLifetime connection_lifetime;
+  // HTTP/2: from the shutdown notice (GOAWAY 2^31-1) that starts a drain to the final
+  // GOAWAY; streams that raced the notice are still taken meanwhile. Envoy's default.
+  std::chrono::milliseconds drain_timeout{5000};
   // Inline route_config, or resolved from RDS by name.
   std::string route_config_name;
   std::shared_ptr<const RouteConfiguration> route_config;
@@ -303,6 +309,25 @@ struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
   uint32_t priority = 0;  // 0 is tried first; higher ones take load as it loses health
+  uint32_t locality = 0;  // index into the cluster's `localities` (0 when it has none)
+};
+
+// One locality of an assignment (EDS or a static load_assignment): its LocalityLbEndpoints
+// entries of one priority that name the same Locality. What locality-weighted balancing
+// needs to know of it.
+struct Locality {
+  uint32_t weight = 0;  // load_balancing_weight; 0 when unset (no load under locality weighting)
+  uint32_t priority = 0;
+  // Its lb_endpoints, counting those EDS marks unhealthy, which are not endpoints: Envoy
+  // counts them in a locality's size, so they lower its availability.
+  uint32_t hosts = 0;
+  bool operator==(const Locality&) const = default;
+};
+
+// A translated ClusterLoadAssignment.
+struct LoadAssignment {
+  std::vector<Endpoint> endpoints;
+  std::vector<Locality> localities;
 };
 
 // How a STRICT_DNS / LOGICAL_DNS cluster resolves (cluster.dns_* and
@@ -422,6 +447,7 @@ struct Cluster {
   LbPolicy lb_policy = LbPolicy::RoundRobin;
   std::chrono::milliseconds connect_timeout{5000};
   std::vector<Endpoint> endpoints;
+  std::vector<Locality> localities;  // Static and Eds clusters; Endpoint::locality indexes it
   std::string eds_service_name;  // only for ClusterType::Eds
   // Only for StrictDns / LogicalDns: `endpoints` hold what resolved last (empty until the
   // first answer); agent/dns_clusters fills them in and republishes.
@@ -436,6 +462,9 @@ struct Cluster {
   RingHashConfig ring_hash;
   uint64_t maglev_table_size = 65537;
   uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode
+  // common_lb_config.locality_weighted_lb_config: within a priority, pick a locality by
+  // effective weight first (ROUND_ROBIN, LEAST_REQUEST and RANDOM only).
+  bool locality_weighted = false;
   CircuitBreakers circuit_breakers;
   common::HeapOptional<OutlierDetection> outlier_detection;
   common::HeapOptional<HealthCheck> health_check;

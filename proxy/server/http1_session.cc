@@ -33,94 +33,6 @@ constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
 }  // namespace
 
-// The upstream half of one request: the pooled connection and its response parser.
-class Http1Session::UpstreamExchange : public network::ConnectionCallbacks, public http::http1::ParserCallbacks {
-public:
-  UpstreamExchange(Http1Session& session, std::unique_ptr<network::TcpConnection> connection, bool head_request)
-      : session_(session), connection_(std::move(connection)), parser_(http::http1::Parser::Mode::Response, *this) {
-    parser_.expectHeadResponse(head_request);
-    connection_->setCallbacks(this);
-    connection_->readEnable(true);
-  }
-
-  void write(std::string_view data) { connection_->write(data); }
-  size_t queuedWriteBytes() const { return connection_->queuedWriteBytes(); }
-  void readEnable(bool enabled) { connection_->readEnable(enabled); }
-  void onWriteDrained() override { session_.updateDownstreamReading(); }
-  // Hands the connection back for reuse, or closes it.
-  // Reading stays on: the pool watches the connection from here.
-  std::unique_ptr<network::TcpConnection> release() {
-    connection_->setCallbacks(nullptr);
-    return std::move(connection_);
-  }
-  bool responseComplete() const { return response_complete_; }
-  // The session gave up on this attempt (it is being retried or timed out): close the
-  // connection and make no more calls into the session.
-  void abandon() {
-    abandoned_ = true;
-    connection_->close();
-  }
-
-  // Response bytes are the tenant's work too (a 1 MiB body costs more than its request):
-  // charged, and paused like the downstream side when the tenant is over its share.
-  void onData(std::string_view data) override {
-    session_.onUpstreamActivity();
-    auto& tenant = *session_.pod_->tenant;
-    Http1Session& session = session_;  // `this` may be handed to deferred delete inside
-    session.services_.scheduler.run(tenant.id, tenant.weight.load(std::memory_order_relaxed),
-                                    [&] { onResponseData(data); });
-    session.pauseUpstreamIfOverShare();
-  }
-
-  void onResponseData(std::string_view data) {
-    if (response_complete_) {
-      // Bytes after a complete response: this connection can't be trusted for reuse.
-      reusable_ = false;
-      return;
-    }
-    auto r = parser_.dispatch(data);
-    if (abandoned_) return;
-    if (r.status == http::http1::Parser::Status::Error) {
-      session_.onUpstreamFailed("malformed upstream response: " + parser_.errorReason(), head_seen_);
-      return;
-    }
-    if (r.status == http::http1::Parser::Status::Paused && r.consumed != data.size()) reusable_ = false;
-    if (response_complete_) {
-      session_.onResponseComplete(reusable_);
-    } else {
-      session_.flushResponse();
-    }
-  }
-  void onClose(network::CloseReason reason) override {
-    if (response_complete_) return;
-    // A body delimited by the connection closing ends here.
-    if (head_seen_ && parser_.finish() && response_complete_) {
-      session_.onResponseComplete(false);
-      return;
-    }
-    session_.onUpstreamFailed(std::string("upstream connection closed: ") + network::toString(reason), head_seen_);
-  }
-  void onResponseHead(http::ResponseHead&& head) override {
-    if (abandoned_) return;
-    head_seen_ = true;
-    reusable_ = head.keep_alive;
-    session_.onResponseHead(head);
-  }
-  void onBody(std::string_view data) override {
-    if (!abandoned_) session_.onResponseBody(data);
-  }
-  void onMessageComplete() override { response_complete_ = true; }
-
-private:
-  Http1Session& session_;
-  std::unique_ptr<network::TcpConnection> connection_;
-  http::http1::Parser parser_;
-  bool head_seen_ = false;
-  bool response_complete_ = false;
-  bool reusable_ = false;
-  bool abandoned_ = false;
-};
-
 Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> pod,
                            std::shared_ptr<const config::RouteConfiguration> routes,
                            std::unique_ptr<network::TcpConnection> downstream, OnDone on_done)
@@ -262,7 +174,6 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   discard_body_ = false;
   response_started_ = false;
   close_after_response_ = !request_.keep_alive || draining_;
-  route_timeout_ = std::chrono::milliseconds(0);
   pod_->tenant->downstream_rq_total->inc();
   if (!admitRequest()) return;
   // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
@@ -291,8 +202,8 @@ bool Http1Session::admitRequest() {
 // Bytes waiting in user space on either side, for the tenant's buffered-bytes budget.
 void Http1Session::chargeBuffered() {
   buffered_.set(closed_ ? 0
-                        : downstream_pending_.size() + upstream_pending_.size() + downstream_->queuedWriteBytes() +
-                              (upstream_ ? upstream_->queuedWriteBytes() : 0));
+                        : downstream_pending_.size() + downstream_->queuedWriteBytes() +
+                              (router_ ? router_->queuedRequestBytes() : 0));
 }
 
 void Http1Session::routeRequest() {
@@ -312,7 +223,6 @@ void Http1Session::routeRequest() {
   const auto& action = *route->route;
   action_ = &action;
   log_.upstream_cluster = decision_.cluster();
-  route_timeout_ = action.timeout;
   if (action.idle_timeout) {
     // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
     stream_idle_ = *action.idle_timeout;
@@ -326,202 +236,9 @@ void Http1Session::routeRequest() {
 
   // The request as the upstream will see it.
   prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
-  request_framing_ = http::http1::requestFraming(request_);
-  upstream_pending_ = http::http1::encodeRequestHead(request_, request_framing_);
-
-  // For weighted_clusters, the cluster this request was given.
-  const std::string_view cluster = decision_.cluster();
-  if (retry_resources_cluster_ != cluster || !retry_resources_) {
-    retry_resources_ = services_.retry_resources.forCluster(std::string(cluster));
-    retry_resources_cluster_ = cluster;
-  }
-  retry_budget_request_.emplace(retry_resources_);
-  if (action.retry_policy) {
-    // The cluster's limits are read when the retry is decided (below, at each pick).
-    retry_ = std::make_unique<router::RetryState>(
-        *action.retry_policy, config::RetryLimits{}, retry_resources_, [] { return routeRandom(); },
-        [] { return std::chrono::system_clock::now(); });
-    replay_ = upstream_pending_;
-    replay_head_bytes_ = replay_.size();
-  }
-  startAttempt();
-}
-
-void Http1Session::startAttempt() {
-  bool is_retry = retry_ && retry_->retriesDone() > 0;
-  if (is_retry && retry_->disabled()) {
-    // The body outgrew the buffer while the retry waited: nothing left to replay.
-    pod_->tenant->upstream_rq_retry_body_too_large->inc();
-    close_after_response_ = close_after_response_ || !request_complete_;
-    sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
-    return;
-  }
-  upstream::ClusterManager::PickContext pick;
-  const auto& action = *action_;
-  if (!action.hash_policy.empty()) pick.hash = router::hashRequest(action.hash_policy, request_.headers, pod_->ip);
-  if (is_retry && retry_->avoidsPreviousHosts()) {
-    pick.avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
-  }
-  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), pick);
-  if (!selection) {
-    switch (selection.error()) {
-      case upstream::ClusterManager::PickError::NoCluster:
-        log_.fail(Flag::NoClusterFound, "cluster_not_found");
-        sendLocalReply(503, "no cluster\n");
-        break;
-      case upstream::ClusterManager::PickError::NoHealthyEndpoint:
-        log_.fail(Flag::NoHealthyUpstream, "no_healthy_upstream");
-        sendLocalReply(503, "no healthy upstream\n");
-        break;
-      case upstream::ClusterManager::PickError::Overflow:
-        log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
-        sendLocalReply(503, "upstream overflow\n");
-        break;
-    }
-    return;
-  }
-  upstream_request_ = std::move(selection->request);
-
-  common::SocketAddress endpoint = selection->endpoint.address;
-  if (selection->original_destination) {
-    if (!original_destination_) {
-      sendLocalReply(503, "no original destination for an ORIGINAL_DST cluster\n");
-      return;
-    }
-    endpoint = *original_destination_;
-  }
-  log_.upstream_host = endpoint.toString();
-  ++log_.attempt_count;
-  if (selection->cluster->http_protocol == config::UpstreamHttpProtocol::Http2 && services_.http2_pool != nullptr) {
-    // An HTTP/2 cluster: the head goes as a HEADERS block and the body as raw DATA, with
-    // no HTTP/1.1 framing on this side. Not retried: the bridge streams the body on.
-    retry_.reset();
-    upstream_pending_.clear();
-    bool has_body = request_framing_ != BodyFraming::None;
-    request_framing_ = BodyFraming::None;
-    pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http2};
-    h2_upstream_ = std::make_unique<Http2UpstreamBridge>(*this, http::http2::toRequestBlock(request_, "http"), !has_body);
-    h2_upstream_->start(*services_.http2_pool,
-                        {pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout});
-    return;
-  }
-  if (retry_) {
-    retry_->setLimits(selection->cluster->retry_limits);
-    retry_->recordHost(endpoint);
-    if (is_retry) upstream_pending_ = replay_;
-  }
-
-  pool_key_ = upstream::PoolKey{pod_->id, endpoint.toString(), upstream::Protocol::Http1, action.cluster};
-  upstream::ConnectRequest connect{pool_key_, pod_->netnsFd(), endpoint, selection->cluster->connect_timeout};
-  armPerTryTimers();
-  attempt_cluster_ = decision_.cluster();
-  attempt_endpoint_ = endpoint;
-  attempt_reported_ = false;
-  if (!services_.pool.hasIdle(pool_key_)) {
-    // A new connection: the cluster's max_connections and max_pending_requests apply.
-    auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
-    if (!connection_unit) {
-      log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
-      sendLocalReply(503, "upstream overflow\n");
-      return;
-    }
-    auto pending_unit = services_.clusters.reservePending(decision_.cluster());
-    if (!pending_unit) {
-      log_.fail(Flag::UpstreamOverflow, "upstream_overflow");
-      sendLocalReply(503, "upstream overflow\n");
-      return;
-    }
-    pending_unit_ = std::move(*pending_unit);
-    connect.lifetime_token = std::make_shared<upstream::ResourceHold>(std::move(*connection_unit));
-  }
-  attempt_started_ = services_.dispatcher.now();
-  connecting_ = services_.pool.acquire(connect, [this](auto result) { onUpstreamReady(std::move(result)); });
-}
-
-void Http1Session::sendRequestBytes(std::string_view bytes) {
-  if (retry_ && !retry_->disabled()) {
-    replay_.append(bytes);
-    if (replay_.size() - replay_head_bytes_ > action_->retry_buffer_bytes) {
-      // Beyond the buffer the request streams on, and can no longer be retried.
-      retry_->disable();
-      replay_.clear();
-      replay_.shrink_to_fit();
-    }
-  }
-  if (upstream_) {
-    upstream_->write(bytes);
-  } else if (!(back_off_timer_ && back_off_timer_->enabled())) {
-    upstream_pending_.append(bytes);
-  }
-}
-
-void Http1Session::onAttemptFailed(router::AttemptFailure failure, const std::string& reason) {
-  spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
-  if (retry_ && scheduleRetry(retry_->onFailure(failure))) return;
-  abandonAttempt();
-  if (failure == router::AttemptFailure::ConnectFailure) {
-    log_.fail(Flag::UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}");
-  } else {
-    log_.fail(Flag::UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}");
-  }
-  close_after_response_ = close_after_response_ || !request_complete_;
-  sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
-}
-
-bool Http1Session::scheduleRetry(router::RetryState::Decision decision) {
-  using Verdict = router::RetryState::Verdict;
-  switch (decision.verdict) {
-    case Verdict::Retry:
-      break;
-    case Verdict::NoRetry:
-      return false;
-    case Verdict::LimitExceeded:
-      log_.flags.set(Flag::UpstreamRetryLimitExceeded);
-      pod_->tenant->upstream_rq_retry_limit_exceeded->inc();
-      return false;
-    case Verdict::Overflow:
-      pod_->tenant->upstream_rq_retry_overflow->inc();
-      return false;
-    case Verdict::Disabled:
-      pod_->tenant->upstream_rq_retry_body_too_large->inc();
-      return false;
-  }
-  pod_->tenant->upstream_rq_retry->inc();
-  abandonAttempt();
-  if (!back_off_timer_) back_off_timer_ = services_.dispatcher.createTimer([this] { startAttempt(); });
-  // Even a zero wait runs from the loop, never from inside the failed attempt's callbacks.
-  back_off_timer_->enable(decision.back_off);
-  updateDownstreamReading();
-  return true;
-}
-
-// Drops the current attempt: its connection is mid-exchange and can never be reused.
-void Http1Session::abandonAttempt() {
-  connecting_.reset();
-  if (upstream_) {
-    upstream_->abandon();
-    services_.dispatcher.deferredDelete(std::move(upstream_));
-  }
-  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
-  upstream_pending_.clear();
-  if (per_try_timer_) per_try_timer_->disable();
-  if (per_try_idle_timer_) per_try_idle_timer_->disable();
-}
-
-// Envoy's per-try timeout runs from when the whole request is on its way upstream.
-void Http1Session::armPerTryTimers() {
-  if (!retry_ || !request_complete_) return;
-  const auto& policy = retry_->policy();
-  if (policy.per_try_timeout.count() > 0) {
-    if (!per_try_timer_) per_try_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(false); });
-    per_try_timer_->enable(policy.per_try_timeout);
-  }
-  if (policy.per_try_idle_timeout.count() > 0) {
-    if (!per_try_idle_timer_) {
-      per_try_idle_timer_ = services_.dispatcher.createTimer([this] { onPerTryTimeout(true); });
-    }
-    per_try_idle_timer_->enable(policy.per_try_idle_timeout);
-  }
+  if (!router_) router_.emplace(services_, *pod_, *this, log_, request_, false, original_destination_);
+  // A request without a body is whole with its head.
+  router_->start(decision_, http::http1::requestFraming(request_) == BodyFraming::None);
 }
 
 void Http1Session::beginStreamTimers() {
@@ -576,7 +293,7 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
       log_.fail(Flag::DurationTimeout, "max_duration_timeout");
       break;
   }
-  abandonAttempt();
+  if (router_) router_->cancel();
   if (response_started_ && in_exchange_) {
     flushResponse();
     close();
@@ -585,7 +302,7 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
   bool grpc = request_.headers.get("content-type").value_or("").starts_with("application/grpc");
   if (kind == StreamTimeout::MaxDuration && (request_complete_ || grpc)) {
     // Envoy: 504 once the request is in, 408 before; gRPC: DEADLINE_EXCEEDED either way.
-    sendTimeoutReply();
+    onRouterReply({504, "upstream request timeout\n", grpc});
     return;
   }
   // The rest of the request cannot be trusted to follow: the connection ends here.
@@ -595,107 +312,33 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
 
 void Http1Session::onUpstreamActivity() {
   if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
-  if (per_try_idle_timer_ && per_try_idle_timer_->enabled()) {
-    per_try_idle_timer_->enable(retry_->policy().per_try_idle_timeout);
-  }
-}
-
-void Http1Session::onPerTryTimeout(bool idle) {
-  if (!in_exchange_ || closed_ || !retry_) return;
-  (idle ? pod_->tenant->upstream_rq_per_try_idle_timeout : pod_->tenant->upstream_rq_per_try_timeout)->inc();
-  if (response_started_) {
-    // Part of the response went out: as with the route timeout, only closing is left.
-    abandonAttempt();
-    flushResponse();
-    close();
-    return;
-  }
-  auto failure = idle ? router::AttemptFailure::PerTryIdleTimeout : router::AttemptFailure::PerTryTimeout;
-  if (scheduleRetry(retry_->onFailure(failure))) return;
-  abandonAttempt();
-  log_.fail(Flag::UpstreamRequestTimeout, idle ? "upstream_per_try_idle_timeout" : "upstream_per_try_timeout");
-  sendTimeoutReply();
 }
 
 void Http1Session::endRequest() {
-  retry_.reset();
-  retry_budget_request_.reset();
-  if (!replay_.empty()) {
-    replay_.clear();
-    if (replay_.capacity() > kRetainedOutputBytes) replay_.shrink_to_fit();
-  }
-  if (per_try_timer_) per_try_timer_->disable();
-  if (per_try_idle_timer_) per_try_idle_timer_->disable();
-  if (back_off_timer_) back_off_timer_->disable();
+  if (router_) router_->cancel();
   if (request_timer_) request_timer_->disable();
   if (stream_idle_timer_) stream_idle_timer_->disable();
   if (max_duration_timer_) max_duration_timer_->disable();
 }
 
-void Http1Session::onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
-  connecting_.reset();
-  pending_unit_.reset();
-  if (!connection) {
-    reportAttempt({upstream::AttemptOutcome::Kind::ConnectFailure});
-    pod_->tenant->upstream_cx_connect_fail->inc();
-    log_.upstream_transport_failure_reason = connection.error().describe();
-    onAttemptFailed(router::AttemptFailure::ConnectFailure,
-                    "upstream " + pool_key_.endpoint + ": " + connection.error().describe());
-    return;
-  }
-  upstream_ = std::make_unique<UpstreamExchange>(*this, std::move(*connection), request_.method == "HEAD");
-  upstream_->write(upstream_pending_);
-  upstream_pending_.clear();
-  upstream_pending_.shrink_to_fit();
-  updateDownstreamReading();
-  updateUpstreamReading();
-}
-
 void Http1Session::onBody(std::string_view data) {
   log_.bytes_received += data.size();
   if (discard_body_) return;
-  if (h2_upstream_) {
-    h2_upstream_->sendData(data);
-    updateDownstreamReading();
-    return;
-  }
-  if (upstream_ || retry_) {
-    std::string chunk;
-    http::http1::appendBody(chunk, data, request_framing_);
-    sendRequestBytes(chunk);
-    updateDownstreamReading();
-    return;
-  }
-  http::http1::appendBody(upstream_pending_, data, request_framing_);
+  if (router_) router_->sendData(data);
   updateDownstreamReading();
 }
 
 void Http1Session::updateDownstreamReading() {
   if (closed_ || tunnelOpen()) return;
   bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit ||
-                 upstream_pending_.size() > kPendingLimit ||
-                 (upstream_ && upstream_->queuedWriteBytes() > kWriteHighWatermark) ||
-                 (h2_upstream_ && h2_upstream_->queuedBytes() > kWriteHighWatermark) ||
-                 (back_off_timer_ && back_off_timer_->enabled());  // a retry waits: the body waits too
+                 (in_exchange_ && router_ && !router_->acceptsRequestData());
   downstream_->readEnable(!blocked);
   chargeBuffered();
 }
 
-void Http1Session::pauseUpstreamIfOverShare() {
-  if (closed_ || !upstream_ || upstream_share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
-  upstream_share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
-    upstream_share_pause_.reset();
-    updateUpstreamReading();
-  });
-  upstream_->readEnable(false);
-}
-
 void Http1Session::updateUpstreamReading() {
-  if (!closed_ && h2_upstream_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark) {
-    h2_upstream_->downstreamDrained();
-  }
-  if (closed_ || !upstream_ || tunnelOpen()) return;
-  upstream_->readEnable(!upstream_share_pause_ && downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  if (closed_ || !router_ || tunnelOpen()) return;
+  router_->setResponseFlow(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
   chargeBuffered();
 }
 
@@ -704,53 +347,27 @@ void Http1Session::onMessageComplete() {
   log_.last_downstream_rx = services_.dispatcher.now();
   if (discard_body_) {
     if (!in_exchange_) return;
-    // A local reply already went out: the exchange ends with the request.
+    // The response (or a local reply) went out already: the exchange ends with the request.
     finishExchange();
     return;
   }
-  if (h2_upstream_) h2_upstream_->end();
-  std::string end;
-  http::http1::appendBodyEnd(end, request_framing_);
-  sendRequestBytes(end);
   if (request_timer_) request_timer_->disable();
-  if (connecting_ || upstream_) armPerTryTimers();
-  // Envoy's route timeout: from the end of the downstream request to the end of the
-  // upstream response, connecting included; 0 disables it.
-  if (route_timeout_.count() > 0 && in_exchange_) {
-    if (!route_timer_) route_timer_ = services_.dispatcher.createTimer([this] { onRouteTimeout(); });
-    route_timer_->enable(route_timeout_);
-  }
-  if (upstream_ && upstream_->responseComplete()) finishExchange();
+  if (router_) router_->end();  // the route and per-try timeouts start here
 }
 
-void Http1Session::onResponseHead(http::ResponseHead& head) {
-  if (retry_) {
-    bool retried_before = retry_->retriesDone() > 0;
-    auto decision = retry_->onResponse(head.status, head.headers);
-    if (scheduleRetry(decision)) return;
-    if (retried_before && decision.verdict == router::RetryState::Verdict::NoRetry) {
-      pod_->tenant->upstream_rq_retry_success->inc();
-    }
-    // The response goes downstream: nothing will be replayed any more.
-    retry_->disable();
-    replay_.clear();
-    replay_.shrink_to_fit();
-  }
+void Http1Session::onUpstreamHead(http::ResponseHead& head, bool end_stream) {
   response_started_ = true;
-  reportAttempt({upstream::AttemptOutcome::Kind::Response, head.status,
-                 std::chrono::duration_cast<std::chrono::microseconds>(services_.dispatcher.now() - attempt_started_)});
   countStatus(head.status);
-  http::http1::removeHopByHopHeaders(head.headers);
   router::prepareDownstreamResponse(*routes_, decision_, head.headers);
   log_.response_code = static_cast<uint32_t>(head.status);
   log_.response_code_details = "via_upstream";
-  log_.first_upstream_rx = services_.dispatcher.now();
   if (access_logs_.enabled()) log_.response_headers = head.headers;
   response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
   response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
+  if (end_stream) onUpstreamEnd({});
 }
 
-void Http1Session::onResponseBody(std::string_view data) {
+void Http1Session::onUpstreamData(std::string_view data) {
   log_.bytes_sent += data.size();
   http::http1::appendBody(response_out_, data, response_framing_);
 }
@@ -764,45 +381,37 @@ void Http1Session::flushResponse() {
   updateUpstreamReading();
 }
 
-void Http1Session::onResponseComplete(bool upstream_reusable) {
-  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
+// Response trailers (an HTTP/2 upstream's) have no HTTP/1.1 encoding here and are dropped.
+void Http1Session::onUpstreamEnd(const http::HeaderMap&) {
   http::http1::appendBodyEnd(response_out_, response_framing_);
   flushResponse();
   if (!request_complete_) {
-    // The upstream answered before the request ended: its connection is not reusable and
-    // the rest of the request body is dropped.
-    services_.dispatcher.deferredDelete(std::move(upstream_));
+    // The upstream answered before the request ended: the rest of the body is dropped
+    // (the attempt did not pool its connection).
     discard_body_ = true;
     return;
   }
-  if (upstream_reusable && upstream_) {
-    services_.pool.release(pool_key_, upstream_->release());
-  }
-  // We are inside the exchange's own read callback.
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
   finishExchange();
 }
 
-void Http1Session::onUpstreamFailed(const std::string& reason, bool response_started) {
+void Http1Session::onResponseAborted() {
+  // Part of a response went out; the only honest signal left is closing.
   flushResponse();
-  reportAttempt({upstream::AttemptOutcome::Kind::Reset});
-  // Deleting the HTTP/2 bridge from inside its own callback: defer. (An HTTP/1.1
-  // attempt's exchange goes below, or in abandonAttempt when it is retried.)
-  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
-  if (response_started) {
-    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
-    // Deleting the exchange from inside its own callback: defer.
-    if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
-    log_.fail(Flag::UpstreamConnectionTermination, "upstream_reset_after_response_started{connection_termination}");
-    // Part of a response went out; the only honest signal left is closing.
-    close();
-    return;
+  close();
+}
+
+void Http1Session::onRouterReply(const RouterReply& reply) {
+  // A request whose body is still coming cannot be trusted to end cleanly: the
+  // connection closes after the answer (Envoy's rule for HTTP/1.1).
+  close_after_response_ = close_after_response_ || !request_complete_;
+  if (reply.grpc_deadline_exceeded) {
+    sendGrpcDeadlineExceeded();
+  } else {
+    sendLocalReply(reply.status, reply.body);
   }
-  onAttemptFailed(router::AttemptFailure::Reset, reason);
 }
 
 void Http1Session::sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers) {
-  connecting_.reset();
   endRequest();
   response_started_ = true;
   countStatus(status);
@@ -833,33 +442,9 @@ void Http1Session::sendLocalReply(int status, std::string_view body, const http:
   }
 }
 
-void Http1Session::onRouteTimeout() {
-  if (!in_exchange_ || closed_) return;
-  pod_->tenant->upstream_rq_timeout->inc();
-  log_.fail(Flag::UpstreamRequestTimeout, "upstream_response_timeout");
-  spdlog::debug("pod {}/{}: {} {}: route timeout {} ms", pod_->namespace_name, pod_->name, request_.method,
-                request_.path, route_timeout_.count());
-  pending_unit_.reset();
-  reportAttempt({upstream::AttemptOutcome::Kind::Timeout});
-  // The upstream connection is mid-exchange: it can never be reused.
-  abandonAttempt();
-  if (response_started_) {
-    flushResponse();
-    close();
-    return;
-  }
-  sendTimeoutReply();
-}
-
-// 504, or for a gRPC request DEADLINE_EXCEEDED as a trailers-only response (what a gRPC
-// client understands; Envoy answers the same).
-void Http1Session::sendTimeoutReply() {
-  auto content_type = request_.headers.get("content-type");
-  if (!content_type || !content_type->starts_with("application/grpc")) {
-    sendLocalReply(504, "upstream request timeout\n");
-    return;
-  }
-  connecting_.reset();
+// DEADLINE_EXCEEDED as a trailers-only response (what a gRPC client understands; Envoy
+// answers the same).
+void Http1Session::sendGrpcDeadlineExceeded() {
   endRequest();
   response_started_ = true;
   countStatus(200);
@@ -908,13 +493,6 @@ void Http1Session::logRequest() {
   log_.request = nullptr;
 }
 
-void Http1Session::reportAttempt(const upstream::AttemptOutcome& outcome) {
-  // Once per attempt: a reset after the head was reported changes nothing.
-  if (attempt_reported_ || attempt_cluster_.empty()) return;
-  attempt_reported_ = true;
-  services_.clusters.reportOutcome(attempt_cluster_, attempt_endpoint_, outcome);
-}
-
 void Http1Session::finishExchange() {
   recordDuration();
   in_exchange_ = false;
@@ -925,9 +503,6 @@ void Http1Session::finishExchange() {
   decision_ = {};
   std::string().swap(response_out_);
   request_slot_.release();
-  upstream_request_.reset();
-  attempt_cluster_.clear();
-  if (route_timer_) route_timer_->disable();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
@@ -989,23 +564,14 @@ void Http1Session::close() {
   request_slot_.release();
   buffered_.set(0);
   share_pause_.reset();
-  upstream_share_pause_.reset();
-  route_timer_.reset();
-  connecting_.reset();
   endRequest();
-  per_try_timer_.reset();
-  per_try_idle_timer_.reset();
-  back_off_timer_.reset();
   headers_timer_.reset();
   request_timer_.reset();
   stream_idle_timer_.reset();
   max_duration_timer_.reset();
   cx_idle_timer_.reset();
   cx_max_duration_timer_.reset();
-  pending_unit_.reset();
-  upstream_request_.reset();
-  if (upstream_) services_.dispatcher.deferredDelete(std::move(upstream_));
-  if (h2_upstream_) services_.dispatcher.deferredDelete(std::move(h2_upstream_));
+  tunnel_pick_.reset();
   if (tunnel_) {
     if (tunnel_log_pending_) {
       tunnel_log_pending_ = false;

@@ -12,34 +12,25 @@
 #include "proxy/http/http1/parser.h"
 #include "proxy/network/connection.h"
 #include "proxy/router/router.h"
-#include "proxy/server/http2_upstream_bridge.h"
 #include "proxy/router/retry_state.h"
 #include "proxy/server/access_log_record.h"
 #include "proxy/server/pod.h"
+#include "proxy/server/router_stream.h"
 #include "proxy/server/tunnel.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
 #include "proxy/upstream/http2_pool.h"
+#include "proxy/server/worker_services.h"
 
 namespace culvert::server {
 
-// What a session borrows from the worker it runs on.
-struct WorkerServices {
-  common::StatsStore& stats;
-  event::Dispatcher& dispatcher;
-  event::Scheduler& scheduler;
-  upstream::ClusterManager& clusters;
-  upstream::ConnectionPool& pool;
-  router::RetryResourceRegistry& retry_resources;  // per-cluster retry circuit breakers
-  upstream::Http2Pool* http2_pool = nullptr;  // upstream HTTP/2 connections (multiplexed)
-  accesslog::LogManager* access_logs = nullptr;  // access-log files; null = none
-  uint32_t worker_index = 0;
-};
-
 // One downstream HTTP/1.1 connection through the HTTP connection manager and router:
 // requests are parsed, routed and forwarded one at a time (pipelined requests wait in
-// the kernel and in one pending buffer), responses stream back as they arrive.
-class Http1Session : public network::ConnectionCallbacks, public http::http1::ParserCallbacks {
+// the kernel and in one pending buffer), responses stream back as they arrive. The
+// upstream half of each request (attempts, retries, upstream timeouts) is a RouterStream.
+class Http1Session : public network::ConnectionCallbacks,
+                     public http::http1::ParserCallbacks,
+                     public RouterStream::Downstream {
 public:
   using OnDone = std::function<void(Http1Session*)>;
 
@@ -76,11 +67,17 @@ public:
   void onBody(std::string_view data) override;
   void onMessageComplete() override;
 
-private:
-  class UpstreamExchange;
-  friend class UpstreamExchange;
-  friend class Http2UpstreamBridge;
+  // RouterStream::Downstream (the request in flight's response)
+  void onUpstreamHead(http::ResponseHead& head, bool end_stream) override;
+  void onUpstreamData(std::string_view data) override;
+  void onUpstreamEnd(const http::HeaderMap& trailers) override;
+  void onUpstreamReadDone() override { flushResponse(); }
+  void onRouterReply(const RouterReply& reply) override;
+  void onResponseAborted() override;
+  void onRequestWritable() override { updateDownstreamReading(); }
+  void onUpstreamActivity() override;
 
+private:
   void feed(std::string_view data);
   // The connection's lifetime (common_http_protocol_options).
   void armConnectionIdleTimer();
@@ -92,43 +89,26 @@ private:
   Tunnel::Hooks tunnelHooks(const std::string& type);
   bool tunnelOpen() const { return tunnel_ && tunnel_->open(); }
   void sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr);
+  // DEADLINE_EXCEEDED as a trailers-only response, a gRPC request's timeout.
+  void sendGrpcDeadlineExceeded();
   // The tenant's budgets (proxy/tenant): admission of a new request, bytes held.
   bool admitRequest();
   void chargeBuffered();
   void pauseIfOverShare();  // the worker's fair share between tenants
-  void pauseUpstreamIfOverShare();
-  // Retries (proxy/router/retry_state.h): one upstream attempt of the request in flight.
-  void startAttempt();
-  // Request bytes for the upstream: written, or held until it is connected, and kept for
-  // a replay while a retry is still possible.
-  void sendRequestBytes(std::string_view bytes);
-  void onAttemptFailed(router::AttemptFailure failure, const std::string& reason);
-  // True when the decision was to retry and the retry is scheduled.
-  bool scheduleRetry(router::RetryState::Decision decision);
-  void abandonAttempt();
-  void armPerTryTimers();
-  void onPerTryTimeout(bool idle);
-  void onUpstreamActivity();
+  // The request is over (answered, timed out, or the connection ends): its router and
+  // timers stop.
   void endRequest();
   // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
   enum class StreamTimeout { Headers, Request, Idle, MaxDuration };
   void beginStreamTimers();
   void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
   void onStreamTimeout(StreamTimeout kind);
-  void sendTimeoutReply();
-  void onUpstreamReady(common::Result<std::unique_ptr<network::TcpConnection>> connection);
-  void onResponseHead(http::ResponseHead& head);
-  void onResponseBody(std::string_view data);
-  void onResponseComplete(bool upstream_reusable);
   void flushResponse();
-  void onUpstreamFailed(const std::string& reason, bool response_started);
   void finishExchange();
   void countStatus(int status);
   void recordDuration();
   void logRequest();
   void updateDownstreamReading();
-  void onRouteTimeout();
-  void reportAttempt(const upstream::AttemptOutcome& outcome);
   void updateUpstreamReading();
   void close();
 
@@ -144,35 +124,13 @@ private:
   http::RequestHead request_;
   router::RouteDecision decision_;
   std::chrono::steady_clock::time_point request_start_{};  // {}: recorded already, or none
-  http::http1::BodyFraming request_framing_ = http::http1::BodyFraming::None;
   bool request_complete_ = false;
   bool in_exchange_ = false;
-  bool discard_body_ = false;  // answered locally; the rest of the request body is dropped
-  std::string upstream_pending_;  // request bytes waiting for the upstream connection
-  std::unique_ptr<upstream::PendingConnection> connecting_;
-  std::unique_ptr<UpstreamExchange> upstream_;
-  std::unique_ptr<Http2UpstreamBridge> h2_upstream_;  // instead of upstream_ for an HTTP/2 cluster
-  upstream::PoolKey pool_key_;
-  // Upstream selection and protection for the request in flight: its active-request
-  // unit, its pending unit while connecting, and what the attempt is reported against.
-  upstream::ActiveRequest upstream_request_;  // the pick, counted for LEAST_REQUEST and max_requests
-  upstream::ResourceHold pending_unit_;
-  std::string attempt_cluster_;
-  common::SocketAddress attempt_endpoint_;
-  std::chrono::steady_clock::time_point attempt_started_;
-  bool attempt_reported_ = false;
-  std::chrono::milliseconds route_timeout_{0};  // the matched route's; 0 = none
-  std::unique_ptr<event::Timer> route_timer_;   // made on first use, reused per request
+  bool discard_body_ = false;  // answered already; the rest of the request body is dropped
+  // The request's upstream half; made for the first request, started again for each.
+  std::optional<RouterStream> router_;
   const config::RouteAction* action_ = nullptr;  // the matched route's (routes_ keeps it)
-  std::optional<router::RetryResources::ActiveRequest> retry_budget_request_;
-  std::unique_ptr<router::RetryState> retry_;  // only when the route has a retry_policy
-  std::string replay_;  // request bytes so far, while a retry may replay them
-  size_t replay_head_bytes_ = 0;
-  std::shared_ptr<router::RetryResources> retry_resources_;  // of retry_resources_cluster_
-  std::string retry_resources_cluster_;
-  std::unique_ptr<event::Timer> per_try_timer_;
-  std::unique_ptr<event::Timer> per_try_idle_timer_;
-  std::unique_ptr<event::Timer> back_off_timer_;
+  upstream::ActiveRequest tunnel_pick_;  // an upgrade's endpoint pick, for the tunnel's life
   config::StreamTimeouts stream_timeouts_;
   std::chrono::milliseconds stream_idle_{0};  // the connection manager's, or the route's
   bool request_begun_ = false;                // a request's first byte arrived
@@ -205,7 +163,6 @@ private:
   tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
   std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
-  std::unique_ptr<event::Scheduler::Pause> upstream_share_pause_;  // the same, for response reads
 
   // Access log: the request in flight's record (filled only when logs are configured).
   accesslog::SessionLogs access_logs_;

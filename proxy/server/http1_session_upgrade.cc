@@ -63,7 +63,7 @@ void Http1Session::startUpgrade(const std::string& type) {
                             : "no healthy upstream\n");
     return;
   }
-  upstream_request_ = std::move(selection->request);
+  tunnel_pick_ = std::move(selection->request);
   common::SocketAddress endpoint = selection->endpoint.address;
   if (selection->original_destination) {
     if (!original_destination_) {
@@ -145,7 +145,6 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
   hooks.on_open = [this, type] {
     // The tunnel reads and writes both connections from here on.
     share_pause_.reset();
-    upstream_share_pause_.reset();
     buffered_.set(0);
     // The request's duration histogram ends at the 101/200; its access-log line waits for
     // the tunnel's end, with the bytes it carried (as Envoy logs an upgraded stream).

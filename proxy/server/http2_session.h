@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <unordered_map>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/event/dispatcher.h"
 #include "proxy/http/http2/codec.h"
 #include "proxy/network/connection.h"
 #include "proxy/server/http1_session.h"
@@ -17,10 +19,10 @@
 namespace culvert::server {
 
 // One downstream HTTP/2 connection through the HTTP connection manager and router: every
-// stream is routed on its own (proxy/router) and forwarded to an HTTP/1.1 upstream (a
-// pooled connection per stream) or an HTTP/2 one (a stream on a shared connection), as the
-// cluster says. Bodies stream both ways; each side's flow-control window only reopens as
-// the other side drains, so a slow reader holds the sender at its window.
+// stream is routed on its own (proxy/router) and its upstream half runs in a RouterStream
+// (retries, timeouts, HTTP/1.1 or HTTP/2 upstreams as the cluster says), exactly as an
+// HTTP/1.1 request's does. Bodies stream both ways; each side's flow-control window only
+// reopens as the other side drains, so a slow reader holds the sender at its window.
 class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks {
 public:
   using OnDone = std::function<void(Http2Session*)>;
@@ -36,8 +38,15 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
+  // The connection manager's stream timeouts (default: Envoy's).
+  void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
   // The connection manager's access logs; each stream is logged when it closes.
   void setAccessLogs(accesslog::SessionLogs logs);
+  // The connection manager's common_http_protocol_options and drain_timeout; before start().
+  void setConnectionLifetime(const config::ConnectionLifetime& lifetime, std::chrono::milliseconds drain_timeout) {
+    lifetime_ = lifetime;
+    drain_timeout_ = drain_timeout;
+  }
   // Closes both sides now (pod removed, shutdown).
   void abort();
 
@@ -68,10 +77,21 @@ private:
   void close();
   void countStatus(int status);
 
+  // The connection's lifetime, as Envoy's connection manager drains it: idle_timeout
+  // (no stream open) and max_connection_duration start a drain; the shutdown notice goes
+  // out at once, the final GOAWAY drain_timeout later; the connection closes once that
+  // is out and the streams it admitted are done.
+  void armConnectionIdleTimer();
+  void onConnectionIdleTimeout();
+  void onMaxConnectionDuration();
+  void startDrain();
+  void onDrainTimeout();
+
   WorkerServices services_;
   std::shared_ptr<const Pod> pod_;
   std::shared_ptr<const config::RouteConfiguration> routes_;
   std::optional<common::SocketAddress> original_destination_;
+  config::StreamTimeouts stream_timeouts_;
   std::unique_ptr<network::TcpConnection> downstream_;
   OnDone on_done_;
   http::http2::Codec codec_;
@@ -82,6 +102,13 @@ private:
   uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
   bool flush_scheduled_ = false;
   bool closed_ = false;
+  config::ConnectionLifetime lifetime_;
+  std::chrono::milliseconds drain_timeout_{5000};
+  bool draining_ = false;  // the shutdown notice went out
+  std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no stream is open
+  std::unique_ptr<event::Timer> cx_max_duration_timer_;
+  std::unique_ptr<event::Timer> drain_timer_;
+  std::unique_ptr<event::Timer> delayed_close_timer_;  // finished, output still queued
   accesslog::SessionLogs access_logs_;
   ConnectionLogFacts log_facts_;
   common::Counter& streams_total_;

@@ -17,29 +17,7 @@
 namespace culvert::server {
 
 // The step between the codec-independent router (proxy/router/router.h) and a session,
-// shared by the HTTP/1.1 and HTTP/2 sessions: route a request head to a cluster and an
-// endpoint of this worker, and shape the head the upstream sees.
-
-struct UpstreamTarget {
-  std::shared_ptr<const config::Cluster> cluster;
-  common::SocketAddress endpoint;
-};
-
-// What the proxy answers itself instead (no route, direct response, no endpoint).
-struct LocalReply {
-  int status = 503;
-  std::string body;
-  // For the access log: Envoy's response flag, if any, and the reason.
-  std::optional<accesslog::ResponseFlag> flag;
-  std::string details;
-};
-
-// `decision` is filled in whatever the outcome, so a local reply still gets the route's
-// response header mutations and stats. `random` feeds weighted cluster picks.
-std::expected<UpstreamTarget, LocalReply> routeToUpstream(
-    upstream::ClusterManager& clusters, const config::RouteConfiguration& routes, const http::RequestHead& request,
-    const std::optional<common::SocketAddress>& original_destination, uint64_t random,
-    router::RouteDecision& decision);
+// shared by the HTTP/1.1 and HTTP/2 sessions: shape the head the upstream sees.
 
 // Drops hop-by-hop headers, then applies the router's upstream request shaping (rewrites,
 // header mutations, x-forwarded-for with the pod's IP, x-request-id, x-forwarded-proto).

@@ -304,7 +304,9 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
                                                     http2_sessions_.erase(it);
                                                   });
     session->setOriginalDestination(std::move(original_destination));
+    session->setStreamTimeouts(chain->http.timeouts);
     session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
+    session->setConnectionLifetime(chain->http.connection_lifetime, chain->http.drain_timeout);
     auto* raw = session.get();
     http2_sessions_.emplace(raw, std::move(session));
     raw->start(initial_bytes);

@@ -23,6 +23,11 @@ struct ClusterState {
   // Derived from health; rebuilt when an ejection starts or ends.
   std::vector<std::vector<uint32_t>> all_hosts;      // by priority
   std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
+  // Locality weighting only: a balancer and the healthy hosts per locality, and each
+  // priority's locality scheduler (rebuilt with the host sets).
+  std::vector<std::unique_ptr<LoadBalancer>> locality_balancers;  // by locality
+  std::vector<std::vector<uint32_t>> healthy_by_locality;
+  std::vector<LocalityScheduler> locality_schedulers;  // by priority
   uint64_t hosts_version = 0;  // PickInput::hosts_version: new at each rebuild, odd
   // Slow start only: when each endpoint joined (by index), the end of the last window, and
   // the weights handed to the balancer while a window is open.
@@ -46,6 +51,7 @@ namespace {
 // settings (a balancer holds its policy's config).
 bool sameEndpoints(const config::Cluster& a, const config::Cluster& b) {
   if (a.endpoints.size() != b.endpoints.size() || a.lb_policy != b.lb_policy) return false;
+  if (a.locality_weighted != b.locality_weighted || a.localities != b.localities) return false;
   if (a.least_request.choice_count != b.least_request.choice_count ||
       a.least_request.active_request_bias != b.least_request.active_request_bias ||
       a.ring_hash.minimum_ring_size != b.ring_hash.minimum_ring_size ||
@@ -55,7 +61,9 @@ bool sameEndpoints(const config::Cluster& a, const config::Cluster& b) {
   for (size_t i = 0; i < a.endpoints.size(); ++i) {
     const auto& x = a.endpoints[i];
     const auto& y = b.endpoints[i];
-    if (x.weight != y.weight || x.priority != y.priority || x.address != y.address) return false;
+    if (x.weight != y.weight || x.priority != y.priority || x.locality != y.locality || x.address != y.address) {
+      return false;
+    }
   }
   return true;
 }
@@ -191,8 +199,14 @@ std::shared_ptr<ClusterState> ClusterManager::makeState(const std::string& name,
     // Keeps round-robin positions and rings. Requests in flight stay counted on the old
     // state (their ActiveRequest releases there), so the new one starts from zero.
     state->balancers = std::move(old->balancers);
+    state->locality_balancers = std::move(old->locality_balancers);
   } else {
     for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
+    if (cluster->locality_weighted) {
+      for (size_t l = 0; l < cluster->localities.size(); ++l) {
+        state->locality_balancers.push_back(makeLoadBalancer(*cluster, options_.random));
+      }
+    }
   }
   if (cluster->slow_start) noteJoinTimes(*state, old);
   state->hc_unhealthy.assign(cluster->endpoints.size(), false);
@@ -278,6 +292,28 @@ void ClusterManager::slowStartWeights(ClusterState& state, Clock::time_point now
   }
 }
 
+// Per locality: its healthy hosts (in endpoint order, as healthy_hosts) and its health, then
+// each priority's scheduler over its own localities.
+void ClusterManager::refreshLocalities(ClusterState& state) {
+  const auto& cluster = *state.cluster;
+  const size_t count = cluster.localities.size();
+  state.healthy_by_locality.assign(count, {});
+  for (const auto& level : state.healthy_hosts) {
+    for (uint32_t i : level) {
+      if (uint32_t l = cluster.endpoints[i].locality; l < count) state.healthy_by_locality[l].push_back(i);
+    }
+  }
+  std::vector<LocalityHealth> health(count);
+  std::vector<std::vector<uint32_t>> members(state.balancers.size());
+  for (uint32_t l = 0; l < count; ++l) {
+    const auto& locality = cluster.localities[l];
+    health[l] = {locality.weight, locality.hosts, static_cast<uint32_t>(state.healthy_by_locality[l].size())};
+    if (locality.priority < members.size()) members[locality.priority].push_back(l);
+  }
+  state.locality_schedulers.clear();
+  for (const auto& level : members) state.locality_schedulers.emplace_back(health, level);
+}
+
 ClusterState* ClusterManager::find(std::string_view name) const {
   auto it = clusters_.find(name);
   return it == clusters_.end() ? nullptr : it->second.get();
@@ -316,6 +352,7 @@ void ClusterManager::refreshHostSets(ClusterState& state) {
     health[p] = {static_cast<uint32_t>(state.all_hosts[p].size()), static_cast<uint32_t>(state.healthy_hosts[p].size())};
   }
   state.load = computePriorityLoad(health, state.cluster->healthy_panic_threshold);
+  if (state.cluster->locality_weighted) refreshLocalities(state);
   // Odd for the healthy sets, +1 for the panic (all hosts) ones; unique in this manager,
   // so a balancer handed from an older state never mistakes a set for one it saw.
   next_hosts_version_ += 2;
@@ -369,16 +406,26 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
       input.hosts_version = 0;
     }
   }
-  uint32_t index = state.balancers[priority]->pick(input);
+  // Locality weighting (never in panic, as Envoy): a locality by effective weight, then
+  // the balancer over its healthy hosts. Without a weighted locality, the whole level.
+  auto pickOnce = [&] {
+    if (cluster.locality_weighted && !panic) {
+      if (auto locality = state.locality_schedulers[priority].pick()) {
+        PickInput in_locality{input.endpoints, state.healthy_by_locality[*locality], input.active_requests,
+                              input.hash,      input.hosts_version,                  input.weights};
+        return state.locality_balancers[*locality]->pick(in_locality);
+      }
+    }
+    return state.balancers[priority]->pick(input);
+  };
+  uint32_t index = pickOnce();
   // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
   // balancer lands on an endpoint a previous attempt tried; then take the last pick.
   const auto& avoid = context.avoid;
   auto tried = [&](uint32_t i) {
     return avoid.tried && std::ranges::find(*avoid.tried, cluster.endpoints[i].address) != avoid.tried->end();
   };
-  for (uint32_t extra = 0; extra < avoid.extra_picks && tried(index); ++extra) {
-    index = state.balancers[priority]->pick(input);
-  }
+  for (uint32_t extra = 0; extra < avoid.extra_picks && tried(index); ++extra) index = pickOnce();
   return Selection{state.cluster, cluster.endpoints[index], false, ActiveRequest(state_ptr, index, std::move(request_hold))};
 }
 

@@ -13,6 +13,7 @@
 #include "proxy/common/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/upstream/load_balancer.h"
+#include "proxy/upstream/locality_load.h"
 #include "proxy/upstream/outlier_detector.h"
 #include "proxy/upstream/priority_load.h"
 #include "proxy/upstream/resource_manager.h"
@@ -125,6 +126,7 @@ private:
   // The cluster's series (created at publish, so they show before the first pick).
   std::optional<Metrics> registerMetrics(const std::string& name);
   void refreshHostSets(ClusterState& state);
+  void refreshLocalities(ClusterState& state);
   void noteJoinTimes(ClusterState& state, ClusterState* old);
   void slowStartWeights(ClusterState& state, Clock::time_point now);
 

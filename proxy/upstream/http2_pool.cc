@@ -101,7 +101,7 @@ void Http2Connection::fail(const std::string& reason) {
   closed_ = true;
   auto streams = std::move(streams_);
   streams_.clear();
-  for (auto& [id, callbacks] : streams) callbacks->onStreamFailed(reason);
+  for (auto& [id, callbacks] : streams) callbacks->onStreamFailed(reason, 0);
   pool_.retire(this);
 }
 
@@ -158,7 +158,8 @@ void Http2Connection::onStreamClose(int32_t id, uint32_t error_code) {
   auto* callbacks = it->second;
   streams_.erase(it);
   callbacks->onStreamFailed(error_code == 0 ? "upstream stream closed before the response ended"
-                                            : "upstream reset the stream (HTTP/2 error " + std::to_string(error_code) + ")");
+                                            : "upstream reset the stream (HTTP/2 error " + std::to_string(error_code) + ")",
+                            error_code);
 }
 
 void Http2Connection::onStreamDrained(int32_t id) {

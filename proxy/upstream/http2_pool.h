@@ -23,8 +23,10 @@ public:
   virtual void onResponseHeaders(http::HeaderMap&& headers, bool end_stream) = 0;
   virtual void onResponseData(std::string_view data) = 0;
   virtual void onResponseEnd(http::HeaderMap&& trailers) = 0;  // trailers may be empty
-  // Reset, refused or the connection failed; nothing more is reported.
-  virtual void onStreamFailed(const std::string& reason) = 0;
+  // Reset, refused or the connection failed; nothing more is reported. `error_code` is the
+  // stream's HTTP/2 error (RST_STREAM, or REFUSED_STREAM for streams a GOAWAY cut off); 0
+  // when the whole connection failed.
+  virtual void onStreamFailed(const std::string& reason, uint32_t error_code) = 0;
   // The request's queued body bytes went out: the downstream may read more.
   virtual void onRequestDrained() {}
 };

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Connection lifetimes (common_http_protocol_options) through capture: upstream (a
-cluster's) and downstream (an HttpConnectionManager's, HTTP/1.1).
+cluster's) and downstream (an HttpConnectionManager's, HTTP/1.1 and HTTP/2).
 
     /usr/bin/python3 tests/integration/connection_lifetime_test.py \
         --culvertd build/agent/culvertd --culvertctl build/agent/culvertctl
@@ -10,9 +10,12 @@ Pod "client" (10.244.1.1) sends to the never-routed VIP 10.96.0.10:80; fault ups
 (fault_upstream.py: a 10.244.1.2, b .3) record every connection they accepted and when
 its peer closed it. One worker, so that every request shares one pool. The downstream
 checks use a second VIP (10.96.0.11) whose connection manager closes idle keep-alive
-connections and drains old ones.
+connections and drains old ones, and a third (10.96.0.12, codec AUTO, drain_timeout
+200 ms) that HTTP/2 clients reach: the drain there is Envoy's (GOAWAY 2^31-1 notice, the
+final GOAWAY drain_timeout later, close once the admitted streams are done).
 """
 
+import json
 import os
 import re
 import sys
@@ -33,6 +36,9 @@ MAX_DURATION = 0.6
 DOWNSTREAM_VIP = "10.96.0.11"
 DOWNSTREAM_IDLE = 0.3
 DOWNSTREAM_MAX = 0.8
+H2_VIP = "10.96.0.12"
+H2_DRAIN = 0.2
+SHUTDOWN_NOTICE_ID = 2**31 - 1
 
 
 def cluster(name: str, ip: str, common: str) -> str:
@@ -103,6 +109,30 @@ resources:
         http_filters:
         - name: envoy.filters.http.router
           typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: downstream-h2
+  address: {{socket_address: {{address: {H2_VIP}, port_value: 80}}}}
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: downstream_h2
+        codec_type: AUTO
+        common_http_protocol_options: {{idle_timeout: {DOWNSTREAM_IDLE}s, max_connection_duration: {DOWNSTREAM_MAX}s}}
+        drain_timeout: {H2_DRAIN}s
+        route_config:
+          name: downstream-h2
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{prefix: "/"}}
+              route: {{cluster: plain}}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 """ + cluster("plain", SERVERS["a"], "") + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
     "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
 
@@ -134,7 +164,7 @@ for i in range(count):
 # one the upstream answers 400 ms later (in flight at max_connection_duration); prints
 # as "busy".
 KEEPALIVE_CLIENT = r"""
-import socket, sys, time
+import select, socket, sys, time
 vip, mode = sys.argv[1], sys.argv[2]
 s = socket.create_connection((vip, 80), timeout=5)
 t0 = time.monotonic()
@@ -197,8 +227,86 @@ else:
         if said_close:
             wait_close()
             break
-        time.sleep(0.1)
+        # Idle between requests: a close then is seen when it happens, not at the next send.
+        if select.select([s], [], [], 0.1)[0]:
+            wait_close()
+            break
     print("LIFE=%.3f ANSWERS=%d LAST_SAID_CLOSE=%d" % (time.monotonic() - t0, n, last_close))
+"""
+
+
+# One HTTP/2 (prior knowledge) connection, spoken by hand (python3-h2 is not installed):
+# HPACK literals out; in, only the :status of a response head, which nghttp2 sends as a
+# static-table index. Prints JSON: every GOAWAY (last stream id, when), every stream (when
+# opened, its status, when it ended) and when the connection closed, in seconds since the
+# connection was made. "idle": one request, then wait. "busy": a request every 0.1 s until
+# a GOAWAY comes. "inflight": one request the upstream answers 1.2 s later.
+H2_CLIENT = r"""
+import json, socket, struct, sys, time
+vip, mode = sys.argv[1], sys.argv[2]
+STATUS = {8: "200", 9: "204", 10: "206", 11: "304", 12: "400", 13: "404", 14: "500"}
+def frame(t, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([t, flags]) + struct.pack(">I", sid) + payload
+def lit(n, v):
+    n, v = n.encode(), v.encode()
+    return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+s = socket.create_connection((vip, 80), timeout=10)
+t0 = time.monotonic()
+now = lambda: round(time.monotonic() - t0, 4)
+out = {"goaways": [], "streams": {}, "eof": None}
+next_id, buf = 1, b""
+def request(extra=()):
+    global next_id
+    sid, next_id = next_id, next_id + 2
+    block = lit(":method", "GET") + lit(":scheme", "http") + lit(":path", "/ds") + lit(":authority", "vip")
+    for n, v in extra:
+        block += lit(n, v)
+    s.sendall(frame(1, 0x5, sid, block))
+    out["streams"][sid] = {"opened": now(), "status": None, "ended": None}
+    return sid
+def pump(until):
+    global buf
+    while out["eof"] is None:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        s.settimeout(left)
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            return
+        except OSError:
+            d = b""
+        if not d:
+            out["eof"] = now()
+            return
+        buf += d
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            t, flags, sid, p = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n]
+            buf = buf[9 + n:]
+            st = out["streams"].get(sid)
+            if t == 4 and not flags & 1:
+                s.sendall(frame(4, 1, 0))
+            elif t == 7:
+                out["goaways"].append({"last": int.from_bytes(p[:4], "big") & 0x7fffffff, "at": now()})
+            elif t == 1 and st is not None:
+                st["status"] = STATUS.get(p[0] & 0x7f, "?") if p and p[0] & 0x80 else "?"
+            if t in (0, 1) and flags & 1 and st is not None:
+                st["ended"] = now()
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+if mode == "idle":
+    sid = request()
+    while out["streams"][sid]["ended"] is None and out["eof"] is None and now() < 5:
+        pump(time.monotonic() + 0.05)
+elif mode == "busy":
+    while not out["goaways"] and out["eof"] is None and now() < 5:
+        request()
+        pump(time.monotonic() + 0.1)
+else:
+    request([("x-fault-delay-ms", "1200")])
+pump(time.monotonic() + 5)
+print("H2=" + json.dumps(out))
 """
 
 
@@ -312,6 +420,83 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             m is not None and float(m.group(1)) > DOWNSTREAM_MAX + 0.2, describe(cp))
     got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", 2)
     R.check("culvert_downstream_cx_max_duration_reached_total = 2", got == 2, f"got {got}")
+
+    # --- downstream HTTP/2 (codec AUTO, the sniff picks HTTP/2): the same lifetime, drained
+    # with GOAWAY: the notice (2^31-1), the final GOAWAY drain_timeout later, then close.
+    h2_client = net.path("h2_client.py")
+    with open(h2_client, "w") as f:
+        f.write(H2_CLIENT)
+
+    def h2_run(mode: str) -> dict:
+        cp = client.run([th.PYTHON, "-B", h2_client, H2_VIP, mode], cgroup=d.cgroup, timeout=30, check=False)
+        print(f"measured: downstream HTTP/2 {mode}: {cp.stdout.strip()}")
+        m = re.search(r"H2=(.*)", cp.stdout)
+        R.check(f"HTTP/2 {mode}: the client ran", m is not None, describe(cp), fatal=True)
+        return json.loads(m.group(1))
+
+    def about(measured, want: float) -> bool:
+        return measured is not None and abs(measured - want) <= tolerance(want)
+
+    def goaway_ids(out: dict) -> list:
+        return [g["last"] for g in out["goaways"]]
+
+    idle_before = d.metric("culvert_downstream_cx_idle_timeout_total") or 0
+    max_before = d.metric("culvert_downstream_cx_max_duration_reached_total") or 0
+    out = h2_run("idle")
+    stream = out["streams"]["1"]
+    R.check("HTTP/2 idle: the request was answered 200", stream["status"] == "200", str(out))
+    R.check("HTTP/2 idle: the notice, then the final GOAWAY naming stream 1",
+            goaway_ids(out) == [SHUTDOWN_NOTICE_ID, 1], str(out))
+    if stream["ended"] is not None and len(out["goaways"]) == 2:
+        R.check(f"HTTP/2 idle: the notice {DOWNSTREAM_IDLE * 1000:.0f} ms after the answer (idle_timeout)",
+                about(out["goaways"][0]["at"] - stream["ended"], DOWNSTREAM_IDLE), str(out))
+        R.check(f"HTTP/2 idle: the final GOAWAY {H2_DRAIN * 1000:.0f} ms later (drain_timeout)",
+                about(out["goaways"][1]["at"] - stream["ended"], DOWNSTREAM_IDLE + H2_DRAIN), str(out))
+        R.check("HTTP/2 idle: closed with the final GOAWAY",
+                out["eof"] is not None and about(out["eof"] - stream["ended"], DOWNSTREAM_IDLE + H2_DRAIN), str(out))
+    got = d.wait_metric("culvert_downstream_cx_idle_timeout_total", idle_before + 1)
+    R.check("HTTP/2 idle: culvert_downstream_cx_idle_timeout_total rose by 1", got == idle_before + 1,
+            f"before={idle_before} got {got}")
+
+    out = h2_run("busy")
+    answered = [st for st in out["streams"].values() if st["status"] == "200" and st["ended"] is not None]
+    R.check("HTTP/2 busy: reused until max_connection_duration (a stream every 100 ms, all 200)",
+            len(answered) >= 5 and len(answered) == len(out["streams"]), str(out))
+    R.check("HTTP/2 busy: the notice, then the final GOAWAY naming the last stream opened",
+            goaway_ids(out) == [SHUTDOWN_NOTICE_ID, max(int(k) for k in out["streams"])], str(out))
+    if len(out["goaways"]) == 2:
+        R.check(f"HTTP/2 busy: the notice at max_connection_duration ({DOWNSTREAM_MAX * 1000:.0f} ms)",
+                about(out["goaways"][0]["at"], DOWNSTREAM_MAX), str(out))
+        R.check(f"HTTP/2 busy: closed with the final GOAWAY {H2_DRAIN * 1000:.0f} ms later",
+                about(out["goaways"][1]["at"], DOWNSTREAM_MAX + H2_DRAIN) and about(out["eof"], DOWNSTREAM_MAX + H2_DRAIN),
+                str(out))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", max_before + 1)
+    R.check("HTTP/2 busy: culvert_downstream_cx_max_duration_reached_total rose by 1", got == max_before + 1,
+            f"before={max_before} got {got}")
+
+    out = h2_run("inflight")
+    stream = out["streams"]["1"]
+    R.check("HTTP/2 in flight at max_connection_duration: the notice, then the final GOAWAY naming it",
+            goaway_ids(out) == [SHUTDOWN_NOTICE_ID, 1], str(out))
+    R.check("HTTP/2 in flight: its answer (1.2 s) still came, 200", stream["status"] == "200"
+            and stream["ended"] is not None and stream["ended"] >= 1.2, str(out))
+    R.check("HTTP/2 in flight: the connection closed right after it",
+            out["eof"] is not None and stream["ended"] is not None and 0 <= out["eof"] - stream["ended"] <= 0.05,
+            str(out))
+    got = d.wait_metric("culvert_downstream_cx_max_duration_reached_total", max_before + 2)
+    R.check("HTTP/2 in flight: culvert_downstream_cx_max_duration_reached_total rose by 1", got == max_before + 2,
+            f"before={max_before} got {got}")
+
+    # A real client (nghttp) through the same drain: it sees both GOAWAYs and its answer.
+    cp = client.run(["/usr/bin/nghttp", "-v", "-H", "x-fault-delay-ms: 1200", f"http://{H2_VIP}/ds"],
+                    cgroup=d.cgroup, timeout=30, check=False)
+    seen = [int(i) for i in re.findall(r"recv GOAWAY frame.*?last_stream_id=(\d+)", cp.stdout, re.S)]
+    request_ids = re.findall(r"send HEADERS frame <[^>]*stream_id=(\d+)>", cp.stdout)
+    statuses = re.findall(r":status: \d+", cp.stdout)
+    print(f"measured: nghttp: GOAWAY last stream ids {seen}, request stream {request_ids}, {statuses}")
+    R.check("nghttp: the notice, then the final GOAWAY naming its stream; the answer 200; exit 0",
+            cp.returncode == 0 and len(request_ids) == 1 and seen == [SHUTDOWN_NOTICE_ID, int(request_ids[0])]
+            and ":status: 200" in cp.stdout, describe(cp))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Retries and per-try timeouts through capture, against controllable upstreams.
+"""Retries, hedging and timeouts through capture, against controllable upstreams.
 
     /usr/bin/python3 tests/integration/retries_timeouts_test.py \
         --culvertd build/agent/culvertd --culvertctl build/agent/culvertctl
@@ -8,7 +8,10 @@ Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 Pod "client" (10.244.1.1) curls the never-routed VIP 10.96.0.10:80; three fault
 upstreams (fault_upstream.py: a 10.244.1.2, b .3, c .4) fail, stall, reset or answer
 Retry-After on request. Each scenario asserts the exact attempts the upstreams saw
-(their shared attempt log), the counters, and timings within +-max(25 ms, 10%).
+(their shared attempt log), the counters, and timings within +-max(25 ms, 10%). The
+router is the same for HTTP/1.1 and HTTP/2 clients (proxy/server/router_stream.h), so
+the main scenarios run again over HTTP/2 (curl --http2-prior-knowledge, as gRPC clients
+connect).
 """
 
 import os
@@ -86,6 +89,11 @@ ROUTES = "".join([
     route("/ridle", "one", "                idle_timeout: 0.4s\n"),
     route("/maxdur", "one", "                max_stream_duration: {max_stream_duration: 0.3s}\n"),
     route("/deadline", "one", "                max_stream_duration: {grpc_timeout_header_max: 0.5s}\n"),
+    route("/hedge", "pair", retry("""  retry_on: "5xx"
+  num_retries: 1
+  per_try_timeout: 0.2s
+  retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]
+  host_selection_retry_max_attempts: 5""").rstrip("\n") + "\n                hedge_policy: {hedge_on_per_try_timeout: true}\n"),
     route("/plain", "one"),
 ])
 
@@ -134,7 +142,8 @@ resources:
 """ + cluster("one", [(SERVERS["a"], PORT, 1)]) + cluster(
     "three", [(SERVERS["a"], PORT, 10), (SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)]) + cluster(
     "dead", [(SERVERS["a"], 9, 1)]) + cluster(
-    "tight", [(SERVERS["a"], PORT, 1)], "  circuit_breakers: {thresholds: [{max_retries: 0}]}\n")
+    "tight", [(SERVERS["a"], PORT, 1)], "  circuit_breakers: {thresholds: [{max_retries: 0}]}\n") + cluster(
+    "pair", [(SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)])
 
 
 # A client that holds a request open on purpose (curl cannot): prints the status of the
@@ -203,8 +212,11 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         def __str__(self):
             return describe(self.cp)
 
-    def request(path: str, key: str, *headers: str, data: str | None = None, max_time: float = 8):
+    def request(path: str, key: str, *headers: str, data: str | None = None, max_time: float = 8,
+                http2: bool = False):
         argv = ["-i", "-w", r"\nCODE=%{http_code} TIME=%{time_total}\n", "-H", f"x-fault-key: {key}"]
+        if http2:
+            argv.append("--http2-prior-knowledge")
         for h in headers:
             argv += ["-H", h]
         if data is not None:
@@ -228,10 +240,10 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         return {n: counter(n) for n in COUNTERS}
 
     def expect(name: str, path: str, headers: tuple, want_attempts: int, want_status: int,
-               want_counters: dict, data: str | None = None):
+               want_counters: dict, data: str | None = None, http2: bool = False):
         key = new_key(name)
         before = snapshot()
-        r = request(path, key, *headers, data=data)
+        r = request(path, key, *headers, data=data, http2=http2)
         seen = attempts(log, key)
         R.check(f"{name}: status {want_status}", r.status == want_status, str(r))
         R.check(f"{name}: {want_attempts} attempt(s)", len(seen) == want_attempts,
@@ -388,6 +400,76 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- the retry circuit breaker
     expect("max_retries 0: the retry overflows", "/tight", ("x-fault-status: 503",), 1, 503,
            {"rq_retry": 0, "rq_retry_overflow": 1})
+
+    for http2 in (False, True):
+        hedging(expect, http2, R)
+    over_http2(expect, request, new_key, d, R)
+
+
+def hedging(expect, http2: bool, R: th.Results) -> None:
+    """hedge_on_per_try_timeout: at the 200 ms per-try timeout a second attempt starts on
+    the other endpoint (previous_hosts) while the first stays; the first answer wins."""
+    proto = "h2" if http2 else "h1"
+    r, seen = expect(f"{proto} hedge: the hedge answers first", "/hedge",
+                     ("x-fault-delay-ms: 700", "x-fault-fail-first: 1"), 2, 200,
+                     {"rq_per_try_timeout": 1, "rq_retry": 1, "rq_timeout": 0}, http2=http2)
+    # 200 ms, then a back-off in [0, 25 ms), then the hedge's immediate answer.
+    R.check(f"{proto} hedge: answered 200-225 ms in, not at the first try's 700 ms",
+            r.time is not None and 0.2 - tolerance(0.2) <= r.time <= 0.225 + tolerance(0.225), f"time_total={r.time}")
+    R.check(f"{proto} hedge: the two attempts went to different endpoints",
+            len({a["server"] for a in seen}) == 2, str([a["server"] for a in seen]))
+    if len(seen) == 2:
+        gap = seen[1]["t"] - seen[0]["t"]
+        R.check(f"{proto} hedge: the hedge started at the per-try timeout",
+                0.2 - tolerance(0.2) <= gap <= 0.225 + tolerance(0.225), f"gap={gap * 1000:.0f} ms")
+    r, seen = expect(f"{proto} hedge: the first try still wins when it answers first", "/hedge",
+                     ("x-fault-delay-ms: 350", "x-fault-fail-first: 2"), 2, 200,
+                     {"rq_per_try_timeout": 1, "rq_retry": 1, "rq_timeout": 0}, http2=http2)
+    R.check(f"{proto} hedge: the first try's answer at 350 ms, not the hedge's (~550 ms)",
+            r.time is not None and abs(r.time - 0.35) <= tolerance(0.35), f"time_total={r.time}")
+
+
+def over_http2(expect, request, new_key, d, R: th.Results) -> None:
+    """The same router behind an HTTP/2 client: retries, per-try and route timeouts, the
+    gRPC deadline and the stream idle timeout."""
+    expect("h2: 5xx retried until success", "/r5xx", ("x-fault-status: 503", "x-fault-fail-first: 2"), 3, 200,
+           {"rq_retry": 2, "rq_retry_success": 1}, http2=True)
+    expect("h2: reset retried", "/reset", ("x-fault-reset: 1", "x-fault-fail-first: 1"), 2, 200, {"rq_retry": 1},
+           http2=True)
+    expect("h2: connect-failure retried, then 503", "/cf", (), 0, 503,
+           {"rq_retry": 2, "cx_connect_fail": 3, "rq_retry_limit_exceeded": 1}, http2=True)
+    r, _ = expect("h2: gRPC unavailable retried", "/grpc", ("x-fault-grpc-status: 14", "x-fault-fail-first: 1"), 2,
+                  200, {"rq_retry": 1}, http2=True)
+    R.check("h2: gRPC: the final grpc-status is 0", r.headers.get("grpc-status") == "0", str(r))
+    _, seen = expect("h2: body within the buffer is replayed", "/body",
+                     ("x-fault-status: 503", "x-fault-fail-first: 1"), 2, 200, {"rq_retry": 1}, data="x" * 600,
+                     http2=True)
+    R.check("h2: every attempt got all 600 bytes", [a["body_bytes"] for a in seen] == [600, 600],
+            str([a["body_bytes"] for a in seen]))
+    expect("h2: per_try_timeout: a stalled try, then success", "/pertry",
+           ("x-fault-stall: 1", "x-fault-fail-first: 1"), 2, 200, {"rq_retry": 1, "rq_per_try_timeout": 1}, http2=True)
+    r, _ = expect("h2: route timeout, gRPC request: DEADLINE_EXCEEDED", "/routeto",
+                  ("x-fault-stall: 1", "content-type: application/grpc"), 3, 200, {"rq_timeout": 1}, http2=True)
+    R.check("h2: gRPC route timeout: grpc-status 4", r.headers.get("grpc-status") == "4", str(r))
+    R.check("h2: gRPC route timeout after 550 ms", r.time is not None and abs(r.time - 0.55) <= tolerance(0.55),
+            f"time_total={r.time}")
+    for name, path, headers, seconds, metric, status in (
+            ("h2: grpc-timeout 200m", "/deadline",
+             ("x-fault-stall: 1", "grpc-timeout: 200m", "content-type: application/grpc"), 0.2,
+             "culvert_downstream_rq_max_duration_reached_total", 200),
+            ("h2: max_stream_duration 300 ms", "/maxdur", ("x-fault-stall: 1",), 0.3,
+             "culvert_downstream_rq_max_duration_reached_total", 504),
+            ("h2: route idle_timeout 400 ms", "/ridle", ("x-fault-stall: 1",), 0.4,
+             "culvert_downstream_rq_idle_timeout_total", 408)):
+        before = d.metric(metric) or 0.0
+        r = request(path, new_key(name), *headers, http2=True)
+        R.check(f"{name}: {status}", r.status == status, str(r))
+        if status == 200:
+            R.check(f"{name}: grpc-status 4", r.headers.get("grpc-status") == "4", str(r))
+        R.check(f"{name}: after {seconds * 1000:.0f} ms",
+                r.time is not None and abs(r.time - seconds) <= tolerance(seconds), f"time_total={r.time}")
+        after = d.wait_metric(metric, before + 1)
+        R.check(f"{name}: {metric} +1", after == before + 1, f"before={before} after={after}")
 
 
 if __name__ == "__main__":

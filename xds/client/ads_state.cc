@@ -87,7 +87,7 @@ common::Result<Decoded> decodeResource(ResourceType type, const std::string& pay
       if (out.name.empty()) return common::fail("a ClusterLoadAssignment needs a cluster_name", "cluster_name");
       auto t = translate::translateClusterLoadAssignment(proto);
       if (!t) return std::unexpected(t.error());
-      out.resource.endpoints = std::make_shared<const std::vector<config::Endpoint>>(std::move(*t));
+      out.resource.endpoints = std::make_shared<const config::LoadAssignment>(std::move(*t));
       break;
     }
     case ResourceType::Tenant: {
@@ -383,7 +383,8 @@ void AdsState::refreshActive() {
     auto& active = active_clusters_[name];
     if (active.from_cds == r.cluster && active.from_eds == cla->second.endpoints) continue;
     auto resolved = std::make_shared<config::Cluster>(*r.cluster);
-    resolved->endpoints = *cla->second.endpoints;
+    resolved->endpoints = cla->second.endpoints->endpoints;
+    resolved->localities = cla->second.endpoints->localities;
     active = {std::move(resolved), r.cluster, cla->second.endpoints};
   }
 }

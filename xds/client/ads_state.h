@@ -72,7 +72,7 @@ struct AcceptedResource {
   std::shared_ptr<const config::Listener> listener;
   std::shared_ptr<const config::RouteConfiguration> route;
   std::shared_ptr<const config::Cluster> cluster;
-  std::shared_ptr<const std::vector<config::Endpoint>> endpoints;
+  std::shared_ptr<const config::LoadAssignment> endpoints;
   std::shared_ptr<const config::Tenant> tenant;
 };
 
@@ -189,7 +189,7 @@ private:
     // cluster's endpoints leaves every other cluster's object (and each worker's state
     // for it) untouched.
     std::shared_ptr<const config::Cluster> from_cds;
-    std::shared_ptr<const std::vector<config::Endpoint>> from_eds;
+    std::shared_ptr<const config::LoadAssignment> from_eds;
   };
   std::map<std::string, ActiveCluster> active_clusters_;
 };

@@ -145,7 +145,7 @@ struct Loader {
   std::map<std::string, std::pair<size_t, config::Listener>> listeners;
   std::map<std::string, std::pair<size_t, std::shared_ptr<const config::RouteConfiguration>>> routes;
   std::map<std::string, std::pair<size_t, config::Cluster>> clusters;
-  std::map<std::string, std::pair<size_t, std::vector<config::Endpoint>>> assignments;
+  std::map<std::string, std::pair<size_t, config::LoadAssignment>> assignments;
   std::map<std::string, std::pair<size_t, config::Tenant>> tenants;
 
   void fileError(const std::string& file, std::string reason) {
@@ -306,7 +306,8 @@ struct Loader {
           it = clusters.erase(it);
           continue;
         }
-        cluster.endpoints = cla->second.second;
+        cluster.endpoints = cla->second.second.endpoints;
+        cluster.localities = cla->second.second.localities;
       }
       ++it;
     }

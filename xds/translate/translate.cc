@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include <google/protobuf/descriptor.h>
@@ -550,6 +552,18 @@ Result<std::vector<config::UpgradeConfig>> translateRouteUpgrades(const route::R
   return out;
 }
 
+// Whether the policy hedges on per-try timeouts; what Envoy leaves unimplemented is refused.
+Result<bool> translateHedgePolicy(const route::HedgePolicy& proto) {
+  if (proto.has_initial_requests() && proto.initial_requests().value() != 1) {
+    return fail("only 1 initial request is supported (Envoy does not implement more either)", "initial_requests");
+  }
+  if (proto.has_additional_request_chance() && proto.additional_request_chance().numerator() != 0) {
+    return fail("additional_request_chance is not supported (Envoy does not implement it either)",
+                "additional_request_chance");
+  }
+  return proto.hedge_on_per_try_timeout();
+}
+
 Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto) {
   config::RouteAction out;
   if (proto.cluster_specifier_case() == route::RouteAction::kWeightedClusters) {
@@ -592,6 +606,11 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     auto policy = translateRetryPolicy(proto.retry_policy());
     if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
     out.retry_policy = std::move(*policy);
+  }
+  if (proto.has_hedge_policy()) {
+    auto hedge = translateHedgePolicy(proto.hedge_policy());
+    if (!hedge) return std::unexpected(nest("hedge_policy", hedge.error()));
+    out.hedge_on_per_try_timeout = *hedge;
   }
   if (proto.has_idle_timeout()) {
     auto t = toMillis(proto.idle_timeout(), "idle_timeout");
@@ -720,11 +739,18 @@ Result<config::VirtualHost> translateVirtualHost(const route::VirtualHost& proto
     if (!policy) return std::unexpected(nest("retry_policy", policy.error()));
     vhost_retry = std::move(*policy);
   }
+  bool vhost_hedge = false;
+  if (proto.has_hedge_policy()) {
+    auto hedge = translateHedgePolicy(proto.hedge_policy());
+    if (!hedge) return std::unexpected(nest("hedge_policy", hedge.error()));
+    vhost_hedge = *hedge;
+  }
   for (int i = 0; i < proto.routes_size(); ++i) {
     auto r = translateRoute(proto.routes(i));
     if (!r) return std::unexpected(nest(indexed("routes", i), r.error()));
     if (r->route) {
       if (!r->route->retry_policy) r->route->retry_policy = vhost_retry;
+      if (!proto.routes(i).route().has_hedge_policy()) r->route->hedge_on_per_try_timeout = vhost_hedge;
       if (!proto.routes(i).has_per_request_buffer_limit_bytes() && proto.has_per_request_buffer_limit_bytes()) {
         r->route->retry_buffer_bytes = proto.per_request_buffer_limit_bytes().value();
       }
@@ -911,13 +937,14 @@ Result<config::HttpConnectionManager> translateHcm(const hcm::HttpConnectionMana
       return std::unexpected(t.error());
     }
   }
-  if (proto.has_common_http_protocol_options()) {
-    if (out.codec_type != config::HttpConnectionManager::CodecType::Http1) {
-      // An HTTP/2 connection would ignore them: refuse rather than half-apply.
-      return fail("common_http_protocol_options need codec_type HTTP1 (HTTP/2 downstream connections do not "
-                  "implement idle_timeout or max_connection_duration yet)",
-                  "common_http_protocol_options");
+  if (proto.has_drain_timeout()) {
+    if (auto t = timeout(proto.drain_timeout(), "drain_timeout", out.drain_timeout); !t) {
+      return std::unexpected(t.error());
     }
+  }
+  if (proto.has_common_http_protocol_options()) {
+    // One lifetime for whichever protocol the connection speaks (under AUTO, the sniff
+    // decides); its other fields are rejected as unknown.
     auto lifetime = translateConnectionLifetime(proto.common_http_protocol_options());
     if (!lifetime) return std::unexpected(nest("common_http_protocol_options", lifetime.error()));
     out.connection_lifetime = *lifetime;
@@ -1307,9 +1334,10 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.
   if (out.type == config::ClusterType::Static && proto.has_load_assignment()) {
-    auto endpoints = translateClusterLoadAssignment(proto.load_assignment());
-    if (!endpoints) return std::unexpected(nest("load_assignment", endpoints.error()));
-    out.endpoints = std::move(*endpoints);
+    auto assignment = translateClusterLoadAssignment(proto.load_assignment());
+    if (!assignment) return std::unexpected(nest("load_assignment", assignment.error()));
+    out.endpoints = std::move(assignment->endpoints);
+    out.localities = std::move(assignment->localities);
   }
   return out;
 }
@@ -1378,22 +1406,63 @@ bool cleanInCommonShape(const endpoint::ClusterLoadAssignment& proto) {
   return true;
 }
 
+// Envoy's grouping: entries naming the same locality at the same priority are one locality,
+// their hosts together, weighed by the last of them that names a locality and carries a
+// weight (Envoy records weights by locality, so an entry without `locality` adds none).
+// Returns each entry's locality index.
+std::vector<uint32_t> groupLocalities(const endpoint::ClusterLoadAssignment& proto,
+                                      std::vector<config::Locality>& localities) {
+  using Key = std::tuple<uint32_t, std::string_view, std::string_view, std::string_view>;
+  std::map<Key, uint32_t> index_of;
+  std::vector<uint32_t> out;
+  out.reserve(static_cast<size_t>(proto.endpoints_size()));
+  for (const auto& entry : proto.endpoints()) {
+    const auto& name = entry.locality();
+    auto [it, added] = index_of.try_emplace(Key{entry.priority(), name.region(), name.zone(), name.sub_zone()},
+                                            static_cast<uint32_t>(localities.size()));
+    if (added) localities.push_back({0, entry.priority(), 0});
+    auto& locality = localities[it->second];
+    locality.hosts += static_cast<uint32_t>(entry.lb_endpoints_size());
+    if (entry.has_locality() && entry.has_load_balancing_weight()) locality.weight = entry.load_balancing_weight().value();
+    out.push_back(it->second);
+  }
+  return out;
+}
+
 }  // namespace
 
-Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpoint::ClusterLoadAssignment& proto) {
+Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::ClusterLoadAssignment& proto) {
   if (!cleanInCommonShape(proto)) {
     if (auto u = rejectUnknownFields(proto); !u) return std::unexpected(u.error());
   }
-  std::vector<config::Endpoint> out;
+  config::LoadAssignment out;
   size_t total = 0;
   for (const auto& locality : proto.endpoints()) total += static_cast<size_t>(locality.lb_endpoints_size());
-  out.reserve(total);
+  out.endpoints.reserve(total);
+  out.localities.reserve(static_cast<size_t>(proto.endpoints_size()));
   // Envoy's rule: priorities run from 0 without gaps.
   std::set<uint32_t> priorities;
   for (const auto& locality : proto.endpoints()) priorities.insert(locality.priority());
   if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
     return fail("priorities must run from 0 without gaps", "endpoints");
   }
+  // Envoy's validation: a locality's weight is at least 1, and a priority's weights sum
+  // to at most UINT32_MAX.
+  std::map<uint32_t, uint64_t> weight_per_priority;
+  for (int i = 0; i < proto.endpoints_size(); ++i) {
+    const auto& locality = proto.endpoints(i);
+    if (!locality.has_load_balancing_weight()) continue;
+    if (locality.load_balancing_weight().value() == 0) {
+      return fail("must be at least 1", indexed("endpoints", i) + ".load_balancing_weight");
+    }
+    uint64_t& sum = weight_per_priority[locality.priority()];
+    sum += locality.load_balancing_weight().value();
+    if (sum > UINT32_MAX) {
+      return fail("the localities of one priority have weights summing past 4294967295",
+                  indexed("endpoints", i) + ".load_balancing_weight");
+    }
+  }
+  const auto locality_of = groupLocalities(proto, out.localities);
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);
     auto where = indexed("endpoints", i);
@@ -1414,7 +1483,8 @@ Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(const endpo
       auto ep = translateLbEndpoint(lb);
       if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
       ep->priority = locality.priority();
-      out.push_back(*ep);
+      ep->locality = locality_of[static_cast<size_t>(i)];
+      out.endpoints.push_back(*ep);
     }
   }
   return out;

@@ -42,8 +42,8 @@ common::Result<config::RouteConfiguration> translateRouteConfiguration(
 common::Result<config::Cluster> translateCluster(const envoy::config::cluster::v3::Cluster& proto);
 
 // Endpoints Envoy would not balance to (health_status UNHEALTHY, DRAINING, TIMEOUT) are left
-// out, as Envoy leaves them out.
-common::Result<std::vector<config::Endpoint>> translateClusterLoadAssignment(
+// out, as Envoy leaves them out; each locality still counts them in its `hosts`.
+common::Result<config::LoadAssignment> translateClusterLoadAssignment(
     const envoy::config::endpoint::v3::ClusterLoadAssignment& proto);
 
 // culvert.v1.Tenant (translate_tenant.cc).

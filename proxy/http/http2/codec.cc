@@ -328,6 +328,8 @@ size_t Codec::queuedBytes(int32_t stream_id) const {
   return it == streams_.end() ? 0 : it->second.out.size();
 }
 
+void Codec::shutdownNotice() { nghttp2_submit_shutdown_notice(session_); }
+
 void Codec::goAway(uint32_t error_code) {
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_), error_code,
                         nullptr, 0);

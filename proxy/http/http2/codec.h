@@ -93,11 +93,17 @@ public:
   // DATA queued on the stream, not yet in the output.
   size_t queuedBytes(int32_t stream_id) const;
 
+  // Server: the first step of a graceful shutdown, a GOAWAY with last stream id 2^31-1
+  // (RFC 9113 §6.8): the client stops opening streams, while streams already on their way
+  // are still taken. goAway() later says which ones were.
+  void shutdownNotice();
   // Graceful GOAWAY (last stream id = the last one seen) so the peer opens no more.
   void goAway(uint32_t error_code = 0);
   // The connection has nothing more to do (GOAWAY exchanged and streams done, or a
   // connection error): write the output and close.
   bool finished() const;
+  // A connection error ended it: nothing graceful remains to be written.
+  bool failed() const { return failed_; }
   // Streams this side may still open (Client).
   uint32_t peerMaxConcurrentStreams() const;
   size_t openStreams() const { return streams_.size(); }

@@ -76,6 +76,7 @@ public:
   uint16_t port() const { return server_.port(); }
   int connections() const { return connections_; }
   static constexpr size_t kBigBody = 64 * 1024 * 1024;
+  static constexpr auto kSlowAnswer = std::chrono::milliseconds(300);  // GET /api/slow
   size_t bigBytesWritten() const { return big_written_; }
   std::string lastHead() {
     std::lock_guard l(mu_);
@@ -115,6 +116,7 @@ private:
           last_head_ = head;
         }
         if (head.starts_with("GET /api/stall ")) continue;  // never answers
+        if (head.starts_with("GET /api/slow ")) std::this_thread::sleep_for(kSlowAnswer);
         if (head.starts_with("GET /api/big ")) {
           if (!writeBig(fd)) break;
           continue;
@@ -1172,6 +1174,180 @@ TEST_F(TunnelTest, AConnectClientThatHalfClosesAtOnceStillGetsItsAnswer) {
   EXPECT_TRUE(eof);
   close(fd);
   EXPECT_EQ(banner_.received(), "query\n");
+}
+
+// A downstream HTTP/2 connection driven by a real nghttp2 client codec over a real socket,
+// recording when each frame of interest arrived (ms since the client was created).
+class Http2TestClient : public http::http2::CodecCallbacks {
+public:
+  explicit Http2TestClient(int fd) : fd_(fd), codec_(http::http2::Mode::Client, {}, *this) {}
+  ~Http2TestClient() override { close(fd_); }
+
+  int32_t get(const std::string& path) {
+    http::HeaderMap h;
+    h.add(":method", "GET");
+    h.add(":scheme", "http");
+    h.add(":authority", "svc");
+    h.add(":path", path);
+    return codec_.submitRequest(h, true);
+  }
+  // Moves bytes both ways until `done` holds, the peer closes, or `timeout` passes.
+  void runUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout = 3000ms) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && !eof_ms && std::chrono::steady_clock::now() < deadline) {
+      std::string out;
+      codec_.takeOutput(out);
+      if (!out.empty() && write(fd_, out.data(), out.size()) != static_cast<ssize_t>(out.size())) return;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 5) <= 0) continue;
+      char buf[16384];
+      ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) {
+        eof_ms = elapsedMs();
+        return;
+      }
+      codec_.receive(std::string_view(buf, static_cast<size_t>(n)));
+      recordGoaways(std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+  int64_t elapsedMs() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+  struct Goaway {
+    int32_t last_stream_id;
+    int64_t at_ms;
+  };
+  std::vector<Goaway> goaways;
+  std::map<int32_t, std::string> status;
+  std::map<int32_t, int64_t> closed_ms;  // stream id -> when it ended cleanly
+  std::optional<int64_t> eof_ms;
+
+  void onHeaders(int32_t id, http::HeaderMap&& headers, bool) override {
+    status[id] = std::string(headers.get(":status").value_or(""));
+  }
+  void onData(int32_t id, std::string_view data) override { codec_.consume(id, data.size()); }
+  void onEndStream(int32_t) override {}
+  void onTrailers(int32_t, http::HeaderMap&&) override {}
+  void onStreamClose(int32_t id, uint32_t error_code) override {
+    if (error_code == 0) closed_ms[id] = elapsedMs();
+  }
+
+private:
+  // GOAWAY frames as they come off the wire: an nghttp2 client with no stream left is
+  // done after the first one and would not report the final one.
+  void recordGoaways(std::string_view data) {
+    frames_.append(data);
+    while (frames_.size() >= 9) {
+      size_t length = (uint8_t(frames_[0]) << 16) | (uint8_t(frames_[1]) << 8) | uint8_t(frames_[2]);
+      if (frames_.size() < 9 + length) return;
+      if (frames_[3] == 0x7 && length >= 8) {
+        int32_t last = ((uint8_t(frames_[9]) & 0x7f) << 24) | (uint8_t(frames_[10]) << 16) |
+                       (uint8_t(frames_[11]) << 8) | uint8_t(frames_[12]);
+        goaways.push_back({last, elapsedMs()});
+      }
+      frames_.erase(0, 9 + length);
+    }
+  }
+
+  int fd_;
+  http::http2::Codec codec_;
+  std::string frames_;  // what the server sent, not yet split into frames
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+// common_http_protocol_options and drain_timeout on downstream connections, with the
+// default codec (AUTO): the sniff picks HTTP/2 or HTTP/1.1, the same lifetime applies.
+class ConnectionLifetimeTest : public WorkerTest {
+protected:
+  static constexpr int32_t kShutdownNoticeId = 0x7fffffff;
+
+  void publishLifetime(config::ConnectionLifetime lifetime, std::chrono::milliseconds drain_timeout) {
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listener = std::make_shared<config::Listener>(*snapshot->listeners->by_name.at("vip"));
+    listener->filter_chains[0].http.connection_lifetime = lifetime;
+    listener->filter_chains[0].http.drain_timeout = drain_timeout;
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    listeners->by_name["vip"] = listener;
+    snapshot->listeners = listeners;
+    publishFromMain(snapshot);
+  }
+  // Within max(25 ms, 10%) late, as the integration tests hold timers, plus a little for
+  // a loaded machine; never early.
+  static void expectAbout(int64_t measured_ms, int64_t want_ms, const char* what) {
+    EXPECT_GE(measured_ms, want_ms - 2) << what;
+    EXPECT_LE(measured_ms, want_ms + std::max<int64_t>(40, want_ms / 10)) << what;
+  }
+};
+
+TEST_F(ConnectionLifetimeTest, AnIdleHttp2ConnectionGetsTheNoticeThenTheFinalGoawayAndCloses) {
+  publishLifetime({.idle_timeout = 150ms, .max_duration = 0ms}, 100ms);
+  Http2TestClient client(connectClient());
+  int32_t id = client.get("/direct");
+  client.runUntil([&] { return client.closed_ms.count(id) > 0; });
+  ASSERT_EQ(client.status[id], "418");
+  int64_t answered = client.closed_ms[id];
+  client.runUntil([] { return false; }, 2000ms);
+  ASSERT_TRUE(client.eof_ms.has_value());
+  ASSERT_EQ(client.goaways.size(), 2u);
+  // The notice keeps new streams away but the connection open for those racing it; the
+  // final GOAWAY names the last stream taken.
+  EXPECT_EQ(client.goaways[0].last_stream_id, kShutdownNoticeId);
+  EXPECT_EQ(client.goaways[1].last_stream_id, id);
+  expectAbout(client.goaways[0].at_ms - answered, 150, "notice: idle_timeout after the last stream");
+  expectAbout(client.goaways[1].at_ms - answered, 250, "final GOAWAY: drain_timeout after the notice");
+  expectAbout(*client.eof_ms - answered, 250, "closed with the final GOAWAY: no stream left");
+  EXPECT_EQ(tenant_->downstream_cx_idle_timeout->value(), 1u);
+  EXPECT_EQ(tenant_->downstream_cx_max_duration_reached->value(), 0u);
+}
+
+TEST_F(ConnectionLifetimeTest, AnOpenStreamHoldsTheIdleTimeoutOff) {
+  publishLifetime({.idle_timeout = 100ms, .max_duration = 0ms}, 50ms);
+  Http2TestClient client(connectClient());
+  int32_t id = client.get("/api/slow");  // open for 300 ms, three idle timeouts
+  client.runUntil([&] { return client.closed_ms.count(id) > 0; });
+  EXPECT_EQ(client.status[id], "200");
+  EXPECT_TRUE(client.goaways.empty());
+  client.runUntil([] { return false; }, 2000ms);
+  ASSERT_FALSE(client.goaways.empty());
+  expectAbout(client.goaways[0].at_ms - client.closed_ms[id], 100, "idle from the end of the stream");
+  EXPECT_EQ(tenant_->downstream_cx_idle_timeout->value(), 1u);
+}
+
+TEST_F(ConnectionLifetimeTest, AStreamInFlightAtMaxConnectionDurationFinishesThenTheConnectionCloses) {
+  publishLifetime({.idle_timeout = 0ms, .max_duration = 100ms}, 50ms);
+  Http2TestClient client(connectClient());
+  int32_t id = client.get("/api/slow");  // answered at about 300 ms
+  client.runUntil([] { return false; }, 2000ms);
+  ASSERT_TRUE(client.eof_ms.has_value());
+  ASSERT_EQ(client.goaways.size(), 2u);
+  EXPECT_EQ(client.goaways[0].last_stream_id, kShutdownNoticeId);
+  expectAbout(client.goaways[0].at_ms, 100, "notice at max_connection_duration");
+  EXPECT_EQ(client.goaways[1].last_stream_id, id);
+  expectAbout(client.goaways[1].at_ms, 150, "final GOAWAY after drain_timeout");
+  // The stream the final GOAWAY admitted completes; then the connection closes.
+  EXPECT_EQ(client.status[id], "200");
+  ASSERT_EQ(client.closed_ms.count(id), 1u);
+  EXPECT_GE(client.closed_ms[id], TestOrigin::kSlowAnswer.count());
+  EXPECT_GE(*client.eof_ms, client.closed_ms[id]);
+  EXPECT_LE(*client.eof_ms - client.closed_ms[id], 40);
+  EXPECT_EQ(tenant_->downstream_cx_max_duration_reached->value(), 1u);
+  EXPECT_EQ(tenant_->downstream_cx_idle_timeout->value(), 0u);
+}
+
+TEST_F(ConnectionLifetimeTest, TheSameLifetimeAppliesWhenTheSniffPicksHttp1) {
+  publishLifetime({.idle_timeout = 150ms, .max_duration = 0ms}, 5000ms);
+  int fd = connectClient();
+  send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
+  ASSERT_EQ(readResponses(fd, 1).size(), 1u);
+  auto answered = std::chrono::steady_clock::now();
+  bool eof = false;
+  readResponses(fd, 1, &eof);
+  auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - answered);
+  EXPECT_TRUE(eof);
+  expectAbout(idle.count(), 150, "HTTP/1.1 closes at idle_timeout (drain_timeout is HTTP/2's)");
+  EXPECT_EQ(tenant_->downstream_cx_idle_timeout->value(), 1u);
+  close(fd);
 }
 
 }  // namespace

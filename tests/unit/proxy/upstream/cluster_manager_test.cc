@@ -371,3 +371,143 @@ TEST(ClusterManagerHealthTest, FailedHealthCheckTakesTheEndpointOut) {
 
 }  // namespace
 }  // namespace culvert::upstream
+
+namespace culvert::upstream {
+namespace {
+
+struct LocalitySpec {
+  uint32_t weight;
+  uint32_t priority;
+  std::vector<std::string> ips;
+  uint32_t eds_unhealthy = 0;  // lb_endpoints EDS marked unhealthy (not endpoints)
+};
+
+std::shared_ptr<config::Cluster> addLocalityCluster(Fixture& f, const std::vector<LocalitySpec>& localities,
+                                                    config::LbPolicy policy = config::LbPolicy::RoundRobin) {
+  auto c = f.addCluster("c", {});
+  c->lb_policy = policy;
+  c->locality_weighted = true;
+  for (uint32_t l = 0; l < localities.size(); ++l) {
+    const auto& spec = localities[l];
+    c->localities.push_back({spec.weight, spec.priority, static_cast<uint32_t>(spec.ips.size()) + spec.eds_unhealthy});
+    for (const auto& ip : spec.ips) c->endpoints.push_back({*common::SocketAddress::parse(ip, 80), 1, spec.priority, l});
+  }
+  return c;
+}
+
+int total(const std::map<std::string, int>& spread, std::initializer_list<const char*> ips) {
+  int sum = 0;
+  for (const char* ip : ips) sum += spread.count(ip) ? spread.at(ip) : 0;
+  return sum;
+}
+
+TEST(ClusterManagerLocalityTest, SplitsByLocalityWeightThenBalancesInside) {
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}});
+  f.publish();
+  auto spread = f.spread("c", 400);
+  EXPECT_EQ(spread["10.0.0.1"], 150);
+  EXPECT_EQ(spread["10.0.0.2"], 150);
+  EXPECT_EQ(spread["10.0.1.1"], 50);
+  EXPECT_EQ(spread["10.0.1.2"], 50);
+}
+
+TEST(ClusterManagerLocalityTest, WithoutTheConfigLocalityWeightsAreIgnored) {
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}})->locality_weighted = false;
+  f.publish();
+  auto spread = f.spread("c", 400);
+  for (const char* ip : {"10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"}) EXPECT_EQ(spread[ip], 100) << ip;
+}
+
+TEST(ClusterManagerLocalityTest, FailingHostsLowerTheirLocalitysShare) {
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}});
+  f.publish();
+  // Half of locality 0 fails its checks: 3 × min(1, 1.4 × 1/2) = 2.1 against 1.
+  f.cm.setHealthCheckResult("c", *common::SocketAddress::parse("10.0.0.1", 80), false);
+  auto spread = f.spread("c", 3100);
+  EXPECT_EQ(spread.count("10.0.0.1"), 0u);
+  EXPECT_EQ(spread["10.0.0.2"], 2100);
+  EXPECT_EQ(total(spread, {"10.0.1.1", "10.0.1.2"}), 1000);
+  // All of it: everything goes to locality 1.
+  f.cm.setHealthCheckResult("c", *common::SocketAddress::parse("10.0.0.2", 80), false);
+  spread = f.spread("c", 100);
+  EXPECT_EQ(total(spread, {"10.0.1.1", "10.0.1.2"}), 100);
+}
+
+TEST(ClusterManagerLocalityTest, HostsEdsMarksUnhealthyCountInTheLocalitysSize) {
+  Fixture f;
+  // Locality 0 has two lb_endpoints, one of them UNHEALTHY in EDS: availability 70%.
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1"}, 1}, {1, 0, {"10.0.1.1"}}});
+  f.publish();
+  auto spread = f.spread("c", 3100);
+  EXPECT_EQ(spread["10.0.0.1"], 2100);
+  EXPECT_EQ(spread["10.0.1.1"], 1000);
+}
+
+TEST(ClusterManagerLocalityTest, ALocalityWithoutWeightGetsNoLoadUnlessNoneHasOne) {
+  Fixture f;
+  auto c = addLocalityCluster(f, {{0, 0, {"10.0.0.1"}}, {2, 0, {"10.0.1.1"}}});
+  f.publish();
+  EXPECT_EQ(f.spread("c", 50)["10.0.1.1"], 50);
+  // No locality with an effective weight: Envoy balances over the level's healthy hosts.
+  auto unweighted = std::make_shared<config::Cluster>(*c);
+  unweighted->localities[1].weight = 0;
+  f.table_->by_name["c"] = unweighted;
+  f.publish();
+  auto spread = f.spread("c", 50);
+  EXPECT_EQ(spread["10.0.0.1"], 25);
+  EXPECT_EQ(spread["10.0.1.1"], 25);
+}
+
+TEST(ClusterManagerLocalityTest, PanicUsesEveryHostOfThePriority) {
+  Fixture f;
+  addLocalityCluster(f, {{9, 0, {"10.0.0.1", "10.0.0.2", "10.0.0.3"}}, {1, 0, {"10.0.1.1"}}});
+  f.publish();
+  for (const char* ip : {"10.0.0.1", "10.0.0.2", "10.0.0.3"}) {
+    f.cm.setHealthCheckResult("c", *common::SocketAddress::parse(ip, 80), false);
+  }
+  // 1 of 4 healthy is under the 50% threshold: localities no longer matter.
+  auto spread = f.spread("c", 40);
+  for (const char* ip : {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1"}) EXPECT_EQ(spread[ip], 10) << ip;
+}
+
+TEST(ClusterManagerLocalityTest, LocalitiesAreWeighedWithinTheChosenPriority) {
+  Fixture f;
+  addLocalityCluster(f, {{1, 0, {"10.0.0.1"}}, {1, 1, {"10.0.1.1"}}, {3, 1, {"10.0.2.1"}}});
+  f.publish();
+  EXPECT_EQ(f.spread("c", 40)["10.0.0.1"], 40);
+  f.cm.setHealthCheckResult("c", *common::SocketAddress::parse("10.0.0.1", 80), false);
+  auto spread = f.spread("c", 400);
+  EXPECT_EQ(spread["10.0.1.1"], 100);
+  EXPECT_EQ(spread["10.0.2.1"], 300);
+}
+
+TEST(ClusterManagerLocalityTest, LeastRequestAndRandomPickInsideTheLocality) {
+  for (auto policy : {config::LbPolicy::LeastRequest, config::LbPolicy::Random}) {
+    Fixture f;
+    addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}}, policy);
+    f.publish();
+    auto spread = f.spread("c", 4000);
+    EXPECT_EQ(total(spread, {"10.0.0.1", "10.0.0.2"}), 3000);
+    EXPECT_EQ(total(spread, {"10.0.1.1", "10.0.1.2"}), 1000);
+    EXPECT_NEAR(spread["10.0.1.1"], 500, 100);
+  }
+}
+
+TEST(ClusterManagerLocalityTest, RetriesAvoidingAHostStayWithinLocalityWeighting) {
+  Fixture f;
+  addLocalityCluster(f, {{1, 0, {"10.0.0.1"}}, {0, 0, {"10.0.1.1"}}});
+  f.publish();
+  std::vector<common::SocketAddress> tried = {*common::SocketAddress::parse("10.0.0.1", 80)};
+  // The only weighted locality holds the tried host: re-picks cannot leave it.
+  ClusterManager::PickContext retry;
+  retry.avoid = {&tried, 3};
+  auto s = f.cm.pickEndpoint("c", retry);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->endpoint.address.ip(), "10.0.0.1");
+}
+
+}  // namespace
+}  // namespace culvert::upstream

@@ -148,6 +148,19 @@ TEST(AdsState, EdsClusterWarmsUntilItsEndpointsArrive) {
   EXPECT_EQ(snap->clusters->by_name.at("backend")->endpoints[0].address.toString(), "10.244.1.2:8080");
 }
 
+TEST(AdsState, EdsClusterTakesItsAssignmentsLocalities) {
+  AdsState s;
+  s.onResponse(response(ResourceType::Cluster, "c1", "n1", edsCluster("backend")), kNow);
+  auto assignment = cla("backend", "10.244.1.2");
+  assignment.mutable_endpoints(0)->mutable_locality()->set_zone("a");
+  assignment.mutable_endpoints(0)->mutable_load_balancing_weight()->set_value(7);
+  s.onResponse(response(ResourceType::ClusterLoadAssignment, "e1", "n2", assignment), kNow);
+  const auto& cluster = *s.snapshot()->clusters->by_name.at("backend");
+  ASSERT_EQ(cluster.localities.size(), 1u);
+  EXPECT_EQ(cluster.localities[0], (config::Locality{7, 0, 1}));
+  EXPECT_EQ(cluster.endpoints[0].locality, 0u);
+}
+
 TEST(AdsState, AnEndpointUpdateOfOneClusterKeepsEveryOtherClusterObject) {
   AdsState s;
   s.onResponse(response(ResourceType::Cluster, "c1", "n1", edsCluster("a"), edsCluster("b")), kNow);

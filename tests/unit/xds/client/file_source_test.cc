@@ -189,7 +189,9 @@ resources:
 - "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
   cluster_name: svc-endpoints
   endpoints:
-  - lb_endpoints:
+  - locality: { zone: a }
+    load_balancing_weight: 4
+    lb_endpoints:
     - endpoint: { address: { socket_address: { address: 10.244.2.1, port_value: 80 } } }
     - endpoint: { address: { socket_address: { address: 10.244.2.2, port_value: 80 } } }
       load_balancing_weight: 2
@@ -202,6 +204,8 @@ resources:
   const auto& svc = *r.snapshot.clusters->by_name.at("svc");
   ASSERT_EQ(svc.endpoints.size(), 2u);
   EXPECT_EQ(svc.endpoints[1].weight, 2u);
+  ASSERT_EQ(svc.localities.size(), 1u);  // the assignment's localities come with its endpoints
+  EXPECT_EQ(svc.localities[0], (config::Locality{4, 0, 2}));
   EXPECT_EQ(r.snapshot.listeners->by_name.count("dangling"), 0u);
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].resource, "dangling");

@@ -122,6 +122,31 @@ TEST(TranslateRetryPolicy, Rejections) {
   expectRejected(routesWith(R"(retry_policy { retry_on: "bogus" })", ""), "virtual_hosts[0].retry_policy.retry_on");
 }
 
+TEST(TranslateHedgePolicy, RouteReplacesVirtualHost) {
+  auto vhost = routesWith(R"(hedge_policy { hedge_on_per_try_timeout: true })", "");
+  ASSERT_TRUE(vhost) << vhost.error().describe();
+  EXPECT_TRUE(vhost->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+
+  // The route's own policy replaces the virtual host's whole, even when it hedges less.
+  auto own = routesWith(R"(hedge_policy { hedge_on_per_try_timeout: true })", "",
+                        R"(hedge_policy { initial_requests { value: 1 } })");
+  ASSERT_TRUE(own) << own.error().describe();
+  EXPECT_FALSE(own->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+
+  auto none = routesWith("", "");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->virtual_hosts[0].routes[0].route->hedge_on_per_try_timeout);
+}
+
+TEST(TranslateHedgePolicy, WhatEnvoyLeavesUnimplementedIsRejected) {
+  auto more = routesWith("", "", R"(hedge_policy { initial_requests { value: 2 } })");
+  ASSERT_FALSE(more);
+  EXPECT_EQ(more.error().where, "virtual_hosts[0].routes[0].route.hedge_policy.initial_requests");
+  auto chance = routesWith(R"(hedge_policy { additional_request_chance { numerator: 5 } })", "");
+  ASSERT_FALSE(chance);
+  EXPECT_EQ(chance.error().where, "virtual_hosts[0].hedge_policy.additional_request_chance");
+}
+
 TEST(TranslateRetryLimits, MaxRetriesAndBudget) {
   auto defaults = translateCluster(parse<Cluster>(R"(name: "c")"));
   ASSERT_TRUE(defaults);
@@ -186,8 +211,8 @@ TEST(TranslateStreamTimeouts, MaxStreamDuration) {
             milliseconds(0));
 }
 
-common::Result<config::Listener> listenerWith(const std::string& hcm_extra) {
-  return translateListener(parse<envoy::config::listener::v3::Listener>(R"(
+envoy::config::listener::v3::Listener listenerProto(const std::string& hcm_extra) {
+  return parse<envoy::config::listener::v3::Listener>(R"(
     name: "vip" address { socket_address { address: "10.96.0.10" port_value: 80 } }
     filter_chains { filters {
       name: "envoy.filters.network.http_connection_manager"
@@ -199,7 +224,11 @@ common::Result<config::Listener> listenerWith(const std::string& hcm_extra) {
           )" + hcm_extra + R"(
         }
       }
-    } })"));
+    } })");
+}
+
+common::Result<config::Listener> listenerWith(const std::string& hcm_extra) {
+  return translateListener(listenerProto(hcm_extra));
 }
 
 TEST(TranslateStreamTimeouts, ConnectionManagerTimeouts) {
@@ -233,15 +262,54 @@ TEST(TranslateConnectionLifetime, ConnectionManagerCommonOptions) {
   EXPECT_EQ(set->filter_chains[0].http.connection_lifetime.idle_timeout, milliseconds(300));
   EXPECT_EQ(set->filter_chains[0].http.connection_lifetime.max_duration, milliseconds(2000));
   const std::string where = "filter_chains[0].filters[0].typed_config.common_http_protocol_options";
-  // AUTO or HTTP2 could carry an HTTP/2 connection, which does not honour them yet.
+  // The same lifetime whichever codec serves the connection (AUTO sniffs per connection).
   for (const auto* codec : {"", "codec_type: AUTO ", "codec_type: HTTP2 "}) {
     auto h2 = listenerWith(std::string(codec) + "common_http_protocol_options { idle_timeout { seconds: 1 } }");
-    ASSERT_FALSE(h2) << codec;
-    EXPECT_EQ(h2.error().where, where) << h2.error().describe();
+    ASSERT_TRUE(h2) << codec << h2.error().describe();
+    EXPECT_EQ(h2->filter_chains[0].http.connection_lifetime.idle_timeout, milliseconds(1000)) << codec;
   }
   auto bad = listenerWith("codec_type: HTTP1 common_http_protocol_options { max_connection_duration { seconds: -1 } }");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().where, where + ".max_connection_duration");
+}
+
+TEST(TranslateConnectionLifetime, DrainTimeout) {
+  auto defaults = listenerWith("");
+  ASSERT_TRUE(defaults) << defaults.error().describe();
+  EXPECT_EQ(defaults->filter_chains[0].http.drain_timeout, milliseconds(5000));  // Envoy's default
+  auto set = listenerWith("codec_type: HTTP2 drain_timeout { nanos: 250000000 }");
+  ASSERT_TRUE(set) << set.error().describe();
+  EXPECT_EQ(set->filter_chains[0].http.drain_timeout, milliseconds(250));
+  auto zero = listenerWith("drain_timeout {}");
+  ASSERT_TRUE(zero) << zero.error().describe();
+  EXPECT_EQ(zero->filter_chains[0].http.drain_timeout, milliseconds(0));
+  auto bad = listenerWith("drain_timeout { seconds: -1 }");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().where, "filter_chains[0].filters[0].typed_config.drain_timeout");
+}
+
+// max_headers_count (2), max_stream_duration (4), headers_with_underscores_action (5),
+// max_requests_per_connection (6) change behaviour culvert does not implement: rejected
+// with their path whatever the codec, now that AUTO and HTTP2 take the lifetime fields.
+TEST(TranslateConnectionLifetime, OtherCommonOptionsStayRejected) {
+  namespace hcm = envoy::extensions::filters::network::http_connection_manager::v3;
+  for (const auto* codec : {"codec_type: AUTO ", "codec_type: HTTP2 "}) {
+    for (int field : {2, 4, 5, 6}) {
+      auto proto = listenerProto(std::string(codec) + "common_http_protocol_options { idle_timeout { seconds: 1 } }");
+      auto* any = proto.mutable_filter_chains(0)->mutable_filters(0)->mutable_typed_config();
+      hcm::HttpConnectionManager manager;
+      ASSERT_TRUE(any->UnpackTo(&manager));
+      auto* common = manager.mutable_common_http_protocol_options();
+      common->GetReflection()->MutableUnknownFields(common)->AddVarint(field, 1);
+      any->PackFrom(manager);
+      auto out = translateListener(proto);
+      ASSERT_FALSE(out) << codec << field;
+      EXPECT_EQ(out.error().where, "filter_chains[0].filters[0].typed_config.common_http_protocol_options")
+          << out.error().describe();
+      EXPECT_NE(out.error().describe().find("field number " + std::to_string(field)), std::string::npos)
+          << out.error().describe();
+    }
+  }
 }
 
 }  // namespace

@@ -542,8 +542,8 @@ TEST(TranslateClusterLoadAssignment, Endpoints) {
     endpoints { lb_endpoints { endpoint { address { socket_address { address: "::1" port_value: 9000 } } } } }
     endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 9000 } } } } })"));
   ASSERT_TRUE(out) << out.error().describe();
-  ASSERT_EQ(out->size(), 2u);
-  EXPECT_EQ((*out)[0].address.toString(), "[::1]:9000");
+  ASSERT_EQ(out->endpoints.size(), 2u);
+  EXPECT_EQ(out->endpoints[0].address.toString(), "[::1]:9000");
   auto bad = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
     endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" } } } } })"));
   ASSERT_FALSE(bad);

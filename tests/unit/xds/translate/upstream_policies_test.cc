@@ -199,14 +199,85 @@ TEST(TranslateUpstreamPolicies, HashPolicies) {
   EXPECT_EQ(empty.error().where, "hash_policy[0]");
 }
 
+TEST(TranslateUpstreamPolicies, LocalityWeightedLbConfig) {
+  auto off = cluster("");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->locality_weighted);
+  for (const char* policy : {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"}) {
+    auto on = cluster(std::string("lb_policy: ") + policy + " common_lb_config { locality_weighted_lb_config {} }");
+    ASSERT_TRUE(on) << on.error().describe();
+    EXPECT_TRUE(on->locality_weighted);
+  }
+  auto eds = translateCluster(parse<Cluster>(R"(name: "c" type: EDS eds_cluster_config { service_name: "svc" }
+      common_lb_config { locality_weighted_lb_config {} })"));
+  ASSERT_TRUE(eds) << eds.error().describe();
+  EXPECT_TRUE(eds->locality_weighted);
+  // Hash balancers would ignore the localities; DNS clusters' endpoints carry none.
+  expectRejected("lb_policy: RING_HASH common_lb_config { locality_weighted_lb_config {} }",
+                 "common_lb_config.locality_weighted_lb_config");
+  expectRejected("lb_policy: MAGLEV common_lb_config { locality_weighted_lb_config {} }",
+                 "common_lb_config.locality_weighted_lb_config");
+  auto dns = translateCluster(parse<Cluster>(R"(name: "c" type: STRICT_DNS common_lb_config { locality_weighted_lb_config {} }
+      load_assignment { endpoints { lb_endpoints { endpoint { address { socket_address { address: "svc.local" port_value: 80 } } } } } })"));
+  ASSERT_FALSE(dns);
+  EXPECT_EQ(dns.error().where, "common_lb_config.locality_weighted_lb_config");
+}
+
+TEST(TranslateUpstreamPolicies, EndpointLocalities) {
+  auto out = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { locality { zone: "a" } load_balancing_weight { value: 3 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 80 } } } }
+      lb_endpoints { health_status: UNHEALTHY endpoint { address { socket_address { address: "10.0.0.2" port_value: 80 } } } } }
+    endpoints { locality { zone: "b" } priority: 1
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.1.1" port_value: 80 } } } } })"));
+  ASSERT_TRUE(out) << out.error().describe();
+  ASSERT_EQ(out->localities.size(), 2u);
+  // The UNHEALTHY host is no endpoint but still counts in its locality's size.
+  EXPECT_EQ(out->localities[0], (config::Locality{3, 0, 2}));
+  EXPECT_EQ(out->localities[1], (config::Locality{0, 1, 1}));  // no weight
+  ASSERT_EQ(out->endpoints.size(), 2u);
+  EXPECT_EQ(out->endpoints[0].locality, 0u);
+  EXPECT_EQ(out->endpoints[1].locality, 1u);
+  // As Envoy: entries naming the same locality at one priority are one locality (the last
+  // weight wins); the same name at another priority is another; an entry without
+  // `locality` records no weight.
+  auto grouped = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { locality { zone: "a" } load_balancing_weight { value: 3 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 80 } } } } }
+    endpoints { locality { zone: "a" } priority: 1 load_balancing_weight { value: 4 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.2" port_value: 80 } } } } }
+    endpoints { locality { zone: "a" } load_balancing_weight { value: 5 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.3" port_value: 80 } } } } }
+    endpoints { load_balancing_weight { value: 6 }
+      lb_endpoints { endpoint { address { socket_address { address: "10.0.0.4" port_value: 80 } } } } })"));
+  ASSERT_TRUE(grouped) << grouped.error().describe();
+  ASSERT_EQ(grouped->localities.size(), 3u);
+  EXPECT_EQ(grouped->localities[0], (config::Locality{5, 0, 2}));
+  EXPECT_EQ(grouped->localities[1], (config::Locality{4, 1, 1}));
+  EXPECT_EQ(grouped->localities[2], (config::Locality{0, 0, 1}));
+  ASSERT_EQ(grouped->endpoints.size(), 4u);
+  EXPECT_EQ(grouped->endpoints[2].locality, 0u);
+  EXPECT_EQ(grouped->endpoints[3].locality, 2u);
+  auto zero = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { load_balancing_weight { value: 0 } })"));
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error().where, "endpoints[0].load_balancing_weight");
+  auto overflow = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
+    endpoints { load_balancing_weight { value: 4000000000 } }
+    endpoints { priority: 1 load_balancing_weight { value: 4000000000 } }
+    endpoints { load_balancing_weight { value: 300000000 } })"));
+  ASSERT_FALSE(overflow);
+  EXPECT_EQ(overflow.error().where, "endpoints[2].load_balancing_weight");
+}
+
 TEST(TranslateUpstreamPolicies, EndpointPriorities) {
   auto out = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
     endpoints { priority: 1 lb_endpoints { endpoint { address { socket_address { address: "10.0.0.2" port_value: 80 } } } } }
     endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 80 } } } } })"));
   ASSERT_TRUE(out) << out.error().describe();
-  ASSERT_EQ(out->size(), 2u);
-  EXPECT_EQ((*out)[0].priority, 1u);
-  EXPECT_EQ((*out)[1].priority, 0u);
+  ASSERT_EQ(out->endpoints.size(), 2u);
+  EXPECT_EQ(out->endpoints[0].priority, 1u);
+  EXPECT_EQ(out->endpoints[1].priority, 0u);
   auto gap = translateClusterLoadAssignment(parse<ClusterLoadAssignment>(R"(
     endpoints { lb_endpoints { endpoint { address { socket_address { address: "10.0.0.1" port_value: 80 } } } } }
     endpoints { priority: 2 lb_endpoints { endpoint { address { socket_address { address: "10.0.0.2" port_value: 80 } } } } })"));

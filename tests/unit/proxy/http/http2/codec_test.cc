@@ -24,6 +24,7 @@ struct Recorder : CodecCallbacks {
   std::vector<int32_t> opened;
   std::vector<HeaderRejectReason> rejected;
   std::optional<uint32_t> goaway_code;
+  std::vector<int32_t> goaway_last_ids;
   bool auto_consume = true;
   Codec* codec = nullptr;
 
@@ -39,7 +40,10 @@ struct Recorder : CodecCallbacks {
   void onEndStream(int32_t id) override { streams[id].data_ended = true; }
   void onTrailers(int32_t id, HeaderMap&& trailers) override { streams[id].trailers = std::move(trailers); }
   void onStreamClose(int32_t id, uint32_t error_code) override { streams[id].closed_with = error_code; }
-  void onGoaway(int32_t, uint32_t error_code) override { goaway_code = error_code; }
+  void onGoaway(int32_t last_stream_id, uint32_t error_code) override {
+    goaway_code = error_code;
+    goaway_last_ids.push_back(last_stream_id);
+  }
   void onHeaderRejected(int32_t, HeaderRejectReason reason) override { rejected.push_back(reason); }
 };
 
@@ -229,9 +233,55 @@ TEST_F(CodecPair, PeerMaxConcurrentStreamsAndGoaway) {
   EXPECT_EQ(client_log_.goaway_code, 0u);
 }
 
+// A graceful drain: the notice (2^31-1) stops the client opening streams but keeps the
+// connection; the final GOAWAY names the last stream taken, which still completes, and
+// the connection is finished once it has.
+TEST_F(CodecPair, ShutdownNoticeThenGoawayLetsTheStreamInFlightFinish) {
+  int32_t first = client_->submitRequest(request(), true);
+  pump();
+  server_->shutdownNotice();
+  pump();
+  EXPECT_EQ(client_log_.goaway_last_ids, std::vector<int32_t>{0x7fffffff});
+  EXPECT_FALSE(server_->finished());
+  // The client opens no more: nghttp2 refuses the stream itself, it never goes out.
+  int32_t refused = client_->submitRequest(request(), true);
+  server_->goAway();
+  pump();
+  EXPECT_EQ(client_log_.goaway_last_ids, (std::vector<int32_t>{0x7fffffff, first}));
+  EXPECT_NE(client_log_.streams[refused].closed_with.value_or(0), 0u);
+  EXPECT_EQ(server_log_.opened, std::vector<int32_t>{first});
+  EXPECT_FALSE(server_->finished());  // the stream is still open
+  server_->submitResponse(first, response(), true);
+  pump();
+  EXPECT_EQ(client_log_.streams[first].closed_with, 0u);
+  EXPECT_TRUE(server_->finished());
+  EXPECT_FALSE(server_->failed());
+}
+
+// Idle: no stream open when the drain starts; the final GOAWAY still goes out, and then
+// the connection is finished. (Read off the wire: an nghttp2 client with no stream left
+// is done after the notice and ignores what follows.)
+TEST_F(CodecPair, ShutdownNoticeThenGoawayOnAnIdleConnection) {
+  int32_t first = client_->submitRequest(request(), true);
+  pump();
+  server_->submitResponse(first, response(), true);
+  pump();
+  server_->shutdownNotice();
+  pump();
+  EXPECT_FALSE(server_->finished());
+  server_->goAway();
+  std::string out;
+  server_->takeOutput(out);
+  ASSERT_EQ(out.size(), 17u);  // one GOAWAY: 9 bytes of frame header, last stream id, error code
+  EXPECT_EQ(out[3], 0x7);
+  EXPECT_EQ(out.substr(9, 8), std::string("\0\0\0\1\0\0\0\0", 8));  // last stream 1, NO_ERROR
+  EXPECT_TRUE(server_->finished());
+}
+
 TEST_F(CodecPair, GarbageIsAConnectionError) {
   EXPECT_FALSE(server_->receive("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   EXPECT_TRUE(server_->finished());
+  EXPECT_TRUE(server_->failed());
 }
 
 }  // namespace
