@@ -108,11 +108,12 @@ void RouterStream::startAttempt() {
       pod_.netnsFd(),
       endpoint,
       cluster.connect_timeout};
+  // Pooled per cluster (the weighted pick's): a connection counts against its cluster's
+  // max_connections, and closes when its endpoint leaves that cluster.
+  connect.key.cluster = cluster_;
   auto attempt = std::make_unique<Attempt>();
   attempt->active = std::move(selection->request);
   if (!http2) {
-    // A connection counts against its cluster's max_connections, so it is pooled per cluster.
-    connect.key.cluster = action_->cluster;
     if (!services_.pool.hasIdle(connect.key)) {
       // A new connection: the cluster's max_connections and max_pending_requests apply.
       auto connection_unit = services_.clusters.reserveConnection(cluster_);

@@ -61,6 +61,7 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
       return clusters_.hasEndpoint(cluster, endpoint);
     });
     pool_.setLifetimes([this](std::string_view cluster) { return clusters_.connectionLifetime(cluster); });
+    http2_pool_.drainDeadEndpoints();
   });
 }
 

@@ -96,6 +96,8 @@ public:
   // cluster every endpoint stays live: a new address is for new connections only).
   using LiveEndpoint = std::function<bool(std::string_view cluster, std::string_view endpoint)>;
   void setLiveEndpoints(LiveEndpoint is_live);
+  // Whether the key's endpoint is still in its cluster (keys without a cluster always are).
+  bool isLive(const PoolKey& key) const;
   // A cluster's connection lifetime (its common_http_protocol_options); set again after
   // every configuration change, like the live endpoints.
   using LifetimeOf = std::function<config::ConnectionLifetime(std::string_view cluster)>;
@@ -123,7 +125,6 @@ private:
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
   LiveEndpoint live_;  // empty until the first configuration
-  bool isLive(const PoolKey& key) const;
   EarliestDeadline sweep_;
 };
 

@@ -307,14 +307,24 @@ void Http2Pool::sweep() {
       next = std::min(next, end);
     }
   }
-  // GOAWAY: no new streams; the connection closes once its streams finish.
-  for (auto* c : due) {
-    c->draining_ = true;
-    c->codec_.goAway();
-    c->flush();
-    c->maybeRetire();
-  }
+  for (auto* c : due) drain(*c);
   if (next != EarliestDeadline::kNever) sweep_.request(next);
+}
+
+// GOAWAY: no new streams; the connection closes once its streams finish.
+void Http2Pool::drain(Http2Connection& connection) {
+  connection.draining_ = true;
+  connection.codec_.goAway();
+  connection.flush();
+  connection.maybeRetire();
+}
+
+void Http2Pool::drainDeadEndpoints() {
+  std::vector<Http2Connection*> dead;
+  for (auto& [key, connection] : connections_) {
+    if (!connection->draining_ && !connection->closed_ && !sockets_.isLive(key)) dead.push_back(connection.get());
+  }
+  for (auto* c : dead) drain(*c);
 }
 
 void Http2Pool::drainPod(uint64_t pod_id) {

@@ -104,6 +104,9 @@ public:
   // null) or once one is connected. Destroying the returned handle cancels.
   std::unique_ptr<PendingConnection> acquire(const ConnectRequest& request, Ready ready);
   void drainPod(uint64_t pod_id);
+  // After a configuration change: connections whose endpoint left its cluster take no new
+  // streams (GOAWAY) and close once their streams finish — at once when they have none.
+  void drainDeadEndpoints();
   size_t connectionCount() const { return connections_.size(); }
   event::Dispatcher& dispatcher() { return dispatcher_; }
 
@@ -117,6 +120,7 @@ private:
   void onConnected(const PoolKey& key, common::Result<std::unique_ptr<network::TcpConnection>> result);
   void removeWaiter(const PoolKey& key, Waiter* waiter);
   void retire(Http2Connection* connection);
+  void drain(Http2Connection& connection);
   // Asks the sweep to run when `connection` reaches its idle or maximum lifetime.
   void scheduleLifetime(const Http2Connection& connection);
   // When `connection` is due to drain (kNever: not due), and why.

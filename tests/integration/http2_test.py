@@ -451,6 +451,27 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         R.check(f"bound listener: h2load 400 requests over {conns}×{streams} streams to the {what}", ok,
                 describe(cp)[-1500:])
 
+    # --- an endpoint leaves its HTTP/2 cluster: the pooled connections to it get a GOAWAY
+    # and close (no streams are open), while the other clusters' connections stay
+    def established(port: int) -> int:
+        cp = net.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"], check=False)
+        return len([line for line in cp.stdout.splitlines() if line.strip()])
+
+    R.check("pooled HTTP/2 connections to local_h2 before the update", established(local_h2) > 0,
+            f"{established(local_h2)} established")
+    active_before = d.metric("culvert_http2_upstream_cx_active") or 0
+    moved = resources(bound_port, local_h1, local_h2).replace(
+        f"port_value: {local_h2}}}", f"port_value: {local_h1}}}").replace('version_info: "1"', 'version_info: "2"')
+    d.write_resources("http2.yaml", moved)
+    deadline = time.monotonic() + 3
+    while established(local_h2) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    R.check("endpoint left: its HTTP/2 connections closed", established(local_h2) == 0,
+            f"{established(local_h2)} still established")
+    active_after = d.metric("culvert_http2_upstream_cx_active") or 0
+    R.check("endpoint left: only those connections went (the h2 and gRPC clusters keep theirs)",
+            0 < active_after < active_before, f"before={active_before} after={active_after}")
+
 
 if __name__ == "__main__":
     sys.exit(run_test("integration_http2", scenario))
