@@ -107,6 +107,10 @@ struct RegexRewrite {
   std::string substitution;
 };
 
+// A route's priority (RouteAction.priority): which of a cluster's circuit-breaker
+// thresholds and connection pools its requests use.
+enum class RoutingPriority : uint8_t { Default = 0, High = 1 };
+
 // envoy.config.route.v3.RetryPolicy (route or virtual host; the route's wins).
 struct RetryPolicy {
   // retry_on conditions, as bits.
@@ -179,6 +183,7 @@ struct UpgradeConfig {
 
 struct RouteAction {
   std::string cluster;  // empty when weighted_clusters is set
+  RoutingPriority priority = RoutingPriority::Default;
   std::optional<WeightedClusters> weighted_clusters;
   std::vector<HashPolicy> hash_policy;
   std::optional<std::string> prefix_rewrite;
@@ -376,7 +381,7 @@ struct RingHashConfig {
   uint64_t maximum_ring_size = 8 * 1024 * 1024;
 };
 
-// cluster.circuit_breakers.thresholds (DEFAULT priority); Envoy's defaults.
+// cluster.circuit_breakers.thresholds of one priority; Envoy's defaults.
 struct CircuitBreakers {
   uint32_t max_connections = 1024;
   uint32_t max_pending_requests = 1024;
@@ -456,7 +461,8 @@ struct Cluster {
   common::HeapOptional<DnsResolution> dns;
   UpstreamHttpProtocol http_protocol = UpstreamHttpProtocol::Http1;
   ConnectionLifetime connection_lifetime;
-  RetryLimits retry_limits;
+  RetryLimits retry_limits;  // DEFAULT priority
+  RetryLimits high_retry_limits;
   LeastRequestConfig least_request;
   common::HeapOptional<SlowStartConfig> slow_start;  // ROUND_ROBIN and LEAST_REQUEST only
   RingHashConfig ring_hash;
@@ -465,9 +471,17 @@ struct Cluster {
   // common_lb_config.locality_weighted_lb_config: within a priority, pick a locality by
   // effective weight first (ROUND_ROBIN, LEAST_REQUEST and RANDOM only).
   bool locality_weighted = false;
-  CircuitBreakers circuit_breakers;
+  CircuitBreakers circuit_breakers;  // DEFAULT priority
+  CircuitBreakers high_circuit_breakers;
   common::HeapOptional<OutlierDetection> outlier_detection;
   common::HeapOptional<HealthCheck> health_check;
+
+  const CircuitBreakers& breakers(RoutingPriority p) const {
+    return p == RoutingPriority::High ? high_circuit_breakers : circuit_breakers;
+  }
+  const RetryLimits& retryLimits(RoutingPriority p) const {
+    return p == RoutingPriority::High ? high_retry_limits : retry_limits;
+  }
 };
 
 // --- The parts ---

@@ -127,9 +127,10 @@ bool RetryResources::tryStartRetry(const config::RetryLimits& limits) {
   return true;
 }
 
-std::shared_ptr<RetryResources> RetryResourceRegistry::forCluster(const std::string& cluster) {
+std::shared_ptr<RetryResources> RetryResourceRegistry::forCluster(const std::string& cluster,
+                                                                  config::RoutingPriority priority) {
   std::lock_guard lock(mutex_);
-  auto& entry = by_cluster_[cluster];
+  auto& entry = by_cluster_[{cluster, priority}];
   if (!entry) entry = std::make_shared<RetryResources>();
   return entry;
 }

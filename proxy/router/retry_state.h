@@ -95,11 +95,13 @@ private:
 // per cluster, not per worker). Entries live as long as culvertd; there are few clusters.
 class RetryResourceRegistry {
 public:
-  std::shared_ptr<RetryResources> forCluster(const std::string& cluster);
+  // Each routing priority of a cluster has its own retry breaker, as in Envoy.
+  std::shared_ptr<RetryResources> forCluster(const std::string& cluster,
+                                             config::RoutingPriority priority = config::RoutingPriority::Default);
 
 private:
   std::mutex mutex_;
-  std::map<std::string, std::shared_ptr<RetryResources>, std::less<>> by_cluster_;
+  std::map<std::pair<std::string, config::RoutingPriority>, std::shared_ptr<RetryResources>> by_cluster_;
 };
 
 // One request's retries.

@@ -54,6 +54,7 @@ void Http1Session::startUpgrade(const std::string& type) {
   }
   action_ = action;
   upstream::ClusterManager::PickContext pick;
+  pick.priority = action->priority;
   if (!action->hash_policy.empty()) pick.hash = router::hashRequest(action->hash_policy, request_.headers, pod_->ip);
   auto selection = services_.clusters.pickEndpoint(decision_.cluster(), pick);
   if (!selection) {
@@ -98,7 +99,7 @@ void Http1Session::startUpgrade(const std::string& type) {
   if (action->max_stream_duration) {
     options.max_duration = router::streamDurationLimit(*action->max_stream_duration, request_.headers);
   }
-  auto connection_unit = services_.clusters.reserveConnection(decision_.cluster());
+  auto connection_unit = services_.clusters.reserveConnection(decision_.cluster(), action->priority);
   if (!connection_unit) {
     sendLocalReply(503, "upstream overflow\n");
     return;

@@ -43,9 +43,10 @@ void RouterStream::start(const router::RouteDecision& decision, bool request_end
   response_started_ = false;
   finished_ = false;
   action_ = &*decision.route->route;
-  if (cluster_ != decision.cluster() || !retry_resources_) {
+  if (cluster_ != decision.cluster() || !retry_resources_ || priority_ != action_->priority) {
     cluster_ = decision.cluster();
-    retry_resources_ = services_.retry_resources.forCluster(cluster_);
+    priority_ = action_->priority;
+    retry_resources_ = services_.retry_resources.forCluster(cluster_, priority_);
   }
   retry_budget_request_.emplace(retry_resources_);
   if (action_->retry_policy) {
@@ -67,6 +68,7 @@ void RouterStream::startAttempt() {
     return;
   }
   upstream::ClusterManager::PickContext pick;
+  pick.priority = priority_;
   if (!action_->hash_policy.empty()) pick.hash = router::hashRequest(action_->hash_policy, request_.headers, pod_.ip);
   if (is_retry && retry_->avoidsPreviousHosts()) {
     pick.avoid = {&retry_->triedHosts(), retry_->hostSelectionMaxAttempts()};
@@ -111,13 +113,14 @@ void RouterStream::startAttempt() {
   // Pooled per cluster (the weighted pick's): a connection counts against its cluster's
   // max_connections, and closes when its endpoint leaves that cluster.
   connect.key.cluster = cluster_;
+  connect.key.priority = static_cast<uint8_t>(priority_);
   auto attempt = std::make_unique<Attempt>();
   attempt->active = std::move(selection->request);
   if (!http2) {
     if (!services_.pool.hasIdle(connect.key)) {
       // A new connection: the cluster's max_connections and max_pending_requests apply.
-      auto connection_unit = services_.clusters.reserveConnection(cluster_);
-      auto pending_unit = connection_unit ? services_.clusters.reservePending(cluster_) : std::nullopt;
+      auto connection_unit = services_.clusters.reserveConnection(cluster_, priority_);
+      auto pending_unit = connection_unit ? services_.clusters.reservePending(cluster_, priority_) : std::nullopt;
       if (!connection_unit || !pending_unit) {
         cannotStart(Flag::UpstreamOverflow, "upstream_overflow", "upstream overflow\n");
         return;
@@ -127,7 +130,7 @@ void RouterStream::startAttempt() {
     }
   }
   if (retry_) {
-    retry_->setLimits(cluster.retry_limits);
+    retry_->setLimits(cluster.retryLimits(priority_));
     retry_->recordHost(endpoint);
   }
   log_.upstream_host = endpoint.toString();

@@ -136,6 +136,7 @@ private:
 
   const config::RouteAction* action_ = nullptr;
   std::string cluster_;
+  config::RoutingPriority priority_ = config::RoutingPriority::Default;
   std::vector<std::unique_ptr<Attempt>> attempts_;  // more than one only while hedging
   bool request_ended_ = false;
   http::HeaderMap trailers_;

@@ -370,11 +370,12 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
 
   ResourceHold request_hold;
   if (context.count_request) {
-    if (!state.resources->requests.tryAcquire(cluster.circuit_breakers.max_requests)) {
+    auto& requests = state.resources->at(static_cast<uint8_t>(context.priority)).requests;
+    if (!requests.tryAcquire(cluster.breakers(context.priority).max_requests)) {
       if (state.rq_pending_overflow) state.rq_pending_overflow->inc();
       return std::unexpected(PickError::Overflow);
     }
-    request_hold = ResourceHold(state.resources, &state.resources->requests);
+    request_hold = ResourceHold(state.resources, &requests);
   }
   if (cluster.type == config::ClusterType::OriginalDst) {
     return Selection{state.cluster, {}, true, ActiveRequest(nullptr, 0, std::move(request_hold))};
@@ -429,26 +430,28 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
   return Selection{state.cluster, cluster.endpoints[index], false, ActiveRequest(state_ptr, index, std::move(request_hold))};
 }
 
-std::optional<ResourceHold> ClusterManager::reserveConnection(std::string_view name) {
+std::optional<ResourceHold> ClusterManager::reserveConnection(std::string_view name, config::RoutingPriority priority) {
   auto* found = state(name);
   if (!found) return ResourceHold{};
   auto* state = found->get();
-  if (!state->resources->connections.tryAcquire(state->cluster->circuit_breakers.max_connections)) {
+  auto& connections = state->resources->at(static_cast<uint8_t>(priority)).connections;
+  if (!connections.tryAcquire(state->cluster->breakers(priority).max_connections)) {
     if (state->cx_overflow) state->cx_overflow->inc();
     return std::nullopt;
   }
-  return ResourceHold(state->resources, &state->resources->connections);
+  return ResourceHold(state->resources, &connections);
 }
 
-std::optional<ResourceHold> ClusterManager::reservePending(std::string_view name) {
+std::optional<ResourceHold> ClusterManager::reservePending(std::string_view name, config::RoutingPriority priority) {
   auto* found = state(name);
   if (!found) return ResourceHold{};
   auto* state = found->get();
-  if (!state->resources->pending_requests.tryAcquire(state->cluster->circuit_breakers.max_pending_requests)) {
+  auto& pending = state->resources->at(static_cast<uint8_t>(priority)).pending_requests;
+  if (!pending.tryAcquire(state->cluster->breakers(priority).max_pending_requests)) {
     if (state->rq_pending_overflow) state->rq_pending_overflow->inc();
     return std::nullopt;
   }
-  return ResourceHold(state->resources, &state->resources->pending_requests);
+  return ResourceHold(state->resources, &pending);
 }
 
 void ClusterManager::reportOutcome(std::string_view name, const common::SocketAddress& endpoint,

@@ -73,6 +73,7 @@ public:
     std::optional<uint64_t> hash;  // from the route's hash_policy
     bool count_request = true;     // HTTP requests count against max_requests; TCP proxying does not
     HostsToAvoid avoid = {};       // a retry's previous hosts
+    config::RoutingPriority priority = config::RoutingPriority::Default;  // whose max_requests
   };
   struct Selection {
     std::shared_ptr<const config::Cluster> cluster;
@@ -88,8 +89,11 @@ public:
   // Circuit breakers around making a new upstream connection: a connection unit (held by
   // the connection for its life) and a pending-request unit (held until it is connected).
   // Empty on overflow, which is counted.
-  std::optional<ResourceHold> reserveConnection(std::string_view cluster_name);
-  std::optional<ResourceHold> reservePending(std::string_view cluster_name);
+  // Each routing priority has its own thresholds and counts.
+  std::optional<ResourceHold> reserveConnection(std::string_view cluster_name,
+                                                config::RoutingPriority priority = config::RoutingPriority::Default);
+  std::optional<ResourceHold> reservePending(std::string_view cluster_name,
+                                             config::RoutingPriority priority = config::RoutingPriority::Default);
 
   // The one call a session makes per upstream attempt: feeds outlier detection.
   void reportOutcome(std::string_view cluster_name, const common::SocketAddress& endpoint, const AttemptOutcome& outcome);

@@ -32,6 +32,9 @@ struct PoolKey {
   // A connection counts against its cluster's max_connections for its whole life, so it
   // is reused only within that cluster (Envoy's pools are per cluster too).
   std::string cluster{};
+  // config::RoutingPriority: a connection counts against one priority's max_connections,
+  // so each priority has its own connections (Envoy's pools are per priority too).
+  uint8_t priority = 0;
   friend auto operator<=>(const PoolKey&, const PoolKey&) = default;
 };
 

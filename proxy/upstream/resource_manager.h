@@ -28,10 +28,16 @@ private:
   std::atomic<uint64_t> count_{0};
 };
 
-struct ClusterResources {
+// A cluster's budgets for one routing priority (Envoy keeps DEFAULT and HIGH apart).
+struct PriorityResources {
   ResourceLimit connections;
   ResourceLimit pending_requests;
   ResourceLimit requests;
+};
+
+struct ClusterResources {
+  PriorityResources by_priority[2];  // config::RoutingPriority: Default, High
+  PriorityResources& at(uint8_t priority) { return by_priority[priority]; }
 };
 
 // Hands every worker the same ClusterResources for a cluster name; they live while some

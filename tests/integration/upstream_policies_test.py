@@ -129,6 +129,10 @@ def listener(name: str, vip: str, cluster: str, hash_header: str | None = None) 
     hash_policy = ""
     if hash_header:
         hash_policy = f"\n                hash_policy: [{{header: {{header_name: {hash_header}}}}}]"
+    # /high/... runs at routing priority HIGH (its own circuit-breaker thresholds).
+    high_route = f"""
+            - match: {{prefix: "/high/"}}
+              route: {{cluster: {cluster}, priority: HIGH, prefix_rewrite: "/"}}"""
     return f"""\
 - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
   name: {name}
@@ -145,7 +149,7 @@ def listener(name: str, vip: str, cluster: str, hash_header: str | None = None) 
           virtual_hosts:
           - name: all
             domains: ["*"]
-            routes:
+            routes:{high_route}
             - match: {{prefix: "/"}}
               route:
                 cluster: {cluster}{hash_policy}
@@ -191,7 +195,7 @@ def resources(slow_servers: list[tuple[str, int]] = GOOD[:2], version: str = "1"
                                        "  ring_hash_lb_config: {minimum_ring_size: 1024}\n"))
     parts.append(cluster("maglev", GOOD, "  lb_policy: MAGLEV\n"))
     parts.append(cluster("cbreq", [("s1", 1)],
-                         "  circuit_breakers: {thresholds: [{max_requests: 1}]}\n"))
+                         "  circuit_breakers: {thresholds: [{max_requests: 1}, {priority: HIGH, max_requests: 1}]}\n"))
     parts.append(cluster("cbcx", [("s2", 1)],
                          "  circuit_breakers: {thresholds: [{max_connections: 1}]}\n"))
     parts.append(cluster("od", [("s1", 1), ("s2", 1), ("bad", 1)],
@@ -361,6 +365,22 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         answers = drive({"mode": "seq", "url": f"http://{VIPS[policy]}/after", "n": 1})
         R.check(f"{policy}: served again once the stalled request ended",
                 [a.get("status") for a in answers] == [200], str(answers))
+
+    # --- Routing priority: HIGH requests have thresholds of their own (Envoy's), so a full
+    # DEFAULT budget does not stop them, and theirs is enforced on its own.
+    answers = drive({"mode": "parallel", "stagger_ms": 150,
+                     "urls": [f"http://{VIPS['cbreq']}/slow?ms=600", f"http://{VIPS['cbreq']}/high/fast"]})
+    R.check("priority HIGH: served while the DEFAULT max_requests is in use",
+            [a.get("status") for a in answers] == [200, 200], str(answers))
+    answers = drive({"mode": "parallel", "stagger_ms": 150,
+                     "urls": [f"http://{VIPS['cbreq']}/high/slow?ms=600", f"http://{VIPS['cbreq']}/fast"]})
+    R.check("priority HIGH in use: DEFAULT still served", [a.get("status") for a in answers] == [200, 200],
+            str(answers))
+    answers = drive({"mode": "parallel", "stagger_ms": 150,
+                     "urls": [f"http://{VIPS['cbreq']}/high/slow?ms=600", f"http://{VIPS['cbreq']}/high/fast"]})
+    R.check("priority HIGH: its own max_requests 1 overflows (503)",
+            [a.get("status") for a in answers] == [200, 503] and "overflow" in answers[1].get("body", ""),
+            str(answers))
 
     # --- Outlier detection: consecutive_5xx 3, base_ejection_time 1 s.
     answers = drive({"mode": "seq", "url": f"http://{VIPS['od']}/od", "n": 9})

@@ -612,6 +612,15 @@ Result<config::RouteAction> translateRouteAction(const route::RouteAction& proto
     if (!hedge) return std::unexpected(nest("hedge_policy", hedge.error()));
     out.hedge_on_per_try_timeout = *hedge;
   }
+  switch (proto.priority()) {
+    case envoy::config::core::v3::DEFAULT:
+      break;
+    case envoy::config::core::v3::HIGH:
+      out.priority = config::RoutingPriority::High;
+      break;
+    default:
+      return fail("unknown routing priority", "priority");
+  }
   if (proto.has_idle_timeout()) {
     auto t = toMillis(proto.idle_timeout(), "idle_timeout");
     if (!t) return std::unexpected(t.error());

@@ -183,15 +183,17 @@ Result<void> translateLbConfig(const cluster::Cluster& proto, config::Cluster& o
   return {};
 }
 
-// Envoy's circuit_breakers: thresholds per routing priority. culvert's routes all run at
-// DEFAULT priority (as Envoy's do unless a route says otherwise), so HIGH thresholds are
-// validated and accepted — control planes such as Istio send both — but never apply.
+// Envoy's circuit_breakers: thresholds per routing priority (a route's `priority` picks
+// DEFAULT or HIGH); each has Envoy's defaults until set.
 Result<void> translateCircuitBreakers(const cluster::CircuitBreakers& proto, config::Cluster& out) {
   if (proto.per_host_thresholds_size() > 0) return fail("per_host_thresholds are not supported", "per_host_thresholds[0]");
   std::set<int> priorities;
   for (int i = 0; i < proto.thresholds_size(); ++i) {
     const auto& t = proto.thresholds(i);
     auto where = "thresholds[" + std::to_string(i) + "]";
+    if (t.priority() != envoy::config::core::v3::DEFAULT && t.priority() != envoy::config::core::v3::HIGH) {
+      return fail("unknown routing priority", where + ".priority");
+    }
     if (!priorities.insert(t.priority()).second) return fail("duplicate priority", where + ".priority");
     if (t.track_remaining()) return fail("track_remaining is not supported", where + ".track_remaining");
     if (t.has_max_connection_pools()) return fail("max_connection_pools is not supported", where + ".max_connection_pools");
@@ -208,12 +210,14 @@ Result<void> translateCircuitBreakers(const cluster::CircuitBreakers& proto, con
       }
       if (b.has_min_retry_concurrency()) budget->min_retry_concurrency = b.min_retry_concurrency().value();
     }
-    if (t.priority() != envoy::config::core::v3::DEFAULT) continue;
-    if (t.has_max_connections()) out.circuit_breakers.max_connections = t.max_connections().value();
-    if (t.has_max_pending_requests()) out.circuit_breakers.max_pending_requests = t.max_pending_requests().value();
-    if (t.has_max_requests()) out.circuit_breakers.max_requests = t.max_requests().value();
-    if (t.has_max_retries()) out.retry_limits.max_retries = t.max_retries().value();
-    out.retry_limits.budget = budget;
+    bool high = t.priority() == envoy::config::core::v3::HIGH;
+    auto& breakers = high ? out.high_circuit_breakers : out.circuit_breakers;
+    auto& retry_limits = high ? out.high_retry_limits : out.retry_limits;
+    if (t.has_max_connections()) breakers.max_connections = t.max_connections().value();
+    if (t.has_max_pending_requests()) breakers.max_pending_requests = t.max_pending_requests().value();
+    if (t.has_max_requests()) breakers.max_requests = t.max_requests().value();
+    if (t.has_max_retries()) retry_limits.max_retries = t.max_retries().value();
+    retry_limits.budget = budget;
   }
   return {};
 }

@@ -138,6 +138,31 @@ TEST(ClusterManagerTest, MaxRequestsOverflows) {
   EXPECT_TRUE(f.cm.pickEndpoint("c"));
 }
 
+TEST(ClusterManagerTest, EachRoutingPriorityHasItsOwnBudgets) {
+  Fixture f;
+  auto c = f.addCluster("c", {{"10.0.0.1", 0}});
+  c->circuit_breakers = {1, 1, 1};
+  c->high_circuit_breakers = {1, 1, 2};
+  f.publish();
+  ClusterManager::PickContext high;
+  high.priority = config::RoutingPriority::High;
+  auto d1 = f.cm.pickEndpoint("c");
+  ASSERT_TRUE(d1);
+  EXPECT_FALSE(f.cm.pickEndpoint("c"));  // DEFAULT's max_requests 1 is in use
+  auto h1 = f.cm.pickEndpoint("c", high);
+  auto h2 = f.cm.pickEndpoint("c", high);
+  ASSERT_TRUE(h1 && h2);  // HIGH counts its own, up to 2
+  EXPECT_FALSE(f.cm.pickEndpoint("c", high));
+  auto cx = f.cm.reserveConnection("c");
+  ASSERT_TRUE(cx);
+  EXPECT_FALSE(f.cm.reserveConnection("c"));
+  EXPECT_TRUE(f.cm.reserveConnection("c", config::RoutingPriority::High));
+  auto pending = f.cm.reservePending("c");
+  ASSERT_TRUE(pending);
+  EXPECT_FALSE(f.cm.reservePending("c"));
+  EXPECT_TRUE(f.cm.reservePending("c", config::RoutingPriority::High));
+}
+
 TEST(ClusterManagerTest, ConnectionAndPendingLimitsAreSharedByWorkers) {
   auto registry = std::make_shared<ResourceRegistry>();
   auto table = std::make_shared<config::ClusterTable>();

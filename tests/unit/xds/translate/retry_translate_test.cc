@@ -122,6 +122,28 @@ TEST(TranslateRetryPolicy, Rejections) {
   expectRejected(routesWith(R"(retry_policy { retry_on: "bogus" })", ""), "virtual_hosts[0].retry_policy.retry_on");
 }
 
+TEST(TranslateRoutingPriority, RouteAndThresholds) {
+  auto high = routesWith("", "", "priority: HIGH");
+  ASSERT_TRUE(high) << high.error().describe();
+  EXPECT_EQ(high->virtual_hosts[0].routes[0].route->priority, config::RoutingPriority::High);
+  auto plain = routesWith("", "");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->virtual_hosts[0].routes[0].route->priority, config::RoutingPriority::Default);
+  auto unknown = routesWith("", "", "priority: 7");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().where, "virtual_hosts[0].routes[0].route.priority");
+
+  auto cluster = translateCluster(parse<Cluster>(R"(name: "c" circuit_breakers {
+      thresholds { max_requests { value: 5 } }
+      thresholds { priority: HIGH max_requests { value: 50 } max_connections { value: 7 } } })"));
+  ASSERT_TRUE(cluster) << cluster.error().describe();
+  EXPECT_EQ(cluster->breakers(config::RoutingPriority::Default).max_requests, 5u);
+  EXPECT_EQ(cluster->breakers(config::RoutingPriority::Default).max_connections, 1024u);
+  EXPECT_EQ(cluster->breakers(config::RoutingPriority::High).max_requests, 50u);
+  EXPECT_EQ(cluster->breakers(config::RoutingPriority::High).max_connections, 7u);
+  EXPECT_EQ(cluster->breakers(config::RoutingPriority::High).max_pending_requests, 1024u);
+}
+
 TEST(TranslateHedgePolicy, RouteReplacesVirtualHost) {
   auto vhost = routesWith(R"(hedge_policy { hedge_on_per_try_timeout: true })", "");
   ASSERT_TRUE(vhost) << vhost.error().describe();
@@ -158,6 +180,8 @@ TEST(TranslateRetryLimits, MaxRetriesAndBudget) {
       thresholds { priority: HIGH max_retries { value: 9 } } })"));
   ASSERT_TRUE(limited) << limited.error().describe();
   EXPECT_EQ(limited->retry_limits.max_retries, 1u);
+  EXPECT_EQ(limited->high_retry_limits.max_retries, 9u);
+  EXPECT_EQ(limited->retryLimits(config::RoutingPriority::High).max_retries, 9u);
 
   auto budget = translateCluster(parse<Cluster>(
       R"(name: "c" circuit_breakers { thresholds { retry_budget { budget_percent { value: 50 } } } })"));
