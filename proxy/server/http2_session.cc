@@ -324,14 +324,14 @@ Http2Session::Http2Session(WorkerServices services, std::shared_ptr<const Pod> p
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   cx_active_.add(1);
-  flush_check_ = new uv_check_t{};
-  uv_check_init(services_.dispatcher.loop(), flush_check_);
-  flush_check_->data = this;
+  flush_idle_ = new uv_idle_t{};
+  uv_idle_init(services_.dispatcher.loop(), flush_idle_);
+  flush_idle_->data = this;
 }
 
 Http2Session::~Http2Session() {
-  flush_check_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(flush_check_), [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  flush_idle_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   streams_.clear();
   pod_->tenant->downstream_cx_active->add(-1);
   pod_->tenant->budget.releaseConnection();  // charged at accept, like every session
@@ -370,8 +370,8 @@ void Http2Session::onData(std::string_view data) {
 void Http2Session::scheduleFlush() {
   if (closed_ || flush_scheduled_) return;
   flush_scheduled_ = true;
-  uv_check_start(flush_check_, [](uv_check_t* handle) {
-    uv_check_stop(handle);
+  uv_idle_start(flush_idle_, [](uv_idle_t* handle) {
+    uv_idle_stop(handle);
     auto* self = static_cast<Http2Session*>(handle->data);
     if (self == nullptr) return;
     self->flush_scheduled_ = false;

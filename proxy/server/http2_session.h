@@ -72,7 +72,9 @@ private:
   // Writes the codec's output while the socket keeps up.
   void flush();
   // What upstream events of one loop iteration produce leaves in one write: the flush
-  // runs after that iteration's I/O callbacks (a uv_check handle).
+  // runs in the loop's idle phase, after that iteration's I/O callbacks or, when a timer
+  // asked, before the loop polls again. (A uv_check handle ran only after the poll, which
+  // blocks until the next event: a reply made in a timer callback waited up to a second.)
   void scheduleFlush();
   void close();
   void countStatus(int status);
@@ -99,7 +101,7 @@ private:
   std::string out_;
   bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
   bool flush_pending_ = false;
-  uv_check_t* flush_check_;  // freed in its close callback, which may run after we are gone
+  uv_idle_t* flush_idle_;  // freed in its close callback, which may run after we are gone
   bool flush_scheduled_ = false;
   bool closed_ = false;
   config::ConnectionLifetime lifetime_;
