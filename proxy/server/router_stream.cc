@@ -38,6 +38,7 @@ void RouterStream::start(const router::RouteDecision& decision, bool request_end
   // A session may run one stream after another (HTTP/1.1 keep-alive): nothing of the last
   // request's stays.
   cancel();
+  uint64_t request = ++requests_started_;
   request_ended_ = false;
   trailers_ = {};
   response_started_ = false;
@@ -56,7 +57,8 @@ void RouterStream::start(const router::RouteDecision& decision, bool request_end
         [] { return std::chrono::system_clock::now(); });
   }
   startAttempt();
-  if (request_ended) end();
+  // Unless the first attempt's answer already let the session start its next request.
+  if (request_ended && request == requests_started_) end();
 }
 
 void RouterStream::startAttempt() {

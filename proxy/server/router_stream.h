@@ -138,6 +138,7 @@ private:
   std::string cluster_;
   config::RoutingPriority priority_ = config::RoutingPriority::Default;
   std::vector<std::unique_ptr<Attempt>> attempts_;  // more than one only while hedging
+  uint64_t requests_started_ = 0;
   bool request_ended_ = false;
   http::HeaderMap trailers_;
   bool response_started_ = false;
