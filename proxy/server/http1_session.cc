@@ -260,46 +260,15 @@ void Http1Session::armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chr
 // Envoy's answers: 408 while no response has begun, else the connection closes.
 void Http1Session::onStreamTimeout(StreamTimeout kind) {
   if (closed_) return;
-  const char* body = "stream timeout\n";
-  switch (kind) {
-    case StreamTimeout::Headers:
-      pod_->tenant->downstream_rq_headers_timeout->inc();
-      body = "request header timeout\n";
-      break;
-    case StreamTimeout::Request:
-      pod_->tenant->downstream_rq_request_timeout->inc();
-      body = "request timeout\n";
-      break;
-    case StreamTimeout::Idle:
-      pod_->tenant->downstream_rq_idle_timeout->inc();
-      break;
-    case StreamTimeout::MaxDuration:
-      pod_->tenant->downstream_rq_max_duration_reached->inc();
-      body = "downstream duration timeout\n";
-      break;
-  }
+  std::string_view body = recordStreamTimeout(kind, *pod_->tenant, log_);
   spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
-  switch (kind) {
-    case StreamTimeout::Headers:
-      log_.response_code_details = "request_header_timeout";
-      break;
-    case StreamTimeout::Request:
-      log_.response_code_details = "request_overall_timeout";
-      break;
-    case StreamTimeout::Idle:
-      log_.fail(Flag::StreamIdleTimeout, "stream_idle_timeout");
-      break;
-    case StreamTimeout::MaxDuration:
-      log_.fail(Flag::DurationTimeout, "max_duration_timeout");
-      break;
-  }
   if (router_) router_->cancel();
   if (response_started_ && in_exchange_) {
     flushResponse();
     close();
     return;
   }
-  bool grpc = request_.headers.get("content-type").value_or("").starts_with("application/grpc");
+  bool grpc = isGrpcRequest(request_);
   if (kind == StreamTimeout::MaxDuration && (request_complete_ || grpc)) {
     // Envoy: 504 once the request is in, 408 before; gRPC: DEADLINE_EXCEEDED either way.
     onRouterReply({504, "upstream request timeout\n", grpc});
@@ -449,12 +418,8 @@ void Http1Session::sendGrpcDeadlineExceeded() {
   response_started_ = true;
   countStatus(200);
   log_.response_code = 200;
-  http::ResponseHead head;
-  head.status = 200;
-  head.content_length = 0;
-  head.headers.add("content-type", "application/grpc");
-  head.headers.add("grpc-status", "4");
-  head.headers.add("grpc-message", "upstream request timeout");
+  auto head = grpcDeadlineExceededHead();
+  head.content_length = 0;  // HTTP/1.1 framing: no body
   downstream_->write(http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_));
   if (close_after_response_) {
     in_exchange_ = false;

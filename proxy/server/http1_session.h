@@ -17,6 +17,7 @@
 #include "proxy/server/pod.h"
 #include "proxy/server/router_stream.h"
 #include "proxy/server/tunnel.h"
+#include "proxy/server/upstream_request.h"
 #include "proxy/upstream/cluster_manager.h"
 #include "proxy/upstream/connection_pool.h"
 #include "proxy/upstream/http2_pool.h"
@@ -99,7 +100,6 @@ private:
   // timers stop.
   void endRequest();
   // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
-  enum class StreamTimeout { Headers, Request, Idle, MaxDuration };
   void beginStreamTimers();
   void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
   void onStreamTimeout(StreamTimeout kind);

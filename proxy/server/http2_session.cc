@@ -162,8 +162,6 @@ public:
   void onUpstreamActivity() override { onActivity(); }
 
 private:
-  enum class StreamTimeout { Request, Idle, MaxDuration };
-
   void armTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind) {
     if (!timer) timer = session_.services_.dispatcher.createTimer([this, kind] { onStreamTimeout(kind); });
     timer->enable(after);
@@ -176,30 +174,13 @@ private:
   // Envoy's answers, as for HTTP/1.1: 408 while no response has begun (504 or gRPC
   // DEADLINE_EXCEEDED for max_stream_duration once the request is in), else a reset.
   void onStreamTimeout(StreamTimeout kind) {
-    auto& tenant = *session_.pod_->tenant;
-    const char* body = "stream timeout\n";
-    switch (kind) {
-      case StreamTimeout::Request:
-        tenant.downstream_rq_request_timeout->inc();
-        log_.response_code_details = "request_overall_timeout";
-        body = "request timeout\n";
-        break;
-      case StreamTimeout::Idle:
-        tenant.downstream_rq_idle_timeout->inc();
-        log_.fail(accesslog::ResponseFlag::StreamIdleTimeout, "stream_idle_timeout");
-        break;
-      case StreamTimeout::MaxDuration:
-        tenant.downstream_rq_max_duration_reached->inc();
-        log_.fail(accesslog::ResponseFlag::DurationTimeout, "max_duration_timeout");
-        body = "downstream duration timeout\n";
-        break;
-    }
+    std::string_view body = recordStreamTimeout(kind, *session_.pod_->tenant, log_);
     if (router_) router_->cancel();
     if (response_started_) {
       resetStream();
       return;
     }
-    bool grpc = request_.headers.get("content-type").value_or("").starts_with("application/grpc");
+    bool grpc = isGrpcRequest(request_);
     if (kind == StreamTimeout::MaxDuration && (request_ended_ || grpc)) {
       onRouterReply({504, "upstream request timeout\n", grpc});
       return;
@@ -274,11 +255,7 @@ private:
     response_started_ = true;
     session_.countStatus(200);
     log_.response_code = 200;
-    http::ResponseHead head;
-    head.status = 200;
-    head.headers.add("content-type", "application/grpc");
-    head.headers.add("grpc-status", "4");
-    head.headers.add("grpc-message", "upstream request timeout");
+    auto head = grpcDeadlineExceededHead();
     if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
     session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), true);
     responseEnded();

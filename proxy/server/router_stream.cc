@@ -20,10 +20,6 @@ using router::AttemptFailure;
 constexpr size_t kQueuedHighWatermark = 256 * 1024;
 constexpr size_t kPendingLimit = 64 * 1024;
 
-bool isGrpc(const http::RequestHead& request) {
-  return request.headers.get("content-type").value_or("").starts_with("application/grpc");
-}
-
 }  // namespace
 
 RouterStream::RouterStream(WorkerServices& services, const Pod& pod, Downstream& downstream,
@@ -444,7 +440,7 @@ void RouterStream::reply(int status, std::string body) {
 void RouterStream::replyTimeout() {
   finish();
   releaseAll();
-  downstream_.onRouterReply({504, "upstream request timeout\n", isGrpc(request_)});
+  downstream_.onRouterReply({504, "upstream request timeout\n", isGrpcRequest(request_)});
 }
 
 // The response is decided (complete, an answer of the router's own, or aborted): timers
