@@ -74,8 +74,9 @@ common::Result<void> App::start() {
                capture_->pinDir().string());
 
   hooks_ = std::make_unique<BpfSocketHooks>(*capture_);
-  server_ = std::make_unique<server::Server>(main_, effectiveWorkers(bootstrap_),
-                                             server::WorkerHooks{hooks_.get(), hooks_.get()}, stats_);
+  server::WorkerHooks worker_hooks{hooks_.get(), hooks_.get()};
+  worker_hooks.drain_timeout = std::chrono::seconds(bootstrap_.drain_timeout_seconds);
+  server_ = std::make_unique<server::Server>(main_, effectiveWorkers(bootstrap_), worker_hooks, stats_);
   server_->start();
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
   pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));

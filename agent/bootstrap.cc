@@ -253,6 +253,13 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          return {};
        }},
       {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
+      {"drain_timeout",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 0, 3600);
+         if (!v) return std::unexpected(v.error());
+         b.drain_timeout_seconds = static_cast<uint32_t>(*v);
+         return {};
+       }},
       {"xds.address",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -546,6 +553,7 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::Key << "on_unreachable" << YAML::Value << (b.enrollment.allow_uncaptured ? "allow" : "fail");
   out << YAML::EndMap;
   out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
+  out << YAML::Key << "drain_timeout" << YAML::Value << b.drain_timeout_seconds;
   out << YAML::Key << "xds" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
   out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;

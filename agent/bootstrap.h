@@ -75,6 +75,10 @@ struct Bootstrap {
 
   std::filesystem::path state_dir = "/var/lib/culvert";
 
+  // Seconds a busy upstream connection to an endpoint that left its cluster may go on
+  // (HTTP/1.1: until its response ends; HTTP/2: after its GOAWAY) before it is closed.
+  uint32_t drain_timeout_seconds = 30;
+
   struct Xds {
     // "host:port" (IP literal) or "unix:PATH"; empty = no control plane, resource files only.
     std::string address;
@@ -130,6 +134,7 @@ enrollment:
   socket: /run/culvert/cni.sock
   on_unreachable: fail
 state_dir: /var/lib/culvert
+drain_timeout: 30
 xds:
   address: ""
   max_stale: 86400

@@ -16,6 +16,7 @@ constexpr uint32_t kRefusedStream = 0x7;
 // A pooled HTTP/1.1 connection of the attempt's own, returned to the pool when the
 // exchange ends cleanly.
 class Http1Attempt final : public UpstreamAttempt,
+                           public upstream::LentConnection,
                            public network::ConnectionCallbacks,
                            public http::http1::ParserCallbacks {
 public:
@@ -71,6 +72,7 @@ public:
     done_ = true;
     connecting_.reset();
     share_pause_.reset();
+    services_.pool.giveBack(*this);
     if (connection_) {
       connection_->setCallbacks(nullptr);
       connection_->close();
@@ -113,6 +115,15 @@ public:
   }
   void onMessageComplete() override { response_complete_ = true; }
 
+  // upstream::LentConnection: the endpoint left its cluster and this exchange outlived
+  // the drain timeout.
+  void onDrainTimeout() override {
+    if (done_ || !connection_) return;
+    connection_->setCallbacks(nullptr);
+    connection_->close();
+    fail(AttemptFailure::Reset, "upstream " + key_.endpoint + " left its cluster: closed at the drain timeout");
+  }
+
 private:
   void onReady(common::Result<std::unique_ptr<network::TcpConnection>> connection) {
     connecting_.reset();
@@ -124,6 +135,7 @@ private:
     }
     connection_ = std::move(*connection);
     connection_->setCallbacks(this);
+    services_.pool.lend(*this, key_);
     applyReading();
     framing_ = http::http1::requestFraming(request_);
     // A request that ended without a body and without a length (an HTTP/2 client's
@@ -161,6 +173,7 @@ private:
   void complete() {
     done_ = true;
     share_pause_.reset();
+    services_.pool.giveBack(*this);
     if (reusable_ && ended_ && connection_) {
       connection_->setCallbacks(nullptr);
       services_.pool.release(key_, std::move(connection_));
@@ -171,6 +184,7 @@ private:
   void fail(AttemptFailure failure, const std::string& reason) {
     done_ = true;
     share_pause_.reset();
+    services_.pool.giveBack(*this);
     callbacks_.onAttemptFailed(*this, failure, reason, head_seen_);
   }
 

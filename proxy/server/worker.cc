@@ -24,7 +24,7 @@ Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
     : index_(index), hooks_(hooks), stats_(stats), dispatcher_("worker_" + std::to_string(index)),
       scheduler_(&dispatcher_),
       clusters_(upstream::ClusterManager::Options{&stats, hooks.resources, {}, [this] { return dispatcher_.now(); }}),
-      pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout, &stats),
+      pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout, &stats, hooks.drain_timeout),
       http2_pool_(dispatcher_, pool_, stats),
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},

@@ -43,6 +43,9 @@ struct WorkerHooks {
   std::shared_ptr<upstream::ResourceRegistry> resources{};
   // Access-log files (the Server's); null = no access logging.
   accesslog::LogManager* access_logs = nullptr;
+  // How long a busy upstream connection to an endpoint that left its cluster may go on
+  // before it is ended (bootstrap `drain_timeout`).
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
 };
 
 // One worker thread: its loop, its share of every pod's listener group, the connections

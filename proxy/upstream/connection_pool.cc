@@ -86,12 +86,86 @@ private:
 
 }  // namespace
 
-ConnectionPool::ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger,
-                               std::chrono::milliseconds idle_timeout, common::StatsStore* stats)
-    : dispatcher_(dispatcher), tagger_(tagger), idle_timeout_(idle_timeout), stats_(stats),
-      sweep_(dispatcher, [this] { sweep(); }) {}
+LentConnection::~LentConnection() {
+  if (pool_) pool_->giveBack(*this);
+}
 
-ConnectionPool::~ConnectionPool() = default;
+ConnectionPool::ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger,
+                               std::chrono::milliseconds idle_timeout, common::StatsStore* stats,
+                               std::chrono::milliseconds drain_timeout)
+    : dispatcher_(dispatcher), tagger_(tagger), idle_timeout_(idle_timeout), stats_(stats),
+      drain_timeout_(drain_timeout), sweep_(dispatcher, [this] { sweep(); }) {}
+
+ConnectionPool::~ConnectionPool() {
+  while (lent_) giveBack(*lent_);
+}
+
+void ConnectionPool::lend(LentConnection& lent, const PoolKey& key) {
+  if (lent.pool_) giveBack(lent);
+  lent.pool_ = this;
+  lent.key_ = &key;
+  lent.prev_ = nullptr;
+  lent.next_ = lent_;
+  if (lent_) lent_->prev_ = &lent;
+  lent_ = &lent;
+  if (!isLive(key)) {
+    // Lent after its endpoint left (a connection made just before): it drains from now.
+    lent.drain_deadline_ = dispatcher_.now() + drain_timeout_;
+    ++lent_draining_;
+    sweep_.request(lent.drain_deadline_);
+  }
+}
+
+void ConnectionPool::giveBack(LentConnection& lent) {
+  if (lent.pool_ != this) return;
+  if (lent.prev_) {
+    lent.prev_->next_ = lent.next_;
+  } else {
+    lent_ = lent.next_;
+  }
+  if (lent.next_) lent.next_->prev_ = lent.prev_;
+  if (lent.drain_deadline_ != EarliestDeadline::kNever) --lent_draining_;
+  lent.pool_ = nullptr;
+  lent.key_ = nullptr;
+  lent.prev_ = lent.next_ = nullptr;
+  lent.drain_deadline_ = EarliestDeadline::kNever;
+}
+
+void ConnectionPool::startLentDrains() {
+  auto deadline = dispatcher_.now() + drain_timeout_;
+  bool started = false;
+  for (auto* lent = lent_; lent; lent = lent->next_) {
+    if (lent->drain_deadline_ != EarliestDeadline::kNever || isLive(*lent->key_)) continue;
+    lent->drain_deadline_ = deadline;
+    ++lent_draining_;
+    started = true;
+  }
+  if (started) sweep_.request(deadline);
+}
+
+EarliestDeadline::TimePoint ConnectionPool::endDueLentDrains(EarliestDeadline::TimePoint now) {
+  // Ending a loan calls out to its holder, which may give back or destroy any other loan
+  // (a request ending its hedged attempts): find the next due one from the head again.
+  for (;;) {
+    auto next = EarliestDeadline::kNever;
+    LentConnection* due = nullptr;
+    for (auto* lent = lent_; lent && !due; lent = lent->next_) {
+      if (lent->drain_deadline_ <= now && isLive(*lent->key_)) {
+        // Its endpoint came back before the deadline: no longer draining.
+        lent->drain_deadline_ = EarliestDeadline::kNever;
+        --lent_draining_;
+      } else if (lent->drain_deadline_ <= now) {
+        due = lent;
+      } else {
+        next = std::min(next, lent->drain_deadline_);
+      }
+    }
+    if (!due) return next;
+    countLifetimeEnd(*due->key_, LifetimeEnd::DrainTimeout);
+    giveBack(*due);
+    due->onDrainTimeout();
+  }
+}
 
 std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest& request, Ready ready) {
   if (auto it = idle_.find(request.key); it != idle_.end()) {
@@ -166,7 +240,7 @@ void ConnectionPool::closeLater(std::unique_ptr<network::TcpConnection> connecti
 
 void ConnectionPool::sweep() {
   auto now = dispatcher_.now();
-  auto next = EarliestDeadline::kNever;
+  auto next = lent_draining_ > 0 ? endDueLentDrains(now) : EarliestDeadline::kNever;
   for (auto it = idle_.begin(); it != idle_.end();) {
     auto& list = it->second;
     for (auto li = list.begin(); li != list.end();) {
@@ -199,9 +273,13 @@ void ConnectionPool::countLifetimeEnd(const PoolKey& key, LifetimeEnd why) {
     stats_->counter("culvert_upstream_cx_idle_timeout_total", labels,
                     "Pooled upstream connections closed after the cluster's idle_timeout")
         .inc();
-  } else {
+  } else if (why == LifetimeEnd::MaxDuration) {
     stats_->counter("culvert_upstream_cx_max_duration_reached_total", labels,
                     "Upstream connections closed, not reused, past the cluster's max_connection_duration")
+        .inc();
+  } else {
+    stats_->counter("culvert_upstream_cx_drain_timeout_total", labels,
+                    "Upstream connections to an endpoint that left its cluster, ended busy at the drain timeout")
         .inc();
   }
 }
@@ -248,6 +326,7 @@ void ConnectionPool::setLiveEndpoints(LiveEndpoint is_live) {
   for (auto it = idle_.begin(); it != idle_.end();) {
     it = isLive(it->first) ? std::next(it) : idle_.erase(it);
   }
+  startLentDrains();
 }
 
 size_t ConnectionPool::idleCount() const {

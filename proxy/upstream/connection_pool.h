@@ -69,8 +69,36 @@ private:
   TimePoint armed_ = kNever;
 };
 
-// Why the pool closed a connection it kept (a counter per cluster each).
-enum class LifetimeEnd { IdleTimeout, MaxDuration };
+// Why the pool closed a connection (a counter per cluster each).
+enum class LifetimeEnd { IdleTimeout, MaxDuration, DrainTimeout };
+
+class ConnectionPool;
+
+// An HTTP/1.1 connection out of the pool for one exchange (ConnectionPool::lend). The pool
+// lists what it lent so that when an endpoint leaves its cluster, connections to it that
+// are still busy after the drain timeout can be ended (DESIGN §5). Intrusive: lending
+// allocates nothing.
+class LentConnection {
+public:
+  LentConnection() = default;
+  LentConnection(const LentConnection&) = delete;
+  LentConnection& operator=(const LentConnection&) = delete;
+
+  // The endpoint left its cluster the drain timeout ago and the exchange still runs: the
+  // holder closes the connection. Called once, after the pool has let go of the loan.
+  virtual void onDrainTimeout() = 0;
+
+protected:
+  ~LentConnection();  // gives the loan back
+
+private:
+  friend class ConnectionPool;
+  ConnectionPool* pool_ = nullptr;  // null: not lent
+  const PoolKey* key_ = nullptr;
+  LentConnection* prev_ = nullptr;
+  LentConnection* next_ = nullptr;
+  EarliestDeadline::TimePoint drain_deadline_ = EarliestDeadline::kNever;
+};
 
 // One worker's HTTP/1.1 upstream connections: keep-alive reuse, closed after the
 // cluster's idle_timeout, never reused past its max_connection_duration.
@@ -79,9 +107,11 @@ public:
   using Ready = std::function<void(common::Result<std::unique_ptr<network::TcpConnection>>)>;
 
   // `idle_timeout` holds for clusters the lifetime lookup does not know. `stats` (may be
-  // null) gets the per-cluster lifetime counters.
+  // null) gets the per-cluster lifetime counters. `drain_timeout`: how long a busy
+  // connection to an endpoint that left its cluster may go on before it is ended.
   ConnectionPool(event::Dispatcher& dispatcher, network::SocketTagger* tagger, std::chrono::milliseconds idle_timeout,
-                 common::StatsStore* stats = nullptr);
+                 common::StatsStore* stats = nullptr,
+                 std::chrono::milliseconds drain_timeout = std::chrono::seconds(30));
   ~ConnectionPool();
 
   // Calls `ready` with an idle pooled connection (synchronously) or a new one once
@@ -89,12 +119,17 @@ public:
   std::unique_ptr<PendingConnection> acquire(const ConnectRequest& request, Ready ready);
   // Parks a connection whose last exchange ended cleanly for reuse.
   void release(const PoolKey& key, std::unique_ptr<network::TcpConnection> connection);
+  // Lists a connection acquired for `key` as busy (`key` must outlive the loan) until
+  // giveBack() or the loan's destruction.
+  void lend(LentConnection& lent, const PoolKey& key);
+  void giveBack(LentConnection& lent);
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
   // Whether (cluster, "ip:port") exists in the configuration now; set again after every
   // configuration change. Idle connections to anything else close at once; busy ones
-  // close instead of being parked when their exchange ends (DESIGN §5: an endpoint that
-  // leaves its cluster drains). A question, not a copy of every endpoint: the cluster
+  // close instead of being parked when their exchange ends, or are ended drain_timeout
+  // after the change if it still runs (DESIGN §5: an endpoint that leaves its cluster
+  // drains). A question, not a copy of every endpoint: the cluster
   // manager answers it from the configuration it already holds (for a LOGICAL_DNS
   // cluster every endpoint stays live: a new address is for new connections only).
   using LiveEndpoint = std::function<bool(std::string_view cluster, std::string_view endpoint)>;
@@ -108,6 +143,7 @@ public:
   config::ConnectionLifetime lifetimeOf(const PoolKey& key) const;
   // Counts a connection closed for `why` (also for the HTTP/2 pool's connections).
   void countLifetimeEnd(const PoolKey& key, LifetimeEnd why);
+  std::chrono::milliseconds drainTimeout() const { return drain_timeout_; }
 
   // Whether acquire() would reuse a parked connection rather than make one.
   bool hasIdle(const PoolKey& key) const;
@@ -119,11 +155,18 @@ private:
   void removeIdle(Idle* idle);
   void sweep();
   void closeLater(std::unique_ptr<network::TcpConnection> connection);
+  // Starts the drain clock of lent connections whose endpoint is no longer live.
+  void startLentDrains();
+  // Ends the lent connections whose drain deadline passed; the earliest one still ahead.
+  EarliestDeadline::TimePoint endDueLentDrains(EarliestDeadline::TimePoint now);
 
   event::Dispatcher& dispatcher_;
   network::SocketTagger* tagger_;
   std::chrono::milliseconds idle_timeout_;
   common::StatsStore* stats_;
+  std::chrono::milliseconds drain_timeout_;
+  LentConnection* lent_ = nullptr;  // head of the lent list
+  size_t lent_draining_ = 0;        // lent connections with a drain deadline
   LifetimeOf lifetime_of_;  // empty = idle_timeout_, no maximum
   std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;

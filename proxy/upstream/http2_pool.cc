@@ -255,6 +255,9 @@ void Http2Pool::onConnected(const PoolKey& key, common::Result<std::unique_ptr<n
     }
   }
   firing_ = nullptr;
+  // Made for an endpoint that left while it connected: it serves the requests that waited
+  // for it and drains like the others.
+  if (connection && !connection->closed_ && !sockets_.isLive(connection->key())) drainLeftEndpoint(*connection);
 }
 
 void Http2Pool::removeWaiter(const PoolKey& key, Waiter* waiter) {
@@ -297,8 +300,15 @@ void Http2Pool::scheduleLifetime(const Http2Connection& connection) {
 void Http2Pool::sweep() {
   auto now = dispatcher_.now();
   auto next = EarliestDeadline::kNever;
-  std::vector<Http2Connection*> due;
+  std::vector<Http2Connection*> due, drain_over;
   for (auto& [key, connection] : connections_) {
+    if (connection->closed_) continue;
+    if (connection->drain_deadline_ <= now) {
+      sockets_.countLifetimeEnd(key, LifetimeEnd::DrainTimeout);
+      drain_over.push_back(connection.get());
+      continue;
+    }
+    next = std::min(next, connection->drain_deadline_);
     auto [end, why] = lifetimeEnd(*connection);
     if (end <= now) {
       sockets_.countLifetimeEnd(key, why);
@@ -308,6 +318,10 @@ void Http2Pool::sweep() {
     }
   }
   for (auto* c : due) drain(*c);
+  // Failing a connection calls its streams back, and they may open streams elsewhere (a
+  // retry): the connections are collected first. Retired ones are deleted later, so the
+  // pointers stay valid here.
+  for (auto* c : drain_over) c->fail("upstream " + c->key().endpoint + " left its cluster: closed at the drain timeout");
   if (next != EarliestDeadline::kNever) sweep_.request(next);
 }
 
@@ -319,12 +333,24 @@ void Http2Pool::drain(Http2Connection& connection) {
   connection.maybeRetire();
 }
 
+void Http2Pool::drainLeftEndpoint(Http2Connection& connection) {
+  if (connection.drain_deadline_ == EarliestDeadline::kNever) {
+    connection.drain_deadline_ = dispatcher_.now() + sockets_.drainTimeout();
+    sweep_.request(connection.drain_deadline_);
+  }
+  if (!connection.draining_) drain(connection);
+}
+
 void Http2Pool::drainDeadEndpoints() {
   std::vector<Http2Connection*> dead;
   for (auto& [key, connection] : connections_) {
-    if (!connection->draining_ && !connection->closed_ && !sockets_.isLive(key)) dead.push_back(connection.get());
+    // Also ones already draining (a GOAWAY, max_connection_duration): their streams get
+    // the same deadline.
+    if (!connection->closed_ && connection->drain_deadline_ == EarliestDeadline::kNever && !sockets_.isLive(key)) {
+      dead.push_back(connection.get());
+    }
   }
-  for (auto* c : dead) drain(*c);
+  for (auto* c : dead) drainLeftEndpoint(*c);
 }
 
 void Http2Pool::drainPod(uint64_t pod_id) {

@@ -84,6 +84,8 @@ private:
   bool draining_ = false;  // GOAWAY received or sent: no new streams
   bool closed_ = false;
   std::chrono::steady_clock::time_point idle_since_;
+  // Set when its endpoint left its cluster: streams still open then are ended.
+  EarliestDeadline::TimePoint drain_deadline_ = EarliestDeadline::kNever;
   friend class Http2Pool;
 };
 
@@ -105,7 +107,8 @@ public:
   std::unique_ptr<PendingConnection> acquire(const ConnectRequest& request, Ready ready);
   void drainPod(uint64_t pod_id);
   // After a configuration change: connections whose endpoint left its cluster take no new
-  // streams (GOAWAY) and close once their streams finish — at once when they have none.
+  // streams (GOAWAY) and close once their streams finish — at once when they have none,
+  // and with the streams still open at the pool's drain timeout.
   void drainDeadEndpoints();
   size_t connectionCount() const { return connections_.size(); }
   event::Dispatcher& dispatcher() { return dispatcher_; }
@@ -121,6 +124,8 @@ private:
   void removeWaiter(const PoolKey& key, Waiter* waiter);
   void retire(Http2Connection* connection);
   void drain(Http2Connection& connection);
+  // Drains a connection whose endpoint left, ending it at the drain timeout.
+  void drainLeftEndpoint(Http2Connection& connection);
   // Asks the sweep to run when `connection` reaches its idle or maximum lifetime.
   void scheduleLifetime(const Http2Connection& connection);
   // When `connection` is due to drain (kNever: not due), and why.

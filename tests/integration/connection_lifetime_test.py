@@ -12,12 +12,16 @@ its peer closed it. One worker, so that every request shares one pool. The downs
 checks use a second VIP (10.96.0.11) whose connection manager closes idle keep-alive
 connections and drains old ones, and a third (10.96.0.12, codec AUTO, drain_timeout
 200 ms) that HTTP/2 clients reach: the drain there is Envoy's (GOAWAY 2^31-1 notice, the
-final GOAWAY drain_timeout later, close once the admitted streams are done).
+final GOAWAY drain_timeout later, close once the admitted streams are done). Last, an
+endpoint leaving its cluster (bootstrap drain_timeout 1 s): requests stalled on it are
+ended at the drain timeout — a 503 without a retry policy, a retry to the new endpoint
+with retry_on: reset.
 """
 
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import uuid
@@ -39,6 +43,9 @@ DOWNSTREAM_MAX = 0.8
 H2_VIP = "10.96.0.12"
 H2_DRAIN = 0.2
 SHUTDOWN_NOTICE_ID = 2**31 - 1
+ENDPOINT_DRAIN = 1.0  # bootstrap drain_timeout, seconds
+# The resource directory is re-read 200 ms after the last change; then the apply.
+RELOAD_SLACK = 0.6
 
 
 def cluster(name: str, ip: str, common: str) -> str:
@@ -83,6 +90,10 @@ resources:
               route: {{cluster: idle}}
             - match: {{prefix: "/aged"}}
               route: {{cluster: aged}}
+            - match: {{prefix: "/leaving-retry"}}
+              route: {{cluster: leaving, retry_policy: {{retry_on: reset, num_retries: 1}}}}
+            - match: {{prefix: "/leaving"}}
+              route: {{cluster: leaving}}
         http_filters:
         - name: envoy.filters.http.router
           typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
@@ -135,6 +146,32 @@ resources:
           typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 """ + cluster("plain", SERVERS["a"], "") + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
     "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
+
+def leaving_cluster(server: str) -> str:
+    return "version_info: \"1\"\nresources:" + cluster("leaving", SERVERS[server], "")
+
+
+# One request for `path` that the upstream stalls (only its first attempt, with
+# x-fault-fail-first); prints its status (or "none") and when it ended.
+STALLED_CLIENT = r"""
+import socket, sys, time
+vip, path, key = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.create_connection((vip, 80), timeout=30)
+s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nx-fault-key: %s\r\nx-fault-stall: 1\r\nx-fault-fail-first: 1\r\n"
+           "Connection: close\r\n\r\n" % (path, key)).encode())
+data = b""
+try:
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+except OSError:
+    pass
+print("STATUS=%s ENDED=%.4f" % (data.split(b" ", 2)[1].decode() if b" " in data else "none", time.monotonic()),
+      flush=True)
+"""
+
 
 # Sends `count` requests for `path`, one every `gap` seconds, each on a new downstream
 # connection (so that only the upstream side is pooled); prints each status.
@@ -335,8 +372,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     for name, pod in pods.items():
         FaultUpstream.start(net, pod, PORT, name, log)
 
-    d = Culvertd(net, args, R, workers=1)
-    d.start({"lifetime.yaml": RESOURCES})
+    d = Culvertd(net, args, R, workers=1, extra_bootstrap=f"drain_timeout: {ENDPOINT_DRAIN:.0f}\n")
+    d.start({"lifetime.yaml": RESOURCES, "leaving.yaml": leaving_cluster("a")})
     d.enroll(client)
     script = net.path("sequential_client.py")
     with open(script, "w") as f:
@@ -497,6 +534,45 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("nghttp: the notice, then the final GOAWAY naming its stream; the answer 200; exit 0",
             cp.returncode == 0 and len(request_ids) == 1 and seen == [SHUTDOWN_NOTICE_ID, int(request_ids[0])]
             and ":status: 200" in cp.stdout, describe(cp))
+
+    # --- an endpoint leaves its cluster (DESIGN §5): two requests stalled on it are ended
+    # at the drain timeout; the one whose route retries on reset goes to the new endpoint.
+    stalled = net.path("stalled_client.py")
+    with open(stalled, "w") as f:
+        f.write(STALLED_CLIENT)
+    keys = {path: f"leaving-{uuid.uuid4().hex[:8]}" for path in ("/leaving", "/leaving-retry")}
+    procs = {path: client.spawn([th.PYTHON, "-B", stalled, VIP, path, key], cgroup=d.cgroup,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for path, key in keys.items()}
+    both_stalled = wait_for(lambda: all(attempts(log, key) for key in keys.values()))
+    R.check("endpoint drain: both requests reached a and stall there", bool(both_stalled),
+            str({k: attempts(log, k) for k in keys.values()}))
+    left = time.monotonic()
+    d.write_resources("leaving.yaml", leaving_cluster("b"))
+    ended = {}
+    for path, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            net.stop(proc)
+            out, err = proc.communicate()
+        m = re.search(r"STATUS=(\S+) ENDED=([0-9.]+)", out)
+        ended[path] = (m.group(1), float(m.group(2)) - left) if m else (None, None)
+        print(f"measured: endpoint drain {path}: {ended[path][0]} {ended[path][1] or 0:.3f} s after a left "
+              f"(drain_timeout {ENDPOINT_DRAIN:.0f} s, reload within {RELOAD_SLACK} s)")
+    for path in procs:
+        status, after = ended[path]
+        R.check(f"endpoint drain {path}: ended between drain_timeout and drain_timeout + reload",
+                after is not None and ENDPOINT_DRAIN <= after <= ENDPOINT_DRAIN + RELOAD_SLACK, str(ended[path]))
+    R.check("endpoint drain /leaving (no retry policy): 503", ended["/leaving"][0] == "503", str(ended))
+    R.check("endpoint drain /leaving-retry (retry_on: reset): 200 from the retry", ended["/leaving-retry"][0] == "200",
+            str(ended))
+    tried = attempts(log, keys["/leaving-retry"])
+    R.check("endpoint drain /leaving-retry: two attempts, a then the new endpoint b",
+            [a["server"] for a in tried] == ["a", "b"], str(tried))
+    R.check("endpoint drain /leaving: one attempt (not retried)", len(attempts(log, keys["/leaving"])) == 1)
+    got = d.wait_metric("culvert_upstream_cx_drain_timeout_total", 2, {"cluster": "leaving"})
+    R.check("culvert_upstream_cx_drain_timeout_total{cluster=leaving} = 2", got == 2, f"got {got}")
 
 
 if __name__ == "__main__":

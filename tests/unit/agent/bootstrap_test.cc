@@ -275,6 +275,16 @@ TEST(BootstrapTest, XdsKeys) {
   EXPECT_TRUE(parseBootstrap(formatBootstrap(*delta))->xds.delta);
 }
 
+TEST(BootstrapTest, DrainTimeout) {
+  EXPECT_EQ(parseBootstrap("")->drain_timeout_seconds, 30u);
+  auto b = parseBootstrap("drain_timeout: 0\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->drain_timeout_seconds, 0u);
+  EXPECT_EQ(parseBootstrap(formatBootstrap(*parseBootstrap("drain_timeout: 7\n")))->drain_timeout_seconds, 7u);
+  expectError("drain_timeout: 3601\n", "drain_timeout", "");
+  expectError("drain_timeout: 1.5\n", "drain_timeout", "expected an integer");
+}
+
 TEST(BootstrapTest, XdsTlsKeys) {
   auto b = parseBootstrap(
       "xds:\n  address: 127.0.0.1:18000\n  tls:\n    ca_file: /etc/culvert/ca.pem\n"

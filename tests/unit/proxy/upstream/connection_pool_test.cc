@@ -199,5 +199,72 @@ TEST(ConnectionPoolTest, LivenessIsAskedPerCluster) {
   EXPECT_FALSE(pool.hasIdle(strict));
 }
 
+// A holder of a lent connection: records when the pool ends it.
+struct Borrower : LentConnection {
+  std::function<void()> on_drain_timeout;
+  int drain_timeouts = 0;
+  void onDrainTimeout() override {
+    ++drain_timeouts;
+    if (on_drain_timeout) on_drain_timeout();
+  }
+};
+
+// DESIGN §5: a busy connection to an endpoint that left its cluster is ended at the drain
+// timeout; one given back in time, or whose endpoint came back, is not.
+TEST(ConnectionPoolTest, BusyConnectionsToALeftEndpointEndAtTheDrainTimeout) {
+  Listener server;
+  event::Dispatcher d("pool");
+  common::StatsStore stats;
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats, std::chrono::milliseconds(100));
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey a{1, address.toString(), Protocol::Http1, "a"};
+  PoolKey b{1, address.toString(), Protocol::Http1, "b"};
+  auto connected = connectAll(d, pool, address, {a, a, b});
+  ASSERT_EQ(connected.size(), 3u);
+  Borrower busy, returned, other;
+  pool.lend(busy, a);
+  pool.lend(returned, a);
+  pool.lend(other, b);
+  pool.setLiveEndpoints([](std::string_view cluster, std::string_view) { return cluster == "b"; });
+  auto give_back = d.createTimer([&] { pool.giveBack(returned); });
+  give_back->enable(std::chrono::milliseconds(30));
+  auto took = runUntil(d, [&] { return busy.drain_timeouts > 0; }, std::chrono::seconds(2));
+  EXPECT_EQ(busy.drain_timeouts, 1);
+  EXPECT_GE(took.count(), 95);
+  EXPECT_LE(took.count(), 200);
+  EXPECT_EQ(returned.drain_timeouts, 0);
+  EXPECT_EQ(other.drain_timeouts, 0);
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_drain_timeout_total", "a"), 1u);
+
+  // Cluster "b" loses the endpoint, then gets it back before the deadline.
+  pool.setLiveEndpoints([](std::string_view, std::string_view) { return false; });
+  auto back = d.createTimer([&] { pool.setLiveEndpoints([](std::string_view, std::string_view) { return true; }); });
+  back->enable(std::chrono::milliseconds(30));
+  runUntil(d, [] { return false; }, std::chrono::milliseconds(200));
+  EXPECT_EQ(other.drain_timeouts, 0);
+  EXPECT_EQ(counter(stats, "culvert_upstream_cx_drain_timeout_total", "b"), 0u);
+}
+
+// Ending one loan may end others (a request abandons its hedged attempts): the pool must
+// not touch a loan given back from inside another's callback.
+TEST(ConnectionPoolTest, DrainTimeoutSurvivesLoansGivenBackFromACallback) {
+  Listener server;
+  event::Dispatcher d("pool");
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60), nullptr, std::chrono::milliseconds(20));
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  PoolKey a{1, address.toString(), Protocol::Http1, "a"};
+  auto first = std::make_unique<Borrower>();
+  auto second = std::make_unique<Borrower>();
+  pool.lend(*first, a);
+  pool.lend(*second, a);
+  // Whichever is ended first destroys the other.
+  first->on_drain_timeout = [&] { second.reset(); };
+  second->on_drain_timeout = [&] { first.reset(); };
+  pool.setLiveEndpoints([](std::string_view, std::string_view) { return false; });
+  runUntil(d, [&] { return !first || !second; }, std::chrono::seconds(1));
+  EXPECT_TRUE(!first != !second);  // exactly one was ended; the other was destroyed
+  runUntil(d, [] { return false; }, std::chrono::milliseconds(50));
+}
+
 }  // namespace
 }  // namespace culvert::upstream
