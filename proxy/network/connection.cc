@@ -24,13 +24,24 @@ namespace {
 constexpr size_t kReadBufferSize = 64 * 1024;
 thread_local char t_read_buffer[kReadBufferSize];
 
+// A shared-writes connection gives libuv at most this much per loop turn.
+constexpr size_t kWriteSlice = 64 * 1024;
+
 struct WriteRequest {
   uv_write_t req;
-  TcpConnection* connection;  // null once the connection is gone
   std::string data;
 };
 
 }  // namespace
+
+struct TcpConnection::HeldWrites {
+  std::string bytes;  // not yet given to libuv, from `offset`
+  size_t offset = 0;
+  bool slice_in_flight = false;
+  bool shutdown_after = false;  // shutdownWrite() came while bytes were held
+  std::unique_ptr<event::Scheduler::Pause> pause;
+  size_t size() const { return bytes.size() - offset; }
+};
 
 TcpConnection::TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle)
     : dispatcher_(dispatcher), handle_(handle), created_at_(dispatcher.now()) {
@@ -50,6 +61,12 @@ common::Result<std::unique_ptr<TcpConnection>> TcpConnection::adopt(event::Dispa
 }
 
 TcpConnection::~TcpConnection() { close(); }
+
+void TcpConnection::shareWrites(event::Scheduler& scheduler, uint32_t tenant, const std::atomic<uint32_t>& weight) {
+  scheduler_ = &scheduler;
+  tenant_ = tenant;
+  weight_ = &weight;
+}
 
 int TcpConnection::fd() const {
   uv_os_fd_t fd = -1;
@@ -110,6 +127,7 @@ void TcpConnection::write(std::string_view data) {
   if (closed_ || data.empty()) return;
   auto* stream = reinterpret_cast<uv_stream_t*>(handle_);
   if (queued_write_bytes_ == 0) {
+    // The caller's work (charged to its tenant when it runs under the scheduler).
     uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
     int n = uv_try_write(stream, &buf, 1);
     if (n == static_cast<int>(data.size())) return;
@@ -119,32 +137,98 @@ void TcpConnection::write(std::string_view data) {
     }
     if (n > 0) data.remove_prefix(static_cast<size_t>(n));
   }
-  auto* wr = new WriteRequest{{}, this, std::string(data)};
+  queued_write_bytes_ += data.size();
+  if (scheduler_ == nullptr) {
+    queueWrite(std::string(data));
+    return;
+  }
+  if (!held_) held_ = std::make_unique<HeldWrites>();
+  held_->bytes.append(data);
+  if (held_->slice_in_flight || held_->pause) return;
+  // Inside the caller's work, already charged: no scheduler.run of its own.
+  if (!holdForShare()) sendSlice();
+}
+
+void TcpConnection::queueWrite(std::string data) {
+  auto* wr = new WriteRequest{{}, std::move(data)};
   wr->req.data = wr;
-  queued_write_bytes_ += wr->data.size();
   uv_buf_t buf = uv_buf_init(wr->data.data(), static_cast<unsigned>(wr->data.size()));
-  int rc = uv_write(&wr->req, stream, &buf, 1, [](uv_write_t* req, int status) {
+  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(handle_), &buf, 1, [](uv_write_t* req, int status) {
     auto* w = static_cast<WriteRequest*>(req->data);
     auto* self = static_cast<TcpConnection*>(req->handle->data);
     size_t size = w->data.size();
     delete w;
-    if (self == nullptr || self->closed_) return;
-    self->queued_write_bytes_ -= size;
-    if (status < 0) {
-      self->notifyClose(CloseReason::WriteError);
-    } else if (self->queued_write_bytes_ == 0 && self->callbacks_) {
-      self->callbacks_->onWriteDrained();
-    }
+    if (self != nullptr && !self->closed_) self->onQueuedWriteDone(size, status);
   });
   if (rc != 0) {
-    queued_write_bytes_ -= wr->data.size();
     delete wr;
     deferCloseNotification(CloseReason::WriteError);
   }
 }
 
+void TcpConnection::onQueuedWriteDone(size_t size, int status) {
+  queued_write_bytes_ -= size;
+  if (status < 0) {
+    notifyClose(CloseReason::WriteError);
+    return;
+  }
+  if (held_) {
+    held_->slice_in_flight = false;
+    if (held_->size() > 0) {
+      paceNextSlice();
+      return;
+    }
+    bool shutdown = held_->shutdown_after;
+    held_.reset();
+    if (shutdown) shutdownNow();
+  }
+  if (queued_write_bytes_ == 0 && callbacks_) callbacks_->onWriteDrained();
+}
+
+bool TcpConnection::holdForShare() {
+  if (!scheduler_->overShare(tenant_)) return false;
+  held_->pause = scheduler_->pause(tenant_, [this] {
+    held_->pause.reset();
+    paceNextSlice();
+  });
+  return true;
+}
+
+void TcpConnection::paceNextSlice() {
+  if (holdForShare()) return;
+  scheduler_->run(tenant_, weight_->load(std::memory_order_relaxed), [this] { sendSlice(); });
+}
+
+void TcpConnection::sendSlice() {
+  auto& held = *held_;
+  std::string slice;
+  if (held.offset == 0 && held.bytes.size() <= kWriteSlice) {
+    slice = std::move(held.bytes);
+    held.bytes.clear();
+  } else {
+    size_t n = std::min(kWriteSlice, held.size());
+    slice.assign(held.bytes, held.offset, n);
+    held.offset += n;
+    if (held.offset == held.bytes.size()) {
+      held.bytes.clear();
+      held.offset = 0;
+    }
+  }
+  held.slice_in_flight = true;
+  queueWrite(std::move(slice));
+}
+
 void TcpConnection::shutdownWrite() {
   if (closed_) return;
+  if (held_) {
+    // Bytes still held in user space go first: libuv only orders the FIN after its own queue.
+    held_->shutdown_after = true;
+    return;
+  }
+  shutdownNow();
+}
+
+void TcpConnection::shutdownNow() {
   auto* req = new uv_shutdown_t;
   if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_), [](uv_shutdown_t* r, int) { delete r; }) != 0) {
     delete req;
@@ -174,6 +258,7 @@ void TcpConnection::close() {
   closed_ = true;
   callbacks_ = nullptr;
   connect_done_ = nullptr;
+  held_.reset();  // drops held bytes and any pause
   handle_->data = nullptr;  // pending write and connect callbacks see a dead connection
   uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
 }

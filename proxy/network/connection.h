@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -11,6 +12,7 @@
 
 #include "proxy/common/socket_address.h"
 #include "proxy/event/dispatcher.h"
+#include "proxy/event/scheduler.h"
 
 namespace culvert::network {
 
@@ -48,6 +50,13 @@ public:
   // Half-closes: sends FIN once every queued write has reached the kernel. Reading goes on.
   void shutdownWrite();
   size_t queuedWriteBytes() const { return queued_write_bytes_; }
+  // Puts this connection's queued writes under the worker's scheduler (DESIGN §1: a
+  // tenant's share of the worker covers its writes, not only its reads). What the kernel
+  // does not take at once then goes a slice per loop turn, each slice charged to `tenant`,
+  // and waits while the tenant is over its share — so one tenant's large responses cannot
+  // fill a loop turn with kernel copies that every other tenant waits behind. `scheduler`
+  // and `weight` must outlive the connection.
+  void shareWrites(event::Scheduler& scheduler, uint32_t tenant, const std::atomic<uint32_t>& weight);
   // Closes the socket. No callback runs after this. Safe to call more than once.
   void close();
   bool closed() const { return closed_; }
@@ -64,12 +73,27 @@ private:
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   void notifyClose(CloseReason reason);
   void deferCloseNotification(CloseReason reason);
+  // Hands `data` to libuv as one write request (it completes in a later loop turn).
+  void queueWrite(std::string data);
+  void onQueuedWriteDone(size_t size, int status);
+  // Shared writes: the next slice now (charged) or when the tenant is back within its share.
+  void paceNextSlice();
+  // Over its share: holds the bytes until a round finds the tenant within it again.
+  bool holdForShare();
+  void sendSlice();
+  void shutdownNow();
 
   event::Dispatcher& dispatcher_;
   uv_tcp_t* handle_;  // freed in the close callback, which may run after we are gone
   ConnectionCallbacks* callbacks_ = nullptr;
   std::function<void(int)> connect_done_;
   size_t queued_write_bytes_ = 0;
+  // Shared writes (shareWrites); `held_` exists only while bytes wait in user space.
+  struct HeldWrites;
+  event::Scheduler* scheduler_ = nullptr;
+  const std::atomic<uint32_t>* weight_ = nullptr;
+  uint32_t tenant_ = 0;
+  std::unique_ptr<HeldWrites> held_;
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;

@@ -39,6 +39,7 @@ Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> p
     : services_(services), pod_(std::move(pod)), routes_(std::move(routes)), downstream_(std::move(downstream)),
       on_done_(std::move(on_done)), parser_(http::http1::Parser::Mode::Request, *this) {
   downstream_->setCallbacks(this);
+  downstream_->shareWrites(services_.scheduler, pod_->tenant->id, pod_->tenant->weight);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   buffered_.bind(*pod_->tenant);

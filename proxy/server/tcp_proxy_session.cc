@@ -43,6 +43,7 @@ TcpProxySession::TcpProxySession(WorkerServices services, std::shared_ptr<const 
     : services_(services), pod_(std::move(pod)), config_(std::move(config)),
       original_destination_(std::move(original_destination)), on_done_(std::move(on_done)),
       downstream_(std::make_unique<Side>(*this, std::move(downstream))) {
+  downstream_->connection().shareWrites(services_.scheduler, pod_->tenant->id, pod_->tenant->weight);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   access_logs_ = accesslog::SessionLogs(config_.access_logs, services_.access_logs, services_.worker_index);
