@@ -35,6 +35,12 @@ public:
   bool overShare(TenantId tenant) const {
     auto it = tenants_.find(tenant);
     if (it == tenants_.end() || it->second.deficit > 0) return false;
+    return othersWaiting(tenant);
+  }
+
+  // Whether another tenant had work lately and has credit left: time `tenant` takes now
+  // is time they wait for.
+  bool othersWaiting(TenantId tenant) const {
     for (const auto& [id, t] : tenants_) {
       if (id != tenant && round_ - t.last_round < kActiveRounds && t.deficit > 0) return true;
     }

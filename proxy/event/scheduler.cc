@@ -29,9 +29,19 @@ void Scheduler::onRoundTimer() {
   timer_armed_ = false;
   startRound(std::chrono::steady_clock::now());
   // Resume callbacks may pause again (re-arming the timer) or cancel other pauses.
+  // A tenant alone gets every connection back; one that others wait for gets as many as
+  // its credit is expected to pay for (at least one), in pause order.
   std::vector<uint64_t> ready;
+  std::unordered_map<TenantId, int64_t> budget;
   for (const auto& [id, p] : paused_) {
-    if (!share_.overShare(p.tenant)) ready.push_back(id);
+    if (share_.overShare(p.tenant)) continue;
+    if (share_.othersWaiting(p.tenant)) {
+      auto [left, fresh] = budget.try_emplace(p.tenant, share_.deficit(p.tenant));
+      if (!fresh && left->second <= 0) continue;
+      auto it = work_.find(p.tenant);
+      left->second -= std::max<int64_t>(it == work_.end() ? 0 : it->second.mean_cost, 1);
+    }
+    ready.push_back(id);
   }
   for (uint64_t id : ready) {
     auto it = paused_.find(id);

@@ -15,7 +15,11 @@ namespace culvert::event {
 // Per-worker scheduler through which all connection work runs (DESIGN.md §1). It knows
 // the tenant of every piece of work, charges the time to it, and shares the worker's
 // time between tenants by weight (FairShare): after work, a tenant over its share has
-// its connections pause reading until the next round, which starts `round` later.
+// its connections pause reading until the next round, which starts `round` later. A
+// round resumes a paused tenant's connections only as far as its credit is expected to
+// go (its mean cost per piece of work) while others wait: resuming all of a flooding
+// tenant's connections at once would let each of them run once in the same loop turn,
+// which every other tenant then waits behind. The rest stay paused, first in line.
 class Scheduler {
 public:
   using TenantId = uint32_t;
@@ -34,14 +38,16 @@ public:
     auto start = std::chrono::steady_clock::now();
     work();
     auto end = std::chrono::steady_clock::now();
-    charged_[tenant] += end - start;
+    auto& spent = work_[tenant];
+    spent.charged += end - start;
+    spent.mean_cost += ((end - start).count() - spent.mean_cost) / 8;
     if (end - round_started_ >= round_) startRound(end);
     share_.charge(tenant, weight, end - start);
   }
 
   std::chrono::nanoseconds charged(TenantId tenant) const {
-    auto it = charged_.find(tenant);
-    return it == charged_.end() ? std::chrono::nanoseconds{0} : it->second;
+    auto it = work_.find(tenant);
+    return it == work_.end() ? std::chrono::nanoseconds{0} : it->second.charged;
   }
 
   // Whether the tenant's connections should stop reading now.
@@ -63,6 +69,8 @@ public:
   };
   std::unique_ptr<Pause> pause(TenantId tenant, std::function<void()> resume);
   size_t pausedCount() const { return paused_.size(); }
+  // Starts a round now, as the round timer does (tests drive rounds by hand with it).
+  void onRoundTimerForTest() { onRoundTimer(); }
 
 private:
   void startRound(std::chrono::steady_clock::time_point now);
@@ -74,7 +82,11 @@ private:
   std::chrono::steady_clock::time_point round_started_ = std::chrono::steady_clock::now();
   std::unique_ptr<Timer> round_timer_;
   bool timer_armed_ = false;
-  std::unordered_map<TenantId, std::chrono::nanoseconds> charged_;
+  struct Work {
+    std::chrono::nanoseconds charged{0};
+    int64_t mean_cost = 0;  // ns per piece of work, a moving average over the last ~8
+  };
+  std::unordered_map<TenantId, Work> work_;
   struct Paused {
     TenantId tenant;
     std::function<void()> resume;

@@ -20,6 +20,7 @@ idle, baseline, ...); the report gives medians and ranges.
   tests/bench/noisy_neighbour_bench.py --culvertd build/agent/culvertd \
       --culvertctl build/agent/ctl/culvertctl [--runs 5] [--seconds 5]
   ... --smoke    # one short run (ctest)
+  ... --kinds expensive    # only B alone and beside the expensive flood (A/B of a change)
 
 Needs root (exit 77 = skip). Prints a Markdown report.
 """
@@ -120,9 +121,12 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--kinds", default="alone,cheap,expensive,idle",
+                    help="which of B's measurements to run (comma-separated; alone is always in)")
     args = ap.parse_args()
     if args.smoke:
         args.runs, args.seconds = 1, 1
+    kinds = [k for k in ("alone", "cheap", "expensive", "idle") if k == "alone" or k in args.kinds.split(",")]
     if not th.is_root():
         print("SKIP: needs root")
         return 77 if os.environ.get("CULVERT_REQUIRE_PRIVILEGED") != "1" else 1
@@ -184,10 +188,10 @@ http {{ access_log off; keepalive_requests 1000000; large_client_header_buffers 
             f.write(IDLE_PY)
         pad = "x-pad: " + "p" * (32 * 1024)
 
-        results = {k: [] for k in ("alone", "cheap", "expensive", "idle")}
-        a_offered = {k: [] for k in ("cheap", "expensive", "idle")}
+        results = {k: [] for k in kinds}
+        a_offered = {k: [] for k in kinds if k != "alone"}
         for _ in range(args.runs):
-            for kind in ("alone", "cheap", "expensive", "idle"):
+            for kind in kinds:
                 flood = []
                 idle = None
                 if kind == "cheap":
@@ -222,13 +226,13 @@ http {{ access_log off; keepalive_requests 1000000; large_client_header_buffers 
           f"team-a budget: {a_cx + 8} connections, {int(0.5 * capacity)} req/s\n")
     print("| B's load beside | B req/s | B p50 ms | B p99 ms | B errors | A req/s answered (incl. 503) |")
     print("|---|---|---|---|---|---|")
-    for kind in ("alone", "cheap", "expensive", "idle"):
+    for kind in kinds:
         rs = results[kind]
         print(f"| {kind} | {mr([r['requests'] / args.seconds for r in rs], '{:.0f}')} | {mr([r['p50'] for r in rs])} | "
               f"{mr([r['p99'] for r in rs])} | {sum(r['errors'] for r in rs)} | "
               f"{mr(a_offered.get(kind, []), '{:.0f}') if kind != 'alone' else '—'} |")
     base = statistics.median([r["p99"] for r in results["alone"]])
-    worst = max(statistics.median([r["p99"] for r in results[k]]) for k in ("cheap", "expensive", "idle"))
+    worst = max((statistics.median([r["p99"] for r in results[k]]) for k in kinds if k != "alone"), default=base)
     print(f"\nB's median p99, worst flood ÷ alone: {worst / base:.2f}× (target ≤ 1.2×)")
     print(f"team-a shed: {shed}; team-b shed: {b_shed}")
     return 0

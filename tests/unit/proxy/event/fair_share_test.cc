@@ -119,6 +119,49 @@ TEST(Scheduler, PausesATenantOverItsShareAndResumesItNextRound) {
   EXPECT_GE(s.charged(1), 300us);
 }
 
+// A round gives a flooding tenant back only the connections its credit pays for, while
+// another tenant waits: the rest stay paused, first in line next round. Alone, a tenant
+// gets all of them back.
+TEST(Scheduler, ResumesOnlyWhatTheCreditPaysForWhileOthersWait) {
+  Dispatcher d("sched");
+  // Rounds started by hand (the timer is far away): quantum 300 µs, work 100 µs each.
+  Scheduler s(&d, 300us, std::chrono::milliseconds(60000));
+  auto busy = [](std::chrono::microseconds for_how_long) {
+    return [for_how_long] {
+      auto until = std::chrono::steady_clock::now() + for_how_long;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    };
+  };
+  std::vector<int> resumed;
+  std::vector<std::unique_ptr<Scheduler::Pause>> pauses;
+  auto flood = [&](int connections) {
+    for (int i = 0; i < 8; ++i) s.run(1, busy(100us));  // mean cost ≈ 100 µs, credit spent
+    ASSERT_TRUE(s.overShare(1));
+    for (int i = 0; i < connections; ++i) pauses.push_back(s.pause(1, [&resumed, i] { resumed.push_back(i); }));
+  };
+  d.post([&] {
+    s.run(2, busy(1us));  // tenant 2 has work and credit
+    flood(10);
+    d.exit();
+  });
+  d.run();
+  // Two rounds: tenant 1's deficit climbs back above zero (≈ -500 µs + 2 × 300 µs).
+  s.onRoundTimerForTest();
+  s.run(2, busy(1us));  // tenant 2 still active
+  s.onRoundTimerForTest();
+  ASSERT_FALSE(resumed.empty());
+  EXPECT_LE(resumed.size(), 3u) << "resumed " << resumed.size() << " of 10 with ~100 µs of credit";
+  for (size_t i = 0; i < resumed.size(); ++i) EXPECT_EQ(resumed[i], static_cast<int>(i));  // pause order
+  EXPECT_EQ(s.pausedCount(), 10u - resumed.size());
+
+  // Tenant 2 goes quiet for good: tenant 1 is alone, and gets every connection back.
+  for (int round = 0; round < 6 && s.pausedCount() > 0; ++round) s.onRoundTimerForTest();
+  EXPECT_EQ(s.pausedCount(), 0u);
+  EXPECT_EQ(resumed.size(), 10u);
+  for (size_t i = 0; i < resumed.size(); ++i) EXPECT_EQ(resumed[i], static_cast<int>(i));
+}
+
 TEST(Scheduler, ACancelledPauseNeverResumes) {
   Dispatcher d("sched");
   Scheduler s(&d, 100us, 1ms);
