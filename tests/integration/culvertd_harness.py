@@ -123,6 +123,45 @@ def check_isolated(net: th.TestNetwork, R: th.Results) -> None:
         R.check("test hosts isolated", False, str(e), fatal=True)
 
 
+class CurlReply:
+    """What `curl -i -w CURL_STATUS_TIME` printed: the status and total time, and the
+    headers of the response head and, after an HTTP/2 body, its trailers (which curl -i
+    prints as "name: value" lines)."""
+
+    def __init__(self, cp):
+        self.cp = cp
+        m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", cp.stdout)
+        self.status = int(m.group(1)) if m else None
+        self.time = float(m.group(2)) if m else None
+        self.headers: dict[str, str] = {}
+        # Text mode: curl's CRLFs arrive as LFs; a gRPC body's NULs may precede a trailer.
+        for line in cp.stdout.replace("\r\n", "\n").replace("\x00", "").split("\n")[1:]:
+            k, sep, v = line.partition(":")
+            if sep and re.fullmatch(r"[A-Za-z0-9-]+", k.strip()):
+                self.headers[k.strip().lower()] = v.strip()
+
+    def __str__(self):
+        return describe(self.cp)
+
+
+CURL_STATUS_TIME = r"\nCODE=%{http_code} TIME=%{time_total}\n"
+
+
+def fault_request(pod: th.Pod, cgroup: th.Cgroup, url: str, key: str, headers=(), data: str | None = None,
+                  http2: bool = False, max_time: float = 8) -> CurlReply:
+    """curl `url` from `pod` with "x-fault-key: key" and `headers` (fault_upstream.py's
+    and fault_upstream_h2.py's request headers), optionally a body, over HTTP/2 prior
+    knowledge when `http2`."""
+    argv = ["-i", "-w", CURL_STATUS_TIME, "-H", f"x-fault-key: {key}"]
+    if http2:
+        argv.append("--http2-prior-knowledge")
+    for h in headers:
+        argv += ["-H", h]
+    if data is not None:
+        argv += ["-H", "Expect:", "--data-binary", data]
+    return CurlReply(pod.curl(*argv, url, cgroup=cgroup, max_time=max_time))
+
+
 class Culvertd:
     """One culvertd process with its own bootstrap, resource dir, per-run capture
     cgroup and bpf pin root (both from the TestNetwork, so cleanup is shared)."""

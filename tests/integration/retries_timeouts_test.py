@@ -21,7 +21,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import (Culvertd, check_isolated, describe, run_test, yaml_cluster, yaml_http_listener,  # noqa: E402
+from culvertd_harness import (Culvertd, check_isolated, describe, fault_request, run_test, yaml_cluster, yaml_http_listener,  # noqa: E402
                               yaml_resources, yaml_retry_policy, yaml_route)
 from fault_upstream import FaultUpstream, attempts  # noqa: E402
 
@@ -142,32 +142,9 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.start({"retries.yaml": RESOURCES})
     d.enroll(client)
 
-    class Reply:
-        def __init__(self, cp):
-            self.cp = cp
-            out = cp.stdout
-            m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", out)
-            self.status = int(m.group(1)) if m else None
-            self.time = float(m.group(2)) if m else None
-            self.headers = {}
-            # Text mode: curl's CRLFs arrive as LFs.
-            for line in out.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]:
-                k, _, v = line.partition(":")
-                self.headers[k.strip().lower()] = v.strip()
-
-        def __str__(self):
-            return describe(self.cp)
-
     def request(path: str, key: str, *headers: str, data: str | None = None, max_time: float = 8,
                 http2: bool = False):
-        argv = ["-i", "-w", r"\nCODE=%{http_code} TIME=%{time_total}\n", "-H", f"x-fault-key: {key}"]
-        if http2:
-            argv.append("--http2-prior-knowledge")
-        for h in headers:
-            argv += ["-H", h]
-        if data is not None:
-            argv += ["-H", "Expect:", "--data-binary", data]
-        return Reply(client.curl(*argv, f"http://{VIP}{path}", cgroup=d.cgroup, max_time=max_time))
+        return fault_request(client, d.cgroup, f"http://{VIP}{path}", key, headers, data, http2, max_time)
 
     def new_key(name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:8]}"
