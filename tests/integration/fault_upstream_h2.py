@@ -25,8 +25,14 @@ key, so `attempts(log, key)` counts streams exactly). What only HTTP/2 can do:
     x-fault-delay-ms: D          answer D ms late (other streams go on meanwhile)
     x-fault-trickle-ms: D        the head, then one body byte every D ms (5 bytes)
     x-fault-key: K               as fault_upstream.py (default: the path)
+    x-fault-early: 1             apply x-fault-rst / -goaway / -close (1, rst) as soon as
+                                 the request HEADERS arrive, while the body may still come;
+                                 the attempt is logged then (body_bytes 0)
 
-Faults apply when the request ended (END_STREAM), after its body was read. Each attempt
+A plain answer's body says "server=... key=... attempt=n status=N stream=id body=B"
+(B: request body bytes received), so a test can see what the answering stream got.
+
+Other faults apply when the request ended (END_STREAM), after its body was read. Each attempt
 record also has "stream_id" and "conn" (this server's connection number, 1, 2, ...), so
 a test can tell a retry on the same connection from one on a new connection. Besides
 "<log>.conns" (as fault_upstream.py, plus "conn" and "goaway"), resets the client sent
@@ -82,6 +88,8 @@ class _Stream:
         self.body_bytes = 0
         self.key = headers.get("x-fault-key", headers.get(":path", ""))
         self.task: asyncio.Task | None = None
+        self.attempt = 0  # its attempt number once logged
+        self.faulty = False
 
 
 class _Connection(asyncio.Protocol):
@@ -104,6 +112,9 @@ class _Connection(asyncio.Protocol):
         self.peer_port = transport.get_extra_info("peername")[1]
         self.opened = time.monotonic()
         self.h2.initiate_connection()
+        # DATA the client sent on streams refused or reset early is never acknowledged
+        # stream by stream: a large connection window keeps later streams flowing.
+        self.h2.increment_flow_control_window(1 << 24)
         self.flush()
 
     def connection_lost(self, exc):
@@ -131,7 +142,9 @@ class _Connection(asyncio.Protocol):
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 # A request without a body ends in the same frame: StreamEnded follows.
-                self.streams[ev.stream_id] = _Stream(dict(ev.headers))
+                s = self.streams[ev.stream_id] = _Stream(dict(ev.headers))
+                if s.headers.get("x-fault-early") == "1":
+                    self.on_request(ev.stream_id, early=True)
             elif isinstance(ev, h2.events.DataReceived):
                 s = self.streams.get(ev.stream_id)
                 if s:
@@ -157,9 +170,9 @@ class _Connection(asyncio.Protocol):
         self.flush()
 
     # ------------------------------------------------------------ requests
-    def on_request(self, stream_id: int) -> None:
-        s = self.streams.get(stream_id)
-        if s is None:
+    def record(self, s: _Stream, stream_id: int) -> None:
+        """Logs the stream as one attempt of its key (once), and whether it is faulty."""
+        if s.attempt:
             return
         self.requests += 1
         h = s.headers
@@ -168,9 +181,16 @@ class _Connection(asyncio.Protocol):
                   "headers": {k: v for k, v in h.items() if not k.startswith(":")},
                   "body_bytes": s.body_bytes, "protocol": "h2"}
         fail_first = h.get("x-fault-fail-first")
-        n = _append_attempt(self.log_path, record, None if fail_first is None else int(fail_first))
-        faulty = record["faulty"]
+        s.attempt = _append_attempt(self.log_path, record, None if fail_first is None else int(fail_first))
+        s.faulty = record["faulty"]
 
+    def on_request(self, stream_id: int, early: bool = False) -> None:
+        """The request's HEADERS (early) or its end arrived: act on the x-fault-* headers."""
+        s = self.streams.get(stream_id)
+        if s is None:
+            return
+        self.record(s, stream_id)
+        h, faulty, n = s.headers, s.faulty, s.attempt
         if faulty and "x-fault-rst" in h:
             self.streams.pop(stream_id, None)
             self.h2.reset_stream(stream_id, error_code=int(h["x-fault-rst"], 0))
@@ -194,6 +214,8 @@ class _Connection(asyncio.Protocol):
             else:
                 self.transport.close()
             return
+        if early:
+            return  # any other answer waits for the body
         if close == "after-head":
             self.h2.send_headers(stream_id, [(":status", "200"), ("content-type", "text/plain")])
             self.flush()
@@ -254,7 +276,8 @@ class _Connection(asyncio.Protocol):
                 self.h2.send_data(stream_id, b"\x00\x00\x00\x00\x00")  # one empty message
                 self.h2.send_headers(stream_id, [("grpc-status", grpc)], end_stream=True)
                 return
-            payload = f"server={self.name} key={s.key} attempt={n} status={status} stream={stream_id}\n".encode()
+            payload = (f"server={self.name} key={s.key} attempt={n} status={status} stream={stream_id} "
+                       f"body={s.body_bytes}\n").encode()
             self.h2.send_headers(stream_id, [(":status", str(status)), ("content-type", "text/plain"),
                                              ("content-length", str(len(payload))), *extra])
             self.h2.send_data(stream_id, payload, end_stream=True)

@@ -26,8 +26,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import (HTTP2_UPSTREAM, Culvertd, check_isolated, describe, run_test, yaml_cluster,  # noqa: E402
-                              yaml_http_listener, yaml_resources, yaml_retry_policy, yaml_route)
+from culvertd_harness import (HTTP2_UPSTREAM, Culvertd, check_isolated, fault_request, run_test,  # noqa: E402
+                              yaml_cluster, yaml_http_listener, yaml_resources, yaml_retry_policy, yaml_route)
 from fault_upstream import attempts, connections  # noqa: E402
 from fault_upstream_h2 import FaultUpstreamH2, resets  # noqa: E402
 
@@ -64,7 +64,8 @@ RESOURCES = yaml_resources(yaml_http_listener("vip", VIP, 80, ROUTES),
                            yaml_cluster("h2", [(SERVER_IP, PORT, 1)], HTTP2_UPSTREAM),
                            yaml_cluster("h2dead", [(SERVER_IP, 9, 1)], HTTP2_UPSTREAM))
 
-COUNTERS = ["culvert_upstream_cx_connect_fail_total", "culvert_upstream_rq_retry_total", "culvert_upstream_rq_retry_success_total",
+COUNTERS = ["culvert_upstream_cx_connect_fail_total", "culvert_upstream_rq_retry_total",
+            "culvert_upstream_rq_retry_success_total",
             "culvert_upstream_rq_retry_limit_exceeded_total", "culvert_upstream_rq_per_try_timeout_total",
             "culvert_upstream_rq_per_try_idle_timeout_total",
             "culvert_upstream_rq_timeout_total", "culvert_http2_upstream_rq_total"]
@@ -72,25 +73,6 @@ COUNTERS = ["culvert_upstream_cx_connect_fail_total", "culvert_upstream_rq_retry
 
 def tolerance(expected_s: float) -> float:
     return max(0.025, 0.1 * expected_s)
-
-
-class Reply:
-    """What curl -i -w printed: status, total time, the head's (and trailers') headers."""
-
-    def __init__(self, cp):
-        self.cp = cp
-        m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", cp.stdout)
-        self.status = int(m.group(1)) if m else None
-        self.time = float(m.group(2)) if m else None
-        self.headers = {}
-        # Text mode: CRLFs arrive as LFs. HTTP/2 trailers follow the body as "name: value".
-        for line in cp.stdout.replace("\r\n", "\n").replace("\x00", "").split("\n")[1:]:
-            k, sep, v = line.partition(":")
-            if sep and re.fullmatch(r"\s*[a-z0-9-]+", k):
-                self.headers[k.strip().lower()] = v.strip()
-
-    def __str__(self):
-        return describe(self.cp)
 
 
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
@@ -104,16 +86,6 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.start({"h2retries.yaml": RESOURCES})
     d.enroll(client)
 
-    def request(path: str, key: str, headers: tuple, http2: bool, data: str | None) -> Reply:
-        argv = ["-i", "-w", r"\nCODE=%{http_code} TIME=%{time_total}\n", "-H", f"x-fault-key: {key}"]
-        if http2:
-            argv.append("--http2-prior-knowledge")
-        for h in headers:
-            argv += ["-H", h]
-        if data is not None:
-            argv += ["-H", "Expect:", "--data-binary", data]
-        return Reply(client.curl(*argv, f"http://{VIP}{path}", cgroup=d.cgroup, max_time=8))
-
     def metric(name: str) -> float:
         return d.metric(name) or 0.0
 
@@ -126,7 +98,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         want = {f"culvert_upstream_{c}_total": n for c, n in counters.items()}
         want["culvert_http2_upstream_rq_total"] = want_attempts
         before = {c: metric(c) for c in COUNTERS}
-        r = request(path, key, headers, http2, data)
+        r = fault_request(client, d.cgroup, f"http://{VIP}{path}", key, headers, data, http2)
         seen = attempts(log, key)
         if want_status is not None:
             R.check(f"{name}: status {want_status}", r.status == want_status, str(r))
@@ -144,6 +116,14 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     def new_connections(name: str, seen: list) -> None:
         R.check(f"{name}: each stream on a new upstream connection", len({a["conn"] for a in seen}) == len(seen),
                 str([a["conn"] for a in seen]))
+
+    def resets_of(key: str, n: int) -> list[tuple[int, int]]:
+        """(stream id, error code) of the RST_STREAMs the upstream got for `key`, once n came
+        (or 2 s passed)."""
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and len(resets(log, key)) < n:
+            time.sleep(0.05)
+        return sorted((x["stream_id"], x["error_code"]) for x in resets(log, key))
 
     for http2 in (False, True):
         p = "h2" if http2 else "h1"
@@ -174,6 +154,13 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
                             http2, data="x" * 600)
         R.check(f"{p} REFUSED_STREAM with a body: every stream got all 600 bytes",
                 [a["body_bytes"] for a in seen] == [600] * 3, str([a["body_bytes"] for a in seen]))
+        # A server refuses before reading the body: the refused streams' DATA is dropped
+        # and the buffered body goes whole on the stream that is answered.
+        r, _, _ = expect("REFUSED_STREAM at HEADERS during a 40000-byte upload: the body is replayed", "/refused",
+                         (f"x-fault-rst: {REFUSED_STREAM}", "x-fault-early: 1", "x-fault-fail-first: 2"), 3, 200,
+                         {"rq_retry": 2}, http2, data="y" * 40000)
+        R.check(f"{p} REFUSED_STREAM at HEADERS: the answering stream got all 40000 bytes",
+                "attempt=3 status=200" in r.cp.stdout and "body=40000" in r.cp.stdout, str(r))
         # --- refused-stream covers neither other resets nor a closed connection
         expect("refused-stream: RST_STREAM(INTERNAL_ERROR) not retried", "/refused",
                (f"x-fault-rst: {INTERNAL_ERROR}",), 1, 503, {"rq_retry": 0}, http2)
@@ -212,6 +199,15 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
                {"rq_retry": 2, "rq_retry_success": 1}, http2)
         expect("5xx: 500 always: num_retries used up, the 500 goes back", "/r5xx", ("x-fault-status: 500",), 3,
                500, {"rq_retry": 2, "rq_retry_limit_exceeded": 1}, http2)
+        # A retriable head whose body is still coming: the retry resets that stream.
+        _, seen, key = expect("5xx: a 503 head with a slow body is retried at the head", "/r5xx",
+                              ("x-fault-status: 503", "x-fault-trickle-ms: 100", "x-fault-fail-first: 1"), 2, 200,
+                              {"rq_retry": 1, "rq_retry_success": 1}, http2)
+        same_connection(f"{p} 5xx slow body", seen)
+        if seen:
+            got = resets_of(key, 1)
+            R.check(f"{p} 5xx slow body: the 503's stream was reset with CANCEL",
+                    got == [(seen[0]["stream_id"], CANCEL)], f"resets={got}")
         expect("5xx covers RST_STREAM(INTERNAL_ERROR)", "/r5xx",
                (f"x-fault-rst: {INTERNAL_ERROR}", "x-fault-fail-first: 1"), 2, 200, {"rq_retry": 1}, http2)
         expect("retriable-status-codes [429]: 429 once, then 200", "/codes",
@@ -235,15 +231,13 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             R.check(f"{p} per_try_timeout: answered after two tries (measured {r.time})",
                     r.time is not None and 2 * PER_TRY - tolerance(2 * PER_TRY) <= r.time
                     <= 2 * PER_TRY + 0.1 + tolerance(2 * PER_TRY + 0.1), f"time_total={r.time}")
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and len(resets(log, key)) < 2:
-                time.sleep(0.05)
-            got = sorted((x["stream_id"], x["error_code"]) for x in resets(log, key))
+            got = resets_of(key, 2)
             R.check(f"{p} per_try_timeout: culvert reset both stalled streams with CANCEL",
                     got == [(a["stream_id"], CANCEL) for a in seen[:2]], f"resets={got}")
         r, _, _ = expect("per_try_timeout: a slow answer within the try (100 ms) is not retried", "/pertry",
                          ("x-fault-delay-ms: 100",), 1, 200, {"rq_retry": 0, "rq_per_try_timeout": 0}, http2)
-        R.check(f"{p} slow answer: after 100 ms (measured {r.time})", r.time is not None and abs(r.time - 0.1) <= tolerance(0.1),
+        R.check(f"{p} slow answer: after 100 ms (measured {r.time})",
+                r.time is not None and abs(r.time - 0.1) <= tolerance(0.1),
                 f"time_total={r.time}")
         expect("per_try_timeout: a too slow answer (500 ms) is retried", "/pertry",
                ("x-fault-delay-ms: 500", "x-fault-fail-first: 1"), 2, 200, {"rq_retry": 1, "rq_per_try_timeout": 1},
@@ -266,10 +260,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
                 r.time is not None and PER_TRY - tolerance(PER_TRY) <= r.time <= 0.225 + tolerance(0.225))
         same_connection(f"{p} hedge", seen)
         if len(seen) == 2:
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and not resets(log, key):
-                time.sleep(0.05)
-            got = [(x["stream_id"], x["error_code"]) for x in resets(log, key)]
+            got = resets_of(key, 1)
             R.check(f"{p} hedge: the first, slow stream was reset with CANCEL",
                     got == [(seen[0]["stream_id"], CANCEL)], f"resets={got}")
 
