@@ -29,6 +29,13 @@ key, so `attempts(log, key)` counts streams exactly). What only HTTP/2 can do:
                                  the request HEADERS arrive, while the body may still come;
                                  the attempt is logged then (body_bytes 0)
 
+    x-fault-plan: S1 | S2 | ...  a different fault per attempt of the key: attempt n takes Sn,
+                                 a comma-separated list of the x-fault-* headers above
+                                 without their prefix ("status=503,delay-ms=300"), in place
+                                 of the request's; an empty Sn or an attempt past the list
+                                 is answered 200 at once (the log's "faulty" is then
+                                 whether Sn is non-empty; x-fault-fail-first is ignored)
+
 A plain answer's body says "server=... key=... attempt=n status=N stream=id body=B"
 (B: request body bytes received), so a test can see what the answering stream got.
 
@@ -180,9 +187,18 @@ class _Connection(asyncio.Protocol):
                   "stream_id": stream_id, "key": s.key, "method": h.get(":method"), "path": h.get(":path"),
                   "headers": {k: v for k, v in h.items() if not k.startswith(":")},
                   "body_bytes": s.body_bytes, "protocol": "h2"}
-        fail_first = h.get("x-fault-fail-first")
+        plan = h.get("x-fault-plan")
+        fail_first = h.get("x-fault-fail-first") if plan is None else None
         s.attempt = _append_attempt(self.log_path, record, None if fail_first is None else int(fail_first))
         s.faulty = record["faulty"]
+        if plan is not None:
+            steps = plan.split("|")
+            step = steps[s.attempt - 1].strip() if s.attempt <= len(steps) else ""
+            kept = {k: v for k, v in h.items() if k in ("x-fault-key", "x-fault-early") or not k.startswith("x-fault-")}
+            for item in filter(None, (x.strip() for x in step.split(","))):
+                name, _, value = item.partition("=")
+                kept["x-fault-" + name.strip()] = value.strip()
+            s.headers, s.faulty = kept, bool(step)
 
     def on_request(self, stream_id: int, early: bool = False) -> None:
         """The request's HEADERS (early) or its end arrived: act on the x-fault-* headers."""
