@@ -264,6 +264,27 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             R.check(f"{p} hedge: the first, slow stream was reset with CANCEL",
                     got == [(seen[0]["stream_id"], CANCEL)], f"resets={got}")
 
+        # Envoy's router: an attempt that started a hedge is not retried again (its retriable
+        # answer yields to the hedge still out), and any other attempt's failure is retried
+        # even while another attempt is out.
+        # The first stream's 503 (250 ms) comes between the hedge's start (200-225 ms) and
+        # its answer (150 ms later, within its own per-try timeout).
+        r, seen, _ = expect("hedge: the first stream's late 503 waits for the hedge, no third stream", "/hedge",
+                            ("x-fault-plan: status=503,delay-ms=250 | delay-ms=150",), 2, 200,
+                            {"rq_retry": 1, "rq_per_try_timeout": 1}, http2)
+        R.check(f"{p} hedge: the hedge's answer at 350-375 ms (measured {r.time})",
+                r.time is not None and 0.35 - tolerance(0.35) <= r.time <= 0.375 + tolerance(0.375), str(r))
+        r, seen, key = expect("hedge: the hedge's reset is retried while the first stream is out", "/hedge",
+                              ("x-fault-plan: delay-ms=700 | rst=2",), 3, 200,
+                              {"rq_retry": 2, "rq_per_try_timeout": 1}, http2)
+        R.check(f"{p} hedge: the third stream answers within 200-300 ms, not the first at 700 ms "
+                f"(measured {r.time})", r.time is not None and 0.2 - tolerance(0.2) <= r.time <= 0.3 + tolerance(0.3),
+                str(r))
+        if len(seen) == 3:
+            got = resets_of(key, 1)
+            R.check(f"{p} hedge: the slow first stream was reset with CANCEL", got == [(seen[0]["stream_id"], CANCEL)],
+                    f"resets={got}")
+
         # --- connect failure to an HTTP/2 endpoint (nothing listens on port 9)
         expect("connect-failure: refused connects retried, then 503", "/dead", (), 0, 503,
                {"rq_retry": 2, "cx_connect_fail": 3, "rq_retry_limit_exceeded": 1}, http2)
