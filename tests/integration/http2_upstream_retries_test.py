@@ -10,10 +10,11 @@ culvert's cluster "h2" speaks HTTP/2 (h2c, explicit_http_config http2_protocol_o
 to fault_upstream_h2.py in pod "a" (10.244.1.2:8080), which refuses streams
 (RST_STREAM REFUSED_STREAM), resets them with other codes, cuts them with a GOAWAY,
 closes the connection mid-stream, stalls, answers late or answers an error (gRPC
-trailers-only too) on request. Every scenario asserts the exact streams the upstream
-saw, the client's status, culvert's retry counters and culvert_http2_upstream_rq_total
-(streams opened), and where it matters which upstream connection each stream rode and
-which streams culvert reset. Each runs from an HTTP/1.1 client (curl) and an HTTP/2
+trailers-only too) on request, a different fault per attempt where hedging needs it.
+Every scenario asserts the exact streams the upstream saw, the client's status, culvert's
+retry counters and culvert_http2_upstream_rq_total (streams opened), and where it
+matters which upstream connection each stream rode and which streams culvert reset
+(per-try timeouts, hedges that lost, retriable heads whose body was still coming). Each runs from an HTTP/1.1 client (curl) and an HTTP/2
 client (curl --http2-prior-knowledge): the upstream side is the same RouterStream.
 Timings are held to +-max(25 ms, 10%).
 """
