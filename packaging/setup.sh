@@ -24,6 +24,8 @@ PACKAGES=(
   containernetworking-plugins
   # xDS integration tests: a real gRPC control plane on another stack
   python3-grpcio python3-protobuf
+  # HTTP/2-upstream retry tests: a controllable HTTP/2 upstream (fault_upstream_h2.py)
+  python3-h2
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -77,6 +77,12 @@ bool isRetriableFailure(const RetryPolicy& policy, AttemptFailure failure) {
   return false;
 }
 
+OutcomeAction outcomeAction(const OutcomeFacts& outcome) {
+  if (outcome.retry_scheduled) return OutcomeAction::Retry;
+  if (outcome.others_pending && (outcome.failed || outcome.retriable)) return OutcomeAction::Yield;
+  return OutcomeAction::Downstream;
+}
+
 std::chrono::milliseconds JitteredBackOff::next(uint64_t random) {
   const uint64_t multiplier = (uint64_t{1} << std::min<uint32_t>(retry_, 62)) - 1;
   const uint64_t base = std::max<uint64_t>(1, static_cast<uint64_t>(base_.count()));

@@ -37,6 +37,21 @@ bool isRetriableResponse(const config::RetryPolicy& policy, int status, const ht
 // Whether `retry_on` covers an attempt that ended without a response head.
 bool isRetriableFailure(const config::RetryPolicy& policy, AttemptFailure failure);
 
+// What the router does with one attempt's outcome when several attempts may be out
+// (hedging), in Envoy's order: a retry comes first (the caller never retries an attempt
+// that already started a hedge at its per-try timeout: Envoy's "retried" attempt). An
+// outcome not retried — a failure, or an answer that retry_on covers but that could not be
+// retried — yields to the attempts still in flight or to a retry waiting for its back-off;
+// anything else goes downstream (an answer) or ends the request (a failure: 503).
+enum class OutcomeAction { Retry, Yield, Downstream };
+struct OutcomeFacts {
+  bool retry_scheduled = false;  // the verdict was Retry and the retry is on its way
+  bool failed = false;           // no response head (reset, refused stream, timeout)
+  bool retriable = false;        // an answer that retry_on covers
+  bool others_pending = false;   // other attempts in flight, or a retry waiting
+};
+OutcomeAction outcomeAction(const OutcomeFacts& outcome);
+
 // Envoy's fully jittered exponential back-off: before retry k (1-based) a uniformly random
 // wait in [0, (2^k - 1) * base), never more than max_interval.
 class JitteredBackOff {

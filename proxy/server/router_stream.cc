@@ -274,23 +274,27 @@ void RouterStream::onAttemptHead(UpstreamAttempt& upstream, http::ResponseHead&&
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(services_.dispatcher.now() - attempt->started);
   if (retry_) {
     bool retried_before = retry_->retriesDone() > 0;
-    auto decision = retry_->onResponse(head.status, head.headers);
-    if (decision.verdict != router::RetryState::Verdict::NoRetry) {
+    router::OutcomeFacts outcome;
+    if (attempt->hedged) {
+      // Its retry is the hedge already out: it is not retried again (Envoy).
+      outcome.retriable = router::isRetriableResponse(retry_->policy(), head.status, head.headers);
+    } else {
+      auto decision = retry_->onResponse(head.status, head.headers);
+      outcome.retriable = decision.verdict != router::RetryState::Verdict::NoRetry;
+      if (outcome.retriable) {
+        report(*attempt, {upstream::AttemptOutcome::Kind::Response, head.status, latency});
+        outcome.retry_scheduled = scheduleRetry(decision);
+      }
+    }
+    outcome.others_pending = othersPending(attempt);
+    if (router::outcomeAction(outcome) != router::OutcomeAction::Downstream) {
+      // Retried, or (hedged) a retriable answer that was not retried yields to the
+      // attempts still out or the retry waiting, one of which may do better.
       report(*attempt, {upstream::AttemptOutcome::Kind::Response, head.status, latency});
-      if (scheduleRetry(decision)) {
-        release(*attempt, true);
-        return;
-      }
-      if (attempts_.size() > 1) {
-        // Hedged: a retriable answer that cannot be retried yields to the attempts still
-        // out, one of which may do better.
-        release(*attempt, true);
-        return;
-      }
+      release(*attempt, true);
+      return;
     }
-    if (retried_before && decision.verdict == router::RetryState::Verdict::NoRetry) {
-      pod_.tenant->upstream_rq_retry_success->inc();
-    }
+    if (retried_before && !outcome.retriable && !attempt->hedged) pod_.tenant->upstream_rq_retry_success->inc();
   }
   // This attempt's answer goes downstream: the others (hedging) are cancelled and nothing
   // will be replayed any more.
@@ -349,10 +353,20 @@ void RouterStream::onAttemptFailed(UpstreamAttempt& upstream, AttemptFailure fai
     downstream_.onResponseAborted();
     return;
   }
+  bool hedged = attempt->hedged;
   release(*attempt, false);
-  if (!attempts_.empty()) return;  // hedged: the attempts still out may answer
-  if (retry_ && scheduleRetry(retry_->onFailure(failure))) return;
-  failRequest(failure);
+  // Envoy's order: a retry first, also while a hedge is out (never for an attempt whose
+  // retry is the hedge); else the attempts still out, or a retry waiting, may answer.
+  router::OutcomeFacts outcome;
+  outcome.failed = true;
+  outcome.retry_scheduled = !hedged && retry_ && scheduleRetry(retry_->onFailure(failure));
+  outcome.others_pending = othersPending(nullptr);
+  if (router::outcomeAction(outcome) == router::OutcomeAction::Downstream) failRequest(failure);
+}
+
+bool RouterStream::othersPending(const Attempt* except) const {
+  if (back_off_timer_ && back_off_timer_->enabled()) return true;
+  return std::ranges::any_of(attempts_, [&](const auto& a) { return a.get() != except; });
 }
 
 void RouterStream::onPerTryTimeout(UpstreamAttempt* upstream, bool idle) {
@@ -365,7 +379,7 @@ void RouterStream::onPerTryTimeout(UpstreamAttempt* upstream, bool idle) {
     // Hedging: the attempt stays; another starts beside it (after the back-off) and the
     // first good answer wins.
     if (attempt->per_try_idle_timer) attempt->per_try_idle_timer->disable();
-    scheduleRetry(retry_->onFailure(failure));
+    attempt->hedged = scheduleRetry(retry_->onFailure(failure));
     return;
   }
   release(*attempt, true);

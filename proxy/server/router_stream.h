@@ -106,6 +106,8 @@ private:
     std::unique_ptr<event::Timer> per_try_timer;
     std::unique_ptr<event::Timer> per_try_idle_timer;
     bool reported = false;
+    // Started a hedge at its per-try timeout: never retried again (Envoy's "retried").
+    bool hedged = false;
   };
 
   void startAttempt();
@@ -116,6 +118,8 @@ private:
   void releaseAll();
   void report(Attempt& attempt, const upstream::AttemptOutcome& outcome);
   void armPerTryTimers(Attempt& attempt);
+  // Attempts in flight besides `except` (null: any), or a retry waiting for its back-off.
+  bool othersPending(const Attempt* except) const;
   void onPerTryTimeout(UpstreamAttempt* upstream, bool idle);
   void onRouteTimeout();
   // True when the decision was to retry and the retry is scheduled.

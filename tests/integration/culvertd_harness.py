@@ -114,6 +114,54 @@ def describe(cp) -> str:
             f"stderr={cp.stderr.strip()[:400]!r}")
 
 
+def check_isolated(net: th.TestNetwork, R: th.Results) -> None:
+    """DESIGN.md §8 before any traffic: the test hosts have no way off the machine (fatal if not)."""
+    try:
+        net.assert_isolated()
+        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
+    except th.HostSafetyError as e:
+        R.check("test hosts isolated", False, str(e), fatal=True)
+
+
+class CurlReply:
+    """What `curl -i -w CURL_STATUS_TIME` printed: the status and total time, and the
+    headers of the response head and, after an HTTP/2 body, its trailers (which curl -i
+    prints as "name: value" lines)."""
+
+    def __init__(self, cp):
+        self.cp = cp
+        m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", cp.stdout)
+        self.status = int(m.group(1)) if m else None
+        self.time = float(m.group(2)) if m else None
+        self.headers: dict[str, str] = {}
+        # Text mode: curl's CRLFs arrive as LFs; a gRPC body's NULs may precede a trailer.
+        for line in cp.stdout.replace("\r\n", "\n").replace("\x00", "").split("\n")[1:]:
+            k, sep, v = line.partition(":")
+            if sep and re.fullmatch(r"[A-Za-z0-9-]+", k.strip()):
+                self.headers[k.strip().lower()] = v.strip()
+
+    def __str__(self):
+        return describe(self.cp)
+
+
+CURL_STATUS_TIME = r"\nCODE=%{http_code} TIME=%{time_total}\n"
+
+
+def fault_request(pod: th.Pod, cgroup: th.Cgroup, url: str, key: str, headers=(), data: str | None = None,
+                  http2: bool = False, max_time: float = 8) -> CurlReply:
+    """curl `url` from `pod` with "x-fault-key: key" and `headers` (fault_upstream.py's
+    and fault_upstream_h2.py's request headers), optionally a body, over HTTP/2 prior
+    knowledge when `http2`."""
+    argv = ["-i", "-w", CURL_STATUS_TIME, "-H", f"x-fault-key: {key}"]
+    if http2:
+        argv.append("--http2-prior-knowledge")
+    for h in headers:
+        argv += ["-H", h]
+    if data is not None:
+        argv += ["-H", "Expect:", "--data-binary", data]
+    return CurlReply(pod.curl(*argv, url, cgroup=cgroup, max_time=max_time))
+
+
 class Culvertd:
     """One culvertd process with its own bootstrap, resource dir, per-run capture
     cgroup and bpf pin root (both from the TestNetwork, so cleanup is shared)."""
@@ -256,6 +304,83 @@ class Culvertd:
 
 
 _instances: list[Culvertd] = []
+
+
+# ---------------------------------------------------------------- resource YAML
+# Pieces of a resource file (an xDS DiscoveryResponse in YAML), so that tests do not each
+# repeat the same blocks. Indents match what yaml_resources() puts them in.
+
+# A cluster's typed_extension_protocol_options choosing HTTP/2 (h2c) to its endpoints.
+HTTP2_UPSTREAM = """\
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config: {http2_protocol_options: {}}
+"""
+
+
+def yaml_resources(*resources: str) -> str:
+    """A resource file holding `resources` (each from yaml_http_listener/yaml_cluster)."""
+    return 'version_info: "1"\nresources:' + "".join(resources)
+
+
+def yaml_route(prefix: str, cluster: str, extra: str = "") -> str:
+    """One route of yaml_http_listener's `routes`; `extra`: more RouteAction fields (16 spaces in)."""
+    return f"""
+            - match: {{prefix: "{prefix}"}}
+              route:
+                cluster: {cluster}
+{extra}"""
+
+
+def yaml_retry_policy(body: str, indent: int = 16) -> str:
+    """A RouteAction's retry_policy (for yaml_route's `extra`); `body` indented by 2."""
+    pad = " " * indent
+    return "\n".join(pad + line for line in ("retry_policy:\n" + body).splitlines())
+
+
+def yaml_http_listener(name: str, vip: str, port: int, routes: str, hcm_extra: str = "") -> str:
+    """A virtual (captured) listener on vip:port with one HttpConnectionManager whose one
+    virtual host ("*") has `routes` (yaml_route()s); `hcm_extra`: more HCM fields, 8 in."""
+    return f"""
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: {name}
+{hcm_extra}        route_config:
+          name: local
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:{routes}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"""
+
+
+def yaml_cluster(name: str, endpoints: list[tuple[str, int, int]], extra: str = "") -> str:
+    """A STATIC cluster of (ip, port, weight) endpoints; `extra`: more Cluster fields, 2 in
+    (HTTP2_UPSTREAM for an HTTP/2 upstream)."""
+    eps = "".join(f"""
+      - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
+        load_balancing_weight: {w}""" for ip, port, w in endpoints)
+    return f"""
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: {name}
+  type: STATIC
+  connect_timeout: 1s
+{extra}  load_assignment:
+    cluster_name: {name}
+    endpoints:
+    - lb_endpoints:{eps}
+"""
 
 
 def run_test(test_name: str, scenario: Callable[[th.TestNetwork, argparse.Namespace, th.Results], None],

@@ -76,6 +76,14 @@ def _append_attempt(log_path: str, record: dict, fail_first: int | None) -> int:
     return n
 
 
+def append_record(path: str, record: dict) -> None:
+    """Appends one JSON line to `path` under an exclusive lock (read back with attempts())."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(record) + "\n")
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def attempts(log_path: str, key: str | None = None) -> list[dict]:
     """The attempts recorded in `log_path` (all, or those of `key`), in order."""
     if not os.path.exists(log_path):
@@ -98,16 +106,19 @@ def connections(log_path: str, server: str | None = None) -> list[dict]:
 
 
 class FaultUpstream:
-    """One fault server process in a test pod (see the module docstring)."""
+    """One fault server process in a test pod (see the module docstring). Subclasses name
+    another server script (fault_upstream_h2.py: the same log, over HTTP/2)."""
+
+    SCRIPT = os.path.abspath(__file__)
 
     def __init__(self, proc, name: str, log_path: str):
         self.proc, self.name, self.log_path = proc, name, log_path
 
-    @staticmethod
-    def start(net, pod, port: int, name: str, log_path: str, timeout: float = 10) -> "FaultUpstream":
+    @classmethod
+    def start(cls, net, pod, port: int, name: str, log_path: str, timeout: float = 10) -> "FaultUpstream":
         """Spawns the server on pod.ip:port (net: testhosts.TestNetwork) and waits for READY."""
         errlog = open(net.path(f"fault-{name}.log"), "w")
-        proc = pod.spawn([sys.executable or "/usr/bin/python3", "-B", os.path.abspath(__file__),
+        proc = pod.spawn([sys.executable or "/usr/bin/python3", "-B", cls.SCRIPT,
                           "--addr", pod.ip, "--port", str(port), "--name", name, "--log", log_path],
                          stdout=subprocess.PIPE, stderr=errlog)
         errlog.close()
@@ -122,7 +133,7 @@ class FaultUpstream:
             net.stop(proc)
             with open(errlog.name) as f:
                 raise RuntimeError(f"fault upstream {name} did not start: {f.read()}")
-        return FaultUpstream(proc, name, log_path)
+        return cls(proc, name, log_path)
 
     def attempts(self, key: str | None = None) -> list[dict]:
         return [a for a in attempts(self.log_path, key) if a.get("server") == self.name]
@@ -142,12 +153,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             super().finish()
         except OSError:
             pass
-        record = {"server": self.server_name_, "peer_port": self.client_address[1], "opened": self.opened_,
-                  "closed": time.monotonic(), "requests": self.requests_}
-        with open(self.log_path + ".conns", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.write(json.dumps(record) + "\n")
-            fcntl.flock(f, fcntl.LOCK_UN)
+        append_record(self.log_path + ".conns", {
+            "server": self.server_name_, "peer_port": self.client_address[1], "opened": self.opened_,
+            "closed": time.monotonic(), "requests": self.requests_})
 
     def _read_body(self) -> int:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -241,13 +249,18 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def server_args(doc: str) -> argparse.Namespace:
+    """A fault server's command line (this one's, or fault_upstream_h2.py's)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--addr", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--log", required=True, help="JSON-lines attempt log (shared by a test's servers)")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    a = server_args(__doc__)
     handler = type("Handler", (_Handler,), {"server_name_": a.name, "log_path": a.log})
     srv = _Server((a.addr, a.port), handler)
     print("READY", flush=True)

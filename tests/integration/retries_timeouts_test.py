@@ -21,7 +21,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
+from culvertd_harness import (Culvertd, check_isolated, describe, fault_request, run_test, yaml_cluster, yaml_http_listener,  # noqa: E402
+                              yaml_resources, yaml_retry_policy, yaml_route)
 from fault_upstream import FaultUpstream, attempts  # noqa: E402
 
 CLIENT_IP = "10.244.1.1"
@@ -29,121 +30,70 @@ SERVERS = {"a": "10.244.1.2", "b": "10.244.1.3", "c": "10.244.1.4"}
 PORT = 8080
 VIP = "10.96.0.10"
 
-
-def route(prefix: str, cluster: str, extra: str = "") -> str:
-    return f"""
-            - match: {{prefix: "{prefix}"}}
-              route:
-                cluster: {cluster}
-{extra}"""
-
-
-def retry(body: str, indent: int = 16) -> str:
-    pad = " " * indent
-    return "\n".join(pad + line for line in ("retry_policy:\n" + body).splitlines())
-
-
 ROUTES = "".join([
-    route("/r5xx", "one", retry("""  retry_on: "5xx"
+    yaml_route("/r5xx", "one", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 2
   retry_back_off: {base_interval: 0.1s}""")),
-    route("/gw", "one", retry("""  retry_on: "gateway-error"
+    yaml_route("/gw", "one", yaml_retry_policy("""  retry_on: "gateway-error"
   num_retries: 3""")),
-    route("/reset", "one", retry("""  retry_on: "reset"
+    yaml_route("/reset", "one", yaml_retry_policy("""  retry_on: "reset"
   num_retries: 2""")),
-    route("/cf", "dead", retry("""  retry_on: "connect-failure"
+    yaml_route("/cf", "dead", yaml_retry_policy("""  retry_on: "connect-failure"
   num_retries: 2""")),
-    route("/r4xx", "one", retry("""  retry_on: "retriable-4xx"
+    yaml_route("/r4xx", "one", yaml_retry_policy("""  retry_on: "retriable-4xx"
   num_retries: 1""")),
-    route("/codes", "one", retry("""  retry_on: "retriable-status-codes"
+    yaml_route("/codes", "one", yaml_retry_policy("""  retry_on: "retriable-status-codes"
   retriable_status_codes: [429]
   num_retries: 2""")),
-    route("/hdr", "one", retry("""  retry_on: "retriable-headers"
+    yaml_route("/hdr", "one", yaml_retry_policy("""  retry_on: "retriable-headers"
   retriable_headers: [{name: x-upstream-retry, exact_match: "yes"}]
   num_retries: 1""")),
-    route("/grpc", "one", retry("""  retry_on: "unavailable,resource-exhausted"
+    yaml_route("/grpc", "one", yaml_retry_policy("""  retry_on: "unavailable,resource-exhausted"
   num_retries: 2""")),
-    route("/ra", "one", retry("""  retry_on: "retriable-status-codes"
+    yaml_route("/ra", "one", yaml_retry_policy("""  retry_on: "retriable-status-codes"
   retriable_status_codes: [429]
   num_retries: 1
   rate_limited_retry_back_off:
     reset_headers: [{name: Retry-After, format: SECONDS}]
     max_interval: 5s""")),
-    route("/prev", "three", retry("""  retry_on: "5xx"
+    yaml_route("/prev", "three", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 2
   retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]
   host_selection_retry_max_attempts: 12""")),
-    route("/body", "one", retry("""  retry_on: "5xx"
+    yaml_route("/body", "one", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 2""")).rstrip("\n") + "\n              per_request_buffer_limit_bytes: 1024\n",
-    route("/pertry", "one", retry("""  retry_on: "5xx"
+    yaml_route("/pertry", "one", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 2
   per_try_timeout: 0.2s""")),
-    route("/idle", "one", retry("""  retry_on: "5xx"
+    yaml_route("/idle", "one", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 1
   per_try_idle_timeout: 0.15s""")),
-    route("/routeto", "one", "                timeout: 0.55s\n" + retry("""  retry_on: "5xx"
+    yaml_route("/routeto", "one", "                timeout: 0.55s\n" + yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 5
   per_try_timeout: 0.2s""")),
-    route("/tight", "tight", retry("""  retry_on: "5xx"
+    yaml_route("/tight", "tight", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 2""")),
-    route("/ridle", "one", "                idle_timeout: 0.4s\n"),
-    route("/maxdur", "one", "                max_stream_duration: {max_stream_duration: 0.3s}\n"),
-    route("/deadline", "one", "                max_stream_duration: {grpc_timeout_header_max: 0.5s}\n"),
-    route("/hedge", "pair", retry("""  retry_on: "5xx"
+    yaml_route("/ridle", "one", "                idle_timeout: 0.4s\n"),
+    yaml_route("/maxdur", "one", "                max_stream_duration: {max_stream_duration: 0.3s}\n"),
+    yaml_route("/deadline", "one", "                max_stream_duration: {grpc_timeout_header_max: 0.5s}\n"),
+    yaml_route("/hedge", "pair", yaml_retry_policy("""  retry_on: "5xx"
   num_retries: 1
   per_try_timeout: 0.2s
   retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]
   host_selection_retry_max_attempts: 5""").rstrip("\n") + "\n                hedge_policy: {hedge_on_per_try_timeout: true}\n"),
-    route("/plain", "one"),
+    yaml_route("/plain", "one"),
 ])
 
 
-def cluster(name: str, endpoints: list[tuple[str, int, int]], extra: str = "") -> str:
-    eps = "".join(f"""
-      - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
-        load_balancing_weight: {w}""" for ip, port, w in endpoints)
-    return f"""
-- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
-  name: {name}
-  type: STATIC
-  connect_timeout: 1s
-{extra}  load_assignment:
-    cluster_name: {name}
-    endpoints:
-    - lb_endpoints:{eps}
-"""
-
-
-RESOURCES = f"""\
-version_info: "1"
-resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: vip
-  address: {{socket_address: {{address: {VIP}, port_value: 80}}}}
-  bind_to_port: false
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: vip
+RESOURCES = yaml_resources(yaml_http_listener("vip", VIP, 80, ROUTES, """\
         request_headers_timeout: 0.3s
         stream_idle_timeout: 2s
         request_timeout: 3s
-        route_config:
-          name: local
-          virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:{ROUTES}
-        http_filters:
-        - name: envoy.filters.http.router
-          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-""" + cluster("one", [(SERVERS["a"], PORT, 1)]) + cluster(
-    "three", [(SERVERS["a"], PORT, 10), (SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)]) + cluster(
-    "dead", [(SERVERS["a"], 9, 1)]) + cluster(
-    "tight", [(SERVERS["a"], PORT, 1)], "  circuit_breakers: {thresholds: [{max_retries: 0}]}\n") + cluster(
-    "pair", [(SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)])
+"""), yaml_cluster("one", [(SERVERS["a"], PORT, 1)]), yaml_cluster(
+    "three", [(SERVERS["a"], PORT, 10), (SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)]), yaml_cluster(
+    "dead", [(SERVERS["a"], 9, 1)]), yaml_cluster(
+    "tight", [(SERVERS["a"], PORT, 1)], "  circuit_breakers: {thresholds: [{max_retries: 0}]}\n"), yaml_cluster(
+    "pair", [(SERVERS["b"], PORT, 1), (SERVERS["c"], PORT, 1)]))
 
 
 # A client that holds a request open on purpose (curl cannot): prints the status of the
@@ -183,11 +133,7 @@ def tolerance(expected_s: float) -> float:
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     pods = {name: net.add_pod(name, ip) for name, ip in SERVERS.items()}
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     log = net.path("attempts.jsonl")
     for name, pod in pods.items():
         FaultUpstream.start(net, pod, PORT, name, log)
@@ -196,32 +142,9 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.start({"retries.yaml": RESOURCES})
     d.enroll(client)
 
-    class Reply:
-        def __init__(self, cp):
-            self.cp = cp
-            out = cp.stdout
-            m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", out)
-            self.status = int(m.group(1)) if m else None
-            self.time = float(m.group(2)) if m else None
-            self.headers = {}
-            # Text mode: curl's CRLFs arrive as LFs.
-            for line in out.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]:
-                k, _, v = line.partition(":")
-                self.headers[k.strip().lower()] = v.strip()
-
-        def __str__(self):
-            return describe(self.cp)
-
     def request(path: str, key: str, *headers: str, data: str | None = None, max_time: float = 8,
                 http2: bool = False):
-        argv = ["-i", "-w", r"\nCODE=%{http_code} TIME=%{time_total}\n", "-H", f"x-fault-key: {key}"]
-        if http2:
-            argv.append("--http2-prior-knowledge")
-        for h in headers:
-            argv += ["-H", h]
-        if data is not None:
-            argv += ["-H", "Expect:", "--data-binary", data]
-        return Reply(client.curl(*argv, f"http://{VIP}{path}", cgroup=d.cgroup, max_time=max_time))
+        return fault_request(client, d.cgroup, f"http://{VIP}{path}", key, headers, data, http2, max_time)
 
     def new_key(name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:8]}"

@@ -248,5 +248,29 @@ TEST_F(RetryStateTest, TriedHostsAreKept) {
   EXPECT_TRUE(s->avoidsPreviousHosts());
 }
 
+// Envoy's router order for an attempt's outcome while hedging.
+TEST(OutcomeActionTest, AScheduledRetryComesFirst) {
+  EXPECT_EQ(outcomeAction({.retry_scheduled = true, .failed = true, .others_pending = true}), OutcomeAction::Retry);
+  EXPECT_EQ(outcomeAction({.retry_scheduled = true, .retriable = true}), OutcomeAction::Retry);
+}
+
+TEST(OutcomeActionTest, AFailureYieldsToAttemptsStillOut) {
+  EXPECT_EQ(outcomeAction({.failed = true, .others_pending = true}), OutcomeAction::Yield);
+  // Alone, the request fails (503).
+  EXPECT_EQ(outcomeAction({.failed = true}), OutcomeAction::Downstream);
+}
+
+TEST(OutcomeActionTest, ARetriableAnswerNotRetriedYieldsToAttemptsStillOut) {
+  // A hedged attempt's 503, or one over num_retries, while the hedge is out.
+  EXPECT_EQ(outcomeAction({.retriable = true, .others_pending = true}), OutcomeAction::Yield);
+  // Alone, it goes downstream as it is.
+  EXPECT_EQ(outcomeAction({.retriable = true}), OutcomeAction::Downstream);
+}
+
+TEST(OutcomeActionTest, AGoodAnswerGoesDownstreamWhateverIsOut) {
+  EXPECT_EQ(outcomeAction({.others_pending = true}), OutcomeAction::Downstream);
+  EXPECT_EQ(outcomeAction({}), OutcomeAction::Downstream);
+}
+
 }  // namespace
 }  // namespace culvert::router
