@@ -15,7 +15,8 @@ connections and drains old ones, and a third (10.96.0.12, codec AUTO, drain_time
 final GOAWAY drain_timeout later, close once the admitted streams are done). Last, an
 endpoint leaving its cluster (bootstrap drain_timeout 1 s): requests stalled on it are
 ended at the drain timeout — a 503 without a retry policy, a retry to the new endpoint
-with retry_on: reset.
+with retry_on: reset — over an HTTP/1.1 cluster and an HTTP/2 one (fault_upstream_h2.py
+on port 8090 of the same pods; its connection gets a GOAWAY when the endpoint leaves).
 """
 
 import json
@@ -30,10 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
 from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
 from fault_upstream import FaultUpstream, attempts, connections  # noqa: E402
+from fault_upstream_h2 import FaultUpstreamH2  # noqa: E402
 
 CLIENT_IP = "10.244.1.1"
 SERVERS = {"a": "10.244.1.2", "b": "10.244.1.3"}
 PORT = 8080
+H2_PORT = 8090
 VIP = "10.96.0.10"
 IDLE_TIMEOUT = 0.3
 MAX_DURATION = 0.6
@@ -48,7 +51,7 @@ ENDPOINT_DRAIN = 1.0  # bootstrap drain_timeout, seconds
 RELOAD_SLACK = 0.6
 
 
-def cluster(name: str, ip: str, common: str) -> str:
+def cluster(name: str, ip: str, common: str, protocol: str = "http_protocol_options", port: int = PORT) -> str:
     return f"""
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
   name: {name}
@@ -58,12 +61,12 @@ def cluster(name: str, ip: str, common: str) -> str:
     envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
       "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
       common_http_protocol_options: {{{common}}}
-      explicit_http_config: {{http_protocol_options: {{}}}}
+      explicit_http_config: {{{protocol}: {{}}}}
   load_assignment:
     cluster_name: {name}
     endpoints:
     - lb_endpoints:
-      - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {PORT}}}}}}}
+      - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
 """
 
 
@@ -90,6 +93,10 @@ resources:
               route: {{cluster: idle}}
             - match: {{prefix: "/aged"}}
               route: {{cluster: aged}}
+            - match: {{prefix: "/leaving-h2-retry"}}
+              route: {{cluster: leaving-h2, retry_policy: {{retry_on: reset, num_retries: 1}}}}
+            - match: {{prefix: "/leaving-h2"}}
+              route: {{cluster: leaving-h2}}
             - match: {{prefix: "/leaving-retry"}}
               route: {{cluster: leaving, retry_policy: {{retry_on: reset, num_retries: 1}}}}
             - match: {{prefix: "/leaving"}}
@@ -148,7 +155,8 @@ resources:
     "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
 
 def leaving_cluster(server: str) -> str:
-    return "version_info: \"1\"\nresources:" + cluster("leaving", SERVERS[server], "")
+    return "version_info: \"1\"\nresources:" + cluster("leaving", SERVERS[server], "") + cluster(
+        "leaving-h2", SERVERS[server], "", protocol="http2_protocol_options", port=H2_PORT)
 
 
 # One request for `path` that the upstream stalls (only its first attempt, with
@@ -371,6 +379,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     log = net.path("attempts.jsonl")
     for name, pod in pods.items():
         FaultUpstream.start(net, pod, PORT, name, log)
+        FaultUpstreamH2.start(net, pod, H2_PORT, name + "-h2", log)
 
     d = Culvertd(net, args, R, workers=1, extra_bootstrap=f"drain_timeout: {ENDPOINT_DRAIN:.0f}\n")
     d.start({"lifetime.yaml": RESOURCES, "leaving.yaml": leaving_cluster("a")})
@@ -540,12 +549,13 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     stalled = net.path("stalled_client.py")
     with open(stalled, "w") as f:
         f.write(STALLED_CLIENT)
-    keys = {path: f"leaving-{uuid.uuid4().hex[:8]}" for path in ("/leaving", "/leaving-retry")}
+    paths = ("/leaving", "/leaving-retry", "/leaving-h2", "/leaving-h2-retry")
+    keys = {path: f"leaving-{uuid.uuid4().hex[:8]}" for path in paths}
     procs = {path: client.spawn([th.PYTHON, "-B", stalled, VIP, path, key], cgroup=d.cgroup,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for path, key in keys.items()}
     both_stalled = wait_for(lambda: all(attempts(log, key) for key in keys.values()))
-    R.check("endpoint drain: both requests reached a and stall there", bool(both_stalled),
+    R.check("endpoint drain: every request reached a and stalls there", bool(both_stalled),
             str({k: attempts(log, k) for k in keys.values()}))
     left = time.monotonic()
     d.write_resources("leaving.yaml", leaving_cluster("b"))
@@ -564,16 +574,23 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         status, after = ended[path]
         R.check(f"endpoint drain {path}: ended between drain_timeout and drain_timeout + reload",
                 after is not None and ENDPOINT_DRAIN <= after <= ENDPOINT_DRAIN + RELOAD_SLACK, str(ended[path]))
-    R.check("endpoint drain /leaving (no retry policy): 503", ended["/leaving"][0] == "503", str(ended))
-    R.check("endpoint drain /leaving-retry (retry_on: reset): 200 from the retry", ended["/leaving-retry"][0] == "200",
-            str(ended))
-    tried = attempts(log, keys["/leaving-retry"])
-    R.check("endpoint drain /leaving-retry: two attempts, a then the new endpoint b",
-            [a["server"] for a in tried] == ["a", "b"], str(tried))
-    R.check("endpoint drain /leaving: one attempt (not retried)", len(attempts(log, keys["/leaving"])) == 1)
+    for h1, h2 in (("/leaving", "/leaving-h2"), ("/leaving-retry", "/leaving-h2-retry")):
+        for path, new in ((h1, "b"), (h2, "b-h2")):
+            tried = attempts(log, keys[path])
+            if "retry" in path:
+                R.check(f"endpoint drain {path} (retry_on: reset): 200 from the retry", ended[path][0] == "200",
+                        str(ended[path]))
+                R.check(f"endpoint drain {path}: two attempts, a then the new endpoint {new}",
+                        [a["server"] for a in tried] == [tried[0]["server"] if tried else None, new]
+                        and tried[0]["server"].startswith("a"), str(tried))
+            else:
+                R.check(f"endpoint drain {path} (no retry policy): 503", ended[path][0] == "503", str(ended[path]))
+                R.check(f"endpoint drain {path}: one attempt (not retried)", len(tried) == 1, str(tried))
+    # HTTP/1.1: one connection per stalled request; HTTP/2: one connection carried both.
     got = d.wait_metric("culvert_upstream_cx_drain_timeout_total", 2, {"cluster": "leaving"})
     R.check("culvert_upstream_cx_drain_timeout_total{cluster=leaving} = 2", got == 2, f"got {got}")
-
+    got = d.wait_metric("culvert_upstream_cx_drain_timeout_total", 1, {"cluster": "leaving-h2"})
+    R.check("culvert_upstream_cx_drain_timeout_total{cluster=leaving-h2} = 1", got == 1, f"got {got}")
 
 if __name__ == "__main__":
     sys.exit(run_test("integration_connection_lifetime", scenario))

@@ -111,6 +111,7 @@ class _Connection(asyncio.Protocol):
         self.requests = 0
         self.goaway = False
         self.closed = False
+        self.drained_by_client = False  # the client's GOAWAY came while streams were open
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport):
@@ -139,6 +140,8 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data: bytes):
+        if self.drained_by_client:
+            return  # python-h2 would take any frame now as a protocol error
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
@@ -172,6 +175,13 @@ class _Connection(asyncio.Protocol):
                         "key": s.key if s else None, "error_code": int(ev.error_code)})
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.flush()
+                if self.streams:
+                    # The client's GOAWAY (a drain): the streams it opened stay its to
+                    # finish. python-h2 takes any received GOAWAY as the connection's end
+                    # and sends nothing more, so they are held unanswered (as a stalled
+                    # upstream would) until the client closes the connection.
+                    self.drained_by_client = True
+                    return
                 self.transport.close()
                 return
         self.flush()
