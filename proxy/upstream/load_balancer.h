@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "proxy/config/snapshot.h"
@@ -59,8 +60,9 @@ public:
   virtual uint32_t pick(const PickInput& input) = 0;
 };
 
-// Envoy's normalizeLocalityWeights: input.hosts with their share of the ring or table, in
-// Envoy's order (by locality, then host order). A locality's share is its weight over the
+// Envoy's normalizeLocalityWeights: input.hosts with their share of the ring or table,
+// grouped by locality in index order (Envoy orders localities by name, the node's own
+// first), in host order inside each. A locality's share is its weight over the
 // sum of the weights of the priority's localities that have hosts (all of them, EDS-unhealthy
 // ones included: raw weights, not availability-adjusted); inside it, a host's share is its
 // weight over its locality's hosts among input.hosts. Hosts of a locality without weight are
