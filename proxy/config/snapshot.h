@@ -346,6 +346,7 @@ struct DnsResolution {
     uint16_t port = 0;
     uint32_t weight = 1;
     uint32_t priority = 0;
+    uint32_t locality = 0;  // index into the cluster's `localities`: its entry's
     bool operator==(const Target&) const = default;
   };
   std::vector<Target> targets;
@@ -452,7 +453,9 @@ struct Cluster {
   LbPolicy lb_policy = LbPolicy::RoundRobin;
   std::chrono::milliseconds connect_timeout{5000};
   std::vector<Endpoint> endpoints;
-  std::vector<Locality> localities;  // Static and Eds clusters; Endpoint::locality indexes it
+  // Endpoint::locality indexes it. DNS clusters: the load_assignment's localities, whose
+  // `hosts` count what their names resolved to last.
+  std::vector<Locality> localities;
   std::string eds_service_name;  // only for ClusterType::Eds
   // Only for StrictDns / LogicalDns: `endpoints` hold what resolved last (empty until the
   // first answer); agent/dns_clusters fills them in and republishes.
@@ -469,7 +472,8 @@ struct Cluster {
   uint64_t maglev_table_size = 65537;
   uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode
   // common_lb_config.locality_weighted_lb_config: within a priority, pick a locality by
-  // effective weight first (ROUND_ROBIN, LEAST_REQUEST and RANDOM only).
+  // effective weight first (ROUND_ROBIN, LEAST_REQUEST, RANDOM); RING_HASH and MAGLEV fold
+  // the localities' weights into their hosts' weights instead (Envoy's thread-aware balancers).
   bool locality_weighted = false;
   CircuitBreakers circuit_breakers;  // DEFAULT priority
   CircuitBreakers high_circuit_breakers;

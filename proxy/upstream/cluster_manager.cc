@@ -23,8 +23,9 @@ struct ClusterState {
   // Derived from health; rebuilt when an ejection starts or ends.
   std::vector<std::vector<uint32_t>> all_hosts;      // by priority
   std::vector<std::vector<uint32_t>> healthy_hosts;  // by priority
-  // Locality weighting only: a balancer and the healthy hosts per locality, and each
-  // priority's locality scheduler (rebuilt with the host sets).
+  // Locality weighting by scheduler only (not RING_HASH / MAGLEV, whose ring or table
+  // carries the localities' weights): a balancer and the healthy hosts per locality, and
+  // each priority's locality scheduler (rebuilt with the host sets).
   std::vector<std::unique_ptr<LoadBalancer>> locality_balancers;  // by locality
   std::vector<std::vector<uint32_t>> healthy_by_locality;
   std::vector<LocalityScheduler> locality_schedulers;  // by priority
@@ -46,6 +47,14 @@ struct ClusterState {
 };
 
 namespace {
+
+bool hashes(const config::Cluster& cluster) {
+  return cluster.lb_policy == config::LbPolicy::RingHash || cluster.lb_policy == config::LbPolicy::Maglev;
+}
+
+// Locality weighting as a pick of a locality, then of a host in it (ROUND_ROBIN,
+// LEAST_REQUEST, RANDOM). RING_HASH and MAGLEV weigh localities in their ring or table.
+bool schedulesLocalities(const config::Cluster& cluster) { return cluster.locality_weighted && !hashes(cluster); }
 
 // Whether b's balancers may carry on from a's: same endpoints and the same balancer
 // settings (a balancer holds its policy's config).
@@ -202,7 +211,7 @@ std::shared_ptr<ClusterState> ClusterManager::makeState(const std::string& name,
     state->locality_balancers = std::move(old->locality_balancers);
   } else {
     for (uint32_t p = 0; p < levels; ++p) state->balancers.push_back(makeLoadBalancer(*cluster, options_.random));
-    if (cluster->locality_weighted) {
+    if (schedulesLocalities(*cluster)) {
       for (size_t l = 0; l < cluster->localities.size(); ++l) {
         state->locality_balancers.push_back(makeLoadBalancer(*cluster, options_.random));
       }
@@ -352,7 +361,7 @@ void ClusterManager::refreshHostSets(ClusterState& state) {
     health[p] = {static_cast<uint32_t>(state.all_hosts[p].size()), static_cast<uint32_t>(state.healthy_hosts[p].size())};
   }
   state.load = computePriorityLoad(health, state.cluster->healthy_panic_threshold);
-  if (state.cluster->locality_weighted) refreshLocalities(state);
+  if (schedulesLocalities(*state.cluster)) refreshLocalities(state);
   // Odd for the healthy sets, +1 for the panic (all hosts) ones; unique in this manager,
   // so a balancer handed from an older state never mistakes a set for one it saw.
   next_hosts_version_ += 2;
@@ -407,10 +416,14 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
       input.hosts_version = 0;
     }
   }
-  // Locality weighting (never in panic, as Envoy): a locality by effective weight, then
-  // the balancer over its healthy hosts. Without a weighted locality, the whole level.
+  // RING_HASH / MAGLEV with locality weighting, in panic too (Envoy's thread-aware
+  // balancers): the ring or table over the level's hosts weighs their localities.
+  if (cluster.locality_weighted && hashes(cluster) && !cluster.localities.empty()) input.localities = &cluster.localities;
+  // Locality weighting of the other policies (never in panic, as Envoy): a locality by
+  // effective weight, then the balancer over its healthy hosts. Without a weighted
+  // locality, the whole level.
   auto pickOnce = [&] {
-    if (cluster.locality_weighted && !panic) {
+    if (schedulesLocalities(cluster) && !panic) {
       if (auto locality = state.locality_schedulers[priority].pick()) {
         PickInput in_locality{input.endpoints, state.healthy_by_locality[*locality], input.active_requests,
                               input.hash,      input.hosts_version,                  input.weights};
@@ -420,6 +433,9 @@ std::expected<ClusterManager::Selection, ClusterManager::PickError> ClusterManag
     return state.balancers[priority]->pick(input);
   };
   uint32_t index = pickOnce();
+  // Locality weighting left the ring or table without a host (no weighted locality has
+  // one here): no endpoint, as in Envoy.
+  if (index == LoadBalancer::kNoHost) return std::unexpected(PickError::NoHealthyEndpoint);
   // retry_host_predicate previous_hosts: pick again, up to extra_picks times, while the
   // balancer lands on an endpoint a previous attempt tried; then take the last pick.
   const auto& avoid = context.avoid;

@@ -108,6 +108,7 @@ void DnsCluster::onResponse(Target& target, DnsResponse response) {
     endpoint.address = *address;
     endpoint.weight = target.config.weight;
     endpoint.priority = target.config.priority;
+    endpoint.locality = target.config.locality;
     hosts.push_back(endpoint);
     min_ttl = std::min(min_ttl, record.ttl);
     if (logical_) break;  // the first address only
@@ -126,7 +127,10 @@ void DnsCluster::rebuild() {
   for (const auto& target : targets_) next.insert(next.end(), target->hosts.begin(), target->hosts.end());
   auto key = [](const std::vector<config::Endpoint>& v) {
     std::string out;
-    for (const auto& e : v) out += e.address.toString() + "/" + std::to_string(e.weight) + "/" + std::to_string(e.priority) + " ";
+    for (const auto& e : v) {
+      out += e.address.toString() + "/" + std::to_string(e.weight) + "/" + std::to_string(e.priority) + "/" +
+             std::to_string(e.locality) + " ";
+    }
     return out;
   };
   auto before = key(endpoints_);
@@ -204,12 +208,17 @@ std::shared_ptr<const config::ClusterTable> DnsClusterSet::resolve(
     const auto& resolved = entry.cluster ? entry.cluster->endpoints() : entry.merged_from;
     auto same = [](const std::vector<config::Endpoint>& a, const std::vector<config::Endpoint>& b) {
       return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
-        return x.address == y.address && x.weight == y.weight && x.priority == y.priority;
+        return x.address == y.address && x.weight == y.weight && x.priority == y.priority && x.locality == y.locality;
       });
     };
     if (entry.source != cluster || !entry.merged || !same(entry.merged_from, resolved)) {
       auto merged = std::make_shared<config::Cluster>(*cluster);
       merged->endpoints = resolved;
+      // A locality holds what its names resolved to (its size for locality weighting).
+      for (auto& locality : merged->localities) locality.hosts = 0;
+      for (const auto& endpoint : merged->endpoints) {
+        if (endpoint.locality < merged->localities.size()) ++merged->localities[endpoint.locality].hosts;
+      }
       entry.source = cluster;
       entry.merged = merged;
       entry.merged_from = resolved;

@@ -31,7 +31,8 @@ using DnsTimerFactory = std::function<std::unique_ptr<DnsTimer>(std::function<vo
 DnsTimerFactory dispatcherDnsTimers(event::Dispatcher& dispatcher);
 
 // One DNS cluster's resolution loop, per lb_endpoint (target): resolve; on an answer,
-// the target's hosts become its addresses (STRICT_DNS: all; LOGICAL_DNS: the first) and
+// the target's hosts become its addresses (STRICT_DNS: all; LOGICAL_DNS: the first), each
+// with the target's weight, priority and locality (its load_assignment entry's), and
 // the next resolution is due after dns_refresh_rate, or after the answer's smallest TTL
 // with respect_dns_ttl; on a failure the last hosts stay and the next resolution is due
 // after dns_failure_refresh_rate's jittered back-off (dns_refresh_rate when unset).

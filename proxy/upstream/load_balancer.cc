@@ -92,13 +92,55 @@ uint32_t RandomBalancer::pick(const PickInput& input) { return input.hosts[rando
 RingHashBalancer::RingHashBalancer(config::RingHashConfig config, Random random)
     : config_(config), random_(std::move(random)) {}
 
+std::vector<std::pair<uint32_t, double>> localityNormalizedWeights(const PickInput& input) {
+  std::vector<std::pair<uint32_t, double>> out;
+  const auto& localities = *input.localities;
+  if (input.hosts.empty()) return out;
+  const uint32_t priority = input.endpoints[input.hosts.front()].priority;
+  uint64_t locality_sum = 0;
+  for (const auto& locality : localities) {
+    if (locality.priority == priority && locality.hosts > 0) locality_sum += locality.weight;
+  }
+  if (locality_sum == 0) return out;
+  // Per locality: its hosts' weight sum, and where its hosts start in `out` (a counting
+  // sort keeps host order inside each locality).
+  const size_t count = localities.size();
+  std::vector<uint64_t> host_sum(count, 0);
+  std::vector<uint32_t> start(count + 1, 0);
+  auto weighted = [&](uint32_t l) { return l < count && localities[l].weight > 0; };
+  for (uint32_t i : input.hosts) {
+    const uint32_t l = input.endpoints[i].locality;
+    if (!weighted(l)) continue;
+    host_sum[l] += weightOf(input.endpoints[i]);
+    ++start[l + 1];
+  }
+  for (size_t l = 0; l < count; ++l) start[l + 1] += start[l];
+  out.resize(start[count]);
+  for (uint32_t i : input.hosts) {
+    const uint32_t l = input.endpoints[i].locality;
+    if (!weighted(l)) continue;
+    const double locality_share = static_cast<double>(localities[l].weight) / static_cast<double>(locality_sum);
+    out[start[l]++] = {i, weightOf(input.endpoints[i]) * locality_share / static_cast<double>(host_sum[l])};
+  }
+  return out;
+}
+
 void RingHashBalancer::build(const PickInput& input) {
   built_for_ = input.hosts;
   ring_.clear();
-  double total = 0;
-  for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
+  // Each host's normalized weight (the shares sum to 1, or less with locality weighting).
+  std::vector<std::pair<uint32_t, double>> normalized;
+  if (input.localities) {
+    normalized = localityNormalizedWeights(input);
+    if (normalized.empty()) return;  // no host has a share: an empty ring
+  } else {
+    double total = 0;
+    for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
+    normalized.reserve(input.hosts.size());
+    for (uint32_t i : input.hosts) normalized.emplace_back(i, weightOf(input.endpoints[i]) / total);
+  }
   double min_normalized = 1.0;
-  for (uint32_t i : input.hosts) min_normalized = std::min(min_normalized, weightOf(input.endpoints[i]) / total);
+  for (const auto& [i, w] : normalized) min_normalized = std::min(min_normalized, w);
   // Envoy's scale: the lightest endpoint gets a whole number of entries, within max size.
   const double scale = std::min(std::ceil(min_normalized * static_cast<double>(config_.minimum_ring_size)) / min_normalized,
                                 static_cast<double>(config_.maximum_ring_size));
@@ -106,9 +148,9 @@ void RingHashBalancer::build(const PickInput& input) {
   double current = 0;
   double target = 0;
   std::string key;
-  for (uint32_t i : input.hosts) {
+  for (const auto& [i, w] : normalized) {
     const std::string address = input.endpoints[i].address.toString();
-    target += scale * (weightOf(input.endpoints[i]) / total);
+    target += scale * w;
     for (uint64_t k = 0; current < target; ++k, ++current) {
       key.assign(address).append("_").append(std::to_string(k));
       ring_.emplace_back(common::xxHash64(key), i);
@@ -119,6 +161,7 @@ void RingHashBalancer::build(const PickInput& input) {
 
 uint32_t RingHashBalancer::pick(const PickInput& input) {
   if (hostsMayHaveChanged(input, hosts_version_) && input.hosts != built_for_) build(input);
+  if (ring_.empty()) return kNoHost;
   uint64_t h = input.hash ? *input.hash : random_();
   auto it = std::lower_bound(ring_.begin(), ring_.end(), h,
                              [](const std::pair<uint64_t, uint32_t>& entry, uint64_t v) { return entry.first < v; });
@@ -168,18 +211,25 @@ void MaglevBalancer::build(const PickInput& input) {
     double weight;
     double target;
   };
-  double total = 0;
-  for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
   double max_weight = 0;
   std::vector<Entry> entries;
   entries.reserve(input.hosts.size());
-  for (uint32_t i : input.hosts) {
+  auto add = [&](uint32_t i, double w) {  // w: the host's normalized weight
     const std::string address = input.endpoints[i].address.toString();
-    double w = weightOf(input.endpoints[i]) / total;
     max_weight = std::max(max_weight, w);
     entries.push_back({i, static_cast<uint32_t>(common::xxHash64(address, 0) % size),
                        static_cast<uint32_t>(common::xxHash64(address, 1) % (size - 1) + 1), 0, w, w});
+  };
+  if (input.localities) {
+    for (const auto& [i, w] : localityNormalizedWeights(input)) add(i, w);
+  } else {
+    double total = 0;
+    for (uint32_t i : input.hosts) total += weightOf(input.endpoints[i]);
+    for (uint32_t i : input.hosts) add(i, weightOf(input.endpoints[i]) / total);
   }
+  // Locality weighting left no host with a share: Envoy builds no table and picks none.
+  empty_ = entries.empty();
+  if (empty_) return;
   // Which slots are taken, one bit each: 8 KiB for 65537 slots, which stays in L1 where
   // the table (256 KiB) does not. Probing finds an endpoint's next free slot in about
   // size / free probes, ~size × ln(size) in all; each power-of-two band of the free count
@@ -234,6 +284,7 @@ void MaglevBalancer::build(const PickInput& input) {
 
 uint32_t MaglevBalancer::pick(const PickInput& input) {
   if (hostsMayHaveChanged(input, hosts_version_) && input.hosts != built_for_) build(input);
+  if (empty_) return kNoHost;
   uint64_t h = input.hash ? *input.hash : random_();
   return table_[h % table_size_];
 }

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "proxy/config/snapshot.h"
@@ -32,6 +33,12 @@ struct PickInput {
   // Weights by endpoint index in place of the endpoints' own (slow start); null: theirs.
   // ROUND_ROBIN and LEAST_REQUEST use them; the hashing and random policies do not.
   const std::vector<double>* weights = nullptr;
+  // RING_HASH and MAGLEV with locality weighting: the cluster's localities (indexed by
+  // Endpoint::locality). A host's share of the ring or table becomes its locality's share
+  // of the priority's locality weights × its share of its locality's host weights among
+  // `hosts` (Envoy's thread-aware balancers); hosts of a locality without weight get none.
+  // Null: the endpoints' weights alone. Must stay the same for a given hosts_version.
+  const std::vector<config::Locality>* localities = nullptr;
 };
 
 // Whether `input` may hold another host set than the last pick's: false only when both
@@ -46,9 +53,22 @@ inline bool hostsMayHaveChanged(const PickInput& input, uint64_t& last_version) 
 // input.hosts. Pure apart from the injected Random.
 class LoadBalancer {
 public:
+  // What RING_HASH and MAGLEV return when locality weighting leaves no host with a share
+  // (no weighted locality has a host in input.hosts): Envoy's empty ring, no host.
+  static constexpr uint32_t kNoHost = UINT32_MAX;
   virtual ~LoadBalancer() = default;
   virtual uint32_t pick(const PickInput& input) = 0;
 };
+
+// Envoy's normalizeLocalityWeights: input.hosts with their share of the ring or table,
+// grouped by locality in index order (Envoy orders localities by name, the node's own
+// first), in host order inside each. A locality's share is its weight over the
+// sum of the weights of the priority's localities that have hosts (all of them, EDS-unhealthy
+// ones included: raw weights, not availability-adjusted); inside it, a host's share is its
+// weight over its locality's hosts among input.hosts. Hosts of a locality without weight are
+// left out, so the shares sum to less than 1 when a weighted locality has no host here.
+// Empty when no locality has a weight. Requires input.localities.
+std::vector<std::pair<uint32_t, double>> localityNormalizedWeights(const PickInput& input);
 
 // Equal weights (the usual case): plain rotation, O(1) a pick. Unequal weights: smooth
 // weighted round robin (nginx's algorithm; O(hosts) a pick): over any window of
@@ -130,6 +150,7 @@ private:
   std::vector<uint32_t> built_for_;
   uint64_t hosts_version_ = 0;
   std::unique_ptr<uint32_t[]> table_;  // endpoint index per slot, table_size_ of them
+  bool empty_ = false;                 // locality weighting left no host: no table
 };
 
 std::unique_ptr<LoadBalancer> makeLoadBalancer(const config::Cluster& cluster, Random random);

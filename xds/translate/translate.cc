@@ -1138,6 +1138,49 @@ Result<void> translateDnsResolver(const cluster::Cluster& proto, config::DnsReso
   return {};
 }
 
+// Envoy's grouping: entries naming the same locality at the same priority are one locality,
+// their hosts together, weighed by the last of them that names a locality and carries a
+// weight (Envoy records weights by locality, so an entry without `locality` adds none).
+// Returns each entry's locality index.
+std::vector<uint32_t> groupLocalities(const endpoint::ClusterLoadAssignment& proto,
+                                      std::vector<config::Locality>& localities) {
+  using Key = std::tuple<uint32_t, std::string_view, std::string_view, std::string_view>;
+  std::map<Key, uint32_t> index_of;
+  std::vector<uint32_t> out;
+  out.reserve(static_cast<size_t>(proto.endpoints_size()));
+  for (const auto& entry : proto.endpoints()) {
+    const auto& name = entry.locality();
+    auto [it, added] = index_of.try_emplace(Key{entry.priority(), name.region(), name.zone(), name.sub_zone()},
+                                            static_cast<uint32_t>(localities.size()));
+    if (added) localities.push_back({0, entry.priority(), 0});
+    auto& locality = localities[it->second];
+    locality.hosts += static_cast<uint32_t>(entry.lb_endpoints_size());
+    if (entry.has_locality() && entry.has_load_balancing_weight()) locality.weight = entry.load_balancing_weight().value();
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+// Envoy's validation: a locality's weight is at least 1, and a priority's weights sum
+// to at most UINT32_MAX.
+Result<void> checkLocalityWeights(const endpoint::ClusterLoadAssignment& proto) {
+  std::map<uint32_t, uint64_t> weight_per_priority;
+  for (int i = 0; i < proto.endpoints_size(); ++i) {
+    const auto& locality = proto.endpoints(i);
+    if (!locality.has_load_balancing_weight()) continue;
+    if (locality.load_balancing_weight().value() == 0) {
+      return fail("must be at least 1", indexed("endpoints", i) + ".load_balancing_weight");
+    }
+    uint64_t& sum = weight_per_priority[locality.priority()];
+    sum += locality.load_balancing_weight().value();
+    if (sum > UINT32_MAX) {
+      return fail("the localities of one priority have weights summing past 4294967295",
+                  indexed("endpoints", i) + ".load_balancing_weight");
+    }
+  }
+  return {};
+}
+
 Result<config::DnsResolution::Target> translateDnsTarget(const endpoint::LbEndpoint& proto) {
   if (!proto.has_endpoint() || !proto.endpoint().has_address()) return fail("an address is required", "endpoint.address");
   const auto& address = proto.endpoint().address();
@@ -1162,8 +1205,10 @@ Result<config::DnsResolution::Target> translateDnsTarget(const endpoint::LbEndpo
   return out;
 }
 
-// STRICT_DNS / LOGICAL_DNS: the hostnames to resolve and how.
-Result<config::DnsResolution> translateDnsResolution(const cluster::Cluster& proto, bool logical) {
+// STRICT_DNS / LOGICAL_DNS: the hostnames to resolve and how, and the load_assignment's
+// localities (their `hosts` stay 0: what a locality holds is what its names resolve to).
+Result<config::DnsResolution> translateDnsResolution(const cluster::Cluster& proto, bool logical,
+                                                     std::vector<config::Locality>& localities) {
   config::DnsResolution out;
   if (proto.has_dns_refresh_rate()) {
     auto t = toMillis(proto.dns_refresh_rate(), "dns_refresh_rate");
@@ -1209,6 +1254,11 @@ Result<config::DnsResolution> translateDnsResolution(const cluster::Cluster& pro
   if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
     return fail("priorities must run from 0 without gaps", "load_assignment.endpoints");
   }
+  if (auto ok = checkLocalityWeights(cla); !ok) return std::unexpected(nest("load_assignment", ok.error()));
+  // Each resolved address inherits the locality of the entry its name came from (Envoy's
+  // DNS clusters register every host with its LocalityLbEndpoints).
+  const auto locality_of = groupLocalities(cla, localities);
+  for (auto& locality : localities) locality.hosts = 0;
   for (int i = 0; i < cla.endpoints_size(); ++i) {
     const auto& locality = cla.endpoints(i);
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
@@ -1227,6 +1277,7 @@ Result<config::DnsResolution> translateDnsResolution(const cluster::Cluster& pro
       auto target = translateDnsTarget(lb);
       if (!target) return std::unexpected(nest(where, target.error()));
       target->priority = locality.priority();
+      target->locality = locality_of[static_cast<size_t>(i)];
       out.targets.push_back(std::move(*target));
     }
   }
@@ -1309,7 +1360,7 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
     case cluster::Cluster::LOGICAL_DNS: {
       const bool logical = proto.type() == cluster::Cluster::LOGICAL_DNS;
       out.type = logical ? config::ClusterType::LogicalDns : config::ClusterType::StrictDns;
-      auto dns = translateDnsResolution(proto, logical);
+      auto dns = translateDnsResolution(proto, logical, out.localities);
       if (!dns) return std::unexpected(dns.error());
       out.dns = std::move(*dns);
       break;
@@ -1415,29 +1466,6 @@ bool cleanInCommonShape(const endpoint::ClusterLoadAssignment& proto) {
   return true;
 }
 
-// Envoy's grouping: entries naming the same locality at the same priority are one locality,
-// their hosts together, weighed by the last of them that names a locality and carries a
-// weight (Envoy records weights by locality, so an entry without `locality` adds none).
-// Returns each entry's locality index.
-std::vector<uint32_t> groupLocalities(const endpoint::ClusterLoadAssignment& proto,
-                                      std::vector<config::Locality>& localities) {
-  using Key = std::tuple<uint32_t, std::string_view, std::string_view, std::string_view>;
-  std::map<Key, uint32_t> index_of;
-  std::vector<uint32_t> out;
-  out.reserve(static_cast<size_t>(proto.endpoints_size()));
-  for (const auto& entry : proto.endpoints()) {
-    const auto& name = entry.locality();
-    auto [it, added] = index_of.try_emplace(Key{entry.priority(), name.region(), name.zone(), name.sub_zone()},
-                                            static_cast<uint32_t>(localities.size()));
-    if (added) localities.push_back({0, entry.priority(), 0});
-    auto& locality = localities[it->second];
-    locality.hosts += static_cast<uint32_t>(entry.lb_endpoints_size());
-    if (entry.has_locality() && entry.has_load_balancing_weight()) locality.weight = entry.load_balancing_weight().value();
-    out.push_back(it->second);
-  }
-  return out;
-}
-
 }  // namespace
 
 Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::ClusterLoadAssignment& proto) {
@@ -1455,22 +1483,7 @@ Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::Cl
   if (!priorities.empty() && *priorities.rbegin() + 1 != priorities.size()) {
     return fail("priorities must run from 0 without gaps", "endpoints");
   }
-  // Envoy's validation: a locality's weight is at least 1, and a priority's weights sum
-  // to at most UINT32_MAX.
-  std::map<uint32_t, uint64_t> weight_per_priority;
-  for (int i = 0; i < proto.endpoints_size(); ++i) {
-    const auto& locality = proto.endpoints(i);
-    if (!locality.has_load_balancing_weight()) continue;
-    if (locality.load_balancing_weight().value() == 0) {
-      return fail("must be at least 1", indexed("endpoints", i) + ".load_balancing_weight");
-    }
-    uint64_t& sum = weight_per_priority[locality.priority()];
-    sum += locality.load_balancing_weight().value();
-    if (sum > UINT32_MAX) {
-      return fail("the localities of one priority have weights summing past 4294967295",
-                  indexed("endpoints", i) + ".load_balancing_weight");
-    }
-  }
+  if (auto ok = checkLocalityWeights(proto); !ok) return std::unexpected(ok.error());
   const auto locality_of = groupLocalities(proto, out.localities);
   for (int i = 0; i < proto.endpoints_size(); ++i) {
     const auto& locality = proto.endpoints(i);

@@ -166,18 +166,8 @@ Result<void> translateLbConfig(const cluster::Cluster& proto, config::Cluster& o
     out.healthy_panic_threshold = static_cast<uint32_t>(v);
   }
   if (proto.has_common_lb_config() && proto.common_lb_config().has_locality_weighted_lb_config()) {
-    const std::string where = "common_lb_config.locality_weighted_lb_config";
-    // Envoy folds locality weights into the ring or table of its hash balancers; culvert's
-    // are built from endpoint weights alone, so they would ignore the localities.
-    if (out.lb_policy == config::LbPolicy::RingHash || out.lb_policy == config::LbPolicy::Maglev) {
-      return fail("locality weighting is not supported with lb_policy RING_HASH or MAGLEV (only ROUND_ROBIN, "
-                  "LEAST_REQUEST and RANDOM)",
-                  where);
-    }
-    // DNS clusters' resolved endpoints carry no locality yet.
-    if (out.type != config::ClusterType::Static && out.type != config::ClusterType::Eds) {
-      return fail("locality weighting is supported on STATIC and EDS clusters only", where);
-    }
+    // Every lb_policy (RING_HASH and MAGLEV fold the weights into their ring or table) and
+    // every cluster type that has endpoints (ORIGINAL_DST clusters never get here).
     out.locality_weighted = true;
   }
   return {};

@@ -37,12 +37,17 @@ void BM_PickEndpoint(benchmark::State& state) {
 BENCHMARK(BM_PickEndpoint)->ArgNames({"policy", "endpoints"})->ArgsProduct({{0, 1, 2}, {10, 10000}});
 
 // A MAGLEV table build (Envoy's default 65537 slots) alone: what the first pick after an
-// update costs a worker. Two host sets alternate, so every pick rebuilds.
+// update costs a worker. Two host sets alternate, so every pick rebuilds. localities:1
+// spreads the endpoints over 3 localities (weights 1, 2, 3) with locality weighting on,
+// so the build also folds the locality weights into the hosts'.
 void BM_MaglevBuild(benchmark::State& state) {
   std::vector<culvert::config::Endpoint> endpoints;
+  std::vector<culvert::config::Locality> localities = {{1, 0, 0}, {2, 0, 0}, {3, 0, 0}};
   for (int64_t i = 0; i < 2 * state.range(0); ++i) {
     auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
-    endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), 1, 0});
+    const auto locality = static_cast<uint32_t>(i % 3);
+    endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), 1, 0, locality});
+    ++localities[locality].hosts;
   }
   std::vector<uint32_t> hosts[2];
   for (uint32_t i = 0; i < endpoints.size(); ++i) hosts[i % 2].push_back(i);
@@ -52,10 +57,14 @@ void BM_MaglevBuild(benchmark::State& state) {
     ++version;
     culvert::upstream::PickInput input{endpoints, hosts[version % 2], nullptr, version};
     input.hosts_version = version;
+    if (state.range(1) != 0) input.localities = &localities;
     benchmark::DoNotOptimize(lb.pick(input));
   }
 }
-BENCHMARK(BM_MaglevBuild)->ArgName("endpoints")->Arg(100)->Arg(10000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MaglevBuild)
+    ->ArgNames({"endpoints", "localities"})
+    ->ArgsProduct({{100, 10000}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
 
 // Locality weighting's share: a ROUND_ROBIN cluster in 3 localities (weights 1, 2, 3),
 // picked with and without common_lb_config.locality_weighted_lb_config.

@@ -6,6 +6,8 @@
 #include <set>
 #include <random>
 
+#include "proxy/common/xxhash64.h"
+
 namespace culvert::upstream {
 namespace {
 
@@ -519,6 +521,103 @@ TEST(ClusterManagerLocalityTest, LeastRequestAndRandomPickInsideTheLocality) {
     EXPECT_EQ(total(spread, {"10.0.1.1", "10.0.1.2"}), 1000);
     EXPECT_NEAR(spread["10.0.1.1"], 500, 100);
   }
+}
+
+// Picks with hash 0..size-1: each slot of a MAGLEV table once.
+std::map<std::string, int> slotSpread(Fixture& f, uint64_t size = 65537) {
+  std::map<std::string, int> out;
+  for (uint64_t h = 0; h < size; ++h) {
+    ClusterManager::PickContext context;
+    context.hash = h;
+    context.count_request = false;
+    auto s = f.cm.pickEndpoint("c", context);
+    out[s ? s->endpoint.address.ip() : "none"]++;
+  }
+  return out;
+}
+
+TEST(ClusterManagerLocalityTest, MaglevTableSplitsByLocalityWeight) {
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}}, config::LbPolicy::Maglev);
+  f.publish();
+  auto spread = slotSpread(f);
+  EXPECT_NEAR(total(spread, {"10.0.0.1", "10.0.0.2"}), 65537 * 0.75, 2);
+  EXPECT_NEAR(spread["10.0.0.1"], 65537 * 0.375, 1);
+  EXPECT_NEAR(spread["10.0.1.2"], 65537 * 0.125, 1);
+}
+
+TEST(ClusterManagerLocalityTest, RingHashSplitsByLocalityWeight) {
+  Fixture f;
+  auto c = addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}},
+                              config::LbPolicy::RingHash);
+  c->ring_hash.minimum_ring_size = 16384;
+  f.publish();
+  std::map<std::string, int> spread;
+  for (int k = 0; k < 40000; ++k) {
+    ClusterManager::PickContext context;
+    context.hash = common::xxHash64("key-" + std::to_string(k));
+    auto s = f.cm.pickEndpoint("c", context);
+    spread[s ? s->endpoint.address.ip() : "none"]++;
+  }
+  EXPECT_NEAR(total(spread, {"10.0.0.1", "10.0.0.2"}), 30000, 600);
+  EXPECT_NEAR(total(spread, {"10.0.1.1", "10.0.1.2"}), 10000, 600);
+}
+
+TEST(ClusterManagerLocalityTest, HashingKeepsRawLocalityWeightsWhenHostsFail) {
+  // Envoy's thread-aware balancers weigh localities by their configured weights over the
+  // healthy hosts, without the availability adjustment: a2 keeps all of zone a's 75 %
+  // (round robin would give it 2.1 / 3.1).
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}}, config::LbPolicy::Maglev);
+  f.publish();
+  f.cm.setHealthCheckResult("c", *common::SocketAddress::parse("10.0.0.1", 80), false);
+  auto spread = slotSpread(f);
+  EXPECT_EQ(spread.count("10.0.0.1"), 0u);
+  EXPECT_NEAR(spread["10.0.0.2"], 65537 * 0.75, 2);
+  EXPECT_NEAR(spread["10.0.1.1"], 65537 * 0.125, 2);
+}
+
+TEST(ClusterManagerLocalityTest, HashingWeighsLocalitiesInPanicToo) {
+  // Localities 1:1, four hosts against one; all four fail: 1 of 5 healthy is panic, and
+  // Envoy's table is then built from every host, still weighed by locality: zone a's
+  // four share half, b1 has the other half (20 % each without localities).
+  Fixture f;
+  const std::vector<std::string> a = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"};
+  addLocalityCluster(f, {{1, 0, a}, {1, 0, {"10.0.1.1"}}}, config::LbPolicy::Maglev);
+  f.publish();
+  for (const auto& ip : a) f.cm.setHealthCheckResult("c", *common::SocketAddress::parse(ip, 80), false);
+  auto spread = slotSpread(f);
+  EXPECT_NEAR(spread["10.0.1.1"], 65537 * 0.5, 2);
+  for (const auto& ip : a) EXPECT_NEAR(spread[ip], 65537 / 8.0, 2) << ip;
+  EXPECT_EQ(f.stats.counter("culvert_upstream_lb_healthy_panic_total", {{"cluster", "c"}}, "").value(), 65537u);
+}
+
+TEST(ClusterManagerLocalityTest, HashingGivesAnUnweightedLocalityNothingAndNoHostWhenOnlyItIsLeft) {
+  Fixture f;
+  addLocalityCluster(f, {{0, 0, {"10.0.0.1"}}, {2, 0, {"10.0.1.1"}}}, config::LbPolicy::RingHash);
+  f.publish();
+  ClusterManager::PickContext context;
+  for (uint64_t h : {1ull, 1ull << 40, ~0ull}) {
+    context.hash = h;
+    auto s = f.cm.pickEndpoint("c", context);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->endpoint.address.ip(), "10.0.1.1");
+  }
+  // The weighted locality's host fails (1 of 2 healthy is not panic): only the unweighted
+  // locality has healthy hosts, and Envoy's ring is empty: no endpoint.
+  f.cm.setHealthCheckResult("c", *common::SocketAddress::parse("10.0.1.1", 80), false);
+  auto s = f.cm.pickEndpoint("c", context);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error(), ClusterManager::PickError::NoHealthyEndpoint);
+}
+
+TEST(ClusterManagerLocalityTest, HashingWithoutTheConfigIgnoresLocalities) {
+  Fixture f;
+  addLocalityCluster(f, {{3, 0, {"10.0.0.1", "10.0.0.2"}}, {1, 0, {"10.0.1.1", "10.0.1.2"}}}, config::LbPolicy::Maglev)
+      ->locality_weighted = false;
+  f.publish();
+  auto spread = slotSpread(f);
+  for (const char* ip : {"10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"}) EXPECT_NEAR(spread[ip], 65537 / 4.0, 1) << ip;
 }
 
 TEST(ClusterManagerLocalityTest, RetriesAvoidingAHostStayWithinLocalityWeighting) {

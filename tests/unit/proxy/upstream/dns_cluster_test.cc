@@ -166,6 +166,20 @@ TEST_F(DnsClusterTest, StrictDnsEveryAddressOfEveryTargetIsAHostWithItsEndpoints
   EXPECT_EQ(hosts.value(), 3);
 }
 
+TEST_F(DnsClusterTest, EachAddressInheritsItsTargetsLocality) {
+  auto dns = twoTargets();
+  dns.targets[0].locality = 2;
+  dns.targets[1].locality = 1;
+  auto cluster = make(dns);
+  cluster->start();
+  resolver.answer("a.test", ok({"10.0.0.1", "10.0.0.2"}));
+  resolver.answer("b.test", ok({"10.0.1.1"}));
+  ASSERT_EQ(cluster->endpoints().size(), 3u);
+  EXPECT_EQ(cluster->endpoints()[0].locality, 2u);
+  EXPECT_EQ(cluster->endpoints()[1].locality, 2u);
+  EXPECT_EQ(cluster->endpoints()[2].locality, 1u);
+}
+
 TEST_F(DnsClusterTest, ReResolvesExactlyAtTheRefreshRateAndOnlyReportsChanges) {
   auto dns = twoTargets();
   dns.targets.resize(1);
@@ -387,6 +401,27 @@ TEST_F(DnsClusterSetTest, ResolvedEndpointsReplaceTheDnsClustersEndpointsAndOthe
   EXPECT_EQ(addresses(resolved->by_name.at("dns")->endpoints), (std::vector<std::string>{"10.0.0.1:8080"}));
   // Nothing changed: the same cluster object, so the workers keep their state.
   EXPECT_EQ(set->resolve(table)->by_name.at("dns"), resolved->by_name.at("dns"));
+}
+
+TEST_F(DnsClusterSetTest, ALocalitysSizeIsWhatItsNamesResolvedTo) {
+  auto table = std::make_shared<config::ClusterTable>();
+  auto dns = twoTargets();
+  dns.targets[0].priority = dns.targets[1].priority = 0;
+  dns.targets[1].locality = 1;
+  auto cluster = dnsCluster("dns", dns);
+  cluster->locality_weighted = true;
+  cluster->localities = {{3, 0, 0}, {1, 0, 0}};
+  table->by_name["dns"] = cluster;
+  set->update(*table);
+  resolver.answer("a.test", ok({"10.0.0.1", "10.0.0.2"}));
+  resolver.answer("b.test", ok({"10.0.1.1"}));
+  auto resolved = set->resolve(table)->by_name.at("dns");
+  ASSERT_EQ(resolved->localities.size(), 2u);
+  EXPECT_EQ(resolved->localities[0], (config::Locality{3, 0, 2}));
+  EXPECT_EQ(resolved->localities[1], (config::Locality{1, 0, 1}));
+  EXPECT_EQ(resolved->endpoints[2].locality, 1u);
+  // The configured cluster is not changed.
+  EXPECT_EQ(cluster->localities[0].hosts, 0u);
 }
 
 TEST_F(DnsClusterSetTest, ATableWithoutDnsClustersIsPassedThrough) {

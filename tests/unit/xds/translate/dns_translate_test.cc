@@ -49,6 +49,38 @@ void expectRejected(const std::string& type, const std::string& extra, const std
   EXPECT_EQ(r.error().where, where) << r.error().describe();
 }
 
+TEST(TranslateDnsCluster, TargetsCarryTheirEntrysLocality) {
+  // Two entries name zone a (one locality, weighed by the later weight, as Envoy), one
+  // zone b, one names none; localities' sizes wait for resolution.
+  auto r = dnsCluster("STRICT_DNS", "common_lb_config { locality_weighted_lb_config {} }", R"(
+    load_assignment { cluster_name: "c"
+      endpoints { locality { zone: "a" } load_balancing_weight { value: 2 }
+        lb_endpoints { endpoint { address { socket_address { address: "a1.test" port_value: 80 } } } } }
+      endpoints { locality { zone: "b" } load_balancing_weight { value: 1 }
+        lb_endpoints { endpoint { address { socket_address { address: "b1.test" port_value: 80 } } } } }
+      endpoints { locality { zone: "a" } load_balancing_weight { value: 3 }
+        lb_endpoints { endpoint { address { socket_address { address: "a2.test" port_value: 80 } } } } }
+      endpoints {
+        lb_endpoints { endpoint { address { socket_address { address: "c1.test" port_value: 80 } } } } } })");
+  ASSERT_TRUE(r) << r.error().describe();
+  ASSERT_TRUE(r->dns);
+  const auto& targets = r->dns->targets;
+  ASSERT_EQ(targets.size(), 4u);
+  EXPECT_EQ(targets[0].locality, 0u);
+  EXPECT_EQ(targets[1].locality, 1u);
+  EXPECT_EQ(targets[2].locality, 0u);
+  EXPECT_EQ(targets[3].locality, 2u);
+  ASSERT_EQ(r->localities.size(), 3u);
+  EXPECT_EQ(r->localities[0], (config::Locality{3, 0, 0}));
+  EXPECT_EQ(r->localities[1], (config::Locality{1, 0, 0}));
+  EXPECT_EQ(r->localities[2], (config::Locality{0, 0, 0}));
+  // Envoy's validation of locality weights holds here too.
+  expectRejected("STRICT_DNS", "", "load_assignment.endpoints[0].load_balancing_weight", R"(
+    load_assignment { cluster_name: "c"
+      endpoints { locality { zone: "a" } load_balancing_weight { value: 0 }
+        lb_endpoints { endpoint { address { socket_address { address: "a1.test" port_value: 80 } } } } } })");
+}
+
 TEST(TranslateDnsCluster, StrictDnsDefaultsAsEnvoys) {
   auto r = dnsCluster("STRICT_DNS", "");
   ASSERT_TRUE(r) << r.error().describe();
@@ -64,7 +96,7 @@ TEST(TranslateDnsCluster, StrictDnsDefaultsAsEnvoys) {
   ASSERT_EQ(dns.targets.size(), 3u);
   EXPECT_EQ(dns.targets[0], (config::DnsResolution::Target{"svc.test", 8080, 3, 0}));
   EXPECT_EQ(dns.targets[1], (config::DnsResolution::Target{"10.0.0.1", 80, 1, 0}));
-  EXPECT_EQ(dns.targets[2], (config::DnsResolution::Target{"backup.test", 81, 1, 1}));
+  EXPECT_EQ(dns.targets[2], (config::DnsResolution::Target{"backup.test", 81, 1, 1, 1}));  // the second entry's locality
 }
 
 TEST(TranslateDnsCluster, RefreshRatesTtlAndFamilies) {

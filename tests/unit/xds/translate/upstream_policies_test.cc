@@ -212,15 +212,17 @@ TEST(TranslateUpstreamPolicies, LocalityWeightedLbConfig) {
       common_lb_config { locality_weighted_lb_config {} })"));
   ASSERT_TRUE(eds) << eds.error().describe();
   EXPECT_TRUE(eds->locality_weighted);
-  // Hash balancers would ignore the localities; DNS clusters' endpoints carry none.
-  expectRejected("lb_policy: RING_HASH common_lb_config { locality_weighted_lb_config {} }",
-                 "common_lb_config.locality_weighted_lb_config");
-  expectRejected("lb_policy: MAGLEV common_lb_config { locality_weighted_lb_config {} }",
-                 "common_lb_config.locality_weighted_lb_config");
+  // RING_HASH and MAGLEV fold the locality weights into their ring or table.
+  for (const char* policy : {"RING_HASH", "MAGLEV"}) {
+    auto on = cluster(std::string("lb_policy: ") + policy + " common_lb_config { locality_weighted_lb_config {} }");
+    ASSERT_TRUE(on) << on.error().describe();
+    EXPECT_TRUE(on->locality_weighted);
+  }
+  // DNS clusters: each resolved address has its entry's locality (dns_translate_test).
   auto dns = translateCluster(parse<Cluster>(R"(name: "c" type: STRICT_DNS common_lb_config { locality_weighted_lb_config {} }
       load_assignment { endpoints { lb_endpoints { endpoint { address { socket_address { address: "svc.local" port_value: 80 } } } } } })"));
-  ASSERT_FALSE(dns);
-  EXPECT_EQ(dns.error().where, "common_lb_config.locality_weighted_lb_config");
+  ASSERT_TRUE(dns) << dns.error().describe();
+  EXPECT_TRUE(dns->locality_weighted);
 }
 
 TEST(TranslateUpstreamPolicies, EndpointLocalities) {
