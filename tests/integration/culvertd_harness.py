@@ -124,15 +124,18 @@ def check_isolated(net: th.TestNetwork, R: th.Results) -> None:
 
 
 class CurlReply:
-    """What `curl -i -w CURL_STATUS_TIME` printed: the status and total time, and the
-    headers of the response head and, after an HTTP/2 body, its trailers (which curl -i
-    prints as "name: value" lines)."""
+    """What `curl -i -w CURL_STATUS_TIME` printed: the status, the time from the TCP
+    connection being up to the end of the response (what culvert's timeouts measure; a
+    SYN retransmitted under load adds a whole second before it), and the headers of the
+    response head and, after an HTTP/2 body, its trailers (which curl -i prints as
+    "name: value" lines)."""
 
     def __init__(self, cp):
         self.cp = cp
-        m = re.search(r"CODE=(\d+) TIME=([0-9.]+)\s*$", cp.stdout)
+        m = re.search(r"CODE=(\d+) TIME=([0-9.]+) CONNECTED=([0-9.]+)\s*$", cp.stdout)
         self.status = int(m.group(1)) if m else None
-        self.time = float(m.group(2)) if m else None
+        self.time = float(m.group(2)) - float(m.group(3)) if m else None
+        self.connect_time = float(m.group(3)) if m else None
         self.headers: dict[str, str] = {}
         # Text mode: curl's CRLFs arrive as LFs; a gRPC body's NULs may precede a trailer.
         for line in cp.stdout.replace("\r\n", "\n").replace("\x00", "").split("\n")[1:]:
@@ -144,7 +147,7 @@ class CurlReply:
         return describe(self.cp)
 
 
-CURL_STATUS_TIME = r"\nCODE=%{http_code} TIME=%{time_total}\n"
+CURL_STATUS_TIME = r"\nCODE=%{http_code} TIME=%{time_total} CONNECTED=%{time_connect}\n"
 
 
 def fault_request(pod: th.Pod, cgroup: th.Cgroup, url: str, key: str, headers=(), data: str | None = None,
