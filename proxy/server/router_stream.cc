@@ -375,9 +375,10 @@ void RouterStream::onPerTryTimeout(UpstreamAttempt* upstream, bool idle) {
   (idle ? pod_.tenant->upstream_rq_per_try_idle_timeout : pod_.tenant->upstream_rq_per_try_timeout)->inc();
   report(*attempt, {upstream::AttemptOutcome::Kind::Timeout});
   auto failure = idle ? AttemptFailure::PerTryIdleTimeout : AttemptFailure::PerTryTimeout;
-  if (!idle && action_->hedge_on_per_try_timeout) {
-    // Hedging: the attempt stays; another starts beside it (after the back-off) and the
-    // first good answer wins.
+  if (action_->hedge_on_per_try_timeout) {
+    // Hedging (either per-try timeout, as Envoy's router): the attempt stays; another
+    // starts beside it (after the back-off) and the first good answer wins.
+    if (attempt->per_try_timer) attempt->per_try_timer->disable();
     if (attempt->per_try_idle_timer) attempt->per_try_idle_timer->disable();
     attempt->hedged = scheduleRetry(retry_->onFailure(failure));
     return;

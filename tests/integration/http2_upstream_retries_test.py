@@ -58,6 +58,8 @@ ROUTES = "".join([
     yaml_route("/dead", "h2dead", policy("connect-failure")),
     yaml_route("/hedge", "h2", policy("5xx", f"  per_try_timeout: {PER_TRY}s").rstrip("\n")
                + "\n                hedge_policy: {hedge_on_per_try_timeout: true}\n"),
+    yaml_route("/hidle", "h2", policy("5xx", f"  per_try_idle_timeout: {IDLE}s").rstrip("\n")
+               + "\n                hedge_policy: {hedge_on_per_try_timeout: true}\n"),
     yaml_route("/plain", "h2"),
 ])
 
@@ -285,6 +287,22 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             got = resets_of(key, 1)
             R.check(f"{p} hedge: the slow first stream was reset with CANCEL", got == [(seen[0]["stream_id"], CANCEL)],
                     f"resets={got}")
+
+        # Envoy hedges on the per-try idle timeout too: the silent first stream stays.
+        r, seen, key = expect("hedge on per_try_idle_timeout: the second stream answers first", "/hidle",
+                              ("x-fault-delay-ms: 700", "x-fault-fail-first: 1"), 2, 200,
+                              {"rq_retry": 1, "rq_per_try_idle_timeout": 1, "rq_timeout": 0}, http2)
+        R.check(f"{p} hedge on idle: answered {IDLE * 1000:.0f}-{IDLE * 1000 + 25:.0f} ms in, not at 700 ms "
+                f"(measured {r.time})",
+                r.time is not None and IDLE - tolerance(IDLE) <= r.time <= IDLE + 0.025 + tolerance(IDLE + 0.025))
+        if len(seen) == 2:
+            got = resets_of(key, 1)
+            R.check(f"{p} hedge on idle: the silent first stream was reset with CANCEL",
+                    got == [(seen[0]["stream_id"], CANCEL)], f"resets={got}")
+            # Hedged, not abandoned: the first stream was still open when the second began.
+            reset_at = [x["t"] for x in resets(log, key)]
+            R.check(f"{p} hedge on idle: the first stream was reset after the hedge started, not at its timeout",
+                    len(reset_at) == 1 and reset_at[0] >= seen[1]["t"], f"reset at {reset_at}, hedge at {seen[1]['t']}")
 
         # --- connect failure to an HTTP/2 endpoint (nothing listens on port 9)
         expect("connect-failure: refused connects retried, then 503", "/dead", (), 0, 503,
