@@ -32,8 +32,33 @@ Random defaultRandom() {
 }
 
 uint32_t RoundRobinBalancer::pick(const PickInput& input) {
-  if (hostsMayHaveChanged(input, hosts_version_)) equal_weights_ = equalWeights(input);
+  if (hostsMayHaveChanged(input, hosts_version_)) {
+    equal_weights_ = equalWeights(input);
+    due_.clear();
+  }
   if (equal_weights_) return input.hosts[next_++ % input.hosts.size()];
+  if (input.weights == nullptr && input.hosts_version != 0) return pickEarliestDeadline(input);
+  return pickSmooth(input);
+}
+
+uint32_t RoundRobinBalancer::pickEarliestDeadline(const PickInput& input) {
+  auto later = [](const Due& a, const Due& b) { return a.at != b.at ? a.at > b.at : a.order > b.order; };
+  if (due_.empty()) {
+    due_.reserve(input.hosts.size());
+    queued_ = 0;
+    for (uint32_t i : input.hosts) due_.push_back({0.5 / weightOf(input, i), queued_++, i});
+    std::make_heap(due_.begin(), due_.end(), later);
+  }
+  std::pop_heap(due_.begin(), due_.end(), later);
+  Due& next = due_.back();
+  const uint32_t host = next.host;
+  next.at += 1.0 / weightOf(input, host);
+  next.order = queued_++;
+  std::push_heap(due_.begin(), due_.end(), later);
+  return host;
+}
+
+uint32_t RoundRobinBalancer::pickSmooth(const PickInput& input) {
   if (current_.size() != input.endpoints.size()) current_.assign(input.endpoints.size(), 0);
   double total = 0;
   uint32_t best = input.hosts.front();

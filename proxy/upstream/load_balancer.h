@@ -70,9 +70,12 @@ public:
 // Empty when no locality has a weight. Requires input.localities.
 std::vector<std::pair<uint32_t, double>> localityNormalizedWeights(const PickInput& input);
 
-// Equal weights (the usual case): plain rotation, O(1) a pick. Unequal weights: smooth
-// weighted round robin (nginx's algorithm; O(hosts) a pick): over any window of
-// sum(weights) picks, each endpoint is chosen weight times, interleaved, not in bursts.
+// Equal weights (the usual case): plain rotation, O(1) a pick. Unequal weights of a
+// known host set (hosts_version): earliest deadline first, as Envoy's EdfScheduler, O(log
+// hosts) a pick — each host is due every 1/weight, first at half that, so light hosts
+// fall between heavy ones. Weights that change per pick (slow start) or an unknown host
+// set: smooth weighted round robin (nginx's algorithm, O(hosts) a pick). Both give each
+// host its weight's share of any long run of picks.
 class RoundRobinBalancer : public LoadBalancer {
 public:
   uint32_t pick(const PickInput& input) override;
@@ -80,10 +83,20 @@ public:
   int pick(const std::vector<config::Endpoint>& endpoints);
 
 private:
+  struct Due {
+    double at;       // the pick "time" it is due
+    uint64_t order;  // ties go to the one queued first
+    uint32_t host;
+  };
+  uint32_t pickEarliestDeadline(const PickInput& input);
+  uint32_t pickSmooth(const PickInput& input);
+
   uint64_t hosts_version_ = 0;
   bool equal_weights_ = true;
   size_t next_ = 0;              // equal weights: the next position in hosts
-  std::vector<double> current_;  // unequal weights: by endpoint index
+  std::vector<Due> due_;         // unequal, fixed weights: a min-heap on (at, order)
+  uint64_t queued_ = 0;
+  std::vector<double> current_;  // smooth: by endpoint index
 };
 
 // Envoy's LEAST_REQUEST. Equal weights: the best of choice_count random endpoints (power

@@ -36,6 +36,28 @@ void BM_PickEndpoint(benchmark::State& state) {
 // policy: 0 ROUND_ROBIN, 1 LEAST_REQUEST, 2 MAGLEV; endpoints: 10 and 10,000 (equal weights).
 BENCHMARK(BM_PickEndpoint)->ArgNames({"policy", "endpoints"})->ArgsProduct({{0, 1, 2}, {10, 10000}});
 
+// ROUND_ROBIN with unequal endpoint weights (1..4): earliest deadline first, O(log hosts).
+void BM_PickEndpointWeightedRoundRobin(benchmark::State& state) {
+  auto cluster = std::make_shared<culvert::config::Cluster>();
+  cluster->name = "big";
+  cluster->lb_policy = LbPolicy::RoundRobin;
+  for (int64_t i = 0; i < state.range(0); ++i) {
+    auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
+    cluster->endpoints.push_back(
+        {*culvert::common::SocketAddress::parse(ip, 8080), static_cast<uint32_t>(i % 4 + 1), 0});
+  }
+  auto table = std::make_shared<culvert::config::ClusterTable>();
+  table->by_name["big"] = cluster;
+  culvert::upstream::ClusterManager clusters;
+  clusters.update(table);
+  for (auto _ : state) {
+    auto picked = clusters.pickEndpoint("big");
+    if (!picked) return state.SkipWithError("no endpoint");
+    benchmark::DoNotOptimize(picked);
+  }
+}
+BENCHMARK(BM_PickEndpointWeightedRoundRobin)->ArgNames({"endpoints"})->Arg(10)->Arg(10000);
+
 // A MAGLEV table build (Envoy's default 65537 slots) alone: what the first pick after an
 // update costs a worker. Two host sets alternate, so every pick rebuilds. localities:1
 // spreads the endpoints over 3 localities (weights 1, 2, 3) with locality weighting on,

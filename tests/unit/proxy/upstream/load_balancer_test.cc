@@ -105,6 +105,51 @@ TEST(RoundRobinTest, ANewHostsVersionRedoesTheWeightCheck) {
   EXPECT_EQ(counts[1], 2);
 }
 
+// A known host set with unequal weights: earliest deadline first (Envoy's EDF), each
+// host due every 1/weight, first at half of it.
+TEST(RoundRobinTest, UnequalWeightsOfAKnownHostSetGoEarliestDeadlineFirst) {
+  RoundRobinBalancer lb;
+  auto eps = endpoints({5, 1, 1});
+  std::vector<uint32_t> hosts{0, 1, 2};
+  std::vector<uint32_t> window;
+  for (int i = 0; i < 7; ++i) window.push_back(lb.pick(PickInput{eps, hosts, nullptr, {}, 3}));
+  // Host 0 due at 0.1, 0.3, 0.5, ...; hosts 1 and 2 at 0.5: ties go to the one queued
+  // first, so the light hosts fall inside the run of heavy picks, not at its end.
+  EXPECT_EQ(window, (std::vector<uint32_t>{0, 0, 1, 2, 0, 0, 0}));
+}
+
+TEST(RoundRobinTest, EarliestDeadlineFirstGivesEachHostItsWeightInEveryWindow) {
+  RoundRobinBalancer lb;
+  std::vector<uint32_t> weights;
+  auto eps = many(10000);
+  for (uint32_t i = 0; i < eps.size(); ++i) eps[i].weight = weights.emplace_back(i % 4 + 1);
+  auto hosts = allOf(eps);
+  uint64_t total = 0;
+  for (auto w : weights) total += w;
+  for (int window = 0; window < 3; ++window) {
+    std::vector<uint32_t> counts(eps.size(), 0);
+    for (uint64_t i = 0; i < total; ++i) ++counts[lb.pick(PickInput{eps, hosts, nullptr, {}, 11})];
+    size_t wrong = 0;
+    for (size_t i = 0; i < eps.size(); ++i) wrong += counts[i] != weights[i];
+    EXPECT_EQ(wrong, 0u) << "window " << window;
+  }
+}
+
+// Slow start hands weights per pick: the smooth path, which reads them every pick.
+TEST(RoundRobinTest, PerPickWeightsUseTheSmoothPath) {
+  RoundRobinBalancer lb;
+  auto eps = endpoints({1, 1});
+  std::vector<uint32_t> hosts{0, 1};
+  std::vector<double> weights{3, 1};
+  std::map<uint32_t, int> counts;
+  for (int i = 0; i < 8; ++i) counts[lb.pick(PickInput{eps, hosts, nullptr, {}, 5, &weights})]++;
+  EXPECT_EQ(counts[0], 6);
+  weights = {1, 3};  // the window moved on: same hosts version, new weights
+  counts.clear();
+  for (int i = 0; i < 8; ++i) counts[lb.pick(PickInput{eps, hosts, nullptr, {}, 5, &weights})]++;
+  EXPECT_EQ(counts[1], 6);
+}
+
 TEST(LeastRequestTest, ANewHostsVersionRedoesTheWeightCheck) {
   LeastRequestBalancer lb(config::LeastRequestConfig{}, seeded(3));
   auto weighted = endpoints({3, 1});
