@@ -24,6 +24,16 @@ namespace {
 constexpr size_t kReadBufferSize = 64 * 1024;
 thread_local char t_read_buffer[kReadBufferSize];
 
+}  // namespace
+
+struct TcpConnection::ConnectRequest {
+  uv_connect_t req;
+  TcpConnection* connection;  // null once the connection is closed
+  std::function<void(int)> done;
+};
+
+namespace {
+
 struct WriteRequest {
   uv_write_t req;
   TcpConnection* connection;  // null once the connection is gone
@@ -57,26 +67,35 @@ int TcpConnection::fd() const {
   return fd;
 }
 
+std::weak_ptr<bool> TcpConnection::aliveToken() {
+  if (!alive_) alive_ = std::make_shared<bool>(true);
+  return alive_;
+}
+
 void TcpConnection::connect(const common::SocketAddress& to, std::function<void(int)> done) {
-  connect_done_ = std::move(done);
-  auto* req = new uv_connect_t;
-  req->data = this;
-  int rc = uv_tcp_connect(req, handle_, to.sockaddr_ptr(), [](uv_connect_t* r, int status) {
-    auto* self = static_cast<TcpConnection*>(r->data);
-    delete r;
+  // The callback lives in the request, not in every connection (most never connect).
+  auto* req = new ConnectRequest{{}, this, std::move(done)};
+  req->req.data = req;
+  int rc = uv_tcp_connect(&req->req, handle_, to.sockaddr_ptr(), [](uv_connect_t* r, int status) {
+    std::unique_ptr<ConnectRequest> request(static_cast<ConnectRequest*>(r->data));
+    TcpConnection* self = request->connection;
+    if (self != nullptr) self->connecting_ = nullptr;
     if (status == UV_ECANCELED || self == nullptr) return;
-    auto cb = std::move(self->connect_done_);
+    auto cb = std::move(request->done);
+    request.reset();
     if (cb) cb(status);
   });
   if (rc != 0) {
+    auto cb = std::move(req->done);
     delete req;
     // Report asynchronously so callers never re-enter themselves.
-    dispatcher_.post([alive = std::weak_ptr<bool>(alive_), this, rc] {
-      if (!alive.lock()) return;
-      auto cb = std::move(connect_done_);
+    dispatcher_.post([alive = aliveToken(), this, cb = std::move(cb), rc] {
+      if (!alive.lock() || closed_) return;
       if (cb) cb(rc);
     });
+    return;
   }
+  connecting_ = req;
 }
 
 void TcpConnection::onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -154,7 +173,7 @@ void TcpConnection::shutdownWrite() {
 void TcpConnection::deferCloseNotification(CloseReason reason) {
   // The caller is in the middle of its own work (write() is called from callbacks that
   // may not expect to be destroyed); report on the next turn of the loop.
-  dispatcher_.post([alive = std::weak_ptr<bool>(alive_), this, reason] {
+  dispatcher_.post([alive = aliveToken(), this, reason] {
     if (alive.lock()) notifyClose(reason);
   });
 }
@@ -173,7 +192,12 @@ void TcpConnection::close() {
   if (closed_) return;
   closed_ = true;
   callbacks_ = nullptr;
-  connect_done_ = nullptr;
+  if (connecting_ != nullptr) {
+    // libuv cancels the request (UV_ECANCELED); its callback's captures go now.
+    connecting_->connection = nullptr;
+    connecting_->done = nullptr;
+    connecting_ = nullptr;
+  }
   handle_->data = nullptr;  // pending write and connect callbacks see a dead connection
   uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
 }

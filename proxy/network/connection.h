@@ -64,16 +64,19 @@ private:
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   void notifyClose(CloseReason reason);
   void deferCloseNotification(CloseReason reason);
+  // Guards callbacks posted to the loop; made on first need (most connections never post).
+  std::weak_ptr<bool> aliveToken();
+  struct ConnectRequest;  // a connect in progress and its callback
 
   event::Dispatcher& dispatcher_;
   uv_tcp_t* handle_;  // freed in the close callback, which may run after we are gone
   ConnectionCallbacks* callbacks_ = nullptr;
-  std::function<void(int)> connect_done_;
+  ConnectRequest* connecting_ = nullptr;  // owned by libuv until its callback
   size_t queued_write_bytes_ = 0;
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards posted callbacks
+  std::shared_ptr<bool> alive_;  // see aliveToken()
   std::shared_ptr<void> attached_;
   std::chrono::steady_clock::time_point created_at_;
 };
