@@ -144,14 +144,29 @@ void Worker::onBoundAccept(const std::string& listener_name, network::FileDescri
       getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
     return;
   }
-  auto client = std::make_shared<Pod>();
-  client->name = listener_name;
-  client->ip = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip();
-  client->tenant = node_tenant_;
+  auto client = boundClient(listener_name, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip());
   client->tenant->budget.tryAcquireConnection();  // the node tenant has no limits; sessions release
   // A bound listener has no original destination: ORIGINAL_DST clusters get none.
   classify(std::move(client), *it->second, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local)),
            std::nullopt, std::move(fd));
+}
+
+std::shared_ptr<const Pod> Worker::boundClient(const std::string& listener_name, std::string ip) {
+  std::string key = listener_name;
+  key.push_back('\0');
+  key += ip;
+  auto& slot = bound_clients_[key];
+  if (auto pod = slot.lock()) return pod;
+  auto pod = std::make_shared<Pod>();
+  pod->name = listener_name;
+  pod->ip = std::move(ip);
+  pod->tenant = node_tenant_;
+  slot = pod;
+  if (bound_clients_.size() > 2 * bound_clients_swept_at_ + 16) {
+    std::erase_if(bound_clients_, [](const auto& entry) { return entry.second.expired(); });
+    bound_clients_swept_at_ = bound_clients_.size();
+  }
+  return pod;
 }
 
 void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd) {

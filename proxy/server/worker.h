@@ -115,6 +115,12 @@ private:
   // Connections to bound listeners come from no enrolled pod: they are charged to the
   // "node" tenant and their upstream sockets live in culvertd's own netns.
   std::shared_ptr<tenant::TenantContext> node_tenant_;
+  // The client "pod" of a bound listener's connections, one per (listener, client IP) while
+  // any connection holds it, not one per connection. Expired entries go when the map has
+  // doubled since the last sweep.
+  std::shared_ptr<const Pod> boundClient(const std::string& listener_name, std::string ip);
+  std::unordered_map<std::string, std::weak_ptr<const Pod>> bound_clients_;
+  size_t bound_clients_swept_at_ = 0;
   std::unordered_map<Sniffer*, std::unique_ptr<Sniffer>> sniffers_;
   std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
   // Keyed by chains of config_ only, and cleared when config_ changes.
