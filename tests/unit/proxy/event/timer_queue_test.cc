@@ -128,7 +128,9 @@ TEST(TimerQueueTest, RunsOnTheDispatcherLoop) {
   never.timer.enable(d.timerQueue(), milliseconds(20));
   never.timer.disable();
   d.run();
-  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(40));
+  // The loop's clock is cached per iteration and counts whole milliseconds, as for any
+  // libuv timer: allow it to run a little early against the wall clock.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(35));
   EXPECT_EQ(log, (std::vector<std::string>{"sooner", "later"}));
 }
 
