@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/event/timer_queue.h"
+
 namespace culvert::event {
 
 Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
@@ -14,6 +16,7 @@ Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
 }
 
 Dispatcher::~Dispatcher() {
+  timer_queue_.reset();  // closes its handle before the walk below closes the others
   // Close our own handles, then any stragglers, then drain the loop so libuv frees them.
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
@@ -65,6 +68,11 @@ void Dispatcher::exit() {
 
 std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {
   return std::make_unique<Timer>(*this, std::move(cb));
+}
+
+TimerQueue& Dispatcher::timerQueue() {
+  if (!timer_queue_) timer_queue_ = std::make_unique<TimerQueue>(&loop_);
+  return *timer_queue_;
 }
 
 void Dispatcher::scheduleDeferredDelete() {

@@ -14,6 +14,7 @@
 namespace culvert::event {
 
 class Timer;
+class TimerQueue;
 
 // One libuv loop and the thread that runs it. Everything on a Dispatcher runs on its
 // thread; other threads reach it only through post().
@@ -38,6 +39,8 @@ public:
   bool isThisThread() const { return std::this_thread::get_id() == thread_id_.load(); }
 
   std::unique_ptr<Timer> createTimer(std::function<void()> cb);
+  // The loop's one queue for QueuedTimers (proxy/event/timer_queue.h), made on first use.
+  TimerQueue& timerQueue();
 
   // Destroys `object` on this thread after the current callback returns, so a connection
   // can delete itself from inside its own callback.
@@ -64,6 +67,7 @@ private:
   std::mutex mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::shared_ptr<void>> deferred_;
+  std::unique_ptr<TimerQueue> timer_queue_;
 };
 
 // A one-shot or repeating timer on a Dispatcher. Disabled when destroyed.

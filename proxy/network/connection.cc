@@ -27,6 +27,16 @@ thread_local char t_read_buffer[kReadBufferSize];
 // A shared-writes connection gives libuv at most this much per loop turn.
 constexpr size_t kWriteSlice = 64 * 1024;
 
+}  // namespace
+
+struct TcpConnection::ConnectRequest {
+  uv_connect_t req;
+  TcpConnection* connection;  // null once the connection is closed
+  std::function<void(int)> done;
+};
+
+namespace {
+
 struct WriteRequest {
   uv_write_t req;
   std::string data;
@@ -34,10 +44,10 @@ struct WriteRequest {
 
 }  // namespace
 
+// While it exists, either a slice is with libuv or the tenant is paused (`pause`).
 struct TcpConnection::HeldWrites {
   std::string bytes;  // not yet given to libuv, from `offset`
   size_t offset = 0;
-  bool slice_in_flight = false;
   bool shutdown_after = false;  // shutdownWrite() came while bytes were held
   std::unique_ptr<event::Scheduler::Pause> pause;
   size_t size() const { return bytes.size() - offset; }
@@ -62,11 +72,6 @@ common::Result<std::unique_ptr<TcpConnection>> TcpConnection::adopt(event::Dispa
 
 TcpConnection::~TcpConnection() { close(); }
 
-void TcpConnection::shareWrites(event::Scheduler& scheduler, uint32_t tenant, const std::atomic<uint32_t>& weight) {
-  scheduler_ = &scheduler;
-  tenant_ = tenant;
-  weight_ = &weight;
-}
 
 int TcpConnection::fd() const {
   uv_os_fd_t fd = -1;
@@ -74,26 +79,35 @@ int TcpConnection::fd() const {
   return fd;
 }
 
+std::weak_ptr<bool> TcpConnection::aliveToken() {
+  if (!alive_) alive_ = std::make_shared<bool>(true);
+  return alive_;
+}
+
 void TcpConnection::connect(const common::SocketAddress& to, std::function<void(int)> done) {
-  connect_done_ = std::move(done);
-  auto* req = new uv_connect_t;
-  req->data = this;
-  int rc = uv_tcp_connect(req, handle_, to.sockaddr_ptr(), [](uv_connect_t* r, int status) {
-    auto* self = static_cast<TcpConnection*>(r->data);
-    delete r;
+  // The callback lives in the request, not in every connection (most never connect).
+  auto* req = new ConnectRequest{{}, this, std::move(done)};
+  req->req.data = req;
+  int rc = uv_tcp_connect(&req->req, handle_, to.sockaddr_ptr(), [](uv_connect_t* r, int status) {
+    std::unique_ptr<ConnectRequest> request(static_cast<ConnectRequest*>(r->data));
+    TcpConnection* self = request->connection;
+    if (self != nullptr) self->connecting_ = nullptr;
     if (status == UV_ECANCELED || self == nullptr) return;
-    auto cb = std::move(self->connect_done_);
+    auto cb = std::move(request->done);
+    request.reset();
     if (cb) cb(status);
   });
   if (rc != 0) {
+    auto cb = std::move(req->done);
     delete req;
     // Report asynchronously so callers never re-enter themselves.
-    dispatcher_.post([alive = std::weak_ptr<bool>(alive_), this, rc] {
-      if (!alive.lock()) return;
-      auto cb = std::move(connect_done_);
+    dispatcher_.post([alive = aliveToken(), this, cb = std::move(cb), rc] {
+      if (!alive.lock() || closed_) return;
       if (cb) cb(rc);
     });
+    return;
   }
+  connecting_ = req;
 }
 
 void TcpConnection::onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -138,15 +152,19 @@ void TcpConnection::write(std::string_view data) {
     if (n > 0) data.remove_prefix(static_cast<size_t>(n));
   }
   queued_write_bytes_ += data.size();
-  if (scheduler_ == nullptr) {
-    queueWrite(std::string(data));
+  if (!held_) {
+    auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+    if (share.scheduler == nullptr) {
+      queueWrite(std::string(data));
+      return;
+    }
+    held_ = std::make_unique<HeldWrites>();
+    held_->bytes.append(data);
+    // Inside the caller's work, already charged: no scheduler.run of its own.
+    if (!holdForShare(share)) sendSlice();
     return;
   }
-  if (!held_) held_ = std::make_unique<HeldWrites>();
   held_->bytes.append(data);
-  if (held_->slice_in_flight || held_->pause) return;
-  // Inside the caller's work, already charged: no scheduler.run of its own.
-  if (!holdForShare()) sendSlice();
 }
 
 void TcpConnection::queueWrite(std::string data) {
@@ -173,7 +191,6 @@ void TcpConnection::onQueuedWriteDone(size_t size, int status) {
     return;
   }
   if (held_) {
-    held_->slice_in_flight = false;
     if (held_->size() > 0) {
       paceNextSlice();
       return;
@@ -185,9 +202,9 @@ void TcpConnection::onQueuedWriteDone(size_t size, int status) {
   if (queued_write_bytes_ == 0 && callbacks_) callbacks_->onWriteDrained();
 }
 
-bool TcpConnection::holdForShare() {
-  if (!scheduler_->overShare(tenant_)) return false;
-  held_->pause = scheduler_->pause(tenant_, [this] {
+bool TcpConnection::holdForShare(const WriteShare& share) {
+  if (!share.scheduler->overShare(share.tenant)) return false;
+  held_->pause = share.scheduler->pause(share.tenant, [this] {
     held_->pause.reset();
     paceNextSlice();
   });
@@ -195,8 +212,13 @@ bool TcpConnection::holdForShare() {
 }
 
 void TcpConnection::paceNextSlice() {
-  if (holdForShare()) return;
-  scheduler_->run(tenant_, weight_->load(std::memory_order_relaxed), [this] { sendSlice(); });
+  auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+  if (share.scheduler == nullptr) {
+    sendSlice();  // no longer shared (the owner changed): on at libuv's pace
+    return;
+  }
+  if (holdForShare(share)) return;
+  share.scheduler->run(share.tenant, share.weight, [this] { sendSlice(); });
 }
 
 void TcpConnection::sendSlice() {
@@ -214,7 +236,6 @@ void TcpConnection::sendSlice() {
       held.offset = 0;
     }
   }
-  held.slice_in_flight = true;
   queueWrite(std::move(slice));
 }
 
@@ -238,7 +259,7 @@ void TcpConnection::shutdownNow() {
 void TcpConnection::deferCloseNotification(CloseReason reason) {
   // The caller is in the middle of its own work (write() is called from callbacks that
   // may not expect to be destroyed); report on the next turn of the loop.
-  dispatcher_.post([alive = std::weak_ptr<bool>(alive_), this, reason] {
+  dispatcher_.post([alive = aliveToken(), this, reason] {
     if (alive.lock()) notifyClose(reason);
   });
 }
@@ -257,8 +278,13 @@ void TcpConnection::close() {
   if (closed_) return;
   closed_ = true;
   callbacks_ = nullptr;
-  connect_done_ = nullptr;
   held_.reset();  // drops held bytes and any pause
+  if (connecting_ != nullptr) {
+    // libuv cancels the request (UV_ECANCELED); its callback's captures go now.
+    connecting_->connection = nullptr;
+    connecting_->done = nullptr;
+    connecting_ = nullptr;
+  }
   handle_->data = nullptr;  // pending write and connect callbacks see a dead connection
   uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
 }

@@ -2,7 +2,7 @@
 
 #include <uv.h>
 
-#include <atomic>
+
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -20,6 +20,14 @@ enum class CloseReason { RemoteClose, ReadError, WriteError, ConnectFailed, Loca
 
 const char* toString(CloseReason reason);
 
+// Whose work a connection's writes are (DESIGN §1: a tenant's share of the worker covers
+// its writes, not only its reads).
+struct WriteShare {
+  event::Scheduler* scheduler = nullptr;  // null: not shared
+  uint32_t tenant = 0;
+  uint32_t weight = 1;
+};
+
 class ConnectionCallbacks {
 public:
   virtual ~ConnectionCallbacks() = default;
@@ -30,6 +38,13 @@ public:
   virtual void onClose(CloseReason reason) = 0;
   // All queued writes reached the kernel (after write() had to queue).
   virtual void onWriteDrained() {}
+  // Asked when bytes the kernel did not take must wait, and before each slice of them.
+  // Shared (a scheduler): they go to libuv a 64 KiB slice per loop turn, each slice
+  // charged to the tenant, none while the tenant is over its share — so one tenant's large
+  // responses cannot fill a loop turn with kernel copies every other tenant waits behind.
+  // Not shared (the default): libuv writes them all as the socket takes them. Asked
+  // rather than stored, so an idle connection pays nothing for it.
+  virtual WriteShare writeShare() const { return {}; }
 };
 
 // A TCP connection on one Dispatcher, over a libuv handle. Reads go through the
@@ -50,13 +65,6 @@ public:
   // Half-closes: sends FIN once every queued write has reached the kernel. Reading goes on.
   void shutdownWrite();
   size_t queuedWriteBytes() const { return queued_write_bytes_; }
-  // Puts this connection's queued writes under the worker's scheduler (DESIGN §1: a
-  // tenant's share of the worker covers its writes, not only its reads). What the kernel
-  // does not take at once then goes a slice per loop turn, each slice charged to `tenant`,
-  // and waits while the tenant is over its share — so one tenant's large responses cannot
-  // fill a loop turn with kernel copies that every other tenant waits behind. `scheduler`
-  // and `weight` must outlive the connection.
-  void shareWrites(event::Scheduler& scheduler, uint32_t tenant, const std::atomic<uint32_t>& weight);
   // Closes the socket. No callback runs after this. Safe to call more than once.
   void close();
   bool closed() const { return closed_; }
@@ -79,25 +87,25 @@ private:
   // Shared writes: the next slice now (charged) or when the tenant is back within its share.
   void paceNextSlice();
   // Over its share: holds the bytes until a round finds the tenant within it again.
-  bool holdForShare();
+  bool holdForShare(const WriteShare& share);
   void sendSlice();
   void shutdownNow();
+  // Guards callbacks posted to the loop; made on first need (most connections never post).
+  std::weak_ptr<bool> aliveToken();
+  struct ConnectRequest;  // a connect in progress and its callback
 
   event::Dispatcher& dispatcher_;
   uv_tcp_t* handle_;  // freed in the close callback, which may run after we are gone
   ConnectionCallbacks* callbacks_ = nullptr;
-  std::function<void(int)> connect_done_;
+  ConnectRequest* connecting_ = nullptr;  // owned by libuv until its callback
   size_t queued_write_bytes_ = 0;
-  // Shared writes (shareWrites); `held_` exists only while bytes wait in user space.
+  // Shared writes (ConnectionCallbacks::writeShare): exists only while bytes wait.
   struct HeldWrites;
-  event::Scheduler* scheduler_ = nullptr;
-  const std::atomic<uint32_t>* weight_ = nullptr;
-  uint32_t tenant_ = 0;
   std::unique_ptr<HeldWrites> held_;
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards posted callbacks
+  std::shared_ptr<bool> alive_;  // see aliveToken()
   std::shared_ptr<void> attached_;
   std::chrono::steady_clock::time_point created_at_;
 };

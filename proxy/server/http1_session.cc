@@ -31,29 +31,75 @@ constexpr size_t kWriteHighWatermark = 256 * 1024;
 // upstream reads (finishExchange releases it entirely).
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
+const std::shared_ptr<const Http1Settings>& defaultSettings() {
+  static const auto settings = std::make_shared<const Http1Settings>();
+  return settings;
+}
+
 }  // namespace
 
-Http1Session::Http1Session(WorkerServices services, std::shared_ptr<const Pod> pod,
+Http1Session::Exchange::Exchange(Http1Session& s)
+    : session(s),
+      parser(http::http1::Parser::Mode::Request, *this),
+      headers_timer([](void* p) { static_cast<Http1Session*>(p)->onStreamTimeout(StreamTimeout::Headers); }, &s),
+      request_timer([](void* p) { static_cast<Http1Session*>(p)->onStreamTimeout(StreamTimeout::Request); }, &s),
+      stream_idle_timer([](void* p) { static_cast<Http1Session*>(p)->onStreamTimeout(StreamTimeout::Idle); }, &s),
+      max_duration_timer([](void* p) { static_cast<Http1Session*>(p)->onStreamTimeout(StreamTimeout::MaxDuration); },
+                         &s) {}
+
+Http1Session::Exchange::~Exchange() = default;
+
+namespace {
+
+// Freed Exchange blocks kept by this thread for the next requests (see Exchange::operator new).
+struct ExchangeBlocks {
+  static constexpr size_t kKept = 16;
+  void* blocks[kKept];
+  size_t count = 0;
+  ~ExchangeBlocks() {
+    while (count > 0) ::operator delete(blocks[--count]);
+  }
+};
+thread_local ExchangeBlocks t_exchange_blocks;
+
+}  // namespace
+
+void* Http1Session::Exchange::operator new(size_t size) {
+  if (size == sizeof(Exchange) && t_exchange_blocks.count > 0) return t_exchange_blocks.blocks[--t_exchange_blocks.count];
+  return ::operator new(size);
+}
+
+void Http1Session::Exchange::operator delete(void* block, size_t size) {
+  if (size == sizeof(Exchange) && t_exchange_blocks.count < ExchangeBlocks::kKept) {
+    t_exchange_blocks.blocks[t_exchange_blocks.count++] = block;
+    return;
+  }
+  ::operator delete(block);
+}
+
+Http1Session::Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod,
                            std::shared_ptr<const config::RouteConfiguration> routes,
-                           std::unique_ptr<network::TcpConnection> downstream, OnDone on_done)
+                           std::unique_ptr<network::TcpConnection> downstream, Owner& owner)
     : services_(services), pod_(std::move(pod)), routes_(std::move(routes)), downstream_(std::move(downstream)),
-      on_done_(std::move(on_done)), parser_(http::http1::Parser::Mode::Request, *this) {
+      owner_(owner), settings_(defaultSettings()),
+      cx_idle_timer_([](void* p) { static_cast<Http1Session*>(p)->onConnectionIdleTimeout(); }, this) {
   downstream_->setCallbacks(this);
-  downstream_->shareWrites(services_.scheduler, pod_->tenant->id, pod_->tenant->weight);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   buffered_.bind(*pod_->tenant);
 }
 
 Http1Session::~Http1Session() {
+  exchange_.reset();  // its router and timers go before what they borrow from the session
   pod_->tenant->downstream_cx_active->add(-1);
   pod_->tenant->budget.releaseConnection();
 }
 
 void Http1Session::start(std::string_view initial_bytes) {
-  if (lifetime_.max_duration.count() > 0) {
-    cx_max_duration_timer_ = services_.dispatcher.createTimer([this] { onMaxConnectionDuration(); });
-    cx_max_duration_timer_->enable(lifetime_.max_duration);
+  if (settings_->lifetime.max_duration.count() > 0) {
+    cx_max_duration_timer_ = std::make_unique<event::QueuedTimer>(
+        [](void* p) { static_cast<Http1Session*>(p)->onMaxConnectionDuration(); }, this);
+    cx_max_duration_timer_->enable(services_.dispatcher.timerQueue(), settings_->lifetime.max_duration);
   }
   armConnectionIdleTimer();
   downstream_->readEnable(true);
@@ -61,10 +107,11 @@ void Http1Session::start(std::string_view initial_bytes) {
 }
 
 void Http1Session::armConnectionIdleTimer() {
-  if (lifetime_.idle_timeout.count() == 0) return;
-  if (!cx_idle_timer_) cx_idle_timer_ = services_.dispatcher.createTimer([this] { onConnectionIdleTimeout(); });
-  cx_idle_timer_->enable(lifetime_.idle_timeout);
+  if (settings_->lifetime.idle_timeout.count() == 0) return;
+  cx_idle_timer_.enable(services_.dispatcher.timerQueue(), settings_->lifetime.idle_timeout);
 }
+
+bool Http1Session::tunnelOpen() const { return exchange_ && exchange_->tunnel && exchange_->tunnel->open(); }
 
 void Http1Session::onConnectionIdleTimeout() {
   if (in_exchange_ || request_begun_) return;  // a request began meanwhile (its timers rule)
@@ -123,13 +170,20 @@ void Http1Session::feed(std::string_view data) {
       updateDownstreamReading();
       return;
     }
+    if (!exchange_) {
+      // A request's first bytes: its state exists from here to the end of its exchange
+      // (a fresh parser each time: between messages llhttp keeps nothing that matters).
+      if (data.empty()) return;
+      exchange_ = std::make_unique<Exchange>(*this);
+    }
+    Exchange& ex = *exchange_;
     if (!in_exchange_ && !request_begun_ && !data.empty()) {
-      if (cx_idle_timer_) cx_idle_timer_->disable();
+      cx_idle_timer_.disable();
       beginStreamTimers();
     }
-    if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
+    if (ex.stream_idle_timer.enabled()) armStreamTimer(ex.stream_idle_timer, ex.stream_idle);
     parser_inside_dispatch_ = true;
-    auto r = parser_.dispatch(data);
+    auto r = ex.parser.dispatch(data);
     parser_inside_dispatch_ = false;
     if (r.status == http::http1::Parser::Status::Ok) return;
     if (r.status == http::http1::Parser::Status::Error) {
@@ -137,13 +191,13 @@ void Http1Session::feed(std::string_view data) {
       // Rare by construction (the connection closes), so the labelled lookup is affordable.
       services_.stats
           .counter("culvert_http_downstream_rq_rejected_total",
-                   {{"tenant", pod_->tenant->name}, {"reason", http::http1::toString(parser_.rejectReason())}},
+                   {{"tenant", pod_->tenant->name}, {"reason", http::http1::toString(ex.parser.rejectReason())}},
                    "Malformed downstream HTTP/1.1 requests by reason (answered 400)")
           .inc();
       spdlog::debug("pod {}/{}: bad request ({}): {}", pod_->namespace_name, pod_->name,
-                    http::http1::toString(parser_.rejectReason()), parser_.errorReason());
+                    http::http1::toString(ex.parser.rejectReason()), ex.parser.errorReason());
       close_after_response_ = true;
-      decision_ = {};
+      ex.decision = {};
       if (!response_started_) {
         sendLocalReply(400, "bad request\n");
       } else {
@@ -155,33 +209,34 @@ void Http1Session::feed(std::string_view data) {
     remainder.assign(data.substr(r.consumed));
     data = remainder;
     if (in_exchange_) continue;  // stores the remainder above
-    parser_.resume();
+    // The exchange ended inside the parser (a local reply): the next bytes start another.
     if (close_after_response_) return;
     if (data.empty()) return;
   }
 }
 
 void Http1Session::onRequestHead(http::RequestHead&& head) {
-  if (headers_timer_) headers_timer_->disable();
+  Exchange& ex = *exchange_;
+  ex.headers_timer.disable();
   request_begun_ = false;  // the next request's first byte starts its timers again
-  request_ = std::move(head);
-  request_start_ = std::chrono::steady_clock::now();
-  if (access_logs_.enabled()) {
-    beginRecord(log_, log_facts_, *pod_, request_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1", request_start_);
-    log_.request = &request_;
+  ex.request = std::move(head);
+  ex.request_start = std::chrono::steady_clock::now();
+  if (settings_->access_logs.enabled()) {
+    beginRecord(ex.log, *log_facts_, *pod_, ex.request.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1", ex.request_start);
+    ex.log.request = &ex.request;
   }
   request_complete_ = false;
   in_exchange_ = true;
   discard_body_ = false;
   response_started_ = false;
-  close_after_response_ = !request_.keep_alive || draining_;
+  close_after_response_ = !ex.request.keep_alive || draining_;
   pod_->tenant->downstream_rq_total->inc();
   if (!admitRequest()) return;
   // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.
-  if (router::takeExpectContinue(request_.headers) && request_.version_minor == 1) {
+  if (router::takeExpectContinue(ex.request.headers) && ex.request.version_minor == 1) {
     downstream_->write("HTTP/1.1 100 Continue\r\n\r\n");
   }
-  if (auto upgrade = router::requestedUpgrade(request_)) {
+  if (auto upgrade = router::requestedUpgrade(ex.request)) {
     startUpgrade(*upgrade);
     return;
   }
@@ -189,13 +244,13 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
 }
 
 bool Http1Session::admitRequest() {
-  auto refused = request_slot_.admit(*pod_->tenant);
+  auto refused = exchange_->request_slot.admit(*pod_->tenant);
   if (!refused) return true;
   // Only this tenant is over its budget: a 503 the client may retry after a pause.
   http::HeaderMap headers;
   headers.add("retry-after", "1");
   headers.add(std::string(tenant::kOverloadHeader), tenant::overloadReason(*refused));
-  log_.fail(Flag::OverloadManager, "tenant_over_budget{" + tenant::overloadReason(*refused) + "}");
+  exchange_->log.fail(Flag::OverloadManager, "tenant_over_budget{" + tenant::overloadReason(*refused) + "}");
   sendLocalReply(503, "tenant over budget\n", &headers);
   return false;
 }
@@ -204,72 +259,71 @@ bool Http1Session::admitRequest() {
 void Http1Session::chargeBuffered() {
   buffered_.set(closed_ ? 0
                         : downstream_pending_.size() + downstream_->queuedWriteBytes() +
-                              (router_ ? router_->queuedRequestBytes() : 0));
+                              (exchange_ && exchange_->router ? exchange_->router->queuedRequestBytes() : 0));
 }
 
 void Http1Session::routeRequest() {
-  decision_ = router::decideRoute(*routes_, request_, routeRandom());
-  const auto* route = decision_.route;
+  Exchange& ex = *exchange_;
+  ex.decision = router::decideRoute(*routes_, ex.request, routeRandom());
+  const auto* route = ex.decision.route;
   if (route == nullptr) {
-    log_.fail(Flag::NoRouteFound, "route_not_found");
+    ex.log.fail(Flag::NoRouteFound, "route_not_found");
     sendLocalReply(404, "no route\n");
     return;
   }
-  log_.route_name = route->name;
+  ex.log.route_name = route->name;
   if (route->direct_response) {
-    log_.response_code_details = "direct_response";
+    ex.log.response_code_details = "direct_response";
     sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
     return;
   }
   const auto& action = *route->route;
-  action_ = &action;
-  log_.upstream_cluster = decision_.cluster();
+  ex.action = &action;
+  ex.log.upstream_cluster = ex.decision.cluster();
   if (action.idle_timeout) {
     // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
-    stream_idle_ = *action.idle_timeout;
-    if (stream_idle_timer_) stream_idle_timer_->disable();
-    if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+    ex.stream_idle = *action.idle_timeout;
+    ex.stream_idle_timer.disable();
+    if (ex.stream_idle.count() > 0) armStreamTimer(ex.stream_idle_timer, ex.stream_idle);
   }
   if (action.max_stream_duration) {
-    auto limit = router::streamDurationLimit(*action.max_stream_duration, request_.headers);
-    if (limit.count() > 0) armStreamTimer(max_duration_timer_, limit, StreamTimeout::MaxDuration);
+    auto limit = router::streamDurationLimit(*action.max_stream_duration, ex.request.headers);
+    if (limit.count() > 0) armStreamTimer(ex.max_duration_timer, limit);
   }
 
   // The request as the upstream will see it.
-  prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
-  if (!router_) router_.emplace(services_, *pod_, *this, log_, request_, false, original_destination_);
+  prepareUpstreamRequest(ex.request, *routes_, ex.decision, pod_->ip);
+  ex.router.emplace(services_, *pod_, ex, ex.log, ex.request, false, original_destination_);
   // A request without a body is whole with its head.
-  router_->start(decision_, http::http1::requestFraming(request_) == BodyFraming::None);
+  ex.router->start(ex.decision, http::http1::requestFraming(ex.request) == BodyFraming::None);
 }
 
 void Http1Session::beginStreamTimers() {
+  Exchange& ex = *exchange_;
   request_begun_ = true;
-  stream_idle_ = stream_timeouts_.stream_idle;
-  if (stream_timeouts_.request_headers.count() > 0) {
-    armStreamTimer(headers_timer_, stream_timeouts_.request_headers, StreamTimeout::Headers);
-  }
-  if (stream_timeouts_.request.count() > 0) armStreamTimer(request_timer_, stream_timeouts_.request, StreamTimeout::Request);
-  if (stream_idle_.count() > 0) armStreamTimer(stream_idle_timer_, stream_idle_, StreamTimeout::Idle);
+  ex.stream_idle = settings_->stream_timeouts.stream_idle;
+  if (settings_->stream_timeouts.request_headers.count() > 0) armStreamTimer(ex.headers_timer, settings_->stream_timeouts.request_headers);
+  if (settings_->stream_timeouts.request.count() > 0) armStreamTimer(ex.request_timer, settings_->stream_timeouts.request);
+  if (ex.stream_idle.count() > 0) armStreamTimer(ex.stream_idle_timer, ex.stream_idle);
 }
 
-void Http1Session::armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after,
-                                  StreamTimeout kind) {
-  if (!timer) timer = services_.dispatcher.createTimer([this, kind] { onStreamTimeout(kind); });
-  timer->enable(after);
+void Http1Session::armStreamTimer(event::QueuedTimer& timer, std::chrono::milliseconds after) {
+  timer.enable(services_.dispatcher.timerQueue(), after);
 }
 
 // Envoy's answers: 408 while no response has begun, else the connection closes.
 void Http1Session::onStreamTimeout(StreamTimeout kind) {
   if (closed_) return;
-  std::string_view body = recordStreamTimeout(kind, *pod_->tenant, log_);
+  Exchange& ex = *exchange_;  // the stream timers are the exchange's
+  std::string_view body = recordStreamTimeout(kind, *pod_->tenant, ex.log);
   spdlog::debug("pod {}/{}: {}", pod_->namespace_name, pod_->name, body);
-  if (router_) router_->cancel();
+  if (ex.router) ex.router->cancel();
   if (response_started_ && in_exchange_) {
     flushResponse();
     close();
     return;
   }
-  bool grpc = isGrpcRequest(request_);
+  bool grpc = isGrpcRequest(ex.request);
   if (kind == StreamTimeout::MaxDuration && (request_complete_ || grpc)) {
     // Envoy: 504 once the request is in, 408 before; gRPC: DEADLINE_EXCEEDED either way.
     onRouterReply({504, "upstream request timeout\n", grpc});
@@ -281,79 +335,86 @@ void Http1Session::onStreamTimeout(StreamTimeout kind) {
 }
 
 void Http1Session::onUpstreamActivity() {
-  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
+  if (exchange_ && exchange_->stream_idle_timer.enabled()) armStreamTimer(exchange_->stream_idle_timer, exchange_->stream_idle);
 }
 
 void Http1Session::endRequest() {
-  if (router_) router_->cancel();
-  if (request_timer_) request_timer_->disable();
-  if (stream_idle_timer_) stream_idle_timer_->disable();
-  if (max_duration_timer_) max_duration_timer_->disable();
+  if (!exchange_) return;
+  Exchange& ex = *exchange_;
+  if (ex.router) ex.router->cancel();
+  ex.request_timer.disable();
+  ex.stream_idle_timer.disable();
+  ex.max_duration_timer.disable();
 }
 
 void Http1Session::onBody(std::string_view data) {
-  log_.bytes_received += data.size();
+  Exchange& ex = *exchange_;
+  ex.log.bytes_received += data.size();
   if (discard_body_) return;
-  if (router_) router_->sendData(data);
+  if (ex.router) ex.router->sendData(data);
   updateDownstreamReading();
 }
 
 void Http1Session::updateDownstreamReading() {
   if (closed_ || tunnelOpen()) return;
   bool blocked = share_pause_ != nullptr || downstream_pending_.size() > kPendingLimit ||
-                 (in_exchange_ && router_ && !router_->acceptsRequestData());
+                 (in_exchange_ && exchange_->router && !exchange_->router->acceptsRequestData());
   downstream_->readEnable(!blocked);
   chargeBuffered();
 }
 
 void Http1Session::updateUpstreamReading() {
-  if (closed_ || !router_ || tunnelOpen()) return;
-  router_->setResponseFlow(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
+  if (closed_ || !exchange_ || !exchange_->router || tunnelOpen()) return;
+  exchange_->router->setResponseFlow(downstream_->queuedWriteBytes() <= kWriteHighWatermark);
   chargeBuffered();
 }
 
 void Http1Session::onMessageComplete() {
+  Exchange& ex = *exchange_;
   request_complete_ = true;
-  log_.last_downstream_rx = services_.dispatcher.now();
+  ex.log.last_downstream_rx = services_.dispatcher.now();
   if (discard_body_) {
     if (!in_exchange_) return;
     // The response (or a local reply) went out already: the exchange ends with the request.
     finishExchange();
     return;
   }
-  if (request_timer_) request_timer_->disable();
-  if (router_) router_->end();  // the route and per-try timeouts start here
+  ex.request_timer.disable();
+  if (ex.router) ex.router->end();  // the route and per-try timeouts start here
 }
 
 void Http1Session::onUpstreamHead(http::ResponseHead& head, bool end_stream) {
+  Exchange& ex = *exchange_;
   response_started_ = true;
   countStatus(head.status);
-  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
-  log_.response_code = static_cast<uint32_t>(head.status);
-  log_.response_code_details = "via_upstream";
-  if (access_logs_.enabled()) log_.response_headers = head.headers;
-  response_framing_ = http::http1::responseFraming(head, request_.method == "HEAD");
-  response_out_ += http::http1::encodeResponseHead(head, response_framing_, close_after_response_);
+  router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
+  ex.log.response_code = static_cast<uint32_t>(head.status);
+  ex.log.response_code_details = "via_upstream";
+  if (settings_->access_logs.enabled()) ex.log.response_headers = head.headers;
+  ex.response_framing = http::http1::responseFraming(head, ex.request.method == "HEAD");
+  ex.response_out += http::http1::encodeResponseHead(head, ex.response_framing, close_after_response_);
   if (end_stream) onUpstreamEnd({});
 }
 
 void Http1Session::onUpstreamData(std::string_view data) {
-  log_.bytes_sent += data.size();
-  http::http1::appendBody(response_out_, data, response_framing_);
+  Exchange& ex = *exchange_;
+  ex.log.bytes_sent += data.size();
+  http::http1::appendBody(ex.response_out, data, ex.response_framing);
 }
 
 // What one upstream read produced (head, body, end) leaves in one write.
 void Http1Session::flushResponse() {
-  if (response_out_.empty()) return;
-  downstream_->write(response_out_);
-  response_out_.clear();
-  if (response_out_.capacity() > kRetainedOutputBytes) response_out_.shrink_to_fit();
+  if (!exchange_ || exchange_->response_out.empty()) return;
+  std::string& out = exchange_->response_out;
+  downstream_->write(out);
+  out.clear();
+  if (out.capacity() > kRetainedOutputBytes) out.shrink_to_fit();
   updateUpstreamReading();
 }
 
 // Response trailers (an HTTP/2 upstream's) have no HTTP/1.1 encoding here and are dropped.
 void Http1Session::onUpstreamEnd(const http::HeaderMap&) {
-  http::http1::appendBodyEnd(response_out_, response_framing_);
+  http::http1::appendBodyEnd(exchange_->response_out, exchange_->response_framing);
   flushResponse();
   if (!request_complete_) {
     // The upstream answered before the request ended: the rest of the body is dropped
@@ -382,22 +443,23 @@ void Http1Session::onRouterReply(const RouterReply& reply) {
 }
 
 void Http1Session::sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers) {
+  Exchange& ex = *exchange_;  // a reply answers a request: its exchange exists
   endRequest();
   response_started_ = true;
   countStatus(status);
-  log_.response_code = static_cast<uint32_t>(status);
-  log_.bytes_sent += body.size();
+  ex.log.response_code = static_cast<uint32_t>(status);
+  ex.log.bytes_sent += body.size();
   http::ResponseHead head;
   head.status = status;
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
-  router::prepareDownstreamResponse(*routes_, decision_, head.headers);
+  router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
   if (extra_headers) {
     for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
   }
   std::string out = http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_);
   out.append(body);
-  if (access_logs_.enabled()) log_.response_headers = head.headers;
+  if (settings_->access_logs.enabled()) ex.log.response_headers = head.headers;
   downstream_->write(out);
   if (close_after_response_) {
     recordDuration();
@@ -418,7 +480,7 @@ void Http1Session::sendGrpcDeadlineExceeded() {
   endRequest();
   response_started_ = true;
   countStatus(200);
-  log_.response_code = 200;
+  exchange_->log.response_code = 200;
   auto head = grpcDeadlineExceededHead();
   head.content_length = 0;  // HTTP/1.1 framing: no body
   downstream_->write(http::http1::encodeResponseHead(head, BodyFraming::ContentLength, close_after_response_));
@@ -435,49 +497,51 @@ void Http1Session::sendGrpcDeadlineExceeded() {
 }
 
 void Http1Session::recordDuration() {
-  if (request_start_ == std::chrono::steady_clock::time_point{}) return;
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
-  request_start_ = {};
-  std::string_view route = decision_.route ? std::string_view(decision_.route->name) : std::string_view{};
-  router::requestDurationHistogram(services_.stats, pod_->tenant->name, route, decision_.cluster())
+  if (!exchange_ || exchange_->request_start == std::chrono::steady_clock::time_point{}) return;
+  Exchange& ex = *exchange_;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ex.request_start);
+  ex.request_start = {};
+  std::string_view route = ex.decision.route ? std::string_view(ex.decision.route->name) : std::string_view{};
+  router::requestDurationHistogram(services_.stats, pod_->tenant->name, route, ex.decision.cluster())
       .observe(static_cast<uint64_t>(us.count()));
   logRequest();
 }
 
-void Http1Session::setAccessLogs(accesslog::SessionLogs logs) {
-  access_logs_ = std::move(logs);
-  if (access_logs_.enabled()) log_facts_ = connectionLogFacts(downstream_->fd(), *pod_, original_destination_);
+void Http1Session::setSettings(std::shared_ptr<const Http1Settings> settings) {
+  settings_ = std::move(settings);
+  if (settings_->access_logs.enabled()) {
+    log_facts_ = std::make_unique<ConnectionLogFacts>(connectionLogFacts(downstream_->fd(), *pod_, original_destination_));
+  }
 }
 
 // Once per request, from recordDuration: the line is formatted here and queued for the
 // writer thread (proxy/accesslog/log_file.h), never written from the worker.
 void Http1Session::logRequest() {
-  if (!access_logs_.enabled()) return;
+  if (!settings_->access_logs.enabled()) return;
   if (tunnel_log_pending_) return;  // close() logs it with the tunnel's bytes
-  log_.end = std::chrono::steady_clock::now();
-  access_logs_.log(log_);
-  log_.request = nullptr;
+  Exchange& ex = *exchange_;
+  ex.log.end = std::chrono::steady_clock::now();
+  settings_->access_logs.log(ex.log);
+  ex.log.request = nullptr;
 }
 
 void Http1Session::finishExchange() {
   recordDuration();
   in_exchange_ = false;
   endRequest();
-  // An idle keep-alive connection holds no per-request state: the request's headers and
-  // the response staging buffer are released here, not when the next request comes.
-  request_ = http::RequestHead{};
-  decision_ = {};
-  std::string().swap(response_out_);
-  request_slot_.release();
+  exchange_->request_slot.release();
   if (close_after_response_) {
     if (downstream_->queuedWriteBytes() == 0) close();
     return;
   }
+  // An idle keep-alive connection holds no per-request state: the exchange (parser,
+  // request, router, timers, response staging, log record) goes now, not when the next
+  // request comes. After the current callback: we may be inside its parser or router.
+  services_.dispatcher.deferredDelete(std::move(exchange_));
   armConnectionIdleTimer();
-  // Reached from an upstream callback (not from inside the downstream parser): resume the
-  // parser and replay what arrived meanwhile.
+  // Reached from an upstream callback (not from inside the downstream parser): replay
+  // what arrived meanwhile (a new exchange parses it).
   if (!parser_inside_dispatch_) {
-    parser_.resume();
     updateDownstreamReading();
     if (!downstream_pending_.empty()) {
       std::string pending = std::move(downstream_pending_);
@@ -499,8 +563,11 @@ void Http1Session::countStatus(int status) {
 
 void Http1Session::onClose(network::CloseReason reason) {
   // A client may send its CONNECT (and payload) and half-close before the tunnel is up.
-  if (tunnel_ && reason == network::CloseReason::RemoteClose && tunnel_->downstreamEnded()) return;
-  if (in_exchange_) log_.flags.set(Flag::DownstreamConnectionTermination);
+  if (exchange_ && exchange_->tunnel && reason == network::CloseReason::RemoteClose &&
+      exchange_->tunnel->downstreamEnded()) {
+    return;
+  }
+  if (in_exchange_) exchange_->log.flags.set(Flag::DownstreamConnectionTermination);
   close();
 }
 
@@ -510,7 +577,7 @@ void Http1Session::onWriteDrained() {
     return;
   }
   // A slow reader draining a long response is activity too (Envoy counts encoded data).
-  if (stream_idle_timer_ && stream_idle_timer_->enabled()) stream_idle_timer_->enable(stream_idle_);
+  if (exchange_ && exchange_->stream_idle_timer.enabled()) armStreamTimer(exchange_->stream_idle_timer, exchange_->stream_idle);
   updateUpstreamReading();
 }
 
@@ -527,31 +594,32 @@ void Http1Session::close() {
   if (closed_) return;
   closed_ = true;
   recordDuration();
-  request_slot_.release();
   buffered_.set(0);
   share_pause_.reset();
   endRequest();
-  headers_timer_.reset();
-  request_timer_.reset();
-  stream_idle_timer_.reset();
-  max_duration_timer_.reset();
-  cx_idle_timer_.reset();
+  cx_idle_timer_.disable();
   cx_max_duration_timer_.reset();
-  tunnel_pick_.reset();
-  if (tunnel_) {
-    if (tunnel_log_pending_) {
-      tunnel_log_pending_ = false;
-      log_.bytes_received += tunnel_->bytesFromDownstream();
-      log_.bytes_sent += tunnel_->bytesToDownstream();
-      logRequest();
+  if (exchange_) {
+    // The exchange itself goes with the session (we may be inside its parser or router).
+    Exchange& ex = *exchange_;
+    ex.request_slot.release();
+    ex.headers_timer.disable();
+    ex.tunnel_pick.reset();
+    if (ex.tunnel) {
+      if (tunnel_log_pending_) {
+        tunnel_log_pending_ = false;
+        ex.log.bytes_received += ex.tunnel->bytesFromDownstream();
+        ex.log.bytes_sent += ex.tunnel->bytesToDownstream();
+        logRequest();
+      }
+      ex.tunnel->abort();
+      services_.dispatcher.deferredDelete(std::move(ex.tunnel));  // we may be inside its callbacks
     }
-    tunnel_->abort();
-    services_.dispatcher.deferredDelete(std::move(tunnel_));  // we may be inside its callbacks
+    if (ex.tunnels_active) ex.tunnels_active->add(-1);
+    ex.tunnels_active = nullptr;
   }
-  if (tunnels_active_) tunnels_active_->add(-1);
-  tunnels_active_ = nullptr;
   downstream_->close();
-  if (on_done_) on_done_(this);
+  owner_.onSessionDone(this);
 }
 
 }  // namespace culvert::server

@@ -8,6 +8,7 @@
 #include "proxy/accesslog/stream_info.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/scheduler.h"
+#include "proxy/event/timer_queue.h"
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
 #include "proxy/network/connection.h"
@@ -25,19 +26,41 @@
 
 namespace culvert::server {
 
+// The connection manager's settings an HTTP/1.1 session follows. Immutable and shared:
+// the worker makes one per filter chain of its configuration, so an idle connection holds
+// a pointer to them, not its own copy.
+struct Http1Settings {
+  config::StreamTimeouts stream_timeouts;  // default: Envoy's
+  config::ConnectionLifetime lifetime;     // common_http_protocol_options
+  std::vector<config::UpgradeConfig> upgrade_configs;  // WebSocket, CONNECT: see tunnel.h
+  accesslog::SessionLogs access_logs;      // each request is logged when it ends
+};
+
 // One downstream HTTP/1.1 connection through the HTTP connection manager and router:
 // requests are parsed, routed and forwarded one at a time (pipelined requests wait in
 // the kernel and in one pending buffer), responses stream back as they arrive. The
 // upstream half of each request (attempts, retries, upstream timeouts) is a RouterStream.
-class Http1Session : public network::ConnectionCallbacks,
-                     public http::http1::ParserCallbacks,
-                     public RouterStream::Downstream {
+//
+// Memory: an idle keep-alive connection costs only this object (the socket, the pod,
+// routes and connection manager settings, the idle-timeout bookkeeping on the worker's
+// shared TimerQueue) plus the TcpConnection. Everything a request needs — its parser,
+// head, route decision, RouterStream, stream timers, response staging, access-log record,
+// tunnel — is an Exchange, made at the request's first byte and freed when it ends.
+class Http1Session : public network::ConnectionCallbacks {
 public:
-  using OnDone = std::function<void(Http1Session*)>;
+  // Told when the session is done (closed); it may then be deleted, after the callback.
+  class Owner {
+  public:
+    virtual void onSessionDone(Http1Session* session) = 0;
 
-  Http1Session(WorkerServices services, std::shared_ptr<const Pod> pod,
+  protected:
+    ~Owner() = default;
+  };
+
+  // `services` and `owner` must outlive the session (the worker's).
+  Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod,
                std::shared_ptr<const config::RouteConfiguration> routes,
-               std::unique_ptr<network::TcpConnection> downstream, OnDone on_done);
+               std::unique_ptr<network::TcpConnection> downstream, Owner& owner);
   ~Http1Session() override;
 
   // Feeds bytes that were read before the session existed (protocol sniffing).
@@ -47,38 +70,38 @@ public:
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
-  // The connection manager's stream timeouts (default: Envoy's).
-  void setStreamTimeouts(const config::StreamTimeouts& timeouts) { stream_timeouts_ = timeouts; }
-  // The connection manager's common_http_protocol_options (default: Envoy's); before start().
-  void setConnectionLifetime(const config::ConnectionLifetime& lifetime) { lifetime_ = lifetime; }
-  // The connection manager's access logs; each request is logged when it ends.
-  void setAccessLogs(accesslog::SessionLogs logs);
-  // The connection manager's upgrade_configs (WebSocket, CONNECT): see proxy/server/tunnel.h.
-  void setUpgradeConfigs(std::vector<config::UpgradeConfig> configs) { upgrade_configs_ = std::move(configs); }
+  // The connection manager's settings (default: Envoy's); after setOriginalDestination,
+  // before start().
+  void setSettings(std::shared_ptr<const Http1Settings> settings);
   // Closes both sides now (pod removed, shutdown).
   void abort();
+  // Whether a request is in flight (its Exchange exists). For tests and stats.
+  bool hasExchange() const { return exchange_ != nullptr; }
 
   // ConnectionCallbacks (downstream)
   void onData(std::string_view data) override;
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override;
-
-  // ParserCallbacks (downstream request parser)
-  void onRequestHead(http::RequestHead&& head) override;
-  void onBody(std::string_view data) override;
-  void onMessageComplete() override;
-
-  // RouterStream::Downstream (the request in flight's response)
-  void onUpstreamHead(http::ResponseHead& head, bool end_stream) override;
-  void onUpstreamData(std::string_view data) override;
-  void onUpstreamEnd(const http::HeaderMap& trailers) override;
-  void onUpstreamReadDone() override { flushResponse(); }
-  void onRouterReply(const RouterReply& reply) override;
-  void onResponseAborted() override;
-  void onRequestWritable() override { updateDownstreamReading(); }
-  void onUpstreamActivity() override;
+  network::WriteShare writeShare() const override {
+    return {&services_.scheduler, pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed)};
+  }
 
 private:
+  struct Exchange;
+
+  // ParserCallbacks (downstream request parser), reached through the Exchange.
+  void onRequestHead(http::RequestHead&& head);
+  void onBody(std::string_view data);
+  void onMessageComplete();
+
+  // RouterStream::Downstream (the request in flight's response), reached through the Exchange.
+  void onUpstreamHead(http::ResponseHead& head, bool end_stream);
+  void onUpstreamData(std::string_view data);
+  void onUpstreamEnd(const http::HeaderMap& trailers);
+  void onRouterReply(const RouterReply& reply);
+  void onResponseAborted();
+  void onUpstreamActivity();
+
   void feed(std::string_view data);
   // The connection's lifetime (common_http_protocol_options).
   void armConnectionIdleTimer();
@@ -88,7 +111,7 @@ private:
   // An Upgrade or CONNECT request: refused (403), answered locally, or handed to a Tunnel.
   void startUpgrade(const std::string& type);
   Tunnel::Hooks tunnelHooks(const std::string& type);
-  bool tunnelOpen() const { return tunnel_ && tunnel_->open(); }
+  bool tunnelOpen() const;
   void sendLocalReply(int status, std::string_view body, const http::HeaderMap* extra_headers = nullptr);
   // DEADLINE_EXCEEDED as a trailers-only response, a gRPC request's timeout.
   void sendGrpcDeadlineExceeded();
@@ -101,7 +124,7 @@ private:
   void endRequest();
   // Downstream stream timeouts: request_headers_timeout, request_timeout, stream idle.
   void beginStreamTimers();
-  void armStreamTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind);
+  void armStreamTimer(event::QueuedTimer& timer, std::chrono::milliseconds after);
   void onStreamTimeout(StreamTimeout kind);
   void flushResponse();
   void finishExchange();
@@ -112,62 +135,85 @@ private:
   void updateUpstreamReading();
   void close();
 
-  WorkerServices services_;
+  WorkerServices& services_;
   std::shared_ptr<const Pod> pod_;
   std::shared_ptr<const config::RouteConfiguration> routes_;
   std::optional<common::SocketAddress> original_destination_;
   std::unique_ptr<network::TcpConnection> downstream_;
-  OnDone on_done_;
-  http::http1::Parser parser_;
-
-  // The request in flight.
-  http::RequestHead request_;
-  router::RouteDecision decision_;
-  std::chrono::steady_clock::time_point request_start_{};  // {}: recorded already, or none
-  bool request_complete_ = false;
-  bool in_exchange_ = false;
-  bool discard_body_ = false;  // answered already; the rest of the request body is dropped
-  // The request's upstream half; made for the first request, started again for each.
-  std::optional<RouterStream> router_;
-  const config::RouteAction* action_ = nullptr;  // the matched route's (routes_ keeps it)
-  upstream::ActiveRequest tunnel_pick_;  // an upgrade's endpoint pick, for the tunnel's life
-  config::StreamTimeouts stream_timeouts_;
-  std::chrono::milliseconds stream_idle_{0};  // the connection manager's, or the route's
-  bool request_begun_ = false;                // a request's first byte arrived
-  std::unique_ptr<event::Timer> headers_timer_;
-  std::unique_ptr<event::Timer> request_timer_;
-  std::unique_ptr<event::Timer> stream_idle_timer_;
-  std::unique_ptr<event::Timer> max_duration_timer_;  // the route's max_stream_duration / grpc-timeout
+  Owner& owner_;
+  std::shared_ptr<const Http1Settings> settings_;
 
   // The connection's own lifetime: closed when idle too long, drained when too old.
-  config::ConnectionLifetime lifetime_;
-  std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no request is in flight
-  std::unique_ptr<event::Timer> cx_max_duration_timer_;
-  bool draining_ = false;  // past max_connection_duration: the request in flight is the last
-
-  // The response in flight.
-  http::http1::BodyFraming response_framing_ = http::http1::BodyFraming::None;
-  bool response_started_ = false;
-  bool close_after_response_ = false;
-  std::string response_out_;  // response bytes of the current upstream read, not yet written
+  event::QueuedTimer cx_idle_timer_;  // runs while no request is in flight
+  std::unique_ptr<event::QueuedTimer> cx_max_duration_timer_;  // only with max_connection_duration
+  std::unique_ptr<ConnectionLogFacts> log_facts_;  // only when access logs are configured
 
   std::string downstream_pending_;  // bytes read while the parser waited (pipelining)
-  bool parser_inside_dispatch_ = false;
-  bool closed_ = false;
-
-  std::vector<config::UpgradeConfig> upgrade_configs_;
-  std::unique_ptr<Tunnel> tunnel_;  // an upgrade in progress or open
-  bool tunnel_log_pending_ = false;  // the open tunnel's access-log line, written when it ends
-  common::Gauge* tunnels_active_ = nullptr;  // set while this connection's tunnel is open
-
-  tenant::RequestSlot request_slot_;  // the in-flight request's slot in its tenant's budget
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
   std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
 
-  // Access log: the request in flight's record (filled only when logs are configured).
-  accesslog::SessionLogs access_logs_;
-  ConnectionLogFacts log_facts_;
-  accesslog::StreamInfo log_;
+  // The request in flight; null while the connection is idle.
+  std::unique_ptr<Exchange> exchange_;
+
+  bool request_begun_ = false;  // a request's first byte arrived
+  bool in_exchange_ = false;    // its head arrived, its answer is not finished
+  bool request_complete_ = false;
+  bool discard_body_ = false;  // answered already; the rest of the request body is dropped
+  bool response_started_ = false;
+  bool close_after_response_ = false;
+  bool draining_ = false;  // past max_connection_duration: the request in flight is the last
+  bool parser_inside_dispatch_ = false;
+  bool tunnel_log_pending_ = false;  // the open tunnel's access-log line, written when it ends
+  bool closed_ = false;
+};
+
+// What one request needs while it is in flight (see Http1Session). It is the parser's
+// and the RouterStream's callback target and forwards to the session.
+struct Http1Session::Exchange final : http::http1::ParserCallbacks, RouterStream::Downstream {
+  explicit Exchange(Http1Session& session);
+  ~Exchange() override;
+  // One is made and freed per request: a few freed ones are kept per thread for the next
+  // (at ~1.7 KB they are past glibc's per-thread cache, so malloc would take its slow path).
+  static void* operator new(size_t size);
+  static void operator delete(void* block, size_t size);
+
+  // ParserCallbacks
+  void onRequestHead(http::RequestHead&& head) override { session.onRequestHead(std::move(head)); }
+  void onBody(std::string_view data) override { session.onBody(data); }
+  void onMessageComplete() override { session.onMessageComplete(); }
+  // RouterStream::Downstream
+  void onUpstreamHead(http::ResponseHead& head, bool end_stream) override { session.onUpstreamHead(head, end_stream); }
+  void onUpstreamData(std::string_view data) override { session.onUpstreamData(data); }
+  void onUpstreamEnd(const http::HeaderMap& trailers) override { session.onUpstreamEnd(trailers); }
+  void onUpstreamReadDone() override { session.flushResponse(); }
+  void onRouterReply(const RouterReply& reply) override { session.onRouterReply(reply); }
+  void onResponseAborted() override { session.onResponseAborted(); }
+  void onRequestWritable() override { session.updateDownstreamReading(); }
+  void onUpstreamActivity() override { session.onUpstreamActivity(); }
+
+  Http1Session& session;
+  http::http1::Parser parser;
+  http::RequestHead request;
+  router::RouteDecision decision;
+  std::chrono::steady_clock::time_point request_start{};  // {}: recorded already, or none
+  const config::RouteAction* action = nullptr;  // the matched route's (routes_ keeps it)
+  // Access log: the request's record (filled only when logs are configured); the router
+  // records into it, so it outlives the router.
+  accesslog::StreamInfo log;
+  std::optional<RouterStream> router;           // the request's upstream half
+  std::chrono::milliseconds stream_idle{0};     // the connection manager's, or the route's
+  event::QueuedTimer headers_timer;
+  event::QueuedTimer request_timer;
+  event::QueuedTimer stream_idle_timer;
+  event::QueuedTimer max_duration_timer;  // the route's max_stream_duration / grpc-timeout
+  // The response in flight.
+  http::http1::BodyFraming response_framing = http::http1::BodyFraming::None;
+  std::string response_out;  // response bytes of the current upstream read, not yet written
+  tenant::RequestSlot request_slot;  // the request's slot in its tenant's budget
+  // An upgrade: its endpoint pick and tunnel, for the tunnel's life (the connection ends with it).
+  upstream::ActiveRequest tunnel_pick;
+  std::unique_ptr<Tunnel> tunnel;
+  common::Gauge* tunnels_active = nullptr;  // set while the tunnel is open
 };
 
 }  // namespace culvert::server

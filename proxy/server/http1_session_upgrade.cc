@@ -26,10 +26,11 @@ void Http1Session::startUpgrade(const std::string& type) {
   close_after_response_ = true;
   // The tunnel's idle timeout covers the handshake and the tunnel; the request timers stop.
   endRequest();
-  decision_ = router::decideRoute(*routes_, request_, routeRandom());
-  const config::Route* route = decision_.route;
+  Exchange& ex = *exchange_;
+  ex.decision = router::decideRoute(*routes_, ex.request, routeRandom());
+  const config::Route* route = ex.decision.route;
   const config::RouteAction* action = route && route->route ? &*route->route : nullptr;
-  auto verdict = router::decideUpgrade(upgrade_configs_, action, type);
+  auto verdict = router::decideUpgrade(settings_->upgrade_configs, action, type);
   if (verdict == router::UpgradeAction::Reject) {
     services_.stats
         .counter("culvert_http_downstream_upgrades_rejected_total",
@@ -48,15 +49,15 @@ void Http1Session::startUpgrade(const std::string& type) {
     sendLocalReply(static_cast<int>(route->direct_response->status), route->direct_response->body);
     return;
   }
-  if (request_.chunked || request_.content_length.value_or(0) > 0) {
+  if (ex.request.chunked || ex.request.content_length.value_or(0) > 0) {
     sendLocalReply(400, "an upgrade request with a body is not supported\n");
     return;
   }
-  action_ = action;
+  ex.action = action;
   upstream::ClusterManager::PickContext pick;
   pick.priority = action->priority;
-  if (!action->hash_policy.empty()) pick.hash = router::hashRequest(action->hash_policy, request_.headers, pod_->ip);
-  auto selection = services_.clusters.pickEndpoint(decision_.cluster(), pick);
+  if (!action->hash_policy.empty()) pick.hash = router::hashRequest(action->hash_policy, ex.request.headers, pod_->ip);
+  auto selection = services_.clusters.pickEndpoint(ex.decision.cluster(), pick);
   if (!selection) {
     sendLocalReply(503, selection.error() == upstream::ClusterManager::PickError::NoCluster ? "no cluster\n"
                         : selection.error() == upstream::ClusterManager::PickError::Overflow
@@ -64,7 +65,7 @@ void Http1Session::startUpgrade(const std::string& type) {
                             : "no healthy upstream\n");
     return;
   }
-  tunnel_pick_ = std::move(selection->request);
+  ex.tunnel_pick = std::move(selection->request);
   common::SocketAddress endpoint = selection->endpoint.address;
   if (selection->original_destination) {
     if (!original_destination_) {
@@ -83,32 +84,32 @@ void Http1Session::startUpgrade(const std::string& type) {
       return;
     }
     options.mode = type == "connect" ? Tunnel::Mode::ForwardConnect : Tunnel::Mode::ForwardUpgrade;
-    std::string upgrade(request_.headers.get("upgrade").value_or(""));
-    prepareUpstreamRequest(request_, *routes_, decision_, pod_->ip);
+    std::string upgrade(ex.request.headers.get("upgrade").value_or(""));
+    prepareUpstreamRequest(ex.request, *routes_, ex.decision, pod_->ip);
     if (options.mode == Tunnel::Mode::ForwardUpgrade) {
       // Hop-by-hop, but the point of this request: the upstream must see them.
-      request_.headers.add("connection", "upgrade");
-      request_.headers.add("upgrade", std::move(upgrade));
+      ex.request.headers.add("connection", "upgrade");
+      ex.request.headers.add("upgrade", std::move(upgrade));
     }
-    options.request_head = http::http1::encodeRequestHead(request_, http::http1::BodyFraming::None);
+    options.request_head = http::http1::encodeRequestHead(ex.request, http::http1::BodyFraming::None);
   }
   // The route's idle_timeout replaces the connection manager's stream_idle_timeout, as
   // for any stream; Envoy applies the same to upgraded streams.
-  options.idle_timeout = action->idle_timeout.value_or(stream_timeouts_.stream_idle);
+  options.idle_timeout = action->idle_timeout.value_or(settings_->stream_timeouts.stream_idle);
   // max_stream_duration bounds the whole stream, so the tunnel's life too (Envoy's rule).
   if (action->max_stream_duration) {
-    options.max_duration = router::streamDurationLimit(*action->max_stream_duration, request_.headers);
+    options.max_duration = router::streamDurationLimit(*action->max_stream_duration, ex.request.headers);
   }
-  auto connection_unit = services_.clusters.reserveConnection(decision_.cluster(), action->priority);
+  auto connection_unit = services_.clusters.reserveConnection(ex.decision.cluster(), action->priority);
   if (!connection_unit) {
     sendLocalReply(503, "upstream overflow\n");
     return;
   }
-  if (access_logs_.enabled()) {
-    log_.route_name = decision_.route ? decision_.route->name : std::string();
-    log_.upstream_cluster = action->cluster;
-    log_.upstream_host = endpoint.toString();
-    ++log_.attempt_count;
+  if (settings_->access_logs.enabled()) {
+    ex.log.route_name = ex.decision.route ? ex.decision.route->name : std::string();
+    ex.log.upstream_cluster = action->cluster;
+    ex.log.upstream_host = endpoint.toString();
+    ++ex.log.attempt_count;
   }
   // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).
   upstream::ConnectRequest connect{{pod_->id, endpoint.toString(), upstream::Protocol::Tcp, action->cluster},
@@ -116,21 +117,23 @@ void Http1Session::startUpgrade(const std::string& type) {
                                    endpoint,
                                    selection->cluster->connect_timeout,
                                    std::make_shared<upstream::ResourceHold>(std::move(*connection_unit))};
-  tunnel_ = std::make_unique<Tunnel>(services_.dispatcher, services_.scheduler, *pod_->tenant, *downstream_,
+  ex.tunnel = std::make_unique<Tunnel>(services_.dispatcher, services_.scheduler, *pod_->tenant, *downstream_,
                                      std::move(options), tunnelHooks(type));
-  tunnel_->start(services_.pool, connect);
+  ex.tunnel->start(services_.pool, connect);
 }
 
 Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
   Tunnel::Hooks hooks;
+  // The hooks run only while the tunnel exists, which the exchange owns until close().
   hooks.shape_response = [this](http::ResponseHead& head) {
+    Exchange& ex = *exchange_;
     response_started_ = true;
     countStatus(head.status);
-    router::prepareDownstreamResponse(*routes_, decision_, head.headers);
-    if (access_logs_.enabled()) {
-      log_.response_code = static_cast<uint32_t>(head.status);
-      log_.response_code_details = "via_upstream";
-      log_.response_headers = head.headers;
+    router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
+    if (settings_->access_logs.enabled()) {
+      ex.log.response_code = static_cast<uint32_t>(head.status);
+      ex.log.response_code_details = "via_upstream";
+      ex.log.response_headers = head.headers;
     }
   };
   hooks.take_early_bytes = [this] {
@@ -139,8 +142,9 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     return early;
   };
   hooks.on_connect_failed = [this](const std::string& reason) {
+    Exchange& ex = *exchange_;
     pod_->tenant->upstream_cx_connect_fail->inc();
-    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, request_.method, request_.path, reason);
+    spdlog::debug("pod {}/{}: {} {}: {}", pod_->namespace_name, pod_->name, ex.request.method, ex.request.path, reason);
     sendLocalReply(503, "upstream connect error or disconnect/reset before headers\n");
   };
   hooks.on_open = [this, type] {
@@ -152,9 +156,10 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     tunnel_log_pending_ = true;
     recordDuration();
     auto labels = common::Labels{{"tenant", pod_->tenant->name}};
-    tunnels_active_ = &services_.stats.gauge("culvert_http_downstream_upgrades_active", labels,
+    auto& active = services_.stats.gauge("culvert_http_downstream_upgrades_active", labels,
                                              "Upgraded HTTP/1.1 connections (WebSocket, CONNECT) open now");
-    tunnels_active_->add(1);
+    active.add(1);
+    exchange_->tunnels_active = &active;
     labels.emplace_back("type", std::string(typeLabel(type)));
     services_.stats
         .counter("culvert_http_downstream_upgrades_total", labels,

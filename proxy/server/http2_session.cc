@@ -298,7 +298,6 @@ Http2Session::Http2Session(WorkerServices services, std::shared_ptr<const Pod> p
       cx_active_(services_.stats.gauge("culvert_http2_downstream_cx_active", {},
                                        "Open downstream HTTP/2 connections")) {
   downstream_->setCallbacks(this);
-  downstream_->shareWrites(services_.scheduler, pod_->tenant->id, pod_->tenant->weight);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   cx_active_.add(1);

@@ -26,7 +26,8 @@ RouterStream::RouterStream(WorkerServices& services, const Pod& pod, Downstream&
                            accesslog::StreamInfo& log, const http::RequestHead& request, bool te_trailers,
                            const std::optional<common::SocketAddress>& original_destination)
     : services_(services), pod_(pod), downstream_(downstream), log_(log), request_(request),
-      te_trailers_(te_trailers), original_destination_(original_destination) {}
+      te_trailers_(te_trailers), original_destination_(original_destination),
+      route_timer_([](void* self) { static_cast<RouterStream*>(self)->onRouteTimeout(); }, this) {}
 
 RouterStream::~RouterStream() { releaseAll(); }
 
@@ -175,8 +176,7 @@ void RouterStream::end(const http::HeaderMap& trailers) {
   // upstream response, connecting and every retry included; 0 disables it. A response
   // already under way (streaming) is not timed.
   if (action_->timeout.count() > 0 && !response_started_) {
-    if (!route_timer_) route_timer_ = services_.dispatcher.createTimer([this] { onRouteTimeout(); });
-    route_timer_->enable(action_->timeout);
+    route_timer_.enable(services_.dispatcher.timerQueue(), action_->timeout);
   }
 }
 
@@ -463,7 +463,7 @@ void RouterStream::replyTimeout() {
 void RouterStream::finish() {
   finished_ = true;
   if (back_off_timer_) back_off_timer_->disable();
-  if (route_timer_) route_timer_->disable();
+  route_timer_.disable();
   retry_.reset();
   retry_budget_request_.reset();
   std::string().swap(replay_);

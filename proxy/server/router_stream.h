@@ -9,6 +9,7 @@
 
 #include "proxy/accesslog/stream_info.h"
 #include "proxy/config/snapshot.h"
+#include "proxy/event/timer_queue.h"
 #include "proxy/router/retry_state.h"
 #include "proxy/router/router.h"
 #include "proxy/server/pod.h"
@@ -154,7 +155,8 @@ private:
   std::unique_ptr<router::RetryState> retry_;  // only when the route has a retry_policy
   std::string replay_;                         // the request body while a retry may replay it
   std::unique_ptr<event::Timer> back_off_timer_;
-  std::unique_ptr<event::Timer> route_timer_;
+  // On the worker's shared TimerQueue: armed for every request, it rarely fires.
+  event::QueuedTimer route_timer_;
 };
 
 }  // namespace culvert::server

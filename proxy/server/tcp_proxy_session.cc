@@ -27,6 +27,11 @@ public:
     }
   }
   void onWriteDrained() override { session_.updateReading(); }
+  // Both sides' writes are the pod's tenant's work (the upstream one is never pooled).
+  network::WriteShare writeShare() const override {
+    const auto& tenant = *session_.pod_->tenant;
+    return {&session_.services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed)};
+  }
 
   network::TcpConnection& connection() { return *connection_; }
   bool eof() const { return eof_; }
@@ -43,7 +48,6 @@ TcpProxySession::TcpProxySession(WorkerServices services, std::shared_ptr<const 
     : services_(services), pod_(std::move(pod)), config_(std::move(config)),
       original_destination_(std::move(original_destination)), on_done_(std::move(on_done)),
       downstream_(std::make_unique<Side>(*this, std::move(downstream))) {
-  downstream_->connection().shareWrites(services_.scheduler, pod_->tenant->id, pod_->tenant->weight);
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   access_logs_ = accesslog::SessionLogs(config_.access_logs, services_.access_logs, services_.worker_index);

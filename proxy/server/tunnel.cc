@@ -33,6 +33,9 @@ public:
     }
   }
   void onWriteDrained() override { tunnel_.onSideDrained(); }
+  network::WriteShare writeShare() const override {
+    return {&tunnel_.scheduler_, tunnel_.tenant_.id, tunnel_.tenant_.weight.load(std::memory_order_relaxed)};
+  }
 
   network::TcpConnection& connection() { return connection_; }
   bool eof() const { return eof_; }

@@ -26,6 +26,9 @@ Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
       clusters_(upstream::ClusterManager::Options{&stats, hooks.resources, {}, [this] { return dispatcher_.now(); }}),
       pool_(dispatcher_, hooks.tagger, kUpstreamIdleTimeout, &stats, hooks.drain_timeout),
       http2_pool_(dispatcher_, pool_, stats),
+      services_{stats_,        dispatcher_, scheduler_, clusters_, pool_,
+                hooks.retry_resources ? *hooks.retry_resources : own_retry_resources_, &http2_pool_,
+                hooks.access_logs, index},
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},
                                              "Accepted connections whose original destination was not recorded")) {}
@@ -55,6 +58,7 @@ void Worker::stop() {
 void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
   dispatcher_.post([this, config = std::move(config)] {
     config_ = config;
+    http1_settings_.clear();
     clusters_.update(config_->snapshot->clusters);
     updateHealthCheckers();
     pool_.setLiveEndpoints([this](std::string_view cluster, std::string_view endpoint) {
@@ -140,14 +144,29 @@ void Worker::onBoundAccept(const std::string& listener_name, network::FileDescri
       getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
     return;
   }
-  auto client = std::make_shared<Pod>();
-  client->name = listener_name;
-  client->ip = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip();
-  client->tenant = node_tenant_;
+  auto client = boundClient(listener_name, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip());
   client->tenant->budget.tryAcquireConnection();  // the node tenant has no limits; sessions release
   // A bound listener has no original destination: ORIGINAL_DST clusters get none.
   classify(std::move(client), *it->second, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local)),
            std::nullopt, std::move(fd));
+}
+
+std::shared_ptr<const Pod> Worker::boundClient(const std::string& listener_name, std::string ip) {
+  std::string key = listener_name;
+  key.push_back('\0');
+  key += ip;
+  auto& slot = bound_clients_[key];
+  if (auto pod = slot.lock()) return pod;
+  auto pod = std::make_shared<Pod>();
+  pod->name = listener_name;
+  pod->ip = std::move(ip);
+  pod->tenant = node_tenant_;
+  slot = pod;
+  if (bound_clients_.size() > 2 * bound_clients_swept_at_ + 16) {
+    std::erase_if(bound_clients_, [](const auto& entry) { return entry.second.expired(); });
+    bound_clients_swept_at_ = bound_clients_.size();
+  }
+  return pod;
 }
 
 void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd) {
@@ -216,7 +235,7 @@ private:
     // Nothing said within the timeout: a server-first protocol, never HTTP.
     if (timed_out && bytes_.empty()) result.http = false;
     const auto* chain = selectFilterChain(listener_, destination_, &result);
-    worker_.startSession(pod_, chain, original_destination_, std::move(connection_), bytes_);
+    worker_.startSession(pod_, chain, config_.get(), original_destination_, std::move(connection_), bytes_);
     worker_.finishSniff(this);
   }
 
@@ -246,7 +265,7 @@ void Worker::classify(std::shared_ptr<const Pod> pod, const config::Listener& li
     http_only = chain != nullptr && chain->isHttp() &&
                 chain->http.codec_type == config::HttpConnectionManager::CodecType::Auto;
     if (!http_only) {
-      startSession(std::move(pod), chain, std::move(original_destination), std::move(*connection), {});
+      startSession(std::move(pod), chain, config_.get(), std::move(original_destination), std::move(*connection), {});
       return;
     }
   }
@@ -264,7 +283,7 @@ void Worker::finishSniff(Sniffer* sniffer) {
 }
 
 void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain,
-                          std::optional<common::SocketAddress> original_destination,
+                          const PublishedConfig* from, std::optional<common::SocketAddress> original_destination,
                           std::unique_ptr<network::TcpConnection> connection, std::string_view initial_bytes) {
   if (chain != nullptr && chain->isHttp() && !pod->tenant->allowsRoute(chain->http.route_config->name)) {
     chain = nullptr;  // the chain's routes are out of the tenant's scope
@@ -275,11 +294,7 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     spdlog::debug("pod {}/{}: no filter chain matched", pod->namespace_name, pod->name);
     return;  // the connection closes
   }
-  WorkerServices services{stats_, dispatcher_, scheduler_, clusters_, pool_,
-                          hooks_.retry_resources ? *hooks_.retry_resources : own_retry_resources_};
-  services.http2_pool = &http2_pool_;
-  services.access_logs = hooks_.access_logs;
-  services.worker_index = index_;
+  WorkerServices& services = services_;
   if (chain->tcp_proxy) {
     auto session = std::make_unique<TcpProxySession>(
         services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),
@@ -314,20 +329,32 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     return;
   }
   auto session = std::make_unique<Http1Session>(services, std::move(pod), chain->http.route_config,
-                                                std::move(connection), [this](Http1Session* done) {
-                                                  auto it = sessions_.find(done);
-                                                  if (it == sessions_.end()) return;
-                                                  dispatcher_.deferredDelete(std::move(it->second));
-                                                  sessions_.erase(it);
-                                                });
+                                                std::move(connection), static_cast<Http1Session::Owner&>(*this));
   session->setOriginalDestination(std::move(original_destination));
-  session->setStreamTimeouts(chain->http.timeouts);
-  session->setConnectionLifetime(chain->http.connection_lifetime);
-  session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
-  session->setUpgradeConfigs(chain->http.upgrade_configs);
+  session->setSettings(http1Settings(*chain, from == config_.get()));
   auto* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start(initial_bytes);
+}
+
+void Worker::onSessionDone(Http1Session* done) {
+  auto it = sessions_.find(done);
+  if (it == sessions_.end()) return;
+  dispatcher_.deferredDelete(std::move(it->second));
+  sessions_.erase(it);
+}
+
+std::shared_ptr<const Http1Settings> Worker::http1Settings(const config::FilterChain& chain, bool current) {
+  if (current) {
+    if (auto it = http1_settings_.find(&chain); it != http1_settings_.end()) return it->second;
+  }
+  auto settings = std::make_shared<Http1Settings>();
+  settings->stream_timeouts = chain.http.timeouts;
+  settings->lifetime = chain.http.connection_lifetime;
+  settings->upgrade_configs = chain.http.upgrade_configs;
+  settings->access_logs = accesslog::SessionLogs(chain.http.access_logs, services_.access_logs, index_);
+  if (current) http1_settings_.emplace(&chain, settings);
+  return settings;
 }
 
 }  // namespace culvert::server

@@ -51,7 +51,7 @@ struct WorkerHooks {
 // One worker thread: its loop, its share of every pod's listener group, the connections
 // accepted there, its upstream pools and load-balancer state. Public methods are called
 // from the main thread and post to the worker.
-class Worker {
+class Worker : private Http1Session::Owner {
 public:
   Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats);
   ~Worker();
@@ -76,9 +76,14 @@ private:
   void classify(std::shared_ptr<const Pod> pod, const config::Listener& listener,
                 const common::SocketAddress& destination, std::optional<common::SocketAddress> original_destination,
                 network::FileDescriptor fd);
-  void startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain,
+  // `from`: the configuration `chain` belongs to (alive during the call).
+  void startSession(std::shared_ptr<const Pod> pod, const config::FilterChain* chain, const PublishedConfig* from,
                     std::optional<common::SocketAddress> original_destination,
                     std::unique_ptr<network::TcpConnection> connection, std::string_view initial_bytes);
+  // The HTTP/1.1 sessions' settings of a chain: one object per chain of the current
+  // configuration, shared by its sessions (a chain of an older one gets its own).
+  std::shared_ptr<const Http1Settings> http1Settings(const config::FilterChain& chain, bool current);
+  void onSessionDone(Http1Session* session) override;
   class Sniffer;
   friend class Sniffer;
   void finishSniff(Sniffer* sniffer);
@@ -97,6 +102,8 @@ private:
   upstream::ConnectionPool pool_;
   upstream::Http2Pool http2_pool_;
   router::RetryResourceRegistry own_retry_resources_;
+  // What sessions borrow from this worker: one copy, referenced by every HTTP/1.1 session.
+  WorkerServices services_;
   std::map<std::string, std::unique_ptr<upstream::HealthChecker>> health_checkers_;  // by cluster
   std::shared_ptr<const PublishedConfig> config_;
   struct PodListener {
@@ -108,8 +115,16 @@ private:
   // Connections to bound listeners come from no enrolled pod: they are charged to the
   // "node" tenant and their upstream sockets live in culvertd's own netns.
   std::shared_ptr<tenant::TenantContext> node_tenant_;
+  // The client "pod" of a bound listener's connections, one per (listener, client IP) while
+  // any connection holds it, not one per connection. Expired entries go when the map has
+  // doubled since the last sweep.
+  std::shared_ptr<const Pod> boundClient(const std::string& listener_name, std::string ip);
+  std::unordered_map<std::string, std::weak_ptr<const Pod>> bound_clients_;
+  size_t bound_clients_swept_at_ = 0;
   std::unordered_map<Sniffer*, std::unique_ptr<Sniffer>> sniffers_;
   std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
+  // Keyed by chains of config_ only, and cleared when config_ changes.
+  std::unordered_map<const config::FilterChain*, std::shared_ptr<const Http1Settings>> http1_settings_;
   std::unordered_map<TcpProxySession*, std::unique_ptr<TcpProxySession>> tcp_sessions_;
   std::unordered_map<Http2Session*, std::unique_ptr<Http2Session>> http2_sessions_;
   common::Counter& no_original_destination_;

@@ -56,11 +56,14 @@ struct Pair {
   }
 };
 
+// Counts drains; its writes are `share`'s (none by default).
 struct Drained : ConnectionCallbacks {
   int drained = 0;
+  WriteShare share;
   void onData(std::string_view) override {}
   void onClose(CloseReason) override {}
   void onWriteDrained() override { ++drained; }
+  WriteShare writeShare() const override { return share; }
 };
 
 std::string pattern(size_t size) {
@@ -75,12 +78,11 @@ TEST(TcpConnectionSharedWrites, DeliversInOrderAndChargesTheTenant) {
   Pair pair;
   event::Dispatcher d("conn");
   event::Scheduler scheduler(&d);
-  std::atomic<uint32_t> weight{1};
   auto connection = TcpConnection::adopt(d, pair.writer);
   ASSERT_TRUE(connection) << connection.error().describe();
   Drained callbacks;
+  callbacks.share = {&scheduler, 7, 1};
   (*connection)->setCallbacks(&callbacks);
-  (*connection)->shareWrites(scheduler, 7, weight);
 
   auto body = pattern(3 * 1024 * 1024 + 123);
   (*connection)->write(std::string_view(body).substr(0, 1024 * 1024));
@@ -117,10 +119,11 @@ TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
   event::Dispatcher d("conn");
   constexpr auto kRound = 100ms;
   event::Scheduler scheduler(&d, 500us, kRound);
-  std::atomic<uint32_t> weight{1};
   auto connection = TcpConnection::adopt(d, pair.writer);
   ASSERT_TRUE(connection) << connection.error().describe();
-  (*connection)->shareWrites(scheduler, 7, weight);
+  Drained callbacks;
+  callbacks.share = {&scheduler, 7, 1};
+  (*connection)->setCallbacks(&callbacks);
 
   // Tenant 8 has work and credit; tenant 7 spends 1 ms, twice its quantum.
   scheduler.run(8, [] {});
@@ -155,7 +158,7 @@ TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
   EXPECT_GE(more_came - start, kRound - 5ms);
 }
 
-// Without shareWrites a connection writes as before: libuv takes all of it at once.
+// Unshared (the default writeShare) a connection writes as before: libuv takes all of it at once.
 TEST(TcpConnectionSharedWrites, UnsharedConnectionsAreUnchanged) {
   Pair pair;
   event::Dispatcher d("conn");

@@ -412,6 +412,33 @@ TEST_F(WorkerTest, DirectResponseAndNoRoute) {
   EXPECT_EQ(origin_.connections(), 0);
 }
 
+// Each request's state (parser included) is made at its first byte and freed when it is
+// answered; pipelined requests behind a local reply, one whose unread body is dropped,
+// and an upstream answer each get a fresh one, and the connection stays usable.
+TEST_F(WorkerTest, PipelinedRequestsAfterLocalRepliesEachGetAFreshExchange) {
+  int fd = connectClient();
+  send(fd,
+       "POST /nowhere HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello"
+       "GET /api/after-404 HTTP/1.1\r\nHost: svc\r\n\r\n"
+       "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n"
+       "GET /api/last HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto responses = readResponses(fd, 4);
+  ASSERT_EQ(responses.size(), 4u);
+  EXPECT_TRUE(responses[0].starts_with("HTTP/1.1 404 ")) << responses[0];
+  EXPECT_NE(responses[1].find("GET /api/after-404 HTTP/1.1"), std::string::npos) << responses[1];
+  EXPECT_TRUE(responses[2].starts_with("HTTP/1.1 418 ")) << responses[2];
+  EXPECT_NE(responses[3].find("GET /api/last HTTP/1.1"), std::string::npos) << responses[3];
+  // Idle, then one more: the connection and its pooled upstream are still there.
+  std::this_thread::sleep_for(50ms);
+  send(fd, "GET /api/again HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto again = readResponses(fd, 1);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_NE(again[0].find("GET /api/again HTTP/1.1"), std::string::npos);
+  close(fd);
+  EXPECT_EQ(origin_.connections(), 1);
+  EXPECT_EQ(tenant_->downstream_rq_total->value(), 5u);
+}
+
 TEST_F(WorkerTest, RefusedUpstreamGives503AndCountsIt) {
   int fd = connectClient();
   send(fd, "GET /dead HTTP/1.1\r\nHost: svc\r\n\r\n");
