@@ -231,8 +231,10 @@ void TcpConnection::sendSlice() {
     size_t n = std::min(kWriteSlice, held.size());
     slice.assign(held.bytes, held.offset, n);
     held.offset += n;
-    if (held.offset == held.bytes.size()) {
-      held.bytes.clear();
+    // A long stream appends while slices leave: drop the sent prefix once it is the
+    // larger part, so the buffer stays bounded by what waits (moves are amortised).
+    if (held.offset * 2 >= held.bytes.size()) {
+      held.bytes.erase(0, held.offset);
       held.offset = 0;
     }
   }
