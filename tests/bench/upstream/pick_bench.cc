@@ -15,13 +15,16 @@ using culvert::config::LbPolicy;
 
 constexpr LbPolicy kPolicies[] = {LbPolicy::RoundRobin, LbPolicy::LeastRequest, LbPolicy::Maglev};
 
-void BM_PickEndpoint(benchmark::State& state) {
+// Picks from one cluster of `endpoints` endpoints (weight 1, or 1..4 when `weighted`)
+// through a ClusterManager, as a worker does per request.
+void pickFromCluster(benchmark::State& state, LbPolicy policy, int64_t endpoints, bool weighted) {
   auto cluster = std::make_shared<culvert::config::Cluster>();
   cluster->name = "big";
-  cluster->lb_policy = kPolicies[state.range(0)];
-  for (int64_t i = 0; i < state.range(1); ++i) {
+  cluster->lb_policy = policy;
+  for (int64_t i = 0; i < endpoints; ++i) {
     auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
-    cluster->endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), 1, 0});
+    auto weight = weighted ? static_cast<uint32_t>(i % 4 + 1) : 1u;
+    cluster->endpoints.push_back({*culvert::common::SocketAddress::parse(ip, 8080), weight, 0});
   }
   auto table = std::make_shared<culvert::config::ClusterTable>();
   table->by_name["big"] = cluster;
@@ -33,28 +36,16 @@ void BM_PickEndpoint(benchmark::State& state) {
     benchmark::DoNotOptimize(picked);
   }
 }
+
+void BM_PickEndpoint(benchmark::State& state) {
+  pickFromCluster(state, kPolicies[state.range(0)], state.range(1), false);
+}
 // policy: 0 ROUND_ROBIN, 1 LEAST_REQUEST, 2 MAGLEV; endpoints: 10 and 10,000 (equal weights).
 BENCHMARK(BM_PickEndpoint)->ArgNames({"policy", "endpoints"})->ArgsProduct({{0, 1, 2}, {10, 10000}});
 
 // ROUND_ROBIN with unequal endpoint weights (1..4): earliest deadline first, O(log hosts).
 void BM_PickEndpointWeightedRoundRobin(benchmark::State& state) {
-  auto cluster = std::make_shared<culvert::config::Cluster>();
-  cluster->name = "big";
-  cluster->lb_policy = LbPolicy::RoundRobin;
-  for (int64_t i = 0; i < state.range(0); ++i) {
-    auto ip = "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
-    cluster->endpoints.push_back(
-        {*culvert::common::SocketAddress::parse(ip, 8080), static_cast<uint32_t>(i % 4 + 1), 0});
-  }
-  auto table = std::make_shared<culvert::config::ClusterTable>();
-  table->by_name["big"] = cluster;
-  culvert::upstream::ClusterManager clusters;
-  clusters.update(table);
-  for (auto _ : state) {
-    auto picked = clusters.pickEndpoint("big");
-    if (!picked) return state.SkipWithError("no endpoint");
-    benchmark::DoNotOptimize(picked);
-  }
+  pickFromCluster(state, LbPolicy::RoundRobin, state.range(0), true);
 }
 BENCHMARK(BM_PickEndpointWeightedRoundRobin)->ArgNames({"endpoints"})->Arg(10)->Arg(10000);
 
