@@ -154,10 +154,12 @@ void Http1Session::pauseIfOverShare() {
       std::string pending = std::move(downstream_pending_);
       downstream_pending_.clear();
       onData(pending);
-      return;
     }
+    // Reading stopped at the pause; the replay may have answered everything from inside
+    // the parser (a direct response), which re-enables nothing itself.
     updateDownstreamReading();
   });
+  pod_->tenant->share_paused->inc();
   downstream_->readEnable(false);
 }
 

@@ -194,6 +194,7 @@ private:
       share_pause_.reset();
       applyReading();
     });
+    tenant_.share_paused->inc();
     connection_->readEnable(false);
   }
 

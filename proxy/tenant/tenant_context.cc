@@ -54,6 +54,9 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,
                                       "Captured connections that matched no listener or filter chain");
+  t->share_paused = &stats.counter("culvert_tenant_share_paused_total", labels,
+                                   "Times a connection of the tenant stopped reading until the next scheduler round: "
+                                   "the tenant had used its share of a worker while another tenant had work");
   for (size_t i = 0; i < kBudgetKinds; ++i) {
     t->shed[i] = &stats.counter("culvert_tenant_shed_total",
                                 {{"tenant", t->name}, {"budget", std::string(toString(static_cast<Budget>(i)))}},

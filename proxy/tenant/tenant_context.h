@@ -46,6 +46,9 @@ struct TenantContext {
   common::Counter* downstream_cx_idle_timeout = nullptr;
   common::Counter* downstream_cx_max_duration_reached = nullptr;
   common::Counter* no_filter_chain = nullptr;
+  // Fair scheduling (proxy/event/scheduler.h): a connection of the tenant stopped reading
+  // until the next round.
+  common::Counter* share_paused = nullptr;
 
   // Budgets (proxy/tenant/budget.h) and what was shed, by budget kind.
   TenantBudget budget;

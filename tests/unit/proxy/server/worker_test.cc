@@ -794,6 +794,43 @@ TEST_F(TenantBudgetTest, ConnectionsOverTheBudgetAreResetWithinAMillisecondOfAcc
   close(c);
 }
 
+// The fair scheduler pauses a tenant over its share and resumes it the next round. A
+// connection paused with a request already read (held back, replayed at the resume) must
+// read again after the replay: it did not (a direct response answers from inside the
+// parser, which re-enables nothing), and such a connection waited forever.
+TEST_F(TenantBudgetTest, EveryConnectionOfATenantPausedForItsShareIsServedAgain) {
+  // The other tenant has a request now and then: the first is held back while it waits.
+  std::atomic<bool> stop{false};
+  std::thread other([&] {
+    int fd = connectOther();
+    while (!stop) {
+      send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
+      if (readResponses(fd, 1).size() != 1) break;
+      std::this_thread::sleep_for(200us);
+    }
+    close(fd);
+  });
+  // 16 connections of the first tenant, each with 8 pipelined requests a burst: more
+  // work in a loop turn than a round's credit, so it is paused with requests read.
+  constexpr int kConnections = 16, kPipelined = 8, kBursts = 60;
+  std::vector<int> fds;
+  for (int i = 0; i < kConnections; ++i) fds.push_back(connectClient());
+  std::string burst;
+  for (int i = 0; i < kPipelined; ++i) burst += "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n";
+  auto paused_before = tenant_->share_paused->value();
+  int served = 0;
+  for (int b = 0; b < kBursts && served == b * kConnections * kPipelined; ++b) {
+    for (int fd : fds) send(fd, burst);
+    for (int fd : fds) served += static_cast<int>(readResponses(fd, kPipelined).size());
+  }
+  stop = true;
+  other.join();
+  for (int fd : fds) close(fd);
+  EXPECT_EQ(served, kBursts * kConnections * kPipelined);
+  // Not a vacuous pass: the scheduler did pause this tenant's connections.
+  EXPECT_GT(tenant_->share_paused->value(), paused_before);
+}
+
 TEST_F(TenantBudgetTest, RequestsInFlightOverTheBudgetGet503WithRetryAfter) {
   setLimits({.max_requests_in_flight = 1});
   int stalled = connectClient();
