@@ -47,17 +47,21 @@ public:
     return false;
   }
 
-  // Credit carries over but never beyond one round's worth (idling saves nothing); a
-  // tenant with no work for kActiveRounds rounds is forgotten.
-  void newRound() {
-    ++round_;
+  // Starts the next round, or skips `rounds` - 1 empty ones (a worker idle for a second
+  // spans a thousand: a tenant that last had work then has none now). Credit carries
+  // over but never beyond one round's worth (idling saves nothing); a tenant with no work
+  // for kActiveRounds rounds is forgotten.
+  void newRound(uint64_t rounds = 1) {
+    rounds = std::max<uint64_t>(rounds, 1);
+    round_ += rounds;
     for (auto it = tenants_.begin(); it != tenants_.end();) {
       auto& t = it->second;
       if (round_ - t.last_round >= kActiveRounds) {
         it = tenants_.erase(it);
         continue;
       }
-      t.deficit = std::min(t.deficit + credit(t), credit(t));
+      int64_t earned = credit(t) * static_cast<int64_t>(std::min<uint64_t>(rounds, kActiveRounds));
+      t.deficit = std::min(t.deficit + earned, credit(t));
       ++it;
     }
   }

@@ -21,7 +21,8 @@ std::unique_ptr<Scheduler::Pause> Scheduler::pause(TenantId tenant, std::functio
 }
 
 void Scheduler::startRound(std::chrono::steady_clock::time_point now) {
-  share_.newRound();
+  // Rounds are time: after an idle gap, the rounds it spanned have passed too.
+  share_.newRound(static_cast<uint64_t>((now - round_started_) / round_));
   round_started_ = now;
 }
 

@@ -57,6 +57,15 @@ TEST(FairShare, IdleTenantsAreForgottenAfterAFewRounds) {
   EXPECT_FALSE(s.overShare(2));  // nobody else has work: 2 may use the worker
 }
 
+TEST(FairShare, AnIdleGapSpanningRoundsForgetsWhoHadWorkBeforeIt) {
+  FairShare s(100us);
+  s.charge(1, 1, 1us);  // had a request, then went quiet
+  s.newRound(1000);     // the worker idled a second: a thousand rounds of 1 ms
+  EXPECT_EQ(s.tenants(), 0u);
+  s.charge(2, 1, 500us);
+  EXPECT_FALSE(s.overShare(2));  // nobody waits for 2: its first busy round is its own
+}
+
 // Simulates a saturated worker: each round, every tenant with work runs as long as it is
 // not over its share; A's requests cost 10× B's. Worker time follows the weights.
 std::map<uint32_t, int64_t> simulate(uint32_t weight_a, uint32_t weight_b, std::chrono::nanoseconds cost_a,
