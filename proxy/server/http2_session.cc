@@ -332,7 +332,14 @@ Http2Session::Stream* Http2Session::find(int32_t id) {
 }
 
 void Http2Session::onData(std::string_view data) {
-  services_.scheduler.run(pod_->tenant->id, [&] {
+  if (share_pause_ || services_.scheduler.overShare(pod_->tenant->id)) {
+    // Another of the tenant's connections used up its share in this loop turn: the
+    // frames wait, unparsed, for the resume (one read at most: reading stops here).
+    held_.append(data);
+    pauseIfOverShare();
+    return;
+  }
+  services_.scheduler.run(pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed), [&] {
     in_codec_ = true;
     bool ok = codec_.receive(data);
     in_codec_ = false;
@@ -342,6 +349,22 @@ void Http2Session::onData(std::string_view data) {
     }
     flush();
   });
+  pauseIfOverShare();
+}
+
+void Http2Session::pauseIfOverShare() {
+  if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    share_pause_.reset();
+    if (!held_.empty()) {
+      std::string held = std::move(held_);
+      held_.clear();
+      onData(held);
+    }
+    if (!closed_ && !share_pause_) downstream_->readEnable(true);
+  });
+  pod_->tenant->share_paused->inc();
+  downstream_->readEnable(false);
 }
 
 void Http2Session::scheduleFlush() {
@@ -504,6 +527,7 @@ void Http2Session::abort() {
 void Http2Session::close() {
   if (closed_) return;
   closed_ = true;
+  share_pause_.reset();
   // Disabled, not destroyed: close() may run inside one of their callbacks.
   for (auto* timer : {cx_idle_timer_.get(), cx_max_duration_timer_.get(), drain_timer_.get(),
                       delayed_close_timer_.get()}) {

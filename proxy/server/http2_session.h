@@ -81,6 +81,9 @@ private:
   void scheduleFlush();
   void close();
   void countStatus(int status);
+  // The tenant used its share of the worker while another tenant has work: read no more
+  // until the scheduler's next round.
+  void pauseIfOverShare();
 
   // The connection's lifetime, as Envoy's connection manager drains it: idle_timeout
   // (no stream open) and max_connection_duration start a drain; the shutdown notice goes
@@ -114,6 +117,8 @@ private:
   std::unique_ptr<event::Timer> cx_max_duration_timer_;
   std::unique_ptr<event::Timer> drain_timer_;
   std::unique_ptr<event::Timer> delayed_close_timer_;  // finished, output still queued
+  std::unique_ptr<event::Scheduler::Pause> share_pause_;
+  std::string held_;  // bytes read while the tenant was over its share, parsed at the resume
   accesslog::SessionLogs access_logs_;
   ConnectionLogFacts log_facts_;
   common::Counter& streams_total_;

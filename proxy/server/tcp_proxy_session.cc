@@ -120,7 +120,7 @@ void TcpProxySession::onUpstreamReady(common::Result<std::unique_ptr<network::Tc
 void TcpProxySession::onSideData(Side& from, std::string_view data) {
   touch();
   (&from == downstream_.get() ? log_.bytes_received : log_.bytes_sent) += data.size();
-  services_.scheduler.run(pod_->tenant->id, [&] {
+  services_.scheduler.run(pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed), [&] {
     if (&from == downstream_.get()) {
       if (upstream_) {
         upstream_->connection().write(data);
@@ -132,6 +132,17 @@ void TcpProxySession::onSideData(Side& from, std::string_view data) {
     }
     updateReading();
   });
+  pauseIfOverShare();
+}
+
+void TcpProxySession::pauseIfOverShare() {
+  if (closed_ || share_pause_ || !services_.scheduler.overShare(pod_->tenant->id)) return;
+  share_pause_ = services_.scheduler.pause(pod_->tenant->id, [this] {
+    share_pause_.reset();
+    updateReading();
+  });
+  pod_->tenant->share_paused->inc();
+  updateReading();
 }
 
 void TcpProxySession::onSideEof(Side& from) {
@@ -143,11 +154,13 @@ void TcpProxySession::onSideEof(Side& from) {
 
 void TcpProxySession::updateReading() {
   if (closed_) return;
-  bool down_blocked = upstream_ ? upstream_->connection().queuedWriteBytes() > kWriteHighWatermark
-                                : pending_upstream_.size() > kPendingLimit;
+  bool paused = share_pause_ != nullptr;
+  bool down_blocked = paused || (upstream_ ? upstream_->connection().queuedWriteBytes() > kWriteHighWatermark
+                                           : pending_upstream_.size() > kPendingLimit);
   if (!downstream_->eof()) downstream_->connection().readEnable(!down_blocked);
   if (upstream_ && !upstream_->eof()) {
-    upstream_->connection().readEnable(downstream_->connection().queuedWriteBytes() <= kWriteHighWatermark);
+    upstream_->connection().readEnable(!paused &&
+                                       downstream_->connection().queuedWriteBytes() <= kWriteHighWatermark);
   }
 }
 
@@ -160,6 +173,7 @@ void TcpProxySession::close() {
   closed_ = true;
   connecting_.reset();
   idle_timer_.reset();
+  share_pause_.reset();
   if (access_logs_.enabled()) {
     log_.end = services_.dispatcher.now();
     access_logs_.log(log_);

@@ -34,6 +34,8 @@ private:
   void onSideData(Side& from, std::string_view data);
   void onSideEof(Side& from);
   void updateReading();
+  // As Http2Session's: over the tenant's share, neither side reads until the next round.
+  void pauseIfOverShare();
   void touch();
   void close();
 
@@ -47,6 +49,7 @@ private:
   std::unique_ptr<upstream::PendingConnection> connecting_;
   std::string pending_upstream_;  // downstream bytes read before the upstream was up
   std::unique_ptr<event::Timer> idle_timer_;
+  std::unique_ptr<event::Scheduler::Pause> share_pause_;
   bool closed_ = false;
   // Access log: one record per connection, logged when it closes.
   accesslog::SessionLogs access_logs_;

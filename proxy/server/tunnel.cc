@@ -234,6 +234,17 @@ void Tunnel::onSideData(Side& from, std::string_view data) {
     to.connection().write(data);
     updateReading();
   });
+  pauseIfOverShare();
+}
+
+void Tunnel::pauseIfOverShare() {
+  if (phase_ != Phase::Open || share_pause_ || !scheduler_.overShare(tenant_.id)) return;
+  share_pause_ = scheduler_.pause(tenant_.id, [this] {
+    share_pause_.reset();
+    updateReading();
+  });
+  tenant_.share_paused->inc();
+  updateReading();
 }
 
 void Tunnel::onSideEof(Side& from) {
@@ -278,8 +289,9 @@ void Tunnel::updateReading() {
   if (phase_ != Phase::Open) return;
   size_t to_upstream = upstream_->connection().queuedWriteBytes();
   size_t to_downstream = downstream_connection_.queuedWriteBytes();
-  if (!downstream_->eof()) downstream_connection_.readEnable(to_upstream <= kWriteHighWatermark);
-  if (!upstream_->eof()) upstream_->connection().readEnable(to_downstream <= kWriteHighWatermark);
+  bool paused = share_pause_ != nullptr;
+  if (!downstream_->eof()) downstream_connection_.readEnable(!paused && to_upstream <= kWriteHighWatermark);
+  if (!upstream_->eof()) upstream_->connection().readEnable(!paused && to_downstream <= kWriteHighWatermark);
   buffered_.set(to_upstream + to_downstream);
 }
 
@@ -320,6 +332,7 @@ void Tunnel::finish() {
   connecting_.reset();
   idle_timer_.reset();
   max_duration_timer_.reset();
+  share_pause_.reset();
   buffered_.set(0);
   if (upstream_) upstream_->connection().close();
   if (!was_done) hooks_.on_done();

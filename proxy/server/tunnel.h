@@ -91,6 +91,8 @@ private:
   void onSideEof(Side& from);
   void onSideDrained();
   void updateReading();
+  // Over the tenant's share of the worker: neither side reads until the next round.
+  void pauseIfOverShare();
   void touch();
   void onTimeout(bool idle);
   void finish();
@@ -111,6 +113,7 @@ private:
   http::http1::BodyFraming relay_framing_ = http::http1::BodyFraming::None;
   std::unique_ptr<event::Timer> idle_timer_;
   std::unique_ptr<event::Timer> max_duration_timer_;
+  std::unique_ptr<event::Scheduler::Pause> share_pause_;
   bool downstream_ended_early_ = false;
   tenant::BufferCharge buffered_;
 };

@@ -85,11 +85,22 @@ public:
   void onData(std::string_view data) override {
     if (done_) return;
     callbacks_.onAttemptActivity(*this);
+    if (share_pause_ || services_.scheduler.overShare(tenant_.id)) {
+      // Another of the tenant's connections used up its share in this loop turn: keep
+      // the bytes for the resume rather than parse and relay them now.
+      held_.append(data);
+      pauseIfOverShare();
+      return;
+    }
     services_.scheduler.run(tenant_.id, tenant_.weight.load(std::memory_order_relaxed), [&] { onResponseBytes(data); });
     pauseIfOverShare();
   }
   void onClose(network::CloseReason reason) override {
     if (done_) return;
+    if (!held_.empty()) {
+      replayHeld();
+      if (done_) return;
+    }
     // A body delimited by the connection closing ends here.
     if (head_seen_ && parser_.finish() && response_complete_) {
       reusable_ = false;
@@ -192,10 +203,21 @@ private:
     if (done_ || !connection_ || share_pause_ || !services_.scheduler.overShare(tenant_.id)) return;
     share_pause_ = services_.scheduler.pause(tenant_.id, [this] {
       share_pause_.reset();
+      if (!held_.empty()) {
+        replayHeld();
+        if (done_) return;
+        pauseIfOverShare();
+      }
       applyReading();
     });
     tenant_.share_paused->inc();
     connection_->readEnable(false);
+  }
+
+  void replayHeld() {
+    std::string held = std::move(held_);
+    held_.clear();
+    services_.scheduler.run(tenant_.id, tenant_.weight.load(std::memory_order_relaxed), [&] { onResponseBytes(held); });
   }
 
   void applyReading() {
@@ -219,6 +241,7 @@ private:
   bool flow_open_ = true;
   bool done_ = false;  // ended, failed or abandoned: no more callbacks
   std::unique_ptr<event::Scheduler::Pause> share_pause_;
+  std::string held_;  // response bytes read while the tenant was over its share
 };
 
 // A stream on a shared upstream HTTP/2 connection.

@@ -157,17 +157,17 @@ private:
       close(c);
       return;
     }
-    char buf[4096];
+    std::vector<char> buf(64 << 10);  // a flood's pace is the proxy's, not this loop's
     while (!server_.stopping()) {
       pollfd cp{c, POLLIN, 0};
       if (poll(&cp, 1, 50) <= 0) continue;
-      ssize_t n = read(c, buf, sizeof buf);
+      ssize_t n = read(c, buf.data(), buf.size());
       if (n <= 0) break;
       {
         std::lock_guard l(mu_);
-        received_.append(buf, static_cast<size_t>(n));
+        received_.append(buf.data(), static_cast<size_t>(n));
       }
-      if (write(c, buf, static_cast<size_t>(n)) != n) break;
+      if (::send(c, buf.data(), static_cast<size_t>(n), MSG_NOSIGNAL) != n) break;
     }
     close(c);
   }
@@ -744,6 +744,19 @@ protected:
     EXPECT_TRUE(r[0].starts_with("HTTP/1.1 200 ")) << r[0];
   }
   uint64_t shed(tenant::Budget b) const { return tenant_->shed[static_cast<size_t>(b)]->value(); }
+  // The other tenant has a request now and then until `stop`: while it does, the fair
+  // scheduler holds the first tenant to its share.
+  std::thread keepOtherTenantBusy(std::atomic<bool>& stop) {
+    return std::thread([this, &stop] {
+      int fd = connectOther();
+      while (!stop) {
+        send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
+        if (readResponses(fd, 1).size() != 1) break;
+        std::this_thread::sleep_for(200us);
+      }
+      close(fd);
+    });
+  }
   static void expectShed(const std::string& response, const std::string& reason) {
     EXPECT_TRUE(response.starts_with("HTTP/1.1 503 ")) << response;
     EXPECT_NE(response.find("retry-after: 1\r\n"), std::string::npos) << response;
@@ -799,17 +812,8 @@ TEST_F(TenantBudgetTest, ConnectionsOverTheBudgetAreResetWithinAMillisecondOfAcc
 // read again after the replay: it did not (a direct response answers from inside the
 // parser, which re-enables nothing), and such a connection waited forever.
 TEST_F(TenantBudgetTest, EveryConnectionOfATenantPausedForItsShareIsServedAgain) {
-  // The other tenant has a request now and then: the first is held back while it waits.
   std::atomic<bool> stop{false};
-  std::thread other([&] {
-    int fd = connectOther();
-    while (!stop) {
-      send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
-      if (readResponses(fd, 1).size() != 1) break;
-      std::this_thread::sleep_for(200us);
-    }
-    close(fd);
-  });
+  std::thread other = keepOtherTenantBusy(stop);
   // 16 connections of the first tenant, each with 8 pipelined requests a burst: more
   // work in a loop turn than a round's credit, so it is paused with requests read.
   constexpr int kConnections = 16, kPipelined = 8, kBursts = 60;
@@ -1412,6 +1416,91 @@ TEST_F(ConnectionLifetimeTest, TheSameLifetimeAppliesWhenTheSniffPicksHttp1) {
   expectAbout(idle.count(), 150, "HTTP/1.1 closes at idle_timeout (drain_timeout is HTTP/2's)");
   EXPECT_EQ(tenant_->downstream_cx_idle_timeout->value(), 1u);
   close(fd);
+}
+
+}  // namespace
+}  // namespace culvert::server
+
+// --- The fair scheduler's pauses on HTTP/2 and TCP proxy sessions (HTTP/1.1 above).
+namespace culvert::server {
+namespace {
+
+// HTTP/2: a connection whose tenant is over its share stops reading until the next
+// round, and every stream it carries is still answered.
+TEST_F(TenantBudgetTest, AnHttp2ConnectionPausedForItsShareAnswersEveryStream) {
+  std::atomic<bool> stop{false};
+  std::thread other = keepOtherTenantBusy(stop);
+  constexpr int kConnections = 4, kStreams = 32, kBursts = 20;
+  std::vector<std::unique_ptr<Http2TestClient>> clients;
+  for (int i = 0; i < kConnections; ++i) clients.push_back(std::make_unique<Http2TestClient>(connectClient()));
+  auto paused_before = tenant_->share_paused->value();
+  size_t answered = 0;
+  for (int b = 0; b < kBursts; ++b) {
+    std::vector<std::vector<int32_t>> ids(kConnections);
+    for (int c = 0; c < kConnections; ++c) {
+      for (int i = 0; i < kStreams; ++i) ids[c].push_back(clients[c]->get("/direct"));
+    }
+    for (int c = 0; c < kConnections; ++c) {
+      auto& client = *clients[c];
+      client.runUntil([&] { return client.closed_ms.size() >= static_cast<size_t>((b + 1) * kStreams); });
+      for (int32_t id : ids[c]) answered += client.status[id] == "418";
+    }
+  }
+  stop = true;
+  other.join();
+  EXPECT_EQ(answered, static_cast<size_t>(kConnections * kStreams * kBursts));
+  EXPECT_GT(tenant_->share_paused->value(), paused_before);
+}
+
+// TCP proxy: a flood of bytes through the tunnel pauses it for its share; every byte
+// still comes back from the echo origin.
+class TcpFairShareTest : public TenantBudgetTest {
+protected:
+  void SetUp() override {
+    TenantBudgetTest::SetUp();
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+    // Beside the HTTP chain (the other tenant's requests): the sniff sends what is not
+    // HTTP to the echo origin.
+    config::FilterChain tcp;
+    tcp.tcp_proxy = config::TcpProxy{"echo", "echo", std::chrono::seconds(5)};
+    vip->filter_chains.push_back(tcp);
+    listeners->by_name["vip"] = vip;
+    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+    auto echo = std::make_shared<config::Cluster>();
+    echo->name = "echo";
+    echo->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", echo_.port()), 1});
+    clusters->by_name["echo"] = echo;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    publishFromMain(snapshot);
+  }
+  BannerEchoOrigin echo_;
+};
+
+TEST_F(TcpFairShareTest, ATunnelPausedForItsShareDeliversEveryByte) {
+  std::atomic<bool> stop{false};
+  std::thread other = keepOtherTenantBusy(stop);
+  auto paused_before = tenant_->share_paused->value();
+  int fd = connectClient();
+  constexpr size_t kBytes = 32 << 20;
+  std::thread writer([fd] {
+    std::string chunk(64 << 10, 'x');
+    for (size_t sent = 0; sent < kBytes; sent += chunk.size()) {
+      if (write(fd, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) return;
+    }
+  });
+  std::string echoed = readAtLeast(fd, kBytes + 7);
+  ASSERT_TRUE(echoed.starts_with("HELLO\r\n"));
+  echoed.erase(0, 7);
+  writer.join();
+  stop = true;
+  other.join();
+  close(fd);
+  EXPECT_EQ(echoed.size(), kBytes);
+  EXPECT_EQ(echoed.find_first_not_of('x'), std::string::npos);
+  EXPECT_GT(tenant_->share_paused->value(), paused_before);
 }
 
 }  // namespace
