@@ -105,6 +105,13 @@ INSTANTIATE_TEST_SUITE_P(
         SmugglingCase{"whitespace_before_colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", RejectReason::WhitespaceBeforeColon},
         SmugglingCase{"bare_lf_after_request_line", "GET / HTTP/1.1\nHost: a\r\n\r\n", RejectReason::BareLf},
         SmugglingCase{"bare_lf_ending_head", "GET / HTTP/1.1\r\nHost: a\r\n\n", RejectReason::BareLf},
+        // After a long value (which the scan jumps over to its line end), the line end
+        // and the next line are still checked.
+        SmugglingCase{"bare_lf_after_long_value",
+                      "GET / HTTP/1.1\r\nX: " + std::string(2000, 'v') + "\nHost: a\r\n\r\n", RejectReason::BareLf},
+        SmugglingCase{"obs_fold_after_long_value",
+                      "GET / HTTP/1.1\r\nX: " + std::string(2000, 'v') + "\r\n\tb\r\nHost: a\r\n\r\n",
+                      RejectReason::ObsFold},
         SmugglingCase{"chunk_missing_crlf",
                       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
                       RejectReason::ChunkMissingCrlf},
