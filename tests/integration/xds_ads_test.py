@@ -188,7 +188,11 @@ class ControlPlane:
         nonce = f"nonce-{self.nonce}"
         r = D.DiscoveryResponse(type_url=type_url, version_info=version, nonce=nonce)
         for res in resources:
-            r.resources.add().Pack(res)
+            # An Any is sent as it is (a bench packs a large resource once, not per push).
+            if res.DESCRIPTOR.full_name == "google.protobuf.Any":
+                r.resources.add().CopyFrom(res)
+            else:
+                r.resources.add().Pack(res)
         with self.cond:
             q = self.out
         q.put(r)
