@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "proxy/http/http2/codec.h"
 #include "proxy/server/server.h"
@@ -271,6 +272,24 @@ protected:
     snapshot->listeners = listeners;
     snapshot->clusters = clusters;
     return snapshot;
+  }
+
+  // Publishes the default snapshot with `extra` chains after the VIP's HTTP chain (the
+  // sniff picks between them) and a STATIC cluster `cluster` on 127.0.0.1:`port`.
+  void publishWithExtraChains(std::vector<config::FilterChain> extra, const std::string& cluster, uint16_t port) {
+    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
+    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
+    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
+    for (auto& chain : extra) vip->filter_chains.push_back(std::move(chain));
+    listeners->by_name["vip"] = vip;
+    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
+    auto added = std::make_shared<config::Cluster>();
+    added->name = cluster;
+    added->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", port), 1});
+    clusters->by_name[cluster] = added;
+    snapshot->listeners = listeners;
+    snapshot->clusters = clusters;
+    publishFromMain(snapshot);
   }
 
   int connectClient() {
@@ -572,26 +591,13 @@ protected:
   // The VIP's listener gets, besides its HTTP chain, a TCP proxy chain to the banner
   // origin and a TLS chain for one server name: now it needs sniffing.
   void publishMixedListener() {
-    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
-    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
-    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
     config::FilterChain tcp;
     tcp.tcp_proxy = config::TcpProxy{"banner", "banner", std::chrono::seconds(5)};
     config::FilterChain tls;
     tls.match.server_names = {"db.example.com"};
     tls.match.transport_protocol = "tls";
     tls.tcp_proxy = config::TcpProxy{"tls", "banner", std::chrono::seconds(5)};
-    vip->filter_chains.push_back(tcp);
-    vip->filter_chains.push_back(tls);
-    listeners->by_name["vip"] = vip;
-    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
-    auto banner = std::make_shared<config::Cluster>();
-    banner->name = "banner";
-    banner->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", banner_.port()), 1});
-    clusters->by_name["banner"] = banner;
-    snapshot->listeners = listeners;
-    snapshot->clusters = clusters;
-    publishFromMain(snapshot);
+    publishWithExtraChains({tcp, tls}, "banner", banner_.port());
   }
   BannerEchoOrigin banner_;
 };
@@ -1458,23 +1464,11 @@ class TcpFairShareTest : public TenantBudgetTest {
 protected:
   void SetUp() override {
     TenantBudgetTest::SetUp();
-    auto snapshot = std::const_pointer_cast<config::Snapshot>(makeSnapshot(origin_.port()));
-    auto listeners = std::make_shared<config::ListenerTable>(*snapshot->listeners);
-    auto vip = std::make_shared<config::Listener>(*listeners->by_name.at("vip"));
     // Beside the HTTP chain (the other tenant's requests): the sniff sends what is not
     // HTTP to the echo origin.
     config::FilterChain tcp;
     tcp.tcp_proxy = config::TcpProxy{"echo", "echo", std::chrono::seconds(5)};
-    vip->filter_chains.push_back(tcp);
-    listeners->by_name["vip"] = vip;
-    auto clusters = std::make_shared<config::ClusterTable>(*snapshot->clusters);
-    auto echo = std::make_shared<config::Cluster>();
-    echo->name = "echo";
-    echo->endpoints.push_back({*common::SocketAddress::parse("127.0.0.1", echo_.port()), 1});
-    clusters->by_name["echo"] = echo;
-    snapshot->listeners = listeners;
-    snapshot->clusters = clusters;
-    publishFromMain(snapshot);
+    publishWithExtraChains({tcp}, "echo", echo_.port());
   }
   BannerEchoOrigin echo_;
 };
