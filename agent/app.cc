@@ -1,6 +1,9 @@
 #include "agent/app.h"
 
 #include <malloc.h>
+#include <cstring>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -45,6 +48,18 @@ App::App(Bootstrap bootstrap)
 
 App::~App() { stop(); }
 
+void App::lowerMainThreadPriority() {
+  if (bootstrap_.main_thread_nice == 0) return;
+  // Linux keeps the nice value per thread: this one alone, after the workers started.
+  int nice = static_cast<int>(bootstrap_.main_thread_nice);
+  if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice) != 0) {
+    spdlog::warn("main_thread_nice {}: setpriority failed ({}); the main thread keeps its priority", nice,
+                 std::strerror(errno));
+    return;
+  }
+  spdlog::info("main thread at nice {}: the workers run first on a shared core", nice);
+}
+
 common::Result<void> App::start() {
   uint64_t nofile = network::raiseFileLimit();
   spdlog::info("culvertd {} starting: node {}, {} workers, RLIMIT_NOFILE {}", CULVERT_VERSION, bootstrap_.node.id,
@@ -78,6 +93,7 @@ common::Result<void> App::start() {
   worker_hooks.drain_timeout = std::chrono::seconds(bootstrap_.drain_timeout_seconds);
   server_ = std::make_unique<server::Server>(main_, effectiveWorkers(bootstrap_), worker_hooks, stats_);
   server_->start();
+  lowerMainThreadPriority();
   pods_ = std::make_unique<PodManager>(bootstrap_, *capture_, *server_, stats_);
   pods_->setRegistry(std::make_unique<Registry>(bootstrap_.state_dir));
   pods_->reserveTenantIds();  // before the configuration writes tenants' scope to BPF

@@ -53,6 +53,8 @@ public:
   void run();
 
 private:
+  // bootstrap main_thread_nice: the calling (main) thread only; the workers keep theirs.
+  void lowerMainThreadPriority();
   common::Result<void> loadResources();
   common::Result<void> restorePods();
   // The one publish path of both configuration sources (resource files and ADS).

@@ -260,6 +260,13 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          b.drain_timeout_seconds = static_cast<uint32_t>(*v);
          return {};
        }},
+      {"main_thread_nice",
+       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+         auto v = readUnsigned(n, where, 0, 19);
+         if (!v) return std::unexpected(v.error());
+         b.main_thread_nice = static_cast<uint32_t>(*v);
+         return {};
+       }},
       {"xds.address",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -554,6 +561,7 @@ std::string formatBootstrap(const Bootstrap& b) {
   out << YAML::EndMap;
   out << YAML::Key << "state_dir" << YAML::Value << YAML::DoubleQuoted << b.state_dir.string();
   out << YAML::Key << "drain_timeout" << YAML::Value << b.drain_timeout_seconds;
+  out << YAML::Key << "main_thread_nice" << YAML::Value << b.main_thread_nice;
   out << YAML::Key << "xds" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "address" << YAML::Value << YAML::DoubleQuoted << b.xds.address;
   out << YAML::Key << "max_stale" << YAML::Value << b.xds.max_stale_seconds;

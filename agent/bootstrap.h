@@ -79,6 +79,12 @@ struct Bootstrap {
   // (HTTP/1.1: until its response ends; HTTP/2: after its GOAWAY) before it is closed.
   uint32_t drain_timeout_seconds = 30;
 
+  // The nice value (0..19) the main thread — xDS and file decode and apply, admin,
+  // enrollment — takes once the workers run (they keep the process's), so on a shared
+  // core a worker with traffic runs first. 0 = unchanged. Threads the main thread starts
+  // later inherit it.
+  uint32_t main_thread_nice = 0;
+
   struct Xds {
     // "host:port" (IP literal) or "unix:PATH"; empty = no control plane, resource files only.
     std::string address;
@@ -135,6 +141,7 @@ enrollment:
   on_unreachable: fail
 state_dir: /var/lib/culvert
 drain_timeout: 30
+main_thread_nice: 0
 xds:
   address: ""
   max_stale: 86400

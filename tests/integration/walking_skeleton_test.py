@@ -61,10 +61,21 @@ resources:
 """
 
 
+def thread_nice(pid: int) -> dict[int, int]:
+    """Each thread's nice value, from /proc/PID/task/TID/stat (field 19)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        out[int(tid)] = int(stat[stat.rindex(")") + 2:].split()[16])
+    return out
+
+
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     server = net.add_pod("server", SERVER_IP)
-    d = Culvertd(net, args, R)
+    # main_thread_nice: the workers must run first on a shared core (checked below).
+    d = Culvertd(net, args, R, extra_bootstrap="main_thread_nice: 10\n")
     try:
         net.assert_isolated()
         R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
@@ -91,6 +102,10 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.start({"skeleton.yaml": RESOURCES.format(vip=VIP, server_ip=SERVER_IP,
                                                server_port=SERVER_PORT)})
     R.check("culvertd /ready returns 200", True)
+    nice = thread_nice(d.proc.pid)
+    R.check("main_thread_nice: the main thread at nice 10", nice.get(d.proc.pid) == 10, str(nice))
+    R.check("main_thread_nice: the 2 workers keep nice 0",
+            sum(1 for tid, n in nice.items() if tid != d.proc.pid and n == 0) >= 2, str(nice))
 
     cp = vip_curl("/hello")
     R.check("before enroll: VIP not captured (curl exit 7)",

@@ -285,6 +285,16 @@ TEST(BootstrapTest, DrainTimeout) {
   expectError("drain_timeout: 1.5\n", "drain_timeout", "expected an integer");
 }
 
+TEST(BootstrapTest, MainThreadNice) {
+  EXPECT_EQ(parseBootstrap("")->main_thread_nice, 0u);
+  auto b = parseBootstrap("main_thread_nice: 10\n");
+  ASSERT_TRUE(b.has_value()) << b.error().describe();
+  EXPECT_EQ(b->main_thread_nice, 10u);
+  EXPECT_EQ(parseBootstrap(formatBootstrap(*b))->main_thread_nice, 10u);
+  expectError("main_thread_nice: 20\n", "main_thread_nice", "");
+  expectError("main_thread_nice: -1\n", "main_thread_nice", "expected an integer");
+}
+
 TEST(BootstrapTest, XdsTlsKeys) {
   auto b = parseBootstrap(
       "xds:\n  address: 127.0.0.1:18000\n  tls:\n    ca_file: /etc/culvert/ca.pem\n"
