@@ -110,7 +110,7 @@ def fake_endpoints(n, port):
 class Culvertd:
     """One culvertd process with its private cgroup, pin root and temp dir."""
 
-    def __init__(self, binary, workers, xds_address, cpu=None, wrap=""):
+    def __init__(self, binary, workers, xds_address, cpu=None, wrap="", main_thread_nice=0):
         self.tmp = tempfile.mkdtemp(prefix="culvert-xdsbench-")
         self.cgroup = os.path.join(cgroup2_root(), f"culvert-xdsbench-{os.getpid()}-{os.path.basename(self.tmp)}")
         self.pin_root = f"/sys/fs/bpf/{os.path.basename(self.cgroup)}"
@@ -122,6 +122,7 @@ class Culvertd:
             f.write(f"""node: {{id: xdsbench}}
 admin: {{address: "127.0.0.1:{self.admin_port}", socket: ""}}
 workers: {workers}
+main_thread_nice: {main_thread_nice}
 resources: {{path: {self.tmp}/no-resources}}
 capture: {{cgroup: {self.cgroup}, port: {free_port()}}}
 bpf: {{pin_root: {self.pin_root}}}
@@ -202,7 +203,8 @@ class Bench:
 
     def start_culvertd(self, workers, cpu=None):
         mark = self.cp.mark()
-        c = Culvertd(self.args.culvertd, workers, f"127.0.0.1:{self.xds_port}", cpu, self.args.wrap)
+        c = Culvertd(self.args.culvertd, workers, f"127.0.0.1:{self.xds_port}", cpu, self.args.wrap,
+                     self.args.main_thread_nice)
         if not self.cp.wait(lambda r: r.type_url == CDS, start=mark, timeout=20):
             c.stop()
             raise RuntimeError("culvertd did not subscribe to CDS")
@@ -389,6 +391,7 @@ def main():
     ap.add_argument("--endpoints", type=int, nargs="+", default=[10000, 50000])
     ap.add_argument("--update-endpoints", type=int, default=10000)
     ap.add_argument("--culvertd-cpus", default="0", help="latency: taskset -c list for culvertd ('' = unpinned)")
+    ap.add_argument("--main-thread-nice", type=int, default=0, help="culvertd's bootstrap main_thread_nice")
     ap.add_argument("--wrap", default="", help="run culvertd under this, e.g. 'heaptrack -o /tmp/cv' (memory only)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="memory: worker counts")
     ap.add_argument("--kinds", nargs="+", default=["cluster", "endpoint"], help="memory: what to add")
