@@ -1,9 +1,10 @@
 #include "agent/app.h"
 
 #include <malloc.h>
-#include <cstring>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
