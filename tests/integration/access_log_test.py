@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, run_test  # noqa: E402
 
 CLIENT_IP, SERVER_IP, TIGHT_IP = "10.244.3.1", "10.244.3.2", "10.244.3.3"
 HTTP_VIP, TCP_VIP = "10.96.0.40", "10.96.0.41"
@@ -185,11 +185,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     server = net.add_pod("server", SERVER_IP)
     d = Culvertd(net, args, R)
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     net.start_echo_server(server, ECHO_PORT)
     log = net.path("access.log")
     d.start({"access_log.yaml": RESOURCES.format(http_vip=HTTP_VIP, tcp_vip=TCP_VIP, tcp_port=TCP_PORT,

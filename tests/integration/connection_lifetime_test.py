@@ -29,7 +29,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, run_test  # noqa: E402
 from fault_upstream import FaultUpstream, attempts, connections  # noqa: E402
 from fault_upstream_h2 import FaultUpstreamH2  # noqa: E402
 
@@ -371,11 +371,7 @@ def wait_for(predicate, timeout: float = 5.0):
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     pods = {name: net.add_pod(name, ip) for name, ip in SERVERS.items()}
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     log = net.path("attempts.jsonl")
     for name, pod in pods.items():
         FaultUpstream.start(net, pod, PORT, name, log)

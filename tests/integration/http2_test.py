@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, free_port, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, free_port, run_test  # noqa: E402
 
 CLIENT_IP, SERVER_IP = "10.244.2.1", "10.244.2.2"
 H1_PORT, H2_PORT, GRPC_PORT = 8080, 8443, 50051
@@ -243,11 +243,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     server = net.add_pod("server", SERVER_IP)
     d = Culvertd(net, args, R)
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
 
     # --- upstreams
     htdocs = net.path("htdocs")

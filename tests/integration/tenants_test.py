@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, parse_labels, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, parse_labels, run_test  # noqa: E402
 
 A_IP, B_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
 VIP = "10.96.0.10"
@@ -138,11 +138,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     b1 = net.add_pod("b1", B_IP)
     server = net.add_pod("server", SERVER_IP)
     d = Culvertd(net, args, R, workers=1)
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     net.start_echo_server(server, SERVER_PORT)
     client_py = net.path("tenant_client.py")
     with open(client_py, "w") as f:

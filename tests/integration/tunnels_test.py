@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, run_test  # noqa: E402
 
 CLIENT_IP, SERVER_IP = "10.244.1.1", "10.244.1.2"
 WS_PORT, ECHO_PORT, PROXY_PORT, HTTP_PORT = 8090, 9000, 9001, 8080
@@ -118,11 +118,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     server = net.add_pod("server", SERVER_IP)
     d = Culvertd(net, args, R)
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     events_path = net.path("events.jsonl")
     peers = server.spawn([th.PYTHON, "-B", PEERS, "server", SERVER_IP, str(WS_PORT), str(ECHO_PORT),
                           str(PROXY_PORT), events_path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

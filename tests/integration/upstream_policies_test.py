@@ -35,7 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, describe, free_port, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, free_port, run_test  # noqa: E402
 
 CLIENT_IP = "10.244.5.1"
 SERVERS = {"s1": "10.244.5.11", "s2": "10.244.5.12", "s3": "10.244.5.13", "bad": "10.244.5.14"}
@@ -243,11 +243,7 @@ def server_of(answer: dict) -> str | None:
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     client = net.add_pod("client", CLIENT_IP)
     pods = {name: net.add_pod(name, ip) for name, ip in SERVERS.items()}
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
 
     server_script = net.path("policy_server.py")
     with open(server_script, "w") as f:

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, describe, run_test  # noqa: E402
+from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, check_isolated, describe, run_test  # noqa: E402
 
 CLIENT_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", 8080
 VIP = "10.96.0.10"
@@ -76,11 +76,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     server = net.add_pod("server", SERVER_IP)
     # main_thread_nice: the workers must run first on a shared core (checked below).
     d = Culvertd(net, args, R, extra_bootstrap="main_thread_nice: 10\n")
-    try:
-        net.assert_isolated()
-        R.check("test hosts isolated (no default route, ip_forward unchanged)", True)
-    except th.HostSafetyError as e:
-        R.check("test hosts isolated", False, str(e), fatal=True)
+    check_isolated(net, R)
     net.start_echo_server(server, SERVER_PORT)
 
     def vip_curl(path: str):
