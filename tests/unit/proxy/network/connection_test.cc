@@ -1,6 +1,5 @@
 #include "proxy/network/connection.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <thread>
+
+#include "proxy/network/socket.h"
 
 namespace culvert::network {
 namespace {
@@ -21,21 +22,19 @@ struct Pair {
   int writer = -1;
   int reader = -1;
   Pair() {
-    int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    auto listener = createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 1, false);
+    EXPECT_TRUE(listener.has_value());
     sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(listener, 1), 0);
     socklen_t len = sizeof a;
-    ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+    ::getsockname(listener->get(), reinterpret_cast<sockaddr*>(&a), &len);
     writer = ::socket(AF_INET, SOCK_STREAM, 0);
     int small = 16 * 1024;
     ::setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    // Loopback: the handshake is done when connect() returns, so the accept finds it.
     EXPECT_EQ(::connect(writer, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    reader = ::accept(listener, nullptr, nullptr);
+    reader = ::accept(listener->get(), nullptr, nullptr);
+    EXPECT_GE(reader, 0);
     ::setsockopt(reader, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    ::close(listener);
     ::fcntl(writer, F_SETFL, ::fcntl(writer, F_GETFL) | O_NONBLOCK);
     ::fcntl(reader, F_SETFL, ::fcntl(reader, F_GETFL) | O_NONBLOCK);
   }
