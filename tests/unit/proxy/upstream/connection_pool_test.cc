@@ -9,24 +9,21 @@
 
 #include <functional>
 
+#include "proxy/network/socket.h"
+
 namespace culvert::upstream {
 namespace {
 
 // A loopback listener whose accepted connections stay open (the kernel accepts them).
 struct Listener {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  network::FileDescriptor fd = *network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
   uint16_t port = 0;
   Listener() {
     sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd, 16), 0);
     socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
     port = ntohs(a.sin_port);
   }
-  ~Listener() { ::close(fd); }
 };
 
 // Connects one pooled connection per key through `pool`, running the loop until all are up.
