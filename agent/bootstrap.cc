@@ -119,11 +119,11 @@ Setter nonEmptyString(Assign assign) {
   };
 }
 
-// An unsigned integer field of the type's full range.
+// An unsigned integer field, in [min, max] (by default the type's full range).
 template <typename T, typename Field>
-Setter unsignedField(Field field) {
-  return [field](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-    auto v = readUnsigned(n, where, 0, std::numeric_limits<T>::max());
+Setter unsignedField(Field field, uint64_t min = 0, uint64_t max = std::numeric_limits<T>::max()) {
+  return [field, min, max](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
+    auto v = readUnsigned(n, where, min, max);
     if (!v) return std::unexpected(v.error());
     field(b) = static_cast<T>(*v);
     return {};
@@ -173,21 +173,9 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          b.admin.socket = *s;
          return {};
        }},
-      {"workers",
-       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-         auto v = readUnsigned(n, where, 0, 1024);
-         if (!v) return std::unexpected(v.error());
-         b.workers = static_cast<uint32_t>(*v);
-         return {};
-       }},
+      {"workers", unsignedField<uint32_t>([](Bootstrap& b) -> auto& { return b.workers; }, 0, 1024)},
       {"resources.path", nonEmptyString([](Bootstrap& b, std::string v) { b.resources.path = std::move(v); })},
-      {"capture.port",
-       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-         auto v = readUnsigned(n, where, 1, 65535);
-         if (!v) return std::unexpected(v.error());
-         b.capture.port = static_cast<uint16_t>(*v);
-         return {};
-       }},
+      {"capture.port", unsignedField<uint16_t>([](Bootstrap& b) -> auto& { return b.capture.port; }, 1, 65535)},
       {"capture.cgroup",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -254,19 +242,8 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
        }},
       {"state_dir", nonEmptyString([](Bootstrap& b, std::string v) { b.state_dir = std::move(v); })},
       {"drain_timeout",
-       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-         auto v = readUnsigned(n, where, 0, 3600);
-         if (!v) return std::unexpected(v.error());
-         b.drain_timeout_seconds = static_cast<uint32_t>(*v);
-         return {};
-       }},
-      {"main_thread_nice",
-       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-         auto v = readUnsigned(n, where, 0, 19);
-         if (!v) return std::unexpected(v.error());
-         b.main_thread_nice = static_cast<uint32_t>(*v);
-         return {};
-       }},
+       unsignedField<uint32_t>([](Bootstrap& b) -> auto& { return b.drain_timeout_seconds; }, 0, 3600)},
+      {"main_thread_nice", unsignedField<uint32_t>([](Bootstrap& b) -> auto& { return b.main_thread_nice; }, 0, 19)},
       {"xds.address",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
@@ -282,12 +259,7 @@ const std::vector<std::pair<std::string, Setter>>& fieldTable() {
          return {};
        }},
       {"xds.max_stale",
-       [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
-         auto v = readUnsigned(n, where, 0, 365u * 86400u);
-         if (!v) return std::unexpected(v.error());
-         b.xds.max_stale_seconds = static_cast<uint32_t>(*v);
-         return {};
-       }},
+       unsignedField<uint32_t>([](Bootstrap& b) -> auto& { return b.xds.max_stale_seconds; }, 0, 365u * 86400u)},
       {"xds.delta",
        [](const YAML::Node& n, Bootstrap& b, const std::string& where) -> Result<void> {
          auto s = readString(n, where);
