@@ -31,11 +31,6 @@ constexpr size_t kWriteHighWatermark = 256 * 1024;
 // upstream reads (finishExchange releases it entirely).
 constexpr size_t kRetainedOutputBytes = 4 * 1024;
 
-const std::shared_ptr<const Http1Settings>& defaultSettings() {
-  static const auto settings = std::make_shared<const Http1Settings>();
-  return settings;
-}
-
 }  // namespace
 
 Http1Session::Exchange::Exchange(Http1Session& s)
@@ -78,10 +73,10 @@ void Http1Session::Exchange::operator delete(void* block, size_t size) {
 }
 
 Http1Session::Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod,
-                           std::shared_ptr<const config::RouteConfiguration> routes,
+                           std::shared_ptr<const Http1Settings> settings,
                            std::unique_ptr<network::TcpConnection> downstream, Owner& owner)
-    : services_(services), pod_(std::move(pod)), routes_(std::move(routes)), downstream_(std::move(downstream)),
-      owner_(owner), settings_(defaultSettings()),
+    : services_(services), pod_(std::move(pod)), downstream_(std::move(downstream)), owner_(owner),
+      settings_(std::move(settings)),
       cx_idle_timer_([](void* p) { static_cast<Http1Session*>(p)->onConnectionIdleTimeout(); }, this) {
   downstream_->setCallbacks(this);
   pod_->tenant->downstream_cx_total->inc();
@@ -96,6 +91,9 @@ Http1Session::~Http1Session() {
 }
 
 void Http1Session::start(std::string_view initial_bytes) {
+  if (settings_->access_logs.enabled()) {
+    log_facts_ = std::make_unique<ConnectionLogFacts>(connectionLogFacts(downstream_->fd(), *pod_, original_destination_));
+  }
   if (settings_->lifetime.max_duration.count() > 0) {
     cx_max_duration_timer_ = std::make_unique<event::QueuedTimer>(
         [](void* p) { static_cast<Http1Session*>(p)->onMaxConnectionDuration(); }, this);
@@ -151,8 +149,7 @@ void Http1Session::pauseIfOverShare() {
     // Replay what was held back, unless it waits for the response in flight (the end
     // of that exchange replays it).
     if (!downstream_pending_.empty() && !(in_exchange_ && request_complete_)) {
-      std::string pending = std::move(downstream_pending_);
-      downstream_pending_.clear();
+      std::string pending = downstream_pending_.take();
       onData(pending);
     }
     // Reading stopped at the pause; the replay may have answered everything from inside
@@ -266,7 +263,7 @@ void Http1Session::chargeBuffered() {
 
 void Http1Session::routeRequest() {
   Exchange& ex = *exchange_;
-  ex.decision = router::decideRoute(*routes_, ex.request, routeRandom());
+  ex.decision = router::decideRoute(*settings_->routes, ex.request, routeRandom());
   const auto* route = ex.decision.route;
   if (route == nullptr) {
     ex.log.fail(Flag::NoRouteFound, "route_not_found");
@@ -294,7 +291,7 @@ void Http1Session::routeRequest() {
   }
 
   // The request as the upstream will see it.
-  prepareUpstreamRequest(ex.request, *routes_, ex.decision, pod_->ip);
+  prepareUpstreamRequest(ex.request, *settings_->routes, ex.decision, pod_->ip);
   ex.router.emplace(services_, *pod_, ex, ex.log, ex.request, false, original_destination_);
   // A request without a body is whole with its head.
   ex.router->start(ex.decision, http::http1::requestFraming(ex.request) == BodyFraming::None);
@@ -389,7 +386,7 @@ void Http1Session::onUpstreamHead(http::ResponseHead& head, bool end_stream) {
   Exchange& ex = *exchange_;
   response_started_ = true;
   countStatus(head.status);
-  router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
+  router::prepareDownstreamResponse(*settings_->routes, ex.decision, head.headers);
   ex.log.response_code = static_cast<uint32_t>(head.status);
   ex.log.response_code_details = "via_upstream";
   if (settings_->access_logs.enabled()) ex.log.response_headers = head.headers;
@@ -455,7 +452,7 @@ void Http1Session::sendLocalReply(int status, std::string_view body, const http:
   head.status = status;
   head.content_length = body.size();
   head.headers.add("content-type", "text/plain");
-  router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
+  router::prepareDownstreamResponse(*settings_->routes, ex.decision, head.headers);
   if (extra_headers) {
     for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
   }
@@ -509,13 +506,6 @@ void Http1Session::recordDuration() {
   logRequest();
 }
 
-void Http1Session::setSettings(std::shared_ptr<const Http1Settings> settings) {
-  settings_ = std::move(settings);
-  if (settings_->access_logs.enabled()) {
-    log_facts_ = std::make_unique<ConnectionLogFacts>(connectionLogFacts(downstream_->fd(), *pod_, original_destination_));
-  }
-}
-
 // Once per request, from recordDuration: the line is formatted here and queued for the
 // writer thread (proxy/accesslog/log_file.h), never written from the worker.
 void Http1Session::logRequest() {
@@ -546,8 +536,7 @@ void Http1Session::finishExchange() {
   if (!parser_inside_dispatch_) {
     updateDownstreamReading();
     if (!downstream_pending_.empty()) {
-      std::string pending = std::move(downstream_pending_);
-      downstream_pending_.clear();
+      std::string pending = downstream_pending_.take();
       onData(pending);
     }
   }

@@ -6,6 +6,7 @@
 
 #include "proxy/accesslog/access_log.h"
 #include "proxy/accesslog/stream_info.h"
+#include "proxy/common/owned_list.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/scheduler.h"
 #include "proxy/event/timer_queue.h"
@@ -29,7 +30,9 @@ namespace culvert::server {
 // The connection manager's settings an HTTP/1.1 session follows. Immutable and shared:
 // the worker makes one per filter chain of its configuration, so an idle connection holds
 // a pointer to them, not its own copy.
+// A filter chain's connection manager settings, shared by its sessions.
 struct Http1Settings {
+  std::shared_ptr<const config::RouteConfiguration> routes;  // the chain's (inline or RDS)
   config::StreamTimeouts stream_timeouts;  // default: Envoy's
   config::ConnectionLifetime lifetime;     // common_http_protocol_options
   std::vector<config::UpgradeConfig> upgrade_configs;  // WebSocket, CONNECT: see tunnel.h
@@ -42,11 +45,12 @@ struct Http1Settings {
 // upstream half of each request (attempts, retries, upstream timeouts) is a RouterStream.
 //
 // Memory: an idle keep-alive connection costs only this object (the socket, the pod,
-// routes and connection manager settings, the idle-timeout bookkeeping on the worker's
-// shared TimerQueue) plus the TcpConnection. Everything a request needs — its parser,
+// its filter chain's shared settings and routes, the idle-timeout bookkeeping on the
+// worker's shared TimerQueue, the links of the worker's session list) plus the
+// TcpConnection and its libuv handle. Everything a request needs — its parser,
 // head, route decision, RouterStream, stream timers, response staging, access-log record,
 // tunnel — is an Exchange, made at the request's first byte and freed when it ends.
-class Http1Session : public network::ConnectionCallbacks {
+class Http1Session : public network::ConnectionCallbacks, public common::ListHook {
 public:
   // Told when the session is done (closed); it may then be deleted, after the callback.
   class Owner {
@@ -58,8 +62,7 @@ public:
   };
 
   // `services` and `owner` must outlive the session (the worker's).
-  Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod,
-               std::shared_ptr<const config::RouteConfiguration> routes,
+  Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod, std::shared_ptr<const Http1Settings> settings,
                std::unique_ptr<network::TcpConnection> downstream, Owner& owner);
   ~Http1Session() override;
 
@@ -72,7 +75,6 @@ public:
   }
   // The connection manager's settings (default: Envoy's); after setOriginalDestination,
   // before start().
-  void setSettings(std::shared_ptr<const Http1Settings> settings);
   // Closes both sides now (pod removed, shutdown).
   void abort();
   // Whether a request is in flight (its Exchange exists). For tests and stats.
@@ -137,7 +139,6 @@ private:
 
   WorkerServices& services_;
   std::shared_ptr<const Pod> pod_;
-  std::shared_ptr<const config::RouteConfiguration> routes_;
   std::optional<common::SocketAddress> original_destination_;
   std::unique_ptr<network::TcpConnection> downstream_;
   Owner& owner_;
@@ -148,23 +149,44 @@ private:
   std::unique_ptr<event::QueuedTimer> cx_max_duration_timer_;  // only with max_connection_duration
   std::unique_ptr<ConnectionLogFacts> log_facts_;  // only when access logs are configured
 
-  std::string downstream_pending_;  // bytes read while the parser waited (pipelining)
+  // Bytes read while the parser waited (pipelining) or the tenant was over its share;
+  // on the heap, so the usual connection, which has none, pays a pointer.
+  class PendingBytes {
+  public:
+    void append(std::string_view data) {
+      if (data.empty()) return;
+      if (!bytes_) bytes_ = std::make_unique<std::string>();
+      bytes_->append(data);
+    }
+    size_t size() const { return bytes_ ? bytes_->size() : 0; }
+    bool empty() const { return size() == 0; }
+    std::string take() {
+      std::string out = bytes_ ? std::move(*bytes_) : std::string();
+      bytes_.reset();
+      return out;
+    }
+
+  private:
+    std::unique_ptr<std::string> bytes_;
+  };
+  PendingBytes downstream_pending_;
   tenant::BufferCharge buffered_;     // what this connection holds, charged to its tenant
   std::unique_ptr<event::Scheduler::Pause> share_pause_;  // set while the tenant is over its share
 
   // The request in flight; null while the connection is idle.
   std::unique_ptr<Exchange> exchange_;
 
-  bool request_begun_ = false;  // a request's first byte arrived
-  bool in_exchange_ = false;    // its head arrived, its answer is not finished
-  bool request_complete_ = false;
-  bool discard_body_ = false;  // answered already; the rest of the request body is dropped
-  bool response_started_ = false;
-  bool close_after_response_ = false;
-  bool draining_ = false;  // past max_connection_duration: the request in flight is the last
-  bool parser_inside_dispatch_ = false;
-  bool tunnel_log_pending_ = false;  // the open tunnel's access-log line, written when it ends
-  bool closed_ = false;
+  // Bit-fields: every session keeps them while its connection is open.
+  bool request_begun_ : 1 = false;  // a request's first byte arrived
+  bool in_exchange_ : 1 = false;    // its head arrived, its answer is not finished
+  bool request_complete_ : 1 = false;
+  bool discard_body_ : 1 = false;  // answered already; the rest of the request body is dropped
+  bool response_started_ : 1 = false;
+  bool close_after_response_ : 1 = false;
+  bool draining_ : 1 = false;  // past max_connection_duration: the request in flight is the last
+  bool parser_inside_dispatch_ : 1 = false;
+  bool tunnel_log_pending_ : 1 = false;  // the open tunnel's access-log line, written when it ends
+  bool closed_ : 1 = false;
 };
 
 // What one request needs while it is in flight (see Http1Session). It is the parser's

@@ -27,7 +27,7 @@ void Http1Session::startUpgrade(const std::string& type) {
   // The tunnel's idle timeout covers the handshake and the tunnel; the request timers stop.
   endRequest();
   Exchange& ex = *exchange_;
-  ex.decision = router::decideRoute(*routes_, ex.request, routeRandom());
+  ex.decision = router::decideRoute(*settings_->routes, ex.request, routeRandom());
   const config::Route* route = ex.decision.route;
   const config::RouteAction* action = route && route->route ? &*route->route : nullptr;
   auto verdict = router::decideUpgrade(settings_->upgrade_configs, action, type);
@@ -85,7 +85,7 @@ void Http1Session::startUpgrade(const std::string& type) {
     }
     options.mode = type == "connect" ? Tunnel::Mode::ForwardConnect : Tunnel::Mode::ForwardUpgrade;
     std::string upgrade(ex.request.headers.get("upgrade").value_or(""));
-    prepareUpstreamRequest(ex.request, *routes_, ex.decision, pod_->ip);
+    prepareUpstreamRequest(ex.request, *settings_->routes, ex.decision, pod_->ip);
     if (options.mode == Tunnel::Mode::ForwardUpgrade) {
       // Hop-by-hop, but the point of this request: the upstream must see them.
       ex.request.headers.add("connection", "upgrade");
@@ -129,7 +129,7 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     Exchange& ex = *exchange_;
     response_started_ = true;
     countStatus(head.status);
-    router::prepareDownstreamResponse(*routes_, ex.decision, head.headers);
+    router::prepareDownstreamResponse(*settings_->routes, ex.decision, head.headers);
     if (settings_->access_logs.enabled()) {
       ex.log.response_code = static_cast<uint32_t>(head.status);
       ex.log.response_code_details = "via_upstream";
@@ -137,9 +137,7 @@ Tunnel::Hooks Http1Session::tunnelHooks(const std::string& type) {
     }
   };
   hooks.take_early_bytes = [this] {
-    std::string early = std::move(downstream_pending_);
-    downstream_pending_.clear();
-    return early;
+    return downstream_pending_.take();
   };
   hooks.on_connect_failed = [this](const std::string& reason) {
     Exchange& ex = *exchange_;

@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "proxy/common/owned_list.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/http/http2/codec.h"
@@ -23,7 +24,7 @@ namespace culvert::server {
 // (retries, timeouts, HTTP/1.1 or HTTP/2 upstreams as the cluster says), exactly as an
 // HTTP/1.1 request's does. Bodies stream both ways; each side's flow-control window only
 // reopens as the other side drains, so a slow reader holds the sender at its window.
-class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks {
+class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks, public common::ListHook {
 public:
   using OnDone = std::function<void(Http2Session*)>;
 

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "proxy/common/owned_list.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/server/http1_session.h"
 
@@ -13,7 +14,7 @@ namespace culvert::server {
 // envoy.filters.network.tcp_proxy: one downstream connection, one upstream connection to
 // an endpoint of the chain's cluster (or the original destination for ORIGINAL_DST), bytes
 // both ways with back-pressure, half-close passed on, and an idle timeout.
-class TcpProxySession {
+class TcpProxySession : public common::ListHook {
 public:
   using OnDone = std::function<void(TcpProxySession*)>;
 

@@ -18,6 +18,16 @@ void resetAndClose(network::FileDescriptor fd) {
   linger reset{1, 0};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
 }  // fd closes here
+
+// Resets a pod's sessions. Collected first: abort() takes a session out of its list.
+template <class Session>
+void abortPodSessions(common::OwnedList<Session>& sessions, uint64_t pod_id) {
+  std::vector<Session*> doomed;
+  sessions.forEach([&](Session& session) {
+    if (session.pod().id == pod_id) doomed.push_back(&session);
+  });
+  for (Session* session : doomed) session->abort();
+}
 }
 
 Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
@@ -99,21 +109,9 @@ void Worker::removePod(uint64_t pod_id) {
   dispatcher_.post([this, pod_id] {
     pods_.erase(pod_id);
     // The pod is gone: its connections are reset at once, not drained (DESIGN.md §5).
-    std::vector<Http1Session*> doomed;
-    for (auto& [ptr, session] : sessions_) {
-      if (session->pod().id == pod_id) doomed.push_back(ptr);
-    }
-    for (auto* s : doomed) s->abort();
-    std::vector<TcpProxySession*> doomed_tcp;
-    for (auto& [ptr, session] : tcp_sessions_) {
-      if (session->pod().id == pod_id) doomed_tcp.push_back(ptr);
-    }
-    for (auto* s : doomed_tcp) s->abort();
-    std::vector<Http2Session*> doomed_http2;
-    for (auto& [ptr, session] : http2_sessions_) {
-      if (session->pod().id == pod_id) doomed_http2.push_back(ptr);
-    }
-    for (auto* s : doomed_http2) s->abort();
+    abortPodSessions(sessions_, pod_id);
+    abortPodSessions(tcp_sessions_, pod_id);
+    abortPodSessions(http2_sessions_, pod_id);
     pool_.drainPod(pod_id);
     http2_pool_.drainPod(pod_id);
   });
@@ -299,14 +297,9 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
     auto session = std::make_unique<TcpProxySession>(
         services, std::move(pod), *chain->tcp_proxy, std::move(original_destination), std::move(connection),
         [this](TcpProxySession* done) {
-          auto it = tcp_sessions_.find(done);
-          if (it == tcp_sessions_.end()) return;
-          dispatcher_.deferredDelete(std::move(it->second));
-          tcp_sessions_.erase(it);
+          if (auto owned = tcp_sessions_.remove(done)) dispatcher_.deferredDelete(std::move(owned));
         });
-    auto* raw = session.get();
-    tcp_sessions_.emplace(raw, std::move(session));
-    raw->start(initial_bytes);
+    tcp_sessions_.add(std::move(session))->start(initial_bytes);
     return;
   }
   using CodecType = config::HttpConnectionManager::CodecType;
@@ -314,34 +307,25 @@ void Worker::startSession(std::shared_ptr<const Pod> pod, const config::FilterCh
       (chain->http.codec_type == CodecType::Auto && network::startsWithHttp2Preface(initial_bytes))) {
     auto session = std::make_unique<Http2Session>(services, std::move(pod), chain->http.route_config,
                                                   std::move(connection), [this](Http2Session* done) {
-                                                    auto it = http2_sessions_.find(done);
-                                                    if (it == http2_sessions_.end()) return;
-                                                    dispatcher_.deferredDelete(std::move(it->second));
-                                                    http2_sessions_.erase(it);
+                                                    if (auto owned = http2_sessions_.remove(done)) {
+                                                      dispatcher_.deferredDelete(std::move(owned));
+                                                    }
                                                   });
     session->setOriginalDestination(std::move(original_destination));
     session->setStreamTimeouts(chain->http.timeouts);
     session->setAccessLogs(accesslog::SessionLogs(chain->http.access_logs, services.access_logs, index_));
     session->setConnectionLifetime(chain->http.connection_lifetime, chain->http.drain_timeout);
-    auto* raw = session.get();
-    http2_sessions_.emplace(raw, std::move(session));
-    raw->start(initial_bytes);
+    http2_sessions_.add(std::move(session))->start(initial_bytes);
     return;
   }
-  auto session = std::make_unique<Http1Session>(services, std::move(pod), chain->http.route_config,
+  auto session = std::make_unique<Http1Session>(services, std::move(pod), http1Settings(*chain, from == config_.get()),
                                                 std::move(connection), static_cast<Http1Session::Owner&>(*this));
   session->setOriginalDestination(std::move(original_destination));
-  session->setSettings(http1Settings(*chain, from == config_.get()));
-  auto* raw = session.get();
-  sessions_.emplace(raw, std::move(session));
-  raw->start(initial_bytes);
+  sessions_.add(std::move(session))->start(initial_bytes);
 }
 
 void Worker::onSessionDone(Http1Session* done) {
-  auto it = sessions_.find(done);
-  if (it == sessions_.end()) return;
-  dispatcher_.deferredDelete(std::move(it->second));
-  sessions_.erase(it);
+  if (auto owned = sessions_.remove(done)) dispatcher_.deferredDelete(std::move(owned));
 }
 
 std::shared_ptr<const Http1Settings> Worker::http1Settings(const config::FilterChain& chain, bool current) {
@@ -349,6 +333,7 @@ std::shared_ptr<const Http1Settings> Worker::http1Settings(const config::FilterC
     if (auto it = http1_settings_.find(&chain); it != http1_settings_.end()) return it->second;
   }
   auto settings = std::make_shared<Http1Settings>();
+  settings->routes = chain.http.route_config;
   settings->stream_timeouts = chain.http.timeouts;
   settings->lifetime = chain.http.connection_lifetime;
   settings->upgrade_configs = chain.http.upgrade_configs;

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/common/owned_list.h"
 #include "proxy/common/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/dispatcher.h"
@@ -122,11 +123,11 @@ private:
   std::unordered_map<std::string, std::weak_ptr<const Pod>> bound_clients_;
   size_t bound_clients_swept_at_ = 0;
   std::unordered_map<Sniffer*, std::unique_ptr<Sniffer>> sniffers_;
-  std::unordered_map<Http1Session*, std::unique_ptr<Http1Session>> sessions_;
+  common::OwnedList<Http1Session> sessions_;
   // Keyed by chains of config_ only, and cleared when config_ changes.
   std::unordered_map<const config::FilterChain*, std::shared_ptr<const Http1Settings>> http1_settings_;
-  std::unordered_map<TcpProxySession*, std::unique_ptr<TcpProxySession>> tcp_sessions_;
-  std::unordered_map<Http2Session*, std::unique_ptr<Http2Session>> http2_sessions_;
+  common::OwnedList<TcpProxySession> tcp_sessions_;
+  common::OwnedList<Http2Session> http2_sessions_;
   common::Counter& no_original_destination_;
 };
 
