@@ -272,19 +272,38 @@ http {{ access_log off; keepalive_requests 1000000;
         return results, memory
 
     def idle_memory(self, port, pid, count=2000):
+        """RSS delta per idle keep-alive connection, two ways, each over `count` connections
+        that made one `GET /6`:
+        - one at a time: each request is answered before the next connection opens, so
+          the delta is what an idle connection keeps;
+        - in a burst, `count` more while the first stay open: every request is sent
+          before any response is read, so all are in flight at once, and the delta also
+          holds what the burst left behind (heap grown for the requests' state and not
+          returned, upstream connections the pool keeps)."""
+        def open_idle(one_at_a_time):
+            socks = []
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(b"GET /6 HTTP/1.1\r\nHost: b\r\n\r\n")
+                if one_at_a_time:
+                    s.recv(4096)
+                socks.append(s)
+            if not one_at_a_time:
+                for s in socks:
+                    s.recv(4096)  # one response each: the connection is now an idle keep-alive one
+            time.sleep(0.5)
+            return socks
+
         base = rss_kib(pid)
-        socks = []
-        for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /6 HTTP/1.1\r\nHost: b\r\n\r\n")
-            socks.append(s)
-        for s in socks:
-            s.recv(4096)  # one response each: the connection is now an idle keep-alive one
-        time.sleep(0.5)
-        loaded = rss_kib(pid)
+        socks = open_idle(one_at_a_time=True)
+        one_at_a_time = rss_kib(pid)
+        socks += open_idle(one_at_a_time=False)
+        burst = rss_kib(pid)
         for s in socks:
             s.close()
-        return {"base_rss_kib": base, "per_idle_cx_bytes": (loaded - base) * 1024 / count, "idle_connections": count}
+        return {"base_rss_kib": base, "idle_connections": count,
+                "per_idle_cx_bytes": (one_at_a_time - base) * 1024 / count,
+                "per_idle_cx_bytes_burst": (burst - one_at_a_time) * 1024 / count}
 
 
 def med_range(values, fmt):
@@ -312,7 +331,9 @@ def report(results, memory, args):
         lines.append("")
     lines.append(f"culvertd (workers: 1) base RSS: {memory['base_rss_kib'] / 1024:.1f} MiB; user-space memory per idle "
                  f"HTTP/1.1 keep-alive connection: {memory['per_idle_cx_bytes']:.0f} bytes "
-                 f"(RSS delta over {memory['idle_connections']} connections).")
+                 f"(RSS delta over {memory['idle_connections']} connections served one at a time); "
+                 f"{memory['per_idle_cx_bytes_burst']:.0f} bytes over {memory['idle_connections']} more opened in a "
+                 f"burst (all their requests in flight at once).")
     return "\n".join(lines)
 
 
