@@ -1,8 +1,8 @@
 #include "proxy/accesslog/formatter.h"
+#include "proxy/common/ascii.h"
 
 #include <time.h>
 
-#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdio>
@@ -67,11 +67,6 @@ constexpr Operator kOperators[] = {
     {"CULVERT_POD_IP", Kind::PodIp},
 };
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 Result<Command> makeCommand(std::string_view name, std::optional<std::string_view> args,
                             std::optional<size_t> max_len) {
@@ -91,9 +86,9 @@ Result<Command> makeCommand(std::string_view name, std::optional<std::string_vie
     case Operator::Args::Header: {
       if (!args || args->empty()) return fail("%" + std::string(name) + "(...)% needs a header name");
       auto q = args->find('?');
-      c.header = lower(args->substr(0, q));
+      c.header = common::lowerAscii(args->substr(0, q));
       if (q != std::string_view::npos) {
-        c.alt_header = lower(args->substr(q + 1));
+        c.alt_header = common::lowerAscii(args->substr(q + 1));
         if (c.alt_header.empty() || c.alt_header.find('?') != std::string::npos) {
           return fail("%" + std::string(name) + "(" + std::string(*args) + ")%: expected X?Y with one '?'");
         }

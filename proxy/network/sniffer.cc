@@ -1,7 +1,7 @@
 #include "proxy/network/sniffer.h"
+#include "proxy/common/ascii.h"
 
 #include <array>
-#include <cctype>
 #include <cstdint>
 
 namespace culvert::network {
@@ -68,7 +68,7 @@ std::optional<std::string> clientHelloServerName(std::string_view b) {
       size_t name_len = readBe(hs, p + 3, 2);
       if (static_cast<uint8_t>(hs[p + 2]) == 0 && 5 + name_len <= len) {
         std::string name(hs.substr(p + 5, name_len));
-        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        common::lowerAsciiInPlace(name);
         return name;
       }
       return std::string();

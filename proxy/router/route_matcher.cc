@@ -1,7 +1,6 @@
 #include "proxy/router/route_matcher.h"
+#include "proxy/common/ascii.h"
 
-#include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -9,13 +8,6 @@
 namespace culvert::router {
 
 namespace {
-
-std::string lowerHost(std::string_view authority) {
-  std::string host(authority);
-  std::transform(host.begin(), host.end(), host.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return host;
-}
 
 std::string_view stripPort(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
@@ -26,15 +18,8 @@ std::string_view stripPort(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);
+  return text.size() >= prefix.size() && common::equalsIgnoreCaseAscii(text.substr(0, prefix.size()), prefix);
 }
 
 std::string_view pathOnly(std::string_view path) {
@@ -45,7 +30,7 @@ std::string_view pathOnly(std::string_view path) {
 bool pathMatches(const config::RouteMatch& m, std::string_view path) {
   // The query string never takes part in path matching.
   std::string_view p = pathOnly(path);
-  if (m.path) return m.case_sensitive ? p == *m.path : equalsIgnoreCase(p, *m.path);
+  if (m.path) return m.case_sensitive ? p == *m.path : common::equalsIgnoreCaseAscii(p, *m.path);
   if (m.prefix) return m.case_sensitive ? p.starts_with(*m.prefix) : startsWithIgnoreCase(p, *m.prefix);
   if (m.safe_regex) return m.safe_regex->fullMatch(p);
   return false;
@@ -140,7 +125,7 @@ bool matchesString(const config::StringMatcher& m, std::string_view value) {
     return false;
   }
   // m.value is lower-case already (translate).
-  std::string lowered = lowerHost(value);
+  std::string lowered = common::lowerAscii(value);
   std::string_view v = lowered;
   switch (m.kind) {
     case Kind::Exact: return v == m.value;
@@ -153,7 +138,7 @@ bool matchesString(const config::StringMatcher& m, std::string_view value) {
 }
 
 const config::VirtualHost* selectVirtualHost(const config::RouteConfiguration& routes, std::string_view authority) {
-  std::string full = lowerHost(authority);
+  std::string full = common::lowerAscii(authority);
   std::string_view host = stripPort(full);
   const config::VirtualHost* suffix_best = nullptr;
   size_t suffix_len = 0;

@@ -1,8 +1,7 @@
 #include "proxy/router/router.h"
+#include "proxy/common/ascii.h"
 
 #include <algorithm>
-#include <cctype>
-#include <cstdio>
 #include <random>
 
 #include "proxy/router/route_matcher.h"
@@ -124,9 +123,7 @@ bool takeExpectContinue(http::HeaderMap& headers) {
   auto expect = headers.get("expect");
   if (!expect) return false;
   constexpr std::string_view kContinue = "100-continue";
-  bool is_continue = expect->size() == kContinue.size() &&
-                     std::equal(expect->begin(), expect->end(), kContinue.begin(),
-                                [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
+  bool is_continue = common::equalsIgnoreCaseAscii(*expect, kContinue);
   if (is_continue) headers.remove("expect");
   return is_continue;
 }
@@ -138,11 +135,20 @@ std::string generateRequestId() {
   // RFC 4122 version 4 layout.
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
-                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
+  // 8-4-4-4-12 hex digits, by hand: snprintf was 1 % of a proxied request's CPU.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(36, '-');
+  size_t at = 0;
+  auto put = [&](uint64_t value, size_t digits) {
+    for (size_t i = digits; i-- > 0; value >>= 4) id[at + i] = kHex[value & 0xf];
+    at += digits + 1;  // past the dash
+  };
+  put(a >> 32, 8);
+  put((a >> 16) & 0xffff, 4);
+  put(a & 0xffff, 4);
+  put(b >> 48, 4);
+  put(b & 0xffffffffffffULL, 12);
+  return id;
 }
 
 }  // namespace culvert::router

@@ -1,17 +1,10 @@
 #include "proxy/router/upgrade.h"
+#include "proxy/common/ascii.h"
 
-#include <algorithm>
-#include <cctype>
 
 namespace culvert::router {
 
 namespace {
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -26,7 +19,7 @@ bool connectionHas(const http::HeaderMap& headers, std::string_view token) {
     std::string_view rest = value;
     while (!rest.empty()) {
       auto comma = rest.find(',');
-      if (lower(trim(rest.substr(0, comma))) == token) return true;
+      if (common::lowerAscii(trim(rest.substr(0, comma))) == token) return true;
       if (comma == std::string_view::npos) break;
       rest.remove_prefix(comma + 1);
     }
@@ -47,7 +40,7 @@ std::optional<std::string> requestedUpgrade(const http::RequestHead& request) {
   if (request.method == "CONNECT") return "connect";
   auto upgrade = request.headers.get("upgrade");
   if (!upgrade || !connectionHas(request.headers, "upgrade")) return std::nullopt;
-  std::string type = lower(trim(*upgrade));
+  std::string type = common::lowerAscii(trim(*upgrade));
   if (type.empty()) return std::nullopt;
   return type;
 }

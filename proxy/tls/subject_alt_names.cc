@@ -1,10 +1,9 @@
 #include "proxy/tls/subject_alt_names.h"
+#include "proxy/common/ascii.h"
 
 #include <arpa/inet.h>
 
-#include <algorithm>
 #include <array>
-#include <cctype>
 #include <cstdint>
 #include <optional>
 
@@ -24,11 +23,6 @@ std::string_view toString(SanType type) {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 // Canonical text of an IPv4 or IPv6 literal; nullopt when it is neither.
 std::optional<std::string> canonicalIp(std::string_view text) {
@@ -97,7 +91,7 @@ Result<std::vector<SubjectAltName>> parseGeneralNames(std::string_view der) {
     auto name = names.next();
     if (!name) return std::unexpected(name.error());
     if (name->tag == kDnsName) {
-      out.push_back({SanType::Dns, lower(name->value)});
+      out.push_back({SanType::Dns, common::lowerAscii(name->value)});
     } else if (name->tag == kUri) {
       out.push_back({SanType::Uri, std::string(name->value)});
     } else if (name->tag == kIpAddress) {
@@ -122,12 +116,12 @@ bool dnsMatches(std::string_view pattern, std::string_view name) {
 
 Result<SanMatcher> parseSanMatcher(std::string_view text) {
   auto colon = text.find(':');
-  std::string kind = lower(text.substr(0, colon));
+  std::string kind = common::lowerAscii(text.substr(0, colon));
   std::string_view value = colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
   if (colon == std::string_view::npos || value.empty()) {
     return fail("'" + std::string(text) + "': expected DNS:name, IP:address or URI:uri");
   }
-  if (kind == "dns") return SanMatcher{SanType::Dns, lower(value)};
+  if (kind == "dns") return SanMatcher{SanType::Dns, common::lowerAscii(value)};
   if (kind == "uri") return SanMatcher{SanType::Uri, std::string(value)};
   if (kind == "ip") {
     auto ip = canonicalIp(value);

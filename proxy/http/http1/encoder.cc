@@ -1,7 +1,7 @@
 #include "proxy/http/http1/encoder.h"
+#include "proxy/common/ascii.h"
 
 #include <array>
-#include <cctype>
 #include <cstdio>
 
 namespace culvert::http::http1 {
@@ -42,7 +42,7 @@ void removeHopByHopHeaders(HeaderMap& headers) {
       size_t e = token.find_last_not_of(" \t");
       if (b != std::string::npos) {
         token = token.substr(b, e - b + 1);
-        for (auto& c : token) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        common::lowerAsciiInPlace(token);
         headers.remove(token);
       }
       if (comma == std::string::npos) break;

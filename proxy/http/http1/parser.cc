@@ -1,7 +1,7 @@
 #include "proxy/http/http1/parser.h"
+#include "proxy/common/ascii.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstring>
 
 namespace culvert::http::http1 {
@@ -9,10 +9,6 @@ namespace culvert::http::http1 {
 namespace {
 Parser& self(llhttp_t* p) { return *static_cast<Parser*>(p->data); }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 }  // namespace
 
 const char* toString(RejectReason reason) {
@@ -89,7 +85,10 @@ int Parser::onStatus(llhttp_t* p, const char* at, size_t len) {
 }
 
 void Parser::commitHeader() {
-  if (!field_.empty()) headers_.add(lower(std::move(field_)), std::move(value_));
+  if (!field_.empty()) {
+    common::lowerAsciiInPlace(field_);
+    headers_.add(std::move(field_), std::move(value_));
+  }
   field_.clear();
   value_.clear();
   in_value_ = false;
