@@ -112,7 +112,7 @@ void Http1Session::startUpgrade(const std::string& type) {
     ++ex.log.attempt_count;
   }
   // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).
-  upstream::ConnectRequest connect{{pod_->id, endpoint.toString(), upstream::Protocol::Tcp, action->cluster},
+  upstream::ConnectRequest connect{{pod_->id, endpoint, upstream::Protocol::Tcp, action->cluster},
                                    pod_->netnsFd(),
                                    endpoint,
                                    selection->cluster->connect_timeout,

@@ -105,7 +105,7 @@ void RouterStream::startAttempt() {
   const auto& cluster = *selection->cluster;
   bool http2 = cluster.http_protocol == config::UpstreamHttpProtocol::Http2;
   upstream::ConnectRequest connect{
-      {pod_.id, endpoint.toString(), http2 ? upstream::Protocol::Http2 : upstream::Protocol::Http1},
+      {pod_.id, endpoint, http2 ? upstream::Protocol::Http2 : upstream::Protocol::Http1},
       pod_.netnsFd(),
       endpoint,
       cluster.connect_timeout};

@@ -89,7 +89,7 @@ void TcpProxySession::start(std::string_view initial_bytes) {
   }
   log_.upstream_host = endpoint->toString();
   ++log_.attempt_count;
-  upstream::ConnectRequest request{{pod_->id, endpoint->toString(), upstream::Protocol::Tcp},
+  upstream::ConnectRequest request{{pod_->id, *endpoint, upstream::Protocol::Tcp},
                                    pod_->netnsFd(),
                                    *endpoint,
                                    selection->cluster->connect_timeout};

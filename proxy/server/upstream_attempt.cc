@@ -132,7 +132,7 @@ public:
     if (done_ || !connection_) return;
     connection_->setCallbacks(nullptr);
     connection_->close();
-    fail(AttemptFailure::Reset, "upstream " + key_.endpoint + " left its cluster: closed at the drain timeout");
+    fail(AttemptFailure::Reset, "upstream " + key_.endpoint.toString() + " left its cluster: closed at the drain timeout");
   }
 
 private:
@@ -141,7 +141,7 @@ private:
     if (done_) return;
     if (!connection) {
       fail(AttemptFailure::ConnectFailure,
-           "upstream " + key_.endpoint + ": " + connection.error().describe());
+           "upstream " + key_.endpoint.toString() + ": " + connection.error().describe());
       return;
     }
     connection_ = std::move(*connection);
@@ -257,7 +257,7 @@ public:
   }
 
   void start(const upstream::ConnectRequest& connect) override {
-    endpoint_text_ = connect.key.endpoint;
+    endpoint_text_ = connect.key.endpoint.toString();
     if (services_.http2_pool == nullptr) {
       fail(AttemptFailure::ConnectFailure, "no HTTP/2 upstream pool", 0);
       return;

@@ -71,7 +71,7 @@ void Worker::publish(std::shared_ptr<const PublishedConfig> config) {
     http1_settings_.clear();
     clusters_.update(config_->snapshot->clusters);
     updateHealthCheckers();
-    pool_.setLiveEndpoints([this](std::string_view cluster, std::string_view endpoint) {
+    pool_.setLiveEndpoints([this](std::string_view cluster, const common::SocketAddress& endpoint) {
       return clusters_.hasEndpoint(cluster, endpoint);
     });
     pool_.setLifetimes([this](std::string_view cluster) { return clusters_.connectionLifetime(cluster); });

@@ -493,17 +493,15 @@ void ClusterManager::setHealthCheckResult(std::string_view name, const common::S
   state->dirty = true;
 }
 
-bool ClusterManager::hasEndpoint(std::string_view name, std::string_view endpoint) const {
+bool ClusterManager::hasEndpoint(std::string_view name, const common::SocketAddress& endpoint) const {
   const auto* cluster = configOf(name);
   if (!cluster) return false;
   // LOGICAL_DNS: connections made to an earlier answer stay until they end (Envoy's one
   // logical host); only new connections use the latest address.
   if (cluster->type == config::ClusterType::LogicalDns) return true;
-  auto address = common::SocketAddress::parseHostPort(endpoint);
-  if (!address) return false;
-  if (auto* state = find(name)) return findEndpoint(*state, *address).has_value();
+  if (auto* state = find(name)) return findEndpoint(*state, endpoint).has_value();
   // Not picked from on this worker yet (so no index): rare, a scan will do.
-  return std::ranges::any_of(cluster->endpoints, [&](const config::Endpoint& e) { return e.address == *address; });
+  return std::ranges::any_of(cluster->endpoints, [&](const config::Endpoint& e) { return e.address == endpoint; });
 }
 
 config::ConnectionLifetime ClusterManager::connectionLifetime(std::string_view name) const {

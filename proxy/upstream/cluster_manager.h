@@ -102,9 +102,8 @@ public:
   // UNHEALTHY endpoints never get here).
   void setHealthCheckResult(std::string_view cluster_name, const common::SocketAddress& endpoint, bool healthy);
 
-  // Whether the cluster has an endpoint at "ip:port" now (the pool's question about its
-  // connections).
-  bool hasEndpoint(std::string_view cluster_name, std::string_view endpoint) const;
+  // Whether the cluster has the endpoint now (the pool's question about its connections).
+  bool hasEndpoint(std::string_view cluster_name, const common::SocketAddress& endpoint) const;
   // The cluster's pooled-connection lifetime (the default for an unknown cluster).
   config::ConnectionLifetime connectionLifetime(std::string_view cluster_name) const;
 

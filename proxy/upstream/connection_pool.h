@@ -27,7 +27,7 @@ enum class Protocol { Http1, Tcp, Http2 };
 // carries its IP, so it must never be reused for another pod.
 struct PoolKey {
   uint64_t pod_id = 0;
-  std::string endpoint;  // "ip:port"
+  common::SocketAddress endpoint;
   Protocol protocol = Protocol::Http1;
   // A connection counts against its cluster's max_connections for its whole life, so it
   // is reused only within that cluster (Envoy's pools are per cluster too).
@@ -132,7 +132,7 @@ public:
   // drains). A question, not a copy of every endpoint: the cluster
   // manager answers it from the configuration it already holds (for a LOGICAL_DNS
   // cluster every endpoint stays live: a new address is for new connections only).
-  using LiveEndpoint = std::function<bool(std::string_view cluster, std::string_view endpoint)>;
+  using LiveEndpoint = std::function<bool(std::string_view cluster, const common::SocketAddress& endpoint)>;
   void setLiveEndpoints(LiveEndpoint is_live);
   // Whether the key's endpoint is still in its cluster (keys without a cluster always are).
   bool isLive(const PoolKey& key) const;

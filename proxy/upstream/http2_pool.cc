@@ -321,7 +321,7 @@ void Http2Pool::sweep() {
   // Failing a connection calls its streams back, and they may open streams elsewhere (a
   // retry): the connections are collected first. Retired ones are deleted later, so the
   // pointers stay valid here.
-  for (auto* c : drain_over) c->fail("upstream " + c->key().endpoint + " left its cluster: closed at the drain timeout");
+  for (auto* c : drain_over) c->fail("upstream " + c->key().endpoint.toString() + " left its cluster: closed at the drain timeout");
   if (next != EarliestDeadline::kNever) sweep_.request(next);
 }
 

@@ -13,6 +13,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
+common::SocketAddress addr(const std::string& ip, uint16_t port) { return *common::SocketAddress::parse(ip, port); }
+
 struct Fixture {
   common::StatsStore stats;
   ClusterManager::Clock::time_point now{};
@@ -253,16 +255,15 @@ TEST(ClusterManagerTest, HasEndpointFollowsUpdates) {
   for (int i = 40; i > 0; --i) eps.push_back({"10.0." + std::to_string(i % 3) + "." + std::to_string(i), 0});
   f.addCluster("c", eps);
   f.publish();
-  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.1.7:80"));
-  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.2.38:80"));
-  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.1.7:81"));
-  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
-  EXPECT_FALSE(f.cm.hasEndpoint("other", "10.0.1.7:80"));
-  EXPECT_FALSE(f.cm.hasEndpoint("c", "not an address"));
+  EXPECT_TRUE(f.cm.hasEndpoint("c", addr("10.0.1.7", 80)));
+  EXPECT_TRUE(f.cm.hasEndpoint("c", addr("10.0.2.38", 80)));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", addr("10.0.1.7", 81)));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", addr("10.0.0.7", 80)));
+  EXPECT_FALSE(f.cm.hasEndpoint("other", addr("10.0.1.7", 80)));
   f.addCluster("c", {{"10.0.0.7", 0}});
   f.publish();
-  EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.1.7:80"));
-  EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.7:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("c", addr("10.0.1.7", 80)));
+  EXPECT_TRUE(f.cm.hasEndpoint("c", addr("10.0.0.7", 80)));
 }
 
 // A worker makes a cluster's state at its first use, not at publish (most clusters are
@@ -278,8 +279,8 @@ TEST(ClusterManagerTest, StateMadeAtFirstUseAnswersAsAtPublish) {
             std::string::npos);
   EXPECT_EQ(f.cm.connectionLifetime("c").max_duration, 7s);
   for (bool picked : {false, true}) {
-    EXPECT_TRUE(f.cm.hasEndpoint("c", "10.0.0.2:80")) << picked;
-    EXPECT_FALSE(f.cm.hasEndpoint("c", "10.0.0.4:80")) << picked;
+    EXPECT_TRUE(f.cm.hasEndpoint("c", addr("10.0.0.2", 80))) << picked;
+    EXPECT_FALSE(f.cm.hasEndpoint("c", addr("10.0.0.4", 80))) << picked;
     EXPECT_FALSE(f.cm.isEjected("c", *common::SocketAddress::parse("10.0.0.2", 80))) << picked;
     if (!picked) {
       ASSERT_TRUE(f.cm.pickEndpoint("c"));  // 10.0.0.3
@@ -369,9 +370,9 @@ TEST(ClusterManagerTest, LogicalDnsKeepsConnectionsToEarlierAnswers) {
   f.addCluster("logical", {{"10.0.0.2", 0}})->type = config::ClusterType::LogicalDns;
   f.publish();
   // Both resolved 10.0.0.1 before: the pool asks whether connections there may stay.
-  EXPECT_FALSE(f.cm.hasEndpoint("strict", "10.0.0.1:80"));
-  EXPECT_TRUE(f.cm.hasEndpoint("logical", "10.0.0.1:80"));
-  EXPECT_FALSE(f.cm.hasEndpoint("gone", "10.0.0.1:80"));
+  EXPECT_FALSE(f.cm.hasEndpoint("strict", addr("10.0.0.1", 80)));
+  EXPECT_TRUE(f.cm.hasEndpoint("logical", addr("10.0.0.1", 80)));
+  EXPECT_FALSE(f.cm.hasEndpoint("gone", addr("10.0.0.1", 80)));
 }
 
 }  // namespace

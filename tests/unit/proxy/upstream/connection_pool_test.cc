@@ -79,8 +79,8 @@ TEST(ConnectionPoolTest, IdleTimeoutIsTheClusters) {
     return cluster == "fast" ? lifetime(std::chrono::milliseconds(200), {}) : lifetime(std::chrono::seconds(10), {});
   });
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey fast{1, address.toString(), Protocol::Http1, "fast"};
-  PoolKey slow{1, address.toString(), Protocol::Http1, "slow"};
+  PoolKey fast{1, address, Protocol::Http1, "fast"};
+  PoolKey slow{1, address, Protocol::Http1, "slow"};
   auto connected = connectAll(d, pool, address, {fast, slow});
   ASSERT_EQ(connected.size(), 2u);
   pool.release(fast, std::move(connected[0]));
@@ -101,7 +101,7 @@ TEST(ConnectionPoolTest, MaxConnectionDurationEndsReuse) {
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats);
   pool.setLifetimes([](std::string_view) { return lifetime(std::chrono::seconds(10), std::chrono::milliseconds(150)); });
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey key{1, address.toString(), Protocol::Http1, "c"};
+  PoolKey key{1, address, Protocol::Http1, "c"};
   auto connected = connectAll(d, pool, address, {key, key});
   ASSERT_EQ(connected.size(), 2u);
   // Parked: closed when its life ends, although its idle timeout is far off.
@@ -123,7 +123,7 @@ TEST(ConnectionPoolTest, ZeroIdleTimeoutKeepsConnections) {
   ConnectionPool pool(d, nullptr, std::chrono::milliseconds(1));
   pool.setLifetimes([](std::string_view) { return lifetime({}, {}); });
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey key{1, address.toString(), Protocol::Http1, "c"};
+  PoolKey key{1, address, Protocol::Http1, "c"};
   auto connected = connectAll(d, pool, address, {key});
   ASSERT_EQ(connected.size(), 1u);
   pool.release(key, std::move(connected[0]));
@@ -136,8 +136,8 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   event::Dispatcher d("pool");
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60));
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey a{1, address.toString(), Protocol::Http1, "a"};
-  PoolKey b{1, address.toString(), Protocol::Http1, "b"};
+  PoolKey a{1, address, Protocol::Http1, "a"};
+  PoolKey b{1, address, Protocol::Http1, "b"};
   std::vector<std::unique_ptr<network::TcpConnection>> connected;
   std::vector<std::unique_ptr<PendingConnection>> pending;
   for (const auto& key : {a, a, b}) {
@@ -157,8 +157,8 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   EXPECT_TRUE(pool.hasIdle(a));
   // Cluster "a" no longer has the endpoint: its idle connection closes at once, and a busy
   // one is closed rather than parked when its exchange ends.
-  pool.setLiveEndpoints([&](std::string_view cluster, std::string_view endpoint) {
-    return cluster == "b" && endpoint == address.toString();
+  pool.setLiveEndpoints([&](std::string_view cluster, const common::SocketAddress& endpoint) {
+    return cluster == "b" && endpoint == address;
   });
   EXPECT_FALSE(pool.hasIdle(a));
   EXPECT_TRUE(pool.hasIdle(b));
@@ -171,8 +171,8 @@ TEST(ConnectionPoolTest, LivenessIsAskedPerCluster) {
   event::Dispatcher d("pool");
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60));
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey logical{1, address.toString(), Protocol::Http1, "logical"};
-  PoolKey strict{1, address.toString(), Protocol::Http1, "strict"};
+  PoolKey logical{1, address, Protocol::Http1, "logical"};
+  PoolKey strict{1, address, Protocol::Http1, "strict"};
   std::vector<std::unique_ptr<network::TcpConnection>> connected;
   std::vector<std::unique_ptr<PendingConnection>> pending;
   for (const auto& key : {logical, strict}) {
@@ -189,8 +189,8 @@ TEST(ConnectionPoolTest, LivenessIsAskedPerCluster) {
   pool.release(logical, std::move(connected[0]));
   pool.release(strict, std::move(connected[1]));
   // Both clusters now resolve elsewhere; the cluster manager keeps the LOGICAL_DNS one's.
-  pool.setLiveEndpoints([](std::string_view cluster, std::string_view endpoint) {
-    return cluster == "logical" || endpoint == "127.0.0.2:80";
+  pool.setLiveEndpoints([](std::string_view cluster, const common::SocketAddress& endpoint) {
+    return cluster == "logical" || endpoint == *common::SocketAddress::parse("127.0.0.2", 80);
   });
   EXPECT_TRUE(pool.hasIdle(logical));
   EXPECT_FALSE(pool.hasIdle(strict));
@@ -214,15 +214,15 @@ TEST(ConnectionPoolTest, BusyConnectionsToALeftEndpointEndAtTheDrainTimeout) {
   common::StatsStore stats;
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats, std::chrono::milliseconds(100));
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey a{1, address.toString(), Protocol::Http1, "a"};
-  PoolKey b{1, address.toString(), Protocol::Http1, "b"};
+  PoolKey a{1, address, Protocol::Http1, "a"};
+  PoolKey b{1, address, Protocol::Http1, "b"};
   auto connected = connectAll(d, pool, address, {a, a, b});
   ASSERT_EQ(connected.size(), 3u);
   Borrower busy, returned, other;
   pool.lend(busy, a);
   pool.lend(returned, a);
   pool.lend(other, b);
-  pool.setLiveEndpoints([](std::string_view cluster, std::string_view) { return cluster == "b"; });
+  pool.setLiveEndpoints([](std::string_view cluster, const common::SocketAddress&) { return cluster == "b"; });
   auto give_back = d.createTimer([&] { pool.giveBack(returned); });
   give_back->enable(std::chrono::milliseconds(30));
   auto took = runUntil(d, [&] { return busy.drain_timeouts > 0; }, std::chrono::seconds(2));
@@ -234,8 +234,8 @@ TEST(ConnectionPoolTest, BusyConnectionsToALeftEndpointEndAtTheDrainTimeout) {
   EXPECT_EQ(counter(stats, "culvert_upstream_cx_drain_timeout_total", "a"), 1u);
 
   // Cluster "b" loses the endpoint, then gets it back before the deadline.
-  pool.setLiveEndpoints([](std::string_view, std::string_view) { return false; });
-  auto back = d.createTimer([&] { pool.setLiveEndpoints([](std::string_view, std::string_view) { return true; }); });
+  pool.setLiveEndpoints([](std::string_view, const common::SocketAddress&) { return false; });
+  auto back = d.createTimer([&] { pool.setLiveEndpoints([](std::string_view, const common::SocketAddress&) { return true; }); });
   back->enable(std::chrono::milliseconds(30));
   runUntil(d, [] { return false; }, std::chrono::milliseconds(200));
   EXPECT_EQ(other.drain_timeouts, 0);
@@ -249,7 +249,7 @@ TEST(ConnectionPoolTest, DrainTimeoutSurvivesLoansGivenBackFromACallback) {
   event::Dispatcher d("pool");
   ConnectionPool pool(d, nullptr, std::chrono::seconds(60), nullptr, std::chrono::milliseconds(20));
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
-  PoolKey a{1, address.toString(), Protocol::Http1, "a"};
+  PoolKey a{1, address, Protocol::Http1, "a"};
   auto first = std::make_unique<Borrower>();
   auto second = std::make_unique<Borrower>();
   pool.lend(*first, a);
@@ -257,7 +257,7 @@ TEST(ConnectionPoolTest, DrainTimeoutSurvivesLoansGivenBackFromACallback) {
   // Whichever is ended first destroys the other.
   first->on_drain_timeout = [&] { second.reset(); };
   second->on_drain_timeout = [&] { first.reset(); };
-  pool.setLiveEndpoints([](std::string_view, std::string_view) { return false; });
+  pool.setLiveEndpoints([](std::string_view, const common::SocketAddress&) { return false; });
   runUntil(d, [&] { return !first || !second; }, std::chrono::seconds(1));
   EXPECT_TRUE(!first != !second);  // exactly one was ended; the other was destroyed
   runUntil(d, [] { return false; }, std::chrono::milliseconds(50));
