@@ -125,7 +125,7 @@ public:
   void giveBack(LentConnection& lent);
   // Closes every idle connection of a pod (its netns is going away).
   void drainPod(uint64_t pod_id);
-  // Whether (cluster, "ip:port") exists in the configuration now; set again after every
+  // Whether (cluster, endpoint) exists in the configuration now; set again after every
   // configuration change. Idle connections to anything else close at once; busy ones
   // close instead of being parked when their exchange ends, or are ended drain_timeout
   // after the change if it still runs (DESIGN §5: an endpoint that leaves its cluster
