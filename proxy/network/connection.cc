@@ -54,7 +54,7 @@ struct TcpConnection::HeldWrites {
 };
 
 TcpConnection::TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle)
-    : dispatcher_(dispatcher), handle_(handle), created_at_(dispatcher.now()) {
+    : dispatcher_(dispatcher), handle_(handle) {
   handle_->data = this;
 }
 

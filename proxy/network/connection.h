@@ -70,10 +70,15 @@ public:
   bool closed() const { return closed_; }
   int fd() const;
   event::Dispatcher& dispatcher() { return dispatcher_; }
-  // Keeps `token` (say, a circuit-breaker unit) alive exactly as long as this object.
-  void attach(std::shared_ptr<void> token) { attached_ = std::move(token); }
-  // When the socket was adopted: the start of its life (max_connection_duration).
-  std::chrono::steady_clock::time_point createdAt() const { return created_at_; }
+  // What the upstream pool that made this connection keeps with it: `token` (say, a
+  // circuit-breaker unit) lives exactly as long as this object, and `created_at` starts
+  // its life (max_connection_duration). On the heap: downstream connections, the many
+  // idle ones, pay a pointer.
+  void setPoolFacts(std::shared_ptr<void> token, std::chrono::steady_clock::time_point created_at) {
+    pool_facts_ = std::make_unique<PoolFacts>(PoolFacts{std::move(token), created_at});
+  }
+  // The start of its life as its pool recorded it; {} when no pool made it.
+  std::chrono::steady_clock::time_point createdAt() const { return pool_facts_ ? pool_facts_->created_at : std::chrono::steady_clock::time_point{}; }
 
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
@@ -106,8 +111,11 @@ private:
   bool closed_ = false;
   bool close_notified_ = false;
   std::shared_ptr<bool> alive_;  // see aliveToken()
-  std::shared_ptr<void> attached_;
-  std::chrono::steady_clock::time_point created_at_;
+  struct PoolFacts {
+    std::shared_ptr<void> token;
+    std::chrono::steady_clock::time_point created_at;
+  };
+  std::unique_ptr<PoolFacts> pool_facts_;
 };
 
 }  // namespace culvert::network

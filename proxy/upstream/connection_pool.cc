@@ -203,7 +203,7 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
     return nullptr;
   }
   ++created_;
-  if (request.lifetime_token) (*conn)->attach(request.lifetime_token);
+  (*conn)->setPoolFacts(request.lifetime_token, dispatcher_.now());
   return std::make_unique<Connecting>(dispatcher_, std::move(*conn), request.endpoint, request.connect_timeout,
                                       std::move(ready));
 }
