@@ -78,7 +78,9 @@ public:
     pool_facts_ = std::make_unique<PoolFacts>(PoolFacts{std::move(token), created_at});
   }
   // The start of its life as its pool recorded it; {} when no pool made it.
-  std::chrono::steady_clock::time_point createdAt() const { return pool_facts_ ? pool_facts_->created_at : std::chrono::steady_clock::time_point{}; }
+  std::chrono::steady_clock::time_point createdAt() const {
+    return pool_facts_ ? pool_facts_->created_at : std::chrono::steady_clock::time_point{};
+  }
 
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);

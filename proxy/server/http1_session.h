@@ -30,7 +30,6 @@ namespace culvert::server {
 // The connection manager's settings an HTTP/1.1 session follows. Immutable and shared:
 // the worker makes one per filter chain of its configuration, so an idle connection holds
 // a pointer to them, not its own copy.
-// A filter chain's connection manager settings, shared by its sessions.
 struct Http1Settings {
   std::shared_ptr<const config::RouteConfiguration> routes;  // the chain's (inline or RDS)
   config::StreamTimeouts stream_timeouts;  // default: Envoy's
@@ -61,7 +60,8 @@ public:
     ~Owner() = default;
   };
 
-  // `services` and `owner` must outlive the session (the worker's).
+  // `services` and `owner` must outlive the session (the worker's); `settings` are its
+  // filter chain's, shared.
   Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod, std::shared_ptr<const Http1Settings> settings,
                std::unique_ptr<network::TcpConnection> downstream, Owner& owner);
   ~Http1Session() override;
@@ -69,12 +69,11 @@ public:
   // Feeds bytes that were read before the session existed (protocol sniffing).
   void start(std::string_view initial_bytes = {});
   const Pod& pod() const { return *pod_; }
-  // Where a captured connection was going: the endpoint of ORIGINAL_DST clusters.
+  // Where a captured connection was going: the endpoint of ORIGINAL_DST clusters (and
+  // the access log's). Before start().
   void setOriginalDestination(std::optional<common::SocketAddress> destination) {
     original_destination_ = std::move(destination);
   }
-  // The connection manager's settings (default: Envoy's); after setOriginalDestination,
-  // before start().
   // Closes both sides now (pod removed, shutdown).
   void abort();
   // Whether a request is in flight (its Exchange exists). For tests and stats.
