@@ -114,7 +114,6 @@ void Http1Session::startUpgrade(const std::string& type) {
   // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).
   upstream::ConnectRequest connect{{pod_->id, endpoint, upstream::Protocol::Tcp, action->cluster},
                                    pod_->netnsFd(),
-                                   endpoint,
                                    selection->cluster->connect_timeout,
                                    std::make_shared<upstream::ResourceHold>(std::move(*connection_unit))};
   ex.tunnel = std::make_unique<Tunnel>(services_.dispatcher, services_.scheduler, *pod_->tenant, *downstream_,

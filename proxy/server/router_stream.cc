@@ -107,7 +107,6 @@ void RouterStream::startAttempt() {
   upstream::ConnectRequest connect{
       {pod_.id, endpoint, http2 ? upstream::Protocol::Http2 : upstream::Protocol::Http1},
       pod_.netnsFd(),
-      endpoint,
       cluster.connect_timeout};
   // Pooled per cluster (the weighted pick's): a connection counts against its cluster's
   // max_connections, and closes when its endpoint leaves that cluster.

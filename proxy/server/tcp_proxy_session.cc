@@ -91,7 +91,6 @@ void TcpProxySession::start(std::string_view initial_bytes) {
   ++log_.attempt_count;
   upstream::ConnectRequest request{{pod_->id, *endpoint, upstream::Protocol::Tcp},
                                    pod_->netnsFd(),
-                                   *endpoint,
                                    selection->cluster->connect_timeout};
   // Read while connecting (bounded), so a client that goes away is noticed.
   downstream_->connection().readEnable(true);

@@ -257,7 +257,7 @@ public:
   }
 
   void start(const upstream::ConnectRequest& connect) override {
-    endpoint_text_ = connect.key.endpoint.toString();
+    endpoint_ = connect.key.endpoint;
     if (services_.http2_pool == nullptr) {
       fail(AttemptFailure::ConnectFailure, "no HTTP/2 upstream pool", 0);
       return;
@@ -339,7 +339,7 @@ private:
     connecting_.reset();
     if (done_) return;
     if (!connection) {
-      fail(AttemptFailure::ConnectFailure, "upstream " + endpoint_text_ + ": " + connection.error().describe(), 0);
+      fail(AttemptFailure::ConnectFailure, "upstream " + endpoint_.toString() + ": " + connection.error().describe(), 0);
       return;
     }
     auto block = http::http2::toRequestBlock(request_, "http");
@@ -373,7 +373,7 @@ private:
   const http::RequestHead& request_;
   bool te_trailers_;
   AttemptCallbacks& callbacks_;
-  std::string endpoint_text_;
+  common::SocketAddress endpoint_;  // formatted only for a failure
   std::unique_ptr<upstream::PendingConnection> connecting_;
   upstream::Http2Connection* connection_ = nullptr;
   int32_t stream_id_ = 0;

@@ -186,7 +186,7 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
     }
     idle_.erase(it);
   }
-  auto fd = network::createTcpSocketInNetns(request.netns_fd, request.endpoint.family());
+  auto fd = network::createTcpSocketInNetns(request.netns_fd, request.key.endpoint.family());
   if (!fd) {
     ready(std::unexpected(fd.error()));
     return nullptr;
@@ -204,7 +204,7 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
   }
   ++created_;
   (*conn)->setPoolFacts(request.lifetime_token, dispatcher_.now());
-  return std::make_unique<Connecting>(dispatcher_, std::move(*conn), request.endpoint, request.connect_timeout,
+  return std::make_unique<Connecting>(dispatcher_, std::move(*conn), request.key.endpoint, request.connect_timeout,
                                       std::move(ready));
 }
 

@@ -39,9 +39,8 @@ struct PoolKey {
 };
 
 struct ConnectRequest {
-  PoolKey key;
+  PoolKey key;  // its endpoint is where a new connection goes
   int netns_fd = -1;  // the source pod's netns; -1 = culvertd's own
-  common::SocketAddress endpoint;
   std::chrono::milliseconds connect_timeout{5000};
   // Attached to a new connection for its whole life (the cluster's max_connections unit).
   std::shared_ptr<void> lifetime_token{};

@@ -26,14 +26,14 @@ struct Listener {
   }
 };
 
-// Connects one pooled connection per key through `pool`, running the loop until all are up.
+// Connects one pooled connection per key (to the key's endpoint) through `pool`, running
+// the loop until all are up.
 std::vector<std::unique_ptr<network::TcpConnection>> connectAll(event::Dispatcher& d, ConnectionPool& pool,
-                                                                 const common::SocketAddress& address,
                                                                  const std::vector<PoolKey>& keys) {
   std::vector<std::unique_ptr<network::TcpConnection>> connected;
   std::vector<std::unique_ptr<PendingConnection>> pending;
   for (const auto& key : keys) {
-    pending.push_back(pool.acquire(ConnectRequest{key, -1, address, std::chrono::seconds(2)}, [&](auto result) {
+    pending.push_back(pool.acquire(ConnectRequest{key, -1, std::chrono::seconds(2)}, [&](auto result) {
       ASSERT_TRUE(result) << result.error().describe();
       connected.push_back(std::move(*result));
       if (connected.size() == keys.size()) d.exit();
@@ -81,7 +81,7 @@ TEST(ConnectionPoolTest, IdleTimeoutIsTheClusters) {
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
   PoolKey fast{1, address, Protocol::Http1, "fast"};
   PoolKey slow{1, address, Protocol::Http1, "slow"};
-  auto connected = connectAll(d, pool, address, {fast, slow});
+  auto connected = connectAll(d, pool, {fast, slow});
   ASSERT_EQ(connected.size(), 2u);
   pool.release(fast, std::move(connected[0]));
   pool.release(slow, std::move(connected[1]));
@@ -102,7 +102,7 @@ TEST(ConnectionPoolTest, MaxConnectionDurationEndsReuse) {
   pool.setLifetimes([](std::string_view) { return lifetime(std::chrono::seconds(10), std::chrono::milliseconds(150)); });
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
   PoolKey key{1, address, Protocol::Http1, "c"};
-  auto connected = connectAll(d, pool, address, {key, key});
+  auto connected = connectAll(d, pool, {key, key});
   ASSERT_EQ(connected.size(), 2u);
   // Parked: closed when its life ends, although its idle timeout is far off.
   pool.release(key, std::move(connected[0]));
@@ -124,7 +124,7 @@ TEST(ConnectionPoolTest, ZeroIdleTimeoutKeepsConnections) {
   pool.setLifetimes([](std::string_view) { return lifetime({}, {}); });
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
   PoolKey key{1, address, Protocol::Http1, "c"};
-  auto connected = connectAll(d, pool, address, {key});
+  auto connected = connectAll(d, pool, {key});
   ASSERT_EQ(connected.size(), 1u);
   pool.release(key, std::move(connected[0]));
   runUntil(d, [] { return false; }, std::chrono::milliseconds(50));
@@ -141,7 +141,7 @@ TEST(ConnectionPoolTest, EndpointsThatLeaveTheirClusterAreNotKept) {
   std::vector<std::unique_ptr<network::TcpConnection>> connected;
   std::vector<std::unique_ptr<PendingConnection>> pending;
   for (const auto& key : {a, a, b}) {
-    pending.push_back(pool.acquire(ConnectRequest{key, -1, address, std::chrono::seconds(2)}, [&](auto result) {
+    pending.push_back(pool.acquire(ConnectRequest{key, -1, std::chrono::seconds(2)}, [&](auto result) {
       ASSERT_TRUE(result) << result.error().describe();
       connected.push_back(std::move(*result));
       if (connected.size() == 3) d.exit();
@@ -176,7 +176,7 @@ TEST(ConnectionPoolTest, LivenessIsAskedPerCluster) {
   std::vector<std::unique_ptr<network::TcpConnection>> connected;
   std::vector<std::unique_ptr<PendingConnection>> pending;
   for (const auto& key : {logical, strict}) {
-    pending.push_back(pool.acquire(ConnectRequest{key, -1, address, std::chrono::seconds(2)}, [&](auto result) {
+    pending.push_back(pool.acquire(ConnectRequest{key, -1, std::chrono::seconds(2)}, [&](auto result) {
       ASSERT_TRUE(result) << result.error().describe();
       connected.push_back(std::move(*result));
       if (connected.size() == 2) d.exit();
@@ -216,7 +216,7 @@ TEST(ConnectionPoolTest, BusyConnectionsToALeftEndpointEndAtTheDrainTimeout) {
   auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
   PoolKey a{1, address, Protocol::Http1, "a"};
   PoolKey b{1, address, Protocol::Http1, "b"};
-  auto connected = connectAll(d, pool, address, {a, a, b});
+  auto connected = connectAll(d, pool, {a, a, b});
   ASSERT_EQ(connected.size(), 3u);
   Borrower busy, returned, other;
   pool.lend(busy, a);
