@@ -7,7 +7,8 @@ namespace culvert::common {
 
 // ASCII case folding for protocol text (header names, hosts, tokens): inline, and free
 // of the locale lookup std::tolower makes per character, which showed in the request
-// path's profile. Bytes outside A-Z pass through.
+// path's profile. Bytes outside A-Z pass through. xDS translation lowers configured
+// names and values with it too, so both sides of a comparison fold alike.
 constexpr char toLowerAscii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
 
 inline void lowerAsciiInPlace(std::string& text) {

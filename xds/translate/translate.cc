@@ -12,6 +12,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include "proxy/common/ascii.h"
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
 #include "xds/proto/envoy/config/endpoint/v3/endpoint.pb.h"
 #include "xds/proto/envoy/config/listener/v3/listener.pb.h"
@@ -48,11 +49,6 @@ namespace cares = envoy::extensions::network::dns_resolver::cares::v3;
 
 std::string indexed(std::string_view field, int i) {
   return std::string(field) + "[" + std::to_string(i) + "]";
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
 }
 
 // Envoy's Duration fields: non-negative, whole milliseconds are all culvert keeps.
@@ -142,7 +138,7 @@ Result<config::StringMatcher> translateStringMatcher(const envoy::type::matcher:
     case matcher::StringMatcher::MATCH_PATTERN_NOT_SET:
       return fail("one of exact, prefix, suffix, contains or safe_regex is required");
   }
-  if (out.ignore_case) out.value = lower(std::move(out.value));
+  if (out.ignore_case) out.value = common::lowerAscii(out.value);
   return out;
 }
 
@@ -150,7 +146,7 @@ Result<config::HeaderMatcher> translateHeaderMatcher(const route::HeaderMatcher&
   using Kind = config::StringMatcher::Kind;
   config::HeaderMatcher out;
   if (proto.name().empty()) return fail("a header name is required", "name");
-  out.name = lower(proto.name());
+  out.name = common::lowerAscii(proto.name());
   out.invert_match = proto.invert_match();
   auto literal = [](Kind kind, const std::string& value) { return config::StringMatcher{kind, value, false, nullptr}; };
   switch (proto.header_match_specifier_case()) {
@@ -226,7 +222,7 @@ Result<std::string> translateMutableHeaderName(const std::string& name) {
   if (!validHeaderText(name) || name.find(':', 1) != std::string::npos || name.find(' ') != std::string::npos) {
     return fail("invalid header name '" + name + "'");
   }
-  auto lowered = lower(name);
+  auto lowered = common::lowerAscii(name);
   // Envoy's rule: pseudo-headers and host are not modified by header mutations.
   if (lowered.front() == ':' || lowered == "host") {
     return fail("'" + name + "' may not be modified (use host_rewrite_literal for host)");
@@ -505,7 +501,7 @@ Result<config::RetryPolicy> translateRetryPolicy(const route::RetryPolicy& proto
       const auto& h = rl.reset_headers(i);
       auto where = "rate_limited_retry_back_off." + indexed("reset_headers", i);
       if (h.name().empty()) return fail("a header name is required", where + ".name");
-      out.reset_headers.push_back({lower(h.name()), h.format() == Policy::UNIX_TIMESTAMP
+      out.reset_headers.push_back({common::lowerAscii(h.name()), h.format() == Policy::UNIX_TIMESTAMP
                                                          ? config::RetryPolicy::ResetHeader::Format::UnixTimestamp
                                                          : config::RetryPolicy::ResetHeader::Format::Seconds});
     }
@@ -522,8 +518,7 @@ Result<config::RetryPolicy> translateRetryPolicy(const route::RetryPolicy& proto
 // Upgrade types culvert tunnels: WebSocket (forwarded, tunnelled after the 101) and
 // CONNECT (HTTP/1.1 only). Anything else would be forwarded without being understood.
 Result<std::string> translateUpgradeType(const std::string& type) {
-  std::string lower = type;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string lower = common::lowerAscii(type);
   if (lower == "websocket" || lower == "connect") return lower;
   if (lower.empty()) return fail("upgrade_type is required", "upgrade_type");
   return fail("upgrade_type \"" + type + "\" is not supported; websocket and CONNECT are", "upgrade_type");
@@ -737,7 +732,7 @@ Result<config::VirtualHost> translateVirtualHost(const route::VirtualHost& proto
   }
   if (proto.domains_size() == 0) return fail("at least one domain is required", "domains");
   for (int i = 0; i < proto.domains_size(); ++i) {
-    auto domain = lower(proto.domains(i));
+    auto domain = common::lowerAscii(proto.domains(i));
     if (auto v = validateDomain(domain); !v) return std::unexpected(nest(indexed("domains", i), v.error()));
     out.domains.push_back(std::move(domain));
   }
@@ -819,7 +814,7 @@ Result<config::FilterChainMatch> translateFilterChainMatch(const listener::Filte
   }
   for (int i = 0; i < proto.server_names_size(); ++i) {
     if (proto.server_names(i).empty()) return fail("must not be empty", indexed("server_names", i));
-    out.server_names.push_back(lower(proto.server_names(i)));
+    out.server_names.push_back(common::lowerAscii(proto.server_names(i)));
   }
   const auto& tp = proto.transport_protocol();
   if (!tp.empty() && tp != "raw_buffer" && tp != "tls") {

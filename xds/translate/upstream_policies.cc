@@ -1,12 +1,12 @@
 #include "xds/translate/upstream_policies.h"
 
 #include <algorithm>
-#include <cctype>
 #include <limits>
 #include <optional>
 #include <set>
 #include <string>
 
+#include "proxy/common/ascii.h"
 #include "xds/proto/culvert/v1/cluster_extensions.pb.h"
 #include "xds/proto/envoy/config/cluster/v3/cluster.pb.h"
 #include "xds/proto/envoy/config/route/v3/route.pb.h"
@@ -417,8 +417,7 @@ Result<std::vector<config::HashPolicy>> translateHashPolicies(const route::Route
         if (p.header().header_name().empty()) return fail("a header_name is required", where + ".header.header_name");
         policy.kind = config::HashPolicy::Kind::Header;
         policy.name = p.header().header_name();
-        std::transform(policy.name.begin(), policy.name.end(), policy.name.begin(),
-                       [](unsigned char c) { return std::tolower(c); });
+        common::lowerAsciiInPlace(policy.name);
         break;
       }
       case route::RouteAction::HashPolicy::kCookie:
