@@ -1,11 +1,12 @@
 #include "proxy/accesslog/formatter.h"
-#include "proxy/common/ascii.h"
 
 #include <time.h>
 
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::accesslog {
 
@@ -66,7 +67,6 @@ constexpr Operator kOperators[] = {
     {"CULVERT_POD_NAMESPACE", Kind::PodNamespace},
     {"CULVERT_POD_IP", Kind::PodIp},
 };
-
 
 Result<Command> makeCommand(std::string_view name, std::optional<std::string_view> args,
                             std::optional<size_t> max_len) {

@@ -1,8 +1,9 @@
 #include "proxy/network/sniffer.h"
-#include "proxy/common/ascii.h"
 
 #include <array>
 #include <cstdint>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::network {
 

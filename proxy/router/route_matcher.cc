@@ -1,9 +1,10 @@
 #include "proxy/router/route_matcher.h"
-#include "proxy/common/ascii.h"
 
 #include <charconv>
 #include <optional>
 #include <string>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::router {
 

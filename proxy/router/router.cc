@@ -1,9 +1,9 @@
 #include "proxy/router/router.h"
-#include "proxy/common/ascii.h"
 
 #include <algorithm>
 #include <random>
 
+#include "proxy/common/ascii.h"
 #include "proxy/router/route_matcher.h"
 
 namespace culvert::router {

@@ -1,6 +1,6 @@
 #include "proxy/router/upgrade.h"
-#include "proxy/common/ascii.h"
 
+#include "proxy/common/ascii.h"
 
 namespace culvert::router {
 

@@ -1,11 +1,12 @@
 #include "proxy/tls/subject_alt_names.h"
-#include "proxy/common/ascii.h"
 
 #include <arpa/inet.h>
 
 #include <array>
 #include <cstdint>
 #include <optional>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::tls {
 
@@ -22,7 +23,6 @@ std::string_view toString(SanType type) {
 }
 
 namespace {
-
 
 // Canonical text of an IPv4 or IPv6 literal; nullopt when it is neither.
 std::optional<std::string> canonicalIp(std::string_view text) {

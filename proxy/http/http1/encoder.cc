@@ -1,8 +1,9 @@
 #include "proxy/http/http1/encoder.h"
-#include "proxy/common/ascii.h"
 
 #include <array>
 #include <cstdio>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::http::http1 {
 

@@ -1,14 +1,14 @@
 #include "proxy/http/http1/parser.h"
-#include "proxy/common/ascii.h"
 
 #include <algorithm>
 #include <cstring>
+
+#include "proxy/common/ascii.h"
 
 namespace culvert::http::http1 {
 
 namespace {
 Parser& self(llhttp_t* p) { return *static_cast<Parser*>(p->data); }
-
 }  // namespace
 
 const char* toString(RejectReason reason) {
