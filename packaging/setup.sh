@@ -6,7 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config git
-  # (libmbedtls-dev pulls libmbedtls14, libmbedx509-1, libmbedcrypto7: culvertd's TLS to xDS)
+  # (protobuf, yaml-cpp, RE2, nghttp2, c-ares and mbedTLS link from the -dev packages' static
+  # archives: packaging/cmake/CulvertDependencies.cmake)
   libuv1-dev libnghttp2-dev node-llhttp libmbedtls-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libre2-dev libc-ares-dev
   # BPF: programs are built with clang against the kernel's BTF, skeletons by bpftool

@@ -32,6 +32,8 @@ function(culvert_executable name)
   add_executable(${name} ${ARG_SOURCES})
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  # Drops the unreferenced sections of the static archives it links (see CulvertDependencies).
+  target_link_options(${name} PRIVATE -Wl,--gc-sections)
   _culvert_common(${name})
 endfunction()
 

@@ -198,6 +198,8 @@ class Lint(unittest.TestCase):
         essential_in_slim = {"libc6", "libgcc-s1"}
         self.assertEqual(needed - essential_in_slim - listed, set(),
                          "add these to the runtime stage's apt-get install list")
+        self.assertEqual({p for p in listed if p.startswith("lib")} - needed, set(),
+                         "no binary links these (static archives?): drop them from the runtime stage")
 
     def test_runtime_stage_has_no_build_tools(self):
         _, sts = load()
