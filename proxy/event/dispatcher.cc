@@ -29,7 +29,7 @@ Dispatcher::~Dispatcher() {
   // exit() makes one pass return early, hence the loop).
   do {
     uv_run(&loop_, UV_RUN_DEFAULT);
-    deferred_.clear();
+    runDeferredDeletes();
   } while (uv_loop_close(&loop_) == UV_EBUSY);
 }
 
@@ -59,7 +59,7 @@ void Dispatcher::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Run what was posted before exit and whatever waits for deferred deletion.
   runPosted();
-  deferred_.clear();
+  runDeferredDeletes();
 }
 
 void Dispatcher::exit() {
@@ -82,13 +82,16 @@ void Dispatcher::scheduleDeferredDelete() {
 }
 
 void Dispatcher::onDeferred(uv_idle_t* handle) {
-  auto* self = static_cast<Dispatcher*>(handle->data);
   uv_idle_stop(handle);
-  // Deleting may queue more deletions; loop until none are left.
-  while (!self->deferred_.empty()) {
-    auto batch = std::move(self->deferred_);
-    self->deferred_.clear();
-    batch.clear();
+  static_cast<Dispatcher*>(handle->data)->runDeferredDeletes();
+}
+
+void Dispatcher::runDeferredDeletes() {
+  // Deleting may defer more deletions, into deferred_: loop until none are left.
+  while (!deferred_.empty()) {
+    deleting_.swap(deferred_);
+    for (const auto& d : deleting_) d.destroy(d.object);
+    deleting_.clear();
   }
 }
 

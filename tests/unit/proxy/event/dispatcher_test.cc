@@ -67,6 +67,48 @@ TEST(DispatcherTest, DeferredDeleteRunsAfterTheCurrentCallback) {
   EXPECT_EQ(destroyed.load(), 1);
 }
 
+// An object whose destructor defers the deletion of another, as a session deleting its
+// streams does.
+struct Chained {
+  Chained(Dispatcher& d, std::atomic<int>& n, int depth) : d_(d), n_(n), depth_(depth) {}
+  ~Chained() {
+    ++n_;
+    if (depth_ > 0) d_.deferredDelete(std::make_unique<Chained>(d_, n_, depth_ - 1));
+  }
+  Dispatcher& d_;
+  std::atomic<int>& n_;
+  int depth_;
+};
+
+TEST(DispatcherTest, DeletionsDeferredWhileDeletingRunInTheSamePass) {
+  Dispatcher d("test");
+  std::atomic<int> destroyed{0};
+  int after_first_pass = -1;
+  d.post([&] {
+    d.deferredDelete(std::make_unique<Chained>(d, destroyed, 3));
+    d.deferredDelete(std::make_unique<Tracked>(destroyed));
+    // Posted callbacks run before the loop's idle phase, so the next one sees the pass done.
+    d.post([&] {
+      after_first_pass = destroyed.load();
+      d.exit();
+    });
+  });
+  d.run();
+  EXPECT_EQ(after_first_pass, 5);  // the chain of 4 and the Tracked
+  EXPECT_EQ(destroyed.load(), 5);
+}
+
+TEST(DispatcherTest, DeferredAtExitAreDeletedByRun) {
+  Dispatcher d("test");
+  std::atomic<int> destroyed{0};
+  d.post([&] {
+    d.deferredDelete(std::make_unique<Chained>(d, destroyed, 2));
+    d.exit();
+  });
+  d.run();
+  EXPECT_EQ(destroyed.load(), 3);
+}
+
 TEST(SchedulerTest, ChargesWorkToItsTenant) {
   Scheduler s;
   bool ran = false;
