@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -7,6 +8,10 @@
 #include <vector>
 
 namespace culvert::http {
+
+// Fields the router adds to every proxied request (x-forwarded-for, x-request-id,
+// x-forwarded-proto): the room a request head reserves for them.
+inline constexpr size_t kRouterAddedHeaders = 3;
 
 // Ordered header list with lower-case names (HTTP/2's rule, applied to HTTP/1 on decode).
 class HeaderMap {
@@ -30,6 +35,11 @@ public:
   }
   const std::vector<Entry>& entries() const { return entries_; }
   size_t size() const { return entries_.size(); }
+  // Room for `n` entries: a map built entry by entry otherwise reallocates (and moves
+  // every string) at 1, 2, 4, 8 and 16.
+  void reserve(size_t n) { entries_.reserve(n); }
+  // The entries, moved out: converts one block into another without copying strings.
+  std::vector<Entry> takeEntries() && { return std::move(entries_); }
 
 private:
   std::vector<Entry> entries_;

@@ -9,6 +9,7 @@ namespace culvert::http::http1 {
 
 namespace {
 Parser& self(llhttp_t* p) { return *static_cast<Parser*>(p->data); }
+constexpr size_t kTypicalHeaderCount = 8;
 }  // namespace
 
 const char* toString(RejectReason reason) {
@@ -87,6 +88,11 @@ int Parser::onStatus(llhttp_t* p, const char* at, size_t len) {
 void Parser::commitHeader() {
   if (!field_.empty()) {
     common::lowerAsciiInPlace(field_);
+    if (headers_.size() == 0) {
+      // Room for a typical head at once, where growing 1, 2, 4, 8 allocated four times
+      // (and a request's also for the fields the router adds).
+      headers_.reserve(mode_ == Mode::Request ? kTypicalHeaderCount + kRouterAddedHeaders : kTypicalHeaderCount);
+    }
     headers_.add(std::move(field_), std::move(value_));
   }
   field_.clear();

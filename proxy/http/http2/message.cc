@@ -1,5 +1,6 @@
 #include "proxy/http/http2/message.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "proxy/http/http2/codec.h"
@@ -28,28 +29,29 @@ void appendRegularFields(HeaderMap& block, const HeaderMap& headers) {
 
 RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
   RequestHead head;
-  std::optional<std::string> authority;
-  for (auto& [name, value] : block.entries()) {
+  auto entries = std::move(block).takeEntries();
+  // Room for every field and the few the router adds (x-forwarded-for, x-request-id,
+  // x-forwarded-proto), so none of those reallocates.
+  head.headers.reserve(entries.size() + kRouterAddedHeaders);
+  auto is_authority = [](const HeaderMap::Entry& e) { return e.first == ":authority"; };
+  auto is_host = [](const HeaderMap::Entry& e) { return e.first == "host"; };
+  if (auto authority = std::ranges::find_if(entries, is_authority);
+      authority != entries.end() && std::ranges::none_of(entries, is_host)) {
+    // Host first, where an HTTP/1.1 request has it.
+    head.headers.add("host", std::move(authority->second));
+  }
+  for (auto& [name, value] : entries) {
     if (name == ":method") {
-      head.method = value;
+      head.method = std::move(value);
     } else if (name == ":path") {
-      head.path = value;
-    } else if (name == ":authority") {
-      authority = value;
+      head.path = std::move(value);
     } else if (name.starts_with(':')) {
-      continue;  // :scheme
+      continue;  // :scheme; :authority is host above
     } else if (name == "content-length") {
       head.content_length = parseLength(value);
     } else {
-      head.headers.add(name, value);
+      head.headers.add(std::move(name), std::move(value));
     }
-  }
-  if (authority && !head.headers.get("host")) {
-    // Host first, where an HTTP/1.1 request has it.
-    HeaderMap with_host;
-    with_host.add("host", *authority);
-    for (const auto& [name, value] : head.headers.entries()) with_host.add(name, value);
-    head.headers = std::move(with_host);
   }
   if (end_stream && !head.content_length) {
     if (head.method == "POST" || head.method == "PUT" || head.method == "PATCH") head.content_length = 0;
@@ -61,6 +63,7 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
 
 HeaderMap toRequestBlock(const RequestHead& head, std::string_view scheme) {
   HeaderMap block;
+  block.reserve(head.headers.size() + 5);  // + 4 pseudo-headers and content-length
   block.add(":method", head.method);
   block.add(":scheme", std::string(scheme));
   block.add(":authority", std::string(head.authority()));
@@ -72,7 +75,9 @@ HeaderMap toRequestBlock(const RequestHead& head, std::string_view scheme) {
 
 ResponseHead toResponseHead(HeaderMap&& block) {
   ResponseHead head;
-  for (auto& [name, value] : block.entries()) {
+  auto entries = std::move(block).takeEntries();
+  head.headers.reserve(entries.size());
+  for (auto& [name, value] : entries) {
     if (name == ":status") {
       head.status = static_cast<int>(parseLength(value).value_or(502));
     } else if (name.starts_with(':')) {
@@ -80,7 +85,7 @@ ResponseHead toResponseHead(HeaderMap&& block) {
     } else if (name == "content-length") {
       head.content_length = parseLength(value);
     } else {
-      head.headers.add(name, value);
+      head.headers.add(std::move(name), std::move(value));
     }
   }
   return head;
@@ -88,6 +93,7 @@ ResponseHead toResponseHead(HeaderMap&& block) {
 
 HeaderMap toResponseBlock(const ResponseHead& head) {
   HeaderMap block;
+  block.reserve(head.headers.size() + 2);  // + :status and content-length
   block.add(":status", std::to_string(head.status));
   appendRegularFields(block, head.headers);
   if (head.content_length) block.add("content-length", std::to_string(*head.content_length));

@@ -24,6 +24,23 @@ TEST(Http2Message, RequestBlockToHeadPutsAuthorityIntoHost) {
   EXPECT_FALSE(head.headers.get("content-length"));
 }
 
+TEST(Http2Message, RequestBlockWithHostKeepsItsHostAndOrder) {
+  auto head = toRequestHead(block({{":method", "GET"}, {":authority", "svc:8080"}, {":path", "/"}, {"x-a", "1"},
+                                   {"host", "named"}, {"x-b", "2"}}),
+                            true);
+  ASSERT_EQ(head.headers.size(), 3u);
+  EXPECT_EQ(head.headers.entries()[0], (HeaderMap::Entry{"x-a", "1"}));
+  EXPECT_EQ(head.headers.entries()[1], (HeaderMap::Entry{"host", "named"}));
+  EXPECT_EQ(head.headers.entries()[2], (HeaderMap::Entry{"x-b", "2"}));
+}
+
+TEST(Http2Message, RequestHeadHasRoomForTheFieldsTheRouterAdds) {
+  auto head = toRequestHead(block({{":method", "GET"}, {":authority", "a"}, {":path", "/"}, {"x-a", "1"}}), true);
+  const auto* before = head.headers.entries().data();
+  for (size_t i = 0; i < http::kRouterAddedHeaders; ++i) head.headers.add("x-added", "v");
+  EXPECT_EQ(head.headers.entries().data(), before);  // no reallocation
+}
+
 TEST(Http2Message, BodyOfUnknownLengthIsChunkedForHttp1) {
   auto streaming = toRequestHead(block({{":method", "POST"}, {":path", "/"}, {":authority", "a"}}), false);
   EXPECT_TRUE(streaming.chunked);
