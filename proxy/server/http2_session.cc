@@ -6,6 +6,7 @@
 
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
+#include "proxy/event/timer_queue.h"
 #include "proxy/http/http2/message.h"
 #include "proxy/router/stream_duration.h"
 #include "proxy/server/upstream_request.h"
@@ -63,7 +64,7 @@ public:
     }
     const auto& timeouts = session_.stream_timeouts_;
     stream_idle_ = timeouts.stream_idle;
-    if (!end_stream && timeouts.request.count() > 0) armTimer(request_timer_, timeouts.request, StreamTimeout::Request);
+    if (!end_stream && timeouts.request.count() > 0) armTimer(request_timer_, timeouts.request);
     bool te_trailers = request_.headers.get("te") == "trailers";
     decision_ = router::decideRoute(*session_.routes_, request_, routeRandom());
     const auto* route = decision_.route;
@@ -82,10 +83,10 @@ public:
     log_.upstream_cluster = decision_.cluster();
     // The route's idle_timeout replaces the connection manager's stream_idle_timeout.
     if (action.idle_timeout) stream_idle_ = *action.idle_timeout;
-    if (stream_idle_.count() > 0) armTimer(idle_timer_, stream_idle_, StreamTimeout::Idle);
+    if (stream_idle_.count() > 0) armTimer(idle_timer_, stream_idle_);
     if (action.max_stream_duration) {
       auto limit = router::streamDurationLimit(*action.max_stream_duration, request_.headers);
-      if (limit.count() > 0) armTimer(max_duration_timer_, limit, StreamTimeout::MaxDuration);
+      if (limit.count() > 0) armTimer(max_duration_timer_, limit);
     }
     prepareUpstreamRequest(request_, *session_.routes_, decision_, session_.pod_->ip);
     router_.emplace(services, *session_.pod_, *this, log_, request_, te_trailers, session_.original_destination_);
@@ -103,7 +104,7 @@ public:
   void onRequestEnd(http::HeaderMap&& trailers) {
     request_ended_ = true;
     log_.last_downstream_rx = session_.services_.dispatcher.now();
-    if (request_timer_) request_timer_->disable();
+    request_timer_.disable();
     if (!local_ && router_) router_->end(trailers);
   }
 
@@ -116,9 +117,9 @@ public:
   // The downstream stream is gone: let go of the upstream (never reused mid-exchange).
   void detach() {
     logStream();
-    request_timer_.reset();
-    idle_timer_.reset();
-    max_duration_timer_.reset();
+    request_timer_.disable();
+    idle_timer_.disable();
+    max_duration_timer_.disable();
     if (router_) router_->cancel();
   }
 
@@ -162,13 +163,17 @@ public:
   void onUpstreamActivity() override { onActivity(); }
 
 private:
-  void armTimer(std::unique_ptr<event::Timer>& timer, std::chrono::milliseconds after, StreamTimeout kind) {
-    if (!timer) timer = session_.services_.dispatcher.createTimer([this, kind] { onStreamTimeout(kind); });
-    timer->enable(after);
+  void armTimer(event::QueuedTimer& timer, std::chrono::milliseconds after) {
+    timer.enable(session_.services_.dispatcher.timerQueue(), after);
+  }
+
+  template <StreamTimeout kKind>
+  static void onTimer(void* stream) {
+    static_cast<Stream*>(stream)->onStreamTimeout(kKind);
   }
 
   void onActivity() {
-    if (idle_timer_ && idle_timer_->enabled()) idle_timer_->enable(stream_idle_);
+    if (idle_timer_.enabled()) armTimer(idle_timer_, stream_idle_);
   }
 
   // Envoy's answers, as for HTTP/1.1: 408 while no response has begun (504 or gRPC
@@ -199,9 +204,9 @@ private:
 
   void responseEnded() {
     response_complete_ = true;
-    if (request_timer_) request_timer_->disable();
-    if (idle_timer_) idle_timer_->disable();
-    if (max_duration_timer_) max_duration_timer_->disable();
+    request_timer_.disable();
+    idle_timer_.disable();
+    max_duration_timer_.disable();
     // The response is whole while the client still sends: the rest of the request is
     // dropped as it comes (a reset here would overtake the response's queued DATA).
     if (!request_ended_) local_ = true;
@@ -275,9 +280,10 @@ private:
   bool response_started_ = false;
   bool response_complete_ = false;
   std::chrono::milliseconds stream_idle_{0};
-  std::unique_ptr<event::Timer> request_timer_;
-  std::unique_ptr<event::Timer> idle_timer_;
-  std::unique_ptr<event::Timer> max_duration_timer_;
+  // In the loop's TimerQueue: no allocation or libuv handle per stream.
+  event::QueuedTimer request_timer_{&onTimer<StreamTimeout::Request>, this};
+  event::QueuedTimer idle_timer_{&onTimer<StreamTimeout::Idle>, this};
+  event::QueuedTimer max_duration_timer_{&onTimer<StreamTimeout::MaxDuration>, this};
 
   accesslog::StreamInfo log_;  // filled only when access logs are configured
   bool logged_ = false;
