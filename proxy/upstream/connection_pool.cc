@@ -178,13 +178,13 @@ std::unique_ptr<PendingConnection> ConnectionPool::acquire(const ConnectRequest&
       list.pop_back();
     }
     if (!list.empty()) {
+      // An emptied list stays for the connection's release (the next sweep drops it):
+      // a key's map node is not freed and made again for every request.
       auto conn = list.back()->take();
       list.pop_back();
-      if (list.empty()) idle_.erase(it);
       ready(std::move(conn));
       return nullptr;
     }
-    idle_.erase(it);
   }
   auto fd = network::createTcpSocketInNetns(request.netns_fd, request.key.endpoint.family());
   if (!fd) {
