@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace culvert::event {
 
@@ -24,25 +25,26 @@ public:
   explicit FairShare(Duration quantum) : quantum_(quantum) {}
 
   void charge(TenantId tenant, uint32_t weight, Duration cost) {
-    auto [it, fresh] = tenants_.try_emplace(tenant);
-    auto& t = it->second;
-    t.weight = std::max<uint32_t>(weight, 1);
-    if (fresh) t.deficit = credit(t);
-    t.deficit -= cost.count();
-    t.last_round = round_;
+    Tenant* t = find(tenant);
+    bool fresh = t == nullptr;
+    if (fresh) t = &tenants_.emplace_back(Tenant{.id = tenant});
+    t->weight = std::max<uint32_t>(weight, 1);
+    if (fresh) t->deficit = credit(*t);
+    t->deficit -= cost.count();
+    t->last_round = round_;
   }
 
   bool overShare(TenantId tenant) const {
-    auto it = tenants_.find(tenant);
-    if (it == tenants_.end() || it->second.deficit > 0) return false;
+    const Tenant* t = find(tenant);
+    if (t == nullptr || t->deficit > 0) return false;
     return othersWaiting(tenant);
   }
 
   // Whether another tenant had work lately and has credit left: time `tenant` takes now
   // is time they wait for.
   bool othersWaiting(TenantId tenant) const {
-    for (const auto& [id, t] : tenants_) {
-      if (id != tenant && round_ - t.last_round < kActiveRounds && t.deficit > 0) return true;
+    for (const auto& t : tenants_) {
+      if (t.id != tenant && round_ - t.last_round < kActiveRounds && t.deficit > 0) return true;
     }
     return false;
   }
@@ -54,35 +56,47 @@ public:
   void newRound(uint64_t rounds = 1) {
     rounds = std::max<uint64_t>(rounds, 1);
     round_ += rounds;
-    for (auto it = tenants_.begin(); it != tenants_.end();) {
-      auto& t = it->second;
+    for (size_t i = 0; i < tenants_.size();) {
+      auto& t = tenants_[i];
       if (round_ - t.last_round >= kActiveRounds) {
-        it = tenants_.erase(it);
+        t = tenants_.back();  // order does not matter; the vector keeps its capacity
+        tenants_.pop_back();
         continue;
       }
       int64_t earned = credit(t) * static_cast<int64_t>(std::min<uint64_t>(rounds, kActiveRounds));
       t.deficit = std::min(t.deficit + earned, credit(t));
-      ++it;
+      ++i;
     }
   }
 
   int64_t deficit(TenantId tenant) const {
-    auto it = tenants_.find(tenant);
-    return it == tenants_.end() ? 0 : it->second.deficit;
+    const Tenant* t = find(tenant);
+    return t == nullptr ? 0 : t->deficit;
   }
   size_t tenants() const { return tenants_.size(); }
 
 private:
   struct Tenant {
+    TenantId id = 0;
     int64_t deficit = 0;  // ns of credit left this round
     uint32_t weight = 1;
     uint64_t last_round = 0;  // the round it last had work in
   };
   int64_t credit(const Tenant& t) const { return quantum_.count() * t.weight; }
+  const Tenant* find(TenantId id) const {
+    for (const auto& t : tenants_) {
+      if (t.id == id) return &t;
+    }
+    return nullptr;
+  }
+  Tenant* find(TenantId id) { return const_cast<Tenant*>(std::as_const(*this).find(id)); }
 
   Duration quantum_;
   uint64_t round_ = 0;
-  std::unordered_map<TenantId, Tenant> tenants_;
+  // Tenants with work in the last kActiveRounds rounds: a handful per worker, so a
+  // vector searched in order, which (unlike a hash map's nodes) allocates nothing when a
+  // tenant comes back after being forgotten, as one does every few requests.
+  std::vector<Tenant> tenants_;
 };
 
 }  // namespace culvert::event

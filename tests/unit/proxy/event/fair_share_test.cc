@@ -57,6 +57,27 @@ TEST(FairShare, IdleTenantsAreForgottenAfterAFewRounds) {
   EXPECT_FALSE(s.overShare(2));  // nobody else has work: 2 may use the worker
 }
 
+TEST(FairShare, ForgettingOneTenantKeepsTheOthersCredit) {
+  FairShare s(100us);
+  s.charge(1, 1, 10us);
+  s.charge(2, 1, 20us);  // the one forgotten, between the other two
+  s.charge(3, 2, 30us);
+  for (uint64_t r = 1; r < FairShare::kActiveRounds; ++r) {
+    s.newRound();
+    s.charge(1, 1, 110us);
+    s.charge(3, 2, 230us);
+  }
+  s.newRound();
+  EXPECT_EQ(s.tenants(), 2u);
+  EXPECT_EQ(s.deficit(2), 0);  // forgotten: no entry
+  // Each round earns quantum × weight and each charge takes 10 µs (weight 2: 30 µs) more,
+  // so every round ends 10 µs (30 µs) lower: 90, 80, 70 (170, 140, 110).
+  EXPECT_EQ(s.deficit(1), 70'000);
+  EXPECT_EQ(s.deficit(3), 110'000);
+  s.charge(2, 1, 5us);  // back: a fresh round's credit
+  EXPECT_EQ(s.deficit(2), 95'000);
+}
+
 TEST(FairShare, AnIdleGapSpanningRoundsForgetsWhoHadWorkBeforeIt) {
   FairShare s(100us);
   s.charge(1, 1, 1us);  // had a request, then went quiet
