@@ -141,6 +141,7 @@ struct CodecCallbacksGlue {
     if (it == c.streams_.end()) return 0;
     // Bytes received but never consumed still count against the connection's window.
     c.connection_credit_ += it->second.unconsumed;
+    if (id == c.last_found_id_) c.last_found_id_ = 0;
     c.streams_.erase(it);
     c.callbacks_.onStreamClose(id, error_code);
     return 0;
@@ -242,8 +243,13 @@ Codec::Codec(Mode mode, const Limits& limits, CodecCallbacks& callbacks)
 Codec::~Codec() { nghttp2_session_del(session_); }
 
 Codec::Stream* Codec::find(int32_t stream_id) {
+  // A header block's fields arrive in a row, each asking for the same stream.
+  if (stream_id == last_found_id_) return last_found_;
   auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : &it->second;
+  if (it == streams_.end()) return nullptr;
+  last_found_id_ = stream_id;
+  last_found_ = &it->second;
+  return last_found_;
 }
 
 void Codec::rejectHeader(int32_t stream_id, Stream& stream, HeaderRejectReason reason) {

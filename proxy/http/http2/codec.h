@@ -131,6 +131,9 @@ private:
   CodecCallbacks& callbacks_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, Stream> streams_;
+  // find()'s last answer (0: none; stream ids are positive). Nodes do not move on rehash.
+  int32_t last_found_id_ = 0;
+  Stream* last_found_ = nullptr;
   size_t connection_credit_ = 0;  // DATA of closed streams, consumed at the next output
   HeaderRejectReason last_header_error_ = HeaderRejectReason::Malformed;
   bool goaway_received_ = false;
