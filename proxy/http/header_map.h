@@ -29,6 +29,11 @@ public:
   void remove(std::string_view name) {
     std::erase_if(entries_, [&](const Entry& e) { return e.first == name; });
   }
+  // One pass for many names (each remove() is a pass of its own).
+  template <class Pred>
+  void removeIf(Pred pred) {
+    std::erase_if(entries_, pred);
+  }
   void set(std::string name, std::string value) {
     remove(name);
     add(std::move(name), std::move(value));

@@ -1,5 +1,6 @@
 #include "proxy/http/http1/encoder.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -50,8 +51,9 @@ void removeHopByHopHeaders(HeaderMap& headers) {
       pos = comma + 1;
     }
   }
-  for (auto name : kHopByHop) headers.remove(name);
-  headers.remove("content-length");
+  headers.removeIf([](const HeaderMap::Entry& e) {
+    return e.first == "content-length" || std::ranges::find(kHopByHop, e.first) != kHopByHop.end();
+  });
 }
 
 BodyFraming requestFraming(const RequestHead& head) {
