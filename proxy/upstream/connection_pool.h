@@ -3,7 +3,6 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <optional>
 #include <map>
 #include <memory>
@@ -11,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "proxy/common/stats.h"
 #include "proxy/config/snapshot.h"
@@ -167,7 +167,9 @@ private:
   LentConnection* lent_ = nullptr;  // head of the lent list
   size_t lent_draining_ = 0;        // lent connections with a drain deadline
   LifetimeOf lifetime_of_;  // empty = idle_timeout_, no maximum
-  std::map<PoolKey, std::list<std::unique_ptr<Idle>>> idle_;
+  // Per key, most recently released last. A vector, not a list: with a key's entry kept
+  // while it empties (acquire), parking a connection allocates no node.
+  std::map<PoolKey, std::vector<std::unique_ptr<Idle>>> idle_;
   uint64_t created_ = 0;
   LiveEndpoint live_;  // empty until the first configuration
   EarliestDeadline sweep_;
