@@ -64,6 +64,8 @@ private:
   // A DNS cluster's hosts changed: the workers get the new cluster table, as after EDS.
   void republishDnsClusters();
   common::Result<void> startAds();
+  // Returns freed heap pages to the kernel once configuration stops changing.
+  void scheduleHeapTrim();
   // Captured destinations and tenant scope slots for a configuration; how many entries.
   common::Result<size_t> writeCapture(const config::Snapshot& snapshot);
   void installAdminHandlers();
@@ -105,8 +107,10 @@ private:
   SdNotifier notifier_;
   std::unique_ptr<event::Timer> ready_retry_;
   std::unique_ptr<event::Timer> watchdog_;
+  std::unique_ptr<event::Timer> heap_trim_;
   common::Counter& resource_errors_;
   common::Gauge& scope_overflow_;
+  common::Counter& heap_trims_;
 };
 
 }  // namespace culvert::agent

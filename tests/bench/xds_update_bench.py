@@ -20,6 +20,7 @@ Needs root (culvertd loads its capture programs, attached to a private cgroup).
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -135,6 +136,7 @@ log: {{level: warn}}
         self.log = open(os.path.join(self.tmp, "culvertd.log"), "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True)
         self.wrapped = bool(wrap)
+        self.trims_expected = 0
 
     @property
     def pid(self):
@@ -225,10 +227,21 @@ class Bench:
 
     # --- memory ----------------------------------------------------------------------
 
+    # culvertd trims its heap once configuration has been quiet for 2 s (App::scheduleHeapTrim).
+    HEAP_TRIM_WAIT = 2.5
+
     def settled_memory(self, c):
         c.workers_turned()
-        time.sleep(0.3)
+        time.sleep(self.HEAP_TRIM_WAIT)
+        c.trims_expected += 1
         return memory_kib(c.pid)
+
+    @staticmethod
+    def check_trimmed(c):
+        """Every measured point was after a trim: else RSS carried the decode's freed pages."""
+        m = re.search(r"^culvert_heap_trims_total (\d+)", c.stats(), re.M)
+        if not m or int(m.group(1)) < c.trims_expected:
+            raise RuntimeError(f"culvert_heap_trims_total {m and m.group(1)}, want {c.trims_expected}")
 
     def memory_clusters(self, workers, steps):
         c = self.start_culvertd(workers)
@@ -244,6 +257,7 @@ class Bench:
             last = f'cluster="c{steps[-1] - 1}"'
             if last not in c.stats():
                 raise RuntimeError(f"no metric with {last}")
+            self.check_trimmed(c)
             return points
         finally:
             c.stop()
@@ -258,6 +272,7 @@ class Bench:
             for n in steps:
                 self.push(EDS, [self.res.cla("big", fake_endpoints(n, 8080))])
                 points.append((n, self.settled_memory(c)))
+            self.check_trimmed(c)
             return points
         finally:
             c.stop()

@@ -111,6 +111,12 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     body = d.stats_text()
     R.check("admin /stats/prometheus answers", bool(body), "empty or non-200")
     before = d.metric(RQ_METRIC) or 0.0
+    # Freed heap goes back to the kernel once configuration has been quiet for 2 s, once.
+    trims = d.wait_metric("culvert_heap_trims_total", 1, timeout=6.0)
+    time.sleep(2.5)
+    trims_later = d.metric("culvert_heap_trims_total")
+    R.check("heap trimmed once after the configuration loaded, not again while it stays",
+            trims == 1 and trims_later == 1, f"culvert_heap_trims_total {trims}, then {trims_later}")
 
     # --- captured requests
     nreq = 0
