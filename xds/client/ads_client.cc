@@ -1,8 +1,5 @@
 #include "xds/client/ads_client.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -38,7 +35,7 @@ std::chrono::milliseconds backoffDelay(uint32_t attempt, std::chrono::millisecon
   return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(delay) * (0.5 + 0.5 * unit)));
 }
 
-common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsState& state, SystemTime now) {
+std::string encodeLastGood(const AdsState& state, SystemTime now) {
   std::string out(kMagic);
   out += std::to_string(unixMillis(now)) + "\n";
   for (auto t : kAllTypes) {
@@ -53,41 +50,17 @@ common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsS
       item->mutable_resource()->set_type_url(std::string(typeUrl(t)));
       item->mutable_resource()->set_value(res.serialized);
     }
-    std::string bytes = r.SerializeAsString();
-    uint32_t len = static_cast<uint32_t>(bytes.size());
+    uint32_t len = static_cast<uint32_t>(r.ByteSizeLong());
     char header[4] = {static_cast<char>(len >> 24), static_cast<char>(len >> 16), static_cast<char>(len >> 8),
                       static_cast<char>(len)};
     out.append(header, 4);
-    out += bytes;
+    r.AppendToString(&out);
   }
-  // Atomic: write a temporary file in the same directory, fsync it, rename over.
-  std::error_code ec;
-  std::filesystem::create_directories(file.parent_path(), ec);
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return common::fail(std::string("cannot create: ") + std::strerror(errno), tmp.string());
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::write(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return common::fail(std::string("cannot write: ") + std::strerror(err), tmp.string());
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return common::fail(std::string("cannot sync: ") + std::strerror(errno), tmp.string());
-  }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return common::fail(std::string("cannot rename into place: ") + std::strerror(errno), file.string());
-  }
-  return {};
+  return out;
+}
+
+common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsState& state, SystemTime now) {
+  return writeFileAtomically(file, encodeLastGood(state, now));
 }
 
 common::Result<LastGood> readLastGood(const std::filesystem::path& file, AdsState& state) {
@@ -147,7 +120,11 @@ AdsClient::AdsClient(event::Dispatcher& dispatcher, common::StatsStore& stats, A
                                   "Time to decode, validate, translate and publish the last xDS response")),
       reconnects_(stats.counter("culvert_xds_stream_reconnects_total", {}, "ADS streams (re)opened")),
       persist_failures_(stats.counter("culvert_xds_persist_failures_total", {},
-                                      "Failures writing the last accepted resources to state_dir")) {}
+                                      "Failures writing the last accepted resources to state_dir")) {
+  if (!options_.state_file.empty()) {
+    store_writer_ = std::make_unique<LastGoodWriter>(options_.state_file, persist_failures_);
+  }
+}
 
 AdsClient::~AdsClient() {
   warming_timer_.reset();
@@ -310,11 +287,8 @@ void AdsClient::afterResponse(bool changed, bool accepted, const std::string& ty
 }
 
 void AdsClient::persist() {
-  if (options_.state_file.empty()) return;
-  if (auto ok = writeLastGood(options_.state_file, state_, std::chrono::system_clock::now()); !ok) {
-    persist_failures_.inc();
-    spdlog::error("xds: cannot store the accepted configuration: {}", ok.error().describe());
-  }
+  if (!store_writer_) return;
+  store_writer_->write(encodeLastGood(state_, std::chrono::system_clock::now()));
 }
 
 void AdsClient::onClose(int status, const std::string& message) {

@@ -22,6 +22,7 @@
 #include "proxy/event/dispatcher.h"
 #include "xds/client/ads_state.h"
 #include "xds/client/grpc_stream.h"
+#include "xds/client/last_good_writer.h"
 
 namespace google::protobuf {
 class Message;
@@ -47,7 +48,8 @@ struct AdsClientOptions {
   bool delta = false;  // DeltaAggregatedResources instead of State of the World
   std::string locality_region, locality_zone, locality_sub_zone;
   std::map<std::string, std::string> node_metadata;  // Node.metadata, string values
-  // Last accepted resources, written atomically after every accepted change; empty = off.
+  // Last accepted resources, written atomically after every accepted change (on a thread
+  // of its own: LastGoodWriter); empty = off.
   std::filesystem::path state_file;
   // A stored configuration older than this is not served at start.
   std::chrono::seconds max_stale{std::chrono::hours(24)};
@@ -69,6 +71,8 @@ std::chrono::milliseconds backoffDelay(uint32_t attempt, std::chrono::millisecon
 // then per type one length-prefixed (4 bytes, big endian) DeltaDiscoveryResponse whose
 // system_version_info is the type's last accepted version and whose resources carry each
 // accepted resource's name, version and payload.
+std::string encodeLastGood(const AdsState& state, SystemTime now);
+// encodeLastGood, then writeFileAtomically.
 common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsState& state, SystemTime now);
 struct LastGood {
   SystemTime written;
@@ -134,6 +138,7 @@ private:
   common::Gauge& apply_us_gauge_;
   common::Counter& reconnects_;
   common::Counter& persist_failures_;
+  std::unique_ptr<LastGoodWriter> store_writer_;  // null when options_.state_file is empty
 };
 
 }  // namespace culvert::xds::client
