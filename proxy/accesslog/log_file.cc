@@ -1,6 +1,7 @@
 #include "proxy/accesslog/log_file.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -130,6 +131,7 @@ void LogManager::flushNow() {
 }
 
 void LogManager::run() {
+  pthread_setname_np(pthread_self(), "access-log");  // as `ps -L` and perf show it
   std::vector<std::shared_ptr<LogFile>> files;
   bool stopping = false;
   while (!stopping) {

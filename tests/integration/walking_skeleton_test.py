@@ -102,6 +102,10 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("main_thread_nice: the main thread at nice 10", nice.get(d.proc.pid) == 10, str(nice))
     R.check("main_thread_nice: the 2 workers keep nice 0",
             sum(1 for tid, n in nice.items() if tid != d.proc.pid and n == 0) >= 2, str(nice))
+    names = sorted(open(f"/proc/{d.proc.pid}/task/{tid}/comm").read().strip()
+                   for tid in os.listdir(f"/proc/{d.proc.pid}/task"))
+    R.check("threads named: culvertd (main), worker-0, worker-1",
+            {"culvertd", "worker-0", "worker-1"} <= set(names), str(names))
 
     cp = vip_curl("/hello")
     R.check("before enroll: VIP not captured (curl exit 7)",
