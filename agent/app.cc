@@ -336,13 +336,21 @@ common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> 
   }
   // The virtual listeners' addresses, any-IP ones narrowed by their chains' prefixes,
   // each with the restricted tenants allowed to use it.
-  auto captured = writeCapture(*snapshot);
-  if (!captured) return std::unexpected(captured.error());
+  // Captured destinations follow listeners and tenants only. An update that kept every
+  // one of them (EDS, CDS) skips the BPF write, whose diff walks the maps: 5 % of a
+  // 10,000-endpoint EDS update's main-thread time.
+  if (!captured_from_ || captured_from_->listeners->by_name != snapshot->listeners->by_name ||
+      captured_from_->tenants->by_name != snapshot->tenants->by_name) {
+    auto captured = writeCapture(*snapshot);
+    if (!captured) return std::unexpected(captured.error());
+    captured_from_ = snapshot;
+    captured_count_ = *captured;
+  }
   config_loaded_ = true;
   scheduleHeapTrim();
   spdlog::info("configuration {} loaded: {} listeners, {} clusters, {} captured destinations",
                config_version_.empty() ? "(unversioned)" : config_version_, snapshot->listeners->by_name.size(),
-               snapshot->clusters->by_name.size(), *captured);
+               snapshot->clusters->by_name.size(), captured_count_);
   return {};
 }
 

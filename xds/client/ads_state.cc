@@ -347,7 +347,23 @@ void AdsState::refreshActive() {
   const auto& eds = state(ResourceType::ClusterLoadAssignment).resources;
 
   std::erase_if(active_listeners_, [&](const auto& kv) { return !lds.contains(kv.first); });
+  // Whether `active` was resolved from `source` and every route it names is still the
+  // RDS resource it got. (A route missing from RDS takes the full path below, which knows
+  // what a fetch timeout means.)
+  auto current = [&rds](const ActiveListener& active, const std::shared_ptr<const config::Listener>& source) {
+    if (active.from_lds != source) return false;
+    for (size_t i = 0; i < source->filter_chains.size(); ++i) {
+      const auto& chain = source->filter_chains[i];
+      if (chain.http.route_config || chain.tcp_proxy) continue;
+      auto route = rds.find(chain.http.route_config_name);
+      if (route == rds.end() || route->second.route != active.listener->filter_chains[i].http.route_config) return false;
+    }
+    return true;
+  };
   for (const auto& [name, r] : lds) {
+    if (auto active = active_listeners_.find(name); active != active_listeners_.end() && current(active->second, r.listener)) {
+      continue;
+    }
     auto resolved = std::make_shared<config::Listener>(*r.listener);
     bool ready = true;
     for (auto& chain : resolved->filter_chains) {
@@ -364,7 +380,7 @@ void AdsState::refreshActive() {
         break;
       }
     }
-    if (ready) active_listeners_[name] = std::move(resolved);  // else the active one (if any) stays
+    if (ready) active_listeners_[name] = {std::move(resolved), r.listener};  // else the active one (if any) stays
   }
   std::erase_if(active_clusters_, [&](const auto& kv) { return !cds.contains(kv.first); });
   for (const auto& [name, r] : cds) {
@@ -392,7 +408,7 @@ void AdsState::refreshActive() {
 std::shared_ptr<const config::Snapshot> AdsState::snapshot() const {
   auto snap = std::make_shared<config::Snapshot>();
   auto listeners = std::make_shared<config::ListenerTable>();
-  for (const auto& [name, l] : active_listeners_) listeners->by_name.emplace(name, l);
+  for (const auto& [name, l] : active_listeners_) listeners->by_name.emplace(name, l.listener);
   auto clusters = std::make_shared<config::ClusterTable>();
   for (const auto& [name, c] : active_clusters_) clusters->by_name.emplace(name, c.cluster);
   snap->listeners = std::move(listeners);

@@ -182,7 +182,14 @@ private:
   TypeState types_[std::size(kAllTypes)];
   // The last active (published) listener/cluster of each name, kept while a newer
   // version warms.
-  std::map<std::string, std::shared_ptr<const config::Listener>> active_listeners_;
+  struct ActiveListener {
+    std::shared_ptr<const config::Listener> listener;
+    // Resolved from this LDS resource: kept while it and its routes stay, so an EDS or
+    // CDS update publishes the same listener objects (and the BPF capture write, which
+    // follows listeners, is skipped).
+    std::shared_ptr<const config::Listener> from_lds;
+  };
+  std::map<std::string, ActiveListener> active_listeners_;
   struct ActiveCluster {
     std::shared_ptr<const config::Cluster> cluster;
     // An EDS cluster resolved from these: kept while both stay, so an update of one

@@ -186,6 +186,28 @@ TEST(AdsState, AnEndpointUpdateOfOneClusterKeepsEveryOtherClusterObject) {
   EXPECT_EQ(recds->clusters->by_name.at("a"), after->clusters->by_name.at("a"));
 }
 
+TEST(AdsState, ListenersKeepTheirObjectsUntilTheirOwnResourceOrRoutesChange) {
+  AdsState s;
+  converge(s);
+  auto before = s.snapshot();
+  const auto& vip = before->listeners->by_name.at("vip");
+  // EDS and CDS updates publish the very same listener: workers and BPF capture see no change.
+  s.onResponse(response(ResourceType::ClusterLoadAssignment, "e2", "n5", cla("backend", "10.244.1.9")), kNow);
+  s.onResponse(response(ResourceType::Cluster, "c2", "n6", edsCluster("backend"), edsCluster("other")), kNow);
+  EXPECT_EQ(s.snapshot()->listeners->by_name.at("vip"), vip);
+  // A new version of its route resolves it again, with the new route.
+  s.onResponse(response(ResourceType::RouteConfiguration, "r2", "n7", route("r", "other")), kNow);
+  auto rerouted = s.snapshot()->listeners->by_name.at("vip");
+  EXPECT_NE(rerouted, vip);
+  EXPECT_EQ(rerouted->filter_chains[0].http.route_config->virtual_hosts[0].routes[0].route->cluster, "other");
+  // So does a new version of the listener itself.
+  s.onResponse(response(ResourceType::Listener, "l2", "n8", rdsListener("vip", "10.96.0.11", "r")), kNow);
+  auto moved = s.snapshot()->listeners->by_name.at("vip");
+  EXPECT_NE(moved, rerouted);
+  EXPECT_EQ(moved->address.toString(), "10.96.0.11:80");
+  EXPECT_EQ(moved->filter_chains[0].http.route_config, rerouted->filter_chains[0].http.route_config);
+}
+
 TEST(AdsState, PartlyInvalidResponseAppliesValidKeepsLastGoodAndNacksNamingEveryBadResource) {
   AdsState s;
   converge(s);
