@@ -8,9 +8,13 @@
   latency  data-plane latency (wrk through a bound culvert listener to nginx) with and
            without an EDS update of 10,000 endpoints (alternating content, another cluster)
            every second; --runs interleaved pairs.
+  cpu      CPU time per EDS update of 10,000 endpoints (alternating content) by culvertd
+           thread (main, worker-N, xds-store), from /proc/PID/task/TID/schedstat over
+           --updates updates, each followed by /ready; --runs fresh processes.
 
   tests/bench/xds_update_bench.py --culvertd build/agent/culvertd memory  [--runs 5]
   tests/bench/xds_update_bench.py --culvertd build/agent/culvertd latency [--runs 5] [--seconds 10]
+  tests/bench/xds_update_bench.py --culvertd build/agent/culvertd cpu     [--runs 5] [--updates 60]
   tests/bench/xds_update_bench.py --culvertd build/agent/culvertd --smoke  # both, tiny (ctest)
 
 The control plane is the xDS integration test's (Python grpcio, the project's own .proto
@@ -51,6 +55,22 @@ def memory_kib(pid):
             key, _, value = line.partition(":")
             if key in ("VmRSS", "RssAnon"):
                 out[key] = int(value.split()[0])
+    return out
+
+
+def thread_cpu_ns(pid):
+    """CPU time (ns) by thread name, summed over threads of the same name."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except OSError:
+            continue
+        name = "main" if int(tid) == pid else name
+        out[name] = out.get(name, 0) + ns
     return out
 
 
@@ -307,6 +327,38 @@ class Bench:
                          f"{med_range([r['anon'] for r in rs])} | {med_range([r['base_mib'] for r in rs], '{:.1f}')} |")
         return "\n".join(lines)
 
+    # --- CPU per update, by thread ----------------------------------------------------
+
+    def run_cpu(self):
+        a = self.args
+        per_thread = {}
+        for run in range(a.runs):
+            c = self.start_culvertd(workers=1, cpu=a.culvertd_cpus)
+            try:
+                self.push(CDS, [self.res.cluster("big", eds=True)])
+                msgs = self.packed_updates()
+                self.push(EDS, msgs[1])
+                self.push(LDS, [self.res.bound_listener("bench", free_port(), "big")])
+                c.workers_turned()
+                before = thread_cpu_ns(c.pid)
+                for i in range(a.updates):
+                    self.push(EDS, msgs[i % 2])
+                    c.workers_turned()
+                after = thread_cpu_ns(c.pid)
+            finally:
+                c.stop()
+            for name in after:
+                per_thread.setdefault(name, []).append((after[name] - before.get(name, 0)) / a.updates / 1e6)
+            print(f"cpu run {run + 1}/{a.runs}: " + ", ".join(f"{n} {v[-1]:.2f} ms" for n, v in sorted(per_thread.items())),
+                  file=sys.stderr)
+        lines = [f"Runs: {a.runs} fresh culvertd (workers: 1, CPUs {a.culvertd_cpus or 'any'}), {a.updates} EDS updates of "
+                 f"{a.update_endpoints} endpoints each, ACK and /ready after each. CPU ms per update, median (min–max). "
+                 f"Load average at the end: {loadavg()}", "",
+                 "| thread | CPU ms per update |", "|---|---|"]
+        for name, values in sorted(per_thread.items()):
+            lines.append(f"| {name} | {med_range(values, '{:.2f}')} |")
+        return "\n".join(lines)
+
     # --- latency under updates -------------------------------------------------------
 
     def start_origin(self):
@@ -329,18 +381,24 @@ http {{ access_log off; keepalive_requests 1000000;
         from http1_proxy_bench import Bench as Http1Bench
         return Http1Bench.wrk(None, port, "/", connections, seconds)
 
-    def updater(self, stop, counts):
-        """An EDS update replacing cluster "big"'s endpoints every second, two contents
-        alternating (ports differ, so every endpoint changes). Each is packed once: this
-        process shares the machine with culvertd, and serializing 10,000 endpoints per
-        push took its CPU for ~6 ms a second (perf sched_switch: python3 preempting
-        culvertd's worker), which is the control plane's cost, not culvert's."""
+    def packed_updates(self):
+        """Two EDS updates of cluster "big", packed once, whose endpoints' ports differ, so
+        applying one after the other changes every endpoint."""
         from google.protobuf import any_pb2
         msgs = []
         for salt in (0, 1):
             packed = any_pb2.Any()
             packed.Pack(self.res.cla("big", fake_endpoints(self.args.update_endpoints, 8080 + salt)))
             msgs.append([packed])
+        return msgs
+
+    def updater(self, stop, counts):
+        """An EDS update replacing cluster "big"'s endpoints every second, two contents
+        alternating (ports differ, so every endpoint changes). Each is packed once: this
+        process shares the machine with culvertd, and serializing 10,000 endpoints per
+        push took its CPU for ~6 ms a second (perf sched_switch: python3 preempting
+        culvertd's worker), which is the control plane's cost, not culvert's."""
+        msgs = self.packed_updates()
         salt = 0
         while not stop.wait(max(0.0, 1.0 - (time.monotonic() % 1.0))):
             self.push(EDS, msgs[salt])
@@ -398,14 +456,15 @@ http {{ access_log off; keepalive_requests 1000000;
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--culvertd", required=True)
-    ap.add_argument("what", nargs="*", help="memory and/or latency")
+    ap.add_argument("what", nargs="*", help="memory, latency and/or cpu")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--clusters", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--endpoints", type=int, nargs="+", default=[10000, 50000])
     ap.add_argument("--update-endpoints", type=int, default=10000)
-    ap.add_argument("--culvertd-cpus", default="0", help="latency: taskset -c list for culvertd ('' = unpinned)")
+    ap.add_argument("--updates", type=int, default=60, help="cpu: updates per run")
+    ap.add_argument("--culvertd-cpus", default="0", help="latency, cpu: taskset -c list for culvertd ('' = unpinned)")
     ap.add_argument("--main-thread-nice", type=int, default=0, help="culvertd's bootstrap main_thread_nice")
     ap.add_argument("--wrap", default="", help="run culvertd under this, e.g. 'heaptrack -o /tmp/cv' (memory only)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="memory: worker counts")
@@ -413,10 +472,10 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="both benchmarks, tiny: checks the harness works")
     args = ap.parse_args()
     if args.smoke:
-        args.what = ["memory", "latency"]
-        args.runs, args.seconds, args.clusters, args.endpoints = 1, 2, [200], [2000]
-    if not args.what or set(args.what) - {"memory", "latency"}:
-        ap.error("say memory and/or latency (or --smoke)")
+        args.what = ["memory", "latency", "cpu"]
+        args.runs, args.seconds, args.clusters, args.endpoints, args.updates = 1, 2, [200], [2000], 3
+    if not args.what or set(args.what) - {"memory", "latency", "cpu"}:
+        ap.error("say memory, latency and/or cpu (or --smoke)")
     args.culvertd = os.path.abspath(args.culvertd)
     if os.geteuid() != 0:
         print("needs root (culvertd loads BPF programs)", file=sys.stderr)
@@ -428,7 +487,9 @@ def main():
             print(bench.run_memory() + "\n")
         if "latency" in args.what:
             text, errors = bench.run_latency()
-            print(text)
+            print(text + "\n")
+        if "cpu" in args.what:
+            print(bench.run_cpu())
     finally:
         bench.cleanup()
     if errors:
