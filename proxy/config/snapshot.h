@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -317,6 +318,49 @@ struct Endpoint {
   uint32_t locality = 0;  // index into the cluster's `localities` (0 when it has none)
 };
 
+// A cluster's endpoints: one immutable vector shared by the EDS resource it came from and
+// every cluster resolved from it, and by copies of a cluster, instead of a copy each (40
+// bytes an endpoint, twice over for every EDS cluster). Reads look like a const
+// std::vector; a write copies the vector first when it is shared. Not for concurrent
+// writes: configuration is built on one thread, then published immutable.
+class EndpointList {
+public:
+  EndpointList() = default;
+  EndpointList(std::vector<Endpoint> endpoints)  // NOLINT: implicit, as a vector assigns
+      : endpoints_(endpoints.empty() ? nullptr : std::make_shared<std::vector<Endpoint>>(std::move(endpoints))) {}
+  EndpointList(std::initializer_list<Endpoint> endpoints) : EndpointList(std::vector<Endpoint>(endpoints)) {}
+
+  const std::vector<Endpoint>& vector() const { return endpoints_ ? *endpoints_ : none(); }
+  operator const std::vector<Endpoint>&() const { return vector(); }  // NOLINT: reads as the vector
+  size_t size() const { return vector().size(); }
+  bool empty() const { return vector().empty(); }
+  const Endpoint& operator[](size_t i) const { return vector()[i]; }
+  const Endpoint& front() const { return vector().front(); }
+  const Endpoint& back() const { return vector().back(); }
+  std::vector<Endpoint>::const_iterator begin() const { return vector().begin(); }
+  std::vector<Endpoint>::const_iterator end() const { return vector().end(); }
+  // Whether both share one vector (no element comparison).
+  bool sharesWith(const EndpointList& other) const { return endpoints_ == other.endpoints_; }
+
+  void push_back(const Endpoint& endpoint) { mutableVector().push_back(endpoint); }
+
+private:
+  static const std::vector<Endpoint>& none() {
+    static const std::vector<Endpoint> nothing;
+    return nothing;
+  }
+  std::vector<Endpoint>& mutableVector() {
+    if (!endpoints_) {
+      endpoints_ = std::make_shared<std::vector<Endpoint>>();
+    } else if (endpoints_.use_count() > 1) {
+      endpoints_ = std::make_shared<std::vector<Endpoint>>(*endpoints_);
+    }
+    return *endpoints_;
+  }
+
+  std::shared_ptr<std::vector<Endpoint>> endpoints_;  // null: none
+};
+
 // One locality of an assignment (EDS or a static load_assignment): its LocalityLbEndpoints
 // entries of one priority that name the same Locality. What locality-weighted balancing
 // needs to know of it.
@@ -331,7 +375,7 @@ struct Locality {
 
 // A translated ClusterLoadAssignment.
 struct LoadAssignment {
-  std::vector<Endpoint> endpoints;
+  EndpointList endpoints;
   std::vector<Locality> localities;
 };
 
@@ -452,7 +496,7 @@ struct Cluster {
   ClusterType type = ClusterType::Static;
   LbPolicy lb_policy = LbPolicy::RoundRobin;
   std::chrono::milliseconds connect_timeout{5000};
-  std::vector<Endpoint> endpoints;
+  EndpointList endpoints;
   // Endpoint::locality indexes it. DNS clusters: the load_assignment's localities, whose
   // `hosts` count what their names resolved to last.
   std::vector<Locality> localities;

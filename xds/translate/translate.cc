@@ -1468,9 +1468,10 @@ Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::Cl
     if (auto u = rejectUnknownFields(proto); !u) return std::unexpected(u.error());
   }
   config::LoadAssignment out;
+  std::vector<config::Endpoint> endpoints;
   size_t total = 0;
   for (const auto& locality : proto.endpoints()) total += static_cast<size_t>(locality.lb_endpoints_size());
-  out.endpoints.reserve(total);
+  endpoints.reserve(total);
   out.localities.reserve(static_cast<size_t>(proto.endpoints_size()));
   // Envoy's rule: priorities run from 0 without gaps.
   std::set<uint32_t> priorities;
@@ -1501,9 +1502,10 @@ Result<config::LoadAssignment> translateClusterLoadAssignment(const endpoint::Cl
       if (!ep) return std::unexpected(nest(lb_where(), ep.error()));
       ep->priority = locality.priority();
       ep->locality = locality_of[static_cast<size_t>(i)];
-      out.endpoints.push_back(*ep);
+      endpoints.push_back(*ep);
     }
   }
+  out.endpoints = std::move(endpoints);
   return out;
 }
 

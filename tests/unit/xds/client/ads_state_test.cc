@@ -175,6 +175,9 @@ TEST(AdsState, AnEndpointUpdateOfOneClusterKeepsEveryOtherClusterObject) {
   EXPECT_EQ(after->clusters->by_name.at("b"), before->clusters->by_name.at("b"));
   EXPECT_NE(after->clusters->by_name.at("a"), before->clusters->by_name.at("a"));
   EXPECT_EQ(after->clusters->by_name.at("a")->endpoints[0].address.toString(), "10.244.1.4:8080");
+  // It holds the EDS resource's endpoints, not a copy of them.
+  EXPECT_TRUE(after->clusters->by_name.at("a")->endpoints.sharesWith(
+      s.state(ResourceType::ClusterLoadAssignment).resources.at("a").endpoints->endpoints));
   // A CDS change of the cluster resolves it again with the endpoints it has.
   s.onResponse(response(ResourceType::Cluster, "c2", "n4", edsCluster("a"),
                         parse<envoy::config::cluster::v3::Cluster>(
