@@ -111,6 +111,48 @@ TEST(TcpConnectionSharedWrites, DeliversInOrderAndChargesTheTenant) {
   EXPECT_GT(scheduler.charged(7), charged_before);
 }
 
+// Held bytes are cut into 64 KiB slices as they arrive: writes of every size, straddling
+// slice boundaries, still reach the peer whole and in order.
+TEST(TcpConnectionSharedWrites, WritesOfEverySizeKeepTheirOrderAcrossSlices) {
+  Pair pair;
+  event::Dispatcher d("conn");
+  event::Scheduler scheduler(&d);
+  auto connection = TcpConnection::adopt(d, pair.writer);
+  ASSERT_TRUE(connection) << connection.error().describe();
+  Drained callbacks;
+  callbacks.share = {&scheduler, 7, 1};
+  (*connection)->setCallbacks(&callbacks);
+
+  auto body = pattern(4 * 1024 * 1024 + 77);
+  std::string_view rest(body);
+  // Sizes from 1 byte to well over a slice, in no order.
+  for (size_t i = 0; !rest.empty(); ++i) {
+    size_t n = std::min(rest.size(), (i * 40503) % 150000 + 1);
+    (*connection)->write(rest.substr(0, n));
+    rest.remove_prefix(n);
+  }
+  EXPECT_GT((*connection)->queuedWriteBytes(), 0u);
+  (*connection)->shutdownWrite();
+
+  std::string received;
+  bool eof = false;
+  auto reader = d.createTimer([&] {
+    if (!pair.drain(received)) {
+      eof = true;
+      d.exit();
+    }
+  });
+  reader->enable(1ms, 1ms);
+  auto limit = d.createTimer([&] { d.exit(); });
+  limit->enable(10s);
+  d.run();
+
+  EXPECT_TRUE(eof);
+  ASSERT_EQ(received.size(), body.size());
+  EXPECT_TRUE(received == body);
+  EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
+}
+
 // A tenant over its share of the worker: its held bytes wait for a round that finds it
 // within its share again; the kernel gets nothing more meanwhile.
 TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
