@@ -356,14 +356,14 @@ void AdsState::refreshActive() {
       const auto& chain = source->filter_chains[i];
       if (chain.http.route_config || chain.tcp_proxy) continue;
       auto route = rds.find(chain.http.route_config_name);
-      if (route == rds.end() || route->second.route != active.listener->filter_chains[i].http.route_config) return false;
+      if (route == rds.end()) return false;
+      if (route->second.route != active.listener->filter_chains[i].http.route_config) return false;
     }
     return true;
   };
   for (const auto& [name, r] : lds) {
-    if (auto active = active_listeners_.find(name); active != active_listeners_.end() && current(active->second, r.listener)) {
-      continue;
-    }
+    auto active = active_listeners_.find(name);
+    if (active != active_listeners_.end() && current(active->second, r.listener)) continue;
     auto resolved = std::make_shared<config::Listener>(*r.listener);
     bool ready = true;
     for (auto& chain : resolved->filter_chains) {
