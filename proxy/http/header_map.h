@@ -18,6 +18,10 @@ class HeaderMap {
 public:
   using Entry = std::pair<std::string, std::string>;
 
+  HeaderMap() = default;
+  // Takes `entries` as they are (a block converted in place).
+  explicit HeaderMap(std::vector<Entry> entries) : entries_(std::move(entries)) {}
+
   void add(std::string name, std::string value) { entries_.emplace_back(std::move(name), std::move(value)); }
   // First value of `name` (lower-case), if any.
   std::optional<std::string_view> get(std::string_view name) const {

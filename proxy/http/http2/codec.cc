@@ -29,9 +29,11 @@ namespace {
 // Pseudo-headers included: a request from curl or a browser has 7 to 12.
 constexpr size_t kTypicalHeaderCount = 12;
 
-std::vector<nghttp2_nv> toNv(const HeaderMap& headers) {
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(headers.size());
+// The name/value pairs nghttp2 takes, pointing into `headers`. nghttp2 copies them at
+// submit, so one array per thread serves every call: no allocation per message.
+const std::vector<nghttp2_nv>& toNv(const HeaderMap& headers) {
+  thread_local std::vector<nghttp2_nv> nv;
+  nv.clear();
   for (const auto& [name, value] : headers.entries()) {
     nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                   reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
@@ -188,7 +190,7 @@ struct CodecCallbacksGlue {
       if (!s->out_ended) return NGHTTP2_ERR_DEFERRED;
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->trailers.size() > 0) {
-        auto nv = toNv(s->trailers);
+        const auto& nv = toNv(s->trailers);
         if (nghttp2_submit_trailer(session, id, nv.data(), nv.size()) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       }
       return 0;
@@ -286,7 +288,7 @@ void Codec::takeOutput(std::string& out) {
 bool Codec::hasOutput() { return connection_credit_ > 0 || nghttp2_session_want_write(session_) != 0; }
 
 int32_t Codec::submitRequest(const HeaderMap& headers, bool end_stream) {
-  auto nv = toNv(headers);
+  const auto& nv = toNv(headers);
   nghttp2_data_provider provider{};
   provider.read_callback = &CodecCallbacksGlue::readData;
   int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), end_stream ? nullptr : &provider,
@@ -298,7 +300,7 @@ int32_t Codec::submitRequest(const HeaderMap& headers, bool end_stream) {
 bool Codec::submitResponse(int32_t stream_id, const HeaderMap& headers, bool end_stream) {
   auto* s = find(stream_id);
   if (s == nullptr) return false;
-  auto nv = toNv(headers);
+  const auto& nv = toNv(headers);
   nghttp2_data_provider provider{};
   provider.read_callback = &CodecCallbacksGlue::readData;
   s->has_provider = !end_stream;

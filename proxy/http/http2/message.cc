@@ -29,30 +29,44 @@ void appendRegularFields(HeaderMap& block, const HeaderMap& headers) {
 
 RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
   RequestHead head;
+  // The block's own vector becomes the head's: pseudo-headers and content-length leave
+  // it and the other fields close up in order, so no field is copied and, with the room
+  // the codec reserved, nothing is allocated.
   auto entries = std::move(block).takeEntries();
-  // Room for every field and the few the router adds (x-forwarded-for, x-request-id,
-  // x-forwarded-proto), so none of those reallocates.
-  head.headers.reserve(entries.size() + kRouterAddedHeaders);
-  auto is_authority = [](const HeaderMap::Entry& e) { return e.first == ":authority"; };
-  auto is_host = [](const HeaderMap::Entry& e) { return e.first == "host"; };
-  if (auto authority = std::ranges::find_if(entries, is_authority);
-      authority != entries.end() && std::ranges::none_of(entries, is_host)) {
-    // Host first, where an HTTP/1.1 request has it.
-    head.headers.add("host", std::move(authority->second));
-  }
-  for (auto& [name, value] : entries) {
+  const bool has_host = std::ranges::any_of(entries, [](const HeaderMap::Entry& e) { return e.first == "host"; });
+  size_t kept = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    auto& [name, value] = entries[i];
+    bool keep = false;
     if (name == ":method") {
       head.method = std::move(value);
     } else if (name == ":path") {
       head.path = std::move(value);
+    } else if (name == ":authority") {
+      if (has_host) continue;
+      name = "host";
+      keep = true;
     } else if (name.starts_with(':')) {
-      continue;  // :scheme; :authority is host above
+      continue;  // :scheme
     } else if (name == "content-length") {
       head.content_length = parseLength(value);
     } else {
-      head.headers.add(std::move(name), std::move(value));
+      keep = true;
     }
+    if (!keep) continue;
+    if (kept != i) entries[kept] = std::move(entries[i]);
+    // Host first, where an HTTP/1.1 request has it (pseudo-headers come first in a block,
+    // so it is there already unless the block put a field before them).
+    if (entries[kept].first == "host" && !has_host) {
+      std::rotate(entries.begin(), entries.begin() + kept, entries.begin() + kept + 1);
+    }
+    ++kept;
   }
+  entries.resize(kept);
+  head.headers = HeaderMap(std::move(entries));
+  // Room for the few fields the router adds (x-forwarded-for, x-request-id,
+  // x-forwarded-proto), so none of those reallocates.
+  head.headers.reserve(kept + kRouterAddedHeaders);
   if (end_stream && !head.content_length) {
     if (head.method == "POST" || head.method == "PUT" || head.method == "PATCH") head.content_length = 0;
   } else if (!head.content_length) {

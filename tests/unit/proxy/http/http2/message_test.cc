@@ -41,6 +41,31 @@ TEST(Http2Message, RequestHeadHasRoomForTheFieldsTheRouterAdds) {
   EXPECT_EQ(head.headers.entries().data(), before);  // no reallocation
 }
 
+TEST(Http2Message, RequestHeadTakesTheBlocksOwnStorage) {
+  auto b = block({{":method", "GET"}, {":scheme", "http"}, {":authority", "a"}, {":path", "/"}, {"x-a", "1"},
+                  {"content-length", "0"}, {"x-b", "2"}});
+  b.reserve(12);  // as the codec does
+  const auto* storage = b.entries().data();
+  auto head = toRequestHead(std::move(b), true);
+  EXPECT_EQ(head.headers.entries().data(), storage);  // converted in place: no allocation
+  ASSERT_EQ(head.headers.size(), 3u);
+  EXPECT_EQ(head.headers.entries()[0], (HeaderMap::Entry{"host", "a"}));
+  EXPECT_EQ(head.headers.entries()[1], (HeaderMap::Entry{"x-a", "1"}));
+  EXPECT_EQ(head.headers.entries()[2], (HeaderMap::Entry{"x-b", "2"}));
+}
+
+TEST(Http2Message, HostGoesFirstEvenAfterAFieldThatPrecededTheAuthority) {
+  auto head = toRequestHead(block({{":method", "GET"}, {"x-a", "1"}, {"x-b", "2"}, {":authority", "a"}, {":path", "/"},
+                                   {"x-c", "3"}}),
+                            true);
+  ASSERT_EQ(head.headers.size(), 4u);
+  EXPECT_EQ(head.headers.entries()[0], (HeaderMap::Entry{"host", "a"}));
+  EXPECT_EQ(head.headers.entries()[1], (HeaderMap::Entry{"x-a", "1"}));
+  EXPECT_EQ(head.headers.entries()[2], (HeaderMap::Entry{"x-b", "2"}));
+  EXPECT_EQ(head.headers.entries()[3], (HeaderMap::Entry{"x-c", "3"}));
+  EXPECT_EQ(head.path, "/");
+}
+
 TEST(Http2Message, BodyOfUnknownLengthIsChunkedForHttp1) {
   auto streaming = toRequestHead(block({{":method", "POST"}, {":path", "/"}, {":authority", "a"}}), false);
   EXPECT_TRUE(streaming.chunked);
