@@ -27,8 +27,9 @@ class BpfSocketHooks : public network::SocketTagger, public network::OriginalDes
 public:
   explicit BpfSocketHooks(ebpf::CaptureProgram& capture) : capture_(capture) {}
   common::Result<void> tag(int fd) override { return capture_.tagSocket(fd); }
-  std::optional<common::SocketAddress> takeOriginalDestination(int fd) override {
-    return capture_.takeOriginalDestination(fd);
+  std::optional<common::SocketAddress> takeOriginalDestination(uint64_t netns_cookie,
+                                                               const common::SocketAddress& client) override {
+    return capture_.takeOriginalDestination(netns_cookie, client);
   }
 
 private:

@@ -785,16 +785,20 @@ std::optional<common::SocketAddress> CaptureProgram::takeOriginalDestination(int
   if (getpeername(accepted_fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return std::nullopt;
   uint64_t netns = netnsCookie(accepted_fd);
   if (netns == 0) return std::nullopt;
+  return takeOriginalDestination(netns, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)));
+}
 
+std::optional<common::SocketAddress> CaptureProgram::takeOriginalDestination(uint64_t netns_cookie,
+                                                                             const common::SocketAddress& client) {
   cv_orig_dst_key key{};
-  key.netns_cookie = netns;
-  if (peer.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&peer);
+  key.netns_cookie = netns_cookie;
+  if (client.family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(client.sockaddr_ptr());
     key.client.family = CV_AF_INET;
     key.client.addr[0] = in->sin_addr.s_addr;
     key.client.port = in->sin_port;
-  } else if (peer.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&peer);
+  } else if (client.family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(client.sockaddr_ptr());
     key.client.family = CV_AF_INET6;
     std::memcpy(key.client.addr, &in6->sin6_addr, sizeof key.client.addr);
     key.client.port = in6->sin6_port;

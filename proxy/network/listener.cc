@@ -48,9 +48,11 @@ void TcpListener::shedWithReserveDescriptor() {
 
 void TcpListener::acceptAll() {
   for (int i = 0; i < kMaxAcceptsPerWake; ++i) {
-    int fd = ::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    int fd = ::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      on_accept_(FileDescriptor(fd));
+      on_accept_(FileDescriptor(fd), common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)));
       continue;
     }
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;

@@ -13,7 +13,8 @@ namespace culvert::network {
 // over as a non-blocking fd; running out of file descriptors is counted and survived.
 class TcpListener {
 public:
-  using AcceptCallback = std::function<void(FileDescriptor accepted)>;
+  // `peer` as accept4 returned it: the caller needs no getpeername of its own.
+  using AcceptCallback = std::function<void(FileDescriptor accepted, const common::SocketAddress& peer)>;
   TcpListener(event::Dispatcher& dispatcher, FileDescriptor listen_fd, AcceptCallback on_accept);
   ~TcpListener();
   TcpListener(const TcpListener&) = delete;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <optional>
 
 #include "proxy/common/error.h"
@@ -16,12 +17,14 @@ public:
   virtual common::Result<void> tag(int fd) = 0;
 };
 
-// Recovers a captured connection's original destination from an accepted socket, and
-// forgets it (each record is read once).
+// Recovers a captured connection's original destination, and forgets it (each record is
+// read once). The record is keyed by the pod's netns cookie and the client's address,
+// which the caller already has (the pod it accepted for, the address accept4 returned).
 class OriginalDestinationSource {
 public:
   virtual ~OriginalDestinationSource() = default;
-  virtual std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd) = 0;
+  virtual std::optional<common::SocketAddress> takeOriginalDestination(uint64_t netns_cookie,
+                                                                       const common::SocketAddress& client) = 0;
 };
 
 }  // namespace culvert::network

@@ -103,7 +103,9 @@ void Worker::addPodListener(std::shared_ptr<const Pod> pod, network::FileDescrip
   auto fd = std::make_shared<network::FileDescriptor>(std::move(listen_fd));
   dispatcher_.post([this, pod = std::move(pod), fd] {
     auto listener = std::make_unique<network::TcpListener>(
-        dispatcher_, std::move(*fd), [this, pod](network::FileDescriptor accepted) { onAccept(pod, std::move(accepted)); });
+        dispatcher_, std::move(*fd), [this, pod](network::FileDescriptor accepted, const common::SocketAddress& peer) {
+          onAccept(pod, std::move(accepted), peer);
+        });
     pods_.emplace(pod->id, PodListener{pod, std::move(listener)});
   });
 }
@@ -124,7 +126,9 @@ void Worker::addBoundListener(std::string name, network::FileDescriptor listen_f
   auto fd = std::make_shared<network::FileDescriptor>(std::move(listen_fd));
   dispatcher_.post([this, name = std::move(name), fd] {
     bound_listeners_[name] = std::make_unique<network::TcpListener>(
-        dispatcher_, std::move(*fd), [this, name](network::FileDescriptor accepted) { onBoundAccept(name, std::move(accepted)); });
+        dispatcher_, std::move(*fd), [this, name](network::FileDescriptor accepted, const common::SocketAddress& peer) {
+          onBoundAccept(name, std::move(accepted), peer);
+        });
   });
 }
 
@@ -133,19 +137,15 @@ void Worker::removeBoundListener(std::string name) {
   dispatcher_.post([this, name = std::move(name)] { bound_listeners_.erase(name); });
 }
 
-void Worker::onBoundAccept(const std::string& listener_name, network::FileDescriptor fd) {
+void Worker::onBoundAccept(const std::string& listener_name, network::FileDescriptor fd,
+                           const common::SocketAddress& peer) {
   if (!config_) return;
   auto it = config_->snapshot->listeners->by_name.find(listener_name);
   if (it == config_->snapshot->listeners->by_name.end()) return;
   sockaddr_storage local{};
-  sockaddr_storage peer{};
   socklen_t local_len = sizeof local;
-  socklen_t peer_len = sizeof peer;
-  if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-      getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
-    return;
-  }
-  auto client = boundClient(listener_name, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).ip());
+  if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) return;
+  auto client = boundClient(listener_name, peer.ip());
   client->tenant->budget.tryAcquireConnection();  // the node tenant has no limits; sessions release
   // A bound listener has no original destination: ORIGINAL_DST clusters get none.
   classify(std::move(client), *it->second, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local)),
@@ -170,9 +170,12 @@ std::shared_ptr<const Pod> Worker::boundClient(const std::string& listener_name,
   return pod;
 }
 
-void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd) {
+void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd,
+                      const common::SocketAddress& peer) {
   std::optional<common::SocketAddress> destination;
-  if (hooks_.original_destinations) destination = hooks_.original_destinations->takeOriginalDestination(fd.get());
+  // The in-pod listener is in the pod's netns, so the accepted socket is too: its cookie
+  // is the pod's id (no SO_NETNS_COOKIE call per connection).
+  if (hooks_.original_destinations) destination = hooks_.original_destinations->takeOriginalDestination(pod->id, peer);
   if (!destination) {
     no_original_destination_.inc();
     return;  // fd closes

@@ -70,8 +70,8 @@ public:
   void removeBoundListener(std::string name);
 
 private:
-  void onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd);
-  void onBoundAccept(const std::string& listener_name, network::FileDescriptor fd);
+  void onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd, const common::SocketAddress& peer);
+  void onBoundAccept(const std::string& listener_name, network::FileDescriptor fd, const common::SocketAddress& peer);
   // Picks the filter chain (sniffing the first bytes when the listener needs it) and
   // starts the matching session.
   void classify(std::shared_ptr<const Pod> pod, const config::Listener& listener,

@@ -137,6 +137,26 @@ TEST_F(CaptureProgramTest, CapturedVipLandsOnTaggedListenerWithOriginalDestinati
   EXPECT_EQ(c.refused + c.fail_open + c.record_failed + c.rekey_failed, 0u);
 }
 
+// What the worker does: the record keyed by the pod's netns cookie (the in-pod listener's
+// netns is the pod's) and the client address accept4 returned, with no call on the socket.
+TEST_F(CaptureProgramTest, OriginalDestinationByPodCookieAndAcceptedPeer) {
+  enroll(*pod_, FailMode::Open);
+  UniqueFd listener = taggedListener(*pod_);
+  ASSERT_TRUE(listener);
+  ConnectResult r = connectVip(*pod_);
+  ASSERT_EQ(r.error, 0) << describe(r);
+  UniqueFd conn = acceptWithin(listener.get(), 5000);
+  ASSERT_TRUE(conn);
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  ASSERT_EQ(getpeername(conn.get(), reinterpret_cast<sockaddr*>(&peer), &len), 0);
+  auto client = common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer));
+  auto orig = program_->takeOriginalDestination(pod_->cookie(), client);
+  ASSERT_TRUE(orig.has_value()) << "no record for " << client.toString();
+  EXPECT_EQ(orig->toString(), "10.96.0.10:80");
+  EXPECT_FALSE(program_->takeOriginalDestination(pod_->cookie(), client).has_value());  // consumed
+}
+
 TEST_F(CaptureProgramTest, WildcardPortCapturesAnyIpAndKeepsTheRealDestination) {
   ASSERT_TRUE(program_->setCapturedDestinations({addr("0.0.0.0", 8080)}));
   enroll(*pod_, FailMode::Open);

@@ -182,7 +182,9 @@ private:
 class FixedOriginalDestination : public network::OriginalDestinationSource {
 public:
   explicit FixedOriginalDestination(common::SocketAddress dst) : dst_(dst) {}
-  std::optional<common::SocketAddress> takeOriginalDestination(int) override { return dst_; }
+  std::optional<common::SocketAddress> takeOriginalDestination(uint64_t, const common::SocketAddress&) override {
+    return dst_;
+  }
   common::SocketAddress dst_;
 };
 
