@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <deque>
+#include <vector>
 
 namespace culvert::network {
 
@@ -51,7 +51,10 @@ struct WriteRequest {
 // copied each byte of a relayed 1 MiB body twice more: the slice, and the buffer's
 // compaction.)
 struct TcpConnection::HeldWrites {
-  std::deque<std::string> slices;  // not yet given to libuv, in order
+  // Not yet given to libuv, in order, from `next` (a vector: a deque would allocate a
+  // 512-byte block for every connection that holds anything).
+  std::vector<std::string> slices;
+  size_t next = 0;
   size_t bytes = 0;
   bool shutdown_after = false;  // shutdownWrite() came while bytes were held
   std::unique_ptr<event::Scheduler::Pause> pause;
@@ -60,7 +63,7 @@ struct TcpConnection::HeldWrites {
   void append(std::string_view data) {
     bytes += data.size();
     while (!data.empty()) {
-      if (slices.empty() || slices.back().size() >= kWriteSlice) {
+      if (slices.size() == next || slices.back().size() >= kWriteSlice) {
         slices.emplace_back().reserve(std::min(kWriteSlice, data.size()));
       }
       auto& last = slices.back();
@@ -70,9 +73,16 @@ struct TcpConnection::HeldWrites {
     }
   }
   std::string takeSlice() {
-    std::string slice = std::move(slices.front());
-    slices.pop_front();
+    std::string slice = std::move(slices[next++]);
     bytes -= slice.size();
+    if (next == slices.size()) {
+      slices.clear();
+      next = 0;
+    } else if (next >= 16 && next * 2 >= slices.size()) {
+      // A long relay that never drains: drop the taken (empty) entries now and then.
+      slices.erase(slices.begin(), slices.begin() + static_cast<std::ptrdiff_t>(next));
+      next = 0;
+    }
     return slice;
   }
 };
