@@ -391,7 +391,7 @@ void Http1Session::onUpstreamHead(http::ResponseHead& head, bool end_stream) {
   ex.log.response_code_details = "via_upstream";
   if (settings_->access_logs.enabled()) ex.log.response_headers = head.headers;
   ex.response_framing = http::http1::responseFraming(head, ex.request.method == "HEAD");
-  ex.response_out += http::http1::encodeResponseHead(head, ex.response_framing, close_after_response_);
+  http::http1::appendResponseHead(ex.response_out, head, ex.response_framing, close_after_response_);
   if (end_stream) onUpstreamEnd({});
 }
 

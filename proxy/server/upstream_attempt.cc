@@ -12,6 +12,8 @@ using http::http1::BodyFraming;
 using router::AttemptFailure;
 
 constexpr uint32_t kRefusedStream = 0x7;
+// The thread's request-encoding buffer keeps up to this much capacity between requests.
+constexpr size_t kKeptEncodeBuffer = 64 * 1024;
 
 // A pooled HTTP/1.1 connection of the attempt's own, returned to the pool when the
 // exchange ends cleanly.
@@ -152,11 +154,15 @@ private:
     // A request that ended without a body and without a length (an HTTP/2 client's
     // HEADERS with END_STREAM) needs no chunked framing.
     if (ended_ && pending_.empty() && !request_.content_length) framing_ = BodyFraming::None;
-    std::string out = http::http1::encodeRequestHead(request_, framing_);
+    // One buffer per thread: write() copies what the kernel does not take at once.
+    thread_local std::string out;
+    out.clear();
+    http::http1::appendRequestHead(out, request_, framing_);
     http::http1::appendBody(out, pending_, framing_);
     if (ended_) http::http1::appendBodyEnd(out, framing_);
     std::string().swap(pending_);
     connection_->write(out);
+    if (out.capacity() > kKeptEncodeBuffer) std::string().swap(out);  // a large body went through it
     callbacks_.onAttemptConnected(*this);
   }
 

@@ -21,6 +21,9 @@ BodyFraming responseFraming(const ResponseHead& head, bool head_request);
 
 std::string encodeRequestHead(const RequestHead& head, BodyFraming framing);
 std::string encodeResponseHead(const ResponseHead& head, BodyFraming framing, bool close_connection);
+// The same, appended to `out`: a caller with a buffer of its own allocates nothing.
+void appendRequestHead(std::string& out, const RequestHead& head, BodyFraming framing);
+void appendResponseHead(std::string& out, const ResponseHead& head, BodyFraming framing, bool close_connection);
 
 // A chunk of body data as it goes on the wire with `framing`.
 void appendBody(std::string& out, std::string_view data, BodyFraming framing);

@@ -29,6 +29,22 @@ TEST(Http1EncoderTest, RequestHeadKeepsContentLength) {
   EXPECT_EQ(encodeRequestHead(r, requestFraming(r)), "POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n");
 }
 
+TEST(Http1EncoderTest, HeadsAppendAfterWhatTheBufferHolds) {
+  RequestHead r;
+  r.method = "GET";
+  r.path = "/";
+  r.headers.add("host", "a");
+  std::string out = "earlier";
+  appendRequestHead(out, r, BodyFraming::None);
+  EXPECT_EQ(out, "earlierGET / HTTP/1.1\r\nhost: a\r\n\r\n");
+  ResponseHead h;
+  h.status = 404;
+  h.content_length = 0;
+  out = "0\r\n\r\n";  // the end of the previous response, not yet written
+  appendResponseHead(out, h, BodyFraming::ContentLength, true);
+  EXPECT_EQ(out, "0\r\n\r\nHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+}
+
 TEST(Http1EncoderTest, UnknownLengthResponseBecomesChunked) {
   ResponseHead r;
   r.status = 200;
