@@ -339,11 +339,13 @@ common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> 
   // Captured destinations follow listeners and tenants only. An update that kept every
   // one of them (EDS, CDS) skips the BPF write, whose diff walks the maps: 5 % of a
   // 10,000-endpoint EDS update's main-thread time.
-  if (!captured_from_ || captured_from_->listeners->by_name != snapshot->listeners->by_name ||
-      captured_from_->tenants->by_name != snapshot->tenants->by_name) {
+  if (!captured_listeners_ || captured_listeners_->by_name != snapshot->listeners->by_name ||
+      captured_tenants_->by_name != snapshot->tenants->by_name) {
     auto captured = writeCapture(*snapshot);
     if (!captured) return std::unexpected(captured.error());
-    captured_from_ = snapshot;
+    // The tables only: the whole snapshot would keep its cluster table alive too.
+    captured_listeners_ = snapshot->listeners;
+    captured_tenants_ = snapshot->tenants;
     captured_count_ = *captured;
   }
   config_loaded_ = true;

@@ -97,9 +97,10 @@ private:
   std::string config_version_;
   std::shared_ptr<const config::Snapshot> snapshot_;  // the last published
   std::shared_ptr<const config::Snapshot> source_snapshot_;  // as the configuration source gave it
-  // The configuration whose listeners and tenants the BPF captured destinations were last
-  // written from, and how many entries that wrote.
-  std::shared_ptr<const config::Snapshot> captured_from_;
+  // The listeners and tenants the BPF captured destinations were last written from, and
+  // how many entries that wrote.
+  std::shared_ptr<const config::ListenerTable> captured_listeners_;
+  std::shared_ptr<const config::TenantTable> captured_tenants_;
   size_t captured_count_ = 0;
   // STRICT_DNS / LOGICAL_DNS resolution, on the main loop, from culvertd's own netns.
   std::unique_ptr<upstream::DnsClusterSet> dns_clusters_;
