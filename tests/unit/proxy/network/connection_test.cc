@@ -55,6 +55,23 @@ struct Pair {
   }
 };
 
+// Runs the loop, reading what `pair` receives every millisecond, until the writer's FIN
+// arrives (true) or 10 s pass (false).
+bool readUntilEof(event::Dispatcher& d, const Pair& pair, std::string& received) {
+  bool eof = false;
+  auto reader = d.createTimer([&] {
+    if (!pair.drain(received)) {
+      eof = true;
+      d.exit();
+    }
+  });
+  reader->enable(1ms, 1ms);
+  auto limit = d.createTimer([&] { d.exit(); });
+  limit->enable(10s);
+  d.run();
+  return eof;
+}
+
 // Counts drains; its writes are `share`'s (none by default).
 struct Drained : ConnectionCallbacks {
   int drained = 0;
@@ -91,19 +108,7 @@ TEST(TcpConnectionSharedWrites, DeliversInOrderAndChargesTheTenant) {
   auto charged_before = scheduler.charged(7);
 
   std::string received;
-  bool eof = false;
-  auto reader = d.createTimer([&] {
-    if (!pair.drain(received)) {
-      eof = true;
-      d.exit();
-    }
-  });
-  reader->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(10s);
-  d.run();
-
-  EXPECT_TRUE(eof);
+  EXPECT_TRUE(readUntilEof(d, pair, received));
   ASSERT_EQ(received.size(), body.size());
   EXPECT_TRUE(received == body);
   EXPECT_EQ(callbacks.drained, 1);
@@ -135,19 +140,7 @@ TEST(TcpConnectionSharedWrites, WritesOfEverySizeKeepTheirOrderAcrossSlices) {
   (*connection)->shutdownWrite();
 
   std::string received;
-  bool eof = false;
-  auto reader = d.createTimer([&] {
-    if (!pair.drain(received)) {
-      eof = true;
-      d.exit();
-    }
-  });
-  reader->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(10s);
-  d.run();
-
-  EXPECT_TRUE(eof);
+  EXPECT_TRUE(readUntilEof(d, pair, received));
   ASSERT_EQ(received.size(), body.size());
   EXPECT_TRUE(received == body);
   EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
