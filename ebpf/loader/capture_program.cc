@@ -779,15 +779,6 @@ common::Result<void> CaptureProgram::tagSocket(int fd) {
   return {};
 }
 
-std::optional<common::SocketAddress> CaptureProgram::takeOriginalDestination(int accepted_fd) {
-  sockaddr_storage peer{};
-  socklen_t len = sizeof peer;
-  if (getpeername(accepted_fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return std::nullopt;
-  uint64_t netns = netnsCookie(accepted_fd);
-  if (netns == 0) return std::nullopt;
-  return takeOriginalDestination(netns, common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)));
-}
-
 std::optional<common::SocketAddress> CaptureProgram::takeOriginalDestination(uint64_t netns_cookie,
                                                                              const common::SocketAddress& client) {
   cv_orig_dst_key key{};

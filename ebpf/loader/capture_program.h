@@ -137,10 +137,8 @@ public:
   common::Result<void> tagSocket(int fd);
 
   // The original destination of a connection accepted on an in-pod listener, looked up
-  // by (netns cookie, peer address) and deleted. nullopt when there is no record.
-  std::optional<common::SocketAddress> takeOriginalDestination(int accepted_fd);
-  // The same, from what the caller already knows: the accepted socket's netns cookie (the
-  // in-pod listener's) and the client address accept4 returned. Two system calls fewer.
+  // by the accepted socket's netns cookie (the in-pod listener's, i.e. the pod's) and the
+  // client address (as accept4 returned it), and deleted. nullopt when there is no record.
   std::optional<common::SocketAddress> takeOriginalDestination(uint64_t netns_cookie, const common::SocketAddress& client);
   // Deletes every original-destination record; returns how many there were. At start,
   // before any in-pod listener re-opens, every record belongs to a connection queued on

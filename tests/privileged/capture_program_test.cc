@@ -33,6 +33,16 @@ using culvert::testing::TestCgroup;
 using culvert::testing::TestNetns;
 using culvert::testing::UniqueFd;
 
+// An accepted connection's original-destination record, taken by the accepted socket's
+// netns cookie and its peer (the worker has both without asking the socket).
+std::optional<common::SocketAddress> takeRecord(CaptureProgram& program, int accepted_fd) {
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (getpeername(accepted_fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return std::nullopt;
+  return program.takeOriginalDestination(CaptureProgram::netnsCookie(accepted_fd),
+                                         common::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)));
+}
+
 constexpr uint16_t kCapturePort = 15001;
 constexpr const char* kVip = "10.96.0.10";  // a service VIP: never routed anywhere
 constexpr uint16_t kVipPort = 80;
@@ -104,9 +114,9 @@ protected:
     char byte = 0;
     EXPECT_EQ(recv(conn.get(), &byte, 1, 0), 1);
     EXPECT_EQ(byte, 'x');
-    auto orig = program_->takeOriginalDestination(conn.get());
+    auto orig = takeRecord(*program_, conn.get());
     // The record is consumed by the lookup.
-    EXPECT_FALSE(program_->takeOriginalDestination(conn.get()).has_value());
+    EXPECT_FALSE(takeRecord(*program_, conn.get()).has_value());
     return orig;
   }
 
@@ -654,7 +664,7 @@ TEST_F(CaptureProgramTest, FiftyConcurrentConnectsEachGetTheirOwnDestination) {
     uint8_t id = 0;
     pollfd p{c.get(), POLLIN, 0};
     if (poll(&p, 1, 5000) != 1 || recv(c.get(), &id, 1, 0) != 1) continue;
-    auto orig = program_->takeOriginalDestination(c.get());
+    auto orig = takeRecord(*program_, c.get());
     if (orig && orig->toString() == "10.96.1." + std::to_string(id) + ":80") ++matched;
     conns.push_back(std::move(c));
   }
@@ -720,7 +730,7 @@ TEST_F(CaptureProgramTest, RapidPortReuseGetsTheNewDestination) {
     uint8_t id = 255;
     pollfd p{c.get(), POLLIN, 0};
     if (poll(&p, 1, 5000) != 1 || recv(c.get(), &id, 1, 0) != 1) break;
-    auto orig = program_->takeOriginalDestination(c.get());
+    auto orig = takeRecord(*program_, c.get());
     EXPECT_TRUE(orig.has_value()) << "round " << round;
     if (orig && id < kRounds && orig->toString() == std::string(vips[id % 2]) + ":80") ++ok;
   }
@@ -799,7 +809,7 @@ protected:
       uint8_t id = 0;
       pollfd p{c.get(), POLLIN, 0};
       if (poll(&p, 1, 1000) == 1 && recv(c.get(), &id, 1, 0) == 1) {
-        auto orig = program_->takeOriginalDestination(c.get());
+        auto orig = takeRecord(*program_, c.get());
         if (orig && orig->toString() == "10.96.0.10:80") ++got;
       }
       conns.push_back(std::move(c));
