@@ -4,9 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/event/timer_queue.h"
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
-#include "proxy/event/timer_queue.h"
 #include "proxy/http/http2/message.h"
 #include "proxy/router/stream_duration.h"
 #include "proxy/server/upstream_request.h"

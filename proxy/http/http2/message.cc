@@ -38,6 +38,7 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
   for (size_t i = 0; i < entries.size(); ++i) {
     auto& [name, value] = entries[i];
     bool keep = false;
+    bool first = false;
     if (name == ":method") {
       head.method = std::move(value);
     } else if (name == ":path") {
@@ -45,7 +46,7 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
     } else if (name == ":authority") {
       if (has_host) continue;
       name = "host";
-      keep = true;
+      keep = first = true;
     } else if (name.starts_with(':')) {
       continue;  // :scheme
     } else if (name == "content-length") {
@@ -57,9 +58,7 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
     if (kept != i) entries[kept] = std::move(entries[i]);
     // Host first, where an HTTP/1.1 request has it (pseudo-headers come first in a block,
     // so it is there already unless the block put a field before them).
-    if (entries[kept].first == "host" && !has_host) {
-      std::rotate(entries.begin(), entries.begin() + kept, entries.begin() + kept + 1);
-    }
+    if (first) std::rotate(entries.begin(), entries.begin() + kept, entries.begin() + kept + 1);
     ++kept;
   }
   entries.resize(kept);
