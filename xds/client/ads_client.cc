@@ -59,10 +59,6 @@ std::string encodeLastGood(const AdsState& state, SystemTime now) {
   return out;
 }
 
-common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsState& state, SystemTime now) {
-  return writeFileAtomically(file, encodeLastGood(state, now));
-}
-
 common::Result<LastGood> readLastGood(const std::filesystem::path& file, AdsState& state) {
   std::ifstream in(file, std::ios::binary);
   if (!in) return common::fail("cannot open", file.string());

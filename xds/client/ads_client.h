@@ -71,9 +71,8 @@ std::chrono::milliseconds backoffDelay(uint32_t attempt, std::chrono::millisecon
 // then per type one length-prefixed (4 bytes, big endian) DeltaDiscoveryResponse whose
 // system_version_info is the type's last accepted version and whose resources carry each
 // accepted resource's name, version and payload.
+// Written with writeFileAtomically (LastGoodWriter).
 std::string encodeLastGood(const AdsState& state, SystemTime now);
-// encodeLastGood, then writeFileAtomically.
-common::Result<void> writeLastGood(const std::filesystem::path& file, const AdsState& state, SystemTime now);
 struct LastGood {
   SystemTime written;
   size_t resources = 0;

@@ -498,7 +498,7 @@ TEST(LastGood, RoundTripsEveryAcceptedResourceAndItsVersion) {
   AdsState s;
   converge(s);
   auto file = std::filesystem::path(::testing::TempDir()) / ("last_good_" + std::to_string(::getpid()));
-  ASSERT_TRUE(writeLastGood(file, s, kNow));
+  ASSERT_TRUE(writeFileAtomically(file, encodeLastGood(s, kNow)));
   AdsState restored;
   auto loaded = readLastGood(file, restored);
   std::filesystem::remove(file);
