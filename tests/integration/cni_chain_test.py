@@ -284,7 +284,7 @@ class CniTest:
             except OSError:
                 pass
         maps = {}
-        pin_dir = os.path.join(self.pin_root, "v1")
+        pin_dir = self.pin_dir()
         for m in sorted(th._listdir(pin_dir)):
             cp = th.run(["bpftool", "-j", "map", "dump", "pinned", os.path.join(pin_dir, m)], check=False)
             try:
@@ -300,6 +300,13 @@ class CniTest:
                                         if n.startswith(self.net.prefix) or not n.startswith(th.PREFIX_BASE)),
                 "registry": self.registry(), "listen_pod": self.listeners(netns),
                 "listen_culvertd": self.culvertd_listen()}
+
+    def pin_dir(self):
+        """The pin directory of the layout culvertd runs (<pin_root>/v<N>): exactly one."""
+        layouts = [d for d in th._listdir(self.pin_root) if d.startswith("v")]
+        if len(layouts) != 1:
+            raise AssertionError(f"expected one layout directory under {self.pin_root}, found {layouts}")
+        return os.path.join(self.pin_root, layouts[0])
 
     def culvertd_listen(self):
         """culvertd's LISTEN sockets in the root netns (TCP and unix): how many."""
@@ -512,6 +519,9 @@ class CniTest:
         args = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cyc"
         before = self.snapshot(pod.netns)
         print(f"cycles: before {json.dumps(before)}", flush=True)
+        # The map comparison below means something only if the maps were read.
+        R.check("cycles: the snapshot sees the pinned maps",
+                {"cv_enrolled", "cv_orig_dst", "cv_pod_counters"} <= set(before["maps"]), str(before["maps"]))
         t0 = time.monotonic()
         failures = []
         for i in range(n):
