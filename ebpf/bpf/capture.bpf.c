@@ -402,7 +402,9 @@ int cv_sockops(struct bpf_sock_ops *skops)
 		/* The client socket is aborted (reset, refused, timed out: the proxy will
 		 * never accept it): its record goes with it. A graceful close (FIN) leaves the
 		 * connection in the listener's queue, where the proxy accepts it and takes the
-		 * record, so only aborts from SYN_SENT/ESTABLISHED delete here. */
+		 * record, so only aborts from SYN_SENT/ESTABLISHED delete here (a client that
+		 * closed and exited reaches CLOSE from FIN_WAIT2 at once, as the kernel swaps in
+		 * a timewait socket, while its connection still waits to be accepted). */
 		if (skops->args[1] == BPF_TCP_CLOSE &&
 		    (skops->args[0] == BPF_TCP_SYN_SENT || skops->args[0] == BPF_TCP_ESTABLISHED))
 			bpf_map_delete_elem(&cv_orig_dst, &key);

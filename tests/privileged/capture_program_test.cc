@@ -616,6 +616,40 @@ TEST_F(CaptureProgramTest, AnAbortedUnacceptedConnectionLeavesNoRecordWithinOneS
   EXPECT_EQ(left, 0u) << "cv_orig_dst still holds the aborted connection's record after 1 s";
 }
 
+// Records of this pod other than cv_enrolled's entry and its counters.
+size_t recordsOf(const CaptureProgram& program, const TestNetns& pod) { return program.entriesForNetns(pod.cookie()) - 2; }
+
+TEST_F(CaptureProgramTest, AClientThatClosedBeforeTheAcceptStillGetsItsDestination) {
+  enroll(*pod_, FailMode::Open);
+  UniqueFd listener = taggedListener(*pod_);
+  ASSERT_TRUE(listener);
+  // The client connects, sends and closes with a FIN before the proxy accepts. The
+  // kernel turns the orphaned FIN_WAIT2 socket into a timewait one at once, which the
+  // close callback sees as a transition to CLOSE: only aborts may delete the record,
+  // or this connection's request would reach the proxy with no destination.
+  ConnectResult r = connectVip(*pod_);
+  ASSERT_EQ(r.error, 0) << describe(r);
+  usleep(50000);
+  ASSERT_EQ(recordsOf(*program_, *pod_), 1u) << "a queued connection keeps its record";
+  auto orig = acceptCaptured(listener.get());
+  ASSERT_TRUE(orig.has_value());
+  EXPECT_EQ(orig->toString(), "10.96.0.10:80");
+}
+
+TEST_F(CaptureProgramTest, UnenrollingAPodDeletesTheRecordsOfItsUnacceptedConnections) {
+  enroll(*pod_, FailMode::Open);
+  UniqueFd listener = taggedListener(*pod_);
+  ASSERT_TRUE(listener);
+  for (int i = 0; i < 3; ++i) {
+    ConnectResult r = connectVip(*pod_);
+    ASSERT_EQ(r.error, 0) << describe(r);
+  }
+  usleep(50000);
+  ASSERT_EQ(recordsOf(*program_, *pod_), 3u);
+  ASSERT_TRUE(program_->unenrollPod(pod_->cookie()));
+  EXPECT_EQ(program_->entriesForNetns(pod_->cookie()), 0u) << "the pod's DEL leaves map entries behind";
+}
+
 TEST_F(CaptureProgramTest, FiftyConcurrentConnectsEachGetTheirOwnDestination) {
   constexpr int kN = 50;
   std::vector<CapturedDestination> dsts;
