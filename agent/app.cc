@@ -263,9 +263,10 @@ common::Result<void> App::loadResources() {
       resource_errors_.inc();
       spdlog::error("resource rejected: {}: {} {}: {}", e.file, e.type_url, e.resource, e.reason);
     }
-    if (snapshot_ && snapshot_->tenants) {
-      for (const auto& name : xds::client::keepLastGoodTenants(*loaded, *snapshot_->tenants)) {
-        spdlog::warn("Tenant {} keeps its last good version", name);
+    if (snapshot_) {
+      for (const auto& kept : xds::client::keepLastGood(*loaded, *snapshot_)) {
+        std::string_view type = kept.type_url;  // ".../envoy.config.listener.v3.Listener": "Listener"
+        spdlog::warn("resource {} {} keeps its last good version", type.substr(type.rfind('.') + 1), kept.name);
       }
     }
     snapshot = std::make_shared<config::Snapshot>(std::move(loaded->snapshot));

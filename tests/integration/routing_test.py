@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
@@ -279,6 +280,34 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("the named route 'default' has its own series", named is not None and named >= 4, str(named))
     direct = sum_metric(text, DURATION_COUNT, {"cluster": ""})
     R.check("direct responses are counted with cluster=\"\"", direct is not None and direct >= 1, str(direct))
+
+    # --- a bad edit of the resource file: the listener and cluster "a" gain fields culvert
+    # rejects; both keep their last good versions and the traffic keeps flowing.
+    bad = RESOURCES.replace('version_info: "1"', 'version_info: "2"', 1)
+    bad = bad.replace("  bind_to_port: false\n", "  bind_to_port: false\n  enable_mptcp: true\n", 1)
+    bad = bad.replace("  name: a\n  type: STATIC\n", "  name: a\n  type: STATIC\n  colour: blue\n", 1)
+    assert bad.count("enable_mptcp") == 1 and bad.count("colour") == 1
+    rejected_before = d.metric("culvert_config_resource_rejected_total") or 0
+    d.write_resources("routing.yaml", bad.format(vip=VIP, server_ip=SERVER_IP, port_a=PORT_A, port_b=PORT_B))
+    kept = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(kept) < 2:
+        code, body = d.admin_get("/config_dump")
+        dump = json.loads(body) if code == 200 else {}
+        kept = ((dump.get("resources") or {}).get("kept_last_good")) or []
+        time.sleep(0.1)
+    R.check("bad edit: /config_dump lists listener vip and cluster a as kept_last_good",
+            sorted(k["name"] for k in kept) == ["a", "vip"], json.dumps(kept))
+    R.check("bad edit: both rejections counted",
+            (d.metric("culvert_config_resource_rejected_total") or 0) == rejected_before + 2)
+    e = one("bad edit: the listener and cluster a still serve /users/42", get("/users/42"))
+    if e:
+        R.check("bad edit: the last good routes still apply (regex rewrite to /u/42)",
+                e["name"] == "a" and e["path"] == "/u/42", str(e))
+    log = open(d.log_path).read()
+    R.check("bad edit: the log says what keeps its last good version",
+            "resource Listener vip keeps its last good version" in log
+            and "resource Cluster a keeps its last good version" in log, log[-1500:])
 
 
 if __name__ == "__main__":

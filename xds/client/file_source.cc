@@ -409,19 +409,51 @@ Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir) {
   }
 }
 
-std::vector<std::string> keepLastGoodTenants(LoadResult& loaded, const config::TenantTable& previous) {
-  std::vector<std::string> kept;
-  auto table = std::make_shared<config::TenantTable>();
-  if (loaded.snapshot.tenants) *table = *loaded.snapshot.tenants;
+namespace {
+
+// Puts back, into `table`, the previous version of every resource of `type_url` that the
+// load rejected by name. A name the load still has (a rejected duplicate: the first one
+// stands) is left alone.
+template <typename Table>
+std::shared_ptr<const Table> keepRejected(const LoadResult& loaded, std::string_view type_url,
+                                          const std::shared_ptr<const Table>& table, const Table& previous,
+                                          std::vector<KeptResource>& kept) {
+  std::shared_ptr<Table> out;
   for (const auto& e : loaded.errors) {
-    if (messageNameOf(e.type_url) != messageNameOf(translate::kTenantType)) continue;
-    if (table->by_name.contains(e.resource)) continue;  // e.g. a duplicate: the first one stands
+    if (messageNameOf(e.type_url) != messageNameOf(type_url)) continue;
+    if (table && table->by_name.contains(e.resource)) continue;
     auto it = previous.by_name.find(e.resource);
     if (it == previous.by_name.end()) continue;
-    table->by_name.emplace(e.resource, it->second);
-    kept.push_back(e.resource);
+    if (!out) out = table ? std::make_shared<Table>(*table) : std::make_shared<Table>();
+    if (!out->by_name.emplace(e.resource, it->second).second) continue;  // rejected twice
+    kept.push_back(KeptResource{std::string(type_url), e.resource});
   }
-  if (!kept.empty()) loaded.snapshot.tenants = std::move(table);
+  return out ? out : table;
+}
+
+}  // namespace
+
+std::vector<KeptResource> keepLastGood(LoadResult& loaded, const config::Snapshot& previous) {
+  std::vector<KeptResource> kept;
+  auto& snap = loaded.snapshot;
+  if (previous.listeners) {
+    snap.listeners = keepRejected(loaded, translate::kListenerType, snap.listeners, *previous.listeners, kept);
+  }
+  if (previous.clusters) {
+    snap.clusters = keepRejected(loaded, translate::kClusterType, snap.clusters, *previous.clusters, kept);
+  }
+  if (previous.tenants) {
+    snap.tenants = keepRejected(loaded, translate::kTenantType, snap.tenants, *previous.tenants, kept);
+  }
+  if (!kept.empty()) {
+    json dump = json::parse(loaded.config_dump_json, nullptr, /*allow_exceptions=*/false);
+    if (dump.is_object()) {
+      json list = json::array();
+      for (const auto& k : kept) list.push_back({{"type_url", k.type_url}, {"name", k.name}});
+      dump["kept_last_good"] = std::move(list);
+      loaded.config_dump_json = dump.dump(2, ' ', false, json::error_handler_t::replace);
+    }
+  }
   return kept;
 }
 

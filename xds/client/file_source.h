@@ -36,10 +36,18 @@ struct LoadResult {
 // extensions are skipped.
 common::Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir);
 
-// On a reload, a Tenant resource rejected by name keeps its last good version (`previous`,
-// the tenants of the configuration being replaced), as over ADS: dropping it would lift
-// its tenant's limits and listener scope because of a typo. Other tenants' updates in the
-// same load apply. Returns the names kept.
-std::vector<std::string> keepLastGoodTenants(LoadResult& loaded, const config::TenantTable& previous);
+struct KeptResource {
+  std::string type_url;
+  std::string name;
+};
+
+// On a reload, a Listener, Cluster or Tenant rejected by name keeps its last good version
+// from `previous` (the configuration being replaced), as over ADS: dropping it because of
+// a typo would take its traffic down or lift its tenant's limits. A rejected
+// RouteConfiguration or ClusterLoadAssignment rejects the listeners and clusters naming
+// it, which then keep their last good versions, routes and endpoints included. The rest
+// of the load applies. Returns what was kept, which the config dump also lists as
+// "kept_last_good".
+std::vector<KeptResource> keepLastGood(LoadResult& loaded, const config::Snapshot& previous);
 
 }  // namespace culvert::xds::client

@@ -317,11 +317,96 @@ resources:
   auto second = load();
   ASSERT_EQ(second.errors.size(), 2u);
   EXPECT_EQ(second.errors[0].resource, "team-a");
-  EXPECT_EQ(keepLastGoodTenants(second, *first.snapshot.tenants), std::vector<std::string>{"team-a"});
+  auto kept = keepLastGood(second, first.snapshot);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].name, "team-a");
   const auto& tenants = second.snapshot.tenants->by_name;
   ASSERT_EQ(tenants.size(), 2u);  // team-d never had a good version
   EXPECT_EQ(tenants.at("team-a")->allowed_listeners, std::vector<std::string>{"vip-a"});  // its scope holds
   EXPECT_EQ(tenants.at("team-b")->allowed_listeners, (std::vector<std::string>{"vip-b", "vip-c"}));
+}
+
+// A listener over RDS and an EDS cluster, with their RouteConfiguration and assignment.
+std::string rdsAndEds(const std::string& version, const std::string& route_extra, const std::string& endpoint_ip,
+                      const std::string& endpoint_extra) {
+  return R"(
+version_info: ")" + version + R"("
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: vip
+  address: { socket_address: { address: 10.96.0.11, port_value: 8080 } }
+  bind_to_port: false
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: vip
+        rds: { route_config_name: shared, config_source: { ads: {} } }
+        http_filters: [{ name: envoy.filters.http.router }]
+- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: shared
+  virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: "/)" + version + R"(" }, route: { cluster: svc } }] }]
+)" + route_extra + R"(
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: svc
+  type: EDS
+  eds_cluster_config: { eds_config: { ads: {} }, service_name: svc-endpoints }
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: svc-endpoints
+  endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: )" + endpoint_ip +
+         R"(, port_value: 80 } } } }] }]
+)" + endpoint_extra + "\n";
+}
+
+TEST_F(FileSourceTest, OnReloadABrokenListenerOrClusterKeepsItsLastGoodVersionRoutesAndEndpointsIncluded) {
+  write("app.yaml", rdsAndEds("1", "", "10.244.0.1", "") + R"(
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: other
+  connect_timeout: 1s
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: going
+)");
+  auto first = load();
+  ASSERT_TRUE(first.errors.empty()) << first.errors[0].reason;
+
+  // The route configuration and the assignment each gain a field culvert rejects, so the
+  // listener and the cluster naming them fail to resolve; "other" changes validly,
+  // "going" is removed, "new" never had a good version.
+  write("app.yaml", rdsAndEds("2", "  request_mirror_policies: [{ cluster: x }]", "10.244.0.2", "  colour: blue") + R"(
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: other
+  connect_timeout: 2s
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: new
+  type: LOGICAL_DNS
+)");
+  auto second = load();
+  ASSERT_EQ(second.snapshot.listeners->by_name.count("vip"), 0u);  // as loaded: unresolved
+  ASSERT_EQ(second.snapshot.clusters->by_name.count("svc"), 0u);
+  auto kept = keepLastGood(second, first.snapshot);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].name, "vip");
+  EXPECT_EQ(kept[0].type_url, "type.googleapis.com/envoy.config.listener.v3.Listener");
+  EXPECT_EQ(kept[1].name, "svc");
+
+  // The same objects as before: the old routes and the old endpoints.
+  EXPECT_EQ(second.snapshot.listeners->by_name.at("vip"), first.snapshot.listeners->by_name.at("vip"));
+  const auto& route = second.snapshot.listeners->by_name.at("vip")->filter_chains[0].http.route_config;
+  ASSERT_NE(route, nullptr);
+  EXPECT_EQ(route->virtual_hosts.at(0).routes.at(0).match.prefix, "/1");
+  const auto& svc = *second.snapshot.clusters->by_name.at("svc");
+  ASSERT_EQ(svc.endpoints.size(), 1u);
+  EXPECT_EQ(svc.endpoints[0].address.toString(), "10.244.0.1:80");
+  // The valid change applies, the removal too, and nothing appears that was never good.
+  EXPECT_EQ(second.snapshot.clusters->by_name.at("other")->connect_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(second.snapshot.clusters->by_name.count("going"), 0u);
+  EXPECT_EQ(second.snapshot.clusters->by_name.count("new"), 0u);
+
+  auto dump = nlohmann::json::parse(second.config_dump_json);
+  ASSERT_EQ(dump["kept_last_good"].size(), 2u);
+  EXPECT_EQ(dump["kept_last_good"][0]["name"], "vip");
+  EXPECT_EQ(dump["kept_last_good"][1]["name"], "svc");
 }
 
 }  // namespace
