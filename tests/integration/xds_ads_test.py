@@ -53,7 +53,7 @@ capture: {{port: {capture_port}, cgroup: "{cgroup}", fail_mode: open}}
 bpf: {{pin_root: "{pin_root}"}}
 enrollment: {{socket: "{tmp}/cni.sock"}}
 state_dir: "{tmp}/state"
-xds: {{address: "{xds}", max_stale: 3600, delta: {delta}}}
+xds: {{address: "{xds}", max_stale: {max_stale}, delta: {delta}}}
 log: {{level: debug}}
 """
 
@@ -299,13 +299,13 @@ class XdsTest:
         cp = self.curl(ip, path)
         return cp.returncode == 0 and f"path={path} " in cp.stdout, describe(cp)
 
-    def start_culvertd(self, xds_address, tag, delta=False):
+    def start_culvertd(self, xds_address, tag, delta=False, max_stale=3600):
         boot = os.path.join(self.net.tmpdir, f"bootstrap-{tag}.yaml")
         with open(boot, "w") as f:
             f.write(BOOTSTRAP.format(admin_port=self.admin_port, tmp=self.net.tmpdir,
                                      capture_port=CAPTURE_PORT, cgroup=self.cg.path,
                                      pin_root=self.pin_root, xds=xds_address,
-                                     delta="true" if delta else "false"))
+                                     delta="true" if delta else "false", max_stale=max_stale))
         self.boot = boot
         log = os.path.join(self.net.tmpdir, f"culvertd-{tag}.log")
         self.logs.append(log)
@@ -467,12 +467,43 @@ class XdsTest:
         R.check("stats: connected", self.metric("culvert_xds_connected") == 1)
         R.check("stats: 2 rejections", self.metric("culvert_xds_update_rejections_total") == 2,
                 str(self.metric("culvert_xds_update_rejections_total")))
-        R.check("stats: >= 6 successes", (self.metric("culvert_xds_update_successes_total") or 0) >= 6)
+        successes = self.metric("culvert_xds_update_successes_total") or 0
+        R.check("stats: >= 6 successes", successes >= 6)
+        R.check("stats: every update attempted is a success or a rejection",
+                self.metric("culvert_xds_update_attempts_total") == successes + 2,
+                f"attempts {self.metric('culvert_xds_update_attempts_total')}, successes {successes}")
+        R.check("stats: the last apply's duration is recorded",
+                (self.metric("culvert_xds_apply_duration_microseconds") or 0) > 0)
 
         # --- phase 3: restart with the control plane down -> stale
         self.stop_culvertd()
         cp.stop()
         port = free_port()
+
+        # The stored configuration is served only while younger than xds.max_stale: first
+        # it ages past it while served (/ready turns 503), then a start finds it too old.
+        state_file = os.path.join(self.net.tmpdir, "state", "xds_last_good.bin")
+        max_stale = int(time.time() - os.path.getmtime(state_file)) + 3
+        self.start_culvertd(f"127.0.0.1:{port}", "2aging", max_stale=max_stale)
+        code, body = self.wait_ready()
+        R.check(f"max_stale {max_stale} s: the stored configuration is served, stale",
+                code == 200 and "stale" in body, f"{code} {body!r}")
+        R.check("max_stale: the log says the stored configuration is served as stale",
+                "as stale until the control plane confirms it" in open(self.logs[-1]).read())
+        code, body = self.wait_ready(503, timeout=max_stale + 5)
+        R.check("max_stale: /ready turns 503 once the served configuration ages past it",
+                code == 503 and "beyond xds.max_stale" in body, f"{code} {body!r}")
+        self.stop_culvertd()
+        self.start_culvertd(f"127.0.0.1:{port}", "2old", max_stale=1)
+        time.sleep(1.0)
+        code, body = self.admin("/ready")
+        R.check("max_stale 1 s: a start does not serve the older stored configuration",
+                code == 503 and "waiting for the control plane" in body, f"{code} {body!r}")
+        R.check("max_stale: the log says why it is not served",
+                "beyond xds.max_stale 1s: not serving it" in open(self.logs[-1]).read())
+        R.check("max_stale: no stale gauge for a configuration not served", self.metric("culvert_xds_stale") == 0)
+        self.stop_culvertd()
+
         self.start_culvertd(f"127.0.0.1:{port}", "2")
         code, body = self.wait_ready()
         R.check("restart, control plane down: /ready 200 saying stale",
