@@ -42,7 +42,9 @@ Worker::Worker(uint32_t index, WorkerHooks hooks, common::StatsStore& stats)
                 hooks.access_logs, index},
       node_tenant_(tenant::TenantContext::create(0, "node", stats)),
       no_original_destination_(stats.counter("culvert_downstream_cx_no_original_dst_total", {},
-                                             "Accepted connections whose original destination was not recorded")) {}
+                                             "Accepted connections whose original destination was not recorded")),
+      accepted_(stats.counter("culvert_worker_downstream_cx_total", {{"worker", std::to_string(index)}},
+                              "Connections this worker accepted (in-pod and bound listeners)")) {}
 
 Worker::~Worker() { stop(); }
 
@@ -139,6 +141,7 @@ void Worker::removeBoundListener(std::string name) {
 
 void Worker::onBoundAccept(const std::string& listener_name, network::FileDescriptor fd,
                            const common::SocketAddress& peer) {
+  accepted_.inc();
   if (!config_) return;
   auto it = config_->snapshot->listeners->by_name.find(listener_name);
   if (it == config_->snapshot->listeners->by_name.end()) return;
@@ -172,6 +175,7 @@ std::shared_ptr<const Pod> Worker::boundClient(const std::string& listener_name,
 
 void Worker::onAccept(const std::shared_ptr<const Pod>& pod, network::FileDescriptor fd,
                       const common::SocketAddress& peer) {
+  accepted_.inc();
   std::optional<common::SocketAddress> destination;
   // The in-pod listener is in the pod's netns, so the accepted socket is too: its cookie
   // is the pod's id (no SO_NETNS_COOKIE call per connection).

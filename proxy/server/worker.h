@@ -129,6 +129,7 @@ private:
   common::OwnedList<TcpProxySession> tcp_sessions_;
   common::OwnedList<Http2Session> http2_sessions_;
   common::Counter& no_original_destination_;
+  common::Counter& accepted_;  // this worker's accepts, in-pod and bound: how a pod's load spreads
 };
 
 }  // namespace culvert::server

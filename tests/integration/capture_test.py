@@ -166,6 +166,20 @@ class CaptureScenario:
 
         cp = self.client.run(["/bin/cat", "/proc/sys/net/ipv4/tcp_migrate_req"], check=False)
         R.check("enrollment set tcp_migrate_req=1 in the pod", cp.stdout.strip() == "1", describe(cp))
+        cp = self.client.run(["ss", "-Hltn", f"sport = :{CAPTURE_PORT}"], check=False)
+        local = sorted(l.split()[3] for l in cp.stdout.splitlines() if l.strip())
+        R.check("the pod's listener is one SO_REUSEPORT socket per worker and family (2 workers)",
+                local == [f"127.0.0.1:{CAPTURE_PORT}"] * 2 + [f"[::1]:{CAPTURE_PORT}"] * 2, describe(cp))
+
+        # --- one pod's connections spread over every worker (kernel reuseport hash)
+        accepted = {w: d.metric("culvert_worker_downstream_cx_total", {"worker": w}) or 0 for w in ("0", "1")}
+        cp = self.client.curl("-H", "Connection: close", *[f"http://{VIP4}/spread{i}" for i in range(24)],
+                              cgroup=self.cg, timeout=30)
+        R.check("24 requests on 24 connections from one pod", cp.returncode == 0 and cp.stdout.count("path=/spread") == 24,
+                describe(cp)[-600:])
+        gained = {w: (d.metric("culvert_worker_downstream_cx_total", {"worker": w}) or 0) - accepted[w] for w in accepted}
+        R.check("both workers accepted some of them", sum(gained.values()) == 24 and min(gained.values()) > 0,
+                str(gained))
 
         # --- IPv4 and IPv6 through capture
         cp = self.curl(f"http://{VIP4}/v4")
@@ -298,6 +312,9 @@ class CaptureScenario:
         cp = net.run([a.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
         R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, describe(cp))
         n = self.connect4_programs()
+        R.check("uninstall: the pins and the registry are gone",
+                not os.path.exists(os.path.join(self.pin_root, "v3"))
+                and not os.listdir(os.path.join(d.tmp, "state")), describe(cp))
         R.check("uninstall: no program left on the cgroup", n == 0,
                 f"{n}: {net.run(['bpftool', 'cgroup', 'show', self.cg.path]).stdout}")
         err = self.connect_errno(VIP4)
