@@ -368,6 +368,66 @@ TEST_F(CaptureProgramTest, AnotherProgramOnConnect4IsReportedWithTheOrder) {
   (void)CaptureProgram::uninstall(other_root.pinRoot());
 }
 
+// Another product's connect4 program (Cilium's socket LB's place): a plain program
+// attached with BPF_F_ALLOW_MULTI before culvert loads; detached when the test ends.
+class ForeignConnect4 {
+public:
+  explicit ForeignConnect4(const std::filesystem::path& cgroup) {
+    // r0 = 1 (let the connect proceed); exit.
+    bpf_insn insns[2] = {};
+    insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+    insns[0].dst_reg = BPF_REG_0;
+    insns[0].imm = 1;
+    insns[1].code = BPF_JMP | BPF_EXIT;
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET4_CONNECT);
+    prog_ = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "lb_connect4", "GPL", insns, 2, &opts);
+    cg_ = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    attached_ = prog_ >= 0 && cg_ >= 0 &&
+                bpf_prog_attach(prog_, cg_, BPF_CGROUP_INET4_CONNECT, BPF_F_ALLOW_MULTI) == 0;
+  }
+  ~ForeignConnect4() {
+    if (attached_) bpf_prog_detach2(prog_, cg_, BPF_CGROUP_INET4_CONNECT);
+    if (prog_ >= 0) close(prog_);
+    if (cg_ >= 0) close(cg_);
+  }
+  bool attached() const { return attached_; }
+
+private:
+  int prog_ = -1;
+  int cg_ = -1;
+  bool attached_ = false;
+};
+
+TEST_F(CaptureProgramTest, AForeignConnect4ProgramIsNamedInTheReportAndCaptureStillWorks) {
+  program_.reset();  // culvert loads after the other product, as on a Cilium node
+  (void)CaptureProgram::uninstall(bpffs_->pinRoot());
+  ForeignConnect4 foreign(cgroup_->path());
+  ASSERT_TRUE(foreign.attached()) << strerror(errno);
+  auto loaded = CaptureProgram::load({bpffs_->pinRoot(), cgroup_->path(), kCapturePort});
+  ASSERT_TRUE(loaded) << loaded.error().describe();
+  program_ = std::move(*loaded);
+  ASSERT_TRUE(program_->setCapturedDestinations({addr(kVip, kVipPort)}));
+  const auto& report = program_->attachReport();
+  auto theirs = report.find(". lb_connect4");
+  auto ours = report.find(". cv_connect4");
+  EXPECT_NE(report.find("cgroup/connect4 runs 2 programs"), std::string::npos) << report;
+  ASSERT_NE(theirs, std::string::npos) << report;
+  ASSERT_NE(ours, std::string::npos) << report;
+  EXPECT_NE(report.find("[culvert]", ours), std::string::npos) << report;
+  EXPECT_EQ(report.find("[culvert]"), report.find("[culvert]", ours)) << "only culvert's is marked: " << report;
+  EXPECT_LT(theirs, ours) << "attached first, runs first: " << report;
+
+  // Both run; a pass-through program before culvert's leaves capture intact.
+  enroll(*pod_, FailMode::Open);
+  UniqueFd listener = taggedListener(*pod_);
+  ASSERT_TRUE(listener);
+  ConnectResult r = connectVip(*pod_);
+  ASSERT_EQ(r.error, 0) << describe(r);
+  auto orig = acceptCaptured(listener.get());
+  ASSERT_TRUE(orig.has_value());
+  EXPECT_EQ(orig->toString(), "10.96.0.10:80");
+}
+
 TEST(CaptureProgramKernel, ThisKernelHasEveryFeature) {
   CULVERT_REQUIRE_ROOT();
   auto missing = CaptureProgram::missingKernelFeatures();
