@@ -559,6 +559,9 @@ std::string App::renderPodCaptureStats(const std::string& tenant) {
                    "\"} " + std::to_string(c.*row.field) + "\n";
     }
   }
+  for (const auto& [name, c] : pods_->departedCounters()) {
+    if (tenant.empty() || name == tenant) by_tenant[name] += c;
+  }
   std::string out =
       "# HELP culvert_capture_pod_connects_total Connects from an enrolled pod by capture outcome\n"
       "# TYPE culvert_capture_pod_connects_total counter\n" +

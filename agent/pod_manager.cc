@@ -184,6 +184,7 @@ common::Result<void> PodManager::persist() {
 
 void PodManager::remove(std::map<Key, Enrolled>::iterator it) {
   const auto& pod = it->second.pod;
+  departed_[pod->tenant->name] += capture_.podCounters(pod->id);  // before the entry goes
   if (auto ok = capture_.unenrollPod(pod->id); !ok) {
     spdlog::warn("pod {}/{}: removing BPF entry: {}", pod->namespace_name, pod->name, ok.error().describe());
   }

@@ -44,6 +44,9 @@ public:
     bool ipv6 = false;  // an in-pod listener group on [::1] too
   };
   std::vector<PodStatus> status() const;
+  // Capture counts of the pods that have left, by tenant: a tenant's series is its pods'
+  // counts plus these, so it never goes down when a pod leaves (while culvertd runs).
+  const std::map<std::string, ebpf::Counters>& departedCounters() const { return departed_; }
   size_t size() const { return pods_.size(); }
   // Stops serving every pod (their listeners close) but leaves their BPF enrollment and
   // the registry: what culvertd does on SIGTERM, so a restarted culvertd loses no
@@ -91,6 +94,7 @@ private:
   server::Server& server_;
   common::StatsStore& stats_;
   std::map<Key, Enrolled> pods_;
+  std::map<std::string, ebpf::Counters> departed_;  // by tenant name
   TenantRegistry tenants_;
   common::Gauge& enrolled_gauge_;
   common::Counter& uncaptured_counter_;

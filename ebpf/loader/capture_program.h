@@ -59,6 +59,19 @@ struct Counters {
   uint64_t rekey_failed = 0;
   uint64_t excluded = 0;
   uint64_t out_of_scope = 0;
+
+  Counters& operator+=(const Counters& o) {
+    captured += o.captured;
+    passthrough += o.passthrough;
+    refused += o.refused;
+    fail_open += o.fail_open;
+    record_failed += o.record_failed;
+    rekeyed += o.rekeyed;
+    rekey_failed += o.rekey_failed;
+    excluded += o.excluded;
+    out_of_scope += o.out_of_scope;
+    return *this;
+  }
 };
 
 // cv_connect4/6, cv_getpeername4/6 + cv_sockops loaded from the compiled-in skeleton,

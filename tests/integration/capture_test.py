@@ -193,6 +193,21 @@ class CaptureScenario:
         R.check("per-tenant counter in /stats/prometheus",
                 'culvert_capture_tenant_connects_total{tenant="team-a",outcome="captured"}' in d.stats_text())
 
+        # --- a pod that leaves keeps its counts in its tenant's series (a counter never drops)
+        tenant_captured = {"tenant": "team-a", "outcome": "captured"}
+        cp = d.ctl("enroll", "--netns", self.busy.netns_path, "--namespace", "team-a", "--name", "busy",
+                   "--container-id", "c-busy-a", "--ip", BUSY_IP)
+        R.check("enroll busy in team-a", cp.returncode == 0, describe(cp), fatal=True)
+        cp = self.busy.curl("-g", f"http://{VIP4}/busy", cgroup=self.cg)
+        R.check("busy's VIP captured", self.ok_body(cp, "/busy"), describe(cp))
+        before = d.metric("culvert_capture_tenant_connects_total", tenant_captured)
+        cp = d.ctl("unenroll", "--container-id", "c-busy-a")
+        R.check("unenroll busy", cp.returncode == 0, describe(cp))
+        after = d.metric("culvert_capture_tenant_connects_total", tenant_captured)
+        R.check("team-a's captured count stays after busy leaves", after == before and after >= 3,
+                f"before {before}, after {after}")
+        R.check("busy's own series is gone", 'pod="busy"' not in d.stats_text())
+
         # --- global bypass
         cp = d.ctl("capture", "off")
         R.check("culvertctl capture off", cp.returncode == 0 and "capture off" in cp.stdout, describe(cp))
