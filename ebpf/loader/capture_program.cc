@@ -207,6 +207,15 @@ common::Result<std::unique_ptr<CaptureProgram>> CaptureProgram::load(const Optio
                         options.pin_root.string());
   }
 
+  // Without the privilege to use BPF every probe below fails too, and would blame the
+  // kernel: say which it is.
+  if (int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, nullptr, 4, 4, 1, nullptr); fd >= 0) {
+    close(fd);
+  } else if (errno == EPERM) {
+    return common::fail(
+        "no permission to use BPF (EPERM): culvertd loads BPF programs and attaches them to a cgroup; run it as "
+        "root (the DaemonSet runs it privileged)");
+  }
   if (auto missing = missingKernelFeatures(); !missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;

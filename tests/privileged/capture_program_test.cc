@@ -1057,6 +1057,37 @@ TEST(CaptureProgramLoad, PinRootOffBpffsSaysHowToMountOne) {
   EXPECT_NE(p.error().describe().find("mount -t bpf"), std::string::npos) << p.error().describe();
 }
 
+TEST(CaptureProgramLoad, WithoutPrivilegeTheErrorSaysSoNotThatTheKernelLacksBpf) {
+  CULVERT_REQUIRE_ROOT();
+  auto root = detectCgroup2Root();
+  ASSERT_TRUE(root);
+  BpffsRoot bpffs;
+  ASSERT_TRUE(bpffs.error().empty()) << bpffs.error();
+  TestCgroup cgroup(*root);
+  ASSERT_TRUE(cgroup.error().empty()) << cgroup.error();
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd rd(fds[0]);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);  // nobody: no capabilities
+    auto p = CaptureProgram::load({bpffs.pinRoot(), cgroup.path(), kCapturePort});
+    std::string message = p ? "loaded" : p.error().describe();
+    (void)!write(fds[1], message.data(), message.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string message;
+  char buf[512];
+  for (ssize_t n; (n = read(rd.get(), buf, sizeof buf)) > 0;) message.append(buf, n);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(message.find("no permission to use BPF"), std::string::npos) << message;
+  EXPECT_EQ(message.find("kernel lacks"), std::string::npos) << message;
+}
+
 TEST(CaptureProgramLoad, NonCgroup2PathIsRejectedWithTheRealMountPoint) {
   auto root = detectCgroup2Root();
   ASSERT_TRUE(root);
