@@ -271,11 +271,13 @@ class Resources:
             {"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]}
         return self.jf.ParseDict(d, self.pb["route_pb2"].RouteConfiguration())
 
-    def cluster(self, name):
+    def cluster(self, name, bad_lb_policy=False):
         # 5 s: the test echo server (socketserver, listen backlog 5) drops SYNs under the
         # load burst; a 1 s timeout would turn one retransmitted SYN into a 503.
         d = {"name": name, "type": "EDS", "connect_timeout": "5s",
              "eds_cluster_config": {"eds_config": {"ads": {}}}}
+        if bad_lb_policy:
+            d["lb_policy"] = "CLUSTER_PROVIDED"  # only for ORIGINAL_DST: rejected
         return self.jf.ParseDict(d, self.pb["cluster_pb2"].Cluster())
 
     def cla(self, name, ip, port):
@@ -342,6 +344,29 @@ class XdsTest:
                 return last
             time.sleep(0.1)
         return last
+
+    def start_load(self, tag):
+        """LOADER through capture to VIP at 200/s, until check_load."""
+        stop_file = os.path.join(self.net.tmpdir, f"stop-load-{tag}")
+        out = os.path.join(self.net.tmpdir, f"load-{tag}.out")
+        with open(out, "w") as lf:
+            proc = self.client.spawn(["/usr/bin/python3", "-c", LOADER, VIP, "200", stop_file],
+                                     cgroup=self.cg, stdout=lf, stderr=lf)
+        return proc, stop_file, out
+
+    def check_load(self, load, variant):
+        proc, stop_file, out = load
+        open(stop_file, "w").close()
+        proc.wait(timeout=10)
+        self.net.stop(proc)
+        with open(out) as f:
+            text = f.read().strip()
+        okn = int(text.split("ok=")[1].split()[0]) if "ok=" in text else 0
+        rate = float(text.split("rate=")[1].split("/")[0]) if "rate=" in text else 0.0
+        print(f"load ({variant}): {text}", flush=True)
+        self.R.check(f"{variant}: load through capture during pushes, NACKs and repair: no failures",
+                     "bad=0 " in text + " " and okn > 200, text)
+        self.R.check(f"{variant}: the load ran at 200 requests/s (190 at least)", rate >= 190, text)
 
     def enroll(self):
         cp = self.net.run([self.args.culvertctl, "--config", self.boot, "enroll", "--netns",
@@ -419,11 +444,7 @@ class XdsTest:
         R.check("VIP proxied through capture to the EDS endpoint", ok, why, fatal=True)
 
         # --- phase 2: pushes, NACKs and repair under load
-        stop_file = os.path.join(net.tmpdir, "stop-load")
-        load_out = os.path.join(net.tmpdir, "load.out")
-        with open(load_out, "w") as lf:
-            loader = self.client.spawn(["/usr/bin/python3", "-c", LOADER, VIP, "200", stop_file],
-                                       cgroup=self.cg, stdout=lf, stderr=lf)
+        load = self.start_load("sotw")
         time.sleep(1.0)
 
         m = cp.mark()
@@ -442,6 +463,12 @@ class XdsTest:
         self.expect_nack("EDS e2 (port 0)", EDS, "e1", n, m, ["backend:", "port"])
         ok, why = self.reaches_server(VIP, "/after-eds-nack")
         R.check("after the EDS NACK the last good endpoints serve", ok, why)
+        m = cp.mark()
+        n = cp.push(CDS, "c2", [res.cluster("backend", bad_lb_policy=True)])
+        self.expect_nack("CDS c2 (lb_policy CLUSTER_PROVIDED on an EDS cluster)", CDS, "c1", n, m,
+                         ["backend:", "lb_policy"])
+        ok, why = self.reaches_server(VIP, "/after-cds-nack")
+        R.check("after the CDS NACK the last good cluster serves", ok, why)
 
         m = cp.mark()
         n = cp.push(LDS, "l3", [res.listener("vip", VIP, "routes")])
@@ -454,17 +481,7 @@ class XdsTest:
                 cpv.returncode == CURL_CONNECT_FAILED, describe(cpv))
 
         time.sleep(1.0)
-        open(stop_file, "w").close()
-        loader.wait(timeout=10)
-        net.stop(loader)
-        with open(load_out) as f:
-            load = f.read().strip()
-        okn = int(load.split("ok=")[1].split()[0]) if "ok=" in load else 0
-        print(f"load: {load}", flush=True)
-        rate = float(load.split("rate=")[1].split("/")[0]) if "rate=" in load else 0.0
-        R.check("load through capture during push, NACK and repair: no failures", "bad=0 " in load + " "
-                and okn > 200, load)
-        R.check("the load ran at 200 requests/s (190 at least)", rate >= 190, load)
+        self.check_load(load, "SotW")
 
         code, body = self.admin("/config_dump")
         import json
@@ -477,12 +494,12 @@ class XdsTest:
                 rej.get("version") == "l2" and any("lua" in x["reason"] for x in rej.get("resources", [])),
                 json.dumps(rej)[:600])
         R.check("stats: connected", self.metric("culvert_xds_connected") == 1)
-        R.check("stats: 2 rejections", self.metric("culvert_xds_update_rejections_total") == 2,
+        R.check("stats: 3 rejections", self.metric("culvert_xds_update_rejections_total") == 3,
                 str(self.metric("culvert_xds_update_rejections_total")))
         successes = self.metric("culvert_xds_update_successes_total") or 0
         R.check("stats: >= 6 successes", successes >= 6)
         R.check("stats: every update attempted is a success or a rejection",
-                self.metric("culvert_xds_update_attempts_total") == successes + 2,
+                self.metric("culvert_xds_update_attempts_total") == successes + 3,
                 f"attempts {self.metric('culvert_xds_update_attempts_total')}, successes {successes}")
         R.check("stats: the last apply's duration is recorded",
                 (self.metric("culvert_xds_apply_duration_microseconds") or 0) > 0)
@@ -594,6 +611,8 @@ class XdsTest:
         self.enroll()
         ok, why = self.reaches_server(VIP, "/delta")
         R.check("delta: VIP proxied through capture", ok, why)
+        load = self.start_load("delta")
+        time.sleep(1.0)
         m = cp.mark()
         n = cp.push_delta(LDS, [("dl2", res.listener("vip", VIP, "routes", bad_filter=True)),
                                 ("dl2", res.listener("vip2", VIP2, "routes"))])
@@ -614,6 +633,29 @@ class XdsTest:
                 cpv.returncode == CURL_CONNECT_FAILED, describe(cpv))
         ok, why = self.reaches_server(VIP, "/delta-still")
         R.check("delta: vip unaffected by vip2's removal", ok, why)
+
+        # CDS and EDS: an invalid update is NACKed by name and the last good one serves.
+        m = cp.mark()
+        n = cp.push_delta(CDS, [("dc2", res.cluster("backend", bad_lb_policy=True))])
+        r = cp.wait(lambda r: r.type_url == CDS and r.response_nonce == n, m)
+        R.check("delta: CDS NACK names backend and why", r is not None and r.HasField("error_detail")
+                and "backend: " in r.error_detail.message and "lb_policy" in r.error_detail.message, f"got {r}")
+        n = cp.push_delta(EDS, [("de2", res.cla("backend", SERVER_IP, 0))], name_of=lambda x: x.cluster_name)
+        r = cp.wait(lambda r: r.type_url == EDS and r.response_nonce == n, m)
+        R.check("delta: EDS NACK names backend and why", r is not None and r.HasField("error_detail")
+                and "backend: " in r.error_detail.message and "port" in r.error_detail.message, f"got {r}")
+        ok, why = self.reaches_server(VIP, "/delta-after-nacks")
+        R.check("delta: the last good cluster and endpoints serve after the NACKs", ok, why)
+        m = cp.mark()
+        n1 = cp.push_delta(CDS, [("dc3", res.cluster("backend"))])
+        n2 = cp.push_delta(EDS, [("de3", res.cla("backend", SERVER_IP, SERVER_PORT))],
+                           name_of=lambda x: x.cluster_name)
+        for name, t, n in (("CDS", CDS, n1), ("EDS", EDS, n2)):
+            r = cp.wait(lambda r, t=t, n=n: r.type_url == t and r.response_nonce == n, m)
+            R.check(f"delta: {name} repaired and ACKed", r is not None and not r.HasField("error_detail"),
+                    f"got {r}")
+        time.sleep(1.0)
+        self.check_load(load, "delta")
         self.stop_culvertd()
         cp.stop()
 
