@@ -27,6 +27,8 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   # HTTP/2-upstream retry tests: a controllable HTTP/2 upstream (fault_upstream_h2.py)
   python3-h2
+  # the TLS code's mbedTLS 3.6 build (fetch-mbedtls3.sh): verify and unpack Debian 13's debs
+  gpgv xz-utils debian-archive-keyring
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -76,6 +78,14 @@ if [[ ! -f $cache/$CANONICAL_NPM_TARBALL || $(integrity_of "$cache/$CANONICAL_NP
     exit 1
   fi
 fi
+
+# mbedTLS 3.6 for proxy_tls_mbedtls3_test: Debian 13's packages under a private prefix,
+# verified with Debian's archive keys (a keyring from before Debian 13 lacks its keys).
+if [[ ! -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ]]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debian-archive-keyring
+fi
+"$repo/packaging/fetch-mbedtls3.sh"
 
 if ! mountpoint -q /sys/fs/bpf; then
   mkdir -p /sys/fs/bpf

@@ -326,5 +326,12 @@ TEST(PlaintextTransportTest, PassesBytesThrough) {
   EXPECT_EQ(t->takeOutput(), "");
 }
 
+// The build compiles this file twice, against mbedTLS 2.28 (Debian 12's) and 3.6: each
+// binary must have compiled and run against the major it was built for.
+TEST(MbedTlsVersionTest, HeadersAndLibraryAreTheExpectedMajor) {
+  EXPECT_EQ(MBEDTLS_VERSION_MAJOR, CULVERT_EXPECT_MBEDTLS_MAJOR);
+  EXPECT_EQ(mbedtls_version_get_number() >> 24, static_cast<unsigned>(CULVERT_EXPECT_MBEDTLS_MAJOR));
+}
+
 }  // namespace
 }  // namespace culvert::tls
