@@ -264,13 +264,14 @@ common::Result<void> App::loadResources() {
       spdlog::error("resource rejected: {}: {} {}: {}", e.file, e.type_url, e.resource, e.reason);
     }
     if (snapshot_) {
-      for (const auto& kept : xds::client::keepLastGood(*loaded, *snapshot_)) {
+      for (const auto& kept : xds::client::keepLastGood(*loaded, *snapshot_, resource_sources_)) {
         std::string_view type = kept.type_url;  // ".../envoy.config.listener.v3.Listener": "Listener"
         spdlog::warn("resource {} {} keeps its last good version", type.substr(type.rfind('.') + 1), kept.name);
       }
     }
     snapshot = std::make_shared<config::Snapshot>(std::move(loaded->snapshot));
     resources_dump_ = loaded->config_dump_json;
+    resource_sources_ = std::move(loaded->sources);
   }
   return applySnapshot(std::move(snapshot));
 }

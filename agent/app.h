@@ -19,6 +19,7 @@
 #include "proxy/upstream/dns_cluster.h"
 #include "xds/client/ads_client.h"
 #include "xds/client/dir_watcher.h"
+#include "xds/client/file_source.h"
 
 namespace culvert::agent {
 
@@ -94,6 +95,7 @@ private:
 
   bool config_loaded_ = false;
   std::string resources_dump_ = "null";
+  xds::client::ResourceSources resource_sources_;  // the last load's, for keepLastGood
   std::string config_version_;
   std::shared_ptr<const config::Snapshot> snapshot_;  // the last published
   std::shared_ptr<const config::Snapshot> source_snapshot_;  // as the configuration source gave it

@@ -309,6 +309,19 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             "resource Listener vip keeps its last good version" in log
             and "resource Cluster a keeps its last good version" in log, log[-1500:])
 
+    # --- a YAML syntax error: nothing of the file can be read; everything it had stays.
+    rejected_before = d.metric("culvert_config_resource_rejected_total") or 0
+    d.write_resources("routing.yaml", 'version_info: "3"\nresources: [ {\n')
+    got = d.wait_metric("culvert_config_resource_rejected_total", rejected_before + 1, timeout=5)
+    R.check("broken YAML: the file's error is counted", got == rejected_before + 1, f"{rejected_before} -> {got}")
+    e = one("broken YAML: the listener and its clusters still serve /users/42", get("/users/42"))
+    if e:
+        R.check("broken YAML: still the last good routes", e["name"] == "a" and e["path"] == "/u/42", str(e))
+    e = one("broken YAML: cluster b, which only that file defined, still serves", get("/hdr", "-H", "x-version: v1",
+                                                                                           "-H", "x-shard: 12"))
+    if e:
+        R.check("broken YAML: /hdr still reaches b", e["name"] == "b", str(e))
+
 
 if __name__ == "__main__":
     sys.exit(run_test("integration_routing", scenario))

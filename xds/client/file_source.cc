@@ -139,6 +139,7 @@ struct Entry {
 struct Loader {
   std::vector<Entry> entries;
   std::vector<ResourceError> file_errors;
+  std::set<std::string> unread_files;
   std::map<std::string, std::string> file_versions;
 
   // Keyed by name; the value indexes `entries`.
@@ -150,6 +151,11 @@ struct Loader {
 
   void fileError(const std::string& file, std::string reason) {
     file_errors.push_back(ResourceError{file, "", "", std::move(reason)});
+  }
+  // A file error that lost resources, not just a remark.
+  void unreadFile(const std::string& file, std::string reason) {
+    unread_files.insert(file);
+    fileError(file, std::move(reason));
   }
 
   template <typename Map>
@@ -227,7 +233,7 @@ struct Loader {
 
   void addDocument(const std::string& file, const json& doc) {
     if (doc.is_null()) return;  // an empty YAML document
-    if (!doc.is_object()) return fileError(file, "a file must hold a DiscoveryResponse (an object)");
+    if (!doc.is_object()) return unreadFile(file, "a file must hold a DiscoveryResponse (an object)");
     static const std::set<std::string> kKnown = {"version_info", "resources", "type_url", "nonce", "canary",
                                                  "control_plane"};
     for (const auto& item : doc.items()) {
@@ -239,7 +245,7 @@ struct Loader {
     }
     auto resources = doc.find("resources");
     if (resources == doc.end() || !resources->is_array()) {
-      return fileError(file, "resources: a list of resources is required");
+      return unreadFile(file, "resources: a list of resources is required");
     }
     file_versions[file] = version;
     int index = 0;
@@ -260,14 +266,14 @@ struct Loader {
     std::ifstream in(path, std::ios::binary);
     std::stringstream text;
     text << in.rdbuf();
-    if (!in.good() && !in.eof()) return fileError(file, "cannot read the file");
+    if (!in.good() && !in.eof()) return unreadFile(file, "cannot read the file");
     if (path.extension() == ".json") {
       json doc = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-      if (doc.is_discarded()) return fileError(file, "invalid JSON");
+      if (doc.is_discarded()) return unreadFile(file, "invalid JSON");
       return addDocument(file, doc);
     }
     auto docs = yamlToJson(text.str());
-    if (!docs) return fileError(file, docs.error().describe());
+    if (!docs) return unreadFile(file, docs.error().describe());
     for (const auto& doc : *docs) addDocument(file, doc);
   }
 
@@ -343,6 +349,7 @@ struct Loader {
     result.snapshot.tenants = std::move(tenant_table);
 
     result.errors = file_errors;
+    result.unread_files = unread_files;
     json accepted = json::array();
     json rejected = json::array();
     for (const auto& e : file_errors) rejected.push_back({{"file", e.file}, {"reason", e.reason}});
@@ -351,6 +358,7 @@ struct Loader {
         result.errors.push_back(ResourceError{e.file, e.name, e.type_url, *e.reason});
         rejected.push_back({{"file", e.file}, {"type_url", e.type_url}, {"name", e.name}, {"reason", *e.reason}});
       } else {
+        result.sources[e.file].push_back(ResourceName{e.type_url, e.name});
         accepted.push_back({{"file", e.file},
                             {"version", e.version},
                             {"type_url", e.type_url},
@@ -399,7 +407,7 @@ Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir) {
     try {
       loader.addFile(file);
     } catch (const std::exception& e) {
-      loader.fileError(file.filename().string(), std::string("cannot process the file: ") + e.what());
+      loader.unreadFile(file.filename().string(), std::string("cannot process the file: ") + e.what());
     }
   }
   try {
@@ -411,39 +419,54 @@ Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir) {
 
 namespace {
 
-// Puts back, into `table`, the previous version of every resource of `type_url` that the
-// load rejected by name. A name the load still has (a rejected duplicate: the first one
-// stands) is left alone.
+// Puts back, into `table`, the previous version of each of `wanted` (resources of
+// `type_url` the load lost, with the file at fault) that it does not have.
 template <typename Table>
-std::shared_ptr<const Table> keepRejected(const LoadResult& loaded, std::string_view type_url,
+std::shared_ptr<const Table> keepPrevious(std::string_view type_url,
+                                          const std::vector<std::pair<std::string, std::string>>& wanted,
                                           const std::shared_ptr<const Table>& table, const Table& previous,
-                                          std::vector<KeptResource>& kept) {
+                                          LoadResult& loaded, std::vector<ResourceName>& kept) {
   std::shared_ptr<Table> out;
-  for (const auto& e : loaded.errors) {
-    if (messageNameOf(e.type_url) != messageNameOf(type_url)) continue;
-    if (table && table->by_name.contains(e.resource)) continue;
-    auto it = previous.by_name.find(e.resource);
+  for (const auto& [name, file] : wanted) {
+    if (table && table->by_name.contains(name)) continue;  // loaded anew (or a duplicate's first)
+    auto it = previous.by_name.find(name);
     if (it == previous.by_name.end()) continue;
     if (!out) out = table ? std::make_shared<Table>(*table) : std::make_shared<Table>();
-    if (!out->by_name.emplace(e.resource, it->second).second) continue;  // rejected twice
-    kept.push_back(KeptResource{std::string(type_url), e.resource});
+    if (!out->by_name.emplace(name, it->second).second) continue;  // wanted twice
+    ResourceName resource{std::string(type_url), name};
+    kept.push_back(resource);
+    loaded.sources[file].push_back(std::move(resource));
   }
   return out ? out : table;
 }
 
 }  // namespace
 
-std::vector<KeptResource> keepLastGood(LoadResult& loaded, const config::Snapshot& previous) {
-  std::vector<KeptResource> kept;
+std::vector<ResourceName> keepLastGood(LoadResult& loaded, const config::Snapshot& previous,
+                                       const ResourceSources& previous_sources) {
+  // What the load lost, by type: (name, file at fault).
+  std::map<std::string_view, std::vector<std::pair<std::string, std::string>>> lost;
+  for (const auto& e : loaded.errors) {
+    if (!e.type_url.empty()) lost[messageNameOf(e.type_url)].emplace_back(e.resource, e.file);
+  }
+  for (const auto& file : loaded.unread_files) {
+    auto it = previous_sources.find(file);
+    if (it == previous_sources.end()) continue;
+    for (const auto& r : it->second) lost[messageNameOf(r.type_url)].emplace_back(r.name, file);
+  }
+  std::vector<ResourceName> kept;
   auto& snap = loaded.snapshot;
+  const auto& listeners = lost[messageNameOf(translate::kListenerType)];
+  const auto& clusters = lost[messageNameOf(translate::kClusterType)];
+  const auto& tenants = lost[messageNameOf(translate::kTenantType)];
   if (previous.listeners) {
-    snap.listeners = keepRejected(loaded, translate::kListenerType, snap.listeners, *previous.listeners, kept);
+    snap.listeners = keepPrevious(translate::kListenerType, listeners, snap.listeners, *previous.listeners, loaded, kept);
   }
   if (previous.clusters) {
-    snap.clusters = keepRejected(loaded, translate::kClusterType, snap.clusters, *previous.clusters, kept);
+    snap.clusters = keepPrevious(translate::kClusterType, clusters, snap.clusters, *previous.clusters, loaded, kept);
   }
   if (previous.tenants) {
-    snap.tenants = keepRejected(loaded, translate::kTenantType, snap.tenants, *previous.tenants, kept);
+    snap.tenants = keepPrevious(translate::kTenantType, tenants, snap.tenants, *previous.tenants, loaded, kept);
   }
   if (!kept.empty()) {
     json dump = json::parse(loaded.config_dump_json, nullptr, /*allow_exceptions=*/false);

@@ -7,6 +7,8 @@
 // resource never hides the others (DESIGN.md §3).
 
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,9 +24,23 @@ struct ResourceError {
   std::string reason;    // "<field path>: <why>"
 };
 
+// A resource by type and name.
+struct ResourceName {
+  std::string type_url;
+  std::string name;
+  friend bool operator==(const ResourceName&, const ResourceName&) = default;
+};
+
+// The resources each file provided (file name -> resources), for the next reload.
+using ResourceSources = std::map<std::string, std::vector<ResourceName>>;
+
 struct LoadResult {
   config::Snapshot snapshot;
   std::vector<ResourceError> errors;
+  // Files whose resources could not all be read: not YAML or JSON, no resources list,
+  // unreadable. On a reload their previous resources stay (keepLastGood).
+  std::set<std::string> unread_files;
+  ResourceSources sources;
   // {"version": ..., "accepted": [{file, version, type_url, name, resource}],
   //  "rejected": [{file, type_url, name, reason}]}
   std::string config_dump_json;
@@ -36,18 +52,16 @@ struct LoadResult {
 // extensions are skipped.
 common::Result<LoadResult> loadResourceDirectory(const std::filesystem::path& dir);
 
-struct KeptResource {
-  std::string type_url;
-  std::string name;
-};
-
 // On a reload, a Listener, Cluster or Tenant rejected by name keeps its last good version
 // from `previous` (the configuration being replaced), as over ADS: dropping it because of
-// a typo would take its traffic down or lift its tenant's limits. A rejected
+// a typo would take its traffic down or lift its tenant's limits. So does every such
+// resource of a file that could not be read at all (a YAML syntax error), as
+// `previous_sources` (the last load's LoadResult::sources) lists them. A rejected
 // RouteConfiguration or ClusterLoadAssignment rejects the listeners and clusters naming
 // it, which then keep their last good versions, routes and endpoints included. The rest
 // of the load applies. Returns what was kept, which the config dump also lists as
-// "kept_last_good".
-std::vector<KeptResource> keepLastGood(LoadResult& loaded, const config::Snapshot& previous);
+// "kept_last_good" and `loaded.sources` records under the file at fault.
+std::vector<ResourceName> keepLastGood(LoadResult& loaded, const config::Snapshot& previous,
+                                       const ResourceSources& previous_sources);
 
 }  // namespace culvert::xds::client

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 namespace culvert::xds::client {
@@ -317,7 +318,7 @@ resources:
   auto second = load();
   ASSERT_EQ(second.errors.size(), 2u);
   EXPECT_EQ(second.errors[0].resource, "team-a");
-  auto kept = keepLastGood(second, first.snapshot);
+  auto kept = keepLastGood(second, first.snapshot, first.sources);
   ASSERT_EQ(kept.size(), 1u);
   EXPECT_EQ(kept[0].name, "team-a");
   const auto& tenants = second.snapshot.tenants->by_name;
@@ -384,7 +385,7 @@ TEST_F(FileSourceTest, OnReloadABrokenListenerOrClusterKeepsItsLastGoodVersionRo
   auto second = load();
   ASSERT_EQ(second.snapshot.listeners->by_name.count("vip"), 0u);  // as loaded: unresolved
   ASSERT_EQ(second.snapshot.clusters->by_name.count("svc"), 0u);
-  auto kept = keepLastGood(second, first.snapshot);
+  auto kept = keepLastGood(second, first.snapshot, first.sources);
   ASSERT_EQ(kept.size(), 2u);
   EXPECT_EQ(kept[0].name, "vip");
   EXPECT_EQ(kept[0].type_url, "type.googleapis.com/envoy.config.listener.v3.Listener");
@@ -407,6 +408,59 @@ TEST_F(FileSourceTest, OnReloadABrokenListenerOrClusterKeepsItsLastGoodVersionRo
   ASSERT_EQ(dump["kept_last_good"].size(), 2u);
   EXPECT_EQ(dump["kept_last_good"][0]["name"], "vip");
   EXPECT_EQ(dump["kept_last_good"][1]["name"], "svc");
+}
+
+TEST_F(FileSourceTest, AFileThatNoLongerParsesKeepsItsResourcesUntilItIsFixedOrRemoved) {
+  copyTestdata("example.yaml");  // listener backend-vip and cluster backend
+  write("other.yaml", R"(
+version_info: "1"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: other
+  connect_timeout: 1s
+)");
+  auto first = load();
+  ASSERT_TRUE(first.errors.empty());
+  ASSERT_EQ(first.sources.at("example.yaml").size(), 2u);
+
+  // A YAML syntax error: nothing of example.yaml can be read. other.yaml changes validly.
+  write("example.yaml", "version_info: \"2\"\nresources: [ {\n");
+  write("other.yaml", R"(
+version_info: "2"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: other
+  connect_timeout: 2s
+)");
+  auto second = load();
+  EXPECT_EQ(second.unread_files, std::set<std::string>{"example.yaml"});
+  auto kept = keepLastGood(second, first.snapshot, first.sources);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(second.snapshot.listeners->by_name.at("backend-vip"), first.snapshot.listeners->by_name.at("backend-vip"));
+  EXPECT_EQ(second.snapshot.clusters->by_name.at("backend"), first.snapshot.clusters->by_name.at("backend"));
+  EXPECT_EQ(second.snapshot.clusters->by_name.at("other")->connect_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(second.sources.at("example.yaml").size(), 2u) << "kept resources stay the file's for the next reload";
+
+  // Still broken on the next reload: still kept.
+  auto third = load();
+  EXPECT_EQ(keepLastGood(third, second.snapshot, second.sources).size(), 2u);
+  EXPECT_EQ(third.snapshot.listeners->by_name.count("backend-vip"), 1u);
+
+  // A remark about a file is not a lost file: an unknown key drops nothing.
+  write("example.yaml", "version_info: \"3\"\ncolour: blue\nresources: []\n");
+  auto fourth = load();
+  EXPECT_TRUE(fourth.unread_files.empty());
+  EXPECT_TRUE(keepLastGood(fourth, third.snapshot, third.sources).empty());
+  EXPECT_EQ(fourth.snapshot.listeners->by_name.count("backend-vip"), 0u) << "emptied on purpose: removed";
+
+  // Removing the broken file removes its resources.
+  write("example.yaml", "version_info: \"2\"\nresources: [ {\n");
+  auto fifth = load();
+  ASSERT_EQ(keepLastGood(fifth, third.snapshot, third.sources).size(), 2u);
+  fs::remove(dir_ / "example.yaml");
+  auto sixth = load();
+  EXPECT_TRUE(keepLastGood(sixth, fifth.snapshot, fifth.sources).empty());
+  EXPECT_EQ(sixth.snapshot.listeners->by_name.count("backend-vip"), 0u);
 }
 
 }  // namespace
