@@ -25,7 +25,10 @@ equally quiet network stack; culvertd is pinned to CPU 0 and wrk to CPU 1.
 
 with 10 and with 10,000 captured destinations (virtual listeners), in --runs
 interleaved rounds (each round: both destination counts, both modes, both paths, the
-path order alternating). Medians and ranges; ratio = capture / direct.
+path order alternating). Medians and ranges; ratio = capture / direct. Beside the rates,
+the CPU time per request of culvertd (its core's share, from /proc) and of the client
+(wrk and the kernel work done on its behalf, from the children's rusage): a rate ratio
+says which path is faster, the CPU split says whose side the difference is on.
 Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 """
 
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -111,6 +115,18 @@ def parse_wrk(out: str) -> tuple[float, str]:
     return (float(m.group(1)) if m else 0.0), "; ".join(problems)
 
 
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, all its threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def admin_get(sock_path: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
     """HTTP GET over culvertd's admin unix socket (culvertd lives in another netns)."""
     import socket
@@ -166,21 +182,27 @@ class Bench:
             time.sleep(0.2)
         self.R.check(f"configuration with {destinations} destinations loaded", False, fatal=True)
 
-    def wrk(self, path: str, mode: str) -> float:
+    def wrk(self, path: str, mode: str) -> dict:
         url = f"http://{VIP}/" if path == "capture" else f"http://127.0.0.1:{self.direct_port}/"
         argv = [WRK, "-t1", "-c16", f"-d{self.args.duration}s", url]
         if mode == "newconn":
             argv[1:1] = ["-H", "Connection: close"]
         argv = ["/usr/bin/taskset", "-c", "1", *argv]
         pod = self.client if path == "capture" else self.node
+        server0, client0, t0 = process_cpu_s(self.proc.pid), children_cpu_s(), time.monotonic()
         cp = pod.run(argv, cgroup=self.cg, timeout=self.args.duration + 30)
+        server1, client1, t1 = process_cpu_s(self.proc.pid), children_cpu_s(), time.monotonic()
         rps, problems = parse_wrk(cp.stdout)
+        requests = max(rps * self.args.duration, 1.0)
         ok = cp.returncode == 0 and rps > 0 and "Non-2xx" not in problems
         if not ok:  # only failures are reported: the figures are the output
             self.R.check(f"wrk {path} {mode}", False, problems or describe(cp))
         elif problems:
             print(f"note: wrk {path} {mode}: {problems}", flush=True)
-        return rps
+        return {"rps": rps,
+                "server_us": (server1 - server0) * 1e6 / requests,  # culvertd's CPU per request
+                "client_us": (client1 - client0) * 1e6 / requests,  # wrk's, with its kernel work
+                "server_busy": (server1 - server0) / (t1 - t0)}
 
     def run(self) -> dict:
         R, net = self.R, self.net
@@ -212,10 +234,11 @@ class Bench:
                 for mode in ("keepalive", "newconn"):
                     order = ("capture", "direct") if (run + dests) % 2 == 0 else ("direct", "capture")
                     for path in order:
-                        rps = self.wrk(path, mode)
-                        results.setdefault((dests, mode, path), []).append(rps)
-                        print(f"run {run + 1}: {dests:>5} destinations {mode:9} {path:7} {rps:10.0f}/s",
-                              flush=True)
+                        r = self.wrk(path, mode)
+                        results.setdefault((dests, mode, path), []).append(r)
+                        print(f"run {run + 1}: {dests:>5} destinations {mode:9} {path:7} {r['rps']:10.0f}/s "
+                              f"culvertd {r['server_us']:.2f} CPU-us/req ({r['server_busy']:.0%} busy), "
+                              f"client {r['client_us']:.2f} CPU-us/req", flush=True)
         net.stop(self.proc, signal.SIGTERM)
         cp = net.run([self.args.culvertd, "uninstall", "--config", self.boot], timeout=20)
         R.check("benchmark ran and culvertd uninstalled", cp.returncode == 0, describe(cp))
@@ -223,8 +246,11 @@ class Bench:
 
 
 def summarize(results: dict, runs: int, duration: int) -> str:
-    def med_range(xs):
-        return statistics.median(xs), min(xs), max(xs)
+    def med_range(xs, fmt):
+        return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+
+    def of(cells, key):
+        return [c[key] for c in cells]
 
     lines = [
         f"{runs} interleaved runs of {duration} s each per cell; median (min–max).",
@@ -233,23 +259,38 @@ def summarize(results: dict, runs: int, duration: int) -> str:
         "|---:|---|---:|---:|---:|",
     ]
     names = {"keepalive": "keep-alive requests/s", "newconn": "new connections/s"}
+    cells = {}
     for dests in (10, 10000):
         for mode in ("keepalive", "newconn"):
             cap = results.get((dests, mode, "capture"), [])
             dct = results.get((dests, mode, "direct"), [])
             if not cap or not dct:
                 continue
-            ratios = [c / d for c, d in zip(cap, dct) if d > 0]
-            c, d, r = med_range(cap), med_range(dct), med_range(ratios)
-            lines.append(f"| {dests:,} | {names[mode]} | {c[0]:,.0f} ({c[1]:,.0f}–{c[2]:,.0f}) "
-                         f"| {d[0]:,.0f} ({d[1]:,.0f}–{d[2]:,.0f}) | {r[0]:.3f} ({r[1]:.3f}–{r[2]:.3f}) |")
+            cells[(dests, mode)] = (cap, dct)
+            ratios = [c["rps"] / d["rps"] for c, d in zip(cap, dct) if d["rps"] > 0]
+            lines.append(f"| {dests:,} | {names[mode]} | {med_range(of(cap, 'rps'), '{:,.0f}')} "
+                         f"| {med_range(of(dct, 'rps'), '{:,.0f}')} | {med_range(ratios, '{:.3f}')} |")
     for mode in ("keepalive", "newconn"):
         a = results.get((10, mode, "capture"), [])
         b = results.get((10000, mode, "capture"), [])
         if a and b:
             lines.append("")
             lines.append(f"{names[mode]} through capture, 10,000 vs 10 destinations: "
-                         f"{statistics.median(b) / statistics.median(a):.3f} (ratio of medians)")
+                         f"{statistics.median(of(b, 'rps')) / statistics.median(of(a, 'rps')):.3f} "
+                         "(ratio of medians)")
+    lines += ["", "CPU time per request (µs): culvertd's (its core's busy share in brackets) and the client's "
+              "(wrk, with the kernel work done on its behalf); ratio = capture / direct, median of per-run ratios.",
+              "", "| destinations | measure | culvertd, capture | culvertd, direct | culvertd ratio "
+              "| client, capture | client, direct | client ratio |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for (dests, mode), (cap, dct) in cells.items():
+        busy = {path: f" [{statistics.median(of(xs, 'server_busy')):.0%}]" for path, xs in (("c", cap), ("d", dct))}
+        row = f"| {dests:,} | {names[mode].split(' ')[0]} |"
+        for key in ("server_us", "client_us"):
+            ratios = [c[key] / d[key] for c, d in zip(cap, dct) if d[key] > 0]
+            mark = busy if key == "server_us" else {"c": "", "d": ""}
+            row += (f" {med_range(of(cap, key), '{:.2f}')}{mark['c']} | {med_range(of(dct, key), '{:.2f}')}{mark['d']} |"
+                    f" {med_range(ratios, '{:.3f}')} |")
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
