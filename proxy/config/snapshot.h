@@ -245,6 +245,7 @@ struct StreamTimeouts {
 struct ConnectionLifetime {
   std::chrono::milliseconds idle_timeout{std::chrono::hours(1)};  // Envoy's default; 0 = never
   std::chrono::milliseconds max_duration{0};                       // 0 = unlimited
+  uint32_t max_requests = 0;  // requests (HTTP/2: streams) per connection; 0 = unlimited
   friend bool operator==(const ConnectionLifetime&, const ConnectionLifetime&) = default;
 };
 

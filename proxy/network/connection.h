@@ -72,7 +72,7 @@ public:
   event::Dispatcher& dispatcher() { return dispatcher_; }
   // What the upstream pool that made this connection keeps with it: `token` (say, a
   // circuit-breaker unit) lives exactly as long as this object, and `created_at` starts
-  // its life (max_connection_duration). On the heap: downstream connections, the many
+  // its life (max_connection_duration), `exchanges` its use (max_requests_per_connection). On the heap: downstream connections, the many
   // idle ones, pay a pointer.
   void setPoolFacts(std::shared_ptr<void> token, std::chrono::steady_clock::time_point created_at) {
     pool_facts_ = std::make_unique<PoolFacts>(PoolFacts{std::move(token), created_at});
@@ -81,6 +81,9 @@ public:
   std::chrono::steady_clock::time_point createdAt() const {
     return pool_facts_ ? pool_facts_->created_at : std::chrono::steady_clock::time_point{};
   }
+  // Counts one more exchange finished on it (max_requests_per_connection); the total so
+  // far, 0 when no pool made it.
+  uint32_t countExchange() { return pool_facts_ ? ++pool_facts_->exchanges : 0; }
 
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
@@ -116,6 +119,7 @@ private:
   struct PoolFacts {
     std::shared_ptr<void> token;
     std::chrono::steady_clock::time_point created_at;
+    uint32_t exchanges = 0;
   };
   std::unique_ptr<PoolFacts> pool_facts_;
 };

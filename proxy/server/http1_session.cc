@@ -229,6 +229,13 @@ void Http1Session::onRequestHead(http::RequestHead&& head) {
   discard_body_ = false;
   response_started_ = false;
   close_after_response_ = !ex.request.keep_alive || draining_;
+  if (settings_->lifetime.max_requests > 0 && ++requests_ == settings_->lifetime.max_requests && !draining_) {
+    // max_requests_per_connection, as Envoy: this request is the connection's last; its
+    // answer says "connection: close".
+    pod_->tenant->downstream_cx_max_requests_reached->inc();
+    draining_ = true;
+    close_after_response_ = true;
+  }
   pod_->tenant->downstream_rq_total->inc();
   if (!admitRequest()) return;
   // HTTP/1.0 clients do not send Expect; a 1.0 request carrying it gets no interim reply.

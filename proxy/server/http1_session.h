@@ -182,10 +182,11 @@ private:
   bool discard_body_ : 1 = false;  // answered already; the rest of the request body is dropped
   bool response_started_ : 1 = false;
   bool close_after_response_ : 1 = false;
-  bool draining_ : 1 = false;  // past max_connection_duration: the request in flight is the last
+  bool draining_ : 1 = false;  // past max_connection_duration or max_requests: the request in flight is the last
   bool parser_inside_dispatch_ : 1 = false;
   bool tunnel_log_pending_ : 1 = false;  // the open tunnel's access-log line, written when it ends
   bool closed_ : 1 = false;
+  uint32_t requests_ = 0;  // requests begun, counted only under max_requests_per_connection
 };
 
 // What one request needs while it is in flight (see Http1Session). It is the parser's

@@ -463,6 +463,12 @@ void Http2Session::onHeaders(int32_t id, http::HeaderMap&& headers, bool end_str
   if (cx_idle_timer_) cx_idle_timer_->disable();
   streams_total_.inc();
   pod_->tenant->downstream_rq_total->inc();
+  if (lifetime_.max_requests > 0 && ++streams_begun_ == lifetime_.max_requests && !draining_) {
+    // max_requests_per_connection: drained as at max_connection_duration (approximate, as
+    // in Envoy: streams the client opens before the final GOAWAY are still served).
+    pod_->tenant->downstream_cx_max_requests_reached->inc();
+    startDrain();
+  }
   auto stream = std::make_unique<Stream>(*this, id);
   auto* raw = stream.get();
   streams_[id] = std::move(stream);

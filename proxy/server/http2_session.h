@@ -114,6 +114,7 @@ private:
   config::ConnectionLifetime lifetime_;
   std::chrono::milliseconds drain_timeout_{5000};
   bool draining_ = false;  // the shutdown notice went out
+  uint32_t streams_begun_ = 0;  // for max_requests_per_connection
   std::unique_ptr<event::Timer> cx_idle_timer_;  // runs while no stream is open
   std::unique_ptr<event::Timer> cx_max_duration_timer_;
   std::unique_ptr<event::Timer> drain_timer_;

@@ -50,6 +50,9 @@ std::shared_ptr<TenantContext> TenantContext::create(uint32_t id, std::string na
   t->downstream_cx_max_duration_reached =
       &stats.counter("culvert_downstream_cx_max_duration_reached_total", labels,
                      "Downstream connections drained at max_connection_duration");
+  t->downstream_cx_max_requests_reached =
+      &stats.counter("culvert_downstream_cx_max_requests_reached_total", labels,
+                     "Downstream connections drained after max_requests_per_connection requests");
   t->upstream_cx_connect_fail = &stats.counter("culvert_upstream_cx_connect_fail_total", labels,
                                                "Upstream connection attempts that failed");
   t->no_filter_chain = &stats.counter("culvert_downstream_cx_no_filter_chain_total", labels,

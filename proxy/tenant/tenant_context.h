@@ -45,6 +45,7 @@ struct TenantContext {
   // Downstream connection lifetimes (HttpConnectionManager.common_http_protocol_options).
   common::Counter* downstream_cx_idle_timeout = nullptr;
   common::Counter* downstream_cx_max_duration_reached = nullptr;
+  common::Counter* downstream_cx_max_requests_reached = nullptr;
   common::Counter* no_filter_chain = nullptr;
   // Fair scheduling (proxy/event/scheduler.h): a connection of the tenant stopped reading
   // until the next round.

@@ -216,6 +216,12 @@ void ConnectionPool::release(const PoolKey& key, std::unique_ptr<network::TcpCon
     return;
   }
   auto lifetime = lifetimeOf(key);
+  auto exchanges = connection->countExchange();
+  if (lifetime.max_requests > 0 && exchanges >= lifetime.max_requests) {
+    countLifetimeEnd(key, LifetimeEnd::MaxRequests);
+    closeLater(std::move(connection));
+    return;
+  }
   auto now = dispatcher_.now();
   auto idle_end = lifetime.idle_timeout.count() > 0 ? now + lifetime.idle_timeout : EarliestDeadline::kNever;
   auto life_end =
@@ -276,6 +282,10 @@ void ConnectionPool::countLifetimeEnd(const PoolKey& key, LifetimeEnd why) {
   } else if (why == LifetimeEnd::MaxDuration) {
     stats_->counter("culvert_upstream_cx_max_duration_reached_total", labels,
                     "Upstream connections closed, not reused, past the cluster's max_connection_duration")
+        .inc();
+  } else if (why == LifetimeEnd::MaxRequests) {
+    stats_->counter("culvert_upstream_cx_max_requests_total", labels,
+                    "Upstream connections closed, not reused, after the cluster's max_requests_per_connection")
         .inc();
   } else {
     stats_->counter("culvert_upstream_cx_drain_timeout_total", labels,

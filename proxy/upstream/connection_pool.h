@@ -69,7 +69,7 @@ private:
 };
 
 // Why the pool closed a connection (a counter per cluster each).
-enum class LifetimeEnd { IdleTimeout, MaxDuration, DrainTimeout };
+enum class LifetimeEnd { IdleTimeout, MaxDuration, DrainTimeout, MaxRequests };
 
 class ConnectionPool;
 
@@ -100,7 +100,8 @@ private:
 };
 
 // One worker's HTTP/1.1 upstream connections: keep-alive reuse, closed after the
-// cluster's idle_timeout, never reused past its max_connection_duration.
+// cluster's idle_timeout, never reused past its max_connection_duration or
+// max_requests_per_connection.
 class ConnectionPool {
 public:
   using Ready = std::function<void(common::Result<std::unique_ptr<network::TcpConnection>>)>;

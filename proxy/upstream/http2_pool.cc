@@ -34,6 +34,15 @@ int32_t Http2Connection::openStream(const http::HeaderMap& headers, bool end_str
   if (id <= 0) return 0;
   streams_[id] = callbacks;
   pool_.rq_total_.inc();
+  auto max_requests = pool_.sockets_.lifetimeOf(key_).max_requests;
+  if (max_requests > 0 && ++streams_opened_ >= max_requests && !draining_) {
+    // Its last stream: no new ones; it closes, with a GOAWAY, once its streams finish.
+    // Not a GOAWAY now: nghttp2 sends it ahead of this stream's HEADERS, then refuses to
+    // open the stream.
+    pool_.sockets_.countLifetimeEnd(key_, LifetimeEnd::MaxRequests);
+    draining_ = true;
+    goaway_at_end_ = true;
+  }
   flush();
   return id;
 }
@@ -111,6 +120,7 @@ void Http2Connection::maybeRetire() {
   if (!draining_) pool_.scheduleLifetime(*this);
   if (draining_ && !in_codec_) {
     // Let the GOAWAY and any RST_STREAM reach the socket first.
+    if (goaway_at_end_) codec_.goAway();
     codec_.takeOutput(out_);
     if (!out_.empty()) connection_->write(out_);
     out_.clear();

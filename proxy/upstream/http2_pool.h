@@ -82,6 +82,8 @@ private:
   bool in_codec_ = false;  // inside nghttp2 (receive or takeOutput)
   bool flush_pending_ = false;
   bool draining_ = false;  // GOAWAY received or sent: no new streams
+  uint32_t streams_opened_ = 0;  // counted under max_requests_per_connection
+  bool goaway_at_end_ = false;   // draining without a GOAWAY sent yet: send one at the close
   bool closed_ = false;
   std::chrono::steady_clock::time_point idle_since_;
   // Set when its endpoint left its cluster: streams still open then are ended.
@@ -92,8 +94,8 @@ private:
 // One worker's upstream HTTP/2 connections, keyed like the HTTP/1.1 pool (source pod,
 // endpoint): a request joins a connection with room for a stream, else one being made,
 // else a new one. Connections without streams close after the cluster's idle_timeout;
-// ones older than its max_connection_duration take no new streams and close when their
-// streams finish.
+// ones older than its max_connection_duration, or that opened max_requests_per_connection
+// streams, take no new streams and close when their streams finish.
 class Http2Pool {
 public:
   using Ready = std::function<void(common::Result<Http2Connection*>)>;

@@ -40,6 +40,7 @@ H2_PORT = 8090
 VIP = "10.96.0.10"
 IDLE_TIMEOUT = 0.3
 MAX_DURATION = 0.6
+MAX_REQUESTS = 3  # max_requests_per_connection of clusters counted and counted-h2
 DOWNSTREAM_VIP = "10.96.0.11"
 DOWNSTREAM_IDLE = 0.3
 DOWNSTREAM_MAX = 0.8
@@ -93,6 +94,10 @@ resources:
               route: {{cluster: idle}}
             - match: {{prefix: "/aged"}}
               route: {{cluster: aged}}
+            - match: {{prefix: "/counted-h2"}}
+              route: {{cluster: counted-h2}}
+            - match: {{prefix: "/counted"}}
+              route: {{cluster: counted}}
             - match: {{prefix: "/leaving-h2-retry"}}
               route: {{cluster: leaving-h2, retry_policy: {{retry_on: reset, num_retries: 1}}}}
             - match: {{prefix: "/leaving-h2"}}
@@ -152,7 +157,10 @@ resources:
         - name: envoy.filters.http.router
           typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 """ + cluster("plain", SERVERS["a"], "") + cluster("idle", SERVERS["a"], f"idle_timeout: {IDLE_TIMEOUT}s") + cluster(
-    "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s")
+    "aged", SERVERS["b"], f"idle_timeout: 10s, max_connection_duration: {MAX_DURATION}s") + cluster(
+    "counted", SERVERS["b"], f"max_requests_per_connection: {MAX_REQUESTS}") + cluster(
+    "counted-h2", SERVERS["b"], f"max_requests_per_connection: {MAX_REQUESTS}", protocol="http2_protocol_options",
+    port=H2_PORT)
 
 def leaving_cluster(server: str) -> str:
     return "version_info: \"1\"\nresources:" + cluster("leaving", SERVERS[server], "") + cluster(
@@ -425,6 +433,17 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     R.check("culvert_upstream_cx_max_duration_reached_total{cluster=aged} >= 1", (got or 0) >= 1, f"got {got}")
     R.check("aged: no idle_timeout closes", (d.metric("culvert_upstream_cx_idle_timeout_total",
                                                       {"cluster": "aged"}) or 0) == 0)
+
+    # --- max_requests_per_connection: 3 requests a connection, then a new one (both protocols)
+    for path, cluster_name in (("/counted", "counted"), ("/counted-h2", "counted-h2")):
+        key = f"{cluster_name}-{uuid.uuid4().hex[:8]}"
+        send(f"{path}/{key}", key, 7, 0)
+        ports = [a["peer_port"] for a in attempts(log, key)]
+        R.check(f"{cluster_name}: max_requests_per_connection {MAX_REQUESTS}: 7 sequential requests on 3 connections "
+                "in turn, 3 + 3 + 1", len(ports) == 7 and ports[0:3] == [ports[0]] * 3 and ports[3:6] == [ports[3]] * 3
+                and len({ports[0], ports[3], ports[6]}) == 3, str(ports))
+        got = d.wait_metric("culvert_upstream_cx_max_requests_total", 2, {"cluster": cluster_name})
+        R.check(f"culvert_upstream_cx_max_requests_total{{cluster={cluster_name}}} = 2", got == 2, f"got {got}")
 
     # --- downstream: an idle keep-alive connection is closed, an old one drained
     keepalive = net.path("keepalive_client.py")

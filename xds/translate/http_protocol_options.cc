@@ -51,8 +51,8 @@ Result<config::UpstreamHttpProtocol> translateProtocol(const upstream_http::Http
 }  // namespace
 
 // Unlisted fields of core.v3.HttpProtocolOptions (max_headers_count, max_stream_duration,
-// headers_with_underscores_action, max_requests_per_connection) arrive as unknown and
-// were rejected with their path before this.
+// headers_with_underscores_action) arrive as unknown and were rejected with their path
+// before this.
 Result<config::ConnectionLifetime> translateConnectionLifetime(
     const envoy::config::core::v3::HttpProtocolOptions& proto) {
   config::ConnectionLifetime out;
@@ -66,6 +66,8 @@ Result<config::ConnectionLifetime> translateConnectionLifetime(
     if (!t) return std::unexpected(t.error());
     out.max_duration = *t;
   }
+  // As Envoy: unset or 0 = no limit.
+  if (proto.has_max_requests_per_connection()) out.max_requests = proto.max_requests_per_connection().value();
   return out;
 }
 

@@ -1435,6 +1435,44 @@ TEST_F(ConnectionLifetimeTest, TheSameLifetimeAppliesWhenTheSniffPicksHttp1) {
   close(fd);
 }
 
+TEST_F(ConnectionLifetimeTest, Http1MaxRequestsPerConnectionClosesAfterTheLastRequestsAnswer) {
+  publishLifetime({.idle_timeout = 0ms, .max_duration = 0ms, .max_requests = 2}, 5000ms);
+  int fd = connectClient();
+  send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
+  auto first = readResponses(fd, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].find("connection: close"), std::string::npos) << first[0];
+  // The 2nd is the last: answered with "connection: close", then the connection closes,
+  // a 3rd request pipelined behind it unanswered (the client retries it elsewhere).
+  send(fd, "GET /direct HTTP/1.1\r\nHost: svc\r\n\r\nGET /direct HTTP/1.1\r\nHost: svc\r\n\r\n");
+  bool eof = false;
+  auto rest = readResponses(fd, 2, &eof);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_NE(rest[0].find("connection: close"), std::string::npos) << rest[0];
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(tenant_->downstream_cx_max_requests_reached->value(), 1u);
+  close(fd);
+}
+
+TEST_F(ConnectionLifetimeTest, Http2MaxRequestsPerConnectionDrainsAfterTheLastStream) {
+  publishLifetime({.idle_timeout = 0ms, .max_duration = 0ms, .max_requests = 2}, 50ms);
+  Http2TestClient client(connectClient());
+  int32_t first = client.get("/direct");
+  client.runUntil([&] { return client.closed_ms.count(first) > 0; });
+  EXPECT_TRUE(client.goaways.empty()) << "one stream of two: no drain yet";
+  int32_t second = client.get("/direct");
+  client.runUntil([] { return false; }, 2000ms);
+  EXPECT_EQ(client.status[first], "418");
+  EXPECT_EQ(client.status[second], "418");
+  ASSERT_EQ(client.goaways.size(), 2u);
+  EXPECT_EQ(client.goaways[0].last_stream_id, kShutdownNoticeId);
+  EXPECT_EQ(client.goaways[1].last_stream_id, second);
+  expectAbout(client.goaways[1].at_ms - client.goaways[0].at_ms, 50, "final GOAWAY after drain_timeout");
+  ASSERT_TRUE(client.eof_ms.has_value());
+  EXPECT_EQ(tenant_->downstream_cx_max_requests_reached->value(), 1u);
+  EXPECT_EQ(tenant_->downstream_cx_max_duration_reached->value(), 0u);
+}
+
 }  // namespace
 }  // namespace culvert::server
 

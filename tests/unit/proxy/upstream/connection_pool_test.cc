@@ -117,6 +117,44 @@ TEST(ConnectionPoolTest, MaxConnectionDurationEndsReuse) {
   EXPECT_EQ(counter(stats, "culvert_upstream_cx_idle_timeout_total", "c"), 0u);
 }
 
+TEST(ConnectionPoolTest, MaxRequestsPerConnectionEndsReuseAfterTheLastExchange) {
+  Listener server;
+  event::Dispatcher d("pool");
+  common::StatsStore stats;
+  ConnectionPool pool(d, nullptr, std::chrono::seconds(60), &stats);
+  pool.setLifetimes([](std::string_view cluster) {
+    auto out = lifetime(std::chrono::seconds(10), {});
+    out.max_requests = cluster == "three" ? 3 : 0;
+    return out;
+  });
+  auto address = *common::SocketAddress::parse("127.0.0.1", server.port);
+  for (const std::string cluster : {"three", "unlimited"}) {
+    PoolKey key{1, address, Protocol::Http1, cluster};
+    auto connected = connectAll(d, pool, {key});
+    ASSERT_EQ(connected.size(), 1u);
+    auto* first = connected[0].get();
+    pool.release(key, std::move(connected[0]));
+    for (int exchange = 2; exchange <= 4; ++exchange) {
+      if (!pool.hasIdle(key)) break;
+      std::unique_ptr<network::TcpConnection> reused;
+      auto pending = pool.acquire(ConnectRequest{key, -1, std::chrono::seconds(2)},
+                                  [&](auto result) { reused = std::move(*result); });
+      ASSERT_EQ(pending, nullptr) << cluster << ": a parked connection is handed out at once";
+      EXPECT_EQ(reused.get(), first) << cluster;
+      pool.release(key, std::move(reused));
+    }
+    if (cluster == "three") {
+      // Released after its 3rd exchange: closed, not parked.
+      EXPECT_FALSE(pool.hasIdle(key));
+      EXPECT_EQ(pool.connectionsCreated(), 1u);
+      EXPECT_EQ(counter(stats, "culvert_upstream_cx_max_requests_total", "three"), 1u);
+    } else {
+      EXPECT_TRUE(pool.hasIdle(key)) << "4 exchanges and still reused";
+      EXPECT_EQ(counter(stats, "culvert_upstream_cx_max_requests_total", "unlimited"), 0u);
+    }
+  }
+}
+
 TEST(ConnectionPoolTest, ZeroIdleTimeoutKeepsConnections) {
   Listener server;
   event::Dispatcher d("pool");

@@ -75,6 +75,21 @@ TEST(HttpProtocolOptions, ConnectionLifetimeDefaultsToEnvoys) {
   ASSERT_TRUE(out) << out.error().describe();
   EXPECT_EQ(out->connection_lifetime.idle_timeout, std::chrono::hours(1));
   EXPECT_EQ(out->connection_lifetime.max_duration, std::chrono::milliseconds(0));
+  EXPECT_EQ(out->connection_lifetime.max_requests, 0u);
+}
+
+TEST(HttpProtocolOptions, MaxRequestsPerConnection) {
+  auto out = translateCluster(cluster(
+      "common_http_protocol_options { max_requests_per_connection { value: 3 } } "
+      "explicit_http_config { http_protocol_options {} }"));
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->connection_lifetime.max_requests, 3u);
+  // As Envoy: 0 is no limit, like unset.
+  auto zero = translateCluster(cluster(
+      "common_http_protocol_options { max_requests_per_connection { value: 0 } } "
+      "explicit_http_config { http_protocol_options {} }"));
+  ASSERT_TRUE(zero) << zero.error().describe();
+  EXPECT_EQ(zero->connection_lifetime.max_requests, 0u);
 }
 
 TEST(HttpProtocolOptions, ConnectionLifetimeFromCommonOptions) {
@@ -95,9 +110,9 @@ TEST(HttpProtocolOptions, ConnectionLifetimeFromCommonOptions) {
 }
 
 TEST(HttpProtocolOptions, RejectsOtherCommonOptionsWithThePath) {
-  // max_headers_count (2), max_stream_duration (4), headers_with_underscores_action (5),
-  // max_requests_per_connection (6): fields culvert does not honour.
-  for (int field : {2, 4, 5, 6}) {
+  // max_headers_count (2), max_stream_duration (4), headers_with_underscores_action (5):
+  // fields culvert does not honour.
+  for (int field : {2, 4, 5}) {
     auto proto = cluster("explicit_http_config { http_protocol_options {} }");
     envoy::extensions::upstreams::http::v3::HttpProtocolOptions options;
     ASSERT_TRUE(proto.typed_extension_protocol_options().begin()->second.UnpackTo(&options));
