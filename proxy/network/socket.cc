@@ -12,10 +12,6 @@
 #include <cstring>
 #include <string>
 
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71
-#endif
-
 namespace culvert::network {
 
 FileDescriptor::~FileDescriptor() {
@@ -75,15 +71,6 @@ common::Result<FileDescriptor> createTcpSocketInNetns(int netns_fd, int family) 
     return common::fail(errnoText("socket in pod netns"));
   }
   return fd;
-}
-
-common::Result<uint64_t> netnsCookie(int fd) {
-  uint64_t cookie = 0;
-  socklen_t len = sizeof cookie;
-  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
-    return common::fail(errnoText("getsockopt(SO_NETNS_COOKIE)"));
-  }
-  return cookie;
 }
 
 uint64_t raiseFileLimit() {
