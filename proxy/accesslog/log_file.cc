@@ -93,9 +93,7 @@ bool LogFile::flush() {
   return wrote;
 }
 
-LogManager::LogManager(Options options, common::StatsStore& stats) : options_(options), stats_(stats) {
-  thread_ = std::thread([this] { run(); });
-}
+LogManager::LogManager(Options options, common::StatsStore& stats) : options_(options), stats_(stats) {}
 
 LogManager::~LogManager() {
   {
@@ -103,13 +101,19 @@ LogManager::~LogManager() {
     stop_ = true;
   }
   wake_.notify_one();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool LogManager::writerRunning() {
+  std::lock_guard lock(mutex_);
+  return thread_.joinable();
 }
 
 std::shared_ptr<LogFile> LogManager::file(const std::string& path) {
   std::lock_guard lock(mutex_);
   auto& f = files_[path];
   if (!f) f = std::make_shared<LogFile>(path, options_.shards, options_.shard_limit, stats_);
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
   return f;
 }
 

@@ -55,9 +55,10 @@ private:
   common::Counter& written_;
 };
 
-// Owns every LogFile and the writer thread. Files open once per path, however many
-// listeners and workers log to them; a path nothing references any more stays open
-// until the manager stops (paths are few).
+// Owns every LogFile and the writer thread, which starts with the first file: a daemon
+// without access logs has no thread waking every flush interval. Files open once per
+// path, however many listeners and workers log to them; a path nothing references any
+// more stays open until the manager stops (paths are few).
 class LogManager {
 public:
   struct Options {
@@ -69,6 +70,8 @@ public:
   };
   LogManager(Options options, common::StatsStore& stats);
   ~LogManager();  // flushes what is buffered, joins the writer
+  // Whether the writer thread started (with the first file).
+  bool writerRunning();
 
   // Thread-safe; the same LogFile for the same path.
   std::shared_ptr<LogFile> file(const std::string& path);
@@ -87,7 +90,7 @@ private:
   bool stop_ = false;
   bool kick_ = false;
   std::map<std::string, std::shared_ptr<LogFile>> files_;
-  std::thread thread_;
+  std::thread thread_;  // guarded by mutex_ until the destructor
 };
 
 }  // namespace culvert::accesslog

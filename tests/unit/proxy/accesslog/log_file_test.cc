@@ -54,6 +54,17 @@ TEST_F(LogFileTest, SamePathIsOneFileAndLinesArriveInOrderPerWorker) {
   EXPECT_TRUE(waitFor(path, "one\ntwo\n")) << read(path);
 }
 
+TEST_F(LogFileTest, TheWriterThreadStartsWithTheFirstFile) {
+  LogManager manager({.shards = 1, .shard_limit = 1024, .flush_interval = 10ms}, stats_);
+  manager.reopen();  // SIGUSR1 with no access log: nothing to do, no thread
+  manager.flushNow();
+  EXPECT_FALSE(manager.writerRunning());
+  auto path = (dir_ / "access.log").string();
+  manager.file(path)->append(0, "line\n");
+  EXPECT_TRUE(manager.writerRunning());
+  EXPECT_TRUE(waitFor(path, "line\n")) << read(path);
+}
+
 TEST_F(LogFileTest, FullBufferDropsAndCounts) {
   // A long turn: nothing is written while the buffer fills.
   LogManager manager({.shards = 1, .shard_limit = 10, .flush_interval = 10s}, stats_);
