@@ -330,7 +330,7 @@ common::Result<void> App::applySnapshot(std::shared_ptr<const config::Snapshot> 
   config_version_ = snapshot->version;
   snapshot_ = snapshot;
   // Tenant limits and scope first, so the new listeners never run under the old ones.
-  if (pods_) pods_->tenants().apply(snapshot->tenants);
+  if (pods_) pods_->applyTenants(snapshot->tenants);
   auto published = server_->publish(snapshot);
   for (const auto& e : published.bind_errors) {
     resource_errors_.inc();
@@ -497,7 +497,8 @@ std::string App::renderStats(const std::string& tenant) {
   return out;
 }
 
-// {"bypass": bool, "pods": {"<container_id>/<ifname>": "<state>"}} for `culvertctl pods`:
+// {"bypass": bool, "pods": {"<container_id>/<ifname>": "<state>"}, "fail_modes": {same
+// key: "open" | "closed"}} for `culvertctl pods`:
 // "on (IPv4+IPv6)" / "on (IPv4)" when the pod's netns is in cv_enrolled, "bypassed"
 // under the global bypass, "missing from BPF" when its entry is gone (a defect).
 nlohmann::json App::captureStatus() const {
@@ -505,6 +506,7 @@ nlohmann::json App::captureStatus() const {
   bool bypass = capture_ && capture_->bypass();
   out["bypass"] = bypass;
   nlohmann::json pods = nlohmann::json::object();
+  nlohmann::json fail_modes = nlohmann::json::object();  // in effect, whatever set it
   if (pods_ && capture_) {
     for (const auto& p : pods_->status()) {
       std::string state;
@@ -516,9 +518,12 @@ nlohmann::json App::captureStatus() const {
         state = p.ipv6 ? "on (IPv4+IPv6)" : "on (IPv4)";
       }
       pods[p.record.container_id + "/" + p.record.ifname] = state;
+      fail_modes[p.record.container_id + "/" + p.record.ifname] =
+          p.fail_mode == ebpf::FailMode::Closed ? "closed" : "open";
     }
   }
   out["pods"] = pods;
+  out["fail_modes"] = fail_modes;
   return out;
 }
 

@@ -54,6 +54,35 @@ std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& 
   return tenants_.get(name);
 }
 
+ebpf::FailMode PodManager::failModeFor(const cni::EnrollmentRecord& record) const {
+  if (record.fail_mode) return *record.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+  switch (tenants_.failModeOf(record.tenant.value_or(record.namespace_))) {
+    case config::TenantFailMode::Open:
+      return ebpf::FailMode::Open;
+    case config::TenantFailMode::Closed:
+      return ebpf::FailMode::Closed;
+    case config::TenantFailMode::Default:
+      break;
+  }
+  return bootstrap_.capture.fail_mode == FailMode::Closed ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+}
+
+void PodManager::applyTenants(std::shared_ptr<const config::TenantTable> tenants) {
+  tenants_.apply(std::move(tenants));
+  for (auto& [key, e] : pods_) {
+    auto mode = failModeFor(e.record);
+    if (mode == e.fail_mode) continue;
+    const char* name = mode == ebpf::FailMode::Closed ? "closed" : "open";
+    if (auto ok = capture_.setPodFailMode(e.pod->id, mode); !ok) {
+      spdlog::error("pod {}/{}: fail mode stays {}: {}", e.record.namespace_, e.record.name,
+                    e.fail_mode == ebpf::FailMode::Closed ? "closed" : "open", ok.error().describe());
+      continue;
+    }
+    e.fail_mode = mode;
+    spdlog::info("pod {}/{}: fail mode {} (tenant {})", e.record.namespace_, e.record.name, name, e.pod->tenant->name);
+  }
+}
+
 common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) { return enrollAs(record, std::nullopt); }
 
 common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
@@ -123,8 +152,7 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
 
   uint64_t cookie = ebpf::CaptureProgram::netnsCookie(sockets->front().get());
   if (cookie == 0) return common::fail("cannot read the pod's netns cookie", "netns_path");
-  auto fail_mode = bootstrap_.capture.fail_mode == FailMode::Closed ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
-  if (record.fail_mode) fail_mode = *record.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+  auto fail_mode = failModeFor(record);
   // Never captured for this pod: its record's exclusions and its own addresses (the
   // bootstrap's exclusions apply to every pod through the global entries).
   ebpf::PodCaptureEntry entry;
@@ -158,7 +186,7 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
     server_.removePod(cookie);
     return ok;
   }
-  pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino, have_v6};
+  pods_[key] = Enrolled{record, pod, st.st_dev, st.st_ino, have_v6, fail_mode};
   enrolled_gauge_.set(static_cast<int64_t>(pods_.size()));
   // Persisted before the answer: a pod the runtime was told is captured survives a crash.
   if (auto saved = persist(); !saved) {
@@ -225,7 +253,7 @@ std::vector<cni::EnrollmentRecord> PodManager::list() const {
 
 std::vector<PodManager::PodStatus> PodManager::status() const {
   std::vector<PodStatus> out;
-  for (const auto& [key, e] : pods_) out.push_back({e.record, e.pod->id, e.pod->tenant->name, e.ipv6});
+  for (const auto& [key, e] : pods_) out.push_back({e.record, e.pod->id, e.pod->tenant->name, e.ipv6, e.fail_mode});
   return out;
 }
 

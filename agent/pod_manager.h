@@ -42,6 +42,7 @@ public:
     uint64_t netns_cookie = 0;
     std::string tenant;
     bool ipv6 = false;  // an in-pod listener group on [::1] too
+    ebpf::FailMode fail_mode = ebpf::FailMode::Open;  // in effect: record, else tenant, else bootstrap
   };
   std::vector<PodStatus> status() const;
   // Capture counts of the pods that have left, by tenant: a tenant's series is its pods'
@@ -70,6 +71,10 @@ public:
   size_t adoptUncaptured(const std::filesystem::path& dir);
   // Netns cookies of the enrolled pods.
   std::set<uint64_t> cookies() const;
+  // A new configuration's Tenant resources: limits and scope (TenantRegistry::apply), and
+  // the fail mode of every pod whose enrollment names none, rewritten in BPF where its
+  // tenant's fail_mode changed it.
+  void applyTenants(std::shared_ptr<const config::TenantTable> tenants);
   // The tenants of the pods, with their budgets and Tenant resources.
   TenantRegistry& tenants() { return tenants_; }
   const TenantRegistry& tenants() const { return tenants_; }
@@ -81,10 +86,14 @@ private:
     dev_t netns_dev = 0;
     ino_t netns_ino = 0;
     bool ipv6 = false;
+    ebpf::FailMode fail_mode = ebpf::FailMode::Open;  // as written in cv_enrolled
   };
   using Key = std::pair<std::string, std::string>;  // (container_id, ifname)
 
   std::shared_ptr<tenant::TenantContext> tenantFor(const std::string& name);
+  // The enrollment record's fail mode, else its tenant's Tenant.fail_mode, else the
+  // bootstrap's capture.fail_mode.
+  ebpf::FailMode failModeFor(const cni::EnrollmentRecord& record) const;
   void remove(std::map<Key, Enrolled>::iterator it);
   common::Result<void> persist();
   common::Result<void> enrollAs(const cni::EnrollmentRecord& record, std::optional<std::pair<uint64_t, uint64_t>> expect);

@@ -54,6 +54,11 @@ void TenantRegistry::apply(std::shared_ptr<const config::TenantTable> tenants) {
   for (auto& [name, context] : tenants_) context->apply(find(*table_, name), defaults_);
 }
 
+config::TenantFailMode TenantRegistry::failModeOf(const std::string& name) const {
+  auto resource = find(*table_, name);
+  return resource ? resource->fail_mode : config::TenantFailMode::Default;
+}
+
 nlohmann::json TenantRegistry::dump(const std::string& name, const config::Snapshot& snapshot) const {
   nlohmann::json out;
   out["tenant"] = name;
@@ -63,6 +68,9 @@ nlohmann::json TenantRegistry::dump(const std::string& name, const config::Snaps
   out["limits_source"] = resource ? "culvert.v1.Tenant" : "bootstrap tenants.defaults";
   if (resource) {
     out["weight"] = resource->weight;
+    if (resource->fail_mode != config::TenantFailMode::Default) {
+      out["fail_mode"] = resource->fail_mode == config::TenantFailMode::Closed ? "closed" : "open";
+    }
     out["allowed_listeners"] = resource->allowed_listeners;
     out["allowed_routes"] = resource->allowed_routes;
   }

@@ -36,6 +36,9 @@ public:
   // swapped (a tenant whose resource went away falls back to the defaults).
   void apply(std::shared_ptr<const config::TenantTable> tenants);
 
+  // The fail mode the tenant's Tenant resource sets (Default: none, or no resource).
+  config::TenantFailMode failModeOf(const std::string& name) const;
+
   const config::TenantLimits& defaults() const { return defaults_; }
   const tenant::MemoryWatermark& memory() const { return *memory_; }
 

@@ -92,12 +92,26 @@ std::string captureState(const nlohmann::json& extra, const cni::EnrollmentRecor
   return it->get<std::string>();
 }
 
+// The FAIL_MODE column: the mode in effect as culvertd reports it (the record's, else the
+// tenant's, else the bootstrap's); the record's own from a culvertd that does not.
+std::string failMode(const nlohmann::json& extra, const cni::EnrollmentRecord& p) {
+  auto capture = extra.find("capture");
+  if (capture != extra.end() && capture->is_object()) {
+    auto modes = capture->find("fail_modes");
+    if (modes != capture->end() && modes->is_object()) {
+      auto it = modes->find(p.container_id + "/" + p.ifname);
+      if (it != modes->end() && it->is_string()) return it->get<std::string>();
+    }
+  }
+  return p.fail_mode.value_or("-");
+}
+
 void printPods(const std::vector<cni::EnrollmentRecord>& pods, const nlohmann::json& extra, std::ostream& out) {
   std::vector<std::vector<std::string>> rows = {
       {"NAMESPACE", "NAME", "CONTAINER_ID", "IFNAME", "IPS", "TENANT", "FAIL_MODE", "CAPTURE", "NETNS"}};
   for (const auto& p : pods) {
     rows.push_back({p.namespace_, p.name, p.container_id, p.ifname, p.ips.empty() ? "-" : joined(p.ips, ","),
-                    p.tenant.value_or("-"), p.fail_mode.value_or("-"), captureState(extra, p), p.netns_path});
+                    p.tenant.value_or("-"), failMode(extra, p), captureState(extra, p), p.netns_path});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& row : rows) {

@@ -551,6 +551,20 @@ common::Result<void> CaptureProgram::unenrollPod(uint64_t netns_cookie) {
   return {};
 }
 
+common::Result<void> CaptureProgram::setPodFailMode(uint64_t netns_cookie, FailMode mode) {
+  cv_enrolled_value value{};
+  if (bpf_map_lookup_elem(enrolled_fd_, &netns_cookie, &value) != 0) {
+    return common::fail("netns cookie " + std::to_string(netns_cookie) + " is not enrolled: " + errnoName(errno));
+  }
+  value.fail_mode = mode == FailMode::Closed ? CV_FAIL_CLOSED : CV_FAIL_OPEN;
+  // BPF_EXIST: a pod unenrolled meanwhile is not enrolled again by this.
+  if (bpf_map_update_elem(enrolled_fd_, &netns_cookie, &value, BPF_EXIST) != 0) {
+    return common::fail("set the fail mode of netns cookie " + std::to_string(netns_cookie) + ": " +
+                        errnoName(errno));
+  }
+  return {};
+}
+
 size_t CaptureProgram::clearOriginalDestinations() {
   size_t n = 0;
   for (const auto& key : allKeys<cv_orig_dst_key>(orig_dst_fd_)) n += bpf_map_delete_elem(orig_dst_fd_, &key) == 0;

@@ -114,6 +114,8 @@ public:
   // Removes cv_enrolled first, then the pod's exclusions and counters. Not enrolled is
   // not an error (CNI DEL may repeat). Also the way to purge a stale cookie.
   common::Result<void> unenrollPod(uint64_t netns_cookie);
+  // Changes an enrolled pod's fail mode in place (its Tenant resource's fail_mode changed).
+  common::Result<void> setPodFailMode(uint64_t netns_cookie, FailMode mode);
   // Every netns cookie in cv_enrolled, sorted (for purging cookies of dead netns).
   std::vector<uint64_t> enrolledNetnsCookies() const;
   // cv_enrolled's value for one cookie; nullopt when not enrolled. Exclusions are not

@@ -8,7 +8,8 @@ and the admin views show one tenant's slice.
 Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 Pods "a1" (namespace team-a) and "b1" (namespace team-b) reach the never-routed VIP
 10.96.0.10:80 through capture; an echo server on 10.244.1.3:8080 answers. A tenants.yaml
-resource file sets team-a's budgets. In-flight and buffered-bytes budgets need a slow
+resource file sets team-a's budgets, then its fail mode (pod "a2", team-a too, names its
+own in its enrollment). In-flight and buffered-bytes budgets need a slow
 upstream and are covered on the real data path by tests/unit/proxy/server/worker_test.cc.
 """
 
@@ -22,6 +23,7 @@ import testhosts as th  # noqa: E402
 from culvertd_harness import Culvertd, check_isolated, describe, parse_labels, run_test  # noqa: E402
 
 A_IP, B_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
+A2_IP = "10.244.1.4"
 VIP = "10.96.0.10"
 SHED = "culvert_tenant_shed_total"
 
@@ -135,6 +137,7 @@ elif mode == "hold":
 
 def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     a1 = net.add_pod("a1", A_IP)
+    a2 = net.add_pod("a2", A2_IP)
     b1 = net.add_pod("b1", B_IP)
     server = net.add_pod("server", SERVER_IP)
     d = Culvertd(net, args, R, workers=1)
@@ -152,6 +155,15 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         except ValueError:
             R.check(f"{pod.name} client {mode} {n} ran", False, describe(cp))
             return None
+
+    def connect_errno(pod) -> str:
+        """connect() to the VIP from the pod (in the capture cgroup): "ok" or the errno name."""
+        code = ("import errno, socket, sys\n"
+                "s = socket.socket(); s.settimeout(2)\n"
+                "try:\n    s.connect((sys.argv[1], 80)); print('ok')\n"
+                "except OSError as e:\n    print(errno.errorcode.get(e.errno, str(e)))\n")
+        cp = pod.run([th.PYTHON, "-c", code, VIP], cgroup=d.cgroup, check=False, timeout=10)
+        return cp.stdout.strip() or cp.stderr.strip()
 
     def shed(tenant, budget):
         return d.metric(SHED, {"tenant": tenant, "budget": budget}) or 0.0
@@ -249,7 +261,28 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     dump = json.loads(body) if code == 200 else {}
     R.check("/config_dump?tenant=team-b: bootstrap defaults (no resource)",
             dump.get("tenant", {}).get("limits_source") == "bootstrap tenants.defaults", body[:400])
-    d.stop()
+
+    # --- fail mode: team-a's Tenant resource makes its pods fail closed (the bootstrap
+    # says open); a pod whose enrollment names a fail mode keeps it; team-b keeps open.
+    d.enroll(a2, namespace="team-a", extra=("--fail-mode", "open"))
+    d.write_resources("tenants.yaml", TENANTS.format(version="t3", rps=1000, burst=1000) + "  fail_mode: CLOSED\n")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        code, body = d.admin_get("/config_dump?tenant=team-a")
+        if code == 200 and '"fail_mode": "closed"' in body:
+            break
+        time.sleep(0.1)
+    R.check("reload: team-a's fail_mode CLOSED applies (config_dump?tenant=team-a)",
+            '"fail_mode": "closed"' in body, body[:400])
+    cp = d.ctl("pods")
+    modes = {cols[1]: cols[6] for cols in (l.split() for l in cp.stdout.splitlines()[1:]) if len(cols) > 6}
+    R.check("culvertctl pods: the fail mode in effect — a1 closed (tenant), a2 open (its enrollment), "
+            "b1 open (bootstrap)", modes == {"a1": "closed", "a2": "open", "b1": "open"}, describe(cp))
+    d.kill()  # the pods' listeners are gone: each pod's fail mode decides
+    errs = {pod.name: connect_errno(pod) for pod in (a1, a2, b1)}
+    R.check("culvertd down: a1's connect refused at once (closed by its tenant); a2's and b1's left "
+            "untouched (open: the VIP has no route in the pod)",
+            errs == {"a1": "ECONNREFUSED", "a2": "ENETUNREACH", "b1": "ENETUNREACH"}, str(errs))
 
 
 if __name__ == "__main__":

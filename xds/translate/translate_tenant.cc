@@ -53,11 +53,14 @@ common::Result<config::Tenant> translateTenant(const culvert::v1::Tenant& proto)
   switch (proto.fail_mode()) {
     case culvert::v1::Tenant::FAIL_MODE_UNSPECIFIED:
       break;
+    case culvert::v1::Tenant::OPEN:
+      out.fail_mode = config::TenantFailMode::Open;
+      break;
+    case culvert::v1::Tenant::CLOSED:
+      out.fail_mode = config::TenantFailMode::Closed;
+      break;
     default:
-      // A pod's fail mode is fixed in its BPF entry at enrollment; per-tenant fail modes
-      // are not applied yet, so the field is refused rather than ignored.
-      return common::fail("per-tenant fail_mode is not supported (set it per enrollment or in the bootstrap)",
-                          "fail_mode");
+      return common::fail("unknown fail_mode " + std::to_string(proto.fail_mode()) + " (OPEN or CLOSED)", "fail_mode");
   }
   auto listeners = translateNames(proto.allowed_listeners(), "allowed_listeners");
   if (!listeners) return std::unexpected(listeners.error());

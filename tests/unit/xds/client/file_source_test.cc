@@ -271,9 +271,12 @@ resources:
 - "@type": type.googleapis.com/culvert.v1.Tenant
   name: team-c
   limits: { max_requests_in_flight: 3, colour: blue }
+- "@type": type.googleapis.com/culvert.v1.Tenant
+  name: team-d
+  weight: 0
 )");
   auto r = load();
-  ASSERT_EQ(r.snapshot.tenants->by_name.size(), 1u);
+  ASSERT_EQ(r.snapshot.tenants->by_name.size(), 2u);
   const auto& a = *r.snapshot.tenants->by_name.at("team-a");
   EXPECT_EQ(a.limits.max_downstream_connections, 10u);
   EXPECT_EQ(a.limits.max_requests_per_second, 100u);
@@ -281,11 +284,12 @@ resources:
   EXPECT_FALSE(a.limits.max_requests_in_flight.has_value());  // unset: the bootstrap default
   EXPECT_EQ(a.weight, 2u);
   EXPECT_EQ(a.allowed_listeners, std::vector<std::string>{"vip-a"});
+  EXPECT_EQ(r.snapshot.tenants->by_name.at("team-b")->fail_mode, config::TenantFailMode::Closed);
   ASSERT_EQ(r.errors.size(), 2u);
-  EXPECT_EQ(r.errors[0].resource, "team-b");
-  EXPECT_NE(r.errors[0].reason.find("fail_mode"), std::string::npos);
-  EXPECT_EQ(r.errors[1].resource, "team-c");
-  EXPECT_NE(r.errors[1].reason.find("colour"), std::string::npos);
+  EXPECT_EQ(r.errors[0].resource, "team-c");
+  EXPECT_NE(r.errors[0].reason.find("colour"), std::string::npos);
+  EXPECT_EQ(r.errors[1].resource, "team-d");
+  EXPECT_NE(r.errors[1].reason.find("weight"), std::string::npos);
 }
 
 TEST_F(FileSourceTest, OnReloadABrokenTenantKeepsItsLastGoodVersionAndAnotherTenantsUpdateApplies) {
