@@ -86,6 +86,7 @@ Result<UpstreamHttpOptions> translateHttpProtocolOptions(const google::protobuf:
     auto lifetime = translateConnectionLifetime(proto.common_http_protocol_options());
     if (!lifetime) return std::unexpected(nest("common_http_protocol_options", lifetime.error()));
     out.lifetime = *lifetime;
+    out.max_requests_set = proto.common_http_protocol_options().has_max_requests_per_connection();
   }
   auto protocol = translateProtocol(proto);
   if (!protocol) return std::unexpected(protocol.error());

@@ -21,6 +21,7 @@ common::Result<config::ConnectionLifetime> translateConnectionLifetime(
 struct UpstreamHttpOptions {
   config::UpstreamHttpProtocol protocol = config::UpstreamHttpProtocol::Http1;
   config::ConnectionLifetime lifetime;
+  bool max_requests_set = false;  // lifetime.max_requests came from the message, not its default
 };
 
 // A cluster's typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:

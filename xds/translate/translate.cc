@@ -1373,6 +1373,7 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
   if (proto.has_transport_socket()) {
     return fail("upstream transport sockets (TLS) are not supported", "transport_socket");
   }
+  bool max_requests_set = false;
   if (!proto.typed_extension_protocol_options().empty()) {
     // Sorted for a stable message.
     std::set<std::string> keys;
@@ -1385,7 +1386,13 @@ Result<config::Cluster> translateCluster(const cluster::Cluster& proto) {
       if (!options) return std::unexpected(nest(where, options.error()));
       out.http_protocol = options->protocol;
       out.connection_lifetime = options->lifetime;
+      max_requests_set = options->max_requests_set;
     }
+  }
+  // Envoy's deprecated Cluster.max_requests_per_connection: used when the protocol
+  // options do not set theirs.
+  if (proto.has_max_requests_per_connection() && !max_requests_set) {
+    out.connection_lifetime.max_requests = proto.max_requests_per_connection().value();
   }
   // Envoy ignores load_assignment on EDS clusters; so does culvert.
   if (out.type == config::ClusterType::Static && proto.has_load_assignment()) {

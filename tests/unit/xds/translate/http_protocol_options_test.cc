@@ -92,6 +92,31 @@ TEST(HttpProtocolOptions, MaxRequestsPerConnection) {
   EXPECT_EQ(zero->connection_lifetime.max_requests, 0u);
 }
 
+TEST(HttpProtocolOptions, DeprecatedClusterMaxRequestsPerConnectionYieldsToTheProtocolOptions) {
+  // Alone (no protocol options at all), it applies.
+  Cluster bare;
+  bare.set_name("c");
+  bare.mutable_max_requests_per_connection()->set_value(5);
+  auto out = translateCluster(bare);
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->connection_lifetime.max_requests, 5u);
+  // Protocol options without the field: it still applies.
+  auto proto = cluster("explicit_http_config { http_protocol_options {} }");
+  proto.mutable_max_requests_per_connection()->set_value(5);
+  out = translateCluster(proto);
+  ASSERT_TRUE(out) << out.error().describe();
+  EXPECT_EQ(out->connection_lifetime.max_requests, 5u);
+  // The protocol options' own value wins, 0 (no limit) included, as in Envoy.
+  for (uint32_t own : {2u, 0u}) {
+    proto = cluster("common_http_protocol_options { max_requests_per_connection { value: " + std::to_string(own) +
+                    " } } explicit_http_config { http_protocol_options {} }");
+    proto.mutable_max_requests_per_connection()->set_value(5);
+    out = translateCluster(proto);
+    ASSERT_TRUE(out) << out.error().describe();
+    EXPECT_EQ(out->connection_lifetime.max_requests, own);
+  }
+}
+
 TEST(HttpProtocolOptions, ConnectionLifetimeFromCommonOptions) {
   auto out = translateCluster(cluster(
       "common_http_protocol_options { idle_timeout { nanos: 250000000 } max_connection_duration { seconds: 2 } } "
