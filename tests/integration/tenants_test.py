@@ -165,6 +165,17 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
         cp = pod.run([th.PYTHON, "-c", code, VIP], cgroup=d.cgroup, check=False, timeout=10)
         return cp.stdout.strip() or cp.stderr.strip()
 
+    def reload_tenants(text: str, marker: str, what: str) -> None:
+        """Rewrites tenants.yaml and waits until team-a's config dump shows `marker`."""
+        d.write_resources("tenants.yaml", text)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            code, body = d.admin_get("/config_dump?tenant=team-a")
+            if code == 200 and marker in body:
+                break
+            time.sleep(0.1)
+        R.check(what, marker in body, body[:400])
+
     def shed(tenant, budget):
         return d.metric(SHED, {"tenant": tenant, "budget": budget}) or 0.0
 
@@ -207,15 +218,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
 
     # --- connections: team-a may hold 3; more are reset as soon as they are accepted
     time.sleep(1.1)  # refill team-a's bucket for the held connections' requests
-    d.write_resources("tenants.yaml", TENANTS.format(version="t2", rps=1000, burst=1000))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        code, body = d.admin_get("/config_dump?tenant=team-a")
-        if code == 200 and '"max_requests_per_second": 1000' in body:
-            break
-        time.sleep(0.1)
-    R.check("reload: the new Tenant resource's limits apply (config_dump?tenant=team-a)",
-            '"max_requests_per_second": 1000' in body, body[:400])
+    reload_tenants(TENANTS.format(version="t2", rps=1000, burst=1000), '"max_requests_per_second": 1000',
+                   "reload: the new Tenant resource's limits apply (config_dump?tenant=team-a)")
     got = client(a1, "burst", 6) or []
     R.check("reload: team-a's 6 back-to-back requests are all served now",
             [r["status"] for r in got] == [200] * 6, json.dumps(got))
@@ -265,15 +269,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- fail mode: team-a's Tenant resource makes its pods fail closed (the bootstrap
     # says open); a pod whose enrollment names a fail mode keeps it; team-b keeps open.
     d.enroll(a2, namespace="team-a", extra=("--fail-mode", "open"))
-    d.write_resources("tenants.yaml", TENANTS.format(version="t3", rps=1000, burst=1000) + "  fail_mode: CLOSED\n")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        code, body = d.admin_get("/config_dump?tenant=team-a")
-        if code == 200 and '"fail_mode": "closed"' in body:
-            break
-        time.sleep(0.1)
-    R.check("reload: team-a's fail_mode CLOSED applies (config_dump?tenant=team-a)",
-            '"fail_mode": "closed"' in body, body[:400])
+    reload_tenants(TENANTS.format(version="t3", rps=1000, burst=1000) + "  fail_mode: CLOSED\n",
+                   '"fail_mode": "closed"', "reload: team-a's fail_mode CLOSED applies (config_dump?tenant=team-a)")
     cp = d.ctl("pods")
     modes = {cols[1]: cols[6] for cols in (l.split() for l in cp.stdout.splitlines()[1:]) if len(cols) > 6}
     R.check("culvertctl pods: the fail mode in effect — a1 closed (tenant), a2 open (its enrollment), "
