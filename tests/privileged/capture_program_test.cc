@@ -236,6 +236,26 @@ TEST_F(CaptureProgramTest, FailClosedAlsoRefusesWhenOnlyAnUntaggedListenerExists
   EXPECT_FALSE(acceptWithin(app_listener.get(), 0));
 }
 
+TEST_F(CaptureProgramTest, AFailModeChangedInPlaceTakesEffectAtTheNextConnect) {
+  enroll(*pod_, FailMode::Closed);
+  EXPECT_EQ(connectVip(*pod_).error, ECONNREFUSED);
+  ASSERT_TRUE(program_->setPodFailMode(pod_->cookie(), FailMode::Open));
+  EXPECT_EQ(connectVip(*pod_).error, ENETUNREACH);  // untouched now
+  auto entry = program_->enrolledPod(pod_->cookie());
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(entry->fail_mode, FailMode::Open);
+  EXPECT_EQ(entry->tenant_id, 3u);  // the rest of the entry is kept
+  ASSERT_TRUE(program_->setPodFailMode(pod_->cookie(), FailMode::Closed));
+  EXPECT_EQ(connectVip(*pod_).error, ECONNREFUSED);
+
+  // A pod that left is not enrolled again by it.
+  TestNetns other;
+  auto set = program_->setPodFailMode(other.cookie(), FailMode::Closed);
+  ASSERT_FALSE(set);
+  EXPECT_NE(set.error().message.find("not enrolled"), std::string::npos) << set.error().describe();
+  EXPECT_FALSE(program_->enrolledPod(other.cookie()).has_value());
+}
+
 TEST_F(CaptureProgramTest, UnenrolledPodIsNoLongerCaptured) {
   enroll(*pod_, FailMode::Closed);
   ASSERT_TRUE(program_->unenrollPod(pod_->cookie()));
