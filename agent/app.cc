@@ -518,8 +518,7 @@ nlohmann::json App::captureStatus() const {
         state = p.ipv6 ? "on (IPv4+IPv6)" : "on (IPv4)";
       }
       pods[p.record.container_id + "/" + p.record.ifname] = state;
-      fail_modes[p.record.container_id + "/" + p.record.ifname] =
-          p.fail_mode == ebpf::FailMode::Closed ? "closed" : "open";
+      fail_modes[p.record.container_id + "/" + p.record.ifname] = ebpf::toString(p.fail_mode);
     }
   }
   out["pods"] = pods;

@@ -72,14 +72,14 @@ void PodManager::applyTenants(std::shared_ptr<const config::TenantTable> tenants
   for (auto& [key, e] : pods_) {
     auto mode = failModeFor(e.record);
     if (mode == e.fail_mode) continue;
-    const char* name = mode == ebpf::FailMode::Closed ? "closed" : "open";
     if (auto ok = capture_.setPodFailMode(e.pod->id, mode); !ok) {
       spdlog::error("pod {}/{}: fail mode stays {}: {}", e.record.namespace_, e.record.name,
-                    e.fail_mode == ebpf::FailMode::Closed ? "closed" : "open", ok.error().describe());
+                    ebpf::toString(e.fail_mode), ok.error().describe());
       continue;
     }
     e.fail_mode = mode;
-    spdlog::info("pod {}/{}: fail mode {} (tenant {})", e.record.namespace_, e.record.name, name, e.pod->tenant->name);
+    spdlog::info("pod {}/{}: fail mode {} (tenant {})", e.record.namespace_, e.record.name, ebpf::toString(mode),
+                 e.pod->tenant->name);
   }
 }
 

@@ -17,6 +17,8 @@ struct capture_bpf;  // bpftool skeleton (generated into the build dir)
 namespace culvert::ebpf {
 
 enum class FailMode : uint8_t { Open = 0, Closed = 1 };
+// "open" / "closed", as the bootstrap and enrollment records spell them.
+inline const char* toString(FailMode mode) { return mode == FailMode::Closed ? "closed" : "open"; }
 
 // What cv_enrolled holds for one pod netns, plus what that pod never has captured.
 struct PodCaptureEntry {

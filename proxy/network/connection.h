@@ -72,8 +72,9 @@ public:
   event::Dispatcher& dispatcher() { return dispatcher_; }
   // What the upstream pool that made this connection keeps with it: `token` (say, a
   // circuit-breaker unit) lives exactly as long as this object, and `created_at` starts
-  // its life (max_connection_duration), `exchanges` its use (max_requests_per_connection). On the heap: downstream connections, the many
-  // idle ones, pay a pointer.
+  // its life (max_connection_duration), `exchanges` counts its use
+  // (max_requests_per_connection). On the heap: downstream connections, the many idle
+  // ones, pay a pointer.
   void setPoolFacts(std::shared_ptr<void> token, std::chrono::steady_clock::time_point created_at) {
     pool_facts_ = std::make_unique<PoolFacts>(PoolFacts{std::move(token), created_at});
   }

@@ -41,7 +41,6 @@ common::Result<FileDescriptor> createTcpSocketInNetns(int netns_fd, int family);
 // The netns of the calling thread, opened once per thread and kept for setns back.
 int currentThreadNetns();
 
-
 // RLIMIT_NOFILE raised to its hard limit; returns the new soft limit.
 uint64_t raiseFileLimit();
 
