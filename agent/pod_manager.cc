@@ -69,6 +69,8 @@ ebpf::FailMode PodManager::failModeFor(const cni::EnrollmentRecord& record) cons
 
 void PodManager::applyTenants(std::shared_ptr<const config::TenantTable> tenants) {
   tenants_.apply(std::move(tenants));
+  tenants_configured_ = true;
+  bool changed = false;
   for (auto& [key, e] : pods_) {
     auto mode = failModeFor(e.record);
     if (mode == e.fail_mode) continue;
@@ -78,15 +80,21 @@ void PodManager::applyTenants(std::shared_ptr<const config::TenantTable> tenants
       continue;
     }
     e.fail_mode = mode;
+    changed = true;
     spdlog::info("pod {}/{}: fail mode {} (tenant {})", e.record.namespace_, e.record.name, ebpf::toString(mode),
                  e.pod->tenant->name);
+  }
+  // The registry keeps the mode in effect, for a restart that finds no configuration.
+  if (changed) {
+    if (auto saved = persist(); !saved) spdlog::error("registry: {}", saved.error().describe());
   }
 }
 
 common::Result<void> PodManager::enroll(const cni::EnrollmentRecord& record) { return enrollAs(record, std::nullopt); }
 
 common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
-                                          std::optional<std::pair<uint64_t, uint64_t>> expect) {
+                                          std::optional<std::pair<uint64_t, uint64_t>> expect,
+                                          std::optional<ebpf::FailMode> restored_mode) {
   if (auto valid = cni::validateRecord(record); !valid) return valid;
   Key key{record.container_id, record.ifname};
 
@@ -153,6 +161,10 @@ common::Result<void> PodManager::enrollAs(const cni::EnrollmentRecord& record,
   uint64_t cookie = ebpf::CaptureProgram::netnsCookie(sockets->front().get());
   if (cookie == 0) return common::fail("cannot read the pod's netns cookie", "netns_path");
   auto fail_mode = failModeFor(record);
+  // Restored before any configuration (a control plane not reached yet, nothing stored):
+  // the tenant's fail_mode is unknown, so the pod keeps the mode it had rather than the
+  // bootstrap's; the first configuration settles it (applyTenants).
+  if (restored_mode && !record.fail_mode && !tenants_configured_) fail_mode = *restored_mode;
   // Never captured for this pod: its record's exclusions and its own addresses (the
   // bootstrap's exclusions apply to every pod through the global entries).
   ebpf::PodCaptureEntry entry;
@@ -204,8 +216,8 @@ common::Result<void> PodManager::persist() {
   std::vector<RegistryEntry> entries;
   entries.reserve(pods_.size());
   for (const auto& [key, e] : pods_) {
-    entries.push_back(
-        {e.record, static_cast<uint64_t>(e.netns_dev), static_cast<uint64_t>(e.netns_ino), e.pod->tenant->id});
+    entries.push_back({e.record, static_cast<uint64_t>(e.netns_dev), static_cast<uint64_t>(e.netns_ino),
+                       e.pod->tenant->id, ebpf::toString(e.fail_mode)});
   }
   return registry_->save(entries);
 }
@@ -278,7 +290,9 @@ common::Result<PodManager::RestoreReport> PodManager::restore() {
   auto live = partitionByLiveness(*entries, statPath);
   batch_ = true;
   for (const auto& e : live.alive) {
-    if (auto ok = enrollAs(e.record, std::pair<uint64_t, uint64_t>(e.netns_dev, e.netns_ino)); !ok) {
+    std::optional<ebpf::FailMode> mode;
+    if (!e.fail_mode.empty()) mode = e.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+    if (auto ok = enrollAs(e.record, std::pair<uint64_t, uint64_t>(e.netns_dev, e.netns_ino), mode); !ok) {
       spdlog::warn("registry: pod {}/{} ({} {}) not re-enrolled: {}", e.record.namespace_, e.record.name,
                    e.record.container_id, e.record.ifname, ok.error().describe());
       ++report.dropped;

@@ -96,7 +96,10 @@ private:
   ebpf::FailMode failModeFor(const cni::EnrollmentRecord& record) const;
   void remove(std::map<Key, Enrolled>::iterator it);
   common::Result<void> persist();
-  common::Result<void> enrollAs(const cni::EnrollmentRecord& record, std::optional<std::pair<uint64_t, uint64_t>> expect);
+  // `expect`: the netns identity the registry saw at ADD; `restored_mode`: the fail mode
+  // the pod had before a restart.
+  common::Result<void> enrollAs(const cni::EnrollmentRecord& record, std::optional<std::pair<uint64_t, uint64_t>> expect,
+                                std::optional<ebpf::FailMode> restored_mode = std::nullopt);
 
   const Bootstrap& bootstrap_;
   ebpf::CaptureProgram& capture_;
@@ -109,6 +112,8 @@ private:
   common::Counter& uncaptured_counter_;
   std::unique_ptr<Registry> registry_;
   bool batch_ = false;  // restore(): persist once at the end
+  // applyTenants has run: Tenant.fail_mode is known (else a restored pod keeps its mode).
+  bool tenants_configured_ = false;
 };
 
 }  // namespace culvert::agent

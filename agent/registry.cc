@@ -64,7 +64,8 @@ std::string encodeRegistry(const std::vector<RegistryEntry>& entries) {
     pods.push_back({{"record", cni::toJson(e.record)},
                     {"netns_dev", e.netns_dev},
                     {"netns_ino", e.netns_ino},
-                    {"tenant_id", e.tenant_id}});
+                    {"tenant_id", e.tenant_id},
+                    {"fail_mode", e.fail_mode}});
   }
   json j = {{"version", 1}, {"pods", std::move(pods)}};
   return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -93,7 +94,15 @@ common::Result<std::vector<RegistryEntry>> decodeRegistry(std::string_view text)
       }
       tenant_id = p["tenant_id"].get<uint32_t>();
     }
-    out.push_back({std::move(*rec), p["netns_dev"].get<uint64_t>(), p["netns_ino"].get<uint64_t>(), tenant_id});
+    std::string fail_mode;
+    if (p.contains("fail_mode")) {
+      if (!p["fail_mode"].is_string() || (p["fail_mode"] != "open" && p["fail_mode"] != "closed" && p["fail_mode"] != "")) {
+        return common::fail("fail_mode must be \"open\" or \"closed\"", where);
+      }
+      fail_mode = p["fail_mode"].get<std::string>();
+    }
+    out.push_back({std::move(*rec), p["netns_dev"].get<uint64_t>(), p["netns_ino"].get<uint64_t>(), tenant_id,
+                   std::move(fail_mode)});
   }
   return out;
 }

@@ -27,6 +27,10 @@ struct RegistryEntry {
   // The pod's tenant's id in BPF (cv_enrolled), kept so a restarted culvertd gives the
   // tenant the same id; 0 = not recorded (a registry written before ids were kept).
   uint32_t tenant_id = 0;
+  // The fail mode in effect at the last save ("open" / "closed"; "" = not recorded), kept
+  // so a pod restored before any configuration has arrived keeps the mode its tenant gave
+  // it instead of falling back to the bootstrap's.
+  std::string fail_mode;
 
   bool operator==(const RegistryEntry&) const = default;
 };

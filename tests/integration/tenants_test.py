@@ -9,7 +9,8 @@ Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 Pods "a1" (namespace team-a) and "b1" (namespace team-b) reach the never-routed VIP
 10.96.0.10:80 through capture; an echo server on 10.244.1.3:8080 answers. A tenants.yaml
 resource file sets team-a's budgets, then its fail mode (pod "a2", team-a too, names its
-own in its enrollment). In-flight and buffered-bytes budgets need a slow
+own in its enrollment), and each pod keeps its mode across a restart that finds no
+configuration to load. In-flight and buffered-bytes budgets need a slow
 upstream and are covered on the real data path by tests/unit/proxy/server/worker_test.cc.
 """
 
@@ -20,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, check_isolated, describe, parse_labels, run_test  # noqa: E402
+from culvertd_harness import Culvertd, check_isolated, describe, free_port, parse_labels, run_test  # noqa: E402
 
 A_IP, B_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
 A2_IP = "10.244.1.4"
@@ -279,6 +280,24 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     errs = {pod.name: connect_errno(pod) for pod in (a1, a2, b1)}
     R.check("culvertd down: a1's connect refused at once (closed by its tenant); a2's and b1's left "
             "untouched (open: the VIP has no route in the pod)",
+            errs == {"a1": "ECONNREFUSED", "a2": "ENETUNREACH", "b1": "ENETUNREACH"}, str(errs))
+
+    # --- restart with no configuration to load: culvertd now waits for a control plane
+    # that never answers and has nothing stored, so team-a's Tenant.fail_mode is unknown.
+    # Each restored pod keeps the mode it had (the registry's), not the bootstrap's open.
+    with open(d.bootstrap, "a") as f:
+        f.write(f'xds:\n  address: "127.0.0.1:{free_port()}"\n')
+    d.start(wait=False)
+    modes, deadline = {}, time.monotonic() + 10
+    while time.monotonic() < deadline and len(modes) < 3:
+        cp = d.ctl("pods")
+        modes = {cols[1]: cols[6] for cols in (l.split() for l in cp.stdout.splitlines()[1:]) if len(cols) > 6}
+        time.sleep(0.1)
+    R.check("restarted with no configuration: a1 keeps closed (its tenant's, from before), a2 open, b1 open",
+            modes == {"a1": "closed", "a2": "open", "b1": "open"}, describe(cp))
+    d.kill()
+    errs = {pod.name: connect_errno(pod) for pod in (a1, a2, b1)}
+    R.check("and in BPF: with culvertd down again, a1's connect is still refused, a2's and b1's untouched",
             errs == {"a1": "ECONNREFUSED", "a2": "ENETUNREACH", "b1": "ENETUNREACH"}, str(errs))
 
 

@@ -49,6 +49,7 @@ TEST_F(RegistryTest, SaveThenLoadRoundTrips) {
                                      entry("b", "/var/run/netns/b", 3, 4026532001ull)};
   pods[1].record.fail_mode = "closed";
   pods[1].tenant_id = 42;  // kept so a restart gives the tenant the same BPF id
+  pods[0].fail_mode = "closed";  // kept so a restart before any configuration keeps it
   ASSERT_TRUE(r.save(pods).has_value());
   auto loaded = r.load();
   ASSERT_TRUE(loaded.has_value()) << loaded.error().describe();
@@ -93,6 +94,20 @@ TEST_F(RegistryTest, AFileWithoutTenantIdsLoadsWithIdZeroAndABadIdIsAnError) {
   j["pods"][0]["tenant_id"] = -1;
   EXPECT_FALSE(decodeRegistry(j.dump()).has_value());
   j["pods"][0]["tenant_id"] = 1ull << 33;
+  EXPECT_FALSE(decodeRegistry(j.dump()).has_value());
+}
+
+TEST_F(RegistryTest, AFileWithoutFailModesLoadsUnrecordedAndABadModeIsAnError) {
+  auto j = nlohmann::json::parse(encodeRegistry({entry("a", "/n", 1, 2)}));
+  j["pods"][0].erase("fail_mode");  // as written before modes were kept
+  auto loaded = decodeRegistry(j.dump());
+  ASSERT_TRUE(loaded.has_value()) << j.dump();
+  EXPECT_EQ(loaded->at(0).fail_mode, "");
+  j["pods"][0]["fail_mode"] = "shut";
+  auto bad = decodeRegistry(j.dump());
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().describe().find("pods[0]"), std::string::npos) << bad.error().describe();
+  j["pods"][0]["fail_mode"] = 1;
   EXPECT_FALSE(decodeRegistry(j.dump()).has_value());
 }
 
