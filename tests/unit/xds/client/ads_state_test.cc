@@ -189,6 +189,50 @@ TEST(AdsState, AnEndpointUpdateOfOneClusterKeepsEveryOtherClusterObject) {
   EXPECT_EQ(recds->clusters->by_name.at("a"), after->clusters->by_name.at("a"));
 }
 
+TEST(AdsState, AResourceResentUnchangedKeepsItsObjectAndTakesTheNewVersion) {
+  AdsState s;
+  s.onResponse(response(ResourceType::Cluster, "c1", "n1", edsCluster("a"), edsCluster("b")), kNow);
+  auto before = s.state(ResourceType::Cluster).resources.at("a").cluster;
+  // State of the World resends every cluster with each change: only "b" changed here.
+  auto out = s.onResponse(
+      response(ResourceType::Cluster, "c2", "n2", edsCluster("a"),
+               parse<envoy::config::cluster::v3::Cluster>(
+                   R"(name: "b" type: EDS lb_policy: RANDOM eds_cluster_config { eds_config { ads {} } })")),
+      kNow + std::chrono::seconds(5));
+  ASSERT_TRUE(out.accepted);
+  EXPECT_TRUE(out.changed);
+  const auto& a = s.state(ResourceType::Cluster).resources.at("a");
+  EXPECT_EQ(a.cluster, before);
+  EXPECT_EQ(a.version, "c2");
+  EXPECT_EQ(a.last_updated, kNow);
+  // Nothing changed at all: not a change, still an ACK of the new version.
+  out = s.onResponse(response(ResourceType::Cluster, "c3", "n3", edsCluster("a"),
+                              parse<envoy::config::cluster::v3::Cluster>(
+                                  R"(name: "b" type: EDS lb_policy: RANDOM eds_cluster_config { eds_config { ads {} } })")),
+                     kNow);
+  EXPECT_TRUE(out.accepted);
+  EXPECT_FALSE(out.changed);
+  EXPECT_EQ(out.requests[0].version_info(), "c3");
+  // An unchanged resource twice in one response is still a duplicate.
+  out = s.onResponse(response(ResourceType::Cluster, "c4", "n4", edsCluster("a"), edsCluster("a")), kNow);
+  EXPECT_FALSE(out.accepted);
+  ASSERT_EQ(out.rejected.size(), 1u);
+  EXPECT_EQ(out.rejected[0].name, "a");
+  EXPECT_NE(out.rejected[0].reason.find("duplicate"), std::string::npos);
+  // The bytes of "a" with a second name field appended decode as "z" (the last wins):
+  // a new cluster, not "a" again.
+  envoy::config::cluster::v3::Cluster renamed;
+  renamed.set_name("z");
+  DiscoveryResponse twice = response(ResourceType::Cluster, "c5", "n5", edsCluster("a"));
+  auto* extra = twice.add_resources();
+  extra->set_type_url(twice.resources(0).type_url());
+  extra->set_value(twice.resources(0).value() + renamed.SerializeAsString());
+  out = s.onResponse(twice, kNow);
+  EXPECT_TRUE(out.accepted) << (out.rejected.empty() ? "" : out.rejected[0].reason);
+  EXPECT_TRUE(s.state(ResourceType::Cluster).resources.contains("z"));
+  EXPECT_EQ(s.state(ResourceType::Cluster).resources.at("a").cluster, before);
+}
+
 TEST(AdsState, ListenersKeepTheirObjectsUntilTheirOwnResourceOrRoutesChange) {
   AdsState s;
   converge(s);
@@ -483,6 +527,19 @@ TEST(AdsStateDelta, ANameThatDoesNotMatchThePayloadIsRejected) {
   EXPECT_FALSE(out.accepted);
   ASSERT_EQ(out.rejected.size(), 1u);
   EXPECT_NE(out.rejected[0].reason.find("delivered as 'other'"), std::string::npos);
+  // The bytes of an accepted resource delivered under another name are rejected too.
+  item->set_name("backend");
+  ASSERT_TRUE(s.onDeltaResponse(r, kNow).accepted);
+  item->set_name("other");
+  out = s.onDeltaResponse(r, kNow);
+  EXPECT_FALSE(out.accepted);
+  ASSERT_EQ(out.rejected.size(), 1u);
+  EXPECT_NE(out.rejected[0].reason.find("delivered as 'other'"), std::string::npos);
+  // Under its own name they are an unchanged resource: accepted, nothing changes.
+  item->set_name("backend");
+  out = s.onDeltaResponse(r, kNow);
+  EXPECT_TRUE(out.accepted);
+  EXPECT_FALSE(out.changed);
 }
 
 TEST(Backoff, GrowsDoublingToTheCapWithJitterBetweenHalfAndFull) {
