@@ -6,9 +6,10 @@
            grows one cluster 0 → 10,000 → 50,000 endpoints. At workers=1 and workers=2,
            per-cluster metrics included (the default stats store), repeated --runs times.
   latency  data-plane latency (wrk through a bound culvert listener to nginx) with and
-           without an EDS update of 10,000 endpoints (alternating content, another cluster)
-           every second; --runs interleaved pairs.
-  cpu      CPU time per EDS update of 10,000 endpoints (alternating content) by culvertd
+           without an EDS update of 10,000 endpoints (alternating content, another cluster;
+           --unchanged: the same each time) every second; --runs interleaved pairs.
+  cpu      CPU time per EDS update of 10,000 endpoints (alternating content; --unchanged:
+           the same each time, as a State of the World resend) by culvertd
            thread (main, worker-N, xds-store), from /proc/PID/task/TID/schedstat over
            --updates updates, each followed by /ready; --runs fresh processes.
 
@@ -352,12 +353,15 @@ class Bench:
             print(f"cpu run {run + 1}/{a.runs}: " + ", ".join(f"{n} {v[-1]:.2f} ms" for n, v in sorted(per_thread.items())),
                   file=sys.stderr)
         lines = [f"Runs: {a.runs} fresh culvertd (workers: 1, CPUs {a.culvertd_cpus or 'any'}), {a.updates} EDS updates of "
-                 f"{a.update_endpoints} endpoints each, ACK and /ready after each. CPU ms per update, median (min–max). "
+                 f"{a.update_endpoints} endpoints each ({self.content()}), ACK and /ready after each. CPU ms per update, median (min–max). "
                  f"Load average at the end: {loadavg()}", "",
                  "| thread | CPU ms per update |", "|---|---|"]
         for name, values in sorted(per_thread.items()):
             lines.append(f"| {name} | {med_range(values, '{:.2f}')} |")
         return "\n".join(lines)
+
+    def content(self):
+        return "the same endpoints each time" if self.args.unchanged else "alternating content"
 
     # --- latency under updates -------------------------------------------------------
 
@@ -383,10 +387,11 @@ http {{ access_log off; keepalive_requests 1000000;
 
     def packed_updates(self):
         """Two EDS updates of cluster "big", packed once, whose endpoints' ports differ, so
-        applying one after the other changes every endpoint."""
+        applying one after the other changes every endpoint; with --unchanged both carry the
+        same endpoints (a State of the World control plane resending an unchanged resource)."""
         from google.protobuf import any_pb2
         msgs = []
-        for salt in (0, 1):
+        for salt in ((0, 0) if self.args.unchanged else (0, 1)):
             packed = any_pb2.Any()
             packed.Pack(self.res.cla("big", fake_endpoints(self.args.update_endpoints, 8080 + salt)))
             msgs.append([packed])
@@ -439,7 +444,7 @@ http {{ access_log off; keepalive_requests 1000000;
         base_p99 = statistics.median(r["p99_ms"] for r in results["baseline"])
         base_p50 = statistics.median(r["p50_ms"] for r in results["baseline"])
         lines = [f"Runs: {a.runs} interleaved pairs of {a.seconds} s; wrk -t1 -c{a.connections}; culvertd workers: 1 "
-                 f"on CPUs {a.culvertd_cpus or 'any'} (main thread and worker alike), nginx and wrk on CPU 1; update: EDS of {a.update_endpoints} endpoints for a cluster "
+                 f"on CPUs {a.culvertd_cpus or 'any'} (main thread and worker alike), nginx and wrk on CPU 1; update: EDS of {a.update_endpoints} endpoints ({self.content()}) for a cluster "
                  "no request uses, every second. Median (min–max). Load averages at each run's start: "
                  + "; ".join(r["load"] for rs in results.values() for r in rs), "",
                  "| mode | updates | requests/s | p50 ms | p99 ms | p50 ÷ baseline | p99 ÷ baseline | errors |",
@@ -464,6 +469,8 @@ def main():
     ap.add_argument("--endpoints", type=int, nargs="+", default=[10000, 50000])
     ap.add_argument("--update-endpoints", type=int, default=10000)
     ap.add_argument("--updates", type=int, default=60, help="cpu: updates per run")
+    ap.add_argument("--unchanged", action="store_true",
+                    help="latency, cpu: every update resends the same endpoints instead of alternating two contents")
     ap.add_argument("--culvertd-cpus", default="0", help="latency, cpu: taskset -c list for culvertd ('' = unpinned)")
     ap.add_argument("--main-thread-nice", type=int, default=0, help="culvertd's bootstrap main_thread_nice")
     ap.add_argument("--wrap", default="", help="run culvertd under this, e.g. 'heaptrack -o /tmp/cv' (memory only)")
