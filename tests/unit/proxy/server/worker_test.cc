@@ -1358,9 +1358,12 @@ protected:
     publishFromMain(snapshot);
   }
   // Within max(25 ms, 10%) late, as the integration tests hold timers, plus a little for
-  // a loaded machine; never early.
+  // a loaded machine; early only by what the client's clock can be behind the server's:
+  // the client times from when it read the last answer, which a descheduled test thread
+  // reads a few ms after the worker wrote it and started the timer (145 ms for 150 was
+  // seen under ctest -j2).
   static void expectAbout(int64_t measured_ms, int64_t want_ms, const char* what) {
-    EXPECT_GE(measured_ms, want_ms - 2) << what;
+    EXPECT_GE(measured_ms, want_ms - 10) << what;
     EXPECT_LE(measured_ms, want_ms + std::max<int64_t>(40, want_ms / 10)) << what;
   }
 };
