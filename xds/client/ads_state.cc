@@ -276,35 +276,35 @@ ResponseOutcome AdsState::onResponse(const discovery::DiscoveryResponse& respons
       continue;
     }
     std::string name;
-    if (auto* same = unchangedResource(s, any.value(), &name)) {
-      if (!seen.insert(name).second) {
-        out.rejected.push_back({name, "duplicate resource name in the response"});
+    AcceptedResource* same = unchangedResource(s, any.value(), &name);
+    std::optional<Decoded> decoded;
+    if (!same) {
+      auto result = decodeResource(*type, any.value());
+      if (!result) {
+        std::string bad = bestEffortName(*type, any.value(), i);
+        seen.insert(bad);
+        out.rejected.push_back({bad, result.error().describe()});
         continue;
       }
-      if (!wildcard && !s.names.contains(name)) continue;  // not subscribed: ignored
+      name = result->name;
+      decoded = std::move(*result);
+    }
+    if (!seen.insert(name).second) {
+      out.rejected.push_back({name, "duplicate resource name in the response"});
+      continue;
+    }
+    if (!wildcard && !s.names.contains(name)) continue;  // not subscribed: ignored
+    if (!same) {
+      auto it = s.resources.find(name);
+      if (it != s.resources.end() && it->second.serialized == decoded->resource.serialized) same = &it->second;
+    }
+    if (same) {
       same->version = response.version_info();
-      continue;
-    }
-    auto decoded = decodeResource(*type, any.value());
-    if (!decoded) {
-      std::string name = bestEffortName(*type, any.value(), i);
-      seen.insert(name);
-      out.rejected.push_back({name, decoded.error().describe()});
-      continue;
-    }
-    if (!seen.insert(decoded->name).second) {
-      out.rejected.push_back({decoded->name, "duplicate resource name in the response"});
-      continue;
-    }
-    if (!wildcard && !s.names.contains(decoded->name)) continue;  // not subscribed: ignored
-    auto it = s.resources.find(decoded->name);
-    if (it != s.resources.end() && it->second.serialized == decoded->resource.serialized) {
-      it->second.version = response.version_info();
       continue;
     }
     decoded->resource.version = response.version_info();
     decoded->resource.last_updated = now;
-    s.resources[decoded->name] = std::move(decoded->resource);
+    s.resources[name] = std::move(decoded->resource);
     out.changed = true;
   }
   if (wildcard) {
