@@ -24,6 +24,11 @@ constexpr int kListenBacklog = 4096;
 
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
 
+// "closed" or "open", as enrollment records and the registry spell a fail mode.
+ebpf::FailMode failModeNamed(const std::string& text) {
+  return text == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+}
+
 bool sameFile(const struct stat& a, const char* path) {
   struct stat b{};
   return ::stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
@@ -55,7 +60,7 @@ std::shared_ptr<tenant::TenantContext> PodManager::tenantFor(const std::string& 
 }
 
 ebpf::FailMode PodManager::failModeFor(const cni::EnrollmentRecord& record) const {
-  if (record.fail_mode) return *record.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+  if (record.fail_mode) return failModeNamed(*record.fail_mode);
   switch (tenants_.failModeOf(record.tenant.value_or(record.namespace_))) {
     case config::TenantFailMode::Open:
       return ebpf::FailMode::Open;
@@ -291,7 +296,7 @@ common::Result<PodManager::RestoreReport> PodManager::restore() {
   batch_ = true;
   for (const auto& e : live.alive) {
     std::optional<ebpf::FailMode> mode;
-    if (!e.fail_mode.empty()) mode = e.fail_mode == "closed" ? ebpf::FailMode::Closed : ebpf::FailMode::Open;
+    if (!e.fail_mode.empty()) mode = failModeNamed(e.fail_mode);
     if (auto ok = enrollAs(e.record, std::pair<uint64_t, uint64_t>(e.netns_dev, e.netns_ino), mode); !ok) {
       spdlog::warn("registry: pod {}/{} ({} {}) not re-enrolled: {}", e.record.namespace_, e.record.name,
                    e.record.container_id, e.record.ifname, ok.error().describe());

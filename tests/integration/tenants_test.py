@@ -177,6 +177,12 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
             time.sleep(0.1)
         R.check(what, marker in body, body[:400])
 
+    def pod_fail_modes():
+        """culvertctl pods: each pod's name → its FAIL_MODE column, and the run itself."""
+        cp = d.ctl("pods")
+        rows = (l.split() for l in cp.stdout.splitlines()[1:])
+        return {cols[1]: cols[6] for cols in rows if len(cols) > 6}, cp
+
     def shed(tenant, budget):
         return d.metric(SHED, {"tenant": tenant, "budget": budget}) or 0.0
 
@@ -272,8 +278,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.enroll(a2, namespace="team-a", extra=("--fail-mode", "open"))
     reload_tenants(TENANTS.format(version="t3", rps=1000, burst=1000) + "  fail_mode: CLOSED\n",
                    '"fail_mode": "closed"', "reload: team-a's fail_mode CLOSED applies (config_dump?tenant=team-a)")
-    cp = d.ctl("pods")
-    modes = {cols[1]: cols[6] for cols in (l.split() for l in cp.stdout.splitlines()[1:]) if len(cols) > 6}
+    modes, cp = pod_fail_modes()
     R.check("culvertctl pods: the fail mode in effect — a1 closed (tenant), a2 open (its enrollment), "
             "b1 open (bootstrap)", modes == {"a1": "closed", "a2": "open", "b1": "open"}, describe(cp))
     d.kill()  # the pods' listeners are gone: each pod's fail mode decides
@@ -290,8 +295,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.start(wait=False)
     modes, deadline = {}, time.monotonic() + 10
     while time.monotonic() < deadline and len(modes) < 3:
-        cp = d.ctl("pods")
-        modes = {cols[1]: cols[6] for cols in (l.split() for l in cp.stdout.splitlines()[1:]) if len(cols) > 6}
+        modes, cp = pod_fail_modes()
         time.sleep(0.1)
     R.check("restarted with no configuration: a1 keeps closed (its tenant's, from before), a2 open, b1 open",
             modes == {"a1": "closed", "a2": "open", "b1": "open"}, describe(cp))
