@@ -1,7 +1,5 @@
 #include "proxy/http/http1/encoder.h"
 
-#include <algorithm>
-#include <array>
 #include <cstdio>
 
 #include "proxy/common/ascii.h"
@@ -10,8 +8,20 @@ namespace culvert::http::http1 {
 
 namespace {
 
-constexpr std::array<std::string_view, 8> kHopByHop = {
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate"};
+// Per-hop headers, plus content-length, which the encoder writes from the framing. By
+// length first: every header of every relayed message is checked.
+constexpr bool isDroppedOnRelay(std::string_view name) {
+  switch (name.size()) {
+    case 2: return name == "te";
+    case 7: return name == "trailer" || name == "upgrade";
+    case 10: return name == "connection" || name == "keep-alive";
+    case 14: return name == "content-length";
+    case 16: return name == "proxy-connection";
+    case 17: return name == "transfer-encoding";
+    case 18: return name == "proxy-authenticate";
+    default: return false;
+  }
+}
 
 void appendHeaders(std::string& out, const HeaderMap& headers) {
   for (const auto& [name, value] : headers.entries()) {
@@ -45,15 +55,13 @@ void removeHopByHopHeaders(HeaderMap& headers) {
       if (b != std::string::npos) {
         token = token.substr(b, e - b + 1);
         common::lowerAsciiInPlace(token);
-        headers.remove(token);
+        if (!isDroppedOnRelay(token)) headers.remove(token);  // those go in the pass below
       }
       if (comma == std::string::npos) break;
       pos = comma + 1;
     }
   }
-  headers.removeIf([](const HeaderMap::Entry& e) {
-    return e.first == "content-length" || std::ranges::find(kHopByHop, e.first) != kHopByHop.end();
-  });
+  headers.removeIf([](const HeaderMap::Entry& e) { return isDroppedOnRelay(e.first); });
 }
 
 BodyFraming requestFraming(const RequestHead& head) {

@@ -191,6 +191,13 @@ void Parser::reject(RejectReason reason, std::string message) {
   error_ = std::move(message);
 }
 
+namespace {
+
+// The bytes scanHead must look at one by one inside a header name.
+constexpr bool isNameStop(char c) { return c == ':' || c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+}  // namespace
+
 bool Parser::scanHead(std::string_view data) {
   const char* p = data.data();
   const char* const end = p + data.size();
@@ -205,6 +212,20 @@ bool Parser::scanHead(std::string_view data) {
         at_line_start_ = false;
         line_empty_ = false;
         p = stop;
+        continue;
+      }
+    }
+    if (!seen_colon_) {
+      // A header name: only its colon, whitespace and line ends matter, so run over the
+      // ordinary bytes in a tight loop (a byte at a time through the branches below was
+      // 5 % of a proxied HTTP/2 request's user-space instructions).
+      const char* q = p;
+      while (q < end && !isNameStop(*q)) ++q;
+      if (q > p) {
+        prev_ = q[-1];
+        at_line_start_ = false;
+        line_empty_ = false;
+        p = q;
         continue;
       }
     }

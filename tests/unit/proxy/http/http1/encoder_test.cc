@@ -20,6 +20,21 @@ TEST(Http1EncoderTest, RemovesHopByHopIncludingConnectionTokens) {
   EXPECT_TRUE(h.get("x-kept"));
 }
 
+TEST(Http1EncoderTest, DropsEveryPerHopNameAndContentLengthButNoLookAlike) {
+  HeaderMap h;
+  for (const char* name : {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+                           "upgrade", "proxy-authenticate", "content-length"}) {
+    h.add(name, "1");
+  }
+  // The same lengths as names that go, and one name that differs in its last byte.
+  for (const char* name : {"tx", "trailes", "connectiox", "content-lengtx", "proxy-authorization", "x-forwarded-proto"}) {
+    h.add(name, "kept");
+  }
+  removeHopByHopHeaders(h);
+  ASSERT_EQ(h.size(), 6u);
+  for (const auto& [name, value] : h.entries()) EXPECT_EQ(value, "kept") << name;
+}
+
 TEST(Http1EncoderTest, RequestHeadKeepsContentLength) {
   RequestHead r;
   r.method = "POST";

@@ -112,6 +112,11 @@ INSTANTIATE_TEST_SUITE_P(
         SmugglingCase{"obs_fold_after_long_value",
                       "GET / HTTP/1.1\r\nX: " + std::string(2000, 'v') + "\r\n\tb\r\nHost: a\r\n\r\n",
                       RejectReason::ObsFold},
+        // Header names are run over in one loop up to their colon; what stops it is still checked.
+        SmugglingCase{"whitespace_before_colon_after_long_name",
+                      "GET / HTTP/1.1\r\nX-" + std::string(300, 'n') + "\t: a\r\nHost: a\r\n\r\n",
+                      RejectReason::WhitespaceBeforeColon},
+        SmugglingCase{"bare_lf_ending_a_name", "GET / HTTP/1.1\r\nHost: a\r\nX-Name\n\r\n", RejectReason::BareLf},
         SmugglingCase{"chunk_missing_crlf",
                       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
                       RejectReason::ChunkMissingCrlf},
