@@ -202,6 +202,21 @@ bool Parser::scanHead(std::string_view data) {
   const char* p = data.data();
   const char* const end = p + data.size();
   while (p < end && scanning_head_) {
+    if (at_line_start_ && !in_start_line_) {
+      // The common case, a whole "name: value\r\n" line in this read, in one go: a name
+      // of ordinary bytes up to its colon, and a CR before the line's LF. The state at a
+      // line's start is the same after it, so nothing needs saving. Anything else (a line
+      // cut by the end of the read, the empty line, a bad byte) goes byte by byte below.
+      const char* q = p;
+      while (q < end && !isNameStop(*q)) ++q;
+      if (q > p && q < end && *q == ':') {
+        const auto* nl = static_cast<const char*>(std::memchr(q, '\n', static_cast<size_t>(end - q)));
+        if (nl != nullptr && nl[-1] == '\r') {
+          p = nl + 1;
+          continue;
+        }
+      }
+    }
     if (in_start_line_ || seen_colon_) {
       // The rest of the start line or of a header value: nothing in it is checked but
       // its line end, so jump there (a 32 KiB header costs a memchr, not a loop).
@@ -216,9 +231,8 @@ bool Parser::scanHead(std::string_view data) {
       }
     }
     if (!seen_colon_) {
-      // A header name: only its colon, whitespace and line ends matter, so run over the
-      // ordinary bytes in a tight loop (a byte at a time through the branches below was
-      // 5 % of a proxied HTTP/2 request's user-space instructions).
+      // The part of a header name in this read: only its colon, whitespace and line
+      // ends are looked at one by one.
       const char* q = p;
       while (q < end && !isNameStop(*q)) ++q;
       if (q > p) {
