@@ -1,6 +1,8 @@
 #include "proxy/http/http1/encoder.h"
 
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 
 #include "proxy/common/ascii.h"
 
@@ -23,18 +25,33 @@ constexpr bool isDroppedOnRelay(std::string_view name) {
   }
 }
 
+char* put(char* at, std::string_view text) {
+  std::memcpy(at, text.data(), text.size());
+  return at + text.size();
+}
+
+// Sized once and copied piece by piece: four appends per header each checked the
+// capacity and called memcpy, which showed in a relayed request's instruction count.
+// (Not resize_and_overwrite: Debian 12's libstdc++ 12.2 hands its callback the grown
+// capacity instead of the size asked for when the string reallocates.)
 void appendHeaders(std::string& out, const HeaderMap& headers) {
+  size_t size = 0;
+  for (const auto& [name, value] : headers.entries()) size += name.size() + value.size() + 4;
+  size_t held = out.size();
+  out.resize(held + size);
+  char* at = out.data() + held;
   for (const auto& [name, value] : headers.entries()) {
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
+    at = put(put(put(put(at, name), ": "), value), "\r\n");
   }
 }
 
 void appendFraming(std::string& out, BodyFraming framing, std::optional<uint64_t> length) {
   if (framing == BodyFraming::ContentLength) {
-    out += "content-length: " + std::to_string(length.value_or(0)) + "\r\n";
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, length.value_or(0));
+    out += "content-length: ";
+    out.append(digits, end);
+    out += "\r\n";
   } else if (framing == BodyFraming::Chunked) {
     out += "transfer-encoding: chunked\r\n";
   }

@@ -35,6 +35,24 @@ TEST(Http1EncoderTest, DropsEveryPerHopNameAndContentLengthButNoLookAlike) {
   for (const auto& [name, value] : h.entries()) EXPECT_EQ(value, "kept") << name;
 }
 
+// Appending must not depend on the buffer's size or capacity (the session's output
+// buffers and the per-thread upstream buffer hold earlier bytes and grow as they go).
+TEST(Http1EncoderTest, AppendingIntoAnyBufferGivesTheSameHead) {
+  RequestHead r;
+  r.method = "POST";
+  r.path = "/upload";
+  r.headers.add("host", "a.example");
+  r.headers.add("x-long", std::string(700, 'v'));
+  r.headers.add("x-request-id", "0123456789abcdef0123456789abcdef0123");
+  r.content_length = 5;
+  const std::string head = encodeRequestHead(r, requestFraming(r));
+  for (size_t held = 0; held < 3000; held += 97) {
+    std::string out(held, 'p');
+    appendRequestHead(out, r, requestFraming(r));
+    ASSERT_EQ(out, std::string(held, 'p') + head) << "after " << held << " bytes";
+  }
+}
+
 TEST(Http1EncoderTest, RequestHeadKeepsContentLength) {
   RequestHead r;
   r.method = "POST";
