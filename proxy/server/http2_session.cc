@@ -131,7 +131,7 @@ public:
     log_.response_code = static_cast<uint32_t>(head.status);
     log_.response_code_details = "via_upstream";
     if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
-    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), end_stream);
+    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(std::move(head)), end_stream);
     if (end_stream) responseEnded();
     session_.scheduleFlush();
   }
@@ -243,7 +243,7 @@ private:
       for (const auto& [name, value] : extra_headers->entries()) head.headers.add(name, value);
     }
     if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
-    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), body.empty());
+    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(std::move(head)), body.empty());
     if (!body.empty()) {
       session_.codec_.sendData(id_, body);
       session_.codec_.endStream(id_);
@@ -262,7 +262,7 @@ private:
     log_.response_code = 200;
     auto head = grpcDeadlineExceededHead();
     if (session_.access_logs_.enabled()) log_.response_headers = head.headers;
-    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(head), true);
+    session_.codec_.submitResponse(id_, http::http2::toResponseBlock(std::move(head)), true);
     responseEnded();
     grantDownstream();
     session_.scheduleFlush();

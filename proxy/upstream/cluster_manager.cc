@@ -191,6 +191,7 @@ void ClusterManager::update(std::shared_ptr<const config::ClusterTable> clusters
     if (!next.contains(name)) reportEjections(*old, 0);
   }
   clusters_ = std::move(next);
+  last_hit_ = clusters_.end();
   table_ = std::move(clusters);
 }
 
@@ -323,13 +324,21 @@ void ClusterManager::refreshLocalities(ClusterState& state) {
   for (const auto& level : members) state.locality_schedulers.emplace_back(health, level);
 }
 
+ClusterManager::States::iterator ClusterManager::lookup(std::string_view name) const {
+  if (last_hit_ != clusters_.end() && last_hit_->first == name) return last_hit_;
+  // The map is a member of a const this only here: the memo needs a mutable iterator.
+  auto it = const_cast<States&>(clusters_).find(name);
+  if (it != clusters_.end()) last_hit_ = it;
+  return it;
+}
+
 ClusterState* ClusterManager::find(std::string_view name) const {
-  auto it = clusters_.find(name);
+  auto it = lookup(name);
   return it == clusters_.end() ? nullptr : it->second.get();
 }
 
 std::shared_ptr<ClusterState>* ClusterManager::state(std::string_view name) {
-  if (auto it = clusters_.find(name); it != clusters_.end()) return &it->second;
+  if (auto it = lookup(name); it != clusters_.end()) return &it->second;
   if (!table_) return nullptr;
   auto config = table_->by_name.find(std::string(name));
   if (config == table_->by_name.end()) return nullptr;

@@ -65,6 +65,9 @@ public:
   ClusterManager();
   explicit ClusterManager(Options options);
   ~ClusterManager();
+  // Not copied or moved: last_hit_ is an iterator into this object's own map.
+  ClusterManager(const ClusterManager&) = delete;
+  ClusterManager& operator=(const ClusterManager&) = delete;
 
   void update(std::shared_ptr<const config::ClusterTable> clusters);
 
@@ -135,7 +138,14 @@ private:
 
   Options options_;
   std::shared_ptr<const config::ClusterTable> table_;
-  std::map<std::string, std::shared_ptr<ClusterState>, std::less<>> clusters_;
+  using States = std::map<std::string, std::shared_ptr<ClusterState>, std::less<>>;
+  // The entry named `name`, if any. A request looks its cluster up by name about seven
+  // times (pick, outcome, pool checks), so the last hit is remembered: a map node stays
+  // put until erased, and clusters_ loses nodes only when update() replaces it.
+  States::iterator lookup(std::string_view name) const;
+
+  States clusters_;
+  mutable States::iterator last_hit_ = clusters_.end();
   uint64_t next_hosts_version_ = 0;
 };
 

@@ -17,11 +17,15 @@ std::optional<uint64_t> parseLength(std::string_view v) {
 }
 
 // Fields an HTTP/2 block may carry, from a head that came from either version.
+bool carriedInBlock(const HeaderMap::Entry& field) {
+  const auto& [name, value] = field;
+  if (name == "host" || name == "content-length" || isConnectionSpecificHeader(name)) return false;
+  return name != "te" || value == "trailers";
+}
+
 void appendRegularFields(HeaderMap& block, const HeaderMap& headers) {
-  for (const auto& [name, value] : headers.entries()) {
-    if (name == "host" || name == "content-length" || isConnectionSpecificHeader(name)) continue;
-    if (name == "te" && value != "trailers") continue;
-    block.add(name, value);
+  for (const auto& field : headers.entries()) {
+    if (carriedInBlock(field)) block.add(field.first, field.second);
   }
 }
 
@@ -104,11 +108,14 @@ ResponseHead toResponseHead(HeaderMap&& block) {
   return head;
 }
 
-HeaderMap toResponseBlock(const ResponseHead& head) {
+HeaderMap toResponseBlock(ResponseHead&& head) {
   HeaderMap block;
   block.reserve(head.headers.size() + 2);  // + :status and content-length
   block.add(":status", std::to_string(head.status));
-  appendRegularFields(block, head.headers);
+  // The head is spent: its fields move, so a long value (a date) is not copied again.
+  for (auto& field : std::move(head.headers).takeEntries()) {
+    if (carriedInBlock(field)) block.add(std::move(field.first), std::move(field.second));
+  }
   if (head.content_length) block.add("content-length", std::to_string(*head.content_length));
   return block;
 }

@@ -17,6 +17,7 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream);
 HeaderMap toRequestBlock(const RequestHead& head, std::string_view scheme);
 
 ResponseHead toResponseHead(HeaderMap&& block);
-HeaderMap toResponseBlock(const ResponseHead& head);
+// Spends `head`: its header fields move into the block.
+HeaderMap toResponseBlock(ResponseHead&& head);
 
 }  // namespace culvert::http::http2

@@ -66,6 +66,27 @@ TEST(ClusterManagerTest, PicksFromNamedClusterAndReportsMissing) {
   EXPECT_EQ(f.cm.pickEndpoint("empty").error(), ClusterManager::PickError::NoHealthyEndpoint);
 }
 
+// The last cluster looked up is remembered; an update must never answer from it.
+TEST(ClusterManagerTest, AnUpdateForgetsTheLastClusterLookedUp) {
+  Fixture f;
+  f.addCluster("a", {{"10.0.0.1", 0}});
+  f.addCluster("b", {{"10.0.0.9", 0}});
+  f.publish();
+  ASSERT_EQ(f.cm.pickEndpoint("a")->endpoint.address.ip(), "10.0.0.1");  // makes a's state
+  ASSERT_TRUE(f.cm.hasEndpoint("a", addr("10.0.0.1", 80)));               // finds it: remembered
+  f.table_->by_name.erase("a");
+  f.publish();
+  EXPECT_EQ(f.cm.pickEndpoint("a").error(), ClusterManager::PickError::NoCluster);
+  EXPECT_FALSE(f.cm.hasEndpoint("a", addr("10.0.0.1", 80)));
+  f.addCluster("a", {{"10.0.0.2", 0}});
+  f.publish();
+  EXPECT_EQ(f.cm.pickEndpoint("a")->endpoint.address.ip(), "10.0.0.2");
+  EXPECT_EQ(f.cm.pickEndpoint("b")->endpoint.address.ip(), "10.0.0.9");
+  EXPECT_EQ(f.cm.pickEndpoint("a")->endpoint.address.ip(), "10.0.0.2");
+  EXPECT_FALSE(f.cm.hasEndpoint("a", addr("10.0.0.1", 80)));
+  EXPECT_TRUE(f.cm.hasEndpoint("a", addr("10.0.0.2", 80)));
+}
+
 TEST(ClusterManagerTest, EjectedEndpointGetsNoTrafficUntilItsTimeIsUp) {
   Fixture f;
   auto c = f.addCluster("c", {{"10.0.0.1", 0}, {"10.0.0.2", 0}, {"10.0.0.3", 0}});

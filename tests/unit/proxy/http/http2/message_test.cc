@@ -104,7 +104,7 @@ TEST(Http2Message, ResponseBothWays) {
   EXPECT_EQ(head.status, 404);
   EXPECT_EQ(head.content_length, 3u);
   EXPECT_EQ(head.headers.get("grpc-status"), "5");
-  auto out = toResponseBlock(head);
+  auto out = toResponseBlock(std::move(head));
   EXPECT_EQ(out.entries()[0], (HeaderMap::Entry{":status", "404"}));
   EXPECT_EQ(out.get("content-length"), "3");
   EXPECT_EQ(out.get("grpc-status"), "5");
