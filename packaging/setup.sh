@@ -17,6 +17,8 @@ PACKAGES=(
   iproute2 curl python3 procps openssl
   # benchmarks (tests/bench): the proxies culvert is measured against, and load generators
   haproxy nginx-light nghttp2-proxy nghttp2-client wrk
+  # instructions per request (tests/bench/instructions_per_request.py): callgrind
+  valgrind
   # HTTP/2 integration tests: nghttpd as an HTTP/2 upstream that echoes uploads
   nghttp2-server
   # packaging tests (tests/packaging): chroot roots, YAML, unit verification

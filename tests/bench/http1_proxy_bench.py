@@ -96,6 +96,11 @@ def wait_port(port, timeout=10):
 
 
 class Bench:
+    # What the measured proxy runs under (instructions_per_request.py: valgrind) and how
+    # long it may take to listen.
+    proxy_prefix = []
+    proxy_start_timeout = 10
+
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="culvert-bench-")
@@ -177,8 +182,8 @@ enrollment: {{socket: {self.tmp}/cni.sock}}
 state_dir: {self.tmp}/state
 log: {{level: warn}}
 """)
-        p = self.spawn([self.args.culvertd, "--config", boot], cpu=0)
-        wait_port(port)
+        p = self.spawn(self.proxy_prefix + [self.args.culvertd, "--config", boot], cpu=0)
+        wait_port(port, self.proxy_start_timeout)
         return port, [p.pid]
 
     def start_haproxy(self):
@@ -201,8 +206,8 @@ frontend fe
 backend be
   server origin 127.0.0.1:{self.origin_port}
 """)
-        p = self.spawn(["/usr/sbin/haproxy", "-db", "-f", conf], cpu=0)
-        wait_port(port)
+        p = self.spawn(self.proxy_prefix + ["/usr/sbin/haproxy", "-db", "-f", conf], cpu=0)
+        wait_port(port, self.proxy_start_timeout)
         return port, [p.pid]
 
     def start_nginx_proxy(self):
@@ -224,11 +229,11 @@ http {{ access_log off; keepalive_requests 1000000;
 
     def start_nghttpx(self):
         port = free_port()
-        p = self.spawn(["/usr/sbin/nghttpx", f"--frontend=127.0.0.1,{port};no-tls",
+        p = self.spawn(self.proxy_prefix + ["/usr/sbin/nghttpx", f"--frontend=127.0.0.1,{port};no-tls",
                         f"--backend=127.0.0.1,{self.origin_port}", "--workers=1", "--single-thread",
                         "--no-ocsp", "--errorlog-file=/dev/null", "--accesslog-file=/dev/null",
                         f"--pid-file={self.tmp}/nghttpx.pid", "--conf=/dev/null"], cpu=0)
-        wait_port(port)
+        wait_port(port, self.proxy_start_timeout)
         return port, [p.pid]
 
     # --- measurement -----------------------------------------------------------------
