@@ -197,7 +197,7 @@ Value evaluate(const Command& c, const StreamInfo& info) {
     case Kind::Protocol:
       return Value::orAbsent(info.protocol);
     case Kind::UpstreamHost:
-      return Value::orAbsent(info.upstream_host);
+      return info.upstream_host ? Value::of(info.upstream_host->toString()) : Value::absent();
     case Kind::UpstreamCluster:
       return Value::orAbsent(info.upstream_cluster);
     case Kind::RouteName:

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "proxy/accesslog/response_flags.h"
+#include "proxy/common/socket_address.h"
 #include "proxy/http/header_map.h"
 
 namespace culvert::accesslog {
@@ -37,7 +38,9 @@ struct StreamInfo {
 
   std::string route_name;
   std::string upstream_cluster;
-  std::string upstream_host;            // "ip:port" of the last attempt's endpoint
+  // The last attempt's endpoint, "ip:port" in a log line: formatted only when a record
+  // is written (every attempt set a string before, logged or not).
+  std::optional<common::SocketAddress> upstream_host;
   std::string upstream_transport_failure_reason;
   uint32_t attempt_count = 0;
 

@@ -108,7 +108,7 @@ void Http1Session::startUpgrade(const std::string& type) {
   if (settings_->access_logs.enabled()) {
     ex.log.route_name = ex.decision.route ? ex.decision.route->name : std::string();
     ex.log.upstream_cluster = action->cluster;
-    ex.log.upstream_host = endpoint.toString();
+    ex.log.upstream_host = endpoint;
     ++ex.log.attempt_count;
   }
   // A tunnel's connection is never pooled: a key of its own kind (Tcp is never parked).

@@ -131,7 +131,7 @@ void RouterStream::startAttempt() {
     retry_->setLimits(cluster.retryLimits(priority_));
     retry_->recordHost(endpoint);
   }
-  log_.upstream_host = endpoint.toString();
+  log_.upstream_host = endpoint;
   ++log_.attempt_count;
 
   AttemptServices attempt_services{services_.dispatcher, services_.scheduler, services_.pool, services_.http2_pool};
@@ -306,7 +306,7 @@ void RouterStream::onAttemptHead(UpstreamAttempt& upstream, http::ResponseHead&&
   if (attempt->per_try_idle_timer) attempt->per_try_idle_timer->disable();
   response_started_ = true;
   report(*attempt, {upstream::AttemptOutcome::Kind::Response, head.status, latency});
-  log_.upstream_host = upstream.endpoint().toString();
+  log_.upstream_host = upstream.endpoint();
   log_.first_upstream_rx = services_.dispatcher.now();
   if (end_stream) {
     finish();

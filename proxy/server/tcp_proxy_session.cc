@@ -87,7 +87,7 @@ void TcpProxySession::start(std::string_view initial_bytes) {
     close();
     return;
   }
-  log_.upstream_host = endpoint->toString();
+  log_.upstream_host = *endpoint;
   ++log_.attempt_count;
   upstream::ConnectRequest request{{pod_->id, *endpoint, upstream::Protocol::Tcp},
                                    pod_->netnsFd(),

@@ -25,7 +25,7 @@ struct Sample {
     info.start_time = std::chrono::system_clock::now();
     info.start = std::chrono::steady_clock::now();
     info.end = info.start + std::chrono::milliseconds(3);
-    info.upstream_host = "10.244.1.7:8080";
+    info.upstream_host = *common::SocketAddress::parse("10.244.1.7", 8080);
     info.upstream_cluster = "orders";
     info.route_name = "orders";
     info.downstream_remote_address = "10.244.0.5:40312";

@@ -30,7 +30,7 @@ struct Fixture {
     info.bytes_received = 12;
     info.bytes_sent = 91;
     info.upstream_cluster = "orders";
-    info.upstream_host = "10.244.1.7:8080";
+    info.upstream_host = *common::SocketAddress::parse("10.244.1.7", 8080);
     info.upstream_transport_failure_reason = "connect: Connection refused";
     info.attempt_count = 3;
     info.route_name = "orders-route";
