@@ -38,8 +38,8 @@ struct StreamInfo {
 
   std::string route_name;
   std::string upstream_cluster;
-  // The last attempt's endpoint, "ip:port" in a log line: formatted only when a record
-  // is written (every attempt set a string before, logged or not).
+  // The last attempt's endpoint, "ip:port" in a log line. Kept as an address and
+  // formatted when a record is written, so a request nobody logs never formats it.
   std::optional<common::SocketAddress> upstream_host;
   std::string upstream_transport_failure_reason;
   uint32_t attempt_count = 0;
