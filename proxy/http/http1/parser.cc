@@ -202,46 +202,33 @@ bool Parser::scanHead(std::string_view data) {
   const char* p = data.data();
   const char* const end = p + data.size();
   while (p < end && scanning_head_) {
-    if (at_line_start_ && !in_start_line_) {
-      // The common case, a whole "name: value\r\n" line in this read, in one go: a name
-      // of ordinary bytes up to its colon, and a CR before the line's LF. The state at a
-      // line's start is the same after it, so nothing needs saving. Anything else (a line
-      // cut by the end of the read, the empty line, a bad byte) goes byte by byte below.
-      const char* q = p;
-      while (q < end && !isNameStop(*q)) ++q;
-      if (q > p && q < end && *q == ':') {
-        const auto* nl = static_cast<const char*>(std::memchr(q, '\n', static_cast<size_t>(end - q)));
+    // A run of bytes that need no look one by one: advanced over at once.
+    const char* run_end = p;
+    if (in_start_line_ || seen_colon_) {
+      // The rest of the start line or of a header value: nothing in it is checked but
+      // its line end, so jump there (a 32 KiB header costs a memchr, not a loop).
+      const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+      run_end = nl != nullptr ? nl : end;
+    } else {
+      // A header name: only its colon, whitespace and line ends are looked at one by one.
+      while (run_end < end && !isNameStop(*run_end)) ++run_end;
+      if (at_line_start_ && run_end > p && run_end < end && *run_end == ':') {
+        // The common case, a whole "name: value\r\n" line in this read, in one go: the
+        // state at a line's start is the same after it, so nothing needs saving. Anything
+        // else (a line cut by the end of the read, a bad byte) goes byte by byte below.
+        const auto* nl = static_cast<const char*>(std::memchr(run_end, '\n', static_cast<size_t>(end - run_end)));
         if (nl != nullptr && nl[-1] == '\r') {
           p = nl + 1;
           continue;
         }
       }
     }
-    if (in_start_line_ || seen_colon_) {
-      // The rest of the start line or of a header value: nothing in it is checked but
-      // its line end, so jump there (a 32 KiB header costs a memchr, not a loop).
-      const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
-      const char* stop = nl != nullptr ? nl : end;
-      if (stop > p) {
-        prev_ = stop[-1];
-        at_line_start_ = false;
-        line_empty_ = false;
-        p = stop;
-        continue;
-      }
-    }
-    if (!seen_colon_) {
-      // The part of a header name in this read: only its colon, whitespace and line
-      // ends are looked at one by one.
-      const char* q = p;
-      while (q < end && !isNameStop(*q)) ++q;
-      if (q > p) {
-        prev_ = q[-1];
-        at_line_start_ = false;
-        line_empty_ = false;
-        p = q;
-        continue;
-      }
+    if (run_end > p) {
+      prev_ = run_end[-1];
+      at_line_start_ = false;
+      line_empty_ = false;
+      p = run_end;
+      continue;
     }
     char c = *p++;
     if (c == '\n') {
