@@ -5,7 +5,7 @@ CPU time per request on these shared 2-core VMs moves by ±15 % between runs, mo
 most single changes to the request path. An instruction count does not: culvertd runs
 under valgrind's callgrind, h2load sends --warmup requests, the counters are zeroed, then
 --requests more are sent and the count is dumped. Same runs give the same figure to
-about 0.1 %. It covers culvertd's user space only (the kernel's share, about half of a
+within 0.5 %. It covers culvertd's user space only (the kernel's share, about half of a
 request's CPU, is not in it), so it ranks changes; the CPU benches decide the targets.
 
 The paths are those of http1_proxy_bench.py and http2_proxy_bench.py, whose harness and
