@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """User-space instructions per proxied request, counted by callgrind (issue #4).
 
-CPU time per request on these shared 2-core VMs moves by ±15 % between runs, more than
-most single changes to the request path. An instruction count does not: culvertd runs
-under valgrind's callgrind, h2load sends --warmup requests, the counters are zeroed, then
---requests more are sent and the count is dumped. Same runs give the same figure to
-within 0.5 %. It covers culvertd's user space only (the kernel's share, about half of a
-request's CPU, is not in it), so it ranks changes; the CPU benches decide the targets.
+CPU time per request on these shared 2-core VMs moved by up to 1.8x between identical
+runs (2026-11-29), more than most single changes to the request path. An instruction
+count does not: culvertd runs under valgrind's callgrind, h2load sends --warmup
+requests, the counters are zeroed, then --requests more are sent and the count is
+dumped. Runs of one binary agree to within 0.5 %. It covers culvertd's user space only
+(the kernel's share, about half of a request's CPU, is not in it), so it ranks changes;
+the CPU benches decide the targets.
 
 The paths are those of http1_proxy_bench.py and http2_proxy_bench.py, whose harness and
 peer configurations this reuses: culvert on a bound listener (workers: 1), HAProxy and
