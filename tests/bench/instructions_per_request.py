@@ -16,11 +16,13 @@ nghttpx, each relaying to an nginx origin over HTTP/1.1; downstream HTTP/2 (h2lo
 
   tests/bench/instructions_per_request.py --culvertd build/agent/culvertd [--requests 20000]
   tests/bench/instructions_per_request.py --culvertd ... --smoke      # a few requests (ctest)
+  tests/bench/instructions_per_request.py --culvertd ... --keep-profiles /tmp/prof  # then callgrind_annotate
 """
 import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -71,6 +73,10 @@ def count(args, target, protocol):
             if "\ndesc: Trigger: dump measured" in text[:4096]:
                 total += int(re.search(r"^summary: (\d+)", text, re.M).group(1))
                 dumps += 1
+                if args.keep_profiles:
+                    os.makedirs(args.keep_profiles, exist_ok=True)
+                    shutil.copy(path, os.path.join(args.keep_profiles,
+                                                   f"{target}-{protocol}.{os.path.basename(path)}"))
         if dumps == 0 or ok == 0:
             raise RuntimeError(f"{target} {protocol}: {dumps} dumps, {ok} requests answered")
         return {"ir_per_request": total / ok, "requests": ok, "errors": errors}
@@ -87,6 +93,8 @@ def main():
     ap.add_argument("--targets", nargs="+", default=["culvert", "haproxy", "nghttpx"],
                     choices=["culvert", "haproxy", "nghttpx"], help="culvert first: the others are given ÷ culvert")
     ap.add_argument("--smoke", action="store_true", help="a few requests: checks the harness works")
+    ap.add_argument("--keep-profiles", metavar="DIR",
+                    help="copy each measured callgrind dump here, for callgrind_annotate")
     args = ap.parse_args()
     if args.smoke:
         args.requests, args.warmup, args.targets = 300, 100, ["culvert"]
