@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "proxy/accesslog/stream_info.h"
+#include "proxy/common/recycled.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/timer_queue.h"
 #include "proxy/router/retry_state.h"
@@ -98,8 +99,9 @@ public:
   void onAttemptDrained(UpstreamAttempt& attempt) override;
 
 private:
-  // One attempt in flight, with what it is reported against.
-  struct Attempt {
+  // One attempt in flight, with what it is reported against. One per request: a worker
+  // keeps the blocks of as many as a busy HTTP/2 connection's streams (common/recycled.h).
+  struct Attempt : common::Recycled<Attempt, 128> {
     std::unique_ptr<UpstreamAttempt> upstream;
     upstream::ActiveRequest active;  // the pick, counted for LEAST_REQUEST and max_requests
     upstream::ResourceHold pending;  // max_pending_requests, until connected

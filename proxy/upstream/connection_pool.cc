@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "proxy/common/recycled.h"
 #include "proxy/network/socket.h"
 
 namespace culvert::upstream {
@@ -22,8 +23,11 @@ void EarliestDeadline::request(TimePoint at) {
 
 // A parked connection: watches for the upstream closing it. It stays readable while it
 // moves between pool and request, so parking and reuse cost no epoll_ctl and usually no
-// timer change: the pool's one timer is due at the earliest deadline of all.
-class ConnectionPool::Idle : public network::ConnectionCallbacks {
+// timer change: the pool's one timer is due at the earliest deadline of all. One is made
+// per keep-alive response, so a worker keeps the blocks of as many as a busy HTTP/2
+// connection's streams (common/recycled.h).
+class ConnectionPool::Idle : public network::ConnectionCallbacks,
+                             public common::Recycled<ConnectionPool::Idle, 128> {
 public:
   Idle(ConnectionPool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection,
        std::chrono::steady_clock::time_point deadline, LifetimeEnd why)
