@@ -26,14 +26,10 @@ constexpr std::chrono::milliseconds kDelayedCloseTimeout{1000};
 
 }  // namespace
 
-// A worker keeps the memory of up to this many ended streams (common/recycled.h): a burst
-// as large as one connection's default stream limit (http::http2::Limits) reuses blocks.
-constexpr size_t kRecycledStreams = 128;
-
 // One stream: the connection manager's part (admission, routing, stream timeouts, the
 // response's encoding) around a RouterStream, which runs the upstream attempts.
 class Http2Session::Stream : public RouterStream::Downstream,
-                             public common::Recycled<Http2Session::Stream, kRecycledStreams> {
+                             public common::Recycled<Http2Session::Stream, http::http2::kRecycledStreams> {
 public:
   Stream(Http2Session& session, int32_t id) : session_(session), id_(id) {}
   ~Stream() override { detach(); }

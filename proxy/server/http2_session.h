@@ -7,9 +7,9 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 
 #include "proxy/common/owned_list.h"
+#include "proxy/common/recycled.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/http/http2/codec.h"
@@ -104,7 +104,7 @@ private:
   std::unique_ptr<network::TcpConnection> downstream_;
   OnDone on_done_;
   http::http2::Codec codec_;
-  std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  common::RecyclingHashMap<int32_t, std::unique_ptr<Stream>, http::http2::kRecycledStreams> streams_;
   std::string out_;
   bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
   bool flush_pending_ = false;

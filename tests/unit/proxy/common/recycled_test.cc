@@ -4,17 +4,18 @@
 
 #include <memory>
 #include <thread>
+#include <unordered_map>
 
 namespace culvert::common {
 namespace {
 
 #if !defined(__SANITIZE_ADDRESS__)  // under ASan every block goes back to the heap
 
-// Each test has its own type, so its own (thread's) list.
+// Each test has its own size of node, so its own (thread's) list: lists are per size.
 template <int kTest>
 struct Node : Recycled<Node<kTest>, 2> {
   virtual ~Node() = default;
-  char payload[96] = {};
+  char payload[96 + 16 * kTest] = {};
 };
 
 // glibc's malloc alone would hand the blocks back last freed first too, but only within
@@ -59,6 +60,21 @@ TEST(Recycled, BlocksFreedOnAnotherThreadServeThatThread) {
   }).join();  // the thread's list went back to the heap at its exit
   EXPECT_EQ(remade[0], made[1]);
   EXPECT_EQ(remade[1], made[0]);
+}
+
+// Nodes of a hash map: erased entries' nodes are the next ones inserted, as for Recycled.
+TEST(RecyclingHashMap, ReusesTheNodesOfErasedEntries) {
+  struct Value {
+    char payload[200] = {};  // a node size of its own: no other test's list
+  };
+  RecyclingHashMap<int, Value, 2> map;
+  map.reserve(16);  // the bucket array, allocated once, up front
+  const Value* erased[3] = {&map[1], &map[2], &map[3]};
+  map.erase(1);
+  map.erase(2);
+  map.erase(3);  // over the limit of 2: back to the heap
+  EXPECT_EQ(&map[4], erased[1]);
+  EXPECT_EQ(&map[5], erased[0]);
 }
 
 #endif
