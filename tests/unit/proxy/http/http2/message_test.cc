@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+#include <vector>
+
 namespace culvert::http::http2 {
 namespace {
 
@@ -108,6 +111,24 @@ TEST(Http2Message, ResponseBothWays) {
   EXPECT_EQ(out.entries()[0], (HeaderMap::Entry{":status", "404"}));
   EXPECT_EQ(out.get("content-length"), "3");
   EXPECT_EQ(out.get("grpc-status"), "5");
+}
+
+// A head relayed from HTTP/1.1: connection-specific fields leave the block, the others
+// keep their order, :status goes first and the length last.
+TEST(Http2Message, ResponseBlockFromAnHttp1Head) {
+  ResponseHead head;
+  head.status = 200;
+  head.content_length = 6;
+  for (auto [name, value] : {std::pair{"server", "nginx"}, {"connection", "keep-alive"}, {"date", "Sun, 29 Nov 2026"},
+                             {"keep-alive", "timeout=5"}, {"te", "gzip"}, {"transfer-encoding", "chunked"},
+                             {"content-type", "text/plain"}}) {
+    head.headers.add(name, value);
+  }
+  auto out = toResponseBlock(std::move(head));
+  std::vector<HeaderMap::Entry> expected{
+      {":status", "200"}, {"server", "nginx"}, {"date", "Sun, 29 Nov 2026"}, {"content-type", "text/plain"},
+      {"content-length", "6"}};
+  EXPECT_EQ(out.entries(), expected);
 }
 
 }  // namespace
