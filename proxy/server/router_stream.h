@@ -144,7 +144,8 @@ private:
   const config::RouteAction* action_ = nullptr;
   std::string cluster_;
   config::RoutingPriority priority_ = config::RoutingPriority::Default;
-  std::vector<std::unique_ptr<Attempt>> attempts_;  // more than one only while hedging
+  // More than one only while hedging: the usual one-element array is a recycled block.
+  std::vector<std::unique_ptr<Attempt>, common::RecyclingAllocator<std::unique_ptr<Attempt>, 128>> attempts_;
   uint64_t requests_started_ = 0;
   bool request_ended_ = false;
   http::HeaderMap trailers_;
