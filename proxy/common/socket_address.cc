@@ -98,10 +98,14 @@ SocketAddress SocketAddress::fromSockaddr(const sockaddr* sa) {
 
 std::strong_ordering operator<=>(const SocketAddress& a, const SocketAddress& b) {
   if (auto c = a.family() <=> b.family(); c != 0) return c;
-  int bytes = 0;
   if (a.isV4()) {
-    bytes = std::memcmp(&a.storage_.v4.sin_addr, &b.storage_.v4.sin_addr, sizeof(in_addr));
-  } else if (a.family() == AF_INET6) {
+    // In host order, the numbers compare as the address bytes do, without a memcmp call:
+    // a pool lookup compares endpoints about ten times per request.
+    if (auto c = ntohl(a.storage_.v4.sin_addr.s_addr) <=> ntohl(b.storage_.v4.sin_addr.s_addr); c != 0) return c;
+    return ntohs(a.storage_.v4.sin_port) <=> ntohs(b.storage_.v4.sin_port);
+  }
+  int bytes = 0;
+  if (a.family() == AF_INET6) {
     bytes = std::memcmp(&a.storage_.v6.sin6_addr, &b.storage_.v6.sin6_addr, sizeof(in6_addr));
   }
   if (bytes != 0) return bytes < 0 ? std::strong_ordering::less : std::strong_ordering::greater;

@@ -16,11 +16,13 @@ std::optional<uint64_t> parseLength(std::string_view v) {
   return n;
 }
 
-// Fields an HTTP/2 block may carry, from a head that came from either version.
+// Fields an HTTP/2 block may carry, from a head that came from either version. Names
+// are compared as string_views: length first, where std::string == const char* calls
+// memcmp for every candidate.
 bool carriedInBlock(const HeaderMap::Entry& field) {
-  const auto& [name, value] = field;
+  std::string_view name = field.first;
   if (name == "host" || name == "content-length" || isConnectionSpecificHeader(name)) return false;
-  return name != "te" || value == "trailers";
+  return name != "te" || field.second == "trailers";
 }
 
 void appendRegularFields(HeaderMap& block, const HeaderMap& headers) {
@@ -37,23 +39,25 @@ RequestHead toRequestHead(HeaderMap&& block, bool end_stream) {
   // it and the other fields close up in order, so no field is copied and, with the room
   // the codec reserved, nothing is allocated.
   auto entries = std::move(block).takeEntries();
-  const bool has_host = std::ranges::any_of(entries, [](const HeaderMap::Entry& e) { return e.first == "host"; });
+  const bool has_host =
+      std::ranges::any_of(entries, [](const HeaderMap::Entry& e) { return std::string_view(e.first) == "host"; });
   size_t kept = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     auto& [name, value] = entries[i];
+    std::string_view n = name;  // compared length first (carriedInBlock)
     bool keep = false;
     bool first = false;
-    if (name == ":method") {
+    if (n == ":method") {
       head.method = std::move(value);
-    } else if (name == ":path") {
+    } else if (n == ":path") {
       head.path = std::move(value);
-    } else if (name == ":authority") {
+    } else if (n == ":authority") {
       if (has_host) continue;
       name = "host";
       keep = first = true;
-    } else if (name.starts_with(':')) {
+    } else if (n.starts_with(':')) {
       continue;  // :scheme
-    } else if (name == "content-length") {
+    } else if (n == "content-length") {
       head.content_length = parseLength(value);
     } else {
       keep = true;

@@ -31,6 +31,9 @@ TEST(SocketAddressTest, EqualityAndOrderFollowFamilyAddressPort) {
   EXPECT_LT(*SocketAddress::parseHostPort("10.0.0.2:81"), *SocketAddress::parseHostPort("10.0.0.3:80"));
   EXPECT_LT(*SocketAddress::parseHostPort("9.255.255.255:80"), *SocketAddress::parseHostPort("10.0.0.0:80"));
   EXPECT_LT(a, *SocketAddress::parseHostPort("10.0.0.2:443"));
+  // Numerically, not by the bytes' order in a little-endian word.
+  EXPECT_LT(*SocketAddress::parseHostPort("10.0.0.255:80"), *SocketAddress::parseHostPort("10.0.1.0:80"));
+  EXPECT_LT(*SocketAddress::parseHostPort("10.0.0.2:2"), *SocketAddress::parseHostPort("10.0.0.2:256"));
   EXPECT_EQ(*SocketAddress::parseHostPort("[fd00::1]:80"), *SocketAddress::parseHostPort("[fd00:0::1]:80"));
   EXPECT_NE(*SocketAddress::parseHostPort("[fd00::1]:80"), *SocketAddress::parseHostPort("[fd00::2]:80"));
   EXPECT_NE(SocketAddress{}, a);
