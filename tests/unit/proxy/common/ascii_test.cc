@@ -18,6 +18,21 @@ TEST(AsciiTest, LowersOnlyAsciiLetters) {
   static_assert(toLowerAscii('Q') == 'q' && toLowerAscii('q') == 'q' && toLowerAscii('0') == '0');
 }
 
+// The word-at-a-time fold against the byte-at-a-time rule: every byte value at every
+// position of a word, and in the tail after the last whole word.
+TEST(AsciiTest, LowersWholeWordsAsByteByByte) {
+  for (size_t length : {1, 7, 8, 9, 16, 23}) {
+    for (int start = 0; start < 256; ++start) {
+      std::string text(length, '\0');
+      for (size_t i = 0; i < length; ++i) text[i] = static_cast<char>((start + 37 * i) % 256);
+      std::string expected = text;
+      for (char& c : expected) c = toLowerAscii(c);
+      lowerAsciiInPlace(text);
+      ASSERT_EQ(text, expected) << "length " << length << ", first byte " << start;
+    }
+  }
+}
+
 TEST(AsciiTest, ComparesIgnoringAsciiCase) {
   EXPECT_TRUE(equalsIgnoreCaseAscii("100-Continue", "100-continue"));
   EXPECT_TRUE(equalsIgnoreCaseAscii("", ""));
