@@ -357,7 +357,7 @@ private:
     auto block = http::http2::toRequestBlock(request_, "http");
     if (te_trailers_) block.add("te", "trailers");
     bool end_at_head = ended_ && pending_.empty() && trailers_.size() == 0;
-    stream_id_ = (*connection)->openStream(block, end_at_head, this);
+    stream_id_ = (*connection)->openStream(std::move(block), end_at_head, this);
     if (stream_id_ <= 0) {
       fail(AttemptFailure::Reset, "cannot open a stream on the upstream HTTP/2 connection", 0);
       return;

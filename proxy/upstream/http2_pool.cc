@@ -1,6 +1,7 @@
 #include "proxy/upstream/http2_pool.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace culvert::upstream {
 
@@ -28,9 +29,9 @@ bool Http2Connection::canOpenStream() const {
   return !draining_ && !closed_ && streams_.size() < codec_.peerMaxConcurrentStreams();
 }
 
-int32_t Http2Connection::openStream(const http::HeaderMap& headers, bool end_stream, Http2StreamCallbacks* callbacks) {
+int32_t Http2Connection::openStream(http::HeaderMap headers, bool end_stream, Http2StreamCallbacks* callbacks) {
   if (!canOpenStream()) return 0;
-  int32_t id = codec_.submitRequest(headers, end_stream);
+  int32_t id = codec_.submitRequest(std::move(headers), end_stream);
   if (id <= 0) return 0;
   streams_[id] = callbacks;
   pool_.rq_total_.inc();

@@ -42,7 +42,7 @@ public:
 
   bool canOpenStream() const;
   // Opens a stream; 0 when it cannot.
-  int32_t openStream(const http::HeaderMap& headers, bool end_stream, Http2StreamCallbacks* callbacks);
+  int32_t openStream(http::HeaderMap headers, bool end_stream, Http2StreamCallbacks* callbacks);
   void sendData(int32_t id, std::string_view data);
   void endStream(int32_t id, const http::HeaderMap& trailers = {});
   // The request is gone: resets the stream if it is still open. No callback follows.

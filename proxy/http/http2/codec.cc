@@ -29,18 +29,21 @@ namespace {
 // Pseudo-headers included: a request from curl or a browser has 7 to 12.
 constexpr size_t kTypicalHeaderCount = 12;
 
-// The name/value pairs nghttp2 takes, pointing into `headers`. nghttp2 copies them at
-// submit, so one array per thread serves every call: no allocation per message.
-const std::vector<nghttp2_nv>& toNv(const HeaderMap& headers) {
+// The name/value pairs nghttp2 takes, pointing into `headers`. One array per thread serves
+// every call: nghttp2 copies the array at submit. `flags` says whether it copies the
+// fields too.
+const std::vector<nghttp2_nv>& toNv(const HeaderMap& headers, uint8_t flags) {
   thread_local std::vector<nghttp2_nv> nv;
   nv.clear();
   for (const auto& [name, value] : headers.entries()) {
     nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                  reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-                  NGHTTP2_NV_FLAG_NONE});
+                  reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(), flags});
   }
   return nv;
 }
+
+// A HEADERS block the stream keeps until it is serialized (Codec::Stream::sending).
+constexpr uint8_t kBorrowed = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
 
 // nghttp2 refuses connection-specific headers itself (its HTTP messaging rules) before
 // any header callback sees them; its error message is the only place naming the header.
@@ -151,6 +154,11 @@ struct CodecCallbacksGlue {
 
   static int onFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     auto& c = self(user);
+    if (frame->hd.type == NGHTTP2_HEADERS) {
+      // Serialized: nghttp2 no longer reads the block's fields.
+      if (auto* s = c.find(frame->hd.stream_id)) s->sending = HeaderMap();
+      return 0;
+    }
     if (frame->hd.type != NGHTTP2_DATA) return 0;
     auto* s = c.find(frame->hd.stream_id);
     if (s != nullptr && s->out.empty()) c.callbacks_.onStreamDrained(frame->hd.stream_id);
@@ -190,7 +198,7 @@ struct CodecCallbacksGlue {
       if (!s->out_ended) return NGHTTP2_ERR_DEFERRED;
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->trailers.size() > 0) {
-        const auto& nv = toNv(s->trailers);
+        const auto& nv = toNv(s->trailers, NGHTTP2_NV_FLAG_NONE);
         if (nghttp2_submit_trailer(session, id, nv.data(), nv.size()) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       }
       return 0;
@@ -287,20 +295,29 @@ void Codec::takeOutput(std::string& out) {
 
 bool Codec::hasOutput() { return connection_credit_ > 0 || nghttp2_session_want_write(session_) != 0; }
 
-int32_t Codec::submitRequest(const HeaderMap& headers, bool end_stream) {
-  const auto& nv = toNv(headers);
+int32_t Codec::submitRequest(HeaderMap headers, bool end_stream) {
+  const auto& nv = toNv(headers, kBorrowed);
   nghttp2_data_provider provider{};
   provider.read_callback = &CodecCallbacksGlue::readData;
   int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), end_stream ? nullptr : &provider,
                                       nullptr);
-  if (id > 0) streams_[id].has_provider = !end_stream;
+  if (id > 0) {
+    auto& s = streams_[id];
+    s.has_provider = !end_stream;
+    // The stream id exists only now. Moving the block moves its entries' storage as a
+    // whole, so the fields nghttp2 points at stay where they are.
+    s.sending = std::move(headers);
+  }
   return id;
 }
 
-bool Codec::submitResponse(int32_t stream_id, const HeaderMap& headers, bool end_stream) {
+bool Codec::submitResponse(int32_t stream_id, HeaderMap headers, bool end_stream) {
   auto* s = find(stream_id);
   if (s == nullptr) return false;
-  const auto& nv = toNv(headers);
+  // A block still waiting to be serialized must stay put: a second one is copied.
+  bool borrow = s->sending.size() == 0;
+  if (borrow) s->sending = std::move(headers);
+  const auto& nv = borrow ? toNv(s->sending, kBorrowed) : toNv(headers, NGHTTP2_NV_FLAG_NONE);
   nghttp2_data_provider provider{};
   provider.read_callback = &CodecCallbacksGlue::readData;
   s->has_provider = !end_stream;

@@ -84,9 +84,10 @@ public:
   bool hasOutput();
 
   // Client: opens a stream; returns its id, or a negative value when none can be opened.
-  int32_t submitRequest(const HeaderMap& headers, bool end_stream);
-  // Server: the response head of a stream.
-  bool submitResponse(int32_t stream_id, const HeaderMap& headers, bool end_stream);
+  // The block's names must be lower case (HeaderMap's rule): nghttp2 sends them as they are.
+  int32_t submitRequest(HeaderMap headers, bool end_stream);
+  // Server: the response head of a stream. Names lower case, as for submitRequest.
+  bool submitResponse(int32_t stream_id, HeaderMap headers, bool end_stream);
   // Queues body bytes on an open stream (sent as the peer's window allows).
   void sendData(int32_t stream_id, std::string_view data);
   // Ends this side of the stream after its queued DATA, with trailers when non-empty.
@@ -125,6 +126,9 @@ private:
     bool has_provider = false;
     HeaderMap trailers;
     size_t unconsumed = 0;
+    // The HEADERS block submitted and not yet serialized: nghttp2 points into it
+    // (NGHTTP2_NV_FLAG_NO_COPY_*) instead of copying and lower-casing every field.
+    HeaderMap sending;
   };
   friend struct CodecCallbacksGlue;
   Stream* find(int32_t stream_id);

@@ -126,6 +126,37 @@ TEST_F(CodecPair, RequestAndResponseWithBodiesAndTrailers) {
   EXPECT_EQ(server_->openStreams(), 0u);
 }
 
+// nghttp2 points into a submitted block rather than copying it: the codec keeps the block
+// until its HEADERS frame is serialized, whatever the caller does with its own copy.
+TEST_F(CodecPair, SubmittedBlocksOutliveTheCallersCopy) {
+  const std::string long_value(200, 'v');  // on the heap, unlike a short (SSO) value
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto h = request("/" + std::to_string(i));
+    h.add("x-long", long_value + std::to_string(i));
+    ids.push_back(client_->submitRequest(std::move(h), true));
+  }
+  // Freed memory reused before anything is serialized.
+  std::vector<std::string> clobber(64, std::string(210, '#'));
+  pump();
+  ASSERT_EQ(server_log_.opened, ids);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(server_log_.streams[ids[i]].headers.get(":path"), "/" + std::to_string(i));
+    EXPECT_EQ(server_log_.streams[ids[i]].headers.get("x-long"), long_value + std::to_string(i));
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto h = response();
+    h.add("x-long", long_value + std::to_string(i));
+    ASSERT_TRUE(server_->submitResponse(ids[i], std::move(h), true));
+  }
+  clobber.assign(64, std::string(210, '%'));
+  pump();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(client_log_.streams[ids[i]].headers.get(":status"), "200");
+    EXPECT_EQ(client_log_.streams[ids[i]].headers.get("x-long"), long_value + std::to_string(i));
+  }
+}
+
 TEST_F(CodecPair, HeadersOnlyRequestEndsAtTheHead) {
   auto h = request();
   h.set(":method", "GET");
