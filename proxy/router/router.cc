@@ -1,6 +1,8 @@
 #include "proxy/router/router.h"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <random>
 
 #include "proxy/common/ascii.h"
@@ -135,19 +137,28 @@ std::string generateRequestId() {
   // RFC 4122 version 4 layout.
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  // 8-4-4-4-12 hex digits, by hand: snprintf was 1 % of a proxied request's CPU.
-  static constexpr char kHex[] = "0123456789abcdef";
+  // 8-4-4-4-12 hex digits, by hand (snprintf was 1 % of a proxied request's CPU), a byte's
+  // two digits at a time from a table.
+  static constexpr auto kHexPairs = [] {
+    constexpr char kHex[] = "0123456789abcdef";
+    std::array<char, 512> pairs{};
+    for (size_t byte = 0; byte < 256; ++byte) {
+      pairs[2 * byte] = kHex[byte >> 4];
+      pairs[2 * byte + 1] = kHex[byte & 0xf];
+    }
+    return pairs;
+  }();
   std::string id(36, '-');
   size_t at = 0;
-  auto put = [&](uint64_t value, size_t digits) {
-    for (size_t i = digits; i-- > 0; value >>= 4) id[at + i] = kHex[value & 0xf];
-    at += digits + 1;  // past the dash
+  auto put = [&](uint64_t value, size_t bytes) {
+    for (size_t i = bytes; i-- > 0; value >>= 8) std::memcpy(&id[at + 2 * i], &kHexPairs[2 * (value & 0xff)], 2);
+    at += 2 * bytes + 1;  // past the dash
   };
-  put(a >> 32, 8);
-  put((a >> 16) & 0xffff, 4);
-  put(a & 0xffff, 4);
-  put(b >> 48, 4);
-  put(b & 0xffffffffffffULL, 12);
+  put(a >> 32, 4);
+  put((a >> 16) & 0xffff, 2);
+  put(a & 0xffff, 2);
+  put(b >> 48, 2);
+  put(b & 0xffffffffffffULL, 6);
   return id;
 }
 
