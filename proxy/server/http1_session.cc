@@ -44,34 +44,6 @@ Http1Session::Exchange::Exchange(Http1Session& s)
 
 Http1Session::Exchange::~Exchange() = default;
 
-namespace {
-
-// Freed Exchange blocks kept by this thread for the next requests (see Exchange::operator new).
-struct ExchangeBlocks {
-  static constexpr size_t kKept = 16;
-  void* blocks[kKept];
-  size_t count = 0;
-  ~ExchangeBlocks() {
-    while (count > 0) ::operator delete(blocks[--count]);
-  }
-};
-thread_local ExchangeBlocks t_exchange_blocks;
-
-}  // namespace
-
-void* Http1Session::Exchange::operator new(size_t size) {
-  if (size == sizeof(Exchange) && t_exchange_blocks.count > 0) return t_exchange_blocks.blocks[--t_exchange_blocks.count];
-  return ::operator new(size);
-}
-
-void Http1Session::Exchange::operator delete(void* block, size_t size) {
-  if (size == sizeof(Exchange) && t_exchange_blocks.count < ExchangeBlocks::kKept) {
-    t_exchange_blocks.blocks[t_exchange_blocks.count++] = block;
-    return;
-  }
-  ::operator delete(block);
-}
-
 Http1Session::Http1Session(WorkerServices& services, std::shared_ptr<const Pod> pod,
                            std::shared_ptr<const Http1Settings> settings,
                            std::unique_ptr<network::TcpConnection> downstream, Owner& owner)
