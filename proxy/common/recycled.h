@@ -16,7 +16,7 @@ namespace culvert::common {
 // Past that (128 concurrent HTTP/2 streams end together) blocks go to its bins, and a
 // block over 1 KiB (a proxied HTTP/2 stream's state) is then served only after its fast
 // bins are consolidated: ~850 instructions an allocation (docs/benchmarks.md, "Where the
-// allocations cost").
+// instructions go").
 //
 // Blocks are plain memory of one size: one freed on another thread joins that thread's
 // list. What exceeds kKept, and the list when its thread exits, goes back to the heap.
