@@ -21,7 +21,12 @@ namespace culvert::common {
 // Blocks are plain memory of one size: one freed on another thread joins that thread's
 // list. What exceeds kKept, and the list when its thread exits, goes back to the heap.
 // Under AddressSanitizer every block goes back at once, so a use after free is caught.
-template <size_t kSize, size_t kKept>
+//
+// kKept defaults to a burst as large as one busy HTTP/2 connection's streams (100 by
+// default): at most that many blocks of a size stay with a thread after the burst.
+inline constexpr size_t kRecycledPerThread = 128;
+
+template <size_t kSize, size_t kKept = kRecycledPerThread>
 class FreeBlocks {
 public:
 #if defined(__SANITIZE_ADDRESS__)
@@ -60,9 +65,9 @@ private:
   }
 };
 
-// A class opts in by deriving from Recycled<Self, kKept>: `new` and `delete` of exactly
-// Self go through FreeBlocks (a larger derived class uses the heap).
-template <class T, size_t kKept>
+// A class opts in by deriving from Recycled<Self>: `new` and `delete` of exactly Self go
+// through FreeBlocks (a larger derived class uses the heap).
+template <class T, size_t kKept = kRecycledPerThread>
 class Recycled {
 public:
   static void* operator new(size_t size) {
@@ -81,7 +86,7 @@ public:
 // The same for a node-based container whose nodes come and go with requests (a per-stream
 // std::unordered_map): single-node allocations go through FreeBlocks, arrays (a hash
 // table's buckets) through the heap.
-template <class T, size_t kKept>
+template <class T, size_t kKept = kRecycledPerThread>
 class RecyclingAllocator {
 public:
   using value_type = T;
@@ -114,7 +119,7 @@ public:
 };
 
 // A hash map of per-stream entries, its nodes recycled.
-template <class Key, class Value, size_t kKept>
+template <class Key, class Value, size_t kKept = kRecycledPerThread>
 using RecyclingHashMap = std::unordered_map<Key, Value, std::hash<Key>, std::equal_to<Key>,
                                             RecyclingAllocator<std::pair<const Key, Value>, kKept>>;
 

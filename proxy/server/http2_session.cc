@@ -29,7 +29,7 @@ constexpr std::chrono::milliseconds kDelayedCloseTimeout{1000};
 // One stream: the connection manager's part (admission, routing, stream timeouts, the
 // response's encoding) around a RouterStream, which runs the upstream attempts.
 class Http2Session::Stream : public RouterStream::Downstream,
-                             public common::Recycled<Http2Session::Stream, http::http2::kRecycledStreams> {
+                             public common::Recycled<Http2Session::Stream> {
 public:
   Stream(Http2Session& session, int32_t id) : session_(session), id_(id) {}
   ~Stream() override { detach(); }

@@ -104,7 +104,7 @@ private:
   std::unique_ptr<network::TcpConnection> downstream_;
   OnDone on_done_;
   http::http2::Codec codec_;
-  common::RecyclingHashMap<int32_t, std::unique_ptr<Stream>, http::http2::kRecycledStreams> streams_;
+  common::RecyclingHashMap<int32_t, std::unique_ptr<Stream>> streams_;
   std::string out_;
   bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
   bool flush_pending_ = false;

@@ -99,9 +99,9 @@ public:
   void onAttemptDrained(UpstreamAttempt& attempt) override;
 
 private:
-  // One attempt in flight, with what it is reported against. One per request: a worker
-  // keeps the blocks of as many as a busy HTTP/2 connection's streams (common/recycled.h).
-  struct Attempt : common::Recycled<Attempt, 128> {
+  // One attempt in flight, with what it is reported against. One per request: its blocks
+  // are reused (common/recycled.h).
+  struct Attempt : common::Recycled<Attempt> {
     std::unique_ptr<UpstreamAttempt> upstream;
     upstream::ActiveRequest active;  // the pick, counted for LEAST_REQUEST and max_requests
     upstream::ResourceHold pending;  // max_pending_requests, until connected
@@ -145,7 +145,7 @@ private:
   std::string cluster_;
   config::RoutingPriority priority_ = config::RoutingPriority::Default;
   // More than one only while hedging: the usual one-element array is a recycled block.
-  std::vector<std::unique_ptr<Attempt>, common::RecyclingAllocator<std::unique_ptr<Attempt>, 128>> attempts_;
+  std::vector<std::unique_ptr<Attempt>, common::RecyclingAllocator<std::unique_ptr<Attempt>>> attempts_;
   uint64_t requests_started_ = 0;
   bool request_ended_ = false;
   http::HeaderMap trailers_;

@@ -16,17 +16,14 @@ constexpr uint32_t kRefusedStream = 0x7;
 // The thread's request-encoding buffer keeps up to this much capacity between requests.
 constexpr size_t kKeptEncodeBuffer = 64 * 1024;
 
-// A worker keeps the memory of up to this many ended HTTP/1.1 attempts (common/recycled.h):
-// one per request in flight, so as many as a busy HTTP/2 connection's streams.
-constexpr size_t kRecycledHttp1Attempts = 128;
-
 // A pooled HTTP/1.1 connection of the attempt's own, returned to the pool when the
-// exchange ends cleanly.
+// exchange ends cleanly. One per request in flight: its blocks are reused
+// (common/recycled.h).
 class Http1Attempt final : public UpstreamAttempt,
                            public upstream::LentConnection,
                            public network::ConnectionCallbacks,
                            public http::http1::ParserCallbacks,
-                           public common::Recycled<Http1Attempt, kRecycledHttp1Attempts> {
+                           public common::Recycled<Http1Attempt> {
 public:
   Http1Attempt(AttemptServices services, const http::RequestHead& request, const tenant::TenantContext& tenant,
                AttemptCallbacks& callbacks, common::SocketAddress endpoint)

@@ -24,10 +24,8 @@ void EarliestDeadline::request(TimePoint at) {
 // A parked connection: watches for the upstream closing it. It stays readable while it
 // moves between pool and request, so parking and reuse cost no epoll_ctl and usually no
 // timer change: the pool's one timer is due at the earliest deadline of all. One is made
-// per keep-alive response, so a worker keeps the blocks of as many as a busy HTTP/2
-// connection's streams (common/recycled.h).
-class ConnectionPool::Idle : public network::ConnectionCallbacks,
-                             public common::Recycled<ConnectionPool::Idle, 128> {
+// per keep-alive response: its blocks are reused (common/recycled.h).
+class ConnectionPool::Idle : public network::ConnectionCallbacks, public common::Recycled<ConnectionPool::Idle> {
 public:
   Idle(ConnectionPool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection,
        std::chrono::steady_clock::time_point deadline, LifetimeEnd why)

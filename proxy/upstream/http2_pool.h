@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "proxy/common/stats.h"
 #include "proxy/common/recycled.h"
+#include "proxy/common/stats.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/http/http2/codec.h"
 #include "proxy/network/connection.h"
@@ -77,7 +77,7 @@ private:
   PoolKey key_;
   std::unique_ptr<network::TcpConnection> connection_;
   http::http2::Codec codec_;
-  common::RecyclingHashMap<int32_t, Http2StreamCallbacks*, http::http2::kRecycledStreams> streams_;
+  common::RecyclingHashMap<int32_t, Http2StreamCallbacks*> streams_;
   std::string out_;
   bool in_codec_ = false;  // inside nghttp2 (receive or takeOutput)
   bool flush_pending_ = false;

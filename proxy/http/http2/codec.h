@@ -22,10 +22,6 @@ namespace culvert::http::http2 {
 
 enum class Mode { Server, Client };
 
-// A worker keeps the memory of up to this many ended streams' per-stream state
-// (common/recycled.h): a burst as large as one connection's default stream limit.
-inline constexpr size_t kRecycledStreams = 128;
-
 struct Limits {
   uint32_t max_concurrent_streams = 100;
   uint32_t max_header_count = 100;
@@ -138,7 +134,7 @@ private:
   Limits limits_;
   CodecCallbacks& callbacks_;
   nghttp2_session* session_ = nullptr;
-  common::RecyclingHashMap<int32_t, Stream, kRecycledStreams> streams_;
+  common::RecyclingHashMap<int32_t, Stream> streams_;
   // find()'s last answer (0: none; stream ids are positive). Nodes do not move on rehash.
   int32_t last_found_id_ = 0;
   Stream* last_found_ = nullptr;
