@@ -12,6 +12,14 @@ Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
   uv_async_init(&loop_, &async_, &Dispatcher::onAsync);
   deferred_idle_.data = this;
   uv_idle_init(&loop_, &deferred_idle_);
+  turn_end_check_.data = this;
+  uv_check_init(&loop_, &turn_end_check_);
+  uv_check_start(&turn_end_check_, [](uv_check_t* h) { static_cast<Dispatcher*>(h->data)->runTurnEnd(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_check_));
+  turn_end_prepare_.data = this;
+  uv_prepare_init(&loop_, &turn_end_prepare_);
+  uv_prepare_start(&turn_end_prepare_, [](uv_prepare_t* h) { static_cast<Dispatcher*>(h->data)->runTurnEnd(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_prepare_));
   thread_id_ = std::this_thread::get_id();
 }
 
@@ -23,6 +31,9 @@ Dispatcher::~Dispatcher() {
   }
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&deferred_idle_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&deferred_idle_), nullptr);
+  }
+  for (auto* h : {reinterpret_cast<uv_handle_t*>(&turn_end_check_), reinterpret_cast<uv_handle_t*>(&turn_end_prepare_)}) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   uv_walk(&loop_, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
   // Run until every close callback has freed its handle (a uv_stop() left over from
@@ -57,8 +68,10 @@ void Dispatcher::runPosted() {
 void Dispatcher::run() {
   thread_id_ = std::this_thread::get_id();
   uv_run(&loop_, UV_RUN_DEFAULT);
-  // Run what was posted before exit and whatever waits for deferred deletion.
+  // Run what was posted before exit, the writes it made and whatever waits for deferred
+  // deletion.
   runPosted();
+  runTurnEnd();
   runDeferredDeletes();
 }
 
@@ -93,6 +106,26 @@ void Dispatcher::runDeferredDeletes() {
     for (const auto& d : deleting_) d.destroy(d.object);
     deleting_.clear();
   }
+}
+
+uint32_t Dispatcher::atTurnEnd(TurnEnd* who) {
+  turn_end_.push_back(who);
+  return static_cast<uint32_t>(turn_end_.size() - 1);
+}
+
+void Dispatcher::cancelTurnEnd(uint32_t ticket) {
+  if (ticket < turn_end_.size()) turn_end_[ticket] = nullptr;
+}
+
+void Dispatcher::runTurnEnd() {
+  // What these calls register joins this pass (indexes, not iterators: it may grow).
+  for (size_t i = 0; i < turn_end_.size(); ++i) {
+    if (TurnEnd* who = turn_end_[i]) {
+      turn_end_[i] = nullptr;
+      who->onTurnEnd();
+    }
+  }
+  turn_end_.clear();
 }
 
 std::chrono::steady_clock::time_point Dispatcher::now() const {

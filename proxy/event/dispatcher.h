@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -50,12 +51,29 @@ public:
     scheduleDeferredDelete();
   }
 
+  // Work that waits for the end of the loop turn: after the turn's I/O callbacks (libuv's
+  // check phase) or, for what registers outside them, before the loop next waits for I/O
+  // (its prepare phase). Connections write a turn's small writes there, each connection's
+  // in one system call and all of them back to back, so a peer woken by the first finds
+  // the rest already queued (one wakeup of it per turn, not one per write).
+  class TurnEnd {
+  public:
+    virtual void onTurnEnd() = 0;
+
+  protected:
+    ~TurnEnd() = default;
+  };
+  // Calls `who->onTurnEnd()` once, at this turn's end. The ticket cancels it.
+  uint32_t atTurnEnd(TurnEnd* who);
+  void cancelTurnEnd(uint32_t ticket);
+
   // Monotonic time as of this loop iteration (cheap).
   std::chrono::steady_clock::time_point now() const;
 
 private:
   static void onAsync(uv_async_t* handle);
   static void onDeferred(uv_idle_t* handle);
+  void runTurnEnd();
   void runPosted();
   void scheduleDeferredDelete();
   // Deletes everything deferred, including what those deletions defer.
@@ -78,6 +96,11 @@ private:
   std::vector<Deferred> deferred_;
   std::vector<Deferred> deleting_;  // the batch being destroyed
   std::unique_ptr<TimerQueue> timer_queue_;
+  // Waiting for the turn's end, in order of registration; cancelled ones are null. Both
+  // handles stay started and unreferenced: they keep no loop alive and cost a check each.
+  std::vector<TurnEnd*> turn_end_;
+  uv_check_t turn_end_check_{};
+  uv_prepare_t turn_end_prepare_{};
 };
 
 // A one-shot or repeating timer on a Dispatcher. Disabled when destroyed.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -27,6 +28,29 @@ thread_local char t_read_buffer[kReadBufferSize];
 
 // A shared-writes connection gives libuv at most this much per loop turn.
 constexpr size_t kWriteSlice = 64 * 1024;
+
+// This thread's coalescing buffers not in use, capacity kept: a connection takes one at
+// its first write of a turn and gives it back at the turn's end, so a busy turn of small
+// writes allocates nothing. Bounded in number and size (a worker keeps ≤ 128 × 4 KiB).
+constexpr size_t kSpareBuffersKept = 128;
+constexpr size_t kSpareBufferCapacity = 4 * 1024;
+thread_local std::vector<std::unique_ptr<std::string>> t_spare_buffers;
+
+std::string* takeBuffer() {
+  if (t_spare_buffers.empty()) return new std::string;
+  std::string* buffer = t_spare_buffers.back().release();
+  t_spare_buffers.pop_back();
+  return buffer;
+}
+
+void giveBack(std::string* buffer) {
+  if (t_spare_buffers.size() >= kSpareBuffersKept || buffer->capacity() > kSpareBufferCapacity) {
+    delete buffer;
+    return;
+  }
+  buffer->clear();
+  t_spare_buffers.emplace_back(buffer);
+}
 
 }  // namespace
 
@@ -173,18 +197,59 @@ void TcpConnection::readEnable(bool enabled) {
 
 void TcpConnection::write(std::string_view data) {
   if (closed_ || data.empty()) return;
-  auto* stream = reinterpret_cast<uv_stream_t*>(handle_);
-  if (queued_write_bytes_ == 0) {
-    // The caller's work (charged to its tenant when it runs under the scheduler).
-    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
-    int n = uv_try_write(stream, &buf, 1);
-    if (n == static_cast<int>(data.size())) return;
-    if (n < 0 && n != UV_EAGAIN) {
-      deferCloseNotification(CloseReason::WriteError);
-      return;
-    }
-    if (n > 0) data.remove_prefix(static_cast<size_t>(n));
+  // Behind bytes the kernel has not taken (nothing is coalesced then): in order.
+  if (queued_write_bytes_ > 0) {
+    enqueue(data);
+    return;
   }
+  size_t coalesced = coalesced_ ? coalesced_->size() : 0;
+  if (coalesced + data.size() > kCoalescedBytes) {
+    // A large write (a relayed body's read) gains nothing from waiting, and would cost a copy.
+    writeNow(data);
+    return;
+  }
+  if (coalesced_ == nullptr) {
+    coalesced_ = takeBuffer();
+    turn_end_ticket_ = dispatcher_.atTurnEnd(this);
+  }
+  coalesced_->append(data);
+}
+
+void TcpConnection::onTurnEnd() {
+  // Written outside the work that produced them: charged to that tenant here.
+  auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+  if (share.scheduler != nullptr) {
+    share.scheduler->run(share.tenant, share.weight, [this] { writeNow({}); });
+  } else {
+    writeNow({});
+  }
+}
+
+void TcpConnection::writeNow(std::string_view more) {
+  std::string_view first = coalesced_ ? std::string_view(*coalesced_) : std::string_view();
+  uv_buf_t bufs[2];
+  unsigned count = 0;
+  if (!first.empty()) bufs[count++] = uv_buf_init(const_cast<char*>(first.data()), static_cast<unsigned>(first.size()));
+  if (!more.empty()) bufs[count++] = uv_buf_init(const_cast<char*>(more.data()), static_cast<unsigned>(more.size()));
+  int written = count == 0 ? 0 : uv_try_write(reinterpret_cast<uv_stream_t*>(handle_), bufs, count);
+  if (written < 0 && written != UV_EAGAIN) {
+    deferCloseNotification(CloseReason::WriteError);
+  } else {
+    size_t taken = written > 0 ? static_cast<size_t>(written) : 0;
+    size_t from_first = std::min(taken, first.size());
+    first.remove_prefix(from_first);
+    more.remove_prefix(taken - from_first);
+    if (!first.empty()) enqueue(first);  // copies: the buffer goes back below
+    if (!more.empty()) enqueue(more);
+  }
+  if (coalesced_ != nullptr) {
+    dispatcher_.cancelTurnEnd(turn_end_ticket_);
+    giveBack(coalesced_);
+    coalesced_ = nullptr;
+  }
+}
+
+void TcpConnection::enqueue(std::string_view data) {
   queued_write_bytes_ += data.size();
   if (!held_) {
     auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
@@ -259,6 +324,7 @@ void TcpConnection::sendSlice() { queueWrite(held_->takeSlice()); }
 
 void TcpConnection::shutdownWrite() {
   if (closed_) return;
+  if (coalesced_ != nullptr) writeNow({});  // libuv's FIN follows only its own queue
   if (held_) {
     // Bytes still held in user space go first: libuv only orders the FIN after its own queue.
     held_->shutdown_after = true;
@@ -294,6 +360,14 @@ void TcpConnection::notifyClose(CloseReason reason) {
 
 void TcpConnection::close() {
   if (closed_) return;
+  if (coalesced_ != nullptr) {
+    // What the kernel takes now, as a write made just before the close would have.
+    uv_buf_t buf = uv_buf_init(coalesced_->data(), static_cast<unsigned>(coalesced_->size()));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(handle_), &buf, 1);
+    dispatcher_.cancelTurnEnd(turn_end_ticket_);
+    giveBack(coalesced_);
+    coalesced_ = nullptr;
+  }
   closed_ = true;
   callbacks_ = nullptr;
   held_.reset();  // drops held bytes and any pause

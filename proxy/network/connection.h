@@ -48,8 +48,9 @@ public:
 };
 
 // A TCP connection on one Dispatcher, over a libuv handle. Reads go through the
-// dispatcher's single shared buffer, so an idle connection holds no read buffer.
-class TcpConnection {
+// dispatcher's single shared buffer, so an idle connection holds no read buffer. Small
+// writes are coalesced until the end of the loop turn (see write()).
+class TcpConnection final : private event::Dispatcher::TurnEnd {
 public:
   // Adopts an open, non-blocking socket (accepted, or created by a socket factory).
   static common::Result<std::unique_ptr<TcpConnection>> adopt(event::Dispatcher& dispatcher, int fd);
@@ -61,11 +62,21 @@ public:
   // Starts connecting an adopted, unconnected socket; `done(0)` or `done(-errno)`.
   void connect(const common::SocketAddress& to, std::function<void(int status)> done);
   void readEnable(bool enabled);
+  // Writes `data` after what was written before. Small writes wait for the end of the
+  // loop turn (up to kCoalescedBytes in all) and go to the kernel in one system call with
+  // everything else the turn wrote on this connection, every connection's back to back.
+  // Written at once, as the proxy used to, each wrote to a peer that had just gone back
+  // to sleep: with 64 keep-alive connections relayed, the peers were woken ~0.8 times a
+  // request, against 0.07 for HAProxy, which also writes at the end of its loop turn.
   void write(std::string_view data);
   // Half-closes: sends FIN once every queued write has reached the kernel. Reading goes on.
   void shutdownWrite();
+  // Bytes the kernel has not taken yet, apart from those waiting for the turn's end:
+  // those are few and bounded, and go to the kernel before the loop next waits.
   size_t queuedWriteBytes() const { return queued_write_bytes_; }
-  // Closes the socket. No callback runs after this. Safe to call more than once.
+  // Closes the socket, after handing the kernel what waits for the turn's end (what the
+  // kernel did not take at once is dropped, as are queued writes). No callback runs
+  // after this. Safe to call more than once.
   void close();
   bool closed() const { return closed_; }
   int fd() const;
@@ -86,8 +97,18 @@ public:
   // far, 0 when no pool made it.
   uint32_t countExchange() { return pool_facts_ ? ++pool_facts_->exchanges : 0; }
 
+  // Coalesced writes wait for the end of the turn while they add up to no more than this.
+  static constexpr size_t kCoalescedBytes = 16 * 1024;
+
 private:
   TcpConnection(event::Dispatcher& dispatcher, uv_tcp_t* handle);
+  // Dispatcher::TurnEnd: the coalesced bytes go to the kernel now.
+  void onTurnEnd() override;
+  // Writes the coalesced bytes, then `more`, as far as the kernel takes them now; the
+  // rest waits as queued writes do.
+  void writeNow(std::string_view more);
+  // Bytes the kernel did not take at once: to libuv's queue, or held for the tenant's share.
+  void enqueue(std::string_view data);
   static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   void notifyClose(CloseReason reason);
@@ -110,6 +131,9 @@ private:
   ConnectionCallbacks* callbacks_ = nullptr;
   ConnectRequest* connecting_ = nullptr;  // owned by libuv until its callback
   size_t queued_write_bytes_ = 0;
+  // Writes waiting for the turn's end: a buffer from the thread's spares while there are any.
+  std::string* coalesced_ = nullptr;
+  uint32_t turn_end_ticket_ = 0;  // valid while coalesced_ is set
   // Shared writes (ConnectionCallbacks::writeShare): exists only while bytes wait.
   struct HeldWrites;
   std::unique_ptr<HeldWrites> held_;

@@ -309,14 +309,10 @@ Http2Session::Http2Session(WorkerServices services, std::shared_ptr<const Pod> p
   pod_->tenant->downstream_cx_total->inc();
   pod_->tenant->downstream_cx_active->add(1);
   cx_active_.add(1);
-  flush_idle_ = new uv_idle_t{};
-  uv_idle_init(services_.dispatcher.loop(), flush_idle_);
-  flush_idle_->data = this;
 }
 
 Http2Session::~Http2Session() {
-  flush_idle_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(flush_idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+  if (flush_scheduled_) services_.dispatcher.cancelTurnEnd(flush_ticket_);
   streams_.clear();
   pod_->tenant->downstream_cx_active->add(-1);
   pod_->tenant->budget.releaseConnection();  // charged at accept, like every session
@@ -378,13 +374,12 @@ void Http2Session::pauseIfOverShare() {
 void Http2Session::scheduleFlush() {
   if (closed_ || flush_scheduled_) return;
   flush_scheduled_ = true;
-  uv_idle_start(flush_idle_, [](uv_idle_t* handle) {
-    uv_idle_stop(handle);
-    auto* self = static_cast<Http2Session*>(handle->data);
-    if (self == nullptr) return;
-    self->flush_scheduled_ = false;
-    self->flush();
-  });
+  flush_ticket_ = services_.dispatcher.atTurnEnd(this);
+}
+
+void Http2Session::onTurnEnd() {
+  flush_scheduled_ = false;
+  flush();
 }
 
 void Http2Session::flush() {

@@ -1,7 +1,5 @@
 #pragma once
 
-#include <uv.h>
-
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -24,7 +22,10 @@ namespace culvert::server {
 // (retries, timeouts, HTTP/1.1 or HTTP/2 upstreams as the cluster says), exactly as an
 // HTTP/1.1 request's does. Bodies stream both ways; each side's flow-control window only
 // reopens as the other side drains, so a slow reader holds the sender at its window.
-class Http2Session : public network::ConnectionCallbacks, public http::http2::CodecCallbacks, public common::ListHook {
+class Http2Session : public network::ConnectionCallbacks,
+                     public http::http2::CodecCallbacks,
+                     public common::ListHook,
+                     private event::Dispatcher::TurnEnd {
 public:
   using OnDone = std::function<void(Http2Session*)>;
 
@@ -75,11 +76,11 @@ private:
   Stream* find(int32_t id);
   // Writes the codec's output while the socket keeps up.
   void flush();
-  // What upstream events of one loop iteration produce leaves in one write: the flush
-  // runs in the loop's idle phase, after that iteration's I/O callbacks or, when a timer
-  // asked, before the loop polls again. (A uv_check handle ran only after the poll, which
-  // blocks until the next event: a reply made in a timer callback waited up to a second.)
+  // What upstream events of one loop turn produce leaves in one write: the flush runs at
+  // the turn's end (Dispatcher::TurnEnd), after its I/O callbacks or, when a timer asked,
+  // before the loop waits again.
   void scheduleFlush();
+  void onTurnEnd() override;
   void close();
   void countStatus(int status);
   // The tenant used its share of the worker while another tenant has work: read no more
@@ -108,8 +109,8 @@ private:
   std::string out_;
   bool in_codec_ = false;     // inside nghttp2: output is taken after it returns
   bool flush_pending_ = false;
-  uv_idle_t* flush_idle_;  // freed in its close callback, which may run after we are gone
   bool flush_scheduled_ = false;
+  uint32_t flush_ticket_ = 0;  // Dispatcher::atTurnEnd's, while flush_scheduled_
   bool closed_ = false;
   config::ConnectionLifetime lifetime_;
   std::chrono::milliseconds drain_timeout_{5000};

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <future>
+#include <string>
+#include <vector>
 
 #include "proxy/event/scheduler.h"
 
@@ -107,6 +109,55 @@ TEST(DispatcherTest, DeferredAtExitAreDeletedByRun) {
   });
   d.run();
   EXPECT_EQ(destroyed.load(), 3);
+}
+
+struct TurnEndRecorder : Dispatcher::TurnEnd {
+  std::vector<std::string>* log;
+  std::string name;
+  TurnEndRecorder(std::vector<std::string>* l, std::string n) : log(l), name(std::move(n)) {}
+  void onTurnEnd() override { log->push_back(name); }
+};
+
+// Turn-end work runs once, after the callbacks of the turn that registered it, in order
+// of registration; a cancelled registration does not run.
+TEST(DispatcherTest, TurnEndRunsOnceAfterTheTurnsCallbacks) {
+  Dispatcher d("test");
+  std::vector<std::string> log;
+  TurnEndRecorder a(&log, "a"), b(&log, "b"), cancelled(&log, "cancelled");
+  d.post([&] {
+    d.atTurnEnd(&a);
+    d.cancelTurnEnd(d.atTurnEnd(&cancelled));
+    d.atTurnEnd(&b);
+    log.push_back("callback");
+  });
+  d.post([&] { log.push_back("second callback"); });
+  auto stop = d.createTimer([&] { d.exit(); });
+  stop->enable(std::chrono::milliseconds(20));
+  d.run();
+  EXPECT_EQ(log, (std::vector<std::string>{"callback", "second callback", "a", "b"}));
+}
+
+// Registered outside an I/O callback (here a timer's), it still runs before the loop next
+// waits: the next timer is 10 s away and the loop stops from the turn-end work.
+TEST(DispatcherTest, TurnEndRegisteredOutsideIoRunsBeforeTheLoopWaits) {
+  Dispatcher d("test");
+  struct Exit : Dispatcher::TurnEnd {
+    Dispatcher* d;
+    bool ran = false;
+    void onTurnEnd() override {
+      ran = true;
+      d->exit();
+    }
+  } exit_at_turn_end;
+  exit_at_turn_end.d = &d;
+  auto registers = d.createTimer([&] { d.atTurnEnd(&exit_at_turn_end); });
+  registers->enable(std::chrono::milliseconds(1));
+  auto limit = d.createTimer([&] { d.exit(); });
+  limit->enable(std::chrono::seconds(10));
+  auto start = std::chrono::steady_clock::now();
+  d.run();
+  EXPECT_TRUE(exit_at_turn_end.ran);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 TEST(SchedulerTest, ChargesWorkToItsTenant) {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "proxy/network/socket.h"
+#include "tests/unit/proxy/network/tcp_segments.h"
 
 namespace culvert::network {
 namespace {
@@ -86,6 +87,128 @@ std::string pattern(size_t size) {
   std::string s(size, '\0');
   for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
   return s;
+}
+
+// Runs the loop until `condition` holds or 5 s pass.
+template <typename Condition>
+void runUntil(event::Dispatcher& d, Condition condition) {
+  auto check = d.createTimer([&] {
+    if (condition()) d.exit();
+  });
+  check->enable(1ms, 1ms);
+  auto limit = d.createTimer([&] { d.exit(); });
+  limit->enable(5s);
+  d.run();
+}
+
+bool peerHasBytes(const Pair& pair) {
+  char c;
+  return ::recv(pair.reader, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
+// Small writes made in one loop turn wait for its end and reach the kernel in one system
+// call: the peer sees nothing during the turn, then every byte, in order, in one segment
+// (with TCP_NODELAY each write() would have been a segment of its own).
+TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
+  Pair pair;
+  event::Dispatcher d("conn");
+  auto connection = TcpConnection::adopt(d, pair.writer);
+  ASSERT_TRUE(connection) << connection.error().describe();
+  Drained callbacks;
+  (*connection)->setCallbacks(&callbacks);
+  int fd = (*connection)->fd();
+  uint32_t segments_before = testing::dataSegmentsSent(fd);
+
+  std::string expected;
+  bool seen_during_turn = true;
+  d.post([&] {
+    for (int i = 0; i < 10; ++i) {
+      std::string piece = "piece " + std::to_string(i) + ";";
+      (*connection)->write(piece);
+      expected += piece;
+    }
+    EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
+    seen_during_turn = peerHasBytes(pair) || testing::dataSegmentsSent(fd) != segments_before;
+  });
+  std::string received;
+  runUntil(d, [&] {
+    pair.drain(received);
+    return received.size() >= expected.size();
+  });
+  EXPECT_FALSE(seen_during_turn);
+  EXPECT_EQ(received, expected);
+  EXPECT_EQ(testing::dataSegmentsSent(fd) - segments_before, 1u);
+  EXPECT_EQ(callbacks.drained, 0);  // nothing was ever queued
+}
+
+// A write too large to wait sends what waits first, then itself; later small writes wait
+// behind what the kernel did not take. Every byte arrives once, in order.
+TEST(TcpConnectionCoalescing, LargeWritesKeepTheOrderWithWaitingOnes) {
+  Pair pair;
+  event::Dispatcher d("conn");
+  auto connection = TcpConnection::adopt(d, pair.writer);
+  ASSERT_TRUE(connection) << connection.error().describe();
+  Drained callbacks;
+  (*connection)->setCallbacks(&callbacks);
+  auto body = pattern(256 * 1024);
+  std::string expected;
+  d.post([&] {
+    for (auto piece : {std::string_view("head;"), std::string_view(body).substr(0, TcpConnection::kCoalescedBytes + 1),
+                       std::string_view("middle;"), std::string_view(body), std::string_view("tail;")}) {
+      (*connection)->write(piece);
+      expected += piece;
+    }
+    (*connection)->shutdownWrite();
+  });
+  std::string received;
+  EXPECT_TRUE(readUntilEof(d, pair, received));
+  EXPECT_EQ(received.size(), expected.size());
+  EXPECT_TRUE(received == expected);
+}
+
+// A half-close or a close in the same turn as small writes sends them before the FIN.
+TEST(TcpConnectionCoalescing, ShutdownAndCloseSendWhatWaitsFirst) {
+  for (bool close : {false, true}) {
+    SCOPED_TRACE(close ? "close" : "shutdownWrite");
+    Pair pair;
+    event::Dispatcher d("conn");
+    auto connection = TcpConnection::adopt(d, pair.writer);
+    ASSERT_TRUE(connection) << connection.error().describe();
+    Drained callbacks;
+    (*connection)->setCallbacks(&callbacks);
+    d.post([&] {
+      (*connection)->write("HTTP/1.1 400 Bad Request\r\n");
+      (*connection)->write("content-length: 0\r\n\r\n");
+      if (close) {
+        (*connection)->close();
+      } else {
+        (*connection)->shutdownWrite();
+      }
+    });
+    std::string received;
+    EXPECT_TRUE(readUntilEof(d, pair, received));
+    EXPECT_EQ(received, "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+  }
+}
+
+// The system call made at the turn's end is work of the tenant whose writes waited.
+TEST(TcpConnectionCoalescing, TheTurnEndWriteIsChargedToTheTenant) {
+  Pair pair;
+  event::Dispatcher d("conn");
+  event::Scheduler scheduler(&d);
+  auto connection = TcpConnection::adopt(d, pair.writer);
+  ASSERT_TRUE(connection) << connection.error().describe();
+  Drained callbacks;
+  callbacks.share = {&scheduler, 7, 1};
+  (*connection)->setCallbacks(&callbacks);
+  d.post([&] { (*connection)->write("small"); });
+  std::string received;
+  runUntil(d, [&] {
+    pair.drain(received);
+    return !received.empty();
+  });
+  EXPECT_EQ(received, "small");
+  EXPECT_GT(scheduler.charged(7), 0ns);
 }
 
 // Shared writes keep every byte in order, send the FIN after the held ones, report the
