@@ -118,6 +118,8 @@ void Dispatcher::cancelTurnEnd(uint32_t ticket) {
 }
 
 void Dispatcher::runTurnEnd() {
+  if (turn_end_.empty()) return;
+  in_turn_end_ = true;
   // What these calls register joins this pass (indexes, not iterators: it may grow).
   for (size_t i = 0; i < turn_end_.size(); ++i) {
     if (TurnEnd* who = turn_end_[i]) {
@@ -126,6 +128,7 @@ void Dispatcher::runTurnEnd() {
     }
   }
   turn_end_.clear();
+  in_turn_end_ = false;
 }
 
 std::chrono::steady_clock::time_point Dispatcher::now() const {

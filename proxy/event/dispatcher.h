@@ -66,6 +66,8 @@ public:
   // Calls `who->onTurnEnd()` once, at this turn's end. The ticket cancels it.
   uint32_t atTurnEnd(TurnEnd* who);
   void cancelTurnEnd(uint32_t ticket);
+  // Inside a turn-end pass: what is written now has nothing left to wait for.
+  bool atTurnEndNow() const { return in_turn_end_; }
 
   // Monotonic time as of this loop iteration (cheap).
   std::chrono::steady_clock::time_point now() const;
@@ -99,6 +101,7 @@ private:
   // Waiting for the turn's end, in order of registration; cancelled ones are null. Both
   // handles stay started and unreferenced: they keep no loop alive and cost a check each.
   std::vector<TurnEnd*> turn_end_;
+  bool in_turn_end_ = false;
   uv_check_t turn_end_check_{};
   uv_prepare_t turn_end_prepare_{};
 };

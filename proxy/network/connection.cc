@@ -203,8 +203,9 @@ void TcpConnection::write(std::string_view data) {
     return;
   }
   size_t coalesced = coalesced_ ? coalesced_->size() : 0;
-  if (coalesced + data.size() > kCoalescedBytes) {
-    // A large write (a relayed body's read) gains nothing from waiting, and would cost a copy.
+  if (coalesced + data.size() > kCoalescedBytes || (coalesced_ == nullptr && dispatcher_.atTurnEndNow())) {
+    // A large write (a relayed body's read) gains nothing from waiting, and would cost a
+    // copy; nor does a write made at the turn's end (the HTTP/2 session's flush).
     writeNow(data);
     return;
   }

@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "proxy/network/socket.h"
 #include "tests/unit/proxy/network/tcp_segments.h"
@@ -119,14 +121,15 @@ TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
   int fd = (*connection)->fd();
   uint32_t segments_before = testing::dataSegmentsSent(fd);
 
+  std::vector<std::string> pieces;
   std::string expected;
+  for (int i = 0; i < 10; ++i) {
+    pieces.push_back("piece " + std::to_string(i) + ";");
+    expected += pieces.back();
+  }
   bool seen_during_turn = true;
   d.post([&] {
-    for (int i = 0; i < 10; ++i) {
-      std::string piece = "piece " + std::to_string(i) + ";";
-      (*connection)->write(piece);
-      expected += piece;
-    }
+    for (const auto& piece : pieces) (*connection)->write(piece);
     EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
     seen_during_turn = peerHasBytes(pair) || testing::dataSegmentsSent(fd) != segments_before;
   });
@@ -139,6 +142,36 @@ TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
   EXPECT_EQ(received, expected);
   EXPECT_EQ(testing::dataSegmentsSent(fd) - segments_before, 1u);
   EXPECT_EQ(callbacks.drained, 0);  // nothing was ever queued
+}
+
+// A write made at the turn's end (an HTTP/2 session's flush) has nothing to wait for: it
+// is in the kernel when write() returns.
+TEST(TcpConnectionCoalescing, WritesMadeAtTheTurnsEndGoOutAtOnce) {
+  Pair pair;
+  event::Dispatcher d("conn");
+  auto connection = TcpConnection::adopt(d, pair.writer);
+  ASSERT_TRUE(connection) << connection.error().describe();
+  Drained callbacks;
+  (*connection)->setCallbacks(&callbacks);
+  struct WriteAtTurnEnd : event::Dispatcher::TurnEnd {
+    TcpConnection* connection;
+    const Pair* pair;
+    bool in_kernel_on_return = false;
+    void onTurnEnd() override {
+      connection->write("flushed");
+      in_kernel_on_return = peerHasBytes(*pair);
+    }
+  } flusher;
+  flusher.connection = connection->get();
+  flusher.pair = &pair;
+  d.post([&] { d.atTurnEnd(&flusher); });
+  std::string received;
+  runUntil(d, [&] {
+    pair.drain(received);
+    return !received.empty();
+  });
+  EXPECT_TRUE(flusher.in_kernel_on_return);
+  EXPECT_EQ(received, "flushed");
 }
 
 // A write too large to wait sends what waits first, then itself; later small writes wait
