@@ -133,13 +133,13 @@ private:
   size_t queued_write_bytes_ = 0;
   // Writes waiting for the turn's end: a buffer from the thread's spares while there are any.
   std::string* coalesced_ = nullptr;
-  uint32_t turn_end_ticket_ = 0;  // valid while coalesced_ is set
   // Shared writes (ConnectionCallbacks::writeShare): exists only while bytes wait.
   struct HeldWrites;
   std::unique_ptr<HeldWrites> held_;
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;
+  uint32_t turn_end_ticket_ = 0;  // valid while coalesced_ is set (packed beside the flags)
   std::shared_ptr<bool> alive_;  // see aliveToken()
   struct PoolFacts {
     std::shared_ptr<void> token;
