@@ -67,7 +67,7 @@ public:
   // everything else the turn wrote on this connection, every connection's back to back.
   // Written at once, as the proxy used to, each wrote to a peer that had just gone back
   // to sleep: with 64 keep-alive connections relayed, the peers were woken ~0.8 times a
-  // request, against 0.07 for HAProxy, which also writes at the end of its loop turn.
+  // request, against 0.05 for HAProxy, which also writes at the end of its loop pass.
   void write(std::string_view data);
   // Half-closes: sends FIN once every queued write has reached the kernel. Reading goes on.
   void shutdownWrite();
