@@ -244,11 +244,14 @@ void TcpConnection::writeNow(std::string_view more) {
     if (!first.empty()) enqueue(first);  // copies: the buffer goes back below
     if (!more.empty()) enqueue(more);
   }
-  if (coalesced_ != nullptr) {
-    dispatcher_.cancelTurnEnd(turn_end_ticket_);
-    giveBack(coalesced_);
-    coalesced_ = nullptr;
-  }
+  releaseCoalesced();
+}
+
+void TcpConnection::releaseCoalesced() {
+  if (coalesced_ == nullptr) return;
+  dispatcher_.cancelTurnEnd(turn_end_ticket_);
+  giveBack(coalesced_);
+  coalesced_ = nullptr;
 }
 
 void TcpConnection::enqueue(std::string_view data) {
@@ -366,9 +369,7 @@ void TcpConnection::close() {
     // What the kernel takes now, as a write made just before the close would have.
     uv_buf_t buf = uv_buf_init(coalesced_->data(), static_cast<unsigned>(coalesced_->size()));
     uv_try_write(reinterpret_cast<uv_stream_t*>(handle_), &buf, 1);
-    dispatcher_.cancelTurnEnd(turn_end_ticket_);
-    giveBack(coalesced_);
-    coalesced_ = nullptr;
+    releaseCoalesced();
   }
   closed_ = true;
   callbacks_ = nullptr;

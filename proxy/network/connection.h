@@ -107,6 +107,8 @@ private:
   // Writes the coalesced bytes, then `more`, as far as the kernel takes them now; the
   // rest waits as queued writes do.
   void writeNow(std::string_view more);
+  // Gives the coalescing buffer back and drops the turn-end registration.
+  void releaseCoalesced();
   // Bytes the kernel did not take at once: to libuv's queue, or held for the tenant's share.
   void enqueue(std::string_view data);
   static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
