@@ -58,20 +58,24 @@ struct Pair {
   }
 };
 
+// Runs the loop until `condition` holds (checked every millisecond) or `limit` passes.
+template <typename Condition>
+void runUntil(event::Dispatcher& d, Condition condition, std::chrono::milliseconds limit = 5s) {
+  auto check = d.createTimer([&] {
+    if (condition()) d.exit();
+  });
+  check->enable(1ms, 1ms);
+  auto give_up = d.createTimer([&] { d.exit(); });
+  give_up->enable(limit);
+  d.run();
+}
+
 // Runs the loop, reading what `pair` receives every millisecond, until the writer's FIN
 // arrives (true) or 10 s pass (false).
 bool readUntilEof(event::Dispatcher& d, const Pair& pair, std::string& received) {
   bool eof = false;
-  auto reader = d.createTimer([&] {
-    if (!pair.drain(received)) {
-      eof = true;
-      d.exit();
-    }
-  });
-  reader->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(10s);
-  d.run();
+  runUntil(
+      d, [&] { return eof = !pair.drain(received); }, 10s);
   return eof;
 }
 
@@ -91,17 +95,24 @@ std::string pattern(size_t size) {
   return s;
 }
 
-// Runs the loop until `condition` holds or 5 s pass.
-template <typename Condition>
-void runUntil(event::Dispatcher& d, Condition condition) {
-  auto check = d.createTimer([&] {
-    if (condition()) d.exit();
-  });
-  check->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(5s);
-  d.run();
-}
+// The connection under test: `pair.writer` adopted on a dispatcher of its own, reporting
+// to `callbacks`. `scheduler` is there for tests that share its writes (callbacks.share).
+// Members go in reverse: the connection before the scheduler its held writes may pause on.
+struct Adopted {
+  explicit Adopted(std::chrono::nanoseconds quantum = 500us, std::chrono::milliseconds round = 1ms)
+      : scheduler(&d, quantum, round) {
+    auto adopted = TcpConnection::adopt(d, pair.writer);
+    EXPECT_TRUE(adopted) << adopted.error().describe();
+    if (!adopted) return;
+    connection = std::move(*adopted);
+    connection->setCallbacks(&callbacks);
+  }
+  Pair pair;
+  event::Dispatcher d{"conn"};
+  event::Scheduler scheduler;
+  Drained callbacks;
+  std::unique_ptr<TcpConnection> connection;
+};
 
 bool peerHasBytes(const Pair& pair) {
   char c;
@@ -112,13 +123,10 @@ bool peerHasBytes(const Pair& pair) {
 // call: the peer sees nothing during the turn, then every byte, in order, in one segment
 // (with TCP_NODELAY each write() would have been a segment of its own).
 TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
-  (*connection)->setCallbacks(&callbacks);
-  int fd = (*connection)->fd();
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  int fd = connection->fd();
   uint32_t segments_before = testing::dataSegmentsSent(fd);
 
   std::vector<std::string> pieces;
@@ -129,8 +137,8 @@ TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
   }
   bool seen_during_turn = true;
   d.post([&] {
-    for (const auto& piece : pieces) (*connection)->write(piece);
-    EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
+    for (const auto& piece : pieces) connection->write(piece);
+    EXPECT_EQ(connection->queuedWriteBytes(), 0u);
     seen_during_turn = peerHasBytes(pair) || testing::dataSegmentsSent(fd) != segments_before;
   });
   std::string received;
@@ -147,12 +155,9 @@ TEST(TcpConnectionCoalescing, SmallWritesOfATurnGoOutTogetherAtItsEnd) {
 // A write made at the turn's end (an HTTP/2 session's flush) has nothing to wait for: it
 // is in the kernel when write() returns.
 TEST(TcpConnectionCoalescing, WritesMadeAtTheTurnsEndGoOutAtOnce) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
-  (*connection)->setCallbacks(&callbacks);
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   struct WriteAtTurnEnd : event::Dispatcher::TurnEnd {
     TcpConnection* connection;
     const Pair* pair;
@@ -162,7 +167,7 @@ TEST(TcpConnectionCoalescing, WritesMadeAtTheTurnsEndGoOutAtOnce) {
       in_kernel_on_return = peerHasBytes(*pair);
     }
   } flusher;
-  flusher.connection = connection->get();
+  flusher.connection = connection.get();
   flusher.pair = &pair;
   d.post([&] { d.atTurnEnd(&flusher); });
   std::string received;
@@ -177,21 +182,18 @@ TEST(TcpConnectionCoalescing, WritesMadeAtTheTurnsEndGoOutAtOnce) {
 // A write too large to wait sends what waits first, then itself; later small writes wait
 // behind what the kernel did not take. Every byte arrives once, in order.
 TEST(TcpConnectionCoalescing, LargeWritesKeepTheOrderWithWaitingOnes) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
-  (*connection)->setCallbacks(&callbacks);
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   auto body = pattern(256 * 1024);
   std::string expected;
   d.post([&] {
     for (auto piece : {std::string_view("head;"), std::string_view(body).substr(0, TcpConnection::kCoalescedBytes + 1),
                        std::string_view("middle;"), std::string_view(body), std::string_view("tail;")}) {
-      (*connection)->write(piece);
+      connection->write(piece);
       expected += piece;
     }
-    (*connection)->shutdownWrite();
+    connection->shutdownWrite();
   });
   std::string received;
   EXPECT_TRUE(readUntilEof(d, pair, received));
@@ -203,19 +205,16 @@ TEST(TcpConnectionCoalescing, LargeWritesKeepTheOrderWithWaitingOnes) {
 TEST(TcpConnectionCoalescing, ShutdownAndCloseSendWhatWaitsFirst) {
   for (bool close : {false, true}) {
     SCOPED_TRACE(close ? "close" : "shutdownWrite");
-    Pair pair;
-    event::Dispatcher d("conn");
-    auto connection = TcpConnection::adopt(d, pair.writer);
-    ASSERT_TRUE(connection) << connection.error().describe();
-    Drained callbacks;
-    (*connection)->setCallbacks(&callbacks);
+    Adopted t;
+    ASSERT_TRUE(t.connection);
+    auto& [pair, d, scheduler, callbacks, connection] = t;
     d.post([&] {
-      (*connection)->write("HTTP/1.1 400 Bad Request\r\n");
-      (*connection)->write("content-length: 0\r\n\r\n");
+      connection->write("HTTP/1.1 400 Bad Request\r\n");
+      connection->write("content-length: 0\r\n\r\n");
       if (close) {
-        (*connection)->close();
+        connection->close();
       } else {
-        (*connection)->shutdownWrite();
+        connection->shutdownWrite();
       }
     });
     std::string received;
@@ -226,15 +225,11 @@ TEST(TcpConnectionCoalescing, ShutdownAndCloseSendWhatWaitsFirst) {
 
 // The system call made at the turn's end is work of the tenant whose writes waited.
 TEST(TcpConnectionCoalescing, TheTurnEndWriteIsChargedToTheTenant) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  event::Scheduler scheduler(&d);
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   callbacks.share = {&scheduler, 7, 1};
-  (*connection)->setCallbacks(&callbacks);
-  d.post([&] { (*connection)->write("small"); });
+  d.post([&] { connection->write("small"); });
   std::string received;
   runUntil(d, [&] {
     pair.drain(received);
@@ -247,20 +242,16 @@ TEST(TcpConnectionCoalescing, TheTurnEndWriteIsChargedToTheTenant) {
 // Shared writes keep every byte in order, send the FIN after the held ones, report the
 // drain once, and charge the slices they write outside any caller's work to the tenant.
 TEST(TcpConnectionSharedWrites, DeliversInOrderAndChargesTheTenant) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  event::Scheduler scheduler(&d);
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   callbacks.share = {&scheduler, 7, 1};
-  (*connection)->setCallbacks(&callbacks);
 
   auto body = pattern(3 * 1024 * 1024 + 123);
-  (*connection)->write(std::string_view(body).substr(0, 1024 * 1024));
-  (*connection)->write(std::string_view(body).substr(1024 * 1024));
-  EXPECT_GT((*connection)->queuedWriteBytes(), 0u);
-  (*connection)->shutdownWrite();
+  connection->write(std::string_view(body).substr(0, 1024 * 1024));
+  connection->write(std::string_view(body).substr(1024 * 1024));
+  EXPECT_GT(connection->queuedWriteBytes(), 0u);
+  connection->shutdownWrite();
   auto charged_before = scheduler.charged(7);
 
   std::string received;
@@ -268,52 +259,44 @@ TEST(TcpConnectionSharedWrites, DeliversInOrderAndChargesTheTenant) {
   ASSERT_EQ(received.size(), body.size());
   EXPECT_TRUE(received == body);
   EXPECT_EQ(callbacks.drained, 1);
-  EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
+  EXPECT_EQ(connection->queuedWriteBytes(), 0u);
   EXPECT_GT(scheduler.charged(7), charged_before);
 }
 
 // Held bytes are cut into 64 KiB slices as they arrive: writes of every size, straddling
 // slice boundaries, still reach the peer whole and in order.
 TEST(TcpConnectionSharedWrites, WritesOfEverySizeKeepTheirOrderAcrossSlices) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  event::Scheduler scheduler(&d);
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   callbacks.share = {&scheduler, 7, 1};
-  (*connection)->setCallbacks(&callbacks);
 
   auto body = pattern(4 * 1024 * 1024 + 77);
   std::string_view rest(body);
   // Sizes from 1 byte to well over a slice, in no order.
   for (size_t i = 0; !rest.empty(); ++i) {
     size_t n = std::min(rest.size(), (i * 40503) % 150000 + 1);
-    (*connection)->write(rest.substr(0, n));
+    connection->write(rest.substr(0, n));
     rest.remove_prefix(n);
   }
-  EXPECT_GT((*connection)->queuedWriteBytes(), 0u);
-  (*connection)->shutdownWrite();
+  EXPECT_GT(connection->queuedWriteBytes(), 0u);
+  connection->shutdownWrite();
 
   std::string received;
   EXPECT_TRUE(readUntilEof(d, pair, received));
   ASSERT_EQ(received.size(), body.size());
   EXPECT_TRUE(received == body);
-  EXPECT_EQ((*connection)->queuedWriteBytes(), 0u);
+  EXPECT_EQ(connection->queuedWriteBytes(), 0u);
 }
 
 // A tenant over its share of the worker: its held bytes wait for a round that finds it
 // within its share again; the kernel gets nothing more meanwhile.
 TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
-  Pair pair;
-  event::Dispatcher d("conn");
   constexpr auto kRound = 100ms;
-  event::Scheduler scheduler(&d, 500us, kRound);
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection) << connection.error().describe();
-  Drained callbacks;
+  Adopted t(500us, kRound);
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   callbacks.share = {&scheduler, 7, 1};
-  (*connection)->setCallbacks(&callbacks);
 
   // Tenant 8 has work and credit; tenant 7 spends 1 ms, twice its quantum.
   scheduler.run(8, [] {});
@@ -322,24 +305,20 @@ TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
 
   auto body = pattern(1024 * 1024);
   auto start = std::chrono::steady_clock::now();
-  (*connection)->write(body);
-  ASSERT_GT((*connection)->queuedWriteBytes(), 0u);
+  connection->write(body);
+  ASSERT_GT(connection->queuedWriteBytes(), 0u);
   std::string received;
   // After 30 ms the kernel's buffers are long drained: later bytes are held ones.
   std::chrono::steady_clock::time_point more_came{};
-  auto reader = d.createTimer([&] {
+  runUntil(d, [&] {
     auto before = received.size();
     pair.drain(received);
     auto now = std::chrono::steady_clock::now();
     if (more_came == std::chrono::steady_clock::time_point{} && received.size() > before && now - start > 30ms) {
       more_came = now;
     }
-    if (received.size() == body.size()) d.exit();
+    return received.size() == body.size();
   });
-  reader->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(5s);
-  d.run();
 
   EXPECT_TRUE(received == body);
   ASSERT_NE(more_came, std::chrono::steady_clock::time_point{});
@@ -350,23 +329,14 @@ TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
 
 // Unshared (the default writeShare) a connection writes as before: libuv takes all of it at once.
 TEST(TcpConnectionSharedWrites, UnsharedConnectionsAreUnchanged) {
-  Pair pair;
-  event::Dispatcher d("conn");
-  auto connection = TcpConnection::adopt(d, pair.writer);
-  ASSERT_TRUE(connection);
-  Drained callbacks;
-  (*connection)->setCallbacks(&callbacks);
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
   auto body = pattern(512 * 1024);
-  (*connection)->write(body);
-  (*connection)->shutdownWrite();
+  connection->write(body);
+  connection->shutdownWrite();
   std::string received;
-  auto reader = d.createTimer([&] {
-    if (!pair.drain(received)) d.exit();
-  });
-  reader->enable(1ms, 1ms);
-  auto limit = d.createTimer([&] { d.exit(); });
-  limit->enable(10s);
-  d.run();
+  readUntilEof(d, pair, received);
   EXPECT_TRUE(received == body);
   EXPECT_EQ(callbacks.drained, 1);
 }
