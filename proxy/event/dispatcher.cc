@@ -18,7 +18,11 @@ Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
   uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_check_));
   turn_end_prepare_.data = this;
   uv_prepare_init(&loop_, &turn_end_prepare_);
-  uv_prepare_start(&turn_end_prepare_, [](uv_prepare_t* h) { static_cast<Dispatcher*>(h->data)->runTurnEnd(); });
+  uv_prepare_start(&turn_end_prepare_, [](uv_prepare_t* h) {
+    auto* self = static_cast<Dispatcher*>(h->data);
+    self->runTurnEnd();
+    ++self->polls_;
+  });
   uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_prepare_));
   thread_id_ = std::this_thread::get_id();
 }

@@ -68,6 +68,9 @@ public:
   void cancelTurnEnd(uint32_t ticket);
   // Inside a turn-end pass: what is written now has nothing left to wait for.
   bool atTurnEndNow() const { return in_turn_end_; }
+  // Loop turns that went on to look for I/O (counted just before each look). Between two
+  // equal readings the loop read no socket it had not read already.
+  uint64_t polls() const { return polls_; }
 
   // Monotonic time as of this loop iteration (cheap).
   std::chrono::steady_clock::time_point now() const;
@@ -102,6 +105,7 @@ private:
   // handles stay started and unreferenced: they keep no loop alive and cost a check each.
   std::vector<TurnEnd*> turn_end_;
   bool in_turn_end_ = false;
+  uint64_t polls_ = 0;
   uv_check_t turn_end_check_{};
   uv_prepare_t turn_end_prepare_{};
 };

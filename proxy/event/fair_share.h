@@ -51,11 +51,17 @@ public:
 
   // Starts the next round, or skips `rounds` - 1 empty ones (a worker idle for a second
   // spans a thousand: a tenant that last had work then has none now). Credit carries
-  // over but never beyond one round's worth (idling saves nothing); a tenant with no work
-  // for kActiveRounds rounds is forgotten.
-  void newRound(uint64_t rounds = 1) {
+  // over but never beyond one round's worth (idling saves nothing).
+  void newRound(uint64_t rounds = 1) { newRound(rounds, rounds); }
+  // The same, where only `aged` of the rounds count toward forgetting a tenant with no
+  // work for kActiveRounds rounds. The scheduler counts the rounds in which the worker
+  // could have seen another tenant's work: not those spent inside one long loop turn,
+  // when that tenant's bytes wait unread in the kernel. Forgotten there, it left the
+  // tenant running the turn alone and never over its share, so the turn ran on (20–35 ms
+  // of one tenant's 1 MiB responses, docs/benchmarks.md).
+  void newRound(uint64_t rounds, uint64_t aged) {
     rounds = std::max<uint64_t>(rounds, 1);
-    round_ += rounds;
+    round_ += aged;
     for (size_t i = 0; i < tenants_.size();) {
       auto& t = tenants_[i];
       if (round_ - t.last_round >= kActiveRounds) {
@@ -69,6 +75,7 @@ public:
     }
   }
 
+  Duration quantum() const { return quantum_; }
   int64_t deficit(TenantId tenant) const {
     const Tenant* t = find(tenant);
     return t == nullptr ? 0 : t->deficit;
@@ -92,7 +99,7 @@ private:
   Tenant* find(TenantId id) { return const_cast<Tenant*>(std::as_const(*this).find(id)); }
 
   Duration quantum_;
-  uint64_t round_ = 0;
+  uint64_t round_ = 0;  // rounds that count toward forgetting (newRound's `aged`)
   // Tenants with work in the last kActiveRounds rounds: a handful per worker, so a
   // vector searched in order, which (unlike a hash map's nodes) allocates nothing when a
   // tenant comes back after being forgotten, as one does every few requests.

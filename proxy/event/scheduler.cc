@@ -21,9 +21,22 @@ std::unique_ptr<Scheduler::Pause> Scheduler::pause(TenantId tenant, std::functio
 }
 
 void Scheduler::startRound(std::chrono::steady_clock::time_point now) {
-  // Rounds are time: after an idle gap, the rounds it spanned have passed too.
-  share_.newRound(static_cast<uint64_t>((now - round_started_) / round_));
+  // Rounds are time: after an idle gap, the rounds it spanned have passed too. They
+  // count toward forgetting a tenant (FairShare::newRound) only as far as the worker could
+  // have seen that tenant's work: none when the loop has not looked for I/O since the
+  // last round (one long turn), else the rounds it spent not running work, at least one.
+  auto elapsed = now - round_started_;
+  uint64_t polls = dispatcher_ != nullptr ? dispatcher_->polls() : 0;
+  uint64_t aged = 0;
+  if (dispatcher_ == nullptr) {
+    aged = static_cast<uint64_t>(elapsed / round_);
+  } else if (newTurn()) {
+    aged = std::max<uint64_t>(static_cast<uint64_t>(std::max(elapsed - worked_, std::chrono::nanoseconds{0}) / round_), 1);
+  }
+  share_.newRound(static_cast<uint64_t>(elapsed / round_), aged);
   round_started_ = now;
+  worked_ = std::chrono::nanoseconds{0};
+  polls_at_round_start_ = polls;
 }
 
 void Scheduler::onRoundTimer() {

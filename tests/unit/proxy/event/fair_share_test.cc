@@ -87,6 +87,20 @@ TEST(FairShare, AnIdleGapSpanningRoundsForgetsWhoHadWorkBeforeIt) {
   EXPECT_FALSE(s.overShare(2));  // nobody waits for 2: its first busy round is its own
 }
 
+// Rounds that pass inside one long loop turn forget nobody: the other tenant's bytes
+// wait unread in the kernel, so the tenant running the turn still goes over its share.
+TEST(FairShare, RoundsInsideOneLongTurnForgetNobody) {
+  FairShare s(100us);
+  s.charge(2, 1, 10us);  // B had a request
+  s.charge(1, 1, 50us);
+  s.newRound(10, 0);  // A works on through one turn: ten rounds pass, none of them aged
+  EXPECT_EQ(s.tenants(), 2u);
+  s.charge(1, 1, 150us);
+  EXPECT_TRUE(s.overShare(1));
+  s.newRound(10, 10);  // the loop looked for I/O and B had none
+  EXPECT_EQ(s.tenants(), 0u);
+}
+
 // Simulates a saturated worker: each round, every tenant with work runs as long as it is
 // not over its share; A's requests cost 10× B's. Worker time follows the weights.
 std::map<uint32_t, int64_t> simulate(uint32_t weight_a, uint32_t weight_b, std::chrono::nanoseconds cost_a,
@@ -147,6 +161,82 @@ TEST(Scheduler, PausesATenantOverItsShareAndResumesItNextRound) {
   EXPECT_TRUE(resumed);
   EXPECT_EQ(s.pausedCount(), 0u);
   EXPECT_GE(s.charged(1), 300us);
+}
+
+// A tenant that keeps the worker busy for longer than kActiveRounds rounds in one turn
+// still goes over its share beside a tenant whose request came before that turn; after
+// the loop looked for I/O and idled, the quiet tenant is forgotten.
+TEST(Scheduler, ALongTurnDoesNotForgetTheTenantsWaitingForIt) {
+  Dispatcher d("sched");
+  Scheduler s(&d, 100us, 1ms);
+  auto busy = [](std::chrono::microseconds for_how_long) {
+    return [for_how_long] {
+      auto until = std::chrono::steady_clock::now() + for_how_long;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    };
+  };
+  bool over_in_the_turn = false;
+  bool over_after_idling = true;
+  d.post([&] {
+    s.run(2, busy(1us));
+    for (int i = 0; i < 8; ++i) s.run(1, busy(1ms));  // 8 rounds of 1 ms in one turn
+    over_in_the_turn = s.overShare(1);
+  });
+  auto later = d.createTimer([&] {
+    s.run(1, busy(300us));  // the loop waited 20 ms with nothing from tenant 2
+    over_after_idling = s.overShare(1);
+    d.exit();
+  });
+  later->enable(20ms);
+  d.run();
+  EXPECT_TRUE(over_in_the_turn);
+  EXPECT_FALSE(over_after_idling);
+}
+
+// A tenant that had its quantum (× weight) of a loop turn waits for the next turn, where
+// it is read again; alone, it has kAloneTurnQuanta quanta a turn.
+TEST(Scheduler, ATenantThatHadItsQuantumOfATurnWaitsForTheNext) {
+  Dispatcher d("sched");
+  Scheduler s(&d, 100us, 1ms);
+  auto busy = [](std::chrono::microseconds for_how_long) {
+    return [for_how_long] {
+      auto until = std::chrono::steady_clock::now() + for_how_long;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    };
+  };
+  bool spent_alone = true, spent_alone_later = false;
+  bool spent = false, spent_at_weight_2 = true, spent_next_turn = true;
+  d.post([&] {
+    s.run(1, busy(150us));
+    spent_alone = s.turnSpent(1, 1);  // 150 of 400 µs
+    s.run(1, busy(300us));
+    spent_alone_later = s.turnSpent(1, 1);
+  });
+  // Posted from a timer, each runs among a later turn's I/O callbacks.
+  auto next = d.createTimer([&] {
+    d.post([&] {
+      s.run(2, busy(1us));  // another tenant has work: one quantum a turn
+      s.run(1, busy(150us));
+      spent = s.turnSpent(1, 1);
+      spent_at_weight_2 = s.turnSpent(1, 2);  // 200 µs a turn
+    });
+  });
+  next->enable(5ms);
+  auto last = d.createTimer([&] {
+    d.post([&] {
+      spent_next_turn = s.turnSpent(1, 1);
+      d.exit();
+    });
+  });
+  last->enable(10ms);
+  d.run();
+  EXPECT_FALSE(spent_alone);
+  EXPECT_TRUE(spent_alone_later);
+  EXPECT_TRUE(spent);
+  EXPECT_FALSE(spent_at_weight_2);
+  EXPECT_FALSE(spent_next_turn);
 }
 
 // A round gives a flooding tenant back only the connections its credit pays for, while
