@@ -26,6 +26,14 @@ namespace {
 constexpr size_t kReadBufferSize = 64 * 1024;
 thread_local char t_read_buffer[kReadBufferSize];
 
+// A shared connection's read in progress: onAlloc notes whose it is and when it started,
+// onRead (called right after the read, on the same thread) charges its time.
+struct SharedRead {
+  WorkShare share;
+  std::chrono::steady_clock::time_point started;
+};
+thread_local SharedRead t_shared_read;
+
 // A shared-writes connection gives libuv at most this much per loop turn.
 constexpr size_t kWriteSlice = 64 * 1024;
 
@@ -169,12 +177,29 @@ void TcpConnection::connect(const common::SocketAddress& to, std::function<void(
   connecting_ = req;
 }
 
-void TcpConnection::onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+void TcpConnection::onAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<TcpConnection*>(handle->data);
+  if (self != nullptr && self->callbacks_ != nullptr) {
+    auto share = self->callbacks_->readShare();
+    if (share.scheduler != nullptr) {
+      if (share.scheduler->overShare(share.tenant) || share.scheduler->turnSpent(share.tenant, share.weight)) {
+        *buf = uv_buf_init(nullptr, 0);  // libuv reads nothing and reports UV_ENOBUFS
+        return;
+      }
+      t_shared_read = {share, std::chrono::steady_clock::now()};
+    }
+  }
   buf->base = t_read_buffer;
   buf->len = kReadBufferSize;
 }
 
 void TcpConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  if (t_shared_read.share.scheduler != nullptr) {
+    // The read system call libuv just made (a copy of up to 64 KiB) is the tenant's work.
+    auto& r = t_shared_read;
+    r.share.scheduler->charge(r.share.tenant, r.share.weight, std::chrono::steady_clock::now() - r.started);
+    r.share.scheduler = nullptr;
+  }
   auto* self = static_cast<TcpConnection*>(stream->data);
   if (self == nullptr || self->closed_) return;
   if (nread > 0) {
@@ -182,18 +207,47 @@ void TcpConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* b
     return;
   }
   if (nread == 0) return;  // EAGAIN
+  if (nread == UV_ENOBUFS) {
+    // onAlloc refused the read. Over its share, the tenant waits for a round; having had
+    // its quantum of this turn, it is read next turn (the socket stays armed).
+    self->waitForReadShare();
+    return;
+  }
   self->notifyClose(nread == UV_EOF ? CloseReason::RemoteClose : CloseReason::ReadError);
+}
+
+void TcpConnection::setCallbacks(ConnectionCallbacks* callbacks) {
+  callbacks_ = callbacks;
+  if (read_share_wait_) {
+    read_share_wait_.reset();
+    applyReading();
+  }
 }
 
 void TcpConnection::readEnable(bool enabled) {
   if (closed_ || enabled == reading_) return;
   reading_ = enabled;
+  applyReading();
+}
+
+void TcpConnection::applyReading() {
   auto* stream = reinterpret_cast<uv_stream_t*>(handle_);
-  if (enabled) {
+  if (reading_ && !read_share_wait_) {
     uv_read_start(stream, &TcpConnection::onAlloc, &TcpConnection::onRead);
   } else {
     uv_read_stop(stream);
   }
+}
+
+void TcpConnection::waitForReadShare() {
+  auto share = callbacks_ ? callbacks_->readShare() : WorkShare{};
+  if (share.scheduler == nullptr || !share.scheduler->overShare(share.tenant)) return;
+  // Stopped here, not in onAlloc: libuv calls the read callback after a refused alloc.
+  read_share_wait_ = share.scheduler->pause(share.tenant, [this] {
+    read_share_wait_.reset();
+    applyReading();
+  });
+  applyReading();
 }
 
 void TcpConnection::write(std::string_view data) {
@@ -219,7 +273,7 @@ void TcpConnection::write(std::string_view data) {
 
 void TcpConnection::onTurnEnd() {
   // Written outside the work that produced them: charged to that tenant here.
-  auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+  auto share = callbacks_ ? callbacks_->writeShare() : WorkShare{};
   if (share.scheduler != nullptr) {
     share.scheduler->run(share.tenant, share.weight, [this] { writeNow({}); });
   } else {
@@ -257,7 +311,7 @@ void TcpConnection::releaseCoalesced() {
 void TcpConnection::enqueue(std::string_view data) {
   queued_write_bytes_ += data.size();
   if (!held_) {
-    auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+    auto share = callbacks_ ? callbacks_->writeShare() : WorkShare{};
     if (share.scheduler == nullptr) {
       queueWrite(std::string(data));
       return;
@@ -306,7 +360,7 @@ void TcpConnection::onQueuedWriteDone(size_t size, int status) {
   if (queued_write_bytes_ == 0 && callbacks_) callbacks_->onWriteDrained();
 }
 
-bool TcpConnection::holdForShare(const WriteShare& share) {
+bool TcpConnection::holdForShare(const WorkShare& share) {
   if (!share.scheduler->overShare(share.tenant)) return false;
   held_->pause = share.scheduler->pause(share.tenant, [this] {
     held_->pause.reset();
@@ -316,7 +370,7 @@ bool TcpConnection::holdForShare(const WriteShare& share) {
 }
 
 void TcpConnection::paceNextSlice() {
-  auto share = callbacks_ ? callbacks_->writeShare() : WriteShare{};
+  auto share = callbacks_ ? callbacks_->writeShare() : WorkShare{};
   if (share.scheduler == nullptr) {
     sendSlice();  // no longer shared (the owner changed): on at libuv's pace
     return;
@@ -356,10 +410,9 @@ void TcpConnection::deferCloseNotification(CloseReason reason) {
 void TcpConnection::notifyClose(CloseReason reason) {
   if (close_notified_ || closed_) return;
   close_notified_ = true;
-  if (reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(handle_));
-    reading_ = false;
-  }
+  reading_ = false;
+  read_share_wait_.reset();
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(handle_));
   if (callbacks_) callbacks_->onClose(reason);
 }
 
@@ -374,6 +427,7 @@ void TcpConnection::close() {
   closed_ = true;
   callbacks_ = nullptr;
   held_.reset();  // drops held bytes and any pause
+  read_share_wait_.reset();
   if (connecting_ != nullptr) {
     // libuv cancels the request (UV_ECANCELED); its callback's captures go now.
     connecting_->connection = nullptr;

@@ -20,9 +20,9 @@ enum class CloseReason { RemoteClose, ReadError, WriteError, ConnectFailed, Loca
 
 const char* toString(CloseReason reason);
 
-// Whose work a connection's writes are (DESIGN §1: a tenant's share of the worker covers
-// its writes, not only its reads).
-struct WriteShare {
+// Whose work a connection's reads or writes are (DESIGN §1: a tenant's share of the
+// worker covers all of its work).
+struct WorkShare {
   event::Scheduler* scheduler = nullptr;  // null: not shared
   uint32_t tenant = 0;
   uint32_t weight = 1;
@@ -44,7 +44,15 @@ public:
   // responses cannot fill a loop turn with kernel copies every other tenant waits behind.
   // Not shared (the default): libuv writes them all as the socket takes them. Asked
   // rather than stored, so an idle connection pays nothing for it.
-  virtual WriteShare writeShare() const { return {}; }
+  virtual WorkShare writeShare() const { return {}; }
+  // Asked before each read from the socket. Shared, the read is the tenant's work
+  // (charged), and it waits: for the next loop turn once the tenant has had its quantum
+  // of this one (Scheduler::turnSpent), for a round that finds the tenant within its share
+  // once it is over it. Refused reads cost nothing, not even the copy out of the kernel:
+  // libuv reads every ready socket in a turn, and with 64 connections relaying large
+  // bodies those reads made turns of tens of milliseconds that every other tenant's new
+  // request waited behind. Not shared (the default): read as they come.
+  virtual WorkShare readShare() const { return {}; }
 };
 
 // A TCP connection on one Dispatcher, over a libuv handle. Reads go through the
@@ -58,9 +66,11 @@ public:
   TcpConnection(const TcpConnection&) = delete;
   TcpConnection& operator=(const TcpConnection&) = delete;
 
-  void setCallbacks(ConnectionCallbacks* callbacks) { callbacks_ = callbacks; }
+  // A new owner (or none) starts without the old owner's wait for its tenant's share.
+  void setCallbacks(ConnectionCallbacks* callbacks);
   // Starts connecting an adopted, unconnected socket; `done(0)` or `done(-errno)`.
   void connect(const common::SocketAddress& to, std::function<void(int status)> done);
+  // What the owner wants; reads also wait while its tenant is over its share (readShare).
   void readEnable(bool enabled);
   // Writes `data` after what was written before. Small writes wait for the end of the
   // loop turn (up to kCoalescedBytes in all) and go to the kernel in one system call with
@@ -112,6 +122,11 @@ private:
   // Bytes the kernel did not take at once: to libuv's queue, or held for the tenant's share.
   void enqueue(std::string_view data);
   static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+  // Over its share (readShare), the tenant stops reading until a round finds it within
+  // its share again; otherwise (its quantum of this turn is spent) nothing changes.
+  void waitForReadShare();
+  // The socket is read while the owner wants it and no share wait is on.
+  void applyReading();
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   void notifyClose(CloseReason reason);
   void deferCloseNotification(CloseReason reason);
@@ -121,7 +136,7 @@ private:
   // Shared writes: the next slice now (charged) or when the tenant is back within its share.
   void paceNextSlice();
   // Over its share: holds the bytes until a round finds the tenant within it again.
-  bool holdForShare(const WriteShare& share);
+  bool holdForShare(const WorkShare& share);
   void sendSlice();
   void shutdownNow();
   // Guards callbacks posted to the loop; made on first need (most connections never post).
@@ -138,6 +153,8 @@ private:
   // Shared writes (ConnectionCallbacks::writeShare): exists only while bytes wait.
   struct HeldWrites;
   std::unique_ptr<HeldWrites> held_;
+  // Set while reads wait for the tenant's share (readShare); reading_ is what the owner wants.
+  std::unique_ptr<event::Scheduler::Pause> read_share_wait_;
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;

@@ -56,9 +56,10 @@ public:
   void onData(std::string_view data) override;
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override { flush(); }
-  network::WriteShare writeShare() const override {
+  network::WorkShare writeShare() const override {
     return {&services_.scheduler, pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed)};
-  }
+  }  network::WorkShare readShare() const override { return writeShare(); }
+
 
   // http2::CodecCallbacks (downstream)
   void onHeaders(int32_t id, http::HeaderMap&& headers, bool end_stream) override;

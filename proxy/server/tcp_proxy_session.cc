@@ -28,10 +28,11 @@ public:
   }
   void onWriteDrained() override { session_.updateReading(); }
   // Both sides' writes are the pod's tenant's work (the upstream one is never pooled).
-  network::WriteShare writeShare() const override {
+  network::WorkShare writeShare() const override {
     const auto& tenant = *session_.pod_->tenant;
     return {&session_.services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed)};
-  }
+  }  network::WorkShare readShare() const override { return writeShare(); }
+
 
   network::TcpConnection& connection() { return *connection_; }
   bool eof() const { return eof_; }

@@ -33,9 +33,10 @@ public:
     }
   }
   void onWriteDrained() override { tunnel_.onSideDrained(); }
-  network::WriteShare writeShare() const override {
+  network::WorkShare writeShare() const override {
     return {&tunnel_.scheduler_, tunnel_.tenant_.id, tunnel_.tenant_.weight.load(std::memory_order_relaxed)};
-  }
+  }  network::WorkShare readShare() const override { return writeShare(); }
+
 
   network::TcpConnection& connection() { return connection_; }
   bool eof() const { return eof_; }

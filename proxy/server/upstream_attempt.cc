@@ -117,6 +117,11 @@ public:
   void onWriteDrained() override {
     if (!done_) callbacks_.onAttemptDrained(*this);
   }
+  // Not read at all while the tenant is over its share (the held bytes above are what
+  // came in the read that took it over).
+  network::WorkShare readShare() const override {
+    return {&services_.scheduler, tenant_.id, tenant_.weight.load(std::memory_order_relaxed)};
+  }
 
   // http1::ParserCallbacks (the response)
   void onResponseHead(http::ResponseHead&& head) override {

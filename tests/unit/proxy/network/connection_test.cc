@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,14 +80,18 @@ bool readUntilEof(event::Dispatcher& d, const Pair& pair, std::string& received)
   return eof;
 }
 
-// Counts drains; its writes are `share`'s (none by default).
+// Counts drains and keeps what it reads; its writes are `share`'s, its reads
+// `read_share`'s (none by default).
 struct Drained : ConnectionCallbacks {
   int drained = 0;
-  WriteShare share;
-  void onData(std::string_view) override {}
+  std::string data;
+  WorkShare share;
+  WorkShare read_share;
+  void onData(std::string_view d) override { data.append(d); }
   void onClose(CloseReason) override {}
   void onWriteDrained() override { ++drained; }
-  WriteShare writeShare() const override { return share; }
+  WorkShare writeShare() const override { return share; }
+  WorkShare readShare() const override { return read_share; }
 };
 
 std::string pattern(size_t size) {
@@ -339,6 +344,117 @@ TEST(TcpConnectionSharedWrites, UnsharedConnectionsAreUnchanged) {
   readUntilEof(d, pair, received);
   EXPECT_TRUE(received == body);
   EXPECT_EQ(callbacks.drained, 1);
+}
+
+// Bytes the peer sent and the connection has not read: still in the kernel.
+int unreadBytes(int fd) {
+  int n = 0;
+  ::ioctl(fd, FIONREAD, &n);
+  return n;
+}
+
+// Makes tenant 7 over its share: tenant 8 has work and credit, 7 spent twice its quantum.
+void overShare(event::Scheduler& scheduler) {
+  scheduler.run(8, [] {});
+  scheduler.run(7, [] { std::this_thread::sleep_for(1ms); });
+}
+
+// A tenant over its share is not read at all, not even copied out of the kernel, until
+// a round finds it within its share again; then every byte comes, in order.
+TEST(TcpConnectionReadShare, OverShareTenantIsNotReadUntilTheRound) {
+  constexpr auto kRound = 100ms;
+  Adopted t(500us, kRound);
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  callbacks.read_share = {&scheduler, 7, 1};
+  overShare(scheduler);
+  ASSERT_TRUE(scheduler.overShare(7));
+
+  const std::string sent = "GET / HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(::write(pair.reader, sent.data(), sent.size()), static_cast<ssize_t>(sent.size()));
+  auto start = std::chrono::steady_clock::now();
+  connection->readEnable(true);
+  runUntil(d, [&] { return std::chrono::steady_clock::now() - start > 30ms; });
+  EXPECT_EQ(callbacks.data, "");
+  EXPECT_EQ(unreadBytes(pair.writer), static_cast<int>(sent.size()));  // left in the kernel
+  EXPECT_EQ(scheduler.pausedCount(), 1u);
+
+  runUntil(d, [&] { return callbacks.data.size() == sent.size(); });
+  EXPECT_EQ(callbacks.data, sent);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, kRound - 5ms);
+  EXPECT_EQ(scheduler.pausedCount(), 0u);
+}
+
+// The owner's wish holds across the wait: reads it turned off stay off after the round,
+// and a new owner (the pool taking the connection back) starts without the wait.
+TEST(TcpConnectionReadShare, TheOwnersReadEnableAndANewOwnerWin) {
+  constexpr auto kRound = 20ms;
+  Adopted t(500us, kRound);
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  callbacks.read_share = {&scheduler, 7, 1};
+  overShare(scheduler);
+  ASSERT_EQ(::write(pair.reader, "x", 1), 1);
+  connection->readEnable(true);
+  runUntil(d, [&] { return scheduler.pausedCount() == 1; });
+  ASSERT_EQ(scheduler.pausedCount(), 1u);
+  connection->readEnable(false);
+  auto start = std::chrono::steady_clock::now();
+  runUntil(d, [&] { return std::chrono::steady_clock::now() - start > 3 * kRound; });
+  EXPECT_EQ(scheduler.pausedCount(), 0u);  // the round came
+  EXPECT_EQ(callbacks.data, "");           // and reading stayed off
+
+  overShare(scheduler);
+  connection->readEnable(true);
+  runUntil(d, [&] { return scheduler.pausedCount() == 1; });
+  ASSERT_EQ(scheduler.pausedCount(), 1u);
+  Drained next_owner;  // shares nothing
+  connection->setCallbacks(&next_owner);
+  EXPECT_EQ(scheduler.pausedCount(), 0u);
+  runUntil(d, [&] { return next_owner.data == "x"; }, 1s);
+  EXPECT_EQ(next_owner.data, "x");
+  connection->setCallbacks(&callbacks);  // before next_owner goes
+}
+
+// A tenant that had its quanta of a loop turn is read again the next turn, without a
+// pause (alone, it is never over its share): of two of its connections whose bytes came
+// together, the one read second waits for the next turn.
+TEST(TcpConnectionReadShare, ATenantThatHadItsQuantumOfATurnIsReadNextTurn) {
+  Adopted t;
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  Pair second_pair;
+  auto second = TcpConnection::adopt(d, second_pair.writer);
+  ASSERT_TRUE(second);
+  // Notes the turn it reads in, and spends there more than a tenant alone may in a turn.
+  struct Costly : Drained {
+    event::Dispatcher* d = nullptr;
+    event::Scheduler* s = nullptr;
+    std::vector<uint64_t> turns;
+    void onData(std::string_view) override {
+      turns.push_back(d->polls());
+      s->run(7, [] { std::this_thread::sleep_for(500us * (event::Scheduler::kAloneTurnQuanta + 1)); });
+    }
+  };
+  Costly a, b;
+  for (Costly* c : {&a, &b}) {
+    c->d = &d;
+    c->s = &scheduler;
+    c->read_share = {&scheduler, 7, 1};
+  }
+  connection->setCallbacks(&a);
+  (*second)->setCallbacks(&b);
+  ASSERT_EQ(::write(pair.reader, "x", 1), 1);
+  ASSERT_EQ(::write(second_pair.reader, "y", 1), 1);
+  connection->readEnable(true);
+  (*second)->readEnable(true);
+  runUntil(d, [&] { return a.turns.size() == 1 && b.turns.size() == 1; }, 1s);
+  ASSERT_EQ(a.turns.size(), 1u);
+  ASSERT_EQ(b.turns.size(), 1u);
+  EXPECT_NE(a.turns[0], b.turns[0]);
+  EXPECT_EQ(scheduler.pausedCount(), 0u);
+  connection->setCallbacks(&callbacks);
+  (*second)->setCallbacks(nullptr);
 }
 
 }  // namespace
