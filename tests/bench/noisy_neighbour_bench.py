@@ -224,6 +224,9 @@ http {{ access_log off; keepalive_requests 1000000; large_client_header_buffers 
         shed = {k: sum_metric(d.stats_text(), "culvert_tenant_shed_total", {"tenant": "team-a", "budget": k}) or 0
                 for k in ("connections", "request_rate", "requests_in_flight", "buffered_bytes", "memory")}
         b_shed = sum_metric(d.stats_text(), "culvert_tenant_shed_total", {"tenant": "team-b"}) or 0
+        # How often each tenant's reads or writes waited for its share of the worker.
+        paused = {t: sum_metric(d.stats_text(), "culvert_tenant_share_paused_total", {"tenant": t}) or 0
+                  for t in ("team-a", "team-b")}
         d.stop()
 
     def mr(vals, fmt="{:.2f}"):
@@ -246,6 +249,7 @@ http {{ access_log off; keepalive_requests 1000000; large_client_header_buffers 
     worst = max((statistics.median([r["p99"] for r in results[k]]) for k in kinds if k != "alone"), default=base)
     print(f"\nB's median p99, worst flood ÷ alone: {worst / base:.2f}× (target ≤ 1.2×)")
     print(f"team-a shed: {shed}; team-b shed: {b_shed}")
+    print(f"share pauses (culvert_tenant_share_paused_total): {paused}")
     return 0
 
 
