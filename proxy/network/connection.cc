@@ -247,6 +247,7 @@ void TcpConnection::waitForReadShare() {
     read_share_wait_.reset();
     applyReading();
   });
+  if (share.paused != nullptr) share.paused->inc();
   applyReading();
 }
 

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "proxy/common/socket_address.h"
+#include "proxy/common/stats.h"
 #include "proxy/event/dispatcher.h"
 #include "proxy/event/scheduler.h"
 
@@ -26,6 +27,7 @@ struct WorkShare {
   event::Scheduler* scheduler = nullptr;  // null: not shared
   uint32_t tenant = 0;
   uint32_t weight = 1;
+  common::Counter* paused = nullptr;  // counts reads that waited for a round (optional)
 };
 
 class ConnectionCallbacks {

@@ -57,8 +57,10 @@ public:
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override { flush(); }
   network::WorkShare writeShare() const override {
-    return {&services_.scheduler, pod_->tenant->id, pod_->tenant->weight.load(std::memory_order_relaxed)};
-  }  network::WorkShare readShare() const override { return writeShare(); }
+    const auto& tenant = *pod_->tenant;
+    return {&services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
+  }
+  network::WorkShare readShare() const override { return writeShare(); }
 
 
   // http2::CodecCallbacks (downstream)

@@ -30,8 +30,9 @@ public:
   // Both sides' writes are the pod's tenant's work (the upstream one is never pooled).
   network::WorkShare writeShare() const override {
     const auto& tenant = *session_.pod_->tenant;
-    return {&session_.services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed)};
-  }  network::WorkShare readShare() const override { return writeShare(); }
+    return {&session_.services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
+  }
+  network::WorkShare readShare() const override { return writeShare(); }
 
 
   network::TcpConnection& connection() { return *connection_; }

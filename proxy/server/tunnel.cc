@@ -34,8 +34,10 @@ public:
   }
   void onWriteDrained() override { tunnel_.onSideDrained(); }
   network::WorkShare writeShare() const override {
-    return {&tunnel_.scheduler_, tunnel_.tenant_.id, tunnel_.tenant_.weight.load(std::memory_order_relaxed)};
-  }  network::WorkShare readShare() const override { return writeShare(); }
+    const auto& tenant = tunnel_.tenant_;
+    return {&tunnel_.scheduler_, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
+  }
+  network::WorkShare readShare() const override { return writeShare(); }
 
 
   network::TcpConnection& connection() { return connection_; }

@@ -120,7 +120,7 @@ public:
   // Not read at all while the tenant is over its share (the held bytes above are what
   // came in the read that took it over).
   network::WorkShare readShare() const override {
-    return {&services_.scheduler, tenant_.id, tenant_.weight.load(std::memory_order_relaxed)};
+    return {&services_.scheduler, tenant_.id, tenant_.weight.load(std::memory_order_relaxed), tenant_.share_paused};
   }
 
   // http1::ParserCallbacks (the response)

@@ -366,7 +366,8 @@ TEST(TcpConnectionReadShare, OverShareTenantIsNotReadUntilTheRound) {
   Adopted t(500us, kRound);
   ASSERT_TRUE(t.connection);
   auto& [pair, d, scheduler, callbacks, connection] = t;
-  callbacks.read_share = {&scheduler, 7, 1};
+  common::Counter waited;
+  callbacks.read_share = {&scheduler, 7, 1, &waited};
   overShare(scheduler);
   ASSERT_TRUE(scheduler.overShare(7));
 
@@ -378,6 +379,7 @@ TEST(TcpConnectionReadShare, OverShareTenantIsNotReadUntilTheRound) {
   EXPECT_EQ(callbacks.data, "");
   EXPECT_EQ(unreadBytes(pair.writer), static_cast<int>(sent.size()));  // left in the kernel
   EXPECT_EQ(scheduler.pausedCount(), 1u);
+  EXPECT_EQ(waited.value(), 1u);
 
   runUntil(d, [&] { return callbacks.data.size() == sent.size(); });
   EXPECT_EQ(callbacks.data, sent);
