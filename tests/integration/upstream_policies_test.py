@@ -402,9 +402,17 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     if R.check("outlier: the ejected server gets traffic again", bool(back), str(count(answers))):
         delay_ms = (back[0]["t"] - ejected_at) * 1000
         tolerance = max(25, 0.1 * BASE_EJECTION_MS)
-        R.check(f"outlier: it returns after base_ejection_time ({BASE_EJECTION_MS} ms ± {tolerance:.0f}; "
-                f"measured {delay_ms:.0f} ms)",
-                abs(delay_ms - BASE_EJECTION_MS) <= tolerance, f"returned after {delay_ms:.0f} ms")
+        # Not before the time is up; once it is, round robin over three servers picks the
+        # returned one within three requests. Counted in picks, not milliseconds: each of
+        # the client's requests takes 10-30 ms here (more on a loaded host), so a return on
+        # time is seen up to three requests later.
+        due = ejected_at + (BASE_EJECTION_MS + tolerance) / 1000
+        others_after_due = [a for a in answers if due < a["t"] < back[0]["t"]]
+        R.check(f"outlier: it returns after base_ejection_time (not before {BASE_EJECTION_MS} ms - "
+                f"{tolerance:.0f}, picked within 3 requests after + {tolerance:.0f}; measured {delay_ms:.0f} ms, "
+                f"{len(others_after_due)} requests to the others after that)",
+                delay_ms >= BASE_EJECTION_MS - tolerance and len(others_after_due) <= 2,
+                f"returned after {delay_ms:.0f} ms, {len(others_after_due)} requests to the others after it was due")
 
     # --- Active health checks. They start from culvertd's own netns (a check belongs to no
     # pod), which cannot reach the test pods: so a listener bound on 127.0.0.1 in front of
