@@ -90,7 +90,6 @@ public:
   }
   network::WorkShare readShare() const override { return writeShare(); }
 
-
 private:
   struct Exchange;
 

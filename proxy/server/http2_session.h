@@ -62,7 +62,6 @@ public:
   }
   network::WorkShare readShare() const override { return writeShare(); }
 
-
   // http2::CodecCallbacks (downstream)
   void onHeaders(int32_t id, http::HeaderMap&& headers, bool end_stream) override;
   void onData(int32_t id, std::string_view data) override;

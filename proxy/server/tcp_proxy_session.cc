@@ -34,7 +34,6 @@ public:
   }
   network::WorkShare readShare() const override { return writeShare(); }
 
-
   network::TcpConnection& connection() { return *connection_; }
   bool eof() const { return eof_; }
 

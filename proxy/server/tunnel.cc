@@ -39,7 +39,6 @@ public:
   }
   network::WorkShare readShare() const override { return writeShare(); }
 
-
   network::TcpConnection& connection() { return connection_; }
   bool eof() const { return eof_; }
 

@@ -135,16 +135,18 @@ TEST(FairShare, WorkerTimeIsSharedByWeightWhateverTheCostOfARequest) {
   EXPECT_NEAR(ratio, 3.0, 0.5) << weighted[2] << " vs " << weighted[1];
 }
 
+// Work that keeps the thread busy (not asleep) for `for_how_long`, as a request would.
+auto busy(std::chrono::microseconds for_how_long) {
+  return [for_how_long] {
+    auto until = std::chrono::steady_clock::now() + for_how_long;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  };
+}
+
 TEST(Scheduler, PausesATenantOverItsShareAndResumesItNextRound) {
   Dispatcher d("sched");
   Scheduler s(&d, 100us, 1ms);
-  auto busy = [](std::chrono::microseconds for_how_long) {
-    return [for_how_long] {
-      auto until = std::chrono::steady_clock::now() + for_how_long;
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    };
-  };
   bool resumed = false;
   std::unique_ptr<Scheduler::Pause> pause;
   d.post([&] {
@@ -169,13 +171,6 @@ TEST(Scheduler, PausesATenantOverItsShareAndResumesItNextRound) {
 TEST(Scheduler, ALongTurnDoesNotForgetTheTenantsWaitingForIt) {
   Dispatcher d("sched");
   Scheduler s(&d, 100us, 1ms);
-  auto busy = [](std::chrono::microseconds for_how_long) {
-    return [for_how_long] {
-      auto until = std::chrono::steady_clock::now() + for_how_long;
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    };
-  };
   bool over_in_the_turn = false;
   bool over_after_idling = true;
   d.post([&] {
@@ -199,13 +194,6 @@ TEST(Scheduler, ALongTurnDoesNotForgetTheTenantsWaitingForIt) {
 TEST(Scheduler, ATenantThatHadItsQuantumOfATurnWaitsForTheNext) {
   Dispatcher d("sched");
   Scheduler s(&d, 100us, 1ms);
-  auto busy = [](std::chrono::microseconds for_how_long) {
-    return [for_how_long] {
-      auto until = std::chrono::steady_clock::now() + for_how_long;
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    };
-  };
   bool spent_alone = true, spent_alone_later = false;
   bool spent = false, spent_at_weight_2 = true, spent_next_turn = true;
   d.post([&] {
@@ -246,13 +234,6 @@ TEST(Scheduler, ResumesOnlyWhatTheCreditPaysForWhileOthersWait) {
   Dispatcher d("sched");
   // Rounds started by hand (the timer is far away): quantum 300 µs, work 100 µs each.
   Scheduler s(&d, 300us, std::chrono::milliseconds(60000));
-  auto busy = [](std::chrono::microseconds for_how_long) {
-    return [for_how_long] {
-      auto until = std::chrono::steady_clock::now() + for_how_long;
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    };
-  };
   std::vector<int> resumed;
   std::vector<std::unique_ptr<Scheduler::Pause>> pauses;
   auto flood = [&](int connections) {

@@ -294,6 +294,12 @@ TEST(TcpConnectionSharedWrites, WritesOfEverySizeKeepTheirOrderAcrossSlices) {
   EXPECT_EQ(connection->queuedWriteBytes(), 0u);
 }
 
+// Makes tenant 7 over its share: tenant 8 has work and credit, 7 spent twice its quantum.
+void overShare(event::Scheduler& scheduler) {
+  scheduler.run(8, [] {});
+  scheduler.run(7, [] { std::this_thread::sleep_for(1ms); });
+}
+
 // A tenant over its share of the worker: its held bytes wait for a round that finds it
 // within its share again; the kernel gets nothing more meanwhile.
 TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
@@ -303,9 +309,7 @@ TEST(TcpConnectionSharedWrites, OverShareTenantWaitsForTheRound) {
   auto& [pair, d, scheduler, callbacks, connection] = t;
   callbacks.share = {&scheduler, 7, 1};
 
-  // Tenant 8 has work and credit; tenant 7 spends 1 ms, twice its quantum.
-  scheduler.run(8, [] {});
-  scheduler.run(7, [] { std::this_thread::sleep_for(1ms); });
+  overShare(scheduler);
   ASSERT_TRUE(scheduler.overShare(7));
 
   auto body = pattern(1024 * 1024);
@@ -353,11 +357,6 @@ int unreadBytes(int fd) {
   return n;
 }
 
-// Makes tenant 7 over its share: tenant 8 has work and credit, 7 spent twice its quantum.
-void overShare(event::Scheduler& scheduler) {
-  scheduler.run(8, [] {});
-  scheduler.run(7, [] { std::this_thread::sleep_for(1ms); });
-}
 
 // A tenant over its share is not read at all, not even copied out of the kernel, until
 // a round finds it within its share again; then every byte comes, in order.
