@@ -29,6 +29,11 @@ path order alternating). Medians and ranges; ratio = capture / direct. Beside th
 the CPU time per request of culvertd (its core's share, from /proc) and of the client
 (wrk and the kernel work done on its behalf, from the children's rusage): a rate ratio
 says which path is faster, the CPU split says whose side the difference is on.
+With --bpf-stats the kernel also counts the time its BPF programs run
+(kernel.bpf_stats_enabled, set back to its value afterwards): each cell then gives the
+nanoseconds per request of every culvert program attached to the capture cgroup, which
+is the capture's own cost on the client's side without the rate's noise (the release of
+socket-local storage, which no program's time includes, is not in it).
 Needs root (exit 77 = skip when not root, unless CULVERT_REQUIRE_PRIVILEGED=1).
 """
 
@@ -40,6 +45,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -127,6 +133,17 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+def bpf_program_times(cgroup: str) -> dict[str, tuple[int, int]]:
+    """{program name: (run_time_ns, run_cnt)} of the programs attached to the cgroup."""
+    cp = subprocess.run(["bpftool", "-j", "cgroup", "show", cgroup], capture_output=True, text=True, check=True)
+    ids = {p["id"] for p in json.loads(cp.stdout or "[]")}
+    cp = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
+    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(cp.stdout) if p["id"] in ids}
+
+
 def admin_get(sock_path: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
     """HTTP GET over culvertd's admin unix socket (culvertd lives in another netns)."""
     import socket
@@ -189,9 +206,11 @@ class Bench:
             argv[1:1] = ["-H", "Connection: close"]
         argv = ["/usr/bin/taskset", "-c", "1", *argv]
         pod = self.client if path == "capture" else self.node
+        bpf0 = bpf_program_times(self.cg.path) if self.args.bpf_stats else {}
         server0, client0, t0 = process_cpu_s(self.proc.pid), children_cpu_s(), time.monotonic()
         cp = pod.run(argv, cgroup=self.cg, timeout=self.args.duration + 30)
         server1, client1, t1 = process_cpu_s(self.proc.pid), children_cpu_s(), time.monotonic()
+        bpf1 = bpf_program_times(self.cg.path) if self.args.bpf_stats else {}
         rps, problems = parse_wrk(cp.stdout)
         requests = max(rps * self.args.duration, 1.0)
         ok = cp.returncode == 0 and rps > 0 and "Non-2xx" not in problems
@@ -199,10 +218,14 @@ class Bench:
             self.R.check(f"wrk {path} {mode}", False, problems or describe(cp))
         elif problems:
             print(f"note: wrk {path} {mode}: {problems}", flush=True)
+        # Per request: each program's ns and runs (the wrk run's requests, as rps says).
+        bpf = {name: ((ns - bpf0.get(name, (0, 0))[0]) / requests, (cnt - bpf0.get(name, (0, 0))[1]) / requests)
+               for name, (ns, cnt) in bpf1.items()}
         return {"rps": rps,
                 "server_us": (server1 - server0) * 1e6 / requests,  # culvertd's CPU per request
                 "client_us": (client1 - client0) * 1e6 / requests,  # wrk's, with its kernel work
-                "server_busy": (server1 - server0) / (t1 - t0)}
+                "server_busy": (server1 - server0) / (t1 - t0),
+                "bpf": bpf}
 
     def run(self) -> dict:
         R, net = self.R, self.net
@@ -239,6 +262,10 @@ class Bench:
                         print(f"run {run + 1}: {dests:>5} destinations {mode:9} {path:7} {r['rps']:10.0f}/s "
                               f"culvertd {r['server_us']:.2f} CPU-us/req ({r['server_busy']:.0%} busy), "
                               f"client {r['client_us']:.2f} CPU-us/req", flush=True)
+                        if r["bpf"]:
+                            print("    BPF per request: " + ", ".join(
+                                f"{name} {ns:.0f} ns ({runs:.1f} runs)" for name, (ns, runs) in sorted(r["bpf"].items())) +
+                                  f"; total {sum(ns for ns, _ in r['bpf'].values()):.0f} ns", flush=True)
         net.stop(self.proc, signal.SIGTERM)
         cp = net.run([self.args.culvertd, "uninstall", "--config", self.boot], timeout=20)
         R.check("benchmark ran and culvertd uninstalled", cp.returncode == 0, describe(cp))
@@ -291,6 +318,13 @@ def summarize(results: dict, runs: int, duration: int) -> str:
             row += (f" {med_range(of(cap, key), '{:.2f}')}{mark['c']} | {med_range(of(dct, key), '{:.2f}')}{mark['d']} |"
                     f" {med_range(ratios, '{:.3f}')} |")
         lines.append(row)
+    if any(c["bpf"] for cells_ in cells.values() for xs in cells_ for c in xs):
+        lines += ["", "culvert's BPF programs per request (ns, kernel.bpf_stats_enabled), median (min–max):", "",
+                  "| destinations | measure | capture | direct |", "|---:|---|---:|---:|"]
+        for (dests, mode), (cap, dct) in cells.items():
+            totals = [[sum(ns for ns, _ in c["bpf"].values()) for c in xs] for xs in (cap, dct)]
+            lines.append(f"| {dests:,} | {names[mode].split(' ')[0]} | {med_range(totals[0], '{:.0f}')} "
+                         f"| {med_range(totals[1], '{:.0f}')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -301,6 +335,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--markdown", help="write the summary table to this file")
+    ap.add_argument("--bpf-stats", action="store_true",
+                    help="also count the BPF programs' run time per request (kernel.bpf_stats_enabled)")
     args = ap.parse_args()
     args.culvertd = os.path.abspath(args.culvertd)
     args.culvertctl = os.path.abspath(args.culvertctl)
@@ -309,6 +345,12 @@ def main() -> int:
     R = th.Results()
     prefix = None
     summary = ""
+    stats_before = None
+    if args.bpf_stats:
+        with open(BPF_STATS) as f:
+            stats_before = f.read().strip()
+        with open(BPF_STATS, "w") as f:
+            f.write("1")
     try:
         with th.TestNetwork() as net:
             prefix = net.prefix
@@ -323,6 +365,10 @@ def main() -> int:
         pass
     except Exception:  # noqa: BLE001
         R.check("test hosts", False, traceback.format_exc())
+    finally:
+        if stats_before is not None:
+            with open(BPF_STATS, "w") as f:
+                f.write(stats_before)
     if prefix:
         left = th.find_leftovers(prefix)
         R.check("cleanup: nothing of this run left", not left, str(left))
