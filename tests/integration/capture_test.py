@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
 import walking_skeleton_test as ws  # noqa: E402  (its RESOURCES document)
-from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, describe, run_test, tail  # noqa: E402
+from culvertd_harness import BPF_LAYOUT_DIR, BPF_LINKS, CURL_CONNECT_FAILED, Culvertd, describe, run_test, tail  # noqa: E402
 
 CLIENT_IP, SERVER_IP, BUSY_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", 8080
 VIP4, VIP6 = "10.96.0.10", "fd00:96::10"
@@ -130,7 +130,7 @@ class CaptureScenario:
 
     def orig_dst_records(self) -> int:
         cp = self.net.run(["bpftool", "-j", "map", "dump", "pinned",
-                           os.path.join(self.pin_root, "v3", "cv_orig_dst")])
+                           os.path.join(self.pin_root, BPF_LAYOUT_DIR, "cv_orig_dst")])
         try:
             return len(json.loads(cp.stdout.strip() or "[]"))
         except ValueError:
@@ -233,7 +233,7 @@ class CaptureScenario:
         net.stop(app, signal.SIGKILL)
 
         # --- kill -9: fail closed at once, also with an app on the capture port
-        pins_before = th._listdir(os.path.join(self.pin_root, "v3"))
+        pins_before = th._listdir(os.path.join(self.pin_root, BPF_LAYOUT_DIR))
         loop_log = os.path.join(net.tmpdir, "connect-loop.log")
         with open(loop_log, "w") as logf:
             loop = self.client.spawn(["/usr/bin/python3", "-u", "-c", CONNECT_LOOP, VIP4], cgroup=self.cg,
@@ -280,7 +280,7 @@ class CaptureScenario:
                 tail(d.log_path, 20))
         R.check("restart: exactly one culvert program on connect4", self.connect4_programs() == 1,
                 f"{self.connect4_programs()} programs")
-        R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, "v3")) == pins_before)
+        R.check("restart: same pins", th._listdir(os.path.join(self.pin_root, BPF_LAYOUT_DIR)) == pins_before)
         # No re-enrollment: the registry (state_dir) re-opens the pod's listener at start.
         cp = d.ctl("pods")
         R.check("restart: the registry restored the client's enrollment",
@@ -323,12 +323,12 @@ class CaptureScenario:
 
         # --- stop keeps pins; uninstall removes them and capture stops
         d.stop()
-        R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, "v3", "cv_enrolled")))
+        R.check("stop keeps the pins", os.path.exists(os.path.join(self.pin_root, BPF_LAYOUT_DIR, "cv_enrolled")))
         cp = net.run([a.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
-        R.check("culvertd uninstall", cp.returncode == 0 and "detached 5 links" in cp.stdout, describe(cp))
+        R.check("culvertd uninstall", cp.returncode == 0 and f"detached {BPF_LINKS} links" in cp.stdout, describe(cp))
         n = self.connect4_programs()
         R.check("uninstall: the pins and the registry are gone",
-                not os.path.exists(os.path.join(self.pin_root, "v3"))
+                not os.path.exists(os.path.join(self.pin_root, BPF_LAYOUT_DIR))
                 and not os.listdir(os.path.join(d.tmp, "state")), describe(cp))
         R.check("uninstall: no program left on the cgroup", n == 0,
                 f"{n}: {net.run(['bpftool', 'cgroup', 'show', self.cg.path]).stdout}")

@@ -36,6 +36,16 @@ from typing import Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
 
+def _bpf_layout_dir() -> str:
+    """The pin directory of this build's BPF layout, "v<CV_LAYOUT_VERSION>"."""
+    header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ebpf", "include", "culvert_bpf.h")
+    with open(header) as f:
+        return "v" + re.search(r"^#define CV_LAYOUT_VERSION (\d+)$", f.read(), re.M).group(1)
+
+
+BPF_LAYOUT_DIR = _bpf_layout_dir()
+BPF_LINKS = 5  # connect4/6, getpeername4/6, sockops
+
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 CURL_CONNECT_FAILED = 7

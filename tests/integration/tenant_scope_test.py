@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import Culvertd, check_isolated, describe, run_test  # noqa: E402
+from culvertd_harness import BPF_LAYOUT_DIR, BPF_LINKS, Culvertd, check_isolated, describe, run_test  # noqa: E402
 
 A_IP, B_IP, BACKEND_IP, DIRECT_IP, PORT = "10.244.1.1", "10.244.1.2", "10.244.1.3", "10.244.1.9", 8080
 VIP = "10.96.0.10"
@@ -109,7 +109,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     def attachments():
         """(link ids, program ids) of culvert's pinned links: a change of scope must not
         re-attach anything."""
-        pins = os.path.join(d.pin_root, "v3")
+        pins = os.path.join(d.pin_root, BPF_LAYOUT_DIR)
         links = []
         for name in sorted(os.listdir(pins)):
             if not name.startswith("link_"):
@@ -139,8 +139,8 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     d.enroll(a1, namespace="team-a")
     d.enroll(b1, namespace="team-b")
     ids_before = attachments()
-    R.check("culvert's 5 links are pinned, each with a program",
-            len(ids_before) == 5 and all(isinstance(l[1], int) for l in ids_before), str(ids_before))
+    R.check(f"culvert's {BPF_LINKS} links are pinned, each with a program",
+            len(ids_before) == BPF_LINKS and all(isinstance(l[1], int) for l in ids_before), str(ids_before))
 
     # --- team-a may use x only
     R.check("team-a -> x (in scope): served through culvert", get(a1, f"http://{VIP}/") == "via-x",

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testhosts as th  # noqa: E402
-from culvertd_harness import CURL_CONNECT_FAILED, Culvertd, check_isolated, describe, run_test  # noqa: E402
+from culvertd_harness import BPF_LAYOUT_DIR, CURL_CONNECT_FAILED, Culvertd, check_isolated, describe, run_test  # noqa: E402
 
 CLIENT_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.2", 8080
 VIP = "10.96.0.10"
@@ -158,7 +158,7 @@ def scenario(net: th.TestNetwork, args, R: th.Results) -> None:
     # --- stop: pins survive (restart safety); uninstall removes them
     d.stop()
     R.check("pins survive a stop",
-            os.path.exists(os.path.join(d.pin_root, "v3", "cv_enrolled")),
+            os.path.exists(os.path.join(d.pin_root, BPF_LAYOUT_DIR, "cv_enrolled")),
             f"{d.pin_root}: {th._listdir(d.pin_root)}")
     cp = net.run([args.culvertd, "uninstall", "--config", d.bootstrap], timeout=20)
     R.check("culvertd uninstall exits 0", cp.returncode == 0, describe(cp))

@@ -318,7 +318,7 @@ TEST_F(CaptureProgramTest, MapsAndLinksArePinnedUnderTheLayoutVersionAndOutliveT
 
   auto removed = CaptureProgram::uninstall(bpffs_->pinRoot());
   ASSERT_TRUE(removed) << removed.error().describe();
-  EXPECT_NE(removed->find("detached 5 links"), std::string::npos) << *removed;
+  EXPECT_NE(removed->find("detached " + std::to_string(std::size(kHooks)) + " links"), std::string::npos) << *removed;
   EXPECT_FALSE(std::filesystem::exists(dir));
   for (auto hook : kHooks) EXPECT_TRUE(attachedIds(cgroup_->path(), hook).empty()) << hook;
   EXPECT_EQ(connectVip(*pod_).error, ENETUNREACH);  // nothing captures any more
@@ -335,7 +335,7 @@ TEST_F(CaptureProgramTest, ARestartAdoptsPinsWithoutADuplicateAttachmentOrLostEn
   ASSERT_TRUE(again) << again.error().describe();
   program_ = std::move(*again);
   EXPECT_TRUE(program_->adoptedPins());
-  EXPECT_EQ(program_->adoptedLinks(), 5);
+  EXPECT_EQ(program_->adoptedLinks(), static_cast<int>(std::size(kHooks)));
   for (auto hook : kHooks) EXPECT_EQ(attachedIds(cgroup_->path(), hook).size(), 1u) << "hook " << hook;
   // The link now runs the new program.
   EXPECT_NE(attachedIds(cgroup_->path(), BPF_CGROUP_INET4_CONNECT), before);
