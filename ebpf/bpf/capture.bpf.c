@@ -357,13 +357,12 @@ int cv_getpeername6(struct bpf_sock_addr *ctx)
 }
 
 /* The cv_orig_dst key of a connecting socket, from its bound source address. */
-CV_INLINE int cv_sockops_key(struct bpf_sock_ops *skops, const struct cv_pending_dst *p,
-			     struct cv_orig_dst_key *key)
+CV_INLINE int cv_sockops_key(struct bpf_sock_ops *skops, __u64 netns_cookie, struct cv_orig_dst_key *key)
 {
 	__u32 ip6[4];
 
 	if (skops->family == CV_AF_INET) {
-		cv_make_orig_dst_key4(key, p->netns_cookie, skops->local_ip4, skops->local_port);
+		cv_make_orig_dst_key4(key, netns_cookie, skops->local_ip4, skops->local_port);
 		return 0;
 	}
 	if (skops->family == CV_AF_INET6) {
@@ -371,48 +370,29 @@ CV_INLINE int cv_sockops_key(struct bpf_sock_ops *skops, const struct cv_pending
 		ip6[1] = skops->local_ip6[1];
 		ip6[2] = skops->local_ip6[2];
 		ip6[3] = skops->local_ip6[3];
-		cv_make_orig_dst_key6(key, p->netns_cookie, ip6, skops->local_port);
+		cv_make_orig_dst_key6(key, netns_cookie, ip6, skops->local_port);
 		return 0;
 	}
 	return -1;
 }
 
-SEC("sockops")
-int cv_sockops(struct bpf_sock_ops *skops)
+/* TCP_CONNECT_CB runs before the SYN is sent (so before the proxy can accept) and after
+ * the source port is bound. Always called: no cb flags needed. */
+CV_INLINE void cv_sockops_rekey(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
 	struct cv_orig_dst_key key;
 	struct cv_pending_dst *p;
-	struct bpf_sock *sk;
+	struct cv_counters *c;
 	struct cv_addr dst;
 	__u32 zero = 0;
-	struct cv_counters *c;
-	__u32 op = skops->op;
 	long err;
 
-	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB)
-		return 1;
-	sk = skops->sk;
 	if (!sk)
-		return 1;
+		return;
 	p = bpf_sk_storage_get(&cv_sock_dst, sk, 0, 0);
-	if (!p || cv_sockops_key(skops, p, &key) != 0)
-		return 1;
-
-	if (op == BPF_SOCK_OPS_STATE_CB) {
-		/* The client socket is aborted (reset, refused, timed out: the proxy will
-		 * never accept it): its record goes with it. A graceful close (FIN) leaves the
-		 * connection in the listener's queue, where the proxy accepts it and takes the
-		 * record, so only aborts from SYN_SENT/ESTABLISHED delete here (a client that
-		 * closed and exited reaches CLOSE from FIN_WAIT2 at once, as the kernel swaps in
-		 * a timewait socket, while its connection still waits to be accepted). */
-		if (skops->args[1] == BPF_TCP_CLOSE &&
-		    (skops->args[0] == BPF_TCP_SYN_SENT || skops->args[0] == BPF_TCP_ESTABLISHED))
-			bpf_map_delete_elem(&cv_orig_dst, &key);
-		return 1;
-	}
-
-	/* TCP_CONNECT_CB runs before the SYN is sent (so before the proxy can accept) and
-	 * after the source port is bound. Always called: no cb flags needed. */
+	if (!p || cv_sockops_key(skops, p->netns_cookie, &key) != 0)
+		return;
 	dst = p->orig_dst;
 	err = bpf_map_update_elem(&cv_orig_dst, &key, &dst, BPF_ANY);
 	if (!err)
@@ -425,6 +405,33 @@ int cv_sockops(struct bpf_sock_ops *skops)
 		else
 			c->rekeyed += 1;
 	}
+}
+
+SEC("sockops")
+int cv_sockops(struct bpf_sock_ops *skops)
+{
+	struct cv_orig_dst_key key;
+
+	if (skops->op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		cv_sockops_rekey(skops);
+		return 1;
+	}
+	/* The state callback is on only for re-keyed sockets, but it runs at every state
+	 * change of theirs (about four a connection), so the transition is tested before
+	 * any lookup, and the key needs no socket storage: the netns cookie comes from the
+	 * helper, the port is still the socket's at this point.
+	 *
+	 * The client socket is aborted (reset, refused, timed out: the proxy will never
+	 * accept it): its record goes with it. A graceful close (FIN) leaves the connection
+	 * in the listener's queue, where the proxy accepts it and takes the record, so only
+	 * aborts from SYN_SENT/ESTABLISHED delete here (a client that closed and exited
+	 * reaches CLOSE from FIN_WAIT2 at once, as the kernel swaps in a timewait socket,
+	 * while its connection still waits to be accepted). */
+	if (skops->op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE ||
+	    (skops->args[0] != BPF_TCP_SYN_SENT && skops->args[0] != BPF_TCP_ESTABLISHED))
+		return 1;
+	if (cv_sockops_key(skops, bpf_get_netns_cookie(skops), &key) == 0)
+		bpf_map_delete_elem(&cv_orig_dst, &key);
 	return 1;
 }
 

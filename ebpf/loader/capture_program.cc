@@ -175,6 +175,7 @@ std::vector<std::string> CaptureProgram::missingKernelFeatures() {
       {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_netns_cookie, "bpf_get_netns_cookie in cgroup/connect"},
       {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, "bpf_set_retval in cgroup/connect (Linux 5.18)"},
       {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get in sock_ops"},
+      {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, "bpf_get_netns_cookie in sock_ops (Linux 5.15)"},
       {BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sock_ops_cb_flags_set, "bpf_sock_ops_cb_flags_set in sock_ops"},
   };
   for (const auto& h : helpers) {
