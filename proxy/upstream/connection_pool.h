@@ -44,6 +44,10 @@ struct ConnectRequest {
   std::chrono::milliseconds connect_timeout{5000};
   // Attached to a new connection for its whole life (the cluster's max_connections unit).
   std::shared_ptr<void> lifetime_token{};
+  // Whose work an upstream HTTP/2 connection's reads are (Http2Pool): it carries one
+  // source pod's streams, so one tenant's. The weight is the one at connect time. An
+  // HTTP/1.1 connection's reads are its exchange's, whose owner gives the share.
+  network::WorkShare share{};
 };
 
 // An upstream connection being made. Owned by the requester: destroying it cancels.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "proxy/event/scheduler.h"
+
 namespace culvert::upstream {
 
 namespace {
@@ -12,8 +14,9 @@ constexpr size_t kSocketHighWatermark = 256 * 1024;
 constexpr uint32_t kCancel = 0x8;  // RFC 9113 CANCEL
 }  // namespace
 
-Http2Connection::Http2Connection(Http2Pool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection)
-    : pool_(pool), key_(std::move(key)), connection_(std::move(connection)),
+Http2Connection::Http2Connection(Http2Pool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection,
+                                 network::WorkShare share)
+    : pool_(pool), key_(std::move(key)), connection_(std::move(connection)), share_(share),
       codec_(http::http2::Mode::Client, http::http2::Limits{}, *this), idle_since_(pool.dispatcher().now()) {
   connection_->setCallbacks(this);
   connection_->readEnable(true);
@@ -91,6 +94,14 @@ void Http2Connection::flush() {
 }
 
 void Http2Connection::onData(std::string_view data) {
+  if (share_.scheduler == nullptr) {
+    receive(data);
+    return;
+  }
+  share_.scheduler->run(share_.tenant, share_.weight, [&] { receive(data); });
+}
+
+void Http2Connection::receive(std::string_view data) {
   in_codec_ = true;
   bool ok = codec_.receive(data);
   in_codec_ = false;
@@ -230,14 +241,17 @@ std::unique_ptr<PendingConnection> Http2Pool::acquire(const ConnectRequest& requ
   connecting_[request.key].waiters.push_back(waiter.get());
   if (start) {
     auto key = request.key;
-    auto pending = sockets_.acquire(request, [this, key](auto result) { onConnected(key, std::move(result)); });
+    auto pending = sockets_.acquire(request, [this, key, share = request.share](auto result) {
+      onConnected(key, share, std::move(result));
+    });
     if (auto it = connecting_.find(key); it != connecting_.end()) it->second.pending = std::move(pending);
   }
   if (waiter->fired()) return nullptr;  // failed synchronously
   return waiter;
 }
 
-void Http2Pool::onConnected(const PoolKey& key, common::Result<std::unique_ptr<network::TcpConnection>> result) {
+void Http2Pool::onConnected(const PoolKey& key, network::WorkShare share,
+                            common::Result<std::unique_ptr<network::TcpConnection>> result) {
   auto it = connecting_.find(key);
   if (it == connecting_.end()) return;
   auto waiters = std::move(it->second.waiters);
@@ -246,7 +260,7 @@ void Http2Pool::onConnected(const PoolKey& key, common::Result<std::unique_ptr<n
   connecting_.erase(it);
   Http2Connection* connection = nullptr;
   if (result) {
-    auto owned = std::make_unique<Http2Connection>(*this, key, std::move(*result));
+    auto owned = std::make_unique<Http2Connection>(*this, key, std::move(*result), share);
     connection = owned.get();
     connections_.emplace(key, std::move(owned));
     cx_total_.inc();

@@ -37,7 +37,9 @@ class Http2Pool;
 // worker, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
 class Http2Connection : public network::ConnectionCallbacks, public http::http2::CodecCallbacks {
 public:
-  Http2Connection(Http2Pool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection);
+  // `share`: the tenant whose reads and response processing this connection's are.
+  Http2Connection(Http2Pool& pool, PoolKey key, std::unique_ptr<network::TcpConnection> connection,
+                  network::WorkShare share = {});
   ~Http2Connection() override;
 
   bool canOpenStream() const;
@@ -59,6 +61,9 @@ public:
   void onData(std::string_view data) override;
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override { flush(); }
+  // Shared: the reads wait for the tenant's share and turn (as the downstream session's
+  // do), and what they bring is processed as the tenant's work.
+  network::WorkShare readShare() const override { return share_; }
 
   // http2::CodecCallbacks
   void onHeaders(int32_t id, http::HeaderMap&& headers, bool end_stream) override;
@@ -72,10 +77,12 @@ public:
 private:
   void fail(const std::string& reason);
   void maybeRetire();
+  void receive(std::string_view data);
 
   Http2Pool& pool_;
   PoolKey key_;
   std::unique_ptr<network::TcpConnection> connection_;
+  network::WorkShare share_;
   http::http2::Codec codec_;
   common::RecyclingHashMap<int32_t, Http2StreamCallbacks*> streams_;
   std::string out_;
@@ -122,7 +129,8 @@ private:
     std::unique_ptr<PendingConnection> pending;
     std::vector<Waiter*> waiters;
   };
-  void onConnected(const PoolKey& key, common::Result<std::unique_ptr<network::TcpConnection>> result);
+  void onConnected(const PoolKey& key, network::WorkShare share,
+                   common::Result<std::unique_ptr<network::TcpConnection>> result);
   void removeWaiter(const PoolKey& key, Waiter* waiter);
   void retire(Http2Connection* connection);
   void drain(Http2Connection& connection);

@@ -10,21 +10,13 @@
 #include <functional>
 
 #include "proxy/network/socket.h"
+#include "tests/unit/proxy/upstream/pool_test_util.h"
 
 namespace culvert::upstream {
 namespace {
 
-// A loopback listener whose accepted connections stay open (the kernel accepts them).
-struct Listener {
-  network::FileDescriptor fd = *network::createListenSocket(*common::SocketAddress::parse("127.0.0.1", 0), 16, false);
-  uint16_t port = 0;
-  Listener() {
-    sockaddr_in a{};
-    socklen_t len = sizeof a;
-    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-};
+using testing::Listener;
+using testing::runUntil;
 
 // Connects one pooled connection per key (to the key's endpoint) through `pool`, running
 // the loop until all are up.
@@ -44,19 +36,6 @@ std::vector<std::unique_ptr<network::TcpConnection>> connectAll(event::Dispatche
   d.run();
   EXPECT_EQ(connected.size(), keys.size());
   return connected;
-}
-
-// Runs the loop until `done()` holds (checked every 2 ms) or `limit` passes; returns how
-// long that took.
-std::chrono::milliseconds runUntil(event::Dispatcher& d, const std::function<bool()>& done,
-                                   std::chrono::milliseconds limit) {
-  auto start = std::chrono::steady_clock::now();
-  auto poll = d.createTimer([&] {
-    if (done() || std::chrono::steady_clock::now() - start > limit) d.exit();
-  });
-  poll->enable(std::chrono::milliseconds(2), std::chrono::milliseconds(2));
-  d.run();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
 }
 
 config::ConnectionLifetime lifetime(std::chrono::milliseconds idle, std::chrono::milliseconds max) {
