@@ -189,9 +189,9 @@ TEST(Scheduler, ALongTurnDoesNotForgetTheTenantsWaitingForIt) {
   EXPECT_FALSE(over_after_idling);
 }
 
-// A tenant that had its quantum (× weight) of a loop turn waits for the next turn, where
-// it is read again; alone, it has kAloneTurnQuanta quanta a turn.
-TEST(Scheduler, ATenantThatHadItsQuantumOfATurnWaitsForTheNext) {
+// A tenant that had its part of a loop turn (beside others half a quantum, × weight)
+// waits for the next turn, where it is read again; alone, it has kAloneTurnQuanta quanta.
+TEST(Scheduler, ATenantThatHadItsPartOfATurnWaitsForTheNext) {
   Dispatcher d("sched");
   Scheduler s(&d, 100us, 1ms);
   bool spent_alone = true, spent_alone_later = false;
@@ -205,10 +205,10 @@ TEST(Scheduler, ATenantThatHadItsQuantumOfATurnWaitsForTheNext) {
   // Posted from a timer, each runs among a later turn's I/O callbacks.
   auto next = d.createTimer([&] {
     d.post([&] {
-      s.run(2, busy(1us));  // another tenant has work: one quantum a turn
-      s.run(1, busy(150us));
+      s.run(2, busy(1us));  // another tenant has work: half a quantum a turn, 50 µs
+      s.run(1, busy(75us));
       spent = s.turnSpent(1, 1);
-      spent_at_weight_2 = s.turnSpent(1, 2);  // 200 µs a turn
+      spent_at_weight_2 = s.turnSpent(1, 2);  // 100 µs a turn
     });
   });
   next->enable(5ms);
