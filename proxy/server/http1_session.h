@@ -25,6 +25,7 @@
 #include "proxy/upstream/connection_pool.h"
 #include "proxy/upstream/http2_pool.h"
 #include "proxy/server/worker_services.h"
+#include "proxy/server/tenant_share.h"
 
 namespace culvert::server {
 
@@ -84,10 +85,7 @@ public:
   void onData(std::string_view data) override;
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override;
-  network::WorkShare writeShare() const override {
-    const auto& tenant = *pod_->tenant;
-    return {&services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
-  }
+  network::WorkShare writeShare() const override { return tenantShare(services_.scheduler, *pod_->tenant); }
   network::WorkShare readShare() const override { return writeShare(); }
 
 private:

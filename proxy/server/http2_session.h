@@ -14,6 +14,7 @@
 #include "proxy/network/connection.h"
 #include "proxy/server/http1_session.h"
 #include "proxy/server/pod.h"
+#include "proxy/server/tenant_share.h"
 
 namespace culvert::server {
 
@@ -56,10 +57,7 @@ public:
   void onData(std::string_view data) override;
   void onClose(network::CloseReason reason) override;
   void onWriteDrained() override { flush(); }
-  network::WorkShare writeShare() const override {
-    const auto& tenant = *pod_->tenant;
-    return {&services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
-  }
+  network::WorkShare writeShare() const override { return tenantShare(services_.scheduler, *pod_->tenant); }
   network::WorkShare readShare() const override { return writeShare(); }
 
   // http2::CodecCallbacks (downstream)

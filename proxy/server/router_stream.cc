@@ -7,6 +7,7 @@
 #include "proxy/router/hash_policy.h"
 #include "proxy/server/upstream_request.h"
 #include "proxy/server/worker_services.h"
+#include "proxy/server/tenant_share.h"
 
 namespace culvert::server {
 
@@ -112,10 +113,7 @@ void RouterStream::startAttempt() {
   // max_connections, and closes when its endpoint leaves that cluster.
   connect.key.cluster = cluster_;
   connect.key.priority = static_cast<uint8_t>(priority_);
-  if (http2) {
-    connect.share = {&services_.scheduler, pod_.tenant->id, pod_.tenant->weight.load(std::memory_order_relaxed),
-                     pod_.tenant->share_paused};
-  }
+  if (http2) connect.share = tenantShare(services_.scheduler, *pod_.tenant);
   auto attempt = std::make_unique<Attempt>();
   attempt->active = std::move(selection->request);
   if (!http2) {

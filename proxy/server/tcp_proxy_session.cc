@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/server/tenant_share.h"
+
 namespace culvert::server {
 
 namespace {
@@ -29,8 +31,7 @@ public:
   void onWriteDrained() override { session_.updateReading(); }
   // Both sides' writes are the pod's tenant's work (the upstream one is never pooled).
   network::WorkShare writeShare() const override {
-    const auto& tenant = *session_.pod_->tenant;
-    return {&session_.services_.scheduler, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
+    return tenantShare(session_.services_.scheduler, *session_.pod_->tenant);
   }
   network::WorkShare readShare() const override { return writeShare(); }
 

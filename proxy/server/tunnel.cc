@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/http/http1/encoder.h"
+#include "proxy/server/tenant_share.h"
 
 namespace culvert::server {
 
@@ -33,10 +34,7 @@ public:
     }
   }
   void onWriteDrained() override { tunnel_.onSideDrained(); }
-  network::WorkShare writeShare() const override {
-    const auto& tenant = tunnel_.tenant_;
-    return {&tunnel_.scheduler_, tenant.id, tenant.weight.load(std::memory_order_relaxed), tenant.share_paused};
-  }
+  network::WorkShare writeShare() const override { return tenantShare(tunnel_.scheduler_, tunnel_.tenant_); }
   network::WorkShare readShare() const override { return writeShare(); }
 
   network::TcpConnection& connection() { return connection_; }

@@ -4,6 +4,7 @@
 #include "proxy/http/http1/encoder.h"
 #include "proxy/http/http1/parser.h"
 #include "proxy/http/http2/message.h"
+#include "proxy/server/tenant_share.h"
 
 namespace culvert::server {
 
@@ -119,9 +120,7 @@ public:
   }
   // Not read at all while the tenant is over its share (the held bytes above are what
   // came in the read that took it over).
-  network::WorkShare readShare() const override {
-    return {&services_.scheduler, tenant_.id, tenant_.weight.load(std::memory_order_relaxed), tenant_.share_paused};
-  }
+  network::WorkShare readShare() const override { return tenantShare(services_.scheduler, tenant_); }
 
   // http1::ParserCallbacks (the response)
   void onResponseHead(http::ResponseHead&& head) override {
