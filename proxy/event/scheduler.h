@@ -23,7 +23,7 @@ namespace culvert::event {
 // which every other tenant then waits behind. The rest stay paused, first in line.
 // Rounds follow the loop's turns as well as time: at most one starts in a turn, and
 // only rounds in which the loop looked for I/O can make it forget a tenant; and a
-// tenant's reads wait for the next turn once it has had its quantum of this one
+// tenant's reads wait for the next turn once it has had its part of this one
 // (turnSpent), so no turn runs one tenant's ready sockets for long.
 class Scheduler {
 public:

@@ -209,7 +209,7 @@ void TcpConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* b
   if (nread == 0) return;  // EAGAIN
   if (nread == UV_ENOBUFS) {
     // onAlloc refused the read. Over its share, the tenant waits for a round; having had
-    // its quantum of this turn, it is read next turn (the socket stays armed).
+    // its part of this turn, it is read next turn (the socket stays armed).
     self->waitForReadShare();
     return;
   }

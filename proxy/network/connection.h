@@ -48,7 +48,7 @@ public:
   // rather than stored, so an idle connection pays nothing for it.
   virtual WorkShare writeShare() const { return {}; }
   // Asked before each read from the socket. Shared, the read is the tenant's work
-  // (charged), and it waits: for the next loop turn once the tenant has had its quantum
+  // (charged), and it waits: for the next loop turn once the tenant has had its part
   // of this one (Scheduler::turnSpent), for a round that finds the tenant within its share
   // once it is over it. Refused reads cost nothing, not even the copy out of the kernel:
   // libuv reads every ready socket in a turn, and with 64 connections relaying large
@@ -125,7 +125,7 @@ private:
   void enqueue(std::string_view data);
   static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   // Over its share (readShare), the tenant stops reading until a round finds it within
-  // its share again; otherwise (its quantum of this turn is spent) nothing changes.
+  // its share again; otherwise (its part of this turn is spent) nothing changes.
   void waitForReadShare();
   // The socket is read while the owner wants it and no share wait is on.
   void applyReading();
