@@ -64,14 +64,15 @@ public:
   // Whether the tenant has had its part (× weight) of this loop turn: its sockets are
   // read next turn. Without it a tenant alone ran a turn through all of its ready
   // sockets (10–30 ms of 1 MiB responses), and another tenant's request that came
-  // meanwhile waited for the turn to end. Beside other tenants the part is half a
-  // quantum (kSharedTurnDivisor): their requests wait for less of a flood's turn, while
-  // the flood's credit per round, and so its throughput, stays (halving the quantum
-  // itself halved the flood's throughput too; docs/benchmarks.md). Alone, a tenant gets
+  // meanwhile waited for the turn to end. Beside other tenants the part is an eighth of
+  // a quantum (kSharedTurnDivisor): their requests wait for less of a flood's turn (and
+  // their writes for its end), while the flood's credit per round, and so its
+  // throughput, stays (halving the quantum itself halved the flood's throughput too;
+  // docs/benchmarks.md, "An eighth of a quantum"). Alone, a tenant gets
   // kAloneTurnQuanta quanta a turn: cutting its turns short buys nobody anything, and
   // costs it the batching of a long turn (one HTTP/2 read carries 32 requests; at one
   // quantum a turn the HTTP/2 bench spent 6–14 % more CPU per request).
-  static constexpr int kSharedTurnDivisor = 2;
+  static constexpr int kSharedTurnDivisor = 8;
   static constexpr int kAloneTurnQuanta = 4;
   bool turnSpent(TenantId tenant, uint32_t weight) const {
     if (dispatcher_ == nullptr) return false;

@@ -189,26 +189,26 @@ TEST(Scheduler, ALongTurnDoesNotForgetTheTenantsWaitingForIt) {
   EXPECT_FALSE(over_after_idling);
 }
 
-// A tenant that had its part of a loop turn (beside others half a quantum, × weight)
+// A tenant that had its part of a loop turn (beside others an eighth of a quantum, × weight)
 // waits for the next turn, where it is read again; alone, it has kAloneTurnQuanta quanta.
 TEST(Scheduler, ATenantThatHadItsPartOfATurnWaitsForTheNext) {
   Dispatcher d("sched");
-  Scheduler s(&d, 100us, 1ms);
+  Scheduler s(&d, 400us, 1ms);
   bool spent_alone = true, spent_alone_later = false;
-  bool spent = false, spent_at_weight_2 = true, spent_next_turn = true;
+  bool spent = false, spent_at_weight_4 = true, spent_next_turn = true;
   d.post([&] {
     s.run(1, busy(150us));
-    spent_alone = s.turnSpent(1, 1);  // 150 of 400 µs
-    s.run(1, busy(300us));
+    spent_alone = s.turnSpent(1, 1);  // 150 of 1,600 µs
+    s.run(1, busy(1500us));
     spent_alone_later = s.turnSpent(1, 1);
   });
   // Posted from a timer, each runs among a later turn's I/O callbacks.
   auto next = d.createTimer([&] {
     d.post([&] {
-      s.run(2, busy(1us));  // another tenant has work: half a quantum a turn, 50 µs
+      s.run(2, busy(1us));  // another tenant has work: an eighth of a quantum a turn, 50 µs
       s.run(1, busy(75us));
       spent = s.turnSpent(1, 1);
-      spent_at_weight_2 = s.turnSpent(1, 2);  // 100 µs a turn
+      spent_at_weight_4 = s.turnSpent(1, 4);  // 200 µs a turn
     });
   });
   next->enable(5ms);
@@ -223,7 +223,7 @@ TEST(Scheduler, ATenantThatHadItsPartOfATurnWaitsForTheNext) {
   EXPECT_FALSE(spent_alone);
   EXPECT_TRUE(spent_alone_later);
   EXPECT_TRUE(spent);
-  EXPECT_FALSE(spent_at_weight_2);
+  EXPECT_FALSE(spent_at_weight_4);
   EXPECT_FALSE(spent_next_turn);
 }
 
