@@ -125,8 +125,8 @@ def parse_wrk(out):
 
 def b_inside(stats: str) -> tuple[float, float]:
     """team-b's requests that the proxy answered within 0.5 ms (request head to the end of
-    the response, its own histogram), and all of them: the part of B's latency that is
-    the proxy's, without the client's and origin's scheduling."""
+    the response, its own histogram), and all of them. It leaves out the client and the
+    wait before the worker reads the request; it includes the origin's answer."""
     name = "culvert_http_downstream_rq_duration_seconds_bucket"
     return (sum_metric(stats, name, {"tenant": "team-b", "le": "0.0005"}) or 0,
             sum_metric(stats, name, {"tenant": "team-b", "le": "+Inf"}) or 0)
