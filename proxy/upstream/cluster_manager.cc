@@ -503,12 +503,14 @@ void ClusterManager::setHealthCheckResult(std::string_view name, const common::S
 }
 
 bool ClusterManager::hasEndpoint(std::string_view name, const common::SocketAddress& endpoint) const {
-  const auto* cluster = configOf(name);
+  // One lookup: asked twice per pooled request (lend and release).
+  auto* state = find(name);
+  const auto* cluster = state ? state->cluster.get() : configOf(name);
   if (!cluster) return false;
   // LOGICAL_DNS: connections made to an earlier answer stay until they end (Envoy's one
   // logical host); only new connections use the latest address.
   if (cluster->type == config::ClusterType::LogicalDns) return true;
-  if (auto* state = find(name)) return findEndpoint(*state, endpoint).has_value();
+  if (state) return findEndpoint(*state, endpoint).has_value();
   // Not picked from on this worker yet (so no index): rare, a scan will do.
   return std::ranges::any_of(cluster->endpoints, [&](const config::Endpoint& e) { return e.address == endpoint; });
 }
