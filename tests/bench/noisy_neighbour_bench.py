@@ -19,8 +19,8 @@ idle, baseline, ...); the report gives medians and ranges.
 
 CPUs: culvertd runs on CPU 0, every client and origin on CPU 1, as the CPU benches run, and
 B's client and origin run SCHED_FIFO. On a node, A's load generator and origin would not
-share a core with B's; here, unfavoured, A's nginx and wrk held CPU 1 for up to 5 ms at a
-time while B's were runnable (perf sched, docs/benchmarks.md), and that was most of B's p99.
+share a core with B's; here A's nginx and wrk held CPU 1 for up to 5 ms at a time while
+B's, even at nice -10, were runnable (perf sched, docs/benchmarks.md): most of B's p99.
 What is left in B's latency is then the shared proxy. --shared-cpus runs everything
 unpinned at equal priority, as the bench did before (--favour-b: B's side and culvertd at
 nice -10 there).
