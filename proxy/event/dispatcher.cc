@@ -1,5 +1,7 @@
 #include "proxy/event/dispatcher.h"
 
+#include <utility>
+
 #include <spdlog/spdlog.h>
 
 #include "proxy/event/timer_queue.h"
@@ -14,7 +16,7 @@ Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
   uv_idle_init(&loop_, &deferred_idle_);
   turn_end_check_.data = this;
   uv_check_init(&loop_, &turn_end_check_);
-  uv_check_start(&turn_end_check_, [](uv_check_t* h) { static_cast<Dispatcher*>(h->data)->runTurnEnd(); });
+  uv_check_start(&turn_end_check_, [](uv_check_t* h) { static_cast<Dispatcher*>(h->data)->endTurn(); });
   uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_check_));
   turn_end_prepare_.data = this;
   uv_prepare_init(&loop_, &turn_end_prepare_);
@@ -22,6 +24,7 @@ Dispatcher::Dispatcher(std::string name) : name_(std::move(name)) {
     auto* self = static_cast<Dispatcher*>(h->data);
     self->runTurnEnd();
     ++self->polls_;
+    self->in_io_ = true;
   });
   uv_unref(reinterpret_cast<uv_handle_t*>(&turn_end_prepare_));
   thread_id_ = std::this_thread::get_id();
@@ -133,6 +136,26 @@ void Dispatcher::runTurnEnd() {
   }
   turn_end_.clear();
   in_turn_end_ = false;
+}
+
+void Dispatcher::endTurn() {
+  in_io_ = false;
+  runTurnEnd();
+  if (late_.empty()) return;
+  running_late_.swap(late_);
+  for (auto& late : running_late_) {
+    if (void* object = std::exchange(late.object, nullptr)) late.run(object);
+  }
+  running_late_.clear();
+  runTurnEnd();
+}
+
+void Dispatcher::cancelLateInTurn(const void* who) {
+  for (auto* list : {&late_, &running_late_}) {
+    for (auto& late : *list) {
+      if (late.object == who) late.object = nullptr;
+    }
+  }
 }
 
 std::chrono::steady_clock::time_point Dispatcher::now() const {

@@ -68,6 +68,22 @@ public:
   void cancelTurnEnd(uint32_t ticket);
   // Inside a turn-end pass: what is written now has nothing left to wait for.
   bool atTurnEndNow() const { return in_turn_end_; }
+
+  // Work that yields to the rest of its turn: it runs once the turn's other I/O
+  // callbacks have run and the writes they made have left (the turn-end pass), followed
+  // by a turn-end pass of its own. A tenant that has had more of the worker than another
+  // reads there (Scheduler::yieldsInTurn), so the other's request that came in the same
+  // turn is relayed first, and does not wait for the busier tenant's part of the turn.
+  // Calls `(who->*Fn)()` once, late in this turn (registered outside the turn's I/O
+  // callbacks: late in the coming one). A function, not an interface: a connection pays
+  // no second vtable pointer for it.
+  template <typename T, void (T::*Fn)()>
+  void lateInTurn(T* who) {
+    late_.push_back({who, [](void* p) { (static_cast<T*>(p)->*Fn)(); }});
+  }
+  void cancelLateInTurn(const void* who);
+  // Inside the turn's I/O callbacks (libuv's poll phase), where work may still yield.
+  bool inIoPhase() const { return in_io_; }
   // Loop turns that went on to look for I/O (counted just before each look). Between two
   // equal readings the loop read no socket it had not read already.
   uint64_t polls() const { return polls_; }
@@ -79,6 +95,8 @@ private:
   static void onAsync(uv_async_t* handle);
   static void onDeferred(uv_idle_t* handle);
   void runTurnEnd();
+  // The check phase: the turn-end pass, then what yielded to it and its own writes.
+  void endTurn();
   void runPosted();
   void scheduleDeferredDelete();
   // Deletes everything deferred, including what those deletions defer.
@@ -105,6 +123,14 @@ private:
   // handles stay started and unreferenced: they keep no loop alive and cost a check each.
   std::vector<TurnEnd*> turn_end_;
   bool in_turn_end_ = false;
+  // Waiting for the late part of the turn, in order; cancelled ones have no object.
+  struct Late {
+    void* object;
+    void (*run)(void*);
+  };
+  std::vector<Late> late_;
+  std::vector<Late> running_late_;  // the batch being run (capacity kept)
+  bool in_io_ = false;
   uint64_t polls_ = 0;
   uv_check_t turn_end_check_{};
   uv_prepare_t turn_end_prepare_{};

@@ -75,6 +75,21 @@ public:
     }
   }
 
+  // Whether another tenant that had work lately has more of its credit left than
+  // `tenant`, for its weight: `tenant` has had more of the worker this round. A tenant
+  // not charged yet this round has had none of it.
+  bool lighterActive(TenantId tenant) const {
+    const Tenant* me = find(tenant);
+    if (me == nullptr) return false;
+    for (const auto& t : tenants_) {
+      if (t.id != tenant && round_ - t.last_round < kActiveRounds &&
+          t.deficit * static_cast<int64_t>(me->weight) > me->deficit * static_cast<int64_t>(t.weight)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   Duration quantum() const { return quantum_; }
   int64_t deficit(TenantId tenant) const {
     const Tenant* t = find(tenant);

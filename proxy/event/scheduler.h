@@ -83,6 +83,14 @@ public:
     return it->second.turn_spent >= budget;
   }
 
+  // Whether the tenant's reads in this turn's I/O callbacks should wait for the late
+  // part of the turn (Dispatcher::lateInTurn): another active tenant has had less of the
+  // worker this round. That tenant's request that came in the same turn is then relayed,
+  // and its writes leave, before this tenant's part of the turn, not after it.
+  bool yieldsInTurn(TenantId tenant) const {
+    return dispatcher_ != nullptr && dispatcher_->inIoPhase() && share_.lighterActive(tenant);
+  }
+
   // A paused connection: `resume` runs (once) when a round starts with its tenant back
   // within its share. Destroying the handle cancels it.
   class Pause {

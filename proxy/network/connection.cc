@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -186,6 +187,14 @@ void TcpConnection::onAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
         *buf = uv_buf_init(nullptr, 0);  // libuv reads nothing and reports UV_ENOBUFS
         return;
       }
+      if (share.scheduler->yieldsInTurn(share.tenant)) {
+        if (!self->read_late_) {
+          self->read_late_ = true;
+          self->dispatcher_.lateInTurn<TcpConnection, &TcpConnection::readLate>(self);
+        }
+        *buf = uv_buf_init(nullptr, 0);
+        return;
+      }
       t_shared_read = {share, std::chrono::steady_clock::now()};
     }
   }
@@ -214,6 +223,36 @@ void TcpConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* b
     return;
   }
   self->notifyClose(nread == UV_EOF ? CloseReason::RemoteClose : CloseReason::ReadError);
+}
+
+void TcpConnection::readLate() {
+  read_late_ = false;
+  // Reads as libuv's read callback would: while the buffer comes back full, the owner
+  // still reads, and the tenant has not had its part of the turn.
+  while (!closed_ && reading_ && !read_share_wait_ && callbacks_ != nullptr) {
+    auto share = callbacks_->readShare();
+    if (share.scheduler != nullptr && share.scheduler->overShare(share.tenant)) {
+      waitForReadShare();  // as a read refused in onAlloc: until a round
+      return;
+    }
+    if (share.scheduler != nullptr && share.scheduler->turnSpent(share.tenant, share.weight)) {
+      return;  // the socket stays armed: the next turn reads it
+    }
+    auto started = std::chrono::steady_clock::now();
+    ssize_t nread = ::read(fd(), t_read_buffer, kReadBufferSize);
+    int error = errno;
+    if (share.scheduler != nullptr) {
+      share.scheduler->charge(share.tenant, share.weight, std::chrono::steady_clock::now() - started);
+    }
+    if (nread > 0) {
+      callbacks_->onData(std::string_view(t_read_buffer, static_cast<size_t>(nread)));
+      if (static_cast<size_t>(nread) < kReadBufferSize) return;
+      continue;
+    }
+    if (nread < 0 && (error == EAGAIN || error == EWOULDBLOCK || error == EINTR)) return;
+    notifyClose(nread == 0 ? CloseReason::RemoteClose : CloseReason::ReadError);
+    return;
+  }
 }
 
 void TcpConnection::setCallbacks(ConnectionCallbacks* callbacks) {
@@ -427,6 +466,10 @@ void TcpConnection::close() {
   }
   closed_ = true;
   callbacks_ = nullptr;
+  if (read_late_) {
+    dispatcher_.cancelLateInTurn(this);
+    read_late_ = false;
+  }
   held_.reset();  // drops held bytes and any pause
   read_share_wait_.reset();
   if (connecting_ != nullptr) {

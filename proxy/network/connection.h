@@ -124,6 +124,9 @@ private:
   // Bytes the kernel did not take at once: to libuv's queue, or held for the tenant's share.
   void enqueue(std::string_view data);
   static void onAlloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+  // Dispatcher::lateInTurn: the read onAlloc left to the late part of the turn
+  // (Scheduler::yieldsInTurn), made here as libuv would have made it.
+  void readLate();
   // Over its share (readShare), the tenant stops reading until a round finds it within
   // its share again; otherwise (its part of this turn is spent) nothing changes.
   void waitForReadShare();
@@ -160,6 +163,7 @@ private:
   bool reading_ = false;
   bool closed_ = false;
   bool close_notified_ = false;
+  bool read_late_ = false;  // registered with Dispatcher::lateInTurn
   uint32_t turn_end_ticket_ = 0;  // valid while coalesced_ is set (packed beside the flags)
   std::shared_ptr<bool> alive_;  // see aliveToken()
   struct PoolFacts {

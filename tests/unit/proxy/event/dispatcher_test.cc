@@ -160,6 +160,43 @@ TEST(DispatcherTest, TurnEndRegisteredOutsideIoRunsBeforeTheLoopWaits) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
+// Work that yields to the rest of its turn runs after the turn's callbacks and the
+// turn-end pass, and what it registers for the turn's end runs after it, in the same turn.
+// Only inside the I/O callbacks may work still yield.
+TEST(DispatcherTest, LateWorkRunsAfterTheTurnEndPassAndBeforeItsOwnWrites) {
+  Dispatcher d("test");
+  std::vector<std::string> log;
+  TurnEndRecorder a(&log, "a"), after_late(&log, "after late");
+  struct Late {
+    Late(Dispatcher* d, std::vector<std::string>* log, Dispatcher::TurnEnd* then, std::string name)
+        : d(d), log(log), then(then), name(std::move(name)) {}
+    Dispatcher* d;
+    std::vector<std::string>* log;
+    Dispatcher::TurnEnd* then;
+    std::string name;
+    void run() {
+      log->push_back(name + (d->inIoPhase() ? " (in I/O)" : ""));
+      if (then) d->atTurnEnd(then);
+    }
+  };
+  Late late(&d, &log, &after_late, "late");
+  Late cancelled(&d, &log, nullptr, "cancelled");
+  bool in_io = false;
+  d.post([&] {
+    in_io = d.inIoPhase();
+    d.lateInTurn<Late, &Late::run>(&late);
+    d.lateInTurn<Late, &Late::run>(&cancelled);
+    d.cancelLateInTurn(&cancelled);
+    d.atTurnEnd(&a);
+    log.push_back("callback");
+  });
+  auto stop = d.createTimer([&] { d.exit(); });
+  stop->enable(std::chrono::milliseconds(20));
+  d.run();
+  EXPECT_TRUE(in_io);
+  EXPECT_EQ(log, (std::vector<std::string>{"callback", "a", "late", "after late"}));
+}
+
 TEST(SchedulerTest, ChargesWorkToItsTenant) {
   Scheduler s;
   bool ran = false;

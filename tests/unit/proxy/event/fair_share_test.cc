@@ -125,6 +125,29 @@ std::map<uint32_t, int64_t> simulate(uint32_t weight_a, uint32_t weight_b, std::
   return used;
 }
 
+// The tenant that has had more of the worker this round (for its weight) is the one
+// that yields to a lighter one; a tenant alone, or forgotten, yields to nobody.
+TEST(FairShare, TheBusierTenantIsTheOneALighterTenantIsActiveBeside) {
+  FairShare share(500us);
+  share.charge(1, 1, 300us);
+  share.charge(2, 1, 10us);
+  EXPECT_TRUE(share.lighterActive(1));
+  EXPECT_FALSE(share.lighterActive(2));
+  EXPECT_FALSE(share.lighterActive(3));  // not charged this round: has had nothing
+  for (uint64_t i = 0; i < FairShare::kActiveRounds; ++i) {
+    share.newRound();
+    share.charge(1, 1, 300us);
+  }
+  EXPECT_FALSE(share.lighterActive(1));  // 2 had no work for kActiveRounds rounds
+
+  // By weight: 1 ms of tenant 4's 2 ms (weight 4) is less than 0.3 of tenant 5's 0.5.
+  FairShare weighted(500us);
+  weighted.charge(4, 4, 1000us);
+  weighted.charge(5, 1, 300us);
+  EXPECT_TRUE(weighted.lighterActive(5));
+  EXPECT_FALSE(weighted.lighterActive(4));
+}
+
 TEST(FairShare, WorkerTimeIsSharedByWeightWhateverTheCostOfARequest) {
   auto equal = simulate(1, 1, 50us, 5us, 200);
   double ratio = static_cast<double>(equal[1]) / static_cast<double>(equal[2]);

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -456,6 +457,74 @@ TEST(TcpConnectionReadShare, ATenantThatHadItsQuantumOfATurnIsReadNextTurn) {
   EXPECT_EQ(scheduler.pausedCount(), 0u);
   connection->setCallbacks(&callbacks);
   (*second)->setCallbacks(nullptr);
+}
+
+// Beside a tenant that has had less of the worker this round, a busier tenant's read
+// waits for the late part of the turn: the lighter tenant's bytes, though they came
+// second, are read first, and its reply has left before the busier tenant's read.
+TEST(TcpConnectionReadShare, ABusierTenantsReadWaitsForTheLighterTenantsReply) {
+  Adopted t(500us, 10000ms);  // no new round (and no fresh credit) during the test
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  Pair light_pair;
+  auto light = TcpConnection::adopt(d, light_pair.writer);
+  ASSERT_TRUE(light);
+  constexpr uint32_t kBusy = 1, kLight = 2;
+  scheduler.run(kBusy, [] { std::this_thread::sleep_for(200us); });
+  scheduler.run(kLight, [] {});
+  std::vector<std::string> order;
+  bool reply_out_before_busy_read = false;
+  struct Recorder : Drained {
+    std::function<void()> on_data;
+    void onData(std::string_view) override { on_data(); }
+  };
+  Recorder busy, lighter;
+  busy.read_share = {&scheduler, kBusy, 1};
+  lighter.read_share = {&scheduler, kLight, 1};
+  busy.on_data = [&] {
+    order.push_back("busy");
+    reply_out_before_busy_read = peerHasBytes(light_pair);
+  };
+  lighter.on_data = [&] {
+    order.push_back("light");
+    (*light)->write("reply");  // coalesced: leaves at the turn-end pass
+  };
+  connection->setCallbacks(&busy);
+  (*light)->setCallbacks(&lighter);
+  ASSERT_EQ(::write(pair.reader, "a", 1), 1);  // the busy tenant's bytes come first
+  ASSERT_EQ(::write(light_pair.reader, "b", 1), 1);
+  connection->readEnable(true);
+  (*light)->readEnable(true);
+  runUntil(d, [&] { return order.size() == 2; }, 1s);
+  EXPECT_EQ(order, (std::vector<std::string>{"light", "busy"}));
+  EXPECT_TRUE(reply_out_before_busy_read);
+  EXPECT_GT(scheduler.charged(kBusy), 200us);  // the late read is charged too
+  connection->setCallbacks(&callbacks);
+  (*light)->setCallbacks(nullptr);
+}
+
+// A late read that finds the peer's FIN reports the close, as libuv's own read would.
+TEST(TcpConnectionReadShare, ALateReadReportsThePeersClose) {
+  Adopted t(500us, 10000ms);
+  ASSERT_TRUE(t.connection);
+  auto& [pair, d, scheduler, callbacks, connection] = t;
+  scheduler.run(1, [] { std::this_thread::sleep_for(200us); });
+  scheduler.run(2, [] {});
+  struct CloseRecorder : Drained {
+    int closes = 0;
+    void onClose(CloseReason reason) override {
+      ++closes;
+      EXPECT_EQ(reason, CloseReason::RemoteClose);
+    }
+  } busy;
+  busy.read_share = {&scheduler, 1, 1};
+  connection->setCallbacks(&busy);
+  ::shutdown(pair.reader, SHUT_WR);
+  connection->readEnable(true);
+  runUntil(d, [&] { return busy.closes > 0; }, 1s);
+  runUntil(d, [] { return false; }, 20ms);  // no second report
+  EXPECT_EQ(busy.closes, 1);
+  connection->setCallbacks(&callbacks);
 }
 
 }  // namespace
