@@ -35,6 +35,12 @@ struct SharedRead {
 };
 thread_local SharedRead t_shared_read;
 
+// Whether a shared connection's read waits: its tenant is over its share (until a
+// round), or has had its part of this loop turn (until the next turn).
+bool readWaits(const WorkShare& share) {
+  return share.scheduler->overShare(share.tenant) || share.scheduler->turnSpent(share.tenant, share.weight);
+}
+
 // A shared-writes connection gives libuv at most this much per loop turn.
 constexpr size_t kWriteSlice = 64 * 1024;
 
@@ -183,7 +189,7 @@ void TcpConnection::onAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   if (self != nullptr && self->callbacks_ != nullptr) {
     auto share = self->callbacks_->readShare();
     if (share.scheduler != nullptr) {
-      if (share.scheduler->overShare(share.tenant) || share.scheduler->turnSpent(share.tenant, share.weight)) {
+      if (readWaits(share)) {
         *buf = uv_buf_init(nullptr, 0);  // libuv reads nothing and reports UV_ENOBUFS
         return;
       }
@@ -231,12 +237,11 @@ void TcpConnection::readLate() {
   // still reads, and the tenant has not had its part of the turn.
   while (!closed_ && reading_ && !read_share_wait_ && callbacks_ != nullptr) {
     auto share = callbacks_->readShare();
-    if (share.scheduler != nullptr && share.scheduler->overShare(share.tenant)) {
-      waitForReadShare();  // as a read refused in onAlloc: until a round
+    if (share.scheduler != nullptr && readWaits(share)) {
+      // As a read refused in onAlloc: a pause over the share, else the socket stays
+      // armed and the next turn reads it.
+      waitForReadShare();
       return;
-    }
-    if (share.scheduler != nullptr && share.scheduler->turnSpent(share.tenant, share.weight)) {
-      return;  // the socket stays armed: the next turn reads it
     }
     auto started = std::chrono::steady_clock::now();
     ssize_t nread = ::read(fd(), t_read_buffer, kReadBufferSize);
